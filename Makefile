@@ -1,0 +1,51 @@
+# provisiond — build, test and run. `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null)
+LDFLAGS := -X github.com/edgeprov/provisiond/internal/version.Version=$(VERSION) \
+           -X github.com/edgeprov/provisiond/internal/version.Commit=$(COMMIT)
+PKGS := ./...
+TEST_TIMEOUT ?= 15m
+BENCH_TIME ?= 1x
+STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
+PREFIX ?= /usr/local
+
+.PHONY: help build test lint bench demo deps install clean fuzz
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+build: ## build provisiond, explorerd and provctl into bin/
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+
+test: ## run every test with the race detector (root tests run for real as root)
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+lint: ## go vet, staticcheck and gofmt
+	$(GO) vet $(PKGS)
+	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+	$(STATICCHECK) $(PKGS)
+	@fmt=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$fmt" ]; then echo "not gofmt-ed:"; echo "$$fmt"; exit 1; fi
+
+bench: ## run the benchmarks (BENCH_TIME=1x by default; e.g. BENCH_TIME=3s)
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCH_TIME) -timeout 60m $(PKGS)
+
+fuzz: ## run each fuzz target for FUZZ_TIME (default 10s)
+	@./scripts/fuzz.sh $${FUZZ_TIME:-10s}
+
+demo: build ## start explorerd and provisiond locally, reserve a network, a volume and a container (root)
+	./scripts/demo.sh
+
+deps: ## install what the tests and the daemon need (Debian packages, staticcheck)
+	./scripts/deps.sh
+
+install: build ## install binaries into $(PREFIX)/bin and the systemd units
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/systemd/system
+	install -m 0755 $(BIN)/provisiond $(BIN)/explorerd $(BIN)/provctl $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 systemd/provisiond.service systemd/explorerd.service $(DESTDIR)/etc/systemd/system/
+
+clean: ## remove build output and the demo state
+	rm -rf $(BIN) .demo

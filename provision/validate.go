@@ -1,0 +1,72 @@
+package provision
+
+import (
+	"fmt"
+	"time"
+)
+
+// Limits on reservation fields.
+const (
+	// MaxDuration is the longest a reservation may live (10 years).
+	MaxDuration = 10 * 365 * 24 * time.Hour
+	// MaxClockSkew is how far in the future Created may lie.
+	MaxClockSkew = 5 * time.Minute
+	// MaxReferenceLength is the longest Reference.
+	MaxReferenceLength = 256
+)
+
+// Validate checks a reservation before anything is touched: it is for
+// nodeID, its fields are in range, its ID is a safe name, its Data is at most
+// MaxDataSize and decodes into a valid workload of a known type, it is signed
+// by its owner and, at now, it has not expired. A delete request must carry a
+// valid delete signature; it may arrive after expiry. Every failure wraps its
+// own sentinel error and is permanent.
+func Validate(r *Reservation, nodeID string, now time.Time) error {
+	if err := validate(r, nodeID, now); err != nil {
+		return Permanent(err)
+	}
+	return nil
+}
+
+func validate(r *Reservation, nodeID string, now time.Time) error {
+	if r == nil {
+		return fmt.Errorf("%w: no reservation", ErrBadData)
+	}
+	if err := ValidName("reservation id", r.ID); err != nil {
+		return err
+	}
+	if r.NodeID != nodeID {
+		return fmt.Errorf("%w: node_id %q is not %q", ErrWrongNode, r.NodeID, nodeID)
+	}
+	if !isHex(r.UserID, 64) {
+		return fmt.Errorf("%w: user_id is not a 64-character lowercase hex public key", ErrBadField)
+	}
+	if len(r.Data) > MaxDataSize {
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrDataTooLarge, len(r.Data), MaxDataSize)
+	}
+	if !r.Type.Known() {
+		return fmt.Errorf("%w: %q", ErrUnknownType, r.Type)
+	}
+	if r.Duration <= 0 || r.Duration > MaxDuration {
+		return fmt.Errorf("%w: duration %s is not between 0 and %s", ErrBadField, r.Duration, MaxDuration)
+	}
+	if r.Created.IsZero() || r.Created.After(now.Add(MaxClockSkew)) {
+		return fmt.Errorf("%w: created %s is unset or in the future", ErrBadField, formatTime(r.Created))
+	}
+	if len(r.Reference) > MaxReferenceLength {
+		return fmt.Errorf("%w: reference longer than %d bytes", ErrBadField, MaxReferenceLength)
+	}
+	if _, err := r.Workload(); err != nil {
+		return err
+	}
+	if err := r.Verify(); err != nil {
+		return err
+	}
+	if r.ToDelete {
+		return r.VerifyDelete()
+	}
+	if r.Expired(now) {
+		return fmt.Errorf("%w: at %s", ErrExpired, formatTime(r.Expires()))
+	}
+	return nil
+}

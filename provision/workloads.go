@@ -1,0 +1,298 @@
+package provision
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"path"
+	"regexp"
+	"strings"
+)
+
+// Limits on workload specifications.
+const (
+	// MaxVolumeSize is the largest volume, in GiB.
+	MaxVolumeSize = 64 << 10
+	// MinContainerMemory is the smallest container memory limit, in MiB.
+	MinContainerMemory = 16
+	// MaxContainerMemory is the largest container memory limit, in MiB (4 TiB).
+	MaxContainerMemory = 4 << 20
+	// MaxContainerCPU is the largest number of cores a container may ask for.
+	MaxContainerCPU = 1024
+	// MaxContainerDisk is the largest container root disk, in MiB (16 TiB).
+	MaxContainerDisk = 16 << 20
+	// MaxNameLength is the longest name (network names, ids).
+	MaxNameLength = 64
+)
+
+// DiskType is the kind of storage a volume lives on.
+type DiskType string
+
+// The disk types.
+const (
+	SSD DiskType = "ssd"
+	HDD DiskType = "hdd"
+)
+
+// Network is the Data of a network reservation.
+type Network struct {
+	// Name is the user's name for the network; with the user it gives NetworkID.
+	Name string `json:"name"`
+	// IPRange is the whole range of the network (IPv4 CIDR).
+	IPRange string `json:"ip_range"`
+	// Subnet is this node's part of IPRange (IPv4 CIDR); its first host address is the gateway.
+	Subnet string `json:"subnet"`
+}
+
+// Volume is the Data of a volume reservation.
+type Volume struct {
+	// Size is the volume size in GiB.
+	Size int64 `json:"size"`
+	// Type is ssd or hdd.
+	Type DiskType `json:"type"`
+}
+
+// Mount binds a volume of the same user into a container.
+type Mount struct {
+	// VolumeID is the ID of the volume reservation.
+	VolumeID string `json:"volume_id"`
+	// Mountpoint is the absolute path inside the container.
+	Mountpoint string `json:"mountpoint"`
+}
+
+// ContainerNetwork attaches a container to a network of the same user.
+type ContainerNetwork struct {
+	// NetworkID is NetworkID(user, name) of the network.
+	NetworkID string `json:"network_id"`
+	// IP is the container's IPv4 address inside the network's subnet.
+	IP string `json:"ip"`
+}
+
+// ContainerCapacity is what a container may use.
+type ContainerCapacity struct {
+	// CPU is the number of cores.
+	CPU int64 `json:"cpu"`
+	// Memory is the memory limit in MiB.
+	Memory int64 `json:"memory"`
+	// DiskSize is the root disk size in MiB.
+	DiskSize int64 `json:"disk_size"`
+}
+
+// Container is the Data of a container reservation.
+type Container struct {
+	// Image is a rootfs tarball: a local path or an http(s) URL.
+	Image string `json:"image"`
+	// ImageDigest is the sha256 of the tarball, hex encoded.
+	ImageDigest string `json:"image_digest"`
+	// Entrypoint is the command and its arguments.
+	Entrypoint []string `json:"entrypoint"`
+	// Env is the environment of the process.
+	Env map[string]string `json:"env,omitempty"`
+	// Mounts are volumes of the same user bound into the container.
+	Mounts []Mount `json:"mounts,omitempty"`
+	// Network attaches the container to a network of the same user.
+	Network ContainerNetwork `json:"network"`
+	// Capacity is the CPU, memory and root disk the container may use.
+	Capacity ContainerCapacity `json:"capacity"`
+}
+
+var (
+	nameRe   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	envKeyRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	hexRe    = regexp.MustCompile(`^[0-9a-f]+$`)
+)
+
+// ValidName checks a name that ends up in paths or object names: 1 to
+// MaxNameLength characters of letters, digits, '.', '_' and '-', starting
+// with a letter or digit, so that no path separator and no ".." can occur.
+func ValidName(what, name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: %s is empty", ErrBadName, what)
+	case len(name) > MaxNameLength:
+		return fmt.Errorf("%w: %s is longer than %d characters", ErrBadName, what, MaxNameLength)
+	case strings.Contains(name, ".."), strings.ContainsAny(name, `/\`), !nameRe.MatchString(name):
+		return fmt.Errorf("%w: %s %q may hold only letters, digits, '.', '_' and '-' (no path separators, no '..')", ErrBadName, what, name)
+	}
+	return nil
+}
+
+// DecodeData decodes JSON data strictly into v: unknown fields and trailing
+// data are errors wrapping ErrBadData.
+func DecodeData(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadData, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: trailing data after the JSON object", ErrBadData)
+	}
+	return nil
+}
+
+// Workload decodes and validates the reservation's Data into the struct of
+// its type: *Network, *Volume or *Container.
+func (r *Reservation) Workload() (any, error) {
+	var w interface{ Validate() error }
+	switch r.Type {
+	case NetworkReservation:
+		w = new(Network)
+	case VolumeReservation:
+		w = new(Volume)
+	case ContainerReservation:
+		w = new(Container)
+	default:
+		return nil, fmt.Errorf("%w: %q", ErrUnknownType, r.Type)
+	}
+	if err := DecodeData(r.Data, w); err != nil {
+		return nil, err
+	}
+	if err := w.Validate(); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+func parseV4Net(what, s string) (*net.IPNet, error) {
+	ip, n, err := net.ParseCIDR(s)
+	if err != nil || ip.To4() == nil {
+		return nil, fmt.Errorf("%w: %s %q is not an IPv4 CIDR", ErrBadField, what, s)
+	}
+	if !ip.Equal(n.IP) {
+		return nil, fmt.Errorf("%w: %s %q has host bits set", ErrBadField, what, s)
+	}
+	return n, nil
+}
+
+// Validate checks the network's name and that Subnet is an IPv4 network
+// inside IPRange with room for a gateway and at least one host.
+func (n *Network) Validate() error {
+	if err := ValidName("network name", n.Name); err != nil {
+		return err
+	}
+	rng, err := parseV4Net("ip_range", n.IPRange)
+	if err != nil {
+		return err
+	}
+	sub, err := parseV4Net("subnet", n.Subnet)
+	if err != nil {
+		return err
+	}
+	rOnes, _ := rng.Mask.Size()
+	sOnes, _ := sub.Mask.Size()
+	if sOnes < rOnes || !rng.Contains(sub.IP) {
+		return fmt.Errorf("%w: subnet %s is not inside ip_range %s", ErrBadField, n.Subnet, n.IPRange)
+	}
+	if sOnes > 30 {
+		return fmt.Errorf("%w: subnet %s is smaller than a /30", ErrBadField, n.Subnet)
+	}
+	return nil
+}
+
+// Gateway returns the subnet's gateway address (its first host) with the
+// subnet's mask. The network must be valid.
+func (n *Network) Gateway() *net.IPNet {
+	_, sub, _ := net.ParseCIDR(n.Subnet)
+	gw := make(net.IP, 4)
+	copy(gw, sub.IP.To4())
+	gw[3]++
+	return &net.IPNet{IP: gw, Mask: sub.Mask}
+}
+
+// Validate checks the volume's size and type.
+func (v *Volume) Validate() error {
+	if v.Size <= 0 || v.Size > MaxVolumeSize {
+		return fmt.Errorf("%w: volume size %d GiB is not between 1 and %d", ErrBadSize, v.Size, MaxVolumeSize)
+	}
+	if v.Type != SSD && v.Type != HDD {
+		return fmt.Errorf("%w: volume type %q is not ssd or hdd", ErrBadField, v.Type)
+	}
+	return nil
+}
+
+// Validate checks the container's image, entrypoint, environment, mounts,
+// network and capacity. Whether referenced volumes and networks exist and
+// belong to the same user is checked by the engine and the primitives.
+func (c *Container) Validate() error {
+	if c.Image == "" {
+		return fmt.Errorf("%w: container image is empty", ErrBadField)
+	}
+	if strings.HasPrefix(c.Image, "http://") || strings.HasPrefix(c.Image, "https://") {
+		if strings.ContainsAny(c.Image, " \n\r\t") {
+			return fmt.Errorf("%w: container image URL holds whitespace", ErrBadField)
+		}
+	} else if !path.IsAbs(c.Image) || path.Clean(c.Image) != c.Image {
+		return fmt.Errorf("%w: container image %q is neither an http(s) URL nor a clean absolute path", ErrBadName, c.Image)
+	}
+	d := strings.TrimPrefix(c.ImageDigest, "sha256:")
+	if len(d) != 64 || !hexRe.MatchString(d) {
+		return fmt.Errorf("%w: image_digest is not a lowercase hex sha256", ErrBadField)
+	}
+	if len(c.Entrypoint) == 0 || c.Entrypoint[0] == "" {
+		return fmt.Errorf("%w: container entrypoint is empty", ErrBadField)
+	}
+	for k := range c.Env {
+		if !envKeyRe.MatchString(k) {
+			return fmt.Errorf("%w: environment variable name %q", ErrBadName, k)
+		}
+	}
+	seen := map[string]bool{}
+	for _, m := range c.Mounts {
+		if err := ValidName("mount volume_id", m.VolumeID); err != nil {
+			return err
+		}
+		if !path.IsAbs(m.Mountpoint) || path.Clean(m.Mountpoint) != m.Mountpoint || m.Mountpoint == "/" ||
+			strings.Contains(m.Mountpoint, "..") {
+			return fmt.Errorf("%w: mountpoint %q must be a clean absolute path other than /", ErrBadName, m.Mountpoint)
+		}
+		if seen[m.Mountpoint] {
+			return fmt.Errorf("%w: mountpoint %q used twice", ErrBadField, m.Mountpoint)
+		}
+		seen[m.Mountpoint] = true
+	}
+	if c.Network.NetworkID != "" {
+		if len(c.Network.NetworkID) != 16 || !hexRe.MatchString(c.Network.NetworkID) {
+			return fmt.Errorf("%w: network_id %q is not a network id", ErrBadName, c.Network.NetworkID)
+		}
+		if ip := net.ParseIP(c.Network.IP); ip == nil || ip.To4() == nil {
+			return fmt.Errorf("%w: container ip %q is not an IPv4 address", ErrBadField, c.Network.IP)
+		}
+	} else if c.Network.IP != "" {
+		return fmt.Errorf("%w: container ip given without network_id", ErrBadField)
+	}
+	switch {
+	case c.Capacity.CPU <= 0 || c.Capacity.CPU > MaxContainerCPU:
+		return fmt.Errorf("%w: container cpu %d is not between 1 and %d", ErrBadField, c.Capacity.CPU, MaxContainerCPU)
+	case c.Capacity.Memory < MinContainerMemory || c.Capacity.Memory > MaxContainerMemory:
+		return fmt.Errorf("%w: container memory %d MiB is not between %d and %d", ErrBadSize, c.Capacity.Memory, MinContainerMemory, MaxContainerMemory)
+	case c.Capacity.DiskSize < 0 || c.Capacity.DiskSize > MaxContainerDisk:
+		return fmt.Errorf("%w: container disk_size %d MiB is not between 0 and %d", ErrBadSize, c.Capacity.DiskSize, MaxContainerDisk)
+	}
+	return nil
+}
+
+// ImageSHA256 returns the image digest without an optional "sha256:" prefix.
+func (c *Container) ImageSHA256() string {
+	return strings.TrimPrefix(c.ImageDigest, "sha256:")
+}
+
+// Dependencies returns the volume reservation IDs and the network ID the
+// container needs deployed before it can start.
+func (c *Container) Dependencies() (volumes []string, networkID string) {
+	for _, m := range c.Mounts {
+		volumes = append(volumes, m.VolumeID)
+	}
+	return volumes, c.Network.NetworkID
+}
+
+// isHex reports whether s is lowercase hex of n characters.
+func isHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil && hexRe.MatchString(s)
+}

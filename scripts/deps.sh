@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what provisiond's tests and daemon need on a Debian machine.
+set -euo pipefail
+need=()
+for cmd in runc:runc busybox:busybox-static mkfs.ext4:e2fsprogs ip:iproute2 openssl:openssl losetup:mount systemd-analyze:systemd; do
+  command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd##*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "deps: missing packages ${need[*]}; run as root to install them" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+go_bin=$(go env GOPATH)/bin
+[ -x "$go_bin/staticcheck" ] || go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+echo "deps: ok"
