@@ -36,6 +36,9 @@ type Event struct {
 	Seq uint64 `json:"seq"`
 	// Reservation is the reservation (new, or with a signed delete).
 	Reservation *Reservation `json:"reservation"`
+	// Err is set by a Poller that could not decode this item; Reservation
+	// then holds whatever could be read of it (at least the ID, if any).
+	Err error `json:"-"`
 }
 
 // Poller fetches the events of this node after sequence number from,

@@ -1,0 +1,111 @@
+// Package identity manages ed25519 keys kept as seed files: the node's
+// identity (whose base58 public key is the node ID) and users' keys for
+// provctl. A key file holds the 32-byte seed, hex encoded; it is created
+// with mode 0600 and refused when group or world may read it.
+package identity
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/mr-tron/base58"
+)
+
+// Errors of the identity package.
+var (
+	ErrNoKey       = errors.New("identity: no key file")
+	ErrPermissions = errors.New("identity: key file readable by group or others")
+	ErrMalformed   = errors.New("identity: malformed key file")
+	ErrBadNodeID   = errors.New("identity: malformed node id")
+)
+
+// Load reads the seed file at path and returns its private key. It fails
+// with ErrNoKey when the file does not exist, ErrPermissions when its mode
+// lets group or others read or write it, ErrMalformed when it does not hold
+// a hex-encoded 32-byte seed.
+func Load(path string) (ed25519.PrivateKey, error) {
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrNoKey, path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading key %s: %w", path, err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%w: %s has mode %04o, want 0600 (chmod 600 %s)", ErrPermissions, path, fi.Mode().Perm(), path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading key %s: %w", path, err)
+	}
+	seed, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(seed) != ed25519.SeedSize {
+		return nil, fmt.Errorf("%w: %s does not hold a hex-encoded %d-byte seed", ErrMalformed, path, ed25519.SeedSize)
+	}
+	return ed25519.NewKeyFromSeed(seed), nil
+}
+
+// Create makes a new key and writes its seed to path with mode 0600,
+// creating the directory (0700) if needed. It never overwrites an existing
+// file.
+func Create(path string) (ed25519.PrivateKey, error) {
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generating key: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("creating key directory: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("creating key %s: %w", path, err)
+	}
+	_, werr := f.WriteString(hex.EncodeToString(key.Seed()) + "\n")
+	serr := f.Sync()
+	cerr := f.Close()
+	if err := errors.Join(werr, serr, cerr); err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("writing key %s: %w", path, err)
+	}
+	return key, nil
+}
+
+// LoadOrCreate loads the key at path, creating it first when it does not
+// exist. Any other problem (permissions, malformed content) is returned and
+// nothing is overwritten.
+func LoadOrCreate(path string) (ed25519.PrivateKey, error) {
+	key, err := Load(path)
+	if errors.Is(err, ErrNoKey) {
+		key, err = Create(path)
+		if errors.Is(err, fs.ErrExist) { // lost a race with another creator
+			return Load(path)
+		}
+	}
+	return key, err
+}
+
+// NodeID returns the node ID of a public key: its base58 encoding.
+func NodeID(pub ed25519.PublicKey) string {
+	return base58.Encode(pub)
+}
+
+// PublicKey decodes a node ID back into the node's public key.
+func PublicKey(nodeID string) (ed25519.PublicKey, error) {
+	b, err := base58.Decode(nodeID)
+	if err != nil || len(b) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("%w: %q", ErrBadNodeID, nodeID)
+	}
+	return ed25519.PublicKey(b), nil
+}
+
+// UserID returns the user ID of a public key: its hex encoding.
+func UserID(pub ed25519.PublicKey) string {
+	return hex.EncodeToString(pub)
+}
