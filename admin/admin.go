@@ -1,0 +1,82 @@
+// Package admin is provisiond's local operator API: a small JSON-over-HTTP
+// service on a unix socket (mode 0600) through which the CLI reads what a
+// running daemon holds — records, stats, status — without touching its
+// database, which bbolt locks exclusively while the daemon runs.
+//
+//	GET /v1/status                        Status
+//	GET /v1/stats                         provision.Stats
+//	GET /v1/records?state=&type=&user=    JSON lines of provision.Record
+//	GET /v1/records/{id}                  provision.Record
+//
+// The API is read-only.
+package admin
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/edgeprov/provisiond/provision"
+)
+
+// Errors of the admin package.
+var (
+	ErrNoDaemon = errors.New("admin: no daemon listening")
+	ErrNotFound = errors.New("admin: not found")
+)
+
+// Status is what `provisiond status` shows.
+type Status struct {
+	// NodeID is the node's ID.
+	NodeID string `json:"node_id"`
+	// Version is the daemon's version.
+	Version string `json:"version"`
+	// Running is true when a daemon answered; false when read from the database.
+	Running bool `json:"running"`
+	// Started is when the daemon started.
+	Started time.Time `json:"started,omitzero"`
+	// Explorer is the explorer URL the daemon polls.
+	Explorer string `json:"explorer,omitempty"`
+	// CaughtUp is true once the daemon has read everything the explorer held at start.
+	CaughtUp bool `json:"caught_up"`
+	// Cursor is the stored position in the explorer's event stream.
+	Cursor uint64 `json:"cursor"`
+	// OutboxDepth is the number of results and stats waiting for the explorer.
+	OutboxDepth int `json:"outbox_depth"`
+	// Queued is the number of operations waiting for a worker.
+	Queued int `json:"queued"`
+	// Busy is the number of workers at work.
+	Busy int `json:"busy"`
+	// LastPollError is the last error polling the explorer, if any.
+	LastPollError string `json:"last_poll_error,omitempty"`
+	// LastPollErrorAt is when it happened.
+	LastPollErrorAt time.Time `json:"last_poll_error_at,omitzero"`
+	// Records counts records per state.
+	Records map[provision.State]int `json:"records"`
+	// Database is the path of the database.
+	Database string `json:"database"`
+}
+
+// Filter selects records; empty fields match everything.
+type Filter struct {
+	State provision.State
+	Type  provision.ReservationType
+	User  string
+}
+
+// Match reports whether rec passes the filter.
+func (f Filter) Match(rec *provision.Record) bool {
+	r := rec.Reservation
+	return (f.State == "" || rec.State == f.State) &&
+		(f.Type == "" || r.Type == f.Type) &&
+		(f.User == "" || r.UserID == f.User)
+}
+
+// Reader is what the CLI reads a node through: the running daemon (Client)
+// or, when none runs, the database itself.
+type Reader interface {
+	Status(ctx context.Context) (*Status, error)
+	Stats(ctx context.Context) (*provision.Stats, error)
+	Records(ctx context.Context, f Filter, fn func(*provision.Record) error) error
+	Record(ctx context.Context, id string) (*provision.Record, error)
+}

@@ -1,0 +1,132 @@
+package admin
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/edgeprov/provisiond/provision"
+)
+
+// Server answers the admin API from a Reader (the daemon's own view).
+type Server struct {
+	r   Reader
+	log zerolog.Logger
+}
+
+// NewServer returns a Server reading from r.
+func NewServer(r Reader, log zerolog.Logger) *Server {
+	return &Server{r: r, log: log.With().Str("component", "admin").Logger()}
+}
+
+// Handler returns the HTTP handler of the API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, req *http.Request) {
+		st, err := s.r.Status(req.Context())
+		s.reply(w, st, err)
+	})
+	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, req *http.Request) {
+		st, err := s.r.Stats(req.Context())
+		s.reply(w, st, err)
+	})
+	mux.HandleFunc("GET /v1/records/{id}", func(w http.ResponseWriter, req *http.Request) {
+		rec, err := s.r.Record(req.Context(), req.PathValue("id"))
+		s.reply(w, rec, err)
+	})
+	mux.HandleFunc("GET /v1/records", s.records)
+	return mux
+}
+
+func (s *Server) records(w http.ResponseWriter, req *http.Request) {
+	q := req.URL.Query()
+	f := Filter{State: provision.State(q.Get("state")), Type: provision.ReservationType(q.Get("type")), User: q.Get("user")}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	bw := bufio.NewWriter(w)
+	enc := json.NewEncoder(bw)
+	err := s.r.Records(req.Context(), f, func(rec *provision.Record) error { return enc.Encode(rec) })
+	if err != nil {
+		// Headers are gone; a trailing error line tells the client the list is cut.
+		s.log.Warn().Err(err).Msg("listing records failed")
+		_ = enc.Encode(map[string]string{"error": err.Error()})
+	}
+	_ = bw.Flush()
+}
+
+func (s *Server) reply(w http.ResponseWriter, v any, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	switch {
+	case errors.Is(err, provision.ErrNotFound), errors.Is(err, ErrNotFound):
+		w.WriteHeader(http.StatusNotFound)
+		v = map[string]string{"error": err.Error()}
+	case err != nil:
+		s.log.Warn().Err(err).Msg("admin request failed")
+		w.WriteHeader(http.StatusInternalServerError)
+		v = map[string]string{"error": err.Error()}
+	}
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// Serve listens on the unix socket at path (mode 0600, replacing a stale
+// socket file) and serves the API until ctx ends.
+func (s *Server) Serve(ctx context.Context, path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("creating admin socket directory: %w", err)
+	}
+	if err := removeStale(path); err != nil {
+		return err
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("listening on admin socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("securing admin socket %s: %w", path, err)
+	}
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		<-ctx.Done()
+		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shut)
+	}()
+	err = srv.Serve(ln)
+	<-done
+	os.Remove(path)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("serving admin socket: %w", err)
+}
+
+// removeStale removes a socket file nobody listens on; it refuses to touch
+// a path that is not a socket, or one a live daemon answers on.
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("checking admin socket %s: %w", path, err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("admin socket path %s exists and is not a socket", path)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("admin socket %s: another provisiond is listening", path)
+	}
+	return os.Remove(path)
+}
