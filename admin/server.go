@@ -76,23 +76,29 @@ func (s *Server) reply(w http.ResponseWriter, v any, err error) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// Serve listens on the unix socket at path (mode 0600, replacing a stale
-// socket file) and serves the API until ctx ends.
-func (s *Server) Serve(ctx context.Context, path string) error {
+// Listen binds the unix socket at path with mode 0600, replacing a stale
+// socket file but never a live daemon's socket or a non-socket file.
+func Listen(path string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("creating admin socket directory: %w", err)
+		return nil, fmt.Errorf("creating admin socket directory: %w", err)
 	}
 	if err := removeStale(path); err != nil {
-		return err
+		return nil, err
 	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {
-		return fmt.Errorf("listening on admin socket %s: %w", path, err)
+		return nil, fmt.Errorf("listening on admin socket %s: %w", path, err)
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
 		ln.Close()
-		return fmt.Errorf("securing admin socket %s: %w", path, err)
+		return nil, fmt.Errorf("securing admin socket %s: %w", path, err)
 	}
+	return ln, nil
+}
+
+// Serve serves the API on ln until ctx ends, then closes ln (removing the
+// socket file).
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() {
@@ -102,9 +108,8 @@ func (s *Server) Serve(ctx context.Context, path string) error {
 		defer cancel()
 		_ = srv.Shutdown(shut)
 	}()
-	err = srv.Serve(ln)
+	err := srv.Serve(ln)
 	<-done
-	os.Remove(path)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
