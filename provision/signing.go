@@ -8,7 +8,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Domain tags separate the kinds of signed messages, so a signature made for
@@ -76,8 +78,12 @@ func (r *Reservation) Challenge() []byte {
 }
 
 // Sign signs the reservation's challenge with the owner's key and sets UserID
-// and Signature.
+// and Signature. Invalid UTF-8 in ID, NodeID, Type and Reference is first
+// replaced as encoding/json would transmit it (see jsonString), so the
+// signature survives the trip to the node.
 func (r *Reservation) Sign(key ed25519.PrivateKey) {
+	r.ID, r.NodeID, r.Reference = jsonString(r.ID), jsonString(r.NodeID), jsonString(r.Reference)
+	r.Type = ReservationType(jsonString(string(r.Type)))
 	r.UserID = hex.EncodeToString(key.Public().(ed25519.PublicKey))
 	r.Signature = hex.EncodeToString(ed25519.Sign(key, r.Challenge()))
 }
@@ -122,8 +128,15 @@ func (r *Result) Bytes() []byte {
 	)
 }
 
-// Sign signs the result with the node's signer and sets Signature.
+// Sign signs the result with the node's signer and sets Signature. Invalid
+// UTF-8 in the string fields (an error message naming a file, an ID a
+// malformed reservation carried) is first replaced as encoding/json would
+// transmit it (see jsonString), so the explorer can verify what it receives.
 func (r *Result) Sign(s Signer) error {
+	r.Type = ReservationType(jsonString(string(r.Type)))
+	r.ID, r.NodeID, r.Digest = jsonString(r.ID), jsonString(r.NodeID), jsonString(r.Digest)
+	r.State = ResultState(jsonString(string(r.State)))
+	r.Message = jsonString(r.Message)
 	sig, err := s.Sign(r.Bytes())
 	if err != nil {
 		return fmt.Errorf("signing result %s: %w", r.ID, err)
@@ -158,6 +171,28 @@ func (k KeySigner) Sign(msg []byte) ([]byte, error) {
 		return nil, fmt.Errorf("provision: signer key is %d bytes, want %d", len(k), ed25519.PrivateKeySize)
 	}
 	return ed25519.Sign(ed25519.PrivateKey(k), msg), nil
+}
+
+// jsonString returns s as it reads after an encoding/json round trip: each
+// byte that is not part of valid UTF-8 becomes U+FFFD (as json.Marshal
+// writes it), other text is unchanged. Signers apply it to string fields so
+// that what they sign is what the receiver decodes.
+func jsonString(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	for i := 0; i < len(s); {
+		c, size := utf8.DecodeRuneInString(s[i:])
+		if c == utf8.RuneError && size == 1 {
+			b.WriteRune(utf8.RuneError)
+		} else {
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
 }
 
 func verifyHex(pubHex, sigHex string, msg []byte, sentinel error) error {
