@@ -3,17 +3,21 @@ package provision_test
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/edgeprov/provisiond/identity"
+	"github.com/edgeprov/provisiond/internal/testutil"
 	"github.com/edgeprov/provisiond/provision"
 )
 
@@ -663,5 +667,132 @@ func TestNetworkID(t *testing.T) {
 		if provision.NetworkID(other[0], other[1]) == id {
 			t.Errorf("NetworkID(%q, %q) equals NetworkID(user, office)", other[0], other[1])
 		}
+	}
+}
+
+// TestVectorsOpenSSL verifies every signature of the golden file with
+// OpenSSL, an implementation that shares no code with ours, and checks that
+// OpenSSL refuses a tampered message.
+func TestVectorsOpenSSL(t *testing.T) {
+	openssl := testutil.RequiresCommand(t, "openssl")
+	v := loadVectors(t)
+	userPub, err := hex.DecodeString(v.UserID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodePub, err := hex.DecodeString(v.NodePublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type signed struct {
+		name     string
+		pub      []byte
+		msg, sig string
+	}
+	var all []signed
+	for _, rv := range v.Reservations {
+		all = append(all,
+			signed{rv.Name + "-reservation", userPub, rv.Challenge, rv.Signature},
+			signed{rv.Name + "-delete", userPub, rv.DeleteChallenge, rv.DeleteSignature})
+	}
+	for _, rv := range v.Results {
+		all = append(all, signed{rv.Name + "-result", nodePub, rv.Bytes, rv.Signature})
+	}
+	for _, s := range all {
+		t.Run(s.name, func(t *testing.T) {
+			dir := t.TempDir()
+			pubPEM := writePublicKeyPEM(t, dir, s.pub)
+			msg := mustHex(t, s.msg)
+			sig := writeFile(t, dir, "sig.bin", mustHex(t, s.sig))
+
+			ok, out := opensslVerify(t, openssl, pubPEM, writeFile(t, dir, "msg.bin", msg), sig)
+			if !ok || !strings.Contains(out, "Signature Verified Successfully") {
+				t.Fatalf("openssl refused a golden signature:\n%s", out)
+			}
+
+			tampered := bytes.Clone(msg)
+			tampered[len(tampered)-1] ^= 0x01
+			ok, out = opensslVerify(t, openssl, pubPEM, writeFile(t, dir, "tampered.bin", tampered), sig)
+			if ok || strings.Contains(out, "Signature Verified Successfully") {
+				t.Fatalf("openssl accepted a tampered message:\n%s", out)
+			}
+		})
+	}
+}
+
+// opensslVerify runs openssl pkeyutl -verify and reports whether it exited
+// successfully, with its combined output.
+func opensslVerify(tb testing.TB, openssl, pubPEM, msg, sig string) (bool, string) {
+	tb.Helper()
+	cmd := exec.Command(openssl, "pkeyutl", "-verify", "-pubin", "-inkey", pubPEM, "-rawin", "-in", msg, "-sigfile", sig)
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		tb.Fatalf("running openssl: %v", err)
+	}
+	return err == nil, string(out)
+}
+
+// writePublicKeyPEM writes an ed25519 public key as a PEM
+// SubjectPublicKeyInfo and returns its path.
+func writePublicKeyPEM(tb testing.TB, dir string, pub []byte) string {
+	tb.Helper()
+	der, err := x509.MarshalPKIXPublicKey(ed25519.PublicKey(pub))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return writeFile(tb, dir, "pub.pem", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+}
+
+func writeFile(tb testing.TB, dir, name string, b []byte) string {
+	tb.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+func mustHex(tb testing.TB, s string) []byte {
+	tb.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		tb.Fatalf("decoding hex: %v", err)
+	}
+	return b
+}
+
+// TestReservationSignSurvivesJSON checks that a reservation whose strings
+// are not valid UTF-8 still verifies after encoding/json carried it.
+func TestReservationSignSurvivesJSON(t *testing.T) {
+	f := newFixture(t)
+	tests := []struct {
+		name string
+		edit func(r *provision.Reservation)
+	}{
+		{"invalid-utf8-reference", func(r *provision.Reservation) { r.Reference = "caf\xe9 \xff\xfe" }},
+		{"invalid-utf8-node-id", func(r *provision.Reservation) { r.NodeID = "node\xc3" }},
+		{"valid-utf8-reference", func(r *provision.Reservation) { r.Reference = "café ✓ <b>" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := f.unsigned(provision.VolumeReservation)
+			tt.edit(r)
+			r.Sign(f.user)
+			b, err := json.Marshal(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got provision.Reservation
+			if err := json.Unmarshal(b, &got); err != nil {
+				t.Fatal(err)
+			}
+			if err := got.Verify(); err != nil {
+				t.Fatalf("Verify() after a JSON round trip = %v", err)
+			}
+			if got.Digest() != r.Digest() {
+				t.Fatalf("Digest after a JSON round trip = %s, want %s", got.Digest(), r.Digest())
+			}
+		})
 	}
 }
