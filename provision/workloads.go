@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"path"
 	"regexp"
@@ -127,7 +129,9 @@ func DecodeData(data []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadData, err)
 	}
-	if dec.More() {
+	// dec.More is false before a stray '}' or ']', so ask for the next
+	// token: only the end of input is acceptable.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return fmt.Errorf("%w: trailing data after the JSON object", ErrBadData)
 	}
 	return nil
