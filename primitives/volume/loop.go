@@ -1,0 +1,101 @@
+package volume
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+const loopControl = "/dev/loop-control"
+
+// attachLoop binds img to a free loop device with LOOP_CONFIGURE and the
+// autoclear flag, and returns the open device. The device detaches itself
+// when its last user (the open file, then the mount) lets go of it.
+func attachLoop(img string) (*os.File, error) {
+	ctl, err := os.OpenFile(loopControl, os.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", loopControl, err)
+	}
+	defer ctl.Close()
+	backing, err := os.OpenFile(img, os.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening image: %w", err)
+	}
+	defer backing.Close()
+	var lastErr error
+	// Another process may take the free device between GET_FREE and
+	// CONFIGURE (EBUSY); try the next one.
+	for range 16 {
+		n, err := unix.IoctlRetInt(int(ctl.Fd()), unix.LOOP_CTL_GET_FREE)
+		if err != nil {
+			return nil, fmt.Errorf("finding a free loop device: %w", err)
+		}
+		dev, err := os.OpenFile(fmt.Sprintf("/dev/loop%d", n), os.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("opening loop device %d: %w", n, err)
+		}
+		cfg := unix.LoopConfig{Fd: uint32(backing.Fd())}
+		cfg.Info.Flags = unix.LO_FLAGS_AUTOCLEAR
+		copy(cfg.Info.File_name[:unix.LO_NAME_SIZE-1], img)
+		err = unix.IoctlLoopConfigure(int(dev.Fd()), &cfg)
+		if err == nil {
+			return dev, nil
+		}
+		dev.Close()
+		if !errors.Is(err, unix.EBUSY) {
+			return nil, fmt.Errorf("configuring loop device %d: %w", n, err)
+		}
+		lastErr = err
+	}
+	return nil, fmt.Errorf("configuring a loop device: %w", lastErr)
+}
+
+// loopsOf returns the loop devices (/dev/loopN) whose backing file is img.
+func loopsOf(img string) ([]string, error) {
+	files, err := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	if err != nil {
+		return nil, err
+	}
+	var devs []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // detached meanwhile
+		}
+		backing := strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)")
+		if backing == img {
+			devs = append(devs, "/dev/"+filepath.Base(filepath.Dir(filepath.Dir(f))))
+		}
+	}
+	return devs, nil
+}
+
+// detachLoops clears every loop device still bound to img (one left by an
+// interrupted attach elsewhere, or attached by hand); they are not mounted
+// any more once the volume is unmounted. Autoclear devices whose mount is
+// gone have detached already.
+func detachLoops(img string) error {
+	devs, err := loopsOf(img)
+	if err != nil {
+		return err
+	}
+	for _, d := range devs {
+		f, err := os.OpenFile(d, os.O_RDONLY|unix.O_CLOEXEC, 0)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("opening %s: %w", d, err)
+		}
+		err = unix.IoctlSetInt(int(f.Fd()), unix.LOOP_CLR_FD, 0)
+		f.Close()
+		if err != nil && !errors.Is(err, unix.ENXIO) {
+			return fmt.Errorf("detaching %s: %w", d, err)
+		}
+	}
+	return nil
+}
