@@ -43,8 +43,10 @@ func NewStore() *Store {
 // nothing. It fails with provision.ErrExists when the ID is known,
 // provision.ErrReplay when another record holds the same non-empty Digest
 // and provision.ErrConflict when another live record holds the same
-// non-empty Key. A record added in a Final state holds no Key and is not
-// in the expiry index. The Seq of every entry of out is set on success.
+// non-empty Key, and provision.ErrBadField for a record without an ID or
+// with an unknown State. A record added in a Final state holds no Key and
+// is not in the expiry index. The Seq of every entry of out is set on
+// success; nil entries are skipped.
 func (s *Store) Add(rec *provision.Record, out ...*provision.OutboxEntry) error {
 	c, err := copyRecord(rec)
 	if err != nil {
@@ -314,8 +316,12 @@ func (s *Store) Cursor(name string) (uint64, error) {
 	return s.cursors[name], nil
 }
 
-// SetCursor stores the position of source name.
+// SetCursor stores the position of source name. It fails with
+// provision.ErrBadField for an empty name.
 func (s *Store) SetCursor(name string, pos uint64) error {
+	if name == "" {
+		return fmt.Errorf("setting cursor: %w: empty name", provision.ErrBadField)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cursors[name] = pos
@@ -326,6 +332,9 @@ func (s *Store) SetCursor(name string, pos uint64) error {
 func copyRecord(rec *provision.Record) (*provision.Record, error) {
 	if rec == nil || rec.Reservation == nil || rec.Reservation.ID == "" {
 		return nil, fmt.Errorf("%w: record without a reservation id", provision.ErrBadField)
+	}
+	if !slices.Contains(provision.States, rec.State) {
+		return nil, fmt.Errorf("%w: record %s has unknown state %q", provision.ErrBadField, rec.Reservation.ID, rec.State)
 	}
 	var c provision.Record
 	if err := deepCopy(&c, rec); err != nil {

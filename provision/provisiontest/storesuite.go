@@ -212,6 +212,8 @@ func testAdd(t *testing.T, open func(t testing.TB) provision.Store) {
 		{name: "nil-record", add: nil, wantErr: provision.ErrBadField},
 		{name: "no-reservation", add: &provision.Record{State: provision.Accepted}, wantErr: provision.ErrBadField},
 		{name: "empty-id", add: NewRecord("", provision.Accepted, hour, ""), wantErr: provision.ErrBadField},
+		{name: "unknown-state", add: NewRecord("a", provision.State("paused"), hour, ""), wantErr: provision.ErrBadField},
+		{name: "empty-state", add: NewRecord("a", "", hour, ""), wantErr: provision.ErrBadField},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -389,6 +391,12 @@ func testSave(t *testing.T, open func(t testing.TB) provision.Store) {
 				return r
 			},
 			wantErr: provision.ErrReplay,
+		},
+		{
+			name:    "unknown-state",
+			setup:   []*provision.Record{NewRecord("a", provision.Accepted, hour, "")},
+			save:    func() *provision.Record { return NewRecord("a", provision.State("paused"), hour, "") },
+			wantErr: provision.ErrBadField,
 		},
 		{
 			name:    "expiry-moved",
@@ -845,6 +853,15 @@ func testCursors(t *testing.T, open func(t testing.TB) provision.Store) {
 			want: map[string]uint64{"poll": 3, "other": 1 << 63},
 		},
 	}
+	t.Run("empty-name", func(t *testing.T) {
+		s := open(t)
+		if err := s.SetCursor("", 1); !errors.Is(err, provision.ErrBadField) {
+			t.Errorf("SetCursor with an empty name: %v, want ErrBadField", err)
+		}
+		if pos, err := s.Cursor(""); err != nil || pos != 0 {
+			t.Errorf("Cursor(\"\") = %d, %v; want 0", pos, err)
+		}
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := open(t)

@@ -1,0 +1,192 @@
+package cache
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/edgeprov/provisiond/provision"
+)
+
+// enqueue appends the entries of out to the outbox of tx with the next
+// sequence numbers and returns them (0 for a nil entry). A stats entry
+// replaces the pending one: the latest wins.
+func enqueue(tx *bolt.Tx, out []*provision.OutboxEntry) ([]uint64, error) {
+	if len(out) == 0 {
+		return nil, nil
+	}
+	meta, err := bucket(tx, bucketMeta)
+	if err != nil {
+		return nil, err
+	}
+	ob, err := bucket(tx, bucketOutbox)
+	if err != nil {
+		return nil, err
+	}
+	var seq uint64
+	if v := meta.Get(keyOutboxSeq); v != nil {
+		if seq, err = decodeUint64("outbox seq", v); err != nil {
+			return nil, err
+		}
+	}
+	seqs := make([]uint64, len(out))
+	for i, e := range out {
+		if e == nil {
+			continue
+		}
+		seq++
+		c := *e
+		c.Seq = seq
+		v, err := json.Marshal(&c)
+		if err != nil {
+			return nil, fmt.Errorf("encoding outbox entry: %w", err)
+		}
+		if c.Kind == provision.OutboxStats {
+			if old := meta.Get(keyStatsSeq); old != nil {
+				if err := ob.Delete(old); err != nil {
+					return nil, fmt.Errorf("dropping older stats entry: %w", err)
+				}
+			}
+			if err := meta.Put(keyStatsSeq, be64(seq)); err != nil {
+				return nil, err
+			}
+		}
+		if err := ob.Put(be64(seq), v); err != nil {
+			return nil, fmt.Errorf("enqueuing: %w", err)
+		}
+		seqs[i] = seq
+	}
+	if err := meta.Put(keyOutboxSeq, be64(seq)); err != nil {
+		return nil, err
+	}
+	return seqs, nil
+}
+
+// setSeqs reports the assigned sequence numbers on the caller's entries.
+func setSeqs(out []*provision.OutboxEntry, seqs []uint64) {
+	for i, e := range out {
+		if e != nil && i < len(seqs) {
+			e.Seq = seqs[i]
+		}
+	}
+}
+
+// Enqueue adds entries to the outbox without touching any record (the
+// Engine's stats at start), in one transaction, and sets their Seq. It is
+// not part of provision.Store.
+func (s *Store) Enqueue(out ...*provision.OutboxEntry) error {
+	var seqs []uint64
+	err := s.update("enqueuing", func(tx *bolt.Tx) error {
+		var err error
+		seqs, err = enqueue(tx, out)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	setSeqs(out, seqs)
+	return nil
+}
+
+// Pending returns up to n waiting entries, oldest first; every waiting
+// entry when n <= 0.
+func (s *Store) Pending(n int) ([]*provision.OutboxEntry, error) {
+	var entries []*provision.OutboxEntry
+	err := s.view("reading outbox", func(tx *bolt.Tx) error {
+		ob, err := bucket(tx, bucketOutbox)
+		if err != nil {
+			return err
+		}
+		c := ob.Cursor()
+		for k, v := c.First(); k != nil && (n <= 0 || len(entries) < n); k, v = c.Next() {
+			e, err := decodeEntry(v)
+			if err != nil {
+				return err
+			}
+			if e.Seq != binary.BigEndian.Uint64(k) {
+				return fmt.Errorf("%w: outbox entry under %x says seq %d", ErrCorrupt, k, e.Seq)
+			}
+			entries = append(entries, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return entries, nil
+}
+
+// Ack removes the entry seq; acknowledging an absent entry is no error.
+func (s *Store) Ack(seq uint64) error {
+	return s.update(fmt.Sprintf("acknowledging outbox entry %d", seq), func(tx *bolt.Tx) error {
+		ob, err := bucket(tx, bucketOutbox)
+		if err != nil {
+			return err
+		}
+		meta, err := bucket(tx, bucketMeta)
+		if err != nil {
+			return err
+		}
+		k := be64(seq)
+		if ob.Get(k) == nil {
+			return nil
+		}
+		if err := ob.Delete(k); err != nil {
+			return err
+		}
+		if v := meta.Get(keyStatsSeq); v != nil && string(v) == string(k) {
+			return meta.Delete(keyStatsSeq)
+		}
+		return nil
+	})
+}
+
+// Depth returns how many outbox entries wait.
+func (s *Store) Depth() (int, error) {
+	var n int
+	err := s.view("reading outbox depth", func(tx *bolt.Tx) error {
+		ob, err := bucket(tx, bucketOutbox)
+		if err != nil {
+			return err
+		}
+		n = ob.Stats().KeyN
+		return nil
+	})
+	return n, err
+}
+
+// Cursor returns the stored position of source name (0 when none).
+func (s *Store) Cursor(name string) (uint64, error) {
+	var pos uint64
+	err := s.view("reading cursor "+name, func(tx *bolt.Tx) error {
+		cb, err := bucket(tx, bucketCursors)
+		if err != nil {
+			return err
+		}
+		if name == "" {
+			return nil
+		}
+		if v := cb.Get([]byte(name)); v != nil {
+			pos, err = decodeUint64("cursor "+name, v)
+		}
+		return err
+	})
+	return pos, err
+}
+
+// SetCursor stores the position of source name. It fails with
+// provision.ErrBadField for an empty name.
+func (s *Store) SetCursor(name string, pos uint64) error {
+	if name == "" {
+		return fmt.Errorf("setting cursor: %w: empty name", provision.ErrBadField)
+	}
+	return s.update("setting cursor "+name, func(tx *bolt.Tx) error {
+		cb, err := bucket(tx, bucketCursors)
+		if err != nil {
+			return err
+		}
+		return cb.Put([]byte(name), be64(pos))
+	})
+}

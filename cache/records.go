@@ -1,0 +1,462 @@
+package cache
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/edgeprov/provisiond/provision"
+)
+
+// Add stores a new record with its indexes and enqueues out, in one
+// transaction. It fails with provision.ErrExists when the ID is known,
+// provision.ErrReplay when another record (final ones included) holds the
+// same non-empty Digest, provision.ErrConflict when another live record
+// holds the same non-empty Key and provision.ErrBadField for a record
+// without an ID or with an unknown State. A record added in a Final state
+// holds no Key and is not in the expiry index. On success the Seq of every
+// entry of out is set; nil entries are skipped.
+func (s *Store) Add(rec *provision.Record, out ...*provision.OutboxEntry) error {
+	v, err := encodeRecord(rec)
+	if err != nil {
+		return fmt.Errorf("adding record: %w", err)
+	}
+	x := indexOf(rec)
+	var seqs []uint64
+	err = s.update("adding record "+x.id, func(tx *bolt.Tx) error {
+		recs, err := bucket(tx, bucketRecords)
+		if err != nil {
+			return err
+		}
+		if recs.Get([]byte(x.id)) != nil {
+			return provision.ErrExists
+		}
+		if err := checkIndexes(tx, x); err != nil {
+			return err
+		}
+		if err := recs.Put([]byte(x.id), v); err != nil {
+			return err
+		}
+		if err := putIndexes(tx, x); err != nil {
+			return err
+		}
+		seqs, err = enqueue(tx, out)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	setSeqs(out, seqs)
+	return nil
+}
+
+// Save overwrites an existing record, moves its indexes and enqueues out,
+// in one transaction. It fails with provision.ErrNotFound when the record
+// is absent, provision.ErrReplay when its Digest changed to one another
+// record holds and provision.ErrConflict when it is live and another live
+// record holds its Key. A record entering a Final state leaves the expiry
+// index and releases its Key; one leaving it (error → deleting) takes both
+// back.
+func (s *Store) Save(rec *provision.Record, out ...*provision.OutboxEntry) error {
+	v, err := encodeRecord(rec)
+	if err != nil {
+		return fmt.Errorf("saving record: %w", err)
+	}
+	x := indexOf(rec)
+	var seqs []uint64
+	err = s.update("saving record "+x.id, func(tx *bolt.Tx) error {
+		recs, err := bucket(tx, bucketRecords)
+		if err != nil {
+			return err
+		}
+		oldv := recs.Get([]byte(x.id))
+		if oldv == nil {
+			return provision.ErrNotFound
+		}
+		old, err := decodeRecord(oldv)
+		if err != nil {
+			return err
+		}
+		if err := checkIndexes(tx, x); err != nil {
+			return err
+		}
+		if err := deleteIndexes(tx, indexOf(old)); err != nil {
+			return err
+		}
+		if err := recs.Put([]byte(x.id), v); err != nil {
+			return err
+		}
+		if err := putIndexes(tx, x); err != nil {
+			return err
+		}
+		seqs, err = enqueue(tx, out)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	setSeqs(out, seqs)
+	return nil
+}
+
+// encodeRecord checks rec and returns its stored form.
+func encodeRecord(rec *provision.Record) ([]byte, error) {
+	if rec == nil || rec.Reservation == nil || rec.Reservation.ID == "" {
+		return nil, fmt.Errorf("%w: record without a reservation id", provision.ErrBadField)
+	}
+	if !knownState(rec.State) {
+		return nil, fmt.Errorf("%w: record %s has unknown state %q", provision.ErrBadField, rec.Reservation.ID, rec.State)
+	}
+	v, err := json.Marshal(rec)
+	if err != nil {
+		return nil, fmt.Errorf("encoding record %s: %w", rec.Reservation.ID, err)
+	}
+	return v, nil
+}
+
+// checkIndexes reports whether x may take its digest and key.
+func checkIndexes(tx *bolt.Tx, x indexed) error {
+	if x.digest != "" {
+		digests, err := bucket(tx, bucketDigests)
+		if err != nil {
+			return err
+		}
+		if other := digests.Get([]byte(x.digest)); other != nil && string(other) != x.id {
+			return fmt.Errorf("%w: digest %s is held by %s", provision.ErrReplay, x.digest, other)
+		}
+	}
+	if x.holdsKey() {
+		keys, err := bucket(tx, bucketKeys)
+		if err != nil {
+			return err
+		}
+		if other := keys.Get([]byte(x.key)); other != nil && string(other) != x.id {
+			return fmt.Errorf("%w: key %s is held by %s", provision.ErrConflict, x.key, other)
+		}
+	}
+	return nil
+}
+
+// putIndexes writes every index entry of x.
+func putIndexes(tx *bolt.Tx, x indexed) error {
+	id := []byte(x.id)
+	sb, err := stateBucket(tx, x.state)
+	if err != nil {
+		return err
+	}
+	if err := sb.Put(id, encodeUnits(x.typ, x.units)); err != nil {
+		return fmt.Errorf("indexing state: %w", err)
+	}
+	if x.live() {
+		exp, err := bucket(tx, bucketExpiry)
+		if err != nil {
+			return err
+		}
+		if err := exp.Put(expiryKey(x.expires, x.id), nil); err != nil {
+			return fmt.Errorf("indexing expiry: %w", err)
+		}
+	}
+	if x.digest != "" {
+		digests, err := bucket(tx, bucketDigests)
+		if err != nil {
+			return err
+		}
+		if err := digests.Put([]byte(x.digest), id); err != nil {
+			return fmt.Errorf("indexing digest: %w", err)
+		}
+	}
+	if x.holdsKey() {
+		keys, err := bucket(tx, bucketKeys)
+		if err != nil {
+			return err
+		}
+		if err := keys.Put([]byte(x.key), id); err != nil {
+			return fmt.Errorf("indexing key: %w", err)
+		}
+	}
+	return nil
+}
+
+// deleteIndexes removes every index entry of x that x owns.
+func deleteIndexes(tx *bolt.Tx, x indexed) error {
+	id := []byte(x.id)
+	sb, err := stateBucket(tx, x.state)
+	if err != nil {
+		return err
+	}
+	if err := sb.Delete(id); err != nil {
+		return fmt.Errorf("unindexing state: %w", err)
+	}
+	exp, err := bucket(tx, bucketExpiry)
+	if err != nil {
+		return err
+	}
+	if err := exp.Delete(expiryKey(x.expires, x.id)); err != nil {
+		return fmt.Errorf("unindexing expiry: %w", err)
+	}
+	for _, ix := range []struct {
+		name []byte
+		key  string
+	}{{bucketDigests, x.digest}, {bucketKeys, x.key}} {
+		if ix.key == "" {
+			continue
+		}
+		b, err := bucket(tx, ix.name)
+		if err != nil {
+			return err
+		}
+		if bytes.Equal(b.Get([]byte(ix.key)), id) {
+			if err := b.Delete([]byte(ix.key)); err != nil {
+				return fmt.Errorf("unindexing %s: %w", ix.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Get returns the record of id, or provision.ErrNotFound.
+func (s *Store) Get(id string) (*provision.Record, error) {
+	var v []byte
+	err := s.view("getting record "+id, func(tx *bolt.Tx) error {
+		recs, err := bucket(tx, bucketRecords)
+		if err != nil {
+			return err
+		}
+		if v = recs.Get([]byte(id)); v == nil {
+			return provision.ErrNotFound
+		}
+		v = bytes.Clone(v)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	rec, err := decodeRecord(v)
+	if err != nil {
+		return nil, fmt.Errorf("getting record %s: %w", id, err)
+	}
+	return rec, nil
+}
+
+// Scan calls fn for every record in one of states (every record when none
+// are given), state by state in the order given, each in ID order, and
+// stops at the first error fn returns. It reads a batch of records per
+// transaction and calls fn outside of it, so fn may call the store; it is
+// not a snapshot: a record that changes state during the Scan may be seen
+// twice or not at all.
+func (s *Store) Scan(fn func(*provision.Record) error, states ...provision.State) error {
+	call := func(_, v []byte) error {
+		rec, err := decodeRecord(v)
+		if err != nil {
+			return err
+		}
+		return fn(rec)
+	}
+	if len(states) == 0 {
+		return s.walk("scanning records", func(tx *bolt.Tx) (*bolt.Bucket, error) { return bucket(tx, bucketRecords) }, nil, call)
+	}
+	return s.eachState(states, func(st provision.State) error {
+		return s.walk("scanning records in state "+string(st),
+			func(tx *bolt.Tx) (*bolt.Bucket, error) { return stateBucket(tx, st) },
+			func(tx *bolt.Tx, k, _ []byte) ([]byte, error) {
+				recs, err := bucket(tx, bucketRecords)
+				if err != nil {
+					return nil, err
+				}
+				v := recs.Get(k)
+				if v == nil {
+					return nil, fmt.Errorf("%w: states/%s holds %s but reservations does not", ErrCorrupt, st, k)
+				}
+				return v, nil
+			},
+			call)
+	})
+}
+
+// ScanUnits calls fn with the ID, type and units of every record in one of
+// states (every record when none are given), from the states buckets
+// alone: it decodes no record. It stops at the first error fn returns; fn
+// may call the store.
+func (s *Store) ScanUnits(fn func(id string, typ provision.ReservationType, u provision.Units) error, states ...provision.State) error {
+	if len(states) == 0 {
+		states = provision.States
+	}
+	return s.eachState(states, func(st provision.State) error {
+		return s.walk("scanning units in state "+string(st),
+			func(tx *bolt.Tx) (*bolt.Bucket, error) { return stateBucket(tx, st) }, nil,
+			func(k, v []byte) error {
+				typ, u, err := decodeUnits(v)
+				if err != nil {
+					return fmt.Errorf("record %s: %w", k, err)
+				}
+				return fn(string(k), typ, u)
+			})
+	})
+}
+
+// eachState calls fn once for each distinct state of states, in order.
+func (s *Store) eachState(states []provision.State, fn func(provision.State) error) error {
+	seen := make(map[provision.State]bool, len(states))
+	for _, st := range states {
+		if seen[st] {
+			continue
+		}
+		seen[st] = true
+		if err := fn(st); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// walk iterates the bucket locate finds, in key order, copying up to
+// scanBatch pairs per read transaction and calling fn on them after the
+// transaction ended. value, when not nil, maps each pair to the value fn
+// receives (inside the transaction).
+func (s *Store) walk(op string,
+	locate func(*bolt.Tx) (*bolt.Bucket, error),
+	value func(tx *bolt.Tx, k, v []byte) ([]byte, error),
+	fn func(k, v []byte) error,
+) error {
+	type pair struct{ k, v []byte }
+	var after []byte
+	for {
+		batch := make([]pair, 0, scanBatch)
+		done := false
+		err := s.view(op, func(tx *bolt.Tx) error {
+			b, err := locate(tx)
+			if err != nil {
+				return err
+			}
+			c := b.Cursor()
+			var k, v []byte
+			if after == nil {
+				k, v = c.First()
+			} else if k, v = c.Seek(after); bytes.Equal(k, after) {
+				k, v = c.Next()
+			}
+			for ; k != nil && len(batch) < scanBatch; k, v = c.Next() {
+				if value != nil {
+					if v, err = value(tx, k, v); err != nil {
+						return err
+					}
+				}
+				batch = append(batch, pair{bytes.Clone(k), bytes.Clone(v)})
+			}
+			done = k == nil
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, p := range batch {
+			if err := fn(p.k, p.v); err != nil {
+				return err
+			}
+		}
+		if done || len(batch) == 0 {
+			return nil
+		}
+		after = batch[len(batch)-1].k
+	}
+}
+
+// Expired returns the IDs of records not in a Final state whose reservation
+// expired at or before now, in expiry order (ID order among equal
+// expiries). It walks the expiry index from its start: O(expired).
+func (s *Store) Expired(now time.Time) ([]string, error) {
+	bound := timeBits(now)
+	var ids []string
+	err := s.view("listing expired records", func(tx *bolt.Tx) error {
+		exp, err := bucket(tx, bucketExpiry)
+		if err != nil {
+			return err
+		}
+		c := exp.Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			at, id, err := splitExpiryKey(k)
+			if err != nil {
+				return err
+			}
+			if at > bound {
+				break
+			}
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ids, nil
+}
+
+// NextExpiry returns the earliest expiry among records not in a Final
+// state, in UTC; false when there is none. Times outside the years
+// 1678–2262 are clamped to that range.
+func (s *Store) NextExpiry() (time.Time, bool, error) {
+	var at time.Time
+	var ok bool
+	err := s.view("reading next expiry", func(tx *bolt.Tx) error {
+		exp, err := bucket(tx, bucketExpiry)
+		if err != nil {
+			return err
+		}
+		k, _ := exp.Cursor().First()
+		if k == nil {
+			return nil
+		}
+		bits, _, err := splitExpiryKey(k)
+		if err != nil {
+			return err
+		}
+		at, ok = bitsTime(bits), true
+		return nil
+	})
+	return at, ok, err
+}
+
+// Owner returns the ID of the live record holding key, or
+// provision.ErrNotFound.
+func (s *Store) Owner(key string) (string, error) {
+	var id string
+	err := s.view("looking up owner of key "+key, func(tx *bolt.Tx) error {
+		keys, err := bucket(tx, bucketKeys)
+		if err != nil {
+			return err
+		}
+		if key == "" {
+			return provision.ErrNotFound
+		}
+		v := keys.Get([]byte(key))
+		if v == nil {
+			return provision.ErrNotFound
+		}
+		id = string(v)
+		return nil
+	})
+	return id, err
+}
+
+// Counts returns how many records are in each state, from the states
+// buckets; every state is present in the map.
+func (s *Store) Counts() (map[provision.State]int, error) {
+	counts := make(map[provision.State]int, len(provision.States))
+	err := s.view("counting records", func(tx *bolt.Tx) error {
+		for _, st := range provision.States {
+			b, err := stateBucket(tx, st)
+			if err != nil {
+				return err
+			}
+			counts[st] = b.Stats().KeyN
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return counts, nil
+}
