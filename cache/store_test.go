@@ -299,8 +299,8 @@ func TestOpenCorrupt(t *testing.T) {
 
 func TestCheckFindsBrokenIndexes(t *testing.T) {
 	tests := []struct {
-		name  string
-		break_ func(tx *bolt.Tx) error
+		name    string
+		corrupt func(tx *bolt.Tx) error
 	}{
 		{"missing-state-entry", func(tx *bolt.Tx) error {
 			return tx.Bucket(bucketStates).Bucket([]byte(provision.Deployed)).Delete([]byte("a"))
@@ -336,7 +336,7 @@ func TestCheckFindsBrokenIndexes(t *testing.T) {
 			if err := s.Check(); err != nil {
 				t.Fatalf("Check of a sound file: %v", err)
 			}
-			if err := s.db.Update(tt.break_); err != nil {
+			if err := s.db.Update(tt.corrupt); err != nil {
 				t.Fatal(err)
 			}
 			err = s.Check()
