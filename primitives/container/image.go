@@ -1,0 +1,219 @@
+package container
+
+import (
+	"archive/tar"
+	"bufio"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/edgeprov/provisiond/provision"
+)
+
+// ImageDir returns where the image of digest is unpacked.
+func (m *Manager) ImageDir(digest string) string { return filepath.Join(m.imagesDir, digest) }
+
+// ensureImage returns the directory holding the unpacked image of digest,
+// fetching, verifying and unpacking src when it is not there yet. The image
+// is read once: it is unpacked into a temporary directory while its sha256
+// is computed, and the directory is renamed into place only when the digest
+// matches. A mismatch is a permanent error wrapping ErrDigestMismatch and
+// leaves nothing behind.
+func (m *Manager) ensureImage(ctx context.Context, src, digest string) (string, error) {
+	dir := m.ImageDir(digest)
+	if st, err := os.Stat(dir); err == nil && st.IsDir() {
+		return dir, nil
+	}
+	if err := os.MkdirAll(m.imagesDir, 0o700); err != nil {
+		return "", fmt.Errorf("creating image directory: %w", err)
+	}
+	rc, err := m.open(ctx, src)
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	tmp, err := os.MkdirTemp(m.imagesDir, ".tmp-"+digest[:12]+"-")
+	if err != nil {
+		return "", fmt.Errorf("creating image directory: %w", err)
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			os.RemoveAll(tmp)
+		}
+	}()
+	h := sha256.New()
+	tee := io.TeeReader(rc, h)
+	uerr := unpack(ctx, tee, tmp)
+	if _, err := io.Copy(io.Discard, tee); err != nil && uerr == nil {
+		uerr = fmt.Errorf("reading image: %w", err)
+	}
+	if ctx.Err() != nil {
+		return "", ctx.Err()
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != digest {
+		return "", provision.Permanentf("%w: image %s has sha256 %s, not %s", ErrDigestMismatch, src, got, digest)
+	}
+	if uerr != nil {
+		var perr *provision.Error
+		if errors.As(uerr, &perr) {
+			return "", uerr
+		}
+		return "", provision.Permanentf("%w: %s: %w", ErrBadImage, src, uerr)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		if st, serr := os.Stat(dir); serr == nil && st.IsDir() {
+			return dir, nil // another provision unpacked it meanwhile
+		}
+		return "", fmt.Errorf("installing image %s: %w", digest, err)
+	}
+	keep = true
+	m.log.Debug().Str("digest", digest).Str("image", src).Msg("image unpacked")
+	return dir, nil
+}
+
+// open opens a local image or starts its download.
+func (m *Manager) open(ctx context.Context, src string) (io.ReadCloser, error) {
+	if !strings.HasPrefix(src, "http://") && !strings.HasPrefix(src, "https://") {
+		f, err := os.Open(src)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, provision.Permanentf("%w: %s", ErrImageNotFound, src)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("opening image %s: %w", src, err)
+		}
+		return f, nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
+	if err != nil {
+		return nil, provision.Permanentf("%w: %s: %w", ErrImageNotFound, src, err)
+	}
+	resp, err := m.client.Do(req)
+	if err != nil {
+		return nil, provision.Temporary(fmt.Errorf("downloading image %s: %w", src, err))
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		err := fmt.Errorf("downloading image %s: %s", src, resp.Status)
+		if resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests {
+			return nil, provision.Permanentf("%w: %w", ErrImageNotFound, err)
+		}
+		return nil, provision.Temporary(err)
+	}
+	return resp.Body, nil
+}
+
+// unpack extracts a rootfs tarball (plain or gzip) into dir. Every path is
+// resolved through an os.Root, so no entry (nor a symlink planted by an
+// earlier one) can write outside dir. Device nodes are skipped: /dev of a
+// container is a fresh tmpfs.
+func unpack(ctx context.Context, r io.Reader, dir string) error {
+	br := bufio.NewReader(r)
+	var in io.Reader = br
+	if magic, err := br.Peek(2); err == nil && magic[0] == 0x1f && magic[1] == 0x8b {
+		gz, err := gzip.NewReader(br)
+		if err != nil {
+			return fmt.Errorf("reading gzip: %w", err)
+		}
+		defer gz.Close()
+		in = gz
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return err
+	}
+	tr := tar.NewReader(in)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading tar: %w", err)
+		}
+		if err := extract(root, hdr, tr); err != nil {
+			return fmt.Errorf("extracting %q: %w", hdr.Name, err)
+		}
+	}
+}
+
+// clean turns an archive path into a path relative to the root, "." for
+// the root itself.
+func clean(name string) string {
+	p := strings.TrimPrefix(path.Clean("/"+name), "/")
+	if p == "" {
+		return "."
+	}
+	return p
+}
+
+func extract(root *os.Root, hdr *tar.Header, r io.Reader) error {
+	name := clean(hdr.Name)
+	mode := hdr.FileInfo().Mode()
+	if name != "." {
+		if err := root.MkdirAll(path.Dir(name), 0o755); err != nil {
+			return err
+		}
+	}
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		if name != "." {
+			if err := root.Mkdir(name, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+				return err
+			}
+		}
+	case tar.TypeReg:
+		removeNonDir(root, name)
+		f, err := root.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(f, r)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	case tar.TypeSymlink:
+		removeNonDir(root, name)
+		if err := root.Symlink(hdr.Linkname, name); err != nil {
+			return err
+		}
+		return root.Lchown(name, hdr.Uid, hdr.Gid)
+	case tar.TypeLink:
+		removeNonDir(root, name)
+		return root.Link(clean(hdr.Linkname), name)
+	default:
+		return nil // devices, fifos, pax/GNU metadata entries
+	}
+	if err := root.Lchown(name, hdr.Uid, hdr.Gid); err != nil {
+		return err
+	}
+	return root.Chmod(name, mode&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky))
+}
+
+// removeNonDir removes an earlier entry of the same name, unless it is a
+// directory, so a later entry replaces it as tar semantics require.
+func removeNonDir(root *os.Root, name string) {
+	if st, err := root.Lstat(name); err == nil && !st.IsDir() {
+		root.Remove(name)
+	}
+}
