@@ -235,3 +235,308 @@ func runcPid(t testing.TB, e *env, id string) int {
 	}
 	return pid
 }
+
+func cgroupFile(t testing.TB, controller, id, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", controller, container.CgroupsPath(container.Name(id)), file))
+	if err != nil {
+		t.Fatalf("reading cgroup file: %v", err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func TestLimitsAndVolume(t *testing.T) {
+	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.limit_in_bytes"); err != nil {
+		t.Skip("skipping: needs the cgroup v1 memory controller")
+	}
+	e := newEnv(t, container.Options{})
+	ctx := t.Context()
+	id := "limits-" + randHex(t, 3)
+	vol := t.TempDir()
+	s := e.spec("sleep", "3600")
+	s.Mounts = []container.Mount{{Source: vol, Destination: "/data"}}
+	e.run(t, id, s)
+
+	if got := cgroupFile(t, "cpu", id, "cpu.cfs_quota_us"); got != "100000" {
+		t.Fatalf("cpu quota = %s, want 100000 (1 CPU)", got)
+	}
+	if got := cgroupFile(t, "memory", id, "memory.limit_in_bytes"); got != fmt.Sprint(64<<20) {
+		t.Fatalf("memory limit = %s, want 64 MiB", got)
+	}
+
+	// The volume is writable from inside and visible on the host.
+	if out, err := e.exec(t, id, "sh", "-c", "echo from-inside > /data/hello"); err != nil {
+		t.Fatalf("writing the volume: %v %s", err, out)
+	}
+	if b, err := os.ReadFile(filepath.Join(vol, "hello")); err != nil || string(b) != "from-inside\n" {
+		t.Fatalf("host sees %q, %v", b, err)
+	}
+
+	// Allocating past 64 MiB gets the process OOM-killed: awk doubles a
+	// string until it no longer fits.
+	out, err := e.exec(t, id, "awk", `BEGIN { s = "0123456789abcdef"; while (length(s) < 512*1024*1024) s = s s; print length(s) }`)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 137 {
+		t.Fatalf("allocating 512 MiB under a 64 MiB limit: %v (want exit 137, SIGKILL)\n%s", err, out)
+	}
+	// (memory.failcnt stays 0 on recent kernels; oom_control counts kills.)
+	if oc := cgroupFile(t, "memory", id, "memory.oom_control"); !strings.Contains(oc, "oom_kill ") || strings.Contains(oc, "oom_kill 0") {
+		t.Fatalf("memory.oom_control shows no OOM kill:\n%s", oc)
+	}
+	if got := cgroupFile(t, "memory", id, "memory.max_usage_in_bytes"); got != fmt.Sprint(64<<20) {
+		t.Fatalf("peak memory = %s, want the 64 MiB limit", got)
+	}
+	// The container itself survives its killed child.
+	if err := e.m.Inspect(ctx, id); err != nil {
+		t.Fatalf("Inspect after the OOM kill: %v", err)
+	}
+}
+
+func TestRefuses(t *testing.T) {
+	e := newEnv(t, container.Options{})
+	netID := e.network(t, "10.232.2.0/24")
+	holder := "holder-" + randHex(t, 3)
+	hs := e.spec("sleep", "3600")
+	hs.NetworkID, hs.IP = netID, net.ParseIP("10.232.2.10")
+	e.run(t, holder, hs)
+
+	other := make([]byte, 32)
+	tests := []struct {
+		name      string
+		edit      func(*container.Spec)
+		want      error
+		temporary bool
+	}{
+		{"no-cpu", func(s *container.Spec) { s.CPU = 0 }, container.ErrNoCPU, false},
+		{"memory-too-low", func(s *container.Spec) { s.Memory = provision.MinContainerMemory - 1 }, container.ErrMemoryTooLow, false},
+		{"no-entrypoint", func(s *container.Spec) { s.Args = nil }, container.ErrNoEntrypoint, false},
+		{"bad-digest", func(s *container.Spec) { s.Digest = "sha256:xyz" }, container.ErrBadDigest, false},
+		{"digest-mismatch", func(s *container.Spec) { s.Digest = hex.EncodeToString(other) }, container.ErrDigestMismatch, false},
+		{"image-not-found", func(s *container.Spec) {
+			s.Image, s.Digest = "/nonexistent/rootfs.tar", hex.EncodeToString(other)
+		}, container.ErrImageNotFound, false},
+		{"unknown-network", func(s *container.Spec) { s.NetworkID, s.IP = randHex(t, 8), net.ParseIP("10.232.2.11") }, network.ErrNotFound, true},
+		{"ip-outside", func(s *container.Spec) { s.NetworkID, s.IP = netID, net.ParseIP("10.232.3.11") }, network.ErrIPOutside, false},
+		{"ip-in-use", func(s *container.Spec) { s.NetworkID, s.IP = netID, net.ParseIP("10.232.2.10") }, network.ErrIPInUse, false},
+		{"relative-mount", func(s *container.Spec) { s.Mounts = []container.Mount{{Source: "vol", Destination: "/data"}} }, container.ErrBadMount, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			id := "refused-" + randHex(t, 3)
+			s := e.spec("sleep", "3600")
+			tc.edit(&s)
+			_, err := e.m.Provision(t.Context(), id, s)
+			if err == nil {
+				e.m.Decommission(context.Background(), id)
+			}
+			if !errors.Is(err, tc.want) || provision.IsTemporary(err) != tc.temporary {
+				t.Fatalf("Provision = %v, want %v (temporary %v)", err, tc.want, tc.temporary)
+			}
+			ids, err := e.m.List(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, x := range ids {
+				if x == id {
+					t.Fatalf("refused container %s left something behind", id)
+				}
+			}
+			assertNoContainerNS(t, id)
+			images, _ := os.ReadDir(filepath.Join(e.dir, "images"))
+			for _, im := range images {
+				if im.Name() != e.digest {
+					t.Fatalf("image directory %s left behind", im.Name())
+				}
+			}
+		})
+	}
+}
+
+type fakeClock struct{ now time.Time }
+
+func (c *fakeClock) Now() time.Time { return c.now }
+
+func TestRestartAndCrashLoop(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	type giveUp struct{ id, reason string }
+	var gaveUp []giveUp
+	e := newEnv(t, container.Options{
+		MaxExits:   2,
+		ExitWindow: time.Minute,
+		Now:        clock.Now,
+		OnGiveUp: func(_ context.Context, id, reason string) error {
+			gaveUp = append(gaveUp, giveUp{id, reason})
+			return nil
+		},
+	})
+	ctx := t.Context()
+	id := "crashy-" + randHex(t, 3)
+	s := e.spec("sh", "-c", "echo started; exit 3")
+	e.run(t, id, s)
+
+	waitStopped := func() {
+		t.Helper()
+		eventually(t, 10*time.Second, func() error {
+			err := e.m.Inspect(ctx, id)
+			if errors.Is(err, provision.ErrVanished) {
+				return nil
+			}
+			return fmt.Errorf("container still up: %v", err)
+		})
+	}
+	// Two exits are tolerated: each Provision restarts the container.
+	for i := range 2 {
+		waitStopped()
+		clock.now = clock.now.Add(10 * time.Second)
+		if _, err := e.m.Provision(ctx, id, s); err != nil {
+			t.Fatalf("restart #%d: %v", i+1, err)
+		}
+	}
+	waitStopped()
+	_, err := e.m.Provision(ctx, id, s)
+	if !errors.Is(err, container.ErrCrashLoop) || provision.IsTemporary(err) {
+		t.Fatalf("third exit within the window = %v, want permanent ErrCrashLoop", err)
+	}
+	if len(gaveUp) != 1 || gaveUp[0].id != id || gaveUp[0].reason != "crash-looping: 3 exits in 1m0s" {
+		t.Fatalf("OnGiveUp calls = %+v", gaveUp)
+	}
+	logs, err := os.ReadFile(e.m.LogPath(id))
+	if err != nil || strings.Count(string(logs), "started") != 3 {
+		t.Fatalf("log = %q, %v; want three starts", logs, err)
+	}
+
+	// Exits older than the window no longer count.
+	clock.now = clock.now.Add(2 * time.Minute)
+	if _, err := e.m.Provision(ctx, id, s); err != nil {
+		t.Fatalf("Provision after the window: %v", err)
+	}
+}
+
+func TestHalfDone(t *testing.T) {
+	e := newEnv(t, container.Options{})
+	ctx := t.Context()
+	netID := e.network(t, "10.232.4.0/24")
+	spec := func(ip string) container.Spec {
+		s := e.spec("sleep", "3600")
+		s.NetworkID, s.IP = netID, net.ParseIP(ip)
+		return s
+	}
+	runc := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("runc", append([]string{"--root", e.m.RuncRoot()}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("runc %v: %v %s", args, err, out)
+		}
+	}
+
+	t.Run("overlay-mounted-runc-missing", func(t *testing.T) {
+		id := "half-a-" + randHex(t, 3)
+		e.run(t, id, spec("10.232.4.10"))
+		runc("delete", "--force", container.Name(id))
+		if err := e.m.Inspect(ctx, id); !errors.Is(err, provision.ErrVanished) {
+			t.Fatalf("Inspect = %v, want ErrVanished", err)
+		}
+		if _, err := e.m.Provision(ctx, id, spec("10.232.4.10")); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.m.Inspect(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("runc-created-not-started", func(t *testing.T) {
+		id := "half-b-" + randHex(t, 3)
+		e.run(t, id, spec("10.232.4.11"))
+		runc("delete", "--force", container.Name(id))
+		devnull, err := os.Open(os.DevNull)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer devnull.Close()
+		cmd := exec.Command("runc", "--root", e.m.RuncRoot(), "create", "--bundle", e.m.Bundle(id), container.Name(id))
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("runc create: %v", err)
+		}
+		if _, err := e.m.Provision(ctx, id, spec("10.232.4.11")); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.m.Inspect(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("after-reboot", func(t *testing.T) {
+		// The process died, the overlay and the namespace are gone; the runc
+		// state directory on disk still names the container.
+		id := "half-c-" + randHex(t, 3)
+		e.run(t, id, spec("10.232.4.12"))
+		runc("kill", container.Name(id), "KILL")
+		eventually(t, 10*time.Second, func() error {
+			if err := e.m.Inspect(ctx, id); !errors.Is(err, provision.ErrVanished) {
+				return fmt.Errorf("still running: %v", err)
+			}
+			return nil
+		})
+		if err := e.net.Detach(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		if err := mounts.Unmount(filepath.Join(e.m.Bundle(id), "rootfs")); err != nil {
+			t.Fatal(err)
+		}
+		restarted := container.New(container.Options{DataDir: e.dir, Network: e.net})
+		if _, err := restarted.Provision(ctx, id, spec("10.232.4.12")); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := e.exec(t, id, "ping", "-c1", "-W2", "10.232.4.1"); err != nil {
+			t.Fatalf("re-created container has no network: %v %s", err, out)
+		}
+	})
+
+	t.Run("changed-spec", func(t *testing.T) {
+		id := "half-d-" + randHex(t, 3)
+		e.run(t, id, spec("10.232.4.13"))
+		before := runcPid(t, e, id)
+		// A new IP is applied to the running container's namespace.
+		info, err := e.m.Provision(ctx, id, spec("10.232.4.14"))
+		if err != nil || info.IP != "10.232.4.14" {
+			t.Fatalf("Provision with a new ip = %+v, %v", info, err)
+		}
+		if runcPid(t, e, id) != before {
+			t.Fatal("container restarted for an address change")
+		}
+		// A new configuration replaces the container.
+		s := spec("10.232.4.14")
+		s.Env = map[string]string{"V": "2"}
+		if _, err := e.m.Provision(ctx, id, s); err != nil {
+			t.Fatal(err)
+		}
+		if runcPid(t, e, id) == before {
+			t.Fatal("container not restarted with its new configuration")
+		}
+		if out, err := e.exec(t, id, "ip", "-4", "addr", "show", "eth0"); err != nil || !strings.Contains(out, "10.232.4.14/24") || strings.Contains(out, "10.232.4.13") {
+			t.Fatalf("eth0 inside: %v\n%s", err, out)
+		}
+	})
+}
+
+func TestSurvivesDaemonRestart(t *testing.T) {
+	e := newEnv(t, container.Options{})
+	id := "survivor-" + randHex(t, 3)
+	e.run(t, id, e.spec("sleep", "3600"))
+	pid := runcPid(t, e, id)
+	restarted := container.New(container.Options{DataDir: e.dir, Network: e.net})
+	if err := restarted.Inspect(t.Context(), id); err != nil {
+		t.Fatalf("Inspect from a new Manager: %v", err)
+	}
+	if _, err := restarted.Provision(t.Context(), id, e.spec("sleep", "3600")); err != nil {
+		t.Fatal(err)
+	}
+	if runcPid(t, e, id) != pid {
+		t.Fatal("a restarted daemon restarted a healthy container")
+	}
+	// One image directory, unpacked once for both provisions.
+	images, err := os.ReadDir(filepath.Join(e.dir, "images"))
+	if err != nil || len(images) != 1 || images[0].Name() != e.digest {
+		t.Fatalf("images = %v, %v; want only %s", images, err, e.digest)
+	}
+}

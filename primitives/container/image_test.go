@@ -1,0 +1,248 @@
+package container
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/edgeprov/provisiond/provision"
+)
+
+type entry struct {
+	typ      byte
+	name     string
+	linkname string
+	body     string
+	mode     int64
+}
+
+func tarball(t testing.TB, gz bool, entries ...entry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	var w = &buf
+	tw := tar.NewWriter(w)
+	for _, e := range entries {
+		hdr := &tar.Header{Typeflag: e.typ, Name: e.name, Linkname: e.linkname, Mode: e.mode,
+			Size: int64(len(e.body)), Uid: os.Getuid(), Gid: os.Getgid()}
+		if hdr.Mode == 0 {
+			hdr.Mode = 0o644
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(e.body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !gz {
+		return buf.Bytes()
+	}
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	zw.Write(buf.Bytes())
+	zw.Close()
+	return z.Bytes()
+}
+
+func digestOf(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func newTestManager(t testing.TB) *Manager {
+	t.Helper()
+	return New(Options{DataDir: t.TempDir()})
+}
+
+func TestUnpack(t *testing.T) {
+	tests := []struct {
+		name    string
+		gz      bool
+		entries []entry
+		check   map[string]string // path inside the image → content ("" = must not exist)
+		outside string            // a path outside the image that must not exist
+		wantErr bool
+	}{
+		{
+			name: "plain",
+			entries: []entry{
+				{typ: tar.TypeDir, name: "./", mode: 0o755},
+				{typ: tar.TypeDir, name: "etc/", mode: 0o755},
+				{typ: tar.TypeReg, name: "etc/hostname", body: "box\n"},
+				{typ: tar.TypeSymlink, name: "etc/link", linkname: "hostname"},
+				{typ: tar.TypeLink, name: "etc/hard", linkname: "etc/hostname"},
+				{typ: tar.TypeReg, name: "deep/implicit/dir/file", body: "x"},
+			},
+			check: map[string]string{"etc/hostname": "box\n", "etc/link": "box\n", "etc/hard": "box\n", "deep/implicit/dir/file": "x"},
+		},
+		{
+			name: "gzip",
+			gz:   true,
+			entries: []entry{
+				{typ: tar.TypeReg, name: "a", body: "zipped"},
+			},
+			check: map[string]string{"a": "zipped"},
+		},
+		{
+			name: "dotdot-stays-inside",
+			entries: []entry{
+				{typ: tar.TypeReg, name: "../../escape", body: "no"},
+			},
+			check:   map[string]string{"escape": "no"},
+			outside: "escape",
+		},
+		{
+			name: "symlink-parent-cannot-escape",
+			entries: []entry{
+				{typ: tar.TypeSymlink, name: "evil", linkname: "/tmp/.."},
+				{typ: tar.TypeReg, name: "evil/planted", body: "no"},
+			},
+			outside: "planted",
+			wantErr: true,
+		},
+		{
+			name: "later-entry-replaces",
+			entries: []entry{
+				{typ: tar.TypeSymlink, name: "f", linkname: "/etc/passwd"},
+				{typ: tar.TypeReg, name: "f", body: "mine"},
+			},
+			check: map[string]string{"f": "mine"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			parent := t.TempDir()
+			dir := filepath.Join(parent, "rootfs")
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			err := unpack(t.Context(), bytes.NewReader(tarball(t, tc.gz, tc.entries...)), dir)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("unpack = %v, want error %v", err, tc.wantErr)
+			}
+			for p, want := range tc.check {
+				got, err := os.ReadFile(filepath.Join(dir, p))
+				if err != nil || string(got) != want {
+					t.Errorf("%s = %q, %v; want %q", p, got, err, want)
+				}
+			}
+			if tc.outside != "" {
+				for _, p := range []string{filepath.Join(parent, tc.outside), filepath.Join("/", tc.outside)} {
+					if _, err := os.Lstat(p); err == nil {
+						t.Errorf("entry escaped the image to %s", p)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestEnsureImage(t *testing.T) {
+	img := tarball(t, false, entry{typ: tar.TypeReg, name: "bin/x", body: "binary", mode: 0o755})
+	digest := digestOf(img)
+	local := filepath.Join(t.TempDir(), "img.tar")
+	if err := os.WriteFile(local, img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	requests := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests++
+		switch r.URL.Path {
+		case "/img.tar":
+			w.Write(img)
+		case "/busy":
+			http.Error(w, "later", http.StatusServiceUnavailable)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+
+	tests := []struct {
+		name      string
+		src       string
+		digest    string
+		want      error
+		temporary bool
+	}{
+		{"local", local, digest, nil, false},
+		{"http", srv.URL + "/img.tar", digest, nil, false},
+		{"local-mismatch", local, digestOf([]byte("other")), ErrDigestMismatch, false},
+		{"http-mismatch", srv.URL + "/img.tar", digestOf([]byte("other")), ErrDigestMismatch, false},
+		{"http-not-found", srv.URL + "/missing.tar", digest, ErrImageNotFound, false},
+		{"http-unavailable", srv.URL + "/busy", digest, nil, true},
+		{"local-missing", "/nonexistent.tar", digest, ErrImageNotFound, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newTestManager(t)
+			m.client = srv.Client()
+			dir, err := m.ensureImage(t.Context(), tc.src, tc.digest)
+			switch {
+			case tc.temporary:
+				if err == nil || !provision.IsTemporary(err) {
+					t.Fatalf("ensureImage = %v, want a temporary error", err)
+				}
+			case tc.want != nil:
+				if !errors.Is(err, tc.want) || provision.IsTemporary(err) {
+					t.Fatalf("ensureImage = %v, want permanent %v", err, tc.want)
+				}
+			default:
+				if err != nil {
+					t.Fatal(err)
+				}
+				if b, err := os.ReadFile(filepath.Join(dir, "bin/x")); err != nil || string(b) != "binary" {
+					t.Fatalf("bin/x = %q, %v", b, err)
+				}
+			}
+			if tc.want != nil || tc.temporary {
+				entries, _ := os.ReadDir(m.imagesDir)
+				if len(entries) != 0 {
+					t.Fatalf("a refused image left %v", entries)
+				}
+			}
+		})
+	}
+
+	t.Run("unpacked-once", func(t *testing.T) {
+		m := newTestManager(t)
+		m.client = srv.Client()
+		before := requests
+		for range 3 {
+			if _, err := m.ensureImage(t.Context(), srv.URL+"/img.tar", digest); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if requests-before != 1 {
+			t.Fatalf("downloaded %d times, want once", requests-before)
+		}
+	})
+}
+
+func FuzzUnpack(f *testing.F) {
+	f.Add(tarball(f, false, entry{typ: tar.TypeReg, name: "a/b", body: "x"}))
+	f.Add(tarball(f, true, entry{typ: tar.TypeSymlink, name: "l", linkname: "../.."}))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		parent := t.TempDir()
+		dir := filepath.Join(parent, "rootfs")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		unpack(t.Context(), bytes.NewReader(data), dir)
+		entries, err := os.ReadDir(parent)
+		if err != nil || len(entries) != 1 {
+			t.Fatalf("unpack wrote beside its directory: %v %v", entries, err)
+		}
+	})
+}
