@@ -17,7 +17,7 @@ const (
 	// PidsLimit caps the processes of a container (a fork bomb stays inside).
 	PidsLimit = 4096
 	// ociVersion is the runtime-spec version runc 1.1 implements.
-	ociVersion = "1.0.2"
+	ociVersion  = "1.0.2"
 	defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
 
