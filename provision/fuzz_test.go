@@ -1,0 +1,269 @@
+package provision_test
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/edgeprov/provisiond/provision"
+)
+
+// vectorReservationJSON returns the golden reservations as JSON, plus a
+// signed delete of each, as fuzz seeds.
+func vectorReservationJSON(tb testing.TB, v *Vectors) [][]byte {
+	tb.Helper()
+	var out [][]byte
+	for _, rv := range v.Reservations {
+		del := *rv.Reservation
+		del.ToDelete, del.DeleteSignature = true, rv.DeleteSignature
+		for _, r := range []*provision.Reservation{rv.Reservation, &del} {
+			b, err := json.Marshal(r)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// FuzzReservationDecode decodes arbitrary bytes as a reservation and
+// validates it: it never panics, a failure is permanent, and a reservation
+// that passes verifies, also after a relay re-encoded it.
+func FuzzReservationDecode(f *testing.F) {
+	v := loadVectors(f)
+	for _, b := range vectorReservationJSON(f, v) {
+		f.Add(b)
+	}
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"type":"volume","data":{"size":-1}}`))
+	f.Add([]byte(`{"id":"../x","data":null,"created":"0001-01-01T00:00:00Z"}`))
+	now := fixedCreated.Add(time.Minute)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var r provision.Reservation
+		if json.Unmarshal(data, &r) != nil {
+			return
+		}
+		_ = r.Digest()
+		err := provision.Validate(&r, v.NodeID, now)
+		if err != nil {
+			if provision.IsTemporary(err) {
+				t.Fatalf("Validate() = %v is temporary", err)
+			}
+			return
+		}
+		if err := r.Verify(); err != nil {
+			t.Fatalf("Validate passed but Verify() = %v", err)
+		}
+		if r.ToDelete {
+			if err := r.VerifyDelete(); err != nil {
+				t.Fatalf("Validate passed a delete but VerifyDelete() = %v", err)
+			}
+		}
+		b, err := json.Marshal(&r)
+		if err != nil {
+			t.Fatalf("re-encoding a valid reservation: %v", err)
+		}
+		var relayed provision.Reservation
+		if err := json.Unmarshal(b, &relayed); err != nil {
+			t.Fatalf("decoding a re-encoded reservation: %v", err)
+		}
+		if err := provision.Validate(&relayed, v.NodeID, now); err != nil {
+			t.Fatalf("Validate() after re-encoding = %v", err)
+		}
+		if relayed.Digest() != r.Digest() {
+			t.Fatalf("Digest changed in re-encoding")
+		}
+	})
+}
+
+// FuzzVerify replaces the signed fields of a golden reservation with
+// arbitrary values: Verify never panics, and it passes only when the
+// challenge and the signature are the golden ones.
+func FuzzVerify(f *testing.F) {
+	v := loadVectors(f)
+	for _, rv := range v.Reservations {
+		r := rv.Reservation
+		f.Add(r.Signature, r.UserID, []byte(r.Data), r.Reference, uint32(0))
+		f.Add(r.Signature, r.UserID, []byte(r.Data), r.Reference+"x", uint32(1))
+		f.Add(r.Signature[:len(r.Signature)-2]+"00", r.UserID, []byte(r.Data), r.Reference, uint32(2))
+	}
+	f.Add("", "", []byte(nil), "", uint32(0))
+	f.Add("zz", "zz", []byte("{"), "", uint32(1))
+	f.Fuzz(func(t *testing.T, sig, userID string, data []byte, ref string, pick uint32) {
+		orig := v.Reservations[int(pick%uint32(len(v.Reservations)))].Reservation
+		r := *orig
+		r.Signature, r.UserID, r.Data, r.Reference = sig, userID, data, ref
+		err := r.Verify()
+		if err != nil {
+			if !errors.Is(err, provision.ErrBadSignature) {
+				t.Fatalf("Verify() = %v, want ErrBadSignature", err)
+			}
+			return
+		}
+		if !bytes.Equal(r.Challenge(), orig.Challenge()) {
+			t.Fatalf("a changed reservation verified: user_id %q reference %q data %q", userID, ref, data)
+		}
+		got, _ := hex.DecodeString(sig)
+		want, _ := hex.DecodeString(orig.Signature)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("another signature verified: %s", sig)
+		}
+	})
+}
+
+// FuzzResultVerify signs arbitrary results: they verify, also after an
+// encoding/json round trip, and an arbitrary signature or key never
+// verifies unless it is the real one.
+func FuzzResultVerify(f *testing.F) {
+	v := loadVectors(f)
+	for _, rv := range v.Results {
+		r := rv.Result
+		f.Add(r.ID, r.Message, []byte(r.Data), uint32(r.Version), r.Created.UnixNano(), r.Signature, []byte(nil))
+	}
+	f.Add("r-\xff", "caf\xe9", []byte(`{"a":"<"}`), uint32(7), int64(-1), "00", []byte{1, 2})
+	node := ed25519.NewKeyFromSeed(mustHex(f, v.NodeSeed))
+	nodePub := node.Public().(ed25519.PublicKey)
+	f.Fuzz(func(t *testing.T, id, message string, data []byte, version uint32, created int64, sig string, key []byte) {
+		res := &provision.Result{
+			Type:    provision.VolumeReservation,
+			ID:      id,
+			NodeID:  v.NodeID,
+			Digest:  v.Reservations[0].Digest,
+			Version: version,
+			Created: time.Unix(0, created).UTC(),
+			State:   provision.StateError,
+			Message: message,
+		}
+		if len(data) > 0 {
+			res.Data = data
+		}
+		if err := res.Sign(provision.KeySigner(node)); err != nil {
+			t.Fatal(err)
+		}
+		if err := res.Verify(nodePub); err != nil {
+			t.Fatalf("Verify() of a fresh result = %v", err)
+		}
+		if b, err := json.Marshal(res); err == nil {
+			var relayed provision.Result
+			if err := json.Unmarshal(b, &relayed); err != nil {
+				t.Fatalf("decoding an encoded result: %v", err)
+			}
+			if err := relayed.Verify(nodePub); err != nil {
+				t.Fatalf("Verify() after a JSON round trip = %v\n%s", err, b)
+			}
+		}
+		if err := res.Verify(key); err == nil && !bytes.Equal(key, nodePub) {
+			t.Fatalf("verified with another key %x", key)
+		} else if err != nil && !errors.Is(err, provision.ErrBadResultSignature) {
+			t.Fatalf("Verify() = %v, want ErrBadResultSignature", err)
+		}
+		real := res.Signature
+		res.Signature = sig
+		if err := res.Verify(nodePub); err == nil {
+			got, _ := hex.DecodeString(sig)
+			want, _ := hex.DecodeString(real)
+			if !bytes.Equal(got, want) {
+				t.Fatalf("another signature verified: %s", sig)
+			}
+		}
+	})
+}
+
+// FuzzCanonicalData checks that CanonicalData is idempotent, equals what
+// encoding/json makes of the same raw message, keeps invalid JSON as is,
+// and that a reservation's challenge survives a JSON round trip.
+func FuzzCanonicalData(f *testing.F) {
+	v := loadVectors(f)
+	for _, rv := range v.Reservations {
+		f.Add([]byte(rv.Reservation.Data))
+		f.Add([]byte(rv.CanonicalData))
+	}
+	f.Add([]byte(" {\"a\" : \"<\u2028>\" } "))
+	f.Add([]byte(`"\u003c"`))
+	f.Add([]byte("{\"a\":\"\xff\"}"))
+	f.Add([]byte(`{"a":`))
+	f.Add([]byte(nil))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c := provision.CanonicalData(data)
+		if !json.Valid(data) {
+			if !bytes.Equal(c, data) {
+				t.Fatalf("CanonicalData changed invalid JSON %q into %q", data, c)
+			}
+			return
+		}
+		if !json.Valid(c) {
+			t.Fatalf("CanonicalData(%q) = %q is not valid JSON", data, c)
+		}
+		if again := provision.CanonicalData(c); !bytes.Equal(again, c) {
+			t.Fatalf("not idempotent: %q then %q", c, again)
+		}
+		m, err := json.Marshal(json.RawMessage(data))
+		if err != nil {
+			t.Fatalf("json.Marshal(RawMessage(%q)) = %v", data, err)
+		}
+		if !bytes.Equal(m, c) {
+			t.Fatalf("json.Marshal gives %q, CanonicalData %q", m, c)
+		}
+		r := provision.Reservation{NodeID: v.NodeID, UserID: v.UserID, Type: provision.VolumeReservation, Data: data, Created: fixedCreated, Duration: time.Hour}
+		b, err := json.Marshal(&r)
+		if err != nil {
+			t.Fatalf("encoding a reservation with data %q: %v", data, err)
+		}
+		var relayed provision.Reservation
+		if err := json.Unmarshal(b, &relayed); err != nil {
+			t.Fatalf("decoding %s: %v", b, err)
+		}
+		if !bytes.Equal(relayed.Challenge(), r.Challenge()) {
+			t.Fatalf("challenge changed in a JSON round trip of data %q", data)
+		}
+	})
+}
+
+// FuzzWorkload decodes arbitrary data as each workload type: it never
+// panics, and a workload that passes decodes the same after re-encoding.
+func FuzzWorkload(f *testing.F) {
+	v := loadVectors(f)
+	for i, rv := range v.Reservations {
+		f.Add(uint8(i), []byte(rv.Reservation.Data))
+	}
+	f.Add(uint8(0), []byte(`{"name":"n","ip_range":"10.0.0.0/8","subnet":"10.255.255.252/30"}`))
+	f.Add(uint8(1), []byte(`{"size":1,"type":"hdd"}]`))
+	f.Add(uint8(2), []byte(`{"image":"/a","image_digest":"","entrypoint":[""]}`))
+	f.Fuzz(func(t *testing.T, pick uint8, data []byte) {
+		r := &provision.Reservation{Type: provision.Types[int(pick)%len(provision.Types)], Data: data}
+		w, err := r.Workload()
+		if err != nil {
+			if !errors.Is(err, provision.ErrBadData) && !errors.Is(err, provision.ErrBadField) &&
+				!errors.Is(err, provision.ErrBadName) && !errors.Is(err, provision.ErrBadSize) {
+				t.Fatalf("Workload() = %v wraps no validation sentinel", err)
+			}
+			return
+		}
+		if n, ok := w.(*provision.Network); ok {
+			gw := n.Gateway()
+			_, sub, _ := net.ParseCIDR(n.Subnet)
+			if !sub.Contains(gw.IP) || gw.IP.Equal(sub.IP) {
+				t.Fatalf("gateway %s is not a host of subnet %s", gw, sub)
+			}
+		}
+		b, err := json.Marshal(w)
+		if err != nil {
+			t.Fatalf("encoding %#v: %v", w, err)
+		}
+		again := &provision.Reservation{Type: r.Type, Data: b}
+		w2, err := again.Workload()
+		if err != nil {
+			t.Fatalf("re-encoded workload %s fails: %v", b, err)
+		}
+		b2, _ := json.Marshal(w2)
+		if !bytes.Equal(b, b2) {
+			t.Fatalf("workload changed in re-encoding: %s then %s", b, b2)
+		}
+	})
+}
