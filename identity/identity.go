@@ -54,25 +54,38 @@ func Load(path string) (ed25519.PrivateKey, error) {
 
 // Create makes a new key and writes its seed to path with mode 0600,
 // creating the directory (0700) if needed. It never overwrites an existing
-// file.
+// file (the error then wraps fs.ErrExist), and the file appears complete or
+// not at all: the seed is written and synced to a temporary file first,
+// which is then hard-linked to path.
 func Create(path string) (ed25519.PrivateKey, error) {
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generating key: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating key directory: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return nil, fmt.Errorf("creating key %s: %w", path, err)
 	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	cherr := f.Chmod(0o600)
 	_, werr := f.WriteString(hex.EncodeToString(key.Seed()) + "\n")
 	serr := f.Sync()
 	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		os.Remove(path)
+	if err := errors.Join(cherr, werr, serr, cerr); err != nil {
 		return nil, fmt.Errorf("writing key %s: %w", path, err)
+	}
+	// Link, unlike rename, fails when path exists: a key is never replaced.
+	if err := os.Link(tmp, path); err != nil {
+		return nil, fmt.Errorf("creating key %s: %w", path, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync() // best effort: make the new name durable
+		d.Close()
 	}
 	return key, nil
 }
