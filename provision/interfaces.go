@@ -83,6 +83,15 @@ type Outbox interface {
 	Ack(seq uint64) error
 	// Depth returns how many entries wait.
 	Depth() (int, error)
+	// Enqueue adds entries without a record change (stats at start).
+	Enqueue(out ...*OutboxEntry) error
+}
+
+// UnitsScanner is the optional part of a store that reads the ID, type and
+// units of the records in the given states without decoding whole records:
+// what a stats rebuild at start needs.
+type UnitsScanner interface {
+	ScanUnits(fn func(id string, typ ReservationType, u Units) error, states ...State) error
 }
 
 // Cursors keeps the position of each source durably.
