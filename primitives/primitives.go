@@ -1,0 +1,325 @@
+// Package primitives is provisiond's typed provisioner table: networks
+// (primitives/network), volumes (primitives/volume) and containers
+// (primitives/container) on the real machine, as root.
+//
+// Everything created is named after the reservation (or, for networks, the
+// NetworkID) under provision.Prefix:
+//
+//	network    netns /run/netns/prv-<network id>, bridge prv-br0 inside it
+//	volume     <SSDPath|HDDPath>/prv-<id>.img, loop device, mount <DataDir>/mounts/prv-<id>
+//	container  runc container prv-<id> in <DataDir>/runc, bundle <DataDir>/containers/prv-<id>
+//	           (overlay rootfs, config.json), netns /run/netns/prv-c-<id>, veth pair
+//	           (eth0 inside, prv-v<hash> on the network's bridge), log <DataDir>/logs/prv-<id>.log,
+//	           cgroup /provisiond/prv-<id>
+//	images     <DataDir>/images/<sha256> (shared by digest, not a resource)
+//
+// List reports only objects carrying the prefix; Remove removes exactly one
+// of them.
+package primitives
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/edgeprov/provisiond/primitives/container"
+	"github.com/edgeprov/provisiond/primitives/network"
+	"github.com/edgeprov/provisiond/primitives/volume"
+	"github.com/edgeprov/provisiond/provision"
+)
+
+// Sentinel errors of the primitives package.
+var (
+	ErrForeignVolume = errors.New("primitives: volume belongs to another user")
+	ErrNotVolume     = errors.New("primitives: mounted reservation is not a volume")
+	ErrUnknownVolume = errors.New("primitives: unknown volume")
+	ErrNotOurs       = errors.New("primitives: resource does not carry our prefix")
+	ErrWrongType     = errors.New("primitives: workload of an unexpected type")
+)
+
+// Options configures the primitives.
+type Options struct {
+	// DataDir is the root of everything the primitives keep on disk:
+	// images, volume mounts, the runc state directory, container bundles
+	// and logs. Required.
+	DataDir string
+	// SSDPath is where ssd volume images live. Default DataDir/volumes/ssd.
+	SSDPath string
+	// HDDPath is where hdd volume images live. Default DataDir/volumes/hdd.
+	HDDPath string
+	// RuncPath is the runc binary. Default "runc".
+	RuncPath string
+	// Log is the logger. Default zerolog.Nop() (the zero Logger).
+	Log zerolog.Logger
+	// Now is the clock (crash-loop windows). Default time.Now.
+	Now func() time.Time
+	// Lookup returns the reservation of an id, so that a container only
+	// mounts volumes of its own user. nil skips that check.
+	Lookup func(id string) (*provision.Reservation, error)
+	// OnGiveUp is told when a container crash-loops (the engine's
+	// DecommissionCached). It must not wait for the container's current
+	// operation to end. nil: nobody is told.
+	OnGiveUp func(ctx context.Context, id, reason string) error
+	// HTTPClient downloads images. Default a client without an overall
+	// timeout (the context bounds a download).
+	HTTPClient *http.Client
+}
+
+// Table provisions, decommissions, inspects and lists the workloads of
+// every reservation type.
+type Table struct {
+	table     provision.Table
+	networks  *network.Manager
+	volumes   *volume.Manager
+	container *container.Manager
+	lookup    func(id string) (*provision.Reservation, error)
+}
+
+var (
+	_ provision.Primitives = (*Table)(nil)
+	_ provision.Inspector  = (*Table)(nil)
+	_ provision.Lister     = (*Table)(nil)
+)
+
+// New returns the primitives. It panics when opts.DataDir is empty.
+func New(opts Options) *Table {
+	if opts.DataDir == "" {
+		panic("primitives: Options.DataDir is required")
+	}
+	log := opts.Log.With().Str("component", "primitives").Logger()
+	nets := network.New(log)
+	t := &Table{
+		networks: nets,
+		volumes: volume.New(volume.Options{
+			DataDir: opts.DataDir, SSDPath: opts.SSDPath, HDDPath: opts.HDDPath, Log: log,
+		}),
+		container: container.New(container.Options{
+			DataDir: opts.DataDir, RuncPath: opts.RuncPath, Network: nets, OnGiveUp: opts.OnGiveUp,
+			Now: opts.Now, HTTPClient: opts.HTTPClient, Log: log,
+		}),
+		lookup: opts.Lookup,
+	}
+	t.table = t.newTable()
+	return t
+}
+
+// typed adapts a primitive on workload type W to the untyped table: Data
+// is decoded and validated once, by r.Workload().
+type typed[W any] struct {
+	provision    func(context.Context, *provision.Reservation, W) (any, error)
+	decommission func(context.Context, *provision.Reservation, W) error
+}
+
+func workload[W any](r *provision.Reservation) (W, error) {
+	var zero W
+	w, err := r.Workload()
+	if err != nil {
+		return zero, provision.Permanent(err)
+	}
+	tw, ok := w.(W)
+	if !ok {
+		return zero, provision.Permanentf("%w: %T for %s", ErrWrongType, w, r.Type)
+	}
+	return tw, nil
+}
+
+func (t typed[W]) provisioner() provision.ProvisionerFunc {
+	return func(ctx context.Context, r *provision.Reservation) (any, error) {
+		w, err := workload[W](r)
+		if err != nil {
+			return nil, err
+		}
+		return t.provision(ctx, r, w)
+	}
+}
+
+func (t typed[W]) decommissioner() provision.DecomissionerFunc {
+	return func(ctx context.Context, r *provision.Reservation) error {
+		w, err := workload[W](r)
+		if err != nil {
+			return err
+		}
+		return t.decommission(ctx, r, w)
+	}
+}
+
+// newTable is the one place that says which function handles which type.
+func (t *Table) newTable() provision.Table {
+	nets := typed[*provision.Network]{provision: t.provisionNetwork, decommission: t.decommissionNetwork}
+	vols := typed[*provision.Volume]{provision: t.provisionVolume, decommission: t.decommissionVolume}
+	ctrs := typed[*provision.Container]{provision: t.provisionContainer, decommission: t.decommissionContainer}
+	return provision.Table{
+		Provisioners: map[provision.ReservationType]provision.ProvisionerFunc{
+			provision.NetworkReservation:   nets.provisioner(),
+			provision.VolumeReservation:    vols.provisioner(),
+			provision.ContainerReservation: ctrs.provisioner(),
+		},
+		Decomissioners: map[provision.ReservationType]provision.DecomissionerFunc{
+			provision.NetworkReservation:   nets.decommissioner(),
+			provision.VolumeReservation:    vols.decommissioner(),
+			provision.ContainerReservation: ctrs.decommissioner(),
+		},
+	}
+}
+
+// Provision creates the workload of r and returns its result data:
+// network {network_id, namespace, gateway}, volume {id, path}, container
+// {id, ip}.
+func (t *Table) Provision(ctx context.Context, r *provision.Reservation) (any, error) {
+	return t.table.Provision(ctx, r)
+}
+
+// Decommission removes the workload of r; an absent workload is success.
+func (t *Table) Decommission(ctx context.Context, r *provision.Reservation) error {
+	return t.table.Decommission(ctx, r)
+}
+
+func (t *Table) provisionNetwork(ctx context.Context, r *provision.Reservation, n *provision.Network) (any, error) {
+	return t.networks.Provision(ctx, provision.NetworkID(r.UserID, n.Name), n.Gateway())
+}
+
+func (t *Table) decommissionNetwork(ctx context.Context, r *provision.Reservation, n *provision.Network) error {
+	return t.networks.Decommission(ctx, provision.NetworkID(r.UserID, n.Name))
+}
+
+func (t *Table) provisionVolume(ctx context.Context, r *provision.Reservation, v *provision.Volume) (any, error) {
+	return t.volumes.Provision(ctx, r.ID, v.Type, v.Size<<30)
+}
+
+func (t *Table) decommissionVolume(ctx context.Context, r *provision.Reservation, _ *provision.Volume) error {
+	return t.volumes.Decommission(ctx, r.ID)
+}
+
+func (t *Table) provisionContainer(ctx context.Context, r *provision.Reservation, c *provision.Container) (any, error) {
+	for _, m := range c.Mounts {
+		if err := t.checkVolume(r, m.VolumeID); err != nil {
+			return nil, err
+		}
+	}
+	spec := container.Spec{
+		Image:     c.Image,
+		Digest:    c.ImageSHA256(),
+		Args:      c.Entrypoint,
+		Env:       c.Env,
+		NetworkID: c.Network.NetworkID,
+		CPU:       c.Capacity.CPU,
+		Memory:    c.Capacity.Memory,
+	}
+	if c.Network.NetworkID != "" {
+		spec.IP = net.ParseIP(c.Network.IP)
+	}
+	for _, m := range c.Mounts {
+		p, err := t.volumes.Mount(ctx, m.VolumeID)
+		if err != nil {
+			return nil, fmt.Errorf("mounting volume %s for container %s: %w", m.VolumeID, r.ID, err)
+		}
+		spec.Mounts = append(spec.Mounts, container.Mount{Source: p, Destination: m.Mountpoint})
+	}
+	return t.container.Provision(ctx, r.ID, spec)
+}
+
+// checkVolume refuses a mount of a reservation that is not a volume of
+// r's user.
+func (t *Table) checkVolume(r *provision.Reservation, id string) error {
+	if t.lookup == nil {
+		return nil
+	}
+	v, err := t.lookup(id)
+	if errors.Is(err, provision.ErrNotFound) {
+		return provision.Permanentf("%w: %s", ErrUnknownVolume, id)
+	}
+	if err != nil {
+		return provision.Temporary(fmt.Errorf("looking up volume %s: %w", id, err))
+	}
+	if v.Type != provision.VolumeReservation {
+		return provision.Permanentf("%w: %s is a %s", ErrNotVolume, id, v.Type)
+	}
+	if v.UserID != r.UserID {
+		return provision.Permanentf("%w: %s", ErrForeignVolume, id)
+	}
+	return nil
+}
+
+func (t *Table) decommissionContainer(ctx context.Context, r *provision.Reservation, _ *provision.Container) error {
+	return t.container.Decommission(ctx, r.ID)
+}
+
+// Inspect checks the workload of r: nil when present and healthy, an error
+// wrapping provision.ErrVanished when it is gone (a stopped container, an
+// unmounted volume, a missing namespace).
+func (t *Table) Inspect(ctx context.Context, r *provision.Reservation) error {
+	w, err := r.Workload()
+	if err != nil {
+		return provision.Permanent(err)
+	}
+	switch w := w.(type) {
+	case *provision.Network:
+		return t.networks.Inspect(ctx, provision.NetworkID(r.UserID, w.Name))
+	case *provision.Volume:
+		return t.volumes.Inspect(ctx, r.ID)
+	case *provision.Container:
+		return t.container.Inspect(ctx, r.ID)
+	}
+	return provision.Permanentf("%w: %T", ErrWrongType, w)
+}
+
+// List returns every runtime object under the prefix: network namespaces,
+// volumes (images, mounts) and containers (runc containers in our root,
+// bundles, logs, namespaces), one Resource per workload.
+func (t *Table) List(ctx context.Context) ([]provision.Resource, error) {
+	var res []provision.Resource
+	nets, err := t.networks.Networks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range nets {
+		res = append(res, provision.Resource{Type: provision.NetworkReservation, ID: id, Name: network.Namespace(id)})
+	}
+	vols, err := t.volumes.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range vols {
+		res = append(res, provision.Resource{Type: provision.VolumeReservation, ID: id, Name: volume.Name(id)})
+	}
+	ctrs, err := t.container.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	attached, err := t.networks.Containers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range attached {
+		if !slices.Contains(ctrs, id) {
+			ctrs = append(ctrs, id)
+		}
+	}
+	for _, id := range ctrs {
+		res = append(res, provision.Resource{Type: provision.ContainerReservation, ID: id, Name: container.Name(id)})
+	}
+	return res, nil
+}
+
+// Remove removes the orphan res, as List reported it. It refuses a
+// resource whose name is not the prefixed name of its id.
+func (t *Table) Remove(ctx context.Context, res provision.Resource) error {
+	if res.Name != provision.Prefix+res.ID || provision.ValidName("resource id", res.ID) != nil {
+		return provision.Permanentf("%w: %q (%s %q)", ErrNotOurs, res.Name, res.Type, res.ID)
+	}
+	switch res.Type {
+	case provision.NetworkReservation:
+		return t.networks.Decommission(ctx, res.ID)
+	case provision.VolumeReservation:
+		return t.volumes.Decommission(ctx, res.ID)
+	case provision.ContainerReservation:
+		return t.container.Decommission(ctx, res.ID)
+	}
+	return provision.Permanentf("%w: %q", provision.ErrUnknownType, res.Type)
+}
