@@ -200,17 +200,19 @@ func (m *Manager) Decommission(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("opening network %s: %w", id, err)
 	}
-	ports, err := listPorts(ns)
+	ports, err := m.listPorts(ns)
 	ns.Close()
 	if err != nil {
 		return fmt.Errorf("listing ports of network %s: %w", id, err)
 	}
-	if len(ports) > 0 {
-		ids := make([]string, 0, len(ports))
-		for _, p := range ports {
-			ids = append(ids, p.name)
+	var busy []string
+	for _, p := range ports {
+		if !p.stale {
+			busy = append(busy, p.name)
 		}
-		return provision.Temporary(fmt.Errorf("decommissioning network %s: %w: %s", id, ErrBusy, strings.Join(ids, ", ")))
+	}
+	if len(busy) > 0 {
+		return provision.Temporary(fmt.Errorf("decommissioning network %s: %w: %s", id, ErrBusy, strings.Join(busy, ", ")))
 	}
 	if err := m.deleteNamed(name); err != nil {
 		return fmt.Errorf("deleting namespace of network %s: %w", id, err)
@@ -254,7 +256,7 @@ func (m *Manager) check(id, containerID string, ip net.IP) (*net.IPNet, error) {
 		return nil, provision.Permanent(fmt.Errorf("%w: %s is not a free host address of %s", ErrIPOutside, ip, gw))
 	}
 	for _, p := range ports {
-		if p.container != containerID && p.ip.Equal(ip4) {
+		if !p.stale && p.container != containerID && p.ip.Equal(ip4) {
 			return nil, provision.Permanent(fmt.Errorf("%w: %s is held by container %s", ErrIPInUse, ip, p.container))
 		}
 	}
@@ -342,7 +344,7 @@ func (m *Manager) ensurePort(nh, ch *netlink.Handle, cns netns.NsHandle, contain
 			}
 		}
 		veth := &netlink.Veth{
-			LinkAttrs:     netlink.LinkAttrs{Name: portName, MasterIndex: br.Attrs().Index},
+			LinkAttrs:     netlink.LinkAttrs{Name: portName, MasterIndex: br.Attrs().Index, Alias: alias},
 			PeerName:      ContainerLink,
 			PeerNamespace: netlink.NsFd(cns),
 		}
@@ -352,8 +354,10 @@ func (m *Manager) ensurePort(nh, ch *netlink.Handle, cns netns.NsHandle, contain
 		if port, err = nh.LinkByName(portName); err != nil {
 			return fmt.Errorf("finding new port %s: %w", portName, err)
 		}
-		if err := nh.LinkSetAlias(port, alias); err != nil {
-			return fmt.Errorf("labelling port %s: %w", portName, err)
+		if port.Attrs().Alias != alias { // kernels that ignore the alias on creation
+			if err := nh.LinkSetAlias(port, alias); err != nil {
+				return fmt.Errorf("labelling port %s: %w", portName, err)
+			}
 		}
 	}
 	if port.Attrs().MasterIndex != br.Attrs().Index {
@@ -388,8 +392,11 @@ func configureContainer(ch *netlink.Handle, addr *net.IPNet, gw net.IP) error {
 	return nil
 }
 
-// Detach removes container containerID's veth pair and namespace. The
-// container's processes must be gone. An absent attachment is success.
+// Detach removes container containerID's namespace: its eth0 goes down at
+// once and the kernel destroys the veth pair with the namespace, which the
+// network then treats as gone (its IP is free, it does not keep the network
+// busy). The container's processes must be gone. An absent attachment is
+// success.
 func (m *Manager) Detach(ctx context.Context, containerID string) error {
 	if err := checkContainerID(containerID); err != nil {
 		return err
@@ -402,7 +409,7 @@ func (m *Manager) Detach(ctx context.Context, containerID string) error {
 	name := ContainerNamespace(containerID)
 	cns, err := m.open(name)
 	if err == nil {
-		err = deleteLink(cns, ContainerLink)
+		err = downLink(cns, ContainerLink)
 		cns.Close()
 		if err != nil {
 			return fmt.Errorf("detaching container %s: %w", containerID, err)
@@ -461,6 +468,9 @@ type port struct {
 	name      string
 	container string
 	ip        net.IP
+	// stale is set when the container's namespace is gone: Detach only
+	// unmounts it, and the kernel destroys the pair with it, shortly.
+	stale bool
 }
 
 // subnet returns the gateway (with the subnet's mask) and the ports of
@@ -493,25 +503,27 @@ func (m *Manager) subnet(id string) (*net.IPNet, []port, error) {
 	if len(addrs) == 0 {
 		return nil, nil, fmt.Errorf("%w: bridge has no address", ErrBroken)
 	}
-	ports, err := portsOf(h)
+	ports, err := m.portsOf(h)
 	if err != nil {
 		return nil, nil, err
 	}
 	return addrs[0].IPNet, ports, nil
 }
 
-func listPorts(ns netns.NsHandle) ([]port, error) {
+func (m *Manager) listPorts(ns netns.NsHandle) ([]port, error) {
 	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, err
 	}
 	defer h.Close()
-	return portsOf(h)
+	return m.portsOf(h)
 }
 
 // portsOf returns the veth links of a network namespace, with the
-// container and IP their alias records.
-func portsOf(h *netlink.Handle) ([]port, error) {
+// container and IP their alias records. A port without alias (a crash
+// between creating and labelling it) is never stale: its container is
+// unknown.
+func (m *Manager) portsOf(h *netlink.Handle) ([]port, error) {
 	links, err := h.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("listing links: %w", err)
@@ -524,6 +536,11 @@ func portsOf(h *netlink.Handle) ([]port, error) {
 		p := port{name: l.Attrs().Name}
 		if c, ip, ok := parseAlias(l.Attrs().Alias); ok {
 			p.container, p.ip = c, ip
+			live, err := mounted(m.NamespacePath(ContainerNamespace(c)))
+			if err != nil {
+				return nil, fmt.Errorf("checking namespace of container %s: %w", c, err)
+			}
+			p.stale = !live
 		}
 		ports = append(ports, p)
 	}
@@ -587,7 +604,10 @@ func setOnlyAddr(h *netlink.Handle, link netlink.Link, addr *net.IPNet) error {
 	return nil
 }
 
-func deleteLink(ns netns.NsHandle, name string) error {
+// downLink sets a link down, so that it stops answering for its address
+// at once; deleting a veth waits for RCU grace periods (tens of
+// milliseconds), while the kernel destroys it with its namespace anyway.
+func downLink(ns netns.NsHandle, name string) error {
 	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return err
@@ -600,8 +620,8 @@ func deleteLink(ns netns.NsHandle, name string) error {
 	if err != nil {
 		return fmt.Errorf("finding %s: %w", name, err)
 	}
-	if err := h.LinkDel(l); err != nil {
-		return fmt.Errorf("deleting %s: %w", name, err)
+	if err := h.LinkSetDown(l); err != nil {
+		return fmt.Errorf("setting %s down: %w", name, err)
 	}
 	return nil
 }

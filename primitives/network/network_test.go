@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -275,6 +276,32 @@ func TestHalfDone(t *testing.T) {
 			t.Fatalf("old address still held: %v", err)
 		}
 	})
+}
+
+func TestDetachFreesAtOnce(t *testing.T) {
+	testutil.RequiresRoot(t)
+	m := network.New(zerolog.Nop())
+	ctx := t.Context()
+	id := randHex(t, 8)
+	if _, err := m.Provision(ctx, id, gateway(t, "10.231.9.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Decommission(context.Background(), id) })
+	for i := range 3 {
+		cid := fmt.Sprintf("quick-%d-%s", i, randHex(t, 3))
+		if _, err := m.Attach(ctx, id, cid, net.ParseIP("10.231.9.5")); err != nil {
+			t.Fatalf("Attach #%d with the address just freed: %v", i+1, err)
+		}
+		if err := m.Detach(ctx, cid); err != nil {
+			t.Fatal(err)
+		}
+		assertNoNamespace(t, network.ContainerNamespace(cid))
+	}
+	// The dying ports do not keep the network busy.
+	if err := m.Decommission(ctx, id); err != nil {
+		t.Fatalf("Decommission right after Detach: %v", err)
+	}
+	assertNoNamespace(t, network.Namespace(id))
 }
 
 func TestForeignNamespacesIgnored(t *testing.T) {
