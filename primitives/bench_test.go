@@ -180,4 +180,3 @@ func BenchmarkVolumeProvision(b *testing.B) {
 	}
 	lat.report(b)
 }
-
