@@ -1,0 +1,228 @@
+// Command benchdoc turns `go test -bench` output into docs/benchmarks.md:
+// the date, the machine, the Go version, every named target with the
+// figure measured against it, a reason for each miss, and every benchmark
+// line. `make bench` runs it; it is not part of the daemon.
+//
+//	go test -run '^$' -bench . ./... | go run ./internal/benchdoc -out docs/benchmarks.md
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// target is one figure an issue names.
+type target struct {
+	figure string  // what is measured, for people
+	bench  string  // benchmark name without the -N suffix
+	metric string  // unit as the benchmark reports it
+	scale  float64 // multiply the metric by this for display
+	unit   string  // unit after scaling
+	cmp    string  // "<", "<=", ">="
+	limit  float64 // in display units
+	why    string  // why it may miss and what would fix it, shown on a miss
+	ratio  string  // when set, the figure is metric(bench)/metric(ratio)
+}
+
+var targets = []target{
+	{figure: "store: expiry lookup, 1k expired among 1M records", bench: "BenchmarkExpired1kOf1M", metric: "ns/op", scale: 1e-6, unit: "ms", cmp: "<", limit: 5},
+	{figure: "store: reopen + stats rebuild, 1M records", bench: "BenchmarkReopenRebuild1M/units", metric: "ns/op", scale: 1e-9, unit: "s", cmp: "<", limit: 2},
+	{figure: "store: database size per 1M records", bench: "BenchmarkReopenRebuild1M/units", metric: "MiB/1M-records", scale: 1, unit: "MiB", cmp: "", limit: 0},
+	{figure: "predecessor cache: expiry scan, 100k JSON files", bench: "BenchmarkExpired100k/predecessor-json-files", metric: "ns/op", scale: 1e-6, unit: "ms", cmp: ""},
+	{figure: "this store: expiry lookup, same 100k records", bench: "BenchmarkExpired100k/expiry-index", metric: "ns/op", scale: 1e-6, unit: "ms", cmp: ""},
+	{figure: "predecessor ÷ this store (expiry, 100k)", bench: "BenchmarkExpired100k/predecessor-json-files", ratio: "BenchmarkExpired100k/expiry-index", metric: "ns/op", scale: 1, unit: "×", cmp: ""},
+	{figure: "engine: reservations/s, instant provisioner, bbolt", bench: "BenchmarkEngineThroughput", metric: "reservations/s", scale: 1, unit: "/s", cmp: ">=", limit: 5000,
+		why: "every reservation costs two fsync'd bbolt transactions (accepted, then deployed with its outbox entry); batching several state changes per transaction would lift it"},
+	{figure: "end to end: explorer → provisiond → acknowledged result", bench: "BenchmarkEndToEnd", metric: "reservations/s", scale: 1, unit: "/s", cmp: ">=", limit: 5000,
+		why: "each reservation crosses the explorer twice over HTTP with a signed request and an fsync on both sides; batching results per request would lift it"},
+	{figure: "end to end at 500/s: p99 publish → acknowledged result", bench: "BenchmarkEndToEnd", metric: "p99-ms", scale: 1, unit: "ms", cmp: "<", limit: 50},
+	{figure: "explorer: 5,000 long-polling nodes, p99 event delivery", bench: "BenchmarkLongPollNodes/nodes=5000", metric: "p99-ms", scale: 1, unit: "ms", cmp: "<", limit: 100},
+	{figure: "explorer: RSS with 5,000 long-polling nodes", bench: "BenchmarkLongPollNodes/nodes=5000", metric: "heap-MiB", scale: 1, unit: "MiB", cmp: ""},
+	{figure: "idle daemon: RSS, 1,000 deployed records", bench: "BenchmarkIdleDaemon", metric: "rss-MB", scale: 1, unit: "MB", cmp: "<", limit: 25},
+	{figure: "idle daemon: CPU over the measured window", bench: "BenchmarkIdleDaemon", metric: "cpu-%", scale: 1, unit: "%", cmp: "<", limit: 0.2},
+	{figure: "container provision (cached image), median", bench: "BenchmarkContainerProvision", metric: "p50-ms", scale: 1, unit: "ms", cmp: ""},
+	{figure: "container provision (cached image), p90", bench: "BenchmarkContainerProvision", metric: "p90-ms", scale: 1, unit: "ms", cmp: ""},
+	{figure: "raw `runc run -d` of the same bundle, median", bench: "BenchmarkRawRuncRun", metric: "p50-ms", scale: 1, unit: "ms", cmp: ""},
+	{figure: "container provision ÷ raw runc (median)", bench: "BenchmarkContainerProvision", ratio: "BenchmarkRawRuncRun", metric: "p50-ms", scale: 1, unit: "×", cmp: "<=", limit: 1.3,
+		why: "provisioning also verifies the image digest, mounts an overlay, writes the bundle and wires a veth into the network namespace around the same runc call"},
+	{figure: "network provision", bench: "BenchmarkNetworkProvision", metric: "ns/op", scale: 1e-6, unit: "ms", cmp: ""},
+	{figure: "volume provision", bench: "BenchmarkVolumeProvision", metric: "ns/op", scale: 1e-6, unit: "ms", cmp: ""},
+	{figure: "reservation sign", bench: "BenchmarkSign", metric: "ns/op", scale: 1e-3, unit: "µs", cmp: ""},
+	{figure: "reservation verify", bench: "BenchmarkVerify", metric: "ns/op", scale: 1e-3, unit: "µs", cmp: ""},
+}
+
+var line = regexp.MustCompile(`^(Benchmark\S+?)(-\d+)?\s+(\d+)\s+(.+)$`)
+
+type result struct {
+	name    string
+	n       int
+	metrics map[string]float64
+	order   []string
+}
+
+func parse(r io.Reader) (map[string]*result, []string, error) {
+	res := map[string]*result{}
+	var names []string
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		m := line.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		n, _ := strconv.Atoi(m[3])
+		f := strings.Fields(m[4])
+		r := &result{name: m[1], n: n, metrics: map[string]float64{}}
+		for i := 0; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				continue
+			}
+			r.metrics[f[i+1]] = v
+			r.order = append(r.order, f[i+1])
+		}
+		if _, seen := res[r.name]; !seen {
+			names = append(names, r.name)
+		}
+		res[r.name] = r // the last run of a name wins
+	}
+	return res, names, sc.Err()
+}
+
+func (t target) value(res map[string]*result) (float64, bool) {
+	r, ok := res[t.bench]
+	if !ok {
+		return 0, false
+	}
+	v, ok := r.metrics[t.metric]
+	if !ok {
+		return 0, false
+	}
+	if t.ratio != "" {
+		d, ok := res[t.ratio]
+		if !ok || d.metrics[t.metric] == 0 {
+			return 0, false
+		}
+		return v / d.metrics[t.metric], true
+	}
+	return v * t.scale, true
+}
+
+func (t target) met(v float64) bool {
+	switch t.cmp {
+	case "<":
+		return v < t.limit
+	case "<=":
+		return v <= t.limit
+	case ">=":
+		return v >= t.limit
+	}
+	return true
+}
+
+func format(v float64) string {
+	switch {
+	case v >= 100:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 1:
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	default:
+		return strconv.FormatFloat(v, 'g', 3, 64)
+	}
+}
+
+func machine() string {
+	var parts []string
+	if out, err := exec.Command("uname", "-srm").Output(); err == nil {
+		parts = append(parts, strings.TrimSpace(string(out)))
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				parts = append(parts, strings.TrimSpace(l[strings.Index(l, ":")+1:]))
+				break
+			}
+		}
+	}
+	parts = append(parts, fmt.Sprintf("%d cores", runtime.NumCPU()))
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb float64
+		if _, err := fmt.Sscanf(string(b), "MemTotal: %f kB", &kb); err == nil {
+			parts = append(parts, fmt.Sprintf("%.0f GiB", kb/(1<<20)))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+func write(w io.Writer, res map[string]*result, names []string, raw string) {
+	fmt.Fprintf(w, "# Benchmarks\n\nWritten by `make bench` (internal/benchdoc); do not edit by hand.\n\n")
+	fmt.Fprintf(w, "- date: %s\n- machine: %s\n- Go: %s\n- command: `%s`\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), machine(), runtime.Version(), raw)
+	fmt.Fprintf(w, "## Targets\n\n| figure | target | measured | |\n|---|---|---|---|\n")
+	var misses []string
+	for _, t := range targets {
+		v, ok := t.value(res)
+		want := "—"
+		if t.cmp != "" {
+			want = fmt.Sprintf("%s %s %s", t.cmp, strconv.FormatFloat(t.limit, 'g', -1, 64), t.unit)
+		}
+		switch {
+		case !ok:
+			fmt.Fprintf(w, "| %s | %s | not run | |\n", t.figure, want)
+		case t.cmp == "":
+			fmt.Fprintf(w, "| %s | %s | %s %s | |\n", t.figure, want, format(v), t.unit)
+		case t.met(v):
+			fmt.Fprintf(w, "| %s | %s | %s %s | met |\n", t.figure, want, format(v), t.unit)
+		default:
+			fmt.Fprintf(w, "| %s | %s | %s %s | **missed** |\n", t.figure, want, format(v), t.unit)
+			misses = append(misses, fmt.Sprintf("- %s: %s %s against %s. Why, and what would fix it: %s.", t.figure, format(v), t.unit, want, t.why))
+		}
+	}
+	if len(misses) > 0 {
+		fmt.Fprintf(w, "\n### Missed\n\n%s\n", strings.Join(misses, "\n"))
+	}
+	fmt.Fprintf(w, "\n## Every benchmark\n\n| benchmark | runs | figures |\n|---|---|---|\n")
+	sort.Strings(names)
+	for _, n := range names {
+		r := res[n]
+		var f []string
+		for _, u := range r.order {
+			f = append(f, format(r.metrics[u])+" "+u)
+		}
+		fmt.Fprintf(w, "| %s | %d | %s |\n", strings.TrimPrefix(n, "Benchmark"), r.n, strings.Join(f, ", "))
+	}
+}
+
+func main() {
+	out := flag.String("out", "docs/benchmarks.md", "markdown `FILE` to write")
+	cmd := flag.String("command", "make bench", "the command that produced the input, for the record")
+	flag.Parse()
+	res, names, err := parse(os.Stdin)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchdoc:", err)
+		os.Exit(1)
+	}
+	if len(names) == 0 {
+		fmt.Fprintln(os.Stderr, "benchdoc: no benchmark lines on standard input")
+		os.Exit(1)
+	}
+	f, err := os.Create(*out)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchdoc:", err)
+		os.Exit(1)
+	}
+	write(f, res, names, *cmd)
+	if err := f.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, "benchdoc:", err)
+		os.Exit(1)
+	}
+}
