@@ -20,7 +20,7 @@ import (
 	"github.com/edgeprov/provisiond/internal/testutil"
 	"github.com/edgeprov/provisiond/primitives"
 	"github.com/edgeprov/provisiond/primitives/container"
-	"github.com/edgeprov/provisiond/primitives/internal/fixture"
+	"github.com/edgeprov/provisiond/internal/fixture"
 	"github.com/edgeprov/provisiond/primitives/internal/mounts"
 	"github.com/edgeprov/provisiond/primitives/network"
 	"github.com/edgeprov/provisiond/provision"
