@@ -1,0 +1,127 @@
+package explorer
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/edgeprov/provisiond/identity"
+)
+
+// requestDomain separates request signatures from every other signed message.
+const requestDomain = "provisiond/request/v1"
+
+// nonceSize is the number of random bytes in X-Provisiond-Nonce.
+const nonceSize = 16
+
+// RequestChallenge returns the canonical bytes a request signature covers:
+// the domain tag "provisiond/request/v1", the method, the request URI (path
+// and raw query, exactly as sent on the request line), the timestamp (unix
+// seconds, decimal), the nonce and the hex sha256 of the body, each preceded
+// by its length as a big-endian uint32.
+func RequestChallenge(method, requestURI, timestamp, nonce string, body []byte) []byte {
+	sum := sha256.Sum256(body)
+	fields := []string{requestDomain, method, requestURI, timestamp, nonce, hex.EncodeToString(sum[:])}
+	n := 0
+	for _, f := range fields {
+		n += 4 + len(f)
+	}
+	out := make([]byte, 0, n)
+	for _, f := range fields {
+		out = binary.BigEndian.AppendUint32(out, uint32(len(f)))
+		out = append(out, f...)
+	}
+	return out
+}
+
+// SignRequest sets the signature headers of req, whose body is body, with
+// key: keyID names the key (a node ID or a user's hex public key), now is
+// the timestamp. A fresh random nonce is drawn for every call.
+func SignRequest(req *http.Request, key ed25519.PrivateKey, keyID string, body []byte, now time.Time) error {
+	var nonce [nonceSize]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return fmt.Errorf("drawing request nonce: %w", err)
+	}
+	ts := strconv.FormatInt(now.Unix(), 10)
+	n := hex.EncodeToString(nonce[:])
+	sig := ed25519.Sign(key, RequestChallenge(req.Method, req.URL.RequestURI(), ts, n, body))
+	req.Header.Set(HeaderKey, keyID)
+	req.Header.Set(HeaderTimestamp, ts)
+	req.Header.Set(HeaderNonce, n)
+	req.Header.Set(HeaderSignature, hex.EncodeToString(sig))
+	return nil
+}
+
+// ParseKey returns the public key a key ID names: a user's 64-character hex
+// public key, or a node's base58 node ID.
+func ParseKey(keyID string) (ed25519.PublicKey, error) {
+	if len(keyID) == 2*ed25519.PublicKeySize {
+		b, err := hex.DecodeString(keyID)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %q is neither hex nor base58", ErrBadKey, keyID)
+		}
+		return ed25519.PublicKey(b), nil
+	}
+	pub, err := identity.PublicKey(keyID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadKey, err)
+	}
+	return pub, nil
+}
+
+// Signed describes a request whose signature verified.
+type Signed struct {
+	// Key is the signer's public key.
+	Key ed25519.PublicKey
+	// KeyID is the X-Provisiond-Key header as sent.
+	KeyID string
+	// Signature is the hex signature, unique per request (it covers the nonce).
+	Signature string
+	// Timestamp is the request's timestamp.
+	Timestamp time.Time
+}
+
+// VerifyRequest checks the signature headers of a request with the given
+// method, request URI (as on the request line) and body at now. It fails
+// with ErrUnsigned when a header is missing, ErrBadKey when the key ID does
+// not parse, ErrStale when the timestamp is further than skew from now and
+// ErrBadSignature when the signature does not verify. It does not detect
+// replays: the caller remembers Signed.Signature until it is stale.
+func VerifyRequest(method, requestURI string, h http.Header, body []byte, now time.Time, skew time.Duration) (*Signed, error) {
+	keyID, ts, nonce, sigHex := h.Get(HeaderKey), h.Get(HeaderTimestamp), h.Get(HeaderNonce), h.Get(HeaderSignature)
+	for _, f := range []struct{ name, v string }{{HeaderKey, keyID}, {HeaderTimestamp, ts}, {HeaderNonce, nonce}, {HeaderSignature, sigHex}} {
+		if f.v == "" {
+			return nil, fmt.Errorf("%w: missing %s header", ErrUnsigned, f.name)
+		}
+	}
+	pub, err := ParseKey(keyID)
+	if err != nil {
+		return nil, err
+	}
+	secs, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s %q is not unix seconds", ErrBadSignature, HeaderTimestamp, ts)
+	}
+	if len(nonce) != 2*nonceSize {
+		return nil, fmt.Errorf("%w: %s is not %d hex-encoded bytes", ErrBadSignature, HeaderNonce, nonceSize)
+	}
+	at := time.Unix(secs, 0)
+	if d := now.Sub(at); d > skew || d < -skew {
+		return nil, fmt.Errorf("%w: timestamp %s is %s away from the server's clock %s (at most %s)",
+			ErrStale, at.UTC().Format(time.RFC3339), d.Round(time.Second), now.UTC().Format(time.RFC3339), skew)
+	}
+	sig, err := hex.DecodeString(sigHex)
+	if err != nil || len(sig) != ed25519.SignatureSize {
+		return nil, fmt.Errorf("%w: %s is not %d hex-encoded bytes", ErrBadSignature, HeaderSignature, ed25519.SignatureSize)
+	}
+	if !ed25519.Verify(pub, RequestChallenge(method, requestURI, ts, nonce, body), sig) {
+		return nil, fmt.Errorf("%w: does not verify against %s %s", ErrBadSignature, HeaderKey, keyID)
+	}
+	return &Signed{Key: pub, KeyID: keyID, Signature: hex.EncodeToString(sig), Timestamp: at}, nil
+}

@@ -1,0 +1,98 @@
+package explorer
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/edgeprov/provisiond/provision"
+)
+
+// Headers of a signed request.
+const (
+	HeaderKey       = "X-Provisiond-Key"
+	HeaderTimestamp = "X-Provisiond-Timestamp"
+	HeaderNonce     = "X-Provisiond-Nonce"
+	HeaderSignature = "X-Provisiond-Signature"
+)
+
+// Limits of the API.
+const (
+	// MaxSkew is how far a request's timestamp may lie from the server's
+	// clock, in either direction (2 minutes).
+	MaxSkew = 2 * time.Minute
+	// MaxWait is the longest a server holds a long-poll (60 s); a larger
+	// wait is capped.
+	MaxWait = 60 * time.Second
+	// PageLimit is the largest number of events one poll returns.
+	PageLimit = 500
+	// MaxBodySize is the largest request body a server reads (1 MiB).
+	MaxBodySize = 1 << 20
+)
+
+// RegisterRequest is the body of POST /api/v1/nodes. The node's public key
+// is implied by its ID; the request must be signed by that key.
+type RegisterRequest struct {
+	// NodeID is the node's base58 ID.
+	NodeID string `json:"node_id"`
+}
+
+// WireEvent is one event as it travels: its sequence number and the raw
+// reservation, which the client decodes one event at a time.
+type WireEvent struct {
+	// Seq is the event's sequence number for its node.
+	Seq uint64 `json:"seq"`
+	// Reservation is the reservation JSON (new, or with a signed delete).
+	Reservation json.RawMessage `json:"reservation"`
+}
+
+// EventsReply is the body of GET /api/v1/nodes/{node}/events.
+type EventsReply struct {
+	// Events are the events after the asked cursor, in sequence order.
+	Events []WireEvent `json:"events"`
+	// Next is the sequence number of the last event returned, or the asked
+	// cursor when there is none: what to ask from next.
+	Next uint64 `json:"next"`
+}
+
+// CreateReply is the body answering POST /api/v1/reservations.
+type CreateReply struct {
+	// ID is the ID the explorer assigned.
+	ID string `json:"id"`
+}
+
+// ReservationsReply is the body of GET /api/v1/reservations?user=.
+type ReservationsReply struct {
+	// Reservations are the user's reservations with their results, oldest first.
+	Reservations []*provision.Reservation `json:"reservations"`
+}
+
+// DeleteRequest is the body of POST /api/v1/reservations/{id}/delete.
+type DeleteRequest struct {
+	// ID is the reservation's ID (it must match the path).
+	ID string `json:"id"`
+	// DeleteSignature is the owner's hex signature over
+	// provision.DeleteChallenge(id, digest).
+	DeleteSignature string `json:"delete_signature"`
+}
+
+// NodeInfo is the body of GET /api/v1/nodes/{node}.
+type NodeInfo struct {
+	// NodeID is the node's base58 ID.
+	NodeID string `json:"node_id"`
+	// Registered is when the node first registered.
+	Registered time.Time `json:"registered"`
+	// LastSeen is the last time the node sent a request.
+	LastSeen time.Time `json:"last_seen"`
+	// Capacity is the node's last reported capacity, if any.
+	Capacity *provision.Capacity `json:"capacity,omitempty"`
+	// Stats are the node's last reported stats, if any.
+	Stats *provision.Stats `json:"stats,omitempty"`
+	// Events is the node's last event sequence number.
+	Events uint64 `json:"events"`
+}
+
+// ErrorReply is the body of every refusal.
+type ErrorReply struct {
+	// Error says what was wrong.
+	Error string `json:"error"`
+}
