@@ -1,0 +1,610 @@
+package provision
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"hash/maphash"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
+)
+
+// Defaults of Options.
+const (
+	DefaultWorkers            = 4
+	DefaultOpTimeout          = 5 * time.Minute
+	DefaultMaxAttempts        = 5
+	DefaultBackoffBase        = time.Second
+	DefaultBackoffMax         = 2 * time.Minute
+	DefaultDependencyTimeout  = 10 * time.Minute
+	DefaultResyncInterval     = 5 * time.Minute
+	DefaultMaxInspectFailures = 3
+	DefaultOutboxRate         = rate.Limit(20)
+	DefaultOutboxBurst        = 5
+)
+
+// Hooks receives the Engine's events for metrics. Every method must return
+// quickly and must not call back into the Engine. metrics.Metrics
+// implements it.
+type Hooks interface {
+	// Transition reports a reservation of type typ entering state to.
+	Transition(typ ReservationType, to State)
+	// Operation reports how long an operation ("provision",
+	// "decommission", "inspect", "repair") took and how it ended.
+	Operation(typ ReservationType, op string, d time.Duration, err error)
+	// PollError reports a failed poll of the explorer.
+	PollError(err error)
+	// OutboxError reports a failed delivery of an outbox entry.
+	OutboxError(kind OutboxKind, err error)
+	// Delivered reports an outbox entry the explorer acknowledged.
+	Delivered(kind OutboxKind)
+}
+
+// NopHooks is Hooks that does nothing: the default of Options.Hooks.
+type NopHooks struct{}
+
+var _ Hooks = NopHooks{}
+
+// Transition does nothing.
+func (NopHooks) Transition(ReservationType, State) {}
+
+// Operation does nothing.
+func (NopHooks) Operation(ReservationType, string, time.Duration, error) {}
+
+// PollError does nothing.
+func (NopHooks) PollError(error) {}
+
+// OutboxError does nothing.
+func (NopHooks) OutboxError(OutboxKind, error) {}
+
+// Delivered does nothing.
+func (NopHooks) Delivered(OutboxKind) {}
+
+// Waker is the optional part of a ReservationSource that re-checks its
+// timing when the Engine ingested something new (the decommission source
+// looks at the earliest expiry again). The Engine calls Wake after every
+// accepted reservation; Wake must not block.
+type Waker interface {
+	Wake()
+}
+
+// Options configures an Engine. Source, Store, Primitives, Signer, Statser
+// and Feedbacker are required; NewEngine panics without them.
+type Options struct {
+	// NodeID is this node's ID; reservations for other nodes are refused.
+	NodeID string
+	// Source delivers reservations, expiries and the caught-up marker.
+	// When it implements Waker, it is woken after each new reservation.
+	Source ReservationSource
+	// Store keeps records, the outbox and cursors.
+	Store Store
+	// Primitives provision and decommission workloads. When they also
+	// implement Inspector, deployed workloads are reconciled; when they
+	// implement Lister, CleanupResources removes orphans.
+	Primitives Primitives
+	// Signer signs results with the node's key.
+	Signer Signer
+	// Statser prices reservations and measures the node.
+	Statser Statser
+	// Feedbacker delivers results and stats to the explorer.
+	Feedbacker Feedbacker
+	// Hooks receives events for metrics. Default: NopHooks.
+	Hooks Hooks
+	// Workers is the number of operations that run at once. Default: 4.
+	Workers int
+	// OpTimeout bounds one provision, decommission or inspect call.
+	// Default: 5m.
+	OpTimeout time.Duration
+	// MaxAttempts is how often a provision failing with a temporary error
+	// is tried before the reservation fails. Default: 5.
+	MaxAttempts int
+	// BackoffBase and BackoffMax bound the jittered exponential backoff
+	// between retries. Defaults: 1s and 2m.
+	BackoffBase, BackoffMax time.Duration
+	// DependencyTimeout is how long a container waits (from its
+	// acceptance) for the network and volumes it names. Default: 10m.
+	DependencyTimeout time.Duration
+	// ResyncInterval is the period of the reconcile loop. Default: 5m.
+	ResyncInterval time.Duration
+	// MaxInspectFailures is how many consecutive failed inspections fail
+	// a deployed workload. Default: 3.
+	MaxInspectFailures int
+	// OutboxRate limits deliveries to the explorer. Default: 20/s.
+	OutboxRate rate.Limit
+	// OutboxBurst is the burst of OutboxRate. Default: 5.
+	OutboxBurst int
+	// Now is the clock. Default: time.Now.
+	Now func() time.Time
+	// Log receives the Engine's log lines. Default: the zero Logger, which
+	// is disabled (like zerolog.Nop()).
+	Log zerolog.Logger
+}
+
+// Status is a snapshot of the Engine for the CLI and metrics.
+type Status struct {
+	// Running is true while Run runs.
+	Running bool `json:"running"`
+	// CaughtUp is true once the sources delivered everything the explorer
+	// held at start.
+	CaughtUp bool `json:"caught_up"`
+	// Queued counts reservations waiting for a worker.
+	Queued int `json:"queued"`
+	// Waiting counts reservations waiting for a retry or a dependency.
+	Waiting int `json:"waiting"`
+	// Busy counts workers running an operation.
+	Busy int `json:"busy"`
+	// Workers is the size of the worker pool.
+	Workers int `json:"workers"`
+	// LastPollError is the last error a poll source reported ("" if none).
+	LastPollError string `json:"last_poll_error,omitempty"`
+	// LastPollErrorAt is when it was reported.
+	LastPollErrorAt time.Time `json:"last_poll_error_at,omitzero"`
+	// OutboxDepth is how many results and stats wait for the explorer, as
+	// last seen by the sender.
+	OutboxDepth int `json:"outbox_depth"`
+	// Stats is the latest computed Stats.
+	Stats Stats `json:"stats"`
+}
+
+// lockStripes is the number of per-ID record locks.
+const lockStripes = 64
+
+// Engine is provisiond's durable state machine: it ingests reservations
+// from its source, persists them, provisions and decommissions them through
+// a bounded worker pool, reconciles deployed workloads and delivers signed
+// results and stats through the outbox. See DESIGN.md, "Engine".
+type Engine struct {
+	nodeID  string
+	src     ReservationSource
+	store   Store
+	prims   Primitives
+	insp    Inspector
+	lister  Lister
+	signer  Signer
+	statser Statser
+	fb      Feedbacker
+	hooks   Hooks
+	now     func() time.Time
+	log     zerolog.Logger
+
+	workers            int
+	opTimeout          time.Duration
+	maxAttempts        int
+	backoff            backoff
+	depTimeout         time.Duration
+	resync             time.Duration
+	maxInspectFailures int
+	limiter            *rate.Limiter
+
+	sched   *scheduler
+	seed    maphash.Seed
+	locks   [lockStripes]sync.Mutex
+	started atomic.Bool
+
+	// tallyMu serialises every record write that may change the active
+	// set, so that the tally, the stats in the outbox and the store agree.
+	tallyMu  sync.Mutex
+	tally    *Tally
+	capacity Capacity
+
+	outboxWake chan struct{}
+
+	mu        sync.Mutex // guards what follows
+	running   bool
+	caughtUp  bool
+	pollErr   string
+	pollErrAt time.Time
+	depth     int
+	stats     Stats
+	subs      map[chan Stats]struct{}
+}
+
+// NewEngine returns an Engine. It panics when a required dependency is
+// missing (a programmer error).
+func NewEngine(opts Options) *Engine {
+	switch {
+	case opts.Source == nil:
+		panic("provision: NewEngine without Source")
+	case opts.Store == nil:
+		panic("provision: NewEngine without Store")
+	case opts.Primitives == nil:
+		panic("provision: NewEngine without Primitives")
+	case opts.Signer == nil:
+		panic("provision: NewEngine without Signer")
+	case opts.Statser == nil:
+		panic("provision: NewEngine without Statser")
+	case opts.Feedbacker == nil:
+		panic("provision: NewEngine without Feedbacker")
+	}
+	e := &Engine{
+		nodeID:             opts.NodeID,
+		src:                opts.Source,
+		store:              opts.Store,
+		prims:              opts.Primitives,
+		signer:             opts.Signer,
+		statser:            opts.Statser,
+		fb:                 opts.Feedbacker,
+		hooks:              opts.Hooks,
+		now:                opts.Now,
+		workers:            positive(opts.Workers, DefaultWorkers),
+		opTimeout:          positive(opts.OpTimeout, DefaultOpTimeout),
+		maxAttempts:        positive(opts.MaxAttempts, DefaultMaxAttempts),
+		backoff:            backoff{base: positive(opts.BackoffBase, DefaultBackoffBase), max: positive(opts.BackoffMax, DefaultBackoffMax)},
+		depTimeout:         positive(opts.DependencyTimeout, DefaultDependencyTimeout),
+		resync:             positive(opts.ResyncInterval, DefaultResyncInterval),
+		maxInspectFailures: positive(opts.MaxInspectFailures, DefaultMaxInspectFailures),
+		limiter:            rate.NewLimiter(positive(opts.OutboxRate, DefaultOutboxRate), positive(opts.OutboxBurst, DefaultOutboxBurst)),
+		sched:              newScheduler(),
+		seed:               maphash.MakeSeed(),
+		tally:              NewTally(),
+		outboxWake:         make(chan struct{}, 1),
+		subs:               make(map[chan Stats]struct{}),
+	}
+	e.insp, _ = opts.Primitives.(Inspector)
+	e.lister, _ = opts.Primitives.(Lister)
+	if e.hooks == nil {
+		e.hooks = NopHooks{}
+	}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	if e.backoff.max < e.backoff.base {
+		e.backoff.max = e.backoff.base
+	}
+	e.log = opts.Log.With().Str("component", "engine").Logger()
+	return e
+}
+
+func positive[T int | time.Duration | rate.Limit](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// Run recovers the state left by the previous run, then consumes the
+// source, runs the workers, the reconcile loop and the outbox sender until
+// ctx ends. It waits for every goroutine it started and returns nil after
+// ctx ended, or the error that made recovery fail. Run may be called once.
+func (e *Engine) Run(ctx context.Context) error {
+	if !e.started.CompareAndSwap(false, true) {
+		panic("provision: Engine.Run called twice")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := e.recover(ctx); err != nil {
+		return fmt.Errorf("recovering engine state: %w", err)
+	}
+	e.setRunning(true)
+	defer e.setRunning(false)
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer e.sched.stop()
+	defer cancel()
+	for range e.workers {
+		wg.Go(func() { e.work(ctx) })
+	}
+	wg.Go(func() { e.sendOutbox(ctx) })
+	wg.Go(func() { e.reconcileLoop(ctx) })
+
+	waker, _ := e.src.(Waker)
+	for job := range e.src.Reservations(ctx) {
+		if job.Last {
+			e.ack(job, nil)
+			if e.setCaughtUp() {
+				e.log.Info().Msg("caught up with the sources")
+				wg.Go(func() {
+					if err := e.CleanupResources(ctx); err != nil {
+						e.log.Error().Err(err).Msg("cleanup of orphan resources failed")
+					}
+				})
+			}
+			continue
+		}
+		err := e.ingest(job)
+		e.ack(job, err)
+		if err == nil && waker != nil && job.Reservation != nil && !job.Expired {
+			waker.Wake()
+		}
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func (e *Engine) ack(job ReservationJob, err error) {
+	if job.Ack != nil {
+		job.Ack(err)
+	}
+}
+
+func (e *Engine) setRunning(v bool) {
+	e.mu.Lock()
+	e.running = v
+	e.mu.Unlock()
+}
+
+// setCaughtUp marks the engine caught up; true the first time.
+func (e *Engine) setCaughtUp() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	first := !e.caughtUp
+	e.caughtUp = true
+	return first
+}
+
+// ObservePoll records the outcome of a poll for Status and Hooks: a poll
+// source calls it through PollOptions.OnError. A nil err does nothing.
+func (e *Engine) ObservePoll(err error) {
+	if err == nil {
+		return
+	}
+	e.hooks.PollError(err)
+	e.mu.Lock()
+	e.pollErr, e.pollErrAt = err.Error(), e.now()
+	e.mu.Unlock()
+}
+
+// Status returns a snapshot of the Engine.
+func (e *Engine) Status() Status {
+	queued, waiting, busy := e.sched.counts()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return Status{
+		Running:         e.running,
+		CaughtUp:        e.caughtUp,
+		Queued:          queued,
+		Waiting:         waiting,
+		Busy:            busy,
+		Workers:         e.workers,
+		LastPollError:   e.pollErr,
+		LastPollErrorAt: e.pollErrAt,
+		OutboxDepth:     e.depth,
+		Stats:           cloneStats(e.stats),
+	}
+}
+
+// Counters returns a channel that receives the current Stats at once and
+// then every new Stats, until ctx ends, when it is closed. A slow reader
+// misses intermediate values (the latest wins); the Engine never blocks on
+// it.
+func (e *Engine) Counters(ctx context.Context) <-chan Stats {
+	ch := make(chan Stats, 1)
+	e.mu.Lock()
+	e.subs[ch] = struct{}{}
+	ch <- cloneStats(e.stats)
+	e.mu.Unlock()
+	context.AfterFunc(ctx, func() {
+		e.mu.Lock()
+		delete(e.subs, ch)
+		close(ch)
+		e.mu.Unlock()
+	})
+	return ch
+}
+
+// publish makes s the current Stats and offers it to every subscriber.
+func (e *Engine) publish(s Stats) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.stats = s
+	for ch := range e.subs {
+		select {
+		case <-ch: // drop the stale value: the latest wins
+		default:
+		}
+		ch <- cloneStats(s)
+	}
+}
+
+func cloneStats(s Stats) Stats {
+	w := make(map[ReservationType]uint64, len(s.Workloads))
+	for t, n := range s.Workloads {
+		w[t] = n
+	}
+	s.Workloads = w
+	return s
+}
+
+// statsLocked computes the Stats of the tally. e.tallyMu is held.
+func (e *Engine) statsLocked() Stats {
+	return Stats{Used: e.tally.Total(), Capacity: e.capacity, Workloads: e.tally.Workloads(), Updated: e.now()}
+}
+
+// lock returns the record lock of id. Ingest, workers and
+// DecommissionCached hold it across every read-modify-write of a record,
+// never across a side effect.
+func (e *Engine) lock(id string) *sync.Mutex {
+	return &e.locks[maphash.String(e.seed, id)%lockStripes]
+}
+
+// recover rebuilds the tally from the store, enqueues a fresh Stats and
+// queues what the previous run left unfinished: accepted and provisioning
+// records are driven again, deleting ones urgently, deployed ones
+// inspected (when the primitives can) and repaired when they vanished.
+func (e *Engine) recover(ctx context.Context) error {
+	if c, err := e.statser.Capacity(ctx); err != nil {
+		e.log.Warn().Err(err).Msg("reading capacity failed")
+	} else {
+		e.capacity = c
+	}
+	tally := NewTally()
+	set := func(id string, typ ReservationType, u Units) error {
+		tally.Set(id, typ, u)
+		return nil
+	}
+	var err error
+	if us, ok := e.store.(UnitsScanner); ok {
+		err = us.ScanUnits(set, Provisioning, Deployed, Deleting)
+	} else {
+		err = e.store.Scan(func(rec *Record) error {
+			return set(rec.ID(), rec.Reservation.Type, rec.Units)
+		}, Provisioning, Deployed, Deleting)
+	}
+	if err != nil {
+		return fmt.Errorf("rebuilding used units: %w", err)
+	}
+	e.tallyMu.Lock()
+	e.tally = tally
+	stats := e.statsLocked()
+	e.tallyMu.Unlock()
+	if err := e.store.Enqueue(&OutboxEntry{Kind: OutboxStats, Stats: &stats, Created: stats.Updated}); err != nil {
+		return fmt.Errorf("enqueuing stats: %w", err)
+	}
+	e.publish(stats)
+
+	var n int
+	err = e.store.Scan(func(rec *Record) error {
+		n++
+		switch rec.State {
+		case Accepted, Provisioning:
+			e.sched.request(rec.ID(), opDrive, false)
+		case Deleting:
+			e.sched.request(rec.ID(), opDrive, true)
+		case Deployed:
+			if e.insp != nil {
+				e.sched.request(rec.ID(), opInspect, false)
+			}
+		}
+		return nil
+	}, Accepted, Provisioning, Deleting, Deployed)
+	if err != nil {
+		return fmt.Errorf("scanning unfinished records: %w", err)
+	}
+	e.log.Info().Int("records", n).Int("active", tally.Len()).Msg("engine state recovered")
+	return nil
+}
+
+// logr starts a log line about a reservation: every engine line carries
+// the reservation ID and type.
+func (e *Engine) logr(level zerolog.Level, r *Reservation) *zerolog.Event {
+	return e.log.WithLevel(level).Str("id", r.ID).Str("type", string(r.Type))
+}
+
+// newResult builds and signs a result for r.
+func (e *Engine) newResult(r *Reservation, digest string, state ResultState, msg string, data any) (*Result, error) {
+	res := &Result{
+		Type:    r.Type,
+		ID:      r.ID,
+		NodeID:  e.nodeID,
+		Digest:  digest,
+		Version: r.Version,
+		Created: e.now(),
+		State:   state,
+		Message: msg,
+	}
+	if data != nil {
+		raw, ok := data.(json.RawMessage)
+		if !ok {
+			b, err := json.Marshal(data)
+			if err != nil {
+				return nil, Permanent(fmt.Errorf("encoding result data of %s: %w", r.ID, err))
+			}
+			raw = b
+		}
+		if string(raw) != "null" {
+			res.Data = raw
+		}
+	}
+	if err := res.Sign(e.signer); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func resultEntry(res *Result) *OutboxEntry {
+	return &OutboxEntry{Kind: OutboxResult, Result: res, Created: res.Created}
+}
+
+// commit writes rec (already moved to its new state) with res and, when
+// the record joins or leaves the active set, a fresh Stats, all in one
+// store call (Add when add is set, Save otherwise). The tally follows the
+// store: it changes only when the write succeeded. from is the state before.
+func (e *Engine) commit(rec *Record, from State, res *Result, add bool) error {
+	e.tallyMu.Lock()
+	defer e.tallyMu.Unlock()
+	return e.commitLocked(rec, from, res, add)
+}
+
+// commitLocked is commit with e.tallyMu held.
+func (e *Engine) commitLocked(rec *Record, from State, res *Result, add bool) error {
+	var out []*OutboxEntry
+	if res != nil {
+		rec.Result = res
+		out = append(out, resultEntry(res))
+	}
+	id := rec.ID()
+	was, now := e.tally.Has(id), rec.State.Active()
+	var stats Stats
+	if was != now {
+		if now {
+			e.tally.Set(id, rec.Reservation.Type, rec.Units)
+		} else {
+			e.tally.Remove(id)
+		}
+		stats = e.statsLocked()
+		out = append(out, &OutboxEntry{Kind: OutboxStats, Stats: &stats, Created: stats.Updated})
+	}
+	var err error
+	if add {
+		err = e.store.Add(rec, out...)
+	} else {
+		err = e.store.Save(rec, out...)
+	}
+	if err != nil {
+		if was {
+			e.tally.Set(id, rec.Reservation.Type, rec.Units)
+		} else {
+			e.tally.Remove(id)
+		}
+		return err
+	}
+	if was != now {
+		e.publish(stats)
+	}
+	if rec.State != from {
+		e.hooks.Transition(rec.Reservation.Type, rec.State)
+		switch rec.State {
+		case Deployed, Failed, Deleted, Deleting:
+			e.sched.wakeDeps()
+		}
+	}
+	if len(out) > 0 {
+		e.wakeOutbox()
+	}
+	return nil
+}
+
+// backoff is jittered exponential backoff with a cap.
+type backoff struct {
+	base, max time.Duration
+}
+
+// delay returns the wait before try attempt+1 (attempt ≥ 1): base·2^(attempt−1)
+// capped at max, of which a random half is jitter.
+func (b backoff) delay(attempt int) time.Duration {
+	d := b.base
+	for i := 1; i < attempt && d < b.max; i++ {
+		d *= 2
+	}
+	d = min(d, b.max)
+	half := d / 2
+	return half + rand.N(half+1)
+}
+
+// sleep waits for d or until ctx ends; false when ctx ended.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

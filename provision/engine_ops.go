@@ -1,0 +1,469 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// outcome is what an operation asks of the scheduler: nothing (done), or
+// running ops again after retry.
+type outcome struct {
+	retry  time.Duration
+	ops    opKind
+	urgent bool
+	deps   bool
+}
+
+func (o outcome) merge(p outcome) outcome {
+	if p.retry <= 0 {
+		return o
+	}
+	if o.retry <= 0 || p.retry < o.retry {
+		o.retry = p.retry
+	}
+	o.ops |= p.ops
+	o.urgent = o.urgent || p.urgent
+	o.deps = o.deps || p.deps
+	return o
+}
+
+// work is one worker of the pool: it runs queued operations until ctx
+// ends.
+func (e *Engine) work(ctx context.Context) {
+	for {
+		id, ops, ok := e.sched.next(ctx)
+		if !ok {
+			return
+		}
+		var o outcome
+		if ops&opDrive != 0 {
+			o = o.merge(e.drive(ctx, id))
+		}
+		if ops&opInspect != 0 {
+			e.inspect(ctx, id)
+		}
+		if ops&opPurge != 0 {
+			e.purge(ctx, id)
+		}
+		e.sched.done(id, o.retry, o.ops, o.urgent, o.deps)
+	}
+}
+
+// retryLater re-runs the drive of a record after a store error.
+func (e *Engine) retryLater(id string, urgent bool, err error) outcome {
+	e.log.Error().Err(err).Str("id", id).Str("type", "").Msg("store failed; retrying")
+	return outcome{retry: e.backoff.delay(1), ops: opDrive, urgent: urgent}
+}
+
+// drive advances the record of id by its state.
+func (e *Engine) drive(ctx context.Context, id string) outcome {
+	rec, err := e.store.Get(id)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return outcome{}
+	case err != nil:
+		return e.retryLater(id, false, err)
+	}
+	switch rec.State {
+	case Accepted:
+		return e.start(ctx, rec)
+	case Provisioning:
+		return e.provision(ctx, rec)
+	case Deleting:
+		return e.decommission(ctx, rec)
+	}
+	return outcome{}
+}
+
+// reload re-reads the record of id (the record lock is held) and reports
+// whether it is still in state want: another writer (a delete, an expiry,
+// DecommissionCached) may have moved it while the lock was free.
+func (e *Engine) reload(id string, want State) (*Record, bool, error) {
+	rec, err := e.store.Get(id)
+	if errors.Is(err, ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return rec, rec.State == want, nil
+}
+
+// fail moves rec to Failed with one signed error result. The record lock
+// is held.
+func (e *Engine) fail(rec *Record, cause error) error {
+	from := rec.State
+	msg := cause.Error()
+	rec.Move(Failed, e.now(), msg)
+	res, err := e.newResult(rec.Reservation, rec.Digest, StateError, msg, nil)
+	if err != nil {
+		return err
+	}
+	if err := e.commit(rec, from, res, false); err != nil {
+		return fmt.Errorf("failing %s: %w", rec.ID(), err)
+	}
+	e.logr(zerolog.WarnLevel, rec.Reservation).Err(cause).Msg("reservation failed")
+	return nil
+}
+
+// start takes an accepted record to provisioning: its dependencies must be
+// deployed and its units must fit. Admission is checked and the new state
+// written under the tally lock, so two workers can never both take the
+// last free units. A request that does not fit fails at once (naming the
+// short units), whether it could never fit or only not now: there is no
+// queue of requests waiting for capacity.
+func (e *Engine) start(ctx context.Context, rec *Record) outcome {
+	id := rec.ID()
+	if rec.Reservation.Type == ContainerReservation {
+		wait, err := e.dependencies(rec)
+		if err != nil || wait > 0 {
+			mu := e.lock(id)
+			mu.Lock()
+			defer mu.Unlock()
+			cur, ok, lerr := e.reload(id, Accepted)
+			switch {
+			case lerr != nil:
+				return e.retryLater(id, false, lerr)
+			case !ok:
+				return outcome{}
+			case err != nil:
+				if ferr := e.fail(cur, err); ferr != nil {
+					return e.retryLater(id, false, ferr)
+				}
+				return outcome{}
+			}
+			e.logr(zerolog.DebugLevel, rec.Reservation).Dur("recheck", wait).Msg("waiting for dependencies")
+			return outcome{retry: wait, ops: opDrive, deps: true}
+		}
+	}
+	capacity, err := e.statser.Capacity(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return outcome{}
+		}
+		e.logr(zerolog.WarnLevel, rec.Reservation).Err(err).Msg("reading capacity failed; retrying")
+		return outcome{retry: e.backoff.delay(1), ops: opDrive}
+	}
+	mu := e.lock(id)
+	mu.Lock()
+	cur, ok, err := e.reload(id, Accepted)
+	if err != nil || !ok {
+		mu.Unlock()
+		if err != nil {
+			return e.retryLater(id, false, err)
+		}
+		return outcome{}
+	}
+	e.tallyMu.Lock()
+	e.capacity = capacity
+	usable := capacity.Usable()
+	var cause error
+	if short := cur.Units.Add(e.tally.Total()).Short(usable); len(short) > 0 {
+		cause = fmt.Errorf("%w: %s", ErrNoCapacity, strings.Join(short, ", "))
+		if len(cur.Units.Short(usable)) > 0 {
+			cause = fmt.Errorf("%w (more than the node's usable capacity)", cause)
+		}
+		cause = Permanent(cause)
+		err = nil
+		cur.Move(Failed, e.now(), cause.Error())
+		var res *Result
+		if res, err = e.newResult(cur.Reservation, cur.Digest, StateError, cause.Error(), nil); err == nil {
+			err = e.commitLocked(cur, Accepted, res, false)
+		}
+	} else {
+		cur.Move(Provisioning, e.now(), "")
+		err = e.commitLocked(cur, Accepted, nil, false)
+	}
+	e.tallyMu.Unlock()
+	mu.Unlock()
+	switch {
+	case err != nil:
+		return e.retryLater(id, false, err)
+	case cause != nil:
+		e.logr(zerolog.WarnLevel, cur.Reservation).Err(cause).Msg("reservation refused for capacity")
+		return outcome{}
+	}
+	return e.provision(ctx, cur)
+}
+
+// dependencies checks the network and volumes a container names: they
+// must be records of the same user, of the right type, deployed. It
+// returns a permanent error when one failed or can never qualify, a wait
+// (the time left to DependencyTimeout, counted from acceptance) when one
+// is not deployed yet, or zero and nil when all are ready.
+func (e *Engine) dependencies(rec *Record) (time.Duration, error) {
+	w, err := rec.Reservation.Workload()
+	if err != nil {
+		return 0, Permanent(err)
+	}
+	c := w.(*Container)
+	volumes, netID := c.Dependencies()
+	user := rec.Reservation.UserID
+	var pending []string
+	check := func(what, id string, typ ReservationType) error {
+		dep, err := e.store.Get(id)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			pending = append(pending, what)
+			return nil
+		case err != nil:
+			return fmt.Errorf("reading %s: %w", what, err)
+		case dep.Reservation.UserID != user:
+			return Permanentf("%w: %s belongs to another user", ErrBadField, what)
+		case dep.Reservation.Type != typ:
+			return Permanentf("%w: %s is a %s, not a %s", ErrBadField, what, dep.Reservation.Type, typ)
+		case dep.State == Deployed:
+			return nil
+		case dep.State == Accepted || dep.State == Provisioning:
+			pending = append(pending, what)
+			return nil
+		}
+		return Permanentf("%w: %s is %s", ErrBadField, what, dep.State)
+	}
+	if netID != "" {
+		owner, err := e.store.Owner(netID)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			pending = append(pending, "network "+netID)
+		case err != nil:
+			return e.backoff.delay(1), nil
+		default:
+			if err := check("network "+netID, owner, NetworkReservation); err != nil {
+				return depErr(err, e.backoff)
+			}
+		}
+	}
+	for _, v := range volumes {
+		if err := check("volume "+v, v, VolumeReservation); err != nil {
+			return depErr(err, e.backoff)
+		}
+	}
+	if len(pending) == 0 {
+		return 0, nil
+	}
+	left := acceptedAt(rec).Add(e.depTimeout).Sub(e.now())
+	if left <= 0 {
+		return 0, Permanentf("%w: %s not deployed within %s", ErrBadField, strings.Join(pending, ", "), e.depTimeout)
+	}
+	return left, nil
+}
+
+// depErr turns a store error met while checking dependencies into a
+// retry, and passes a refusal on.
+func depErr(err error, b backoff) (time.Duration, error) {
+	if IsTemporary(err) {
+		return b.delay(1), nil
+	}
+	return 0, err
+}
+
+// acceptedAt returns when rec was accepted (its last accepted transition).
+func acceptedAt(rec *Record) time.Time {
+	for i := len(rec.History) - 1; i >= 0; i-- {
+		if rec.History[i].State == Accepted {
+			return rec.History[i].At
+		}
+	}
+	return rec.Updated
+}
+
+// call runs a primitive operation under OpTimeout and reports it to Hooks.
+func (e *Engine) call(ctx context.Context, r *Reservation, op string, fn func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, e.opTimeout)
+	defer cancel()
+	began := e.now()
+	err := fn(ctx)
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		err = Temporary(fmt.Errorf("%s timed out after %s: %w", op, e.opTimeout, err))
+	}
+	e.hooks.Operation(r.Type, op, e.now().Sub(began), err)
+	return err
+}
+
+// provision runs the provisioner of a record in state provisioning and
+// writes the outcome: deployed with an ok result, a retry with backoff
+// (attempts persisted) for a temporary error, or failed with one error
+// result (and its leftovers removed) for a permanent error or when
+// MaxAttempts is used up.
+func (e *Engine) provision(ctx context.Context, rec *Record) outcome {
+	id, r := rec.ID(), rec.Reservation
+	var data any
+	err := e.call(ctx, r, "provision", func(ctx context.Context) error {
+		var err error
+		data, err = e.prims.Provision(ctx, r)
+		return err
+	})
+	if ctx.Err() != nil {
+		return outcome{} // shutting down: recovery runs it again
+	}
+	o, failed := e.settle(id, data, err)
+	if failed != nil {
+		e.purgeRecord(ctx, failed)
+	}
+	return o
+}
+
+// settle writes the outcome of a provision call under the record lock. It
+// returns the record when it failed, for its leftovers to be purged.
+func (e *Engine) settle(id string, data any, err error) (outcome, *Record) {
+	mu := e.lock(id)
+	mu.Lock()
+	defer mu.Unlock()
+	cur, ok, lerr := e.reload(id, Provisioning)
+	switch {
+	case lerr != nil:
+		return e.retryLater(id, false, lerr), nil
+	case !ok:
+		return outcome{}, nil // deleted or given up meanwhile; its own operation follows
+	}
+	r := cur.Reservation
+	if err == nil {
+		res, rerr := e.newResult(r, cur.Digest, StateOk, "", data)
+		switch {
+		case rerr != nil && IsTemporary(rerr):
+			return e.retryLater(id, false, rerr), nil
+		case rerr != nil:
+			err = rerr // data that cannot be encoded: fail below
+		default:
+			cur.Move(Deployed, e.now(), "")
+			cur.Failures = 0
+			if cerr := e.commit(cur, Provisioning, res, false); cerr != nil {
+				return e.retryLater(id, false, cerr), nil
+			}
+			e.logr(zerolog.InfoLevel, r).Msg("reservation deployed")
+			return outcome{}, nil
+		}
+	}
+	if IsTemporary(err) && cur.Attempts+1 < e.maxAttempts {
+		cur.Move(Provisioning, e.now(), err.Error())
+		cur.Attempts++
+		if cerr := e.commit(cur, Provisioning, nil, false); cerr != nil {
+			return e.retryLater(id, false, cerr), nil
+		}
+		wait := e.backoff.delay(cur.Attempts)
+		e.logr(zerolog.WarnLevel, r).Err(err).Int("attempt", cur.Attempts).Dur("retry_in", wait).Msg("provision failed; retrying")
+		return outcome{retry: wait, ops: opDrive}, nil
+	}
+	if IsTemporary(err) {
+		err = fmt.Errorf("giving up after %d attempts: %w", cur.Attempts+1, err)
+	}
+	if ferr := e.fail(cur, err); ferr != nil {
+		return e.retryLater(id, false, ferr), nil
+	}
+	return outcome{}, cur
+}
+
+// decommission runs the decommissioner of a record in state deleting and
+// writes deleted with a signed "deleted" result. A failure keeps the
+// record in deleting and retries with capped backoff, forever: a workload
+// is never forgotten while it may still exist.
+func (e *Engine) decommission(ctx context.Context, rec *Record) outcome {
+	id, r := rec.ID(), rec.Reservation
+	err := e.call(ctx, r, "decommission", func(ctx context.Context) error {
+		return e.prims.Decommission(ctx, r)
+	})
+	if ctx.Err() != nil {
+		return outcome{}
+	}
+	mu := e.lock(id)
+	mu.Lock()
+	defer mu.Unlock()
+	cur, ok, lerr := e.reload(id, Deleting)
+	switch {
+	case lerr != nil:
+		return e.retryLater(id, true, lerr)
+	case !ok:
+		return outcome{}
+	}
+	if err != nil {
+		cur.Attempts++
+		cur.Updated = e.now()
+		if cerr := e.commit(cur, Deleting, nil, false); cerr != nil {
+			return e.retryLater(id, true, cerr)
+		}
+		wait := e.backoff.delay(cur.Attempts)
+		e.logr(zerolog.ErrorLevel, r).Err(err).Int("attempt", cur.Attempts).Dur("retry_in", wait).Msg("decommission failed; retrying")
+		return outcome{retry: wait, ops: opDrive, urgent: true}
+	}
+	reason := ""
+	if n := len(cur.History); n > 0 {
+		reason = cur.History[n-1].Message
+	}
+	cur.Move(Deleted, e.now(), reason)
+	res, err := e.newResult(r, cur.Digest, StateDeleted, reason, nil)
+	if err == nil {
+		err = e.commit(cur, Deleting, res, false)
+	}
+	if err != nil {
+		return e.retryLater(id, true, err)
+	}
+	e.logr(zerolog.InfoLevel, r).Str("reason", reason).Msg("reservation decommissioned")
+	return outcome{}
+}
+
+// purge removes the leftovers of a failed record, best effort.
+func (e *Engine) purge(ctx context.Context, id string) {
+	rec, err := e.store.Get(id)
+	if err != nil {
+		e.log.Warn().Err(err).Str("id", id).Str("type", "").Msg("reading failed record for purge")
+		return
+	}
+	if rec.State == Failed {
+		e.purgeRecord(ctx, rec)
+	}
+}
+
+// purgeRecord decommissions what a failed reservation may have left, once
+// and best effort: what remains is an orphan that CleanupResources removes
+// after the next catch-up. A network whose ID another live record took is
+// not touched.
+func (e *Engine) purgeRecord(ctx context.Context, rec *Record) {
+	if rec.Key != "" {
+		if _, err := e.store.Owner(rec.Key); !errors.Is(err, ErrNotFound) {
+			e.logr(zerolog.InfoLevel, rec.Reservation).Err(err).Msg("leftovers not purged: the key is held or unknown")
+			return
+		}
+	}
+	err := e.call(ctx, rec.Reservation, "decommission", func(ctx context.Context) error {
+		return e.prims.Decommission(ctx, rec.Reservation)
+	})
+	if err != nil && ctx.Err() == nil {
+		e.logr(zerolog.WarnLevel, rec.Reservation).Err(err).Msg("purging leftovers of a failed reservation failed; cleanup will retry")
+	}
+}
+
+// DecommissionCached gives up on a workload: a primitive calls it when the
+// workload cannot be kept (a crash-looping container). The record becomes
+// failed with one signed error result carrying reason, and its resources
+// are removed. A record already failed, deleting or deleted is left
+// alone. It fails with ErrNotFound for an unknown id.
+func (e *Engine) DecommissionCached(ctx context.Context, id, reason string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	mu := e.lock(id)
+	mu.Lock()
+	rec, err := e.store.Get(id)
+	if err != nil {
+		mu.Unlock()
+		return fmt.Errorf("decommissioning %s: %w", id, err)
+	}
+	switch rec.State {
+	case Accepted, Provisioning, Deployed:
+	default:
+		mu.Unlock()
+		return nil
+	}
+	err = e.fail(rec, Permanent(errors.New(reason)))
+	mu.Unlock()
+	if err != nil {
+		return err
+	}
+	e.sched.request(id, opPurge, true)
+	return nil
+}

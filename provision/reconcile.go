@@ -1,0 +1,171 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// reconcileLoop queues an inspection of every deployed record each
+// ResyncInterval until ctx ends. Without an Inspector it does nothing.
+func (e *Engine) reconcileLoop(ctx context.Context) {
+	if e.insp == nil {
+		return
+	}
+	t := time.NewTicker(e.resync)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n := 0
+		err := e.store.Scan(func(rec *Record) error {
+			n++
+			e.sched.request(rec.ID(), opInspect, false)
+			return nil
+		}, Deployed)
+		if err != nil {
+			e.log.Error().Err(err).Msg("scanning deployed records failed")
+			continue
+		}
+		e.log.Debug().Int("deployed", n).Msg("reconcile queued")
+	}
+}
+
+// inspect checks a deployed workload. One that vanished (ErrVanished) is
+// repaired by provisioning it again (idempotent); the record stays
+// deployed meanwhile, so a crash during the repair is met by the inspection
+// at start. Any other error, or a failed repair, increments the persisted
+// Failures; success resets it. After MaxInspectFailures consecutive
+// failures the record fails with one signed error result and its leftovers
+// are purged.
+func (e *Engine) inspect(ctx context.Context, id string) {
+	if e.insp == nil {
+		return
+	}
+	rec, err := e.store.Get(id)
+	if err != nil || rec.State != Deployed {
+		return
+	}
+	r := rec.Reservation
+	err = e.call(ctx, r, "inspect", func(ctx context.Context) error { return e.insp.Inspect(ctx, r) })
+	if errors.Is(err, ErrVanished) && ctx.Err() == nil {
+		e.logr(zerolog.WarnLevel, r).Err(err).Msg("workload vanished; repairing")
+		err = e.call(ctx, r, "repair", func(ctx context.Context) error {
+			_, err := e.prims.Provision(ctx, r)
+			return err
+		})
+		if err != nil {
+			err = fmt.Errorf("repairing vanished workload: %w", err)
+		} else {
+			e.logr(zerolog.InfoLevel, r).Msg("workload repaired")
+		}
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	if failed := e.inspected(id, err); failed != nil {
+		e.purgeRecord(ctx, failed)
+	}
+}
+
+// inspected writes the outcome of an inspection; it returns the record
+// when it failed for good.
+func (e *Engine) inspected(id string, err error) *Record {
+	mu := e.lock(id)
+	mu.Lock()
+	defer mu.Unlock()
+	cur, ok, lerr := e.reload(id, Deployed)
+	if lerr != nil || !ok {
+		return nil
+	}
+	if err == nil {
+		if cur.Failures == 0 {
+			return nil
+		}
+		cur.Failures = 0
+		cur.Updated = e.now()
+		if cerr := e.commit(cur, Deployed, nil, false); cerr != nil {
+			e.logr(zerolog.ErrorLevel, cur.Reservation).Err(cerr).Msg("resetting inspection failures failed")
+		}
+		return nil
+	}
+	cur.Failures++
+	if cur.Failures < e.maxInspectFailures {
+		cur.Updated = e.now()
+		if cerr := e.commit(cur, Deployed, nil, false); cerr != nil {
+			e.logr(zerolog.ErrorLevel, cur.Reservation).Err(cerr).Msg("counting inspection failure failed")
+		}
+		e.logr(zerolog.WarnLevel, cur.Reservation).Err(err).Int("failures", cur.Failures).Msg("inspection failed")
+		return nil
+	}
+	cause := fmt.Errorf("unhealthy after %d consecutive inspections: %w", cur.Failures, err)
+	if ferr := e.fail(cur, cause); ferr != nil {
+		e.logr(zerolog.ErrorLevel, cur.Reservation).Err(ferr).Msg("failing unhealthy workload failed")
+		return nil
+	}
+	return cur
+}
+
+// CleanupResources removes the orphans among what the primitives list:
+// resources whose reservation has no live record (for networks: no live
+// record holds the NetworkID). It touches only what List returned, and
+// when the store fails to answer for any resource it removes nothing: a
+// transient error must never cause a deletion. Without a Lister it does
+// nothing. The Engine runs it once after the sources caught up.
+func (e *Engine) CleanupResources(ctx context.Context) error {
+	if e.lister == nil {
+		return nil
+	}
+	list, err := e.lister.List(ctx)
+	if err != nil {
+		return fmt.Errorf("listing resources: %w", err)
+	}
+	var orphans []Resource
+	for _, res := range list {
+		live, err := e.live(res)
+		if err != nil {
+			return fmt.Errorf("checking %s %s: %w (nothing removed)", res.Type, res.Name, err)
+		}
+		if !live {
+			orphans = append(orphans, res)
+		}
+	}
+	var errs []error
+	for _, res := range orphans {
+		if err := e.lister.Remove(ctx, res); err != nil {
+			errs = append(errs, fmt.Errorf("removing %s %s: %w", res.Type, res.Name, err))
+			e.log.Warn().Err(err).Str("id", res.ID).Str("type", string(res.Type)).Str("name", res.Name).Msg("removing orphan resource failed")
+			continue
+		}
+		e.log.Info().Str("id", res.ID).Str("type", string(res.Type)).Str("name", res.Name).Msg("orphan resource removed")
+	}
+	return errors.Join(errs...)
+}
+
+// live reports whether a listed resource belongs to a live record.
+func (e *Engine) live(res Resource) (bool, error) {
+	if res.Type == NetworkReservation {
+		_, err := e.store.Owner(res.ID)
+		switch {
+		case err == nil:
+			return true, nil
+		case errors.Is(err, ErrNotFound):
+			return false, nil
+		}
+		return false, err
+	}
+	rec, err := e.store.Get(res.ID)
+	switch {
+	case err == nil:
+		return !rec.State.Final(), nil
+	case errors.Is(err, ErrNotFound):
+		return false, nil
+	}
+	return false, err
+}

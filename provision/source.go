@@ -1,0 +1,368 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Defaults of PollOptions and DecommissionOptions.
+const (
+	DefaultPollBackoffBase = time.Second
+	DefaultPollBackoffMax  = time.Minute
+	DefaultExpiryMaxWait   = time.Minute
+	DefaultExpiryRecheck   = time.Second
+)
+
+// PollOptions configures a PollSource.
+type PollOptions struct {
+	// BackoffBase and BackoffMax bound the jittered exponential backoff
+	// after a failed poll. Defaults: 1s and 1m.
+	BackoffBase, BackoffMax time.Duration
+	// OnError, when set, is called with every failed poll (and every
+	// failure to read or store the cursor); wire it to
+	// Engine.ObservePoll. Default: nil.
+	OnError func(err error)
+	// Log receives the source's log lines. Default: disabled.
+	Log zerolog.Logger
+}
+
+// PollSource is the ReservationSource of an explorer's event stream. It
+// polls from the durable cursor of its name and advances the cursor only
+// after the Engine acknowledged every job of a batch (persisted or
+// refused). A failed poll backs off and polls the same cursor again: it
+// never skips and never resets. A bad item (Event.Err) is passed on as a
+// job with Err, answered by the Engine, and does not hold up the rest.
+type PollSource struct {
+	p       Poller
+	c       Cursors
+	name    string
+	backoff backoff
+	onError func(error)
+	log     zerolog.Logger
+}
+
+var _ ReservationSource = (*PollSource)(nil)
+
+// NewPollSource returns a PollSource that polls p and keeps its cursor in
+// c under name.
+func NewPollSource(p Poller, c Cursors, name string, opts PollOptions) *PollSource {
+	if p == nil || c == nil || name == "" {
+		panic("provision: NewPollSource needs a Poller, Cursors and a name")
+	}
+	b := backoff{base: positive(opts.BackoffBase, DefaultPollBackoffBase), max: positive(opts.BackoffMax, DefaultPollBackoffMax)}
+	b.max = max(b.max, b.base)
+	return &PollSource{p: p, c: c, name: name, backoff: b, onError: opts.OnError,
+		log: opts.Log.With().Str("component", "poll").Str("source", name).Logger()}
+}
+
+// Reservations starts polling and returns the jobs. The channel is closed
+// when ctx ends or the stream ends (ErrPollEOS). The Last marker is sent
+// once, after the first poll that returned no events.
+func (s *PollSource) Reservations(ctx context.Context) <-chan ReservationJob {
+	ch := make(chan ReservationJob)
+	go func() {
+		defer close(ch)
+		s.run(ctx, ch)
+	}()
+	return ch
+}
+
+func (s *PollSource) report(err error) {
+	if s.onError != nil {
+		s.onError(err)
+	}
+}
+
+func (s *PollSource) run(ctx context.Context, ch chan<- ReservationJob) {
+	failures := 0
+	// pause backs off after a failure; false when ctx ended.
+	pause := func(err error, msg string) bool {
+		failures++
+		s.report(err)
+		wait := s.backoff.delay(failures)
+		s.log.Warn().Err(err).Int("failures", failures).Dur("retry_in", wait).Msg(msg)
+		return sleep(ctx, wait)
+	}
+	var cursor uint64
+	for {
+		c, err := s.c.Cursor(s.name)
+		if err == nil {
+			cursor = c
+			break
+		}
+		if !pause(err, "reading cursor failed") {
+			return
+		}
+	}
+	failures = 0
+	caughtUp := false
+	send := func(job ReservationJob) bool {
+		select {
+		case ch <- job:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for ctx.Err() == nil {
+		events, next, err := s.p.Poll(ctx, cursor)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, ErrPollEOS):
+			s.log.Info().Uint64("cursor", cursor).Msg("event stream ended")
+			if !caughtUp {
+				send(ReservationJob{Last: true})
+			}
+			return
+		case err != nil:
+			if !pause(err, "poll failed") {
+				return
+			}
+			continue
+		}
+		if len(events) == 0 {
+			if next != cursor {
+				if err := s.c.SetCursor(s.name, next); err != nil {
+					if !pause(err, "storing cursor failed") {
+						return
+					}
+					continue
+				}
+				cursor = next
+			}
+			failures = 0
+			if !caughtUp {
+				caughtUp = true
+				if !send(ReservationJob{Last: true}) {
+					return
+				}
+			}
+			continue
+		}
+		acks := make(chan error, len(events))
+		ack := func(err error) {
+			select {
+			case acks <- err:
+			default: // acknowledged twice: the first answer counts
+			}
+		}
+		for _, ev := range events {
+			if !send(ReservationJob{Reservation: ev.Reservation, Err: ev.Err, Ack: ack}) {
+				return
+			}
+		}
+		var failed error
+		for range events {
+			select {
+			case <-ctx.Done():
+				return
+			case err := <-acks:
+				failed = errors.Join(failed, err)
+			}
+		}
+		if failed != nil {
+			// Not all persisted: poll the same cursor again; the Engine
+			// answers repeats from its records.
+			if !pause(failed, "engine could not persist a batch") {
+				return
+			}
+			continue
+		}
+		if err := s.c.SetCursor(s.name, next); err != nil {
+			if !pause(err, "storing cursor failed") {
+				return
+			}
+			continue
+		}
+		s.log.Debug().Int("events", len(events)).Uint64("cursor", next).Msg("batch persisted")
+		cursor, failures = next, 0
+	}
+}
+
+// DecommissionOptions configures a DecommissionSource.
+type DecommissionOptions struct {
+	// MaxWait is the longest the source sleeps between looks at the
+	// expiry index. Default: 1m.
+	MaxWait time.Duration
+	// Recheck is how soon it looks again while expired records are still
+	// being decommissioned. Default: 1s.
+	Recheck time.Duration
+	// Log receives the source's log lines. Default: disabled.
+	Log zerolog.Logger
+}
+
+// DecommissionSource is the ReservationSource of expiries: it sleeps until
+// the earliest expiry in the store (or MaxWait, or a Wake), then emits an
+// Expired job for each record store.Expired returns: O(expired), never a
+// scan of every record. An ID is emitted once while it stays expired; it is
+// emitted again only when the Engine failed to persist it.
+type DecommissionSource struct {
+	store   ReservationCache
+	now     func() time.Time
+	maxWait time.Duration
+	recheck time.Duration
+	log     zerolog.Logger
+	wake    chan struct{}
+}
+
+var (
+	_ ReservationSource = (*DecommissionSource)(nil)
+	_ Waker             = (*DecommissionSource)(nil)
+)
+
+// NewDecommissionSource returns a DecommissionSource over store, with now
+// as its clock (time.Now when nil).
+func NewDecommissionSource(store ReservationCache, now func() time.Time, opts DecommissionOptions) *DecommissionSource {
+	if store == nil {
+		panic("provision: NewDecommissionSource without a store")
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &DecommissionSource{
+		store:   store,
+		now:     now,
+		maxWait: positive(opts.MaxWait, DefaultExpiryMaxWait),
+		recheck: positive(opts.Recheck, DefaultExpiryRecheck),
+		log:     opts.Log.With().Str("component", "expiry").Logger(),
+		wake:    make(chan struct{}, 1),
+	}
+}
+
+// Wake makes the source look at the earliest expiry again (a reservation
+// that expires sooner may have arrived). It never blocks.
+func (s *DecommissionSource) Wake() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Reservations starts the source; the channel is closed when ctx ends.
+func (s *DecommissionSource) Reservations(ctx context.Context) <-chan ReservationJob {
+	ch := make(chan ReservationJob)
+	go func() {
+		defer close(ch)
+		s.run(ctx, ch)
+	}()
+	return ch
+}
+
+func (s *DecommissionSource) run(ctx context.Context, ch chan<- ReservationJob) {
+	var mu sync.Mutex
+	sent := map[string]bool{}
+	for {
+		wait := s.maxWait
+		ids, err := s.store.Expired(s.now())
+		if err != nil {
+			s.log.Error().Err(err).Msg("reading expired reservations failed")
+			wait = s.recheck
+		}
+		mu.Lock()
+		still := make(map[string]bool, len(ids))
+		var fresh []string
+		for _, id := range ids {
+			if !sent[id] {
+				fresh = append(fresh, id)
+			}
+			still[id] = true
+		}
+		sent = still
+		mu.Unlock()
+		for _, id := range fresh {
+			r := &Reservation{ID: id}
+			if rec, err := s.store.Get(id); err == nil {
+				r = rec.Reservation
+			}
+			job := ReservationJob{Reservation: r, Expired: true, Ack: func(err error) {
+				if err != nil {
+					mu.Lock()
+					delete(sent, id) // not persisted: emit again
+					mu.Unlock()
+				}
+			}}
+			select {
+			case ch <- job:
+				s.log.Debug().Str("id", id).Str("type", string(r.Type)).Msg("reservation expired")
+			case <-ctx.Done():
+				return
+			}
+		}
+		if err == nil {
+			switch next, ok, nerr := s.store.NextExpiry(); {
+			case nerr != nil:
+				s.log.Error().Err(nerr).Msg("reading next expiry failed")
+				wait = s.recheck
+			case ok:
+				if d := next.Sub(s.now()); d <= 0 {
+					wait = min(wait, s.recheck) // expired ones still being removed
+				} else {
+					wait = min(wait, d)
+				}
+			}
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-s.wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// Combined is the fan-in of several sources.
+type Combined struct {
+	sources []ReservationSource
+}
+
+var (
+	_ ReservationSource = (*Combined)(nil)
+	_ Waker             = (*Combined)(nil)
+)
+
+// CombinedSource returns the fan-in of sources: their jobs on one channel,
+// which is closed when every input is closed.
+func CombinedSource(sources ...ReservationSource) *Combined {
+	return &Combined{sources: sources}
+}
+
+// Reservations starts every source and forwards their jobs. Every send
+// watches ctx; after ctx ended the inputs are drained (jobs dropped
+// unacknowledged) until they close.
+func (c *Combined) Reservations(ctx context.Context) <-chan ReservationJob {
+	out := make(chan ReservationJob)
+	var wg sync.WaitGroup
+	for _, src := range c.sources {
+		in := src.Reservations(ctx)
+		wg.Go(func() {
+			for job := range in {
+				select {
+				case out <- job:
+				case <-ctx.Done():
+				}
+			}
+		})
+	}
+	go func() {
+		wg.Wait()
+		close(out)
+	}()
+	return out
+}
+
+// Wake wakes every input that is a Waker.
+func (c *Combined) Wake() {
+	for _, src := range c.sources {
+		if w, ok := src.(Waker); ok {
+			w.Wake()
+		}
+	}
+}
