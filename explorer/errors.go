@@ -3,6 +3,7 @@ package explorer
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Errors of the explorer package.
@@ -25,6 +26,8 @@ type APIError struct {
 	Message string
 	// Op names the call that was refused ("PUT /api/v1/nodes/x/stats").
 	Op string
+	// RetryAfter is the server's Retry-After, if it sent one.
+	RetryAfter time.Duration
 }
 
 // Error returns the operation, the status and the message.

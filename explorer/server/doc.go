@@ -1,0 +1,33 @@
+// Package server is the reference explorer: it registers nodes, accepts
+// user-signed reservations, serves each node its event stream by long-poll,
+// stores the nodes' signed results and stats, and relays owner-signed
+// deletes. Every request is signed (see package explorer); the API is
+// described in docs/explorer-api.md.
+//
+// # Database
+//
+// One bbolt file, <data-dir>/explorer.db, schema version 1:
+//
+//	meta/
+//	  version        → "1"
+//	nodes/
+//	  <node id>      → nodeRecord JSON (registered, last seen, capacity, stats)
+//	reservations/
+//	  <id>           → provision.Reservation JSON (without its result)
+//	results/
+//	  <id>           → provision.Result JSON (the node's latest signed result)
+//	digests/
+//	  <digest>       → <id>  (refuses a second reservation with the same digest)
+//	users/
+//	  <user id> 0x00 <id> → ""  (lists a user's reservations)
+//	events/
+//	  <node id>/     (one bucket per node; its bbolt sequence is the node's cursor)
+//	    <seq uint64 big-endian> → reservation JSON as published
+//
+// # Long-poll
+//
+// A poll that finds no event after its cursor subscribes to its node's
+// notification (a channel that a publish closes and replaces) and waits for
+// it, the asked wait, the client going away, or the server shutting down.
+// No goroutine exists per idle node beyond the held request itself.
+package server

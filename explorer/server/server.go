@@ -1,0 +1,667 @@
+package server
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/edgeprov/provisiond/explorer"
+	"github.com/edgeprov/provisiond/identity"
+	"github.com/edgeprov/provisiond/provision"
+)
+
+// Errors of the server package. Each maps to one HTTP status (see statusOf).
+var (
+	ErrSchema      = errors.New("server: unknown database schema")
+	ErrUnknownNode = errors.New("server: unknown node")
+	ErrNotFound    = errors.New("server: not found")
+	ErrDuplicate   = errors.New("server: duplicate")
+	ErrReplay      = errors.New("server: replayed request")
+	ErrBusy        = errors.New("server: too many requests in flight")
+	ErrForbidden   = errors.New("server: forbidden")
+	ErrBadRequest  = errors.New("server: bad request")
+	ErrConflict    = errors.New("server: conflict")
+	ErrTooLarge    = errors.New("server: request body too large")
+)
+
+// Config configures a Server.
+type Config struct {
+	// DataDir holds the database explorer.db (required).
+	DataDir string
+	// Logger receives the server's logs (default: none).
+	Logger zerolog.Logger
+	// Now is the clock request timestamps are checked against (default time.Now).
+	Now func() time.Time
+	// MaxSkew is how far a request timestamp may lie from Now (default explorer.MaxSkew).
+	MaxSkew time.Duration
+	// MaxWait caps the wait of a long-poll (default explorer.MaxWait).
+	MaxWait time.Duration
+	// PageLimit is the most events one poll returns (default explorer.PageLimit).
+	PageLimit int
+	// MaxReplay bounds the remembered request signatures; when full, requests
+	// are refused with 503 until old ones go stale (default 262144).
+	MaxReplay int
+	// ShutdownTimeout bounds the graceful shutdown of Serve (default 10s).
+	ShutdownTimeout time.Duration
+	// NoSync skips fsync on commit: for tests and benchmarks only (default false).
+	NoSync bool
+	// OnHold, when set, is called each time a long-poll of a node starts
+	// waiting for an event (tests synchronise on it; default none).
+	OnHold func(node string)
+}
+
+// Server is the reference explorer. It is an http.Handler; Serve runs it on
+// a listener with a graceful shutdown.
+type Server struct {
+	cfg    Config
+	log    zerolog.Logger
+	db     *store
+	mux    *http.ServeMux
+	replay *replaySet
+	hub    *hub
+
+	known sync.Map // node ID → struct{}: registered nodes seen since start
+
+	seenMu sync.Mutex
+	seen   map[string]time.Time // node ID → last request
+
+	closeOnce sync.Once
+	closing   chan struct{}
+}
+
+var _ http.Handler = (*Server)(nil)
+
+// New opens (or creates) the database in cfg.DataDir and returns the server.
+func New(cfg Config) (*Server, error) {
+	if cfg.DataDir == "" {
+		return nil, fmt.Errorf("%w: no data directory", ErrBadRequest)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.MaxSkew <= 0 {
+		cfg.MaxSkew = explorer.MaxSkew
+	}
+	if cfg.MaxWait <= 0 {
+		cfg.MaxWait = explorer.MaxWait
+	}
+	if cfg.PageLimit <= 0 {
+		cfg.PageLimit = explorer.PageLimit
+	}
+	if cfg.MaxReplay <= 0 {
+		cfg.MaxReplay = 1 << 18
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	db, err := openStore(cfg.DataDir, cfg.NoSync)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     cfg.Logger.With().Str("component", "explorer").Logger(),
+		db:      db,
+		mux:     http.NewServeMux(),
+		replay:  newReplaySet(cfg.MaxSkew, cfg.MaxReplay),
+		hub:     newHub(),
+		seen:    map[string]time.Time{},
+		closing: make(chan struct{}),
+	}
+	s.routes()
+	return s, nil
+}
+
+// role says who may send a request.
+type role int
+
+const (
+	roleAny  role = iota // any valid signature (users, nodes)
+	roleNode             // the node named by {node}, registered
+)
+
+// call is a request whose signature verified.
+type call struct {
+	signed *explorer.Signed
+	body   []byte
+}
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request, c *call) error
+
+func (s *Server) routes() {
+	s.handle("POST /api/v1/nodes", roleAny, s.register)
+	s.handle("GET /api/v1/nodes/{node}", roleAny, s.getNode)
+	s.handle("PUT /api/v1/nodes/{node}/capacity", roleNode, s.putCapacity)
+	s.handle("PUT /api/v1/nodes/{node}/stats", roleNode, s.putStats)
+	s.handle("GET /api/v1/nodes/{node}/events", roleNode, s.events)
+	s.handle("PUT /api/v1/nodes/{node}/results/{id}", roleNode, s.putResult)
+	s.handle("POST /api/v1/reservations", roleAny, s.createReservation)
+	s.handle("GET /api/v1/reservations", roleAny, s.listReservations)
+	s.handle("GET /api/v1/reservations/{id}", roleAny, s.getReservation)
+	s.handle("POST /api/v1/reservations/{id}/delete", roleAny, s.deleteReservation)
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path))
+	})
+}
+
+// ServeHTTP serves the Explorer API v1.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) handle(pattern string, who role, h handlerFunc) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		c, err := s.authenticate(w, r, who)
+		if err == nil {
+			err = h(w, r, c)
+		}
+		if err != nil {
+			s.fail(w, r, err)
+		}
+	})
+}
+
+// authenticate reads the body, verifies the request signature, refuses a
+// replay and, for node requests, checks that the signer is the registered
+// node of the path.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, who role) (*call, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, explorer.MaxBodySize))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, explorer.MaxBodySize)
+		}
+		return nil, fmt.Errorf("%w: reading body: %v", ErrBadRequest, err)
+	}
+	now := s.cfg.Now()
+	signed, err := explorer.VerifyRequest(r.Method, r.RequestURI, r.Header, body, now, s.cfg.MaxSkew)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.replay.add(signed.Signature, now); err != nil {
+		return nil, err
+	}
+	if who == roleNode {
+		node := r.PathValue("node")
+		pub, err := identity.PublicKey(node)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+		}
+		if !pub.Equal(signed.Key) {
+			return nil, fmt.Errorf("%w: request signed by %s, not by node %s", ErrForbidden, signed.KeyID, node)
+		}
+		if err := s.registered(node); err != nil {
+			return nil, err
+		}
+		s.touch(node, now)
+	}
+	return &call{signed: signed, body: body}, nil
+}
+
+func (s *Server) registered(node string) error {
+	if _, ok := s.known.Load(node); ok {
+		return nil
+	}
+	if _, _, err := s.db.node(node); err != nil {
+		if errors.Is(err, ErrUnknownNode) {
+			return fmt.Errorf("%w: node %s is not registered (POST /api/v1/nodes first)", ErrForbidden, node)
+		}
+		return err
+	}
+	s.known.Store(node, struct{}{})
+	return nil
+}
+
+func (s *Server) touch(node string, now time.Time) {
+	s.seenMu.Lock()
+	s.seen[node] = now.UTC()
+	s.seenMu.Unlock()
+}
+
+func (s *Server) lastSeen(node string, stored time.Time) time.Time {
+	s.seenMu.Lock()
+	defer s.seenMu.Unlock()
+	if t, ok := s.seen[node]; ok && t.After(stored) {
+		return t
+	}
+	return stored
+}
+
+// statusOf maps an error to its HTTP status.
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, explorer.ErrUnsigned), errors.Is(err, explorer.ErrBadKey),
+		errors.Is(err, explorer.ErrBadSignature), errors.Is(err, explorer.ErrStale),
+		errors.Is(err, ErrReplay):
+		return http.StatusUnauthorized
+	case errors.Is(err, ErrForbidden):
+		return http.StatusForbidden
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrUnknownNode):
+		return http.StatusNotFound
+	case errors.Is(err, ErrDuplicate), errors.Is(err, ErrConflict):
+		return http.StatusConflict
+	case errors.Is(err, ErrTooLarge):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrBadRequest):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrBusy):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status := statusOf(err)
+	msg := err.Error()
+	if status == http.StatusInternalServerError {
+		s.log.Error().Err(err).Str("method", r.Method).Str("path", r.URL.Path).Msg("request failed")
+		msg = "internal error"
+	} else {
+		s.log.Debug().Err(err).Int("status", status).Str("method", r.Method).Str("path", r.URL.Path).Msg("request refused")
+	}
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "5")
+	}
+	writeError(w, status, msg)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, explorer.ErrorReply{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		status, raw = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(raw, '\n'))
+}
+
+func decode(body []byte, v any) error {
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("%w: decoding body: %v", ErrBadRequest, err)
+	}
+	return nil
+}
+
+func (s *Server) register(w http.ResponseWriter, r *http.Request, c *call) error {
+	var req explorer.RegisterRequest
+	if err := decode(c.body, &req); err != nil {
+		return err
+	}
+	pub, err := identity.PublicKey(req.NodeID)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	if !pub.Equal(c.signed.Key) {
+		return fmt.Errorf("%w: a node registers itself: the request must be signed by the key of %s", ErrForbidden, req.NodeID)
+	}
+	now := s.cfg.Now()
+	created, err := s.db.registerNode(req.NodeID, now)
+	if err != nil {
+		return err
+	}
+	s.known.Store(req.NodeID, struct{}{})
+	s.touch(req.NodeID, now)
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+		s.log.Info().Str("node", req.NodeID).Msg("node registered")
+	}
+	info, err := s.nodeInfo(req.NodeID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, status, info)
+	return nil
+}
+
+func (s *Server) nodeInfo(node string) (*explorer.NodeInfo, error) {
+	rec, seq, err := s.db.node(node)
+	if err != nil {
+		return nil, err
+	}
+	return &explorer.NodeInfo{
+		NodeID:     rec.NodeID,
+		Registered: rec.Registered,
+		LastSeen:   s.lastSeen(node, rec.LastSeen),
+		Capacity:   rec.Capacity,
+		Stats:      rec.Stats,
+		Events:     seq,
+	}, nil
+}
+
+func (s *Server) getNode(w http.ResponseWriter, r *http.Request, _ *call) error {
+	info, err := s.nodeInfo(r.PathValue("node"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, info)
+	return nil
+}
+
+func (s *Server) putCapacity(w http.ResponseWriter, r *http.Request, c *call) error {
+	var capacity provision.Capacity
+	if err := decode(c.body, &capacity); err != nil {
+		return err
+	}
+	now := s.cfg.Now().UTC()
+	if err := s.db.updateNode(r.PathValue("node"), func(rec *nodeRecord) {
+		rec.Capacity, rec.LastSeen = &capacity, now
+	}); err != nil {
+		return fmt.Errorf("storing capacity: %w", err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) putStats(w http.ResponseWriter, r *http.Request, c *call) error {
+	var stats provision.Stats
+	if err := decode(c.body, &stats); err != nil {
+		return err
+	}
+	now := s.cfg.Now().UTC()
+	if err := s.db.updateNode(r.PathValue("node"), func(rec *nodeRecord) {
+		if rec.Stats == nil || !stats.Updated.Before(rec.Stats.Updated) {
+			rec.Stats = &stats
+		}
+		rec.LastSeen = now
+	}); err != nil {
+		return fmt.Errorf("storing stats: %w", err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// events serves the long-poll: it answers at once when events after from
+// exist, else holds the request until one is published, wait passes, the
+// client leaves or the server shuts down.
+func (s *Server) events(w http.ResponseWriter, r *http.Request, _ *call) error {
+	node := r.PathValue("node")
+	q := r.URL.Query()
+	var from uint64
+	if v := q.Get("from"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%w: from=%q is not a sequence number", ErrBadRequest, v)
+		}
+		from = n
+	}
+	var wait time.Duration
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return fmt.Errorf("%w: wait=%q is not a duration like 30s", ErrBadRequest, v)
+		}
+		wait = min(d, s.cfg.MaxWait)
+	}
+	evs, next, err := s.db.events(node, from, s.cfg.PageLimit)
+	if err != nil {
+		return err
+	}
+	if len(evs) == 0 && wait > 0 {
+		ch, done := s.hub.subscribe(node)
+		defer done()
+		// Read again: an event published before the subscription is found
+		// here, one published after it closes ch.
+		if evs, next, err = s.db.events(node, from, s.cfg.PageLimit); err != nil {
+			return err
+		}
+		if len(evs) == 0 {
+			if s.cfg.OnHold != nil {
+				s.cfg.OnHold(node)
+			}
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			select {
+			case <-ch:
+				if evs, next, err = s.db.events(node, from, s.cfg.PageLimit); err != nil {
+					return err
+				}
+			case <-t.C:
+			case <-s.closing:
+			case <-r.Context().Done():
+				return nil
+			}
+		}
+	}
+	if evs == nil {
+		evs = []explorer.WireEvent{}
+	}
+	writeJSON(w, http.StatusOK, explorer.EventsReply{Events: evs, Next: next})
+	return nil
+}
+
+func (s *Server) putResult(w http.ResponseWriter, r *http.Request, c *call) error {
+	node, id := r.PathValue("node"), r.PathValue("id")
+	var res provision.Result
+	if err := decode(c.body, &res); err != nil {
+		return err
+	}
+	if res.ID != id {
+		return fmt.Errorf("%w: result id %q is not the path's %q", ErrBadRequest, res.ID, id)
+	}
+	if res.NodeID != node {
+		return fmt.Errorf("%w: result names node %q, but node %s sent it", ErrForbidden, res.NodeID, node)
+	}
+	if err := res.Verify(c.signed.Key); err != nil {
+		return fmt.Errorf("%w: result signature does not verify against node %s: %v", ErrForbidden, node, err)
+	}
+	stored, err := s.db.putResult(&res, func(rv *provision.Reservation) error {
+		if rv.NodeID != node {
+			return fmt.Errorf("%w: reservation %s belongs to another node", ErrForbidden, id)
+		}
+		if d := rv.Digest(); res.Digest != d {
+			return fmt.Errorf("%w: result answers digest %s, reservation %s has digest %s", ErrConflict, res.Digest, id, d)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if stored {
+		s.log.Debug().Str("node", node).Str("id", id).Str("state", string(res.State)).Msg("result stored")
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func userKeyOf(userID string) (ed25519.PublicKey, error) {
+	b, err := hex.DecodeString(userID)
+	if err != nil || len(b) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("%w: user_id %q is not a hex-encoded ed25519 public key", ErrBadRequest, userID)
+	}
+	return ed25519.PublicKey(b), nil
+}
+
+// checkReservation refuses what no node could accept, so users learn early:
+// a bad signature, a malformed node ID, oversized data, a bad duration or
+// creation time, an expired reservation or a delete flag. Unknown types
+// pass: the node answers them with a signed error result.
+func (s *Server) checkReservation(r *provision.Reservation, now time.Time) error {
+	if _, err := identity.PublicKey(r.NodeID); err != nil {
+		return fmt.Errorf("%w: node_id: %v", ErrBadRequest, err)
+	}
+	if r.Type == "" {
+		return fmt.Errorf("%w: no type", ErrBadRequest)
+	}
+	if len(r.Data) > provision.MaxDataSize {
+		return fmt.Errorf("%w: data is %d bytes, at most %d", ErrBadRequest, len(r.Data), provision.MaxDataSize)
+	}
+	if r.Duration <= 0 || r.Duration > provision.MaxDuration {
+		return fmt.Errorf("%w: duration %s is not between 0 and %s", ErrBadRequest, r.Duration, provision.MaxDuration)
+	}
+	if r.Created.IsZero() || r.Created.After(now.Add(provision.MaxClockSkew)) {
+		return fmt.Errorf("%w: created is unset or in the future", ErrBadRequest)
+	}
+	if r.Expired(now) {
+		return fmt.Errorf("%w: the reservation expired at %s", ErrBadRequest, r.Expires().UTC().Format(time.RFC3339))
+	}
+	if len(r.Reference) > provision.MaxReferenceLength {
+		return fmt.Errorf("%w: reference longer than %d bytes", ErrBadRequest, provision.MaxReferenceLength)
+	}
+	if r.ToDelete || r.DeleteSignature != "" {
+		return fmt.Errorf("%w: a new reservation cannot be marked for deletion", ErrBadRequest)
+	}
+	if err := r.Verify(); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	return nil
+}
+
+func (s *Server) createReservation(w http.ResponseWriter, r *http.Request, c *call) error {
+	var rv provision.Reservation
+	if err := decode(c.body, &rv); err != nil {
+		return err
+	}
+	owner, err := userKeyOf(rv.UserID)
+	if err != nil {
+		return err
+	}
+	if !owner.Equal(c.signed.Key) {
+		return fmt.Errorf("%w: the request is signed by %s, not by the reservation's user %s", ErrForbidden, c.signed.KeyID, rv.UserID)
+	}
+	if err := s.checkReservation(&rv, s.cfg.Now()); err != nil {
+		return err
+	}
+	seq, err := s.db.createReservation(&rv)
+	if err != nil {
+		return err
+	}
+	s.hub.publish(rv.NodeID)
+	s.log.Info().Str("id", rv.ID).Str("node", rv.NodeID).Str("user", rv.UserID).Str("type", string(rv.Type)).Uint64("seq", seq).Msg("reservation created")
+	writeJSON(w, http.StatusCreated, explorer.CreateReply{ID: rv.ID})
+	return nil
+}
+
+func (s *Server) getReservation(w http.ResponseWriter, r *http.Request, _ *call) error {
+	rv, err := s.db.reservation(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, rv)
+	return nil
+}
+
+func (s *Server) listReservations(w http.ResponseWriter, r *http.Request, c *call) error {
+	user := r.URL.Query().Get("user")
+	if user == "" {
+		user = hex.EncodeToString(c.signed.Key)
+	}
+	if _, err := userKeyOf(user); err != nil {
+		return err
+	}
+	list, err := s.db.reservationsOf(user)
+	if err != nil {
+		return err
+	}
+	if list == nil {
+		list = []*provision.Reservation{}
+	}
+	writeJSON(w, http.StatusOK, explorer.ReservationsReply{Reservations: list})
+	return nil
+}
+
+func (s *Server) deleteReservation(w http.ResponseWriter, r *http.Request, c *call) error {
+	id := r.PathValue("id")
+	var req explorer.DeleteRequest
+	if err := decode(c.body, &req); err != nil {
+		return err
+	}
+	if req.ID != id {
+		return fmt.Errorf("%w: body id %q is not the path's %q", ErrBadRequest, req.ID, id)
+	}
+	rv, seq, err := s.db.markDelete(id, func(rv *provision.Reservation) error {
+		owner, err := userKeyOf(rv.UserID)
+		if err != nil {
+			return err
+		}
+		if !owner.Equal(c.signed.Key) {
+			return fmt.Errorf("%w: only the owner %s may delete reservation %s", ErrForbidden, rv.UserID, id)
+		}
+		rv.ToDelete, rv.DeleteSignature = true, req.DeleteSignature
+		if err := rv.VerifyDelete(); err != nil {
+			return fmt.Errorf("%w: %v", ErrForbidden, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if seq > 0 {
+		s.hub.publish(rv.NodeID)
+		s.log.Info().Str("id", id).Str("node", rv.NodeID).Uint64("seq", seq).Msg("reservation deleted by owner")
+	}
+	writeJSON(w, http.StatusAccepted, rv)
+	return nil
+}
+
+// InjectEvent publishes raw as the reservation of a new event for node,
+// without any check. It exists for tests of how nodes handle events they
+// cannot decode; the API offers no way to do this.
+func (s *Server) InjectEvent(node string, raw json.RawMessage) (uint64, error) {
+	seq, err := s.db.injectEvent(node, raw)
+	if err != nil {
+		return 0, err
+	}
+	s.hub.publish(node)
+	return seq, nil
+}
+
+// Waiting returns how many nodes have a long-poll held right now.
+func (s *Server) Waiting() int { return s.hub.size() }
+
+// Release answers every held long-poll at once (with the events it has,
+// usually none) and makes later polls return without waiting. Serve calls
+// it before its graceful shutdown; it is safe to call more than once.
+func (s *Server) Release() {
+	s.closeOnce.Do(func() { close(s.closing) })
+}
+
+// Serve serves the API on ln until ctx ends, then releases held long-polls
+// and shuts down gracefully within Config.ShutdownTimeout. It does not
+// close the database (Close does).
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          nil,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	s.Release()
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	<-errc // http.ErrServerClosed
+	if err != nil {
+		return fmt.Errorf("shutting down: %w", err)
+	}
+	return nil
+}
+
+// Close releases held long-polls and closes the database. Call it after
+// Serve returned (or the httptest server closed).
+func (s *Server) Close() error {
+	s.Release()
+	return s.db.close()
+}

@@ -1,0 +1,399 @@
+package server
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/edgeprov/provisiond/explorer"
+	"github.com/edgeprov/provisiond/provision"
+)
+
+// schemaVersion is the version of the bucket tree drawn in doc.go.
+const schemaVersion = "1"
+
+var (
+	bucketMeta         = []byte("meta")
+	bucketNodes        = []byte("nodes")
+	bucketReservations = []byte("reservations")
+	bucketResults      = []byte("results")
+	bucketDigests      = []byte("digests")
+	bucketUsers        = []byte("users")
+	bucketEvents       = []byte("events")
+	keyVersion         = []byte("version")
+)
+
+// nodeRecord is what the explorer keeps about a node.
+type nodeRecord struct {
+	NodeID     string              `json:"node_id"`
+	Registered time.Time           `json:"registered"`
+	LastSeen   time.Time           `json:"last_seen"`
+	Capacity   *provision.Capacity `json:"capacity,omitempty"`
+	Stats      *provision.Stats    `json:"stats,omitempty"`
+}
+
+// store is the explorer's bbolt database.
+type store struct {
+	db *bolt.DB
+}
+
+func openStore(dir string, noSync bool) (*store, error) {
+	path := filepath.Join(dir, "explorer.db")
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoSync: noSync})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("opening %s: %w (is another explorerd using it?)", path, err)
+		}
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketNodes, bucketReservations, bucketResults, bucketDigests, bucketUsers, bucketEvents} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		switch v := meta.Get(keyVersion); {
+		case v == nil:
+			return meta.Put(keyVersion, []byte(schemaVersion))
+		case string(v) != schemaVersion:
+			return fmt.Errorf("%w: database schema %q, this explorerd knows %q", ErrSchema, v, schemaVersion)
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("initialising %s: %w", path, err)
+	}
+	return &store{db: db}, nil
+}
+
+func (s *store) close() error { return s.db.Close() }
+
+func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
+
+func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
+	raw := b.Get(key)
+	if raw == nil {
+		return false, nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return true, fmt.Errorf("decoding %s/%s: %w", "record", key, err)
+	}
+	return true, nil
+}
+
+func putJSON(b *bolt.Bucket, key []byte, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encoding %s: %w", key, err)
+	}
+	return b.Put(key, raw)
+}
+
+// registerNode records a node; registering again changes nothing and
+// reports false.
+func (s *store) registerNode(id string, now time.Time) (bool, error) {
+	created := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketNodes)
+		if b.Get([]byte(id)) != nil {
+			return nil
+		}
+		created = true
+		if _, err := tx.Bucket(bucketEvents).CreateBucketIfNotExists([]byte(id)); err != nil {
+			return err
+		}
+		return putJSON(b, []byte(id), &nodeRecord{NodeID: id, Registered: now.UTC(), LastSeen: now.UTC()})
+	})
+	if err != nil {
+		return false, fmt.Errorf("registering node %s: %w", id, err)
+	}
+	return created, nil
+}
+
+// node returns a node's record and its last event sequence number.
+func (s *store) node(id string) (*nodeRecord, uint64, error) {
+	var rec nodeRecord
+	var seq uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		ok, err := getJSON(tx.Bucket(bucketNodes), []byte(id), &rec)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%w: %s", ErrUnknownNode, id)
+		}
+		if eb := tx.Bucket(bucketEvents).Bucket([]byte(id)); eb != nil {
+			seq = eb.Sequence()
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return &rec, seq, nil
+}
+
+// updateNode applies fn to a registered node's record.
+func (s *store) updateNode(id string, fn func(*nodeRecord)) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketNodes)
+		var rec nodeRecord
+		ok, err := getJSON(b, []byte(id), &rec)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%w: %s", ErrUnknownNode, id)
+		}
+		fn(&rec)
+		return putJSON(b, []byte(id), &rec)
+	})
+}
+
+// publish appends an event carrying raw to node's stream inside tx and
+// returns its sequence number.
+func publish(tx *bolt.Tx, node string, raw []byte) (uint64, error) {
+	eb := tx.Bucket(bucketEvents).Bucket([]byte(node))
+	if eb == nil {
+		return 0, fmt.Errorf("%w: %s", ErrUnknownNode, node)
+	}
+	seq, err := eb.NextSequence()
+	if err != nil {
+		return 0, err
+	}
+	return seq, eb.Put(seqKey(seq), raw)
+}
+
+func newID(b *bolt.Bucket) (string, error) {
+	for {
+		var buf [8]byte
+		if _, err := rand.Read(buf[:]); err != nil {
+			return "", fmt.Errorf("drawing reservation id: %w", err)
+		}
+		id := hex.EncodeToString(buf[:])
+		if b.Get([]byte(id)) == nil {
+			return id, nil
+		}
+	}
+}
+
+// createReservation assigns r an ID, stores it with its indexes and
+// publishes it to its node, in one transaction. It fails with
+// ErrUnknownNode or ErrDuplicate (another reservation holds the digest).
+func (s *store) createReservation(r *provision.Reservation) (uint64, error) {
+	digest := r.Digest()
+	var seq uint64
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketNodes).Get([]byte(r.NodeID)) == nil {
+			return fmt.Errorf("%w: %s", ErrUnknownNode, r.NodeID)
+		}
+		digests := tx.Bucket(bucketDigests)
+		if other := digests.Get([]byte(digest)); other != nil {
+			return fmt.Errorf("%w: reservation %s has the same digest %s", ErrDuplicate, other, digest)
+		}
+		rb := tx.Bucket(bucketReservations)
+		id, err := newID(rb)
+		if err != nil {
+			return err
+		}
+		r.ID, r.Result = id, nil
+		raw, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		if err := rb.Put([]byte(id), raw); err != nil {
+			return err
+		}
+		if err := digests.Put([]byte(digest), []byte(id)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketUsers).Put(userKey(r.UserID, id), nil); err != nil {
+			return err
+		}
+		seq, err = publish(tx, r.NodeID, raw)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("creating reservation: %w", err)
+	}
+	return seq, nil
+}
+
+func userKey(user, id string) []byte {
+	k := make([]byte, 0, len(user)+1+len(id))
+	k = append(k, user...)
+	k = append(k, 0)
+	return append(k, id...)
+}
+
+func loadReservation(tx *bolt.Tx, id string) (*provision.Reservation, error) {
+	var r provision.Reservation
+	ok, err := getJSON(tx.Bucket(bucketReservations), []byte(id), &r)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: reservation %s", ErrNotFound, id)
+	}
+	var res provision.Result
+	ok, err = getJSON(tx.Bucket(bucketResults), []byte(id), &res)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		r.Result = &res
+	}
+	return &r, nil
+}
+
+// reservation returns a reservation with its latest result.
+func (s *store) reservation(id string) (*provision.Reservation, error) {
+	var r *provision.Reservation
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		r, err = loadReservation(tx, id)
+		return err
+	})
+	return r, err
+}
+
+// reservationsOf returns a user's reservations with their results, oldest first.
+func (s *store) reservationsOf(user string) ([]*provision.Reservation, error) {
+	var list []*provision.Reservation
+	err := s.db.View(func(tx *bolt.Tx) error {
+		prefix := userKey(user, "")
+		c := tx.Bucket(bucketUsers).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			r, err := loadReservation(tx, string(k[len(prefix):]))
+			if err != nil {
+				return err
+			}
+			list = append(list, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing reservations of %s: %w", user, err)
+	}
+	sort.SliceStable(list, func(i, j int) bool {
+		if !list[i].Created.Equal(list[j].Created) {
+			return list[i].Created.Before(list[j].Created)
+		}
+		return list[i].ID < list[j].ID
+	})
+	return list, nil
+}
+
+// markDelete sets the delete signature of reservation id after check
+// accepted it, and publishes the updated reservation to its node. A repeat
+// of the same signed delete changes nothing and publishes nothing (seq 0).
+func (s *store) markDelete(id string, check func(*provision.Reservation) error) (*provision.Reservation, uint64, error) {
+	var r *provision.Reservation
+	var seq uint64
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		if r, err = loadReservation(tx, id); err != nil {
+			return err
+		}
+		before := *r
+		if err := check(r); err != nil {
+			return err
+		}
+		if before.ToDelete && before.DeleteSignature == r.DeleteSignature {
+			return nil
+		}
+		result := r.Result
+		r.Result = nil
+		raw, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		r.Result = result
+		if err := tx.Bucket(bucketReservations).Put([]byte(id), raw); err != nil {
+			return err
+		}
+		seq, err = publish(tx, r.NodeID, raw)
+		return err
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("deleting reservation %s: %w", id, err)
+	}
+	return r, seq, nil
+}
+
+// putResult stores a node's result after check accepted it against the
+// stored reservation. It reports whether the result replaced what was
+// stored: a repeat or an older result is acknowledged and kept out.
+func (s *store) putResult(res *provision.Result, check func(*provision.Reservation) error) (bool, error) {
+	stored := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		r, err := loadReservation(tx, res.ID)
+		if err != nil {
+			return err
+		}
+		if err := check(r); err != nil {
+			return err
+		}
+		if old := r.Result; old != nil && (old.Signature == res.Signature || res.Created.Before(old.Created)) {
+			return nil
+		}
+		stored = true
+		return putJSON(tx.Bucket(bucketResults), []byte(res.ID), res)
+	})
+	if err != nil {
+		return false, fmt.Errorf("storing result of %s: %w", res.ID, err)
+	}
+	return stored, nil
+}
+
+// events returns up to limit events of node after from, and the cursor to
+// ask from next.
+func (s *store) events(node string, from uint64, limit int) ([]explorer.WireEvent, uint64, error) {
+	var evs []explorer.WireEvent
+	next := from
+	err := s.db.View(func(tx *bolt.Tx) error {
+		eb := tx.Bucket(bucketEvents).Bucket([]byte(node))
+		if eb == nil {
+			return fmt.Errorf("%w: %s", ErrUnknownNode, node)
+		}
+		if from >= eb.Sequence() {
+			return nil
+		}
+		c := eb.Cursor()
+		for k, v := c.Seek(seqKey(from + 1)); k != nil && len(evs) < limit; k, v = c.Next() {
+			seq := binary.BigEndian.Uint64(k)
+			evs = append(evs, explorer.WireEvent{Seq: seq, Reservation: bytes.Clone(v)})
+			next = seq
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, from, fmt.Errorf("reading events of %s: %w", node, err)
+	}
+	return evs, next, nil
+}
+
+// injectEvent publishes raw to node without any check.
+func (s *store) injectEvent(node string, raw []byte) (uint64, error) {
+	var seq uint64
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		seq, err = publish(tx, node, raw)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("injecting event for %s: %w", node, err)
+	}
+	return seq, nil
+}
