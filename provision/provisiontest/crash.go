@@ -90,4 +90,3 @@ func (s *CrashStore) Ack(seq uint64) error {
 func (s *CrashStore) SetCursor(name string, pos uint64) error {
 	return s.write("setting cursor", func() error { return s.Store.SetCursor(name, pos) })
 }
-
