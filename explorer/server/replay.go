@@ -64,10 +64,3 @@ func (s *replaySet) add(sigHex string, now time.Time) error {
 	s.cur[sig] = struct{}{}
 	return nil
 }
-
-// len returns how many signatures are remembered.
-func (s *replaySet) len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.cur) + len(s.prev)
-}

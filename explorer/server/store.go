@@ -13,6 +13,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/edgeprov/provisiond/explorer"
 	"github.com/edgeprov/provisiond/provision"
@@ -50,7 +51,7 @@ func openStore(dir string, noSync bool) (*store, error) {
 	path := filepath.Join(dir, "explorer.db")
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoSync: noSync})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("opening %s: %w (is another explorerd using it?)", path, err)
 		}
 		return nil, fmt.Errorf("opening %s: %w", path, err)

@@ -1,0 +1,326 @@
+package explorer_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/edgeprov/provisiond/explorer"
+	"github.com/edgeprov/provisiond/explorer/explorertest"
+	"github.com/edgeprov/provisiond/identity"
+	"github.com/edgeprov/provisiond/provision"
+)
+
+func TestNodeClientAgainstExplorer(t *testing.T) {
+	xs := explorertest.New(t)
+	node, user := explorertest.NewKey(t), explorertest.NewKey(t)
+	nodeID := explorertest.NodeID(node)
+	nc := xs.RegisterNode(t, node)
+	if err := nc.Register(t.Context()); err != nil {
+		t.Fatalf("registering again: %v", err)
+	}
+	capacity := provision.Capacity{Total: provision.Units{CRU: 4, MRU: 8, SRU: 100}, Reserved: provision.Units{MRU: 1}}
+	if err := nc.PutCapacity(t.Context(), capacity); err != nil {
+		t.Fatal(err)
+	}
+	stats := &provision.Stats{Used: provision.Units{SRU: 1}, Capacity: capacity, Workloads: map[provision.ReservationType]uint64{provision.VolumeReservation: 1}, Updated: time.Now().UTC()}
+	if err := nc.UpdateStats(t.Context(), nodeID, stats); err != nil {
+		t.Fatal(err)
+	}
+	info, err := nc.Node(t.Context(), nodeID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Capacity == nil || *info.Capacity != capacity || info.Stats == nil || info.Stats.Workloads[provision.VolumeReservation] != 1 || info.LastSeen.IsZero() {
+		t.Fatalf("node info %+v does not show what the node reported", info)
+	}
+
+	good := explorertest.Volume(nodeID, 1)
+	xs.Reserve(t, user, good)
+	xs.Inject(t, nodeID, `{"id":"bad-1","created":"yesterday"}`)
+	xs.Inject(t, nodeID, `{"id":5}`)
+	xs.Inject(t, nodeID, `null`)
+	evs, next, err := nc.Poll(t.Context(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 4 || next != 4 {
+		t.Fatalf("got %d events next %d, want 4 and 4", len(evs), next)
+	}
+	tests := []struct {
+		name   string
+		ev     provision.Event
+		id     string
+		broken bool
+	}{
+		{"decodes", evs[0], good.ID, false},
+		{"bad-field-keeps-id", evs[1], "bad-1", true},
+		{"bad-id", evs[2], "", true},
+		{"null", evs[3], "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.ev.Reservation == nil || tt.ev.Reservation.ID != tt.id {
+				t.Fatalf("reservation %+v, want id %q", tt.ev.Reservation, tt.id)
+			}
+			if (tt.ev.Err != nil) != tt.broken {
+				t.Fatalf("Err = %v, want broken %v", tt.ev.Err, tt.broken)
+			}
+			if tt.broken && (!errors.Is(tt.ev.Err, explorer.ErrBadEvent) || provision.IsTemporary(tt.ev.Err)) {
+				t.Fatalf("Err = %v, want a permanent ErrBadEvent", tt.ev.Err)
+			}
+		})
+	}
+	if err := provision.Validate(evs[0].Reservation, nodeID, time.Now()); err != nil {
+		t.Fatalf("the polled reservation does not validate on the node: %v", err)
+	}
+
+	res := &provision.Result{Type: good.Type, ID: good.ID, NodeID: nodeID, Digest: good.Digest(), Created: time.Now().UTC(), State: provision.StateOk, Data: json.RawMessage(`{"path":"/x"}`)}
+	if err := res.Sign(provision.KeySigner(node)); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Feedback(t.Context(), nodeID, res); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Feedback(t.Context(), nodeID, res); err != nil {
+		t.Fatalf("repeated feedback: %v", err)
+	}
+	got, err := xs.UserClient(user).GetReservation(t.Context(), good.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := identity.PublicKey(got.NodeID)
+	if got.Result == nil || got.Result.Verify(pub) != nil {
+		t.Fatalf("stored result %+v does not verify", got.Result)
+	}
+
+	forged := *res
+	forged.State = provision.StateError
+	err = nc.Feedback(t.Context(), nodeID, &forged)
+	var apiErr *explorer.APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusForbidden || provision.IsTemporary(err) {
+		t.Fatalf("forged feedback: %v; want a permanent 403", err)
+	}
+}
+
+func TestUserClientAgainstExplorer(t *testing.T) {
+	xs := explorertest.New(t)
+	node, user := explorertest.NewKey(t), explorertest.NewKey(t)
+	nodeID := explorertest.NodeID(node)
+	xs.RegisterNode(t, node)
+	uc := xs.UserClient(user)
+	if uc.KeyID() != explorertest.UserID(user) {
+		t.Fatalf("user client key id %s", uc.KeyID())
+	}
+	r := explorertest.Volume(nodeID, 2)
+	r.Sign(user)
+	id, err := uc.CreateReservation(t.Context(), r)
+	if err != nil || id == "" || r.ID != id {
+		t.Fatalf("create: %q, %v", id, err)
+	}
+	if err := provision.ValidName("reservation id", id); err != nil {
+		t.Fatalf("explorer assigned an id the node refuses: %v", err)
+	}
+	list, err := uc.ListReservations(t.Context(), "")
+	if err != nil || len(list) != 1 || list[0].ID != id {
+		t.Fatalf("list: %+v, %v", list, err)
+	}
+	del, err := uc.DeleteReservation(t.Context(), id)
+	if err != nil || !del.ToDelete || del.VerifyDelete() != nil {
+		t.Fatalf("delete: %+v, %v", del, err)
+	}
+	_, err = uc.GetReservation(t.Context(), "missing")
+	var apiErr *explorer.APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusNotFound {
+		t.Fatalf("missing reservation: %v, want 404", err)
+	}
+}
+
+// stub answers a client in memory, checks every request's signature, and
+// records when each attempt came (in synctest's fake time).
+type stub struct {
+	t       testing.TB
+	mu      sync.Mutex
+	at      []time.Time
+	answers func(n int, w http.ResponseWriter)
+	fail    error
+}
+
+func (s *stub) RoundTrip(req *http.Request) (*http.Response, error) {
+	s.mu.Lock()
+	n := len(s.at)
+	s.at = append(s.at, time.Now())
+	s.mu.Unlock()
+	if s.fail != nil {
+		return nil, s.fail
+	}
+	var body []byte
+	if req.Body != nil {
+		body, _ = io.ReadAll(req.Body)
+	}
+	if _, err := explorer.VerifyRequest(req.Method, req.URL.RequestURI(), req.Header, body, time.Now(), explorer.MaxSkew); err != nil {
+		s.t.Errorf("client sent a badly signed request: %v", err)
+	}
+	rec := httptest.NewRecorder()
+	s.answers(n, rec)
+	return rec.Result(), nil
+}
+
+func refuse(status int, retryAfter string) func(int, http.ResponseWriter) {
+	return func(_ int, w http.ResponseWriter) {
+		if retryAfter != "" {
+			w.Header().Set("Retry-After", retryAfter)
+		}
+		w.WriteHeader(status)
+		fmt.Fprintf(w, `{"error":"refused with %d"}`, status)
+	}
+}
+
+func stubClient(t testing.TB, s *stub, attempts int) *explorer.Client {
+	opts := explorertest.ClientOptions()
+	opts.Transport = s
+	opts.MaxAttempts = attempts
+	opts.MinBackoff, opts.MaxBackoff = 100*time.Millisecond, 10*time.Second
+	opts.ReadLimit, opts.WriteLimit = rate.Inf, rate.Inf
+	return explorer.NewClient("http://explorer.invalid", explorertest.NewKey(t), opts)
+}
+
+func TestRetryHonoursRetryAfter(t *testing.T) {
+	tests := []struct {
+		name       string
+		answers    func(int, http.ResponseWriter)
+		wantCalls  int
+		wantErr    bool
+		minGap     time.Duration // between the first two attempts
+		retryAfter time.Duration // carried by the final error
+	}{
+		{"503-then-ok", func(n int, w http.ResponseWriter) {
+			if n == 0 {
+				refuse(http.StatusServiceUnavailable, "2")(n, w)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+		}, 2, false, 2 * time.Second, 0},
+		{"429-then-ok", func(n int, w http.ResponseWriter) {
+			if n == 0 {
+				refuse(http.StatusTooManyRequests, "3")(n, w)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+		}, 2, false, 3 * time.Second, 0},
+		{"retry-after-beyond-max-backoff", refuse(http.StatusTooManyRequests, "60"), 1, true, 0, 60 * time.Second},
+		{"500-exhausts-attempts", refuse(http.StatusInternalServerError, ""), 3, true, 50 * time.Millisecond, 0},
+		{"400-not-retried", refuse(http.StatusBadRequest, ""), 1, true, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				s := &stub{t: t, answers: tt.answers}
+				c := stubClient(t, s, 3)
+				err := c.UpdateStats(t.Context(), c.KeyID(), &provision.Stats{})
+				if (err != nil) != tt.wantErr {
+					t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+				}
+				if len(s.at) != tt.wantCalls {
+					t.Fatalf("%d attempts, want %d", len(s.at), tt.wantCalls)
+				}
+				if len(s.at) > 1 && s.at[1].Sub(s.at[0]) < tt.minGap {
+					t.Fatalf("retried after %s, want at least %s", s.at[1].Sub(s.at[0]), tt.minGap)
+				}
+				var apiErr *explorer.APIError
+				if tt.retryAfter > 0 && (!errors.As(err, &apiErr) || apiErr.RetryAfter != tt.retryAfter) {
+					t.Fatalf("err = %v, want RetryAfter %s", err, tt.retryAfter)
+				}
+			})
+		})
+	}
+}
+
+func TestErrorClassification(t *testing.T) {
+	ok := func(body string) func(int, http.ResponseWriter) {
+		return func(_ int, w http.ResponseWriter) { w.WriteHeader(http.StatusOK); fmt.Fprint(w, body) }
+	}
+	tests := []struct {
+		name      string
+		answers   func(int, http.ResponseWriter)
+		fail      error
+		temporary bool
+		sentinel  error
+	}{
+		{"400-permanent", refuse(http.StatusBadRequest, ""), nil, false, nil},
+		{"401-permanent", refuse(http.StatusUnauthorized, ""), nil, false, nil},
+		{"403-permanent", refuse(http.StatusForbidden, ""), nil, false, nil},
+		{"404-permanent", refuse(http.StatusNotFound, ""), nil, false, nil},
+		{"409-permanent", refuse(http.StatusConflict, ""), nil, false, nil},
+		{"413-permanent", refuse(http.StatusRequestEntityTooLarge, ""), nil, false, nil},
+		{"429-temporary", refuse(http.StatusTooManyRequests, ""), nil, true, nil},
+		{"500-temporary", refuse(http.StatusInternalServerError, ""), nil, true, nil},
+		{"502-temporary", refuse(http.StatusBadGateway, ""), nil, true, nil},
+		{"503-temporary", refuse(http.StatusServiceUnavailable, ""), nil, true, nil},
+		{"network-temporary", nil, errors.New("connection refused"), true, nil},
+		{"malformed-reply-temporary", ok(`{"events":[`), nil, true, explorer.ErrBadReply},
+		{"sequence-goes-back-temporary", ok(`{"events":[{"seq":2,"reservation":{}},{"seq":1,"reservation":{}}],"next":2}`), nil, true, explorer.ErrBadReply},
+		{"next-before-events-temporary", ok(`{"events":[{"seq":2,"reservation":{}}],"next":1}`), nil, true, explorer.ErrBadReply},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &stub{t: t, answers: tt.answers, fail: tt.fail}
+			c := stubClient(t, s, 1)
+			_, next, err := c.Poll(t.Context(), 0)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if next != 0 {
+				t.Fatalf("a failed poll moved the cursor to %d", next)
+			}
+			if provision.IsTemporary(err) != tt.temporary {
+				t.Fatalf("IsTemporary(%v) = %v, want %v", err, !tt.temporary, tt.temporary)
+			}
+			if tt.sentinel != nil && !errors.Is(err, tt.sentinel) {
+				t.Fatalf("err = %v, want %v", err, tt.sentinel)
+			}
+			var apiErr *explorer.APIError
+			if tt.answers != nil && tt.sentinel == nil && (!errors.As(err, &apiErr) || apiErr.Message == "") {
+				t.Fatalf("err = %v, want an *APIError with the server's message", err)
+			}
+		})
+	}
+}
+
+func TestRateLimitSeparatesReadsAndWrites(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := &stub{t: t, answers: func(_ int, w http.ResponseWriter) { fmt.Fprint(w, `{"node_id":"x"}`) }}
+		opts := explorertest.ClientOptions()
+		opts.Transport = s
+		opts.ReadLimit, opts.ReadBurst = 1, 1
+		opts.WriteLimit, opts.WriteBurst = 1000, 10
+		c := explorer.NewClient("http://explorer.invalid", explorertest.NewKey(t), opts)
+		start := time.Now()
+		for range 3 {
+			if _, err := c.Node(t.Context(), "x"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if d := time.Since(start); d < 2*time.Second {
+			t.Fatalf("3 reads at 1/s took %s, want at least 2s", d)
+		}
+		start = time.Now()
+		for range 3 {
+			if err := c.PutCapacity(t.Context(), provision.Capacity{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if d := time.Since(start); d != 0 {
+			t.Fatalf("writes waited %s for the read limiter", d)
+		}
+	})
+}
