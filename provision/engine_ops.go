@@ -298,7 +298,7 @@ func (e *Engine) provision(ctx context.Context, rec *Record) outcome {
 		data, err = e.prims.Provision(ctx, r)
 		return err
 	})
-	if ctx.Err() != nil {
+	if err != nil && ctx.Err() != nil {
 		return outcome{} // shutting down: recovery runs it again
 	}
 	o, failed := e.settle(id, data, err)
@@ -367,8 +367,8 @@ func (e *Engine) decommission(ctx context.Context, rec *Record) outcome {
 	err := e.call(ctx, r, "decommission", func(ctx context.Context) error {
 		return e.prims.Decommission(ctx, r)
 	})
-	if ctx.Err() != nil {
-		return outcome{}
+	if err != nil && ctx.Err() != nil {
+		return outcome{} // shutting down: recovery runs it again
 	}
 	mu := e.lock(id)
 	mu.Lock()

@@ -41,7 +41,9 @@ func seedBytes(seed byte) []byte {
 }
 
 // Reservation builds a reservation of typ with data (encoded to JSON), for
-// nodeID, created at created and living for life, signed by u.
+// nodeID, created at created and living for life, signed by u. Its
+// Reference is its ID, so that equal specifications under different IDs
+// are different reservations (not replays).
 func (u *User) Reservation(id, nodeID string, typ provision.ReservationType, data any, created time.Time, life time.Duration) *provision.Reservation {
 	raw, err := json.Marshal(data)
 	if err != nil {
@@ -49,7 +51,7 @@ func (u *User) Reservation(id, nodeID string, typ provision.ReservationType, dat
 	}
 	r := &provision.Reservation{
 		ID: id, NodeID: nodeID, Type: typ, Data: raw,
-		Created: created, Duration: life, Version: 1,
+		Created: created, Duration: life, Version: 1, Reference: id,
 	}
 	r.Sign(u.Key)
 	return r
