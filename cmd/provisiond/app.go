@@ -1,0 +1,66 @@
+package main
+
+import (
+	"io"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/edgeprov/provisiond/internal/version"
+)
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print JSON for scripts"}
+	return &cli.App{
+		Name:                 "provisiond",
+		Usage:                "node-local provisioning daemon and its inspection tool",
+		Version:              version.String(),
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		Flags:                globalFlags(),
+		EnableBashCompletion: true,
+		HideHelpCommand:      true,
+		ExitErrHandler:       func(*cli.Context, error) {}, // main prints the error once
+		Commands: []*cli.Command{
+			{
+				Name:   "run",
+				Usage:  "run the daemon",
+				Flags:  runFlags(),
+				Action: func(c *cli.Context) error { return run(c.Context, configFrom(c)) },
+			},
+			{
+				Name:  "cache",
+				Usage: "inspect the reservations this node holds",
+				Subcommands: []*cli.Command{
+					{
+						Name:  "ls",
+						Usage: "list reservations",
+						Flags: []cli.Flag{
+							&cli.StringFlag{Name: "state", Usage: "only this `STATE` (accepted, provisioning, deployed, error, deleting, deleted)"},
+							&cli.StringFlag{Name: "type", Usage: "only this `TYPE` (network, volume, container)"},
+							&cli.StringFlag{Name: "user", Usage: "only this `USER` id"},
+							jsonFlag,
+						},
+						Action: withReader(cacheLs),
+					},
+					{Name: "show", Usage: "show one reservation, its verified result and its history", ArgsUsage: "ID", Flags: []cli.Flag{jsonFlag}, Action: withReader(cacheShow)},
+					{Name: "export", Usage: "write every record as JSON lines (backups, support)", Action: withReader(cacheExport)},
+				},
+			},
+			{Name: "stats", Usage: "show used vs capacity per unit and workload counts", Flags: []cli.Flag{jsonFlag}, Action: withReader(showStats)},
+			{Name: "status", Usage: "show the daemon's state, cursor, outbox depth and last poll error", Flags: []cli.Flag{jsonFlag}, Action: withReader(showStatus)},
+			{
+				Name:        "key",
+				Usage:       "the node's identity",
+				Subcommands: []*cli.Command{{Name: "show", Usage: "print the node ID and public key", Flags: []cli.Flag{jsonFlag}, Action: keyShow}},
+			},
+			{
+				Name:  "version",
+				Usage: "print the version",
+				Action: func(c *cli.Context) error {
+					_, err := io.WriteString(c.App.Writer, "provisiond "+version.String()+"\n")
+					return err
+				},
+			},
+		},
+	}
+}

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeprov/provisiond/cache"
+	"github.com/edgeprov/provisiond/identity"
+	"github.com/edgeprov/provisiond/provision"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// binary is the provisiond built once for the CLI tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "provisiond-cli")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "provisiond")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building provisiond: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func seed(b byte) []byte { return bytes.Repeat([]byte{b}, ed25519.SeedSize) }
+
+var (
+	epoch   = time.Date(2030, time.March, 1, 12, 0, 0, 0, time.UTC)
+	nodeKey = ed25519.NewKeyFromSeed(seed(7))
+	userKey = ed25519.NewKeyFromSeed(seed(9))
+)
+
+// fillNode writes an identity and a store with one record per interesting
+// state into a fresh data directory and returns it.
+func fillNode(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "identity.key"), []byte(hex.EncodeToString(nodeKey.Seed())+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	nodeID := identity.NodeID(nodeKey.Public().(ed25519.PublicKey))
+	st, err := cache.Open(filepath.Join(dir, "provisiond.db"), cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for i, f := range []struct {
+		typ   provision.ReservationType
+		data  string
+		state provision.State
+		units provision.Units
+		rst   provision.ResultState
+		msg   string
+	}{
+		{provision.NetworkReservation, `{"name":"net","ip_range":"10.1.0.0/16","subnet":"10.1.1.0/24"}`, provision.Deployed, provision.Units{}, provision.StateOk, ""},
+		{provision.VolumeReservation, `{"size":2,"type":"ssd"}`, provision.Deployed, provision.Units{SRU: 2}, provision.StateOk, ""},
+		{provision.VolumeReservation, `{"size":1,"type":"hdd"}`, provision.Failed, provision.Units{HRU: 1}, provision.StateError, "not enough capacity: hru"},
+		{provision.ContainerReservation, `{"image":"/img.tar","image_digest":"` + strings.Repeat("ab", 32) + `","entrypoint":["/bin/sh"],"network":{"network_id":"","ip":""},"capacity":{"cpu":1,"memory":512,"disk_size":256}}`, provision.Deleted, provision.Units{CRU: 1, MRU: 0.5, SRU: 0.25}, provision.StateDeleted, ""},
+	} {
+		r := &provision.Reservation{
+			ID: fmt.Sprintf("r%d", i+1), NodeID: nodeID, Type: f.typ, Data: json.RawMessage(f.data),
+			Created: epoch.Add(time.Duration(i) * time.Minute), Duration: 24 * time.Hour,
+		}
+		r.Sign(userKey)
+		res := &provision.Result{Type: r.Type, ID: r.ID, NodeID: nodeID, Digest: r.Digest(), Version: r.Version,
+			Created: r.Created.Add(time.Second), State: f.rst, Message: f.msg}
+		if err := res.Sign(provision.KeySigner(nodeKey)); err != nil {
+			t.Fatal(err)
+		}
+		rec := &provision.Record{Reservation: r, Digest: r.Digest(), State: provision.Accepted, Units: f.units, Updated: r.Created}
+		rec.Move(provision.Accepted, r.Created, "")
+		if err := st.Add(rec); err != nil {
+			t.Fatal(err)
+		}
+		rec.Move(f.state, r.Created.Add(time.Second), f.msg)
+		rec.Result = res
+		if err := st.Save(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.SetCursor(pollCursor, 42); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// provisiond runs the built binary against data dir dir with no daemon.
+func provisiond(t *testing.T, dir string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	full := append([]string{"--data-dir", dir, "--socket", filepath.Join(dir, "none.sock"), "--config", os.DevNull,
+		"--ssd-path", dir, "--hdd-path", dir}, args...)
+	cmd := exec.CommandContext(t.Context(), binary, full...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(e.String(), "panic") || strings.Contains(e.String(), "goroutine ") {
+		t.Fatalf("provisiond %v panicked:\n%s", args, e.String())
+	}
+	return o.String(), e.String(), code
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from %s:\n--- got\n%s\n--- want\n%s", name, path, got, want)
+	}
+}
+
+func TestCLIGolden(t *testing.T) {
+	dir := fillNode(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"cache-ls", []string{"cache", "ls"}},
+		{"cache-ls-json", []string{"cache", "ls", "--json"}},
+		{"cache-ls-deployed-volumes", []string{"cache", "ls", "--state", "deployed", "--type", "volume"}},
+		{"cache-show", []string{"cache", "show", "r2"}},
+		{"cache-show-json", []string{"cache", "show", "--json", "r3"}},
+		{"cache-export", []string{"cache", "export"}},
+		{"status", []string{"status"}},
+		{"key-show", []string{"key", "show"}},
+		{"key-show-json", []string{"key", "show", "--json"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, errOut, code := provisiond(t, dir, tc.args...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			golden(t, tc.name, strings.ReplaceAll(out, dir, "$DATA"))
+		})
+	}
+}
+
+func TestCLIStats(t *testing.T) {
+	dir := fillNode(t)
+	out, errOut, code := provisiond(t, dir, "stats", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var s provision.Stats
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatal(err)
+	}
+	// Only deployed records count: the network (nothing) and the 2 GiB SSD volume.
+	want := provision.Units{SRU: 2}
+	if s.Used != want || s.Workloads[provision.VolumeReservation] != 1 || s.Workloads[provision.NetworkReservation] != 1 {
+		t.Fatalf("stats = %+v, want used %+v and one network and one volume", s, want)
+	}
+	if s.Capacity.Total.CRU == 0 || s.Capacity.Total.MRU == 0 {
+		t.Fatalf("capacity not measured: %+v", s.Capacity)
+	}
+	table, _, code := provisiond(t, dir, "stats")
+	if code != 0 || !strings.Contains(table, "sru") || !strings.Contains(table, "volume") {
+		t.Fatalf("stats table (exit %d):\n%s", code, table)
+	}
+}
+
+func TestCLIErrors(t *testing.T) {
+	corrupt := t.TempDir()
+	if err := os.WriteFile(filepath.Join(corrupt, "provisiond.db"), bytes.Repeat([]byte("not a database "), 1000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	locked := fillNode(t)
+	st, err := cache.Open(filepath.Join(locked, "provisiond.db"), cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, tc := range []struct {
+		name string
+		dir  string
+		args []string
+		want string
+	}{
+		{"missing-database", t.TempDir(), []string{"cache", "ls"}, "no database at"},
+		{"missing-database-status", t.TempDir(), []string{"status"}, "no database at"},
+		{"locked-database", locked, []string{"cache", "ls"}, "is locked by a running provisiond"},
+		{"corrupt-database", corrupt, []string{"stats"}, "is corrupt"},
+		{"unknown-record", fillNode(t), []string{"cache", "show", "nope"}, `no reservation "nope"`},
+		{"bad-state-filter", fillNode(t), []string{"cache", "ls", "--state", "running"}, `--state "running"`},
+		{"no-identity", t.TempDir(), []string{"key", "show"}, "no node identity"},
+		{"run-without-explorer", t.TempDir(), []string{"run"}, "--explorer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, errOut, code := provisiond(t, tc.dir, tc.args...)
+			if code != 1 {
+				t.Fatalf("exit %d, want 1; stdout %q stderr %q", code, out, errOut)
+			}
+			lines := strings.Split(strings.TrimSpace(errOut), "\n")
+			if len(lines) != 1 || !strings.HasPrefix(lines[0], "provisiond: ") || !strings.Contains(lines[0], tc.want) {
+				t.Fatalf("stderr %q: want one line starting with %q containing %q", errOut, "provisiond: ", tc.want)
+			}
+		})
+	}
+}

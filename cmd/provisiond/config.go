@@ -1,0 +1,200 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+)
+
+// defaultConfigFile is read when --config is not given and the file exists.
+const defaultConfigFile = "/etc/provisiond/provisiond.conf"
+
+// config is everything the daemon and the CLI are configured with.
+type config struct {
+	DataDir       string
+	Explorer      string
+	Identity      string
+	Socket        string
+	MetricsListen string
+	Workers       int
+	SSDPath       string
+	HDDPath       string
+	ReserveCRU    uint64
+	ReserveMRU    float64
+	ReserveSRU    float64
+	ReserveHRU    float64
+	OpTimeout     time.Duration
+	Resync        time.Duration
+	PollWait      time.Duration
+	LogFormat     string
+	LogLevel      string
+}
+
+func (c *config) dbPath() string { return filepath.Join(c.DataDir, "provisiond.db") }
+
+func (c *config) identityPath() string {
+	if c.Identity != "" {
+		return c.Identity
+	}
+	return filepath.Join(c.DataDir, "identity.key")
+}
+
+func env(name string) []string { return []string{"PROVISIOND_" + name} }
+
+// globalFlags are shared by the daemon and the read commands, so both look
+// at the same data directory and socket.
+func globalFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Usage: "`FILE` of PROVISIOND_*=value lines (systemd EnvironmentFile format)", Value: defaultConfigFile, EnvVars: env("CONFIG")},
+		&cli.StringFlag{Name: "data-dir", Usage: "`DIR` holding the database, identity, volumes, images and containers", Value: "/var/lib/provisiond", EnvVars: env("DATA_DIR")},
+		&cli.StringFlag{Name: "identity", Usage: "node key seed `FILE` (default: <data-dir>/identity.key)", EnvVars: env("IDENTITY")},
+		&cli.StringFlag{Name: "socket", Usage: "admin unix socket `PATH` the CLI reads a running daemon through", Value: "/run/provisiond/provisiond.sock", EnvVars: env("SOCKET")},
+		&cli.StringFlag{Name: "ssd-path", Usage: "`DIR` of SSD volume images; its filesystem size counts as SRU (default: <data-dir>/volumes/ssd)", EnvVars: env("SSD_PATH")},
+		&cli.StringFlag{Name: "hdd-path", Usage: "`DIR` of HDD volume images; its filesystem size counts as HRU (default: <data-dir>/volumes/hdd)", EnvVars: env("HDD_PATH")},
+		&cli.Uint64Flag{Name: "reserve-cru", Usage: "cores kept back for the system", Value: 0, EnvVars: env("RESERVE_CRU")},
+		&cli.Float64Flag{Name: "reserve-mru", Usage: "GiB of memory kept back for the system (0: the larger of 1 GiB and 10% of memory)", Value: 0, EnvVars: env("RESERVE_MRU")},
+		&cli.Float64Flag{Name: "reserve-sru", Usage: "GiB of SSD kept back for the system", Value: 0, EnvVars: env("RESERVE_SRU")},
+		&cli.Float64Flag{Name: "reserve-hru", Usage: "GiB of HDD kept back for the system", Value: 0, EnvVars: env("RESERVE_HRU")},
+		&cli.StringFlag{Name: "log-format", Usage: "`FORMAT` of logs: json, console, or auto (console on a terminal)", Value: "auto", EnvVars: env("LOG_FORMAT")},
+		&cli.StringFlag{Name: "log-level", Usage: "`LEVEL`: debug, info, warn, error", Value: "info", EnvVars: env("LOG_LEVEL")},
+	}
+}
+
+// runFlags are the daemon's own.
+func runFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "explorer", Usage: "explorer base `URL` (required)", EnvVars: env("EXPLORER")},
+		&cli.StringFlag{Name: "metrics-listen", Usage: "`ADDR` serving Prometheus /metrics; empty disables", Value: "127.0.0.1:9109", EnvVars: env("METRICS_LISTEN")},
+		&cli.IntFlag{Name: "workers", Usage: "operations run at the same time", Value: 4, EnvVars: env("WORKERS")},
+		&cli.DurationFlag{Name: "op-timeout", Usage: "time limit of one provision or decommission", Value: 5 * time.Minute, EnvVars: env("OP_TIMEOUT")},
+		&cli.DurationFlag{Name: "resync", Usage: "interval between inspections of deployed workloads", Value: 5 * time.Minute, EnvVars: env("RESYNC")},
+		&cli.DurationFlag{Name: "poll-wait", Usage: "how long the explorer may hold a long-poll", Value: 30 * time.Second, EnvVars: env("POLL_WAIT")},
+	}
+}
+
+// loadConfigFile sets, from the config file, every PROVISIOND_* variable the
+// environment does not already set, before the flags are parsed. A missing
+// default file is fine; a missing file named explicitly is an error.
+func loadConfigFile(args []string) error {
+	path, explicit := os.Getenv("PROVISIOND_CONFIG"), false
+	if path != "" {
+		explicit = true
+	}
+	for i, a := range args {
+		switch {
+		case a == "--config" || a == "-config":
+			if i+1 < len(args) {
+				path, explicit = args[i+1], true
+			}
+		case strings.HasPrefix(a, "--config="), strings.HasPrefix(a, "-config="):
+			path, explicit = a[strings.Index(a, "=")+1:], true
+		}
+	}
+	if path == "" {
+		path = defaultConfigFile
+	}
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) && !explicit {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading config file: %w", err)
+	}
+	defer f.Close()
+	vars, err := parseEnvFile(f)
+	if err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	for k, v := range vars {
+		if _, set := os.LookupEnv(k); !set {
+			os.Setenv(k, v)
+		}
+	}
+	return nil
+}
+
+// parseEnvFile reads KEY=value lines; blank lines and # comments are
+// skipped, values may be quoted. Only PROVISIOND_* keys are accepted, so a
+// typo is an error rather than a silently ignored setting.
+func parseEnvFile(r io.Reader) (map[string]string, error) {
+	vars := map[string]string{}
+	sc := bufio.NewScanner(r)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		k = strings.TrimSpace(k)
+		if !ok || !strings.HasPrefix(k, "PROVISIOND_") {
+			return nil, fmt.Errorf("line %d: want PROVISIOND_NAME=value", n)
+		}
+		v = strings.TrimSpace(v)
+		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+			v = v[1 : len(v)-1]
+		}
+		vars[k] = v
+	}
+	return vars, sc.Err()
+}
+
+func configFrom(c *cli.Context) *config {
+	cfg := &config{
+		DataDir:       c.String("data-dir"),
+		Explorer:      c.String("explorer"),
+		Identity:      c.String("identity"),
+		Socket:        c.String("socket"),
+		MetricsListen: c.String("metrics-listen"),
+		Workers:       c.Int("workers"),
+		SSDPath:       c.String("ssd-path"),
+		HDDPath:       c.String("hdd-path"),
+		ReserveCRU:    c.Uint64("reserve-cru"),
+		ReserveMRU:    c.Float64("reserve-mru"),
+		ReserveSRU:    c.Float64("reserve-sru"),
+		ReserveHRU:    c.Float64("reserve-hru"),
+		OpTimeout:     c.Duration("op-timeout"),
+		Resync:        c.Duration("resync"),
+		PollWait:      c.Duration("poll-wait"),
+		LogFormat:     c.String("log-format"),
+		LogLevel:      c.String("log-level"),
+	}
+	if cfg.SSDPath == "" {
+		cfg.SSDPath = filepath.Join(cfg.DataDir, "volumes", "ssd")
+	}
+	if cfg.HDDPath == "" {
+		cfg.HDDPath = filepath.Join(cfg.DataDir, "volumes", "hdd")
+	}
+	return cfg
+}
+
+// newLogger builds the root logger: JSON, or console when asked or when
+// stderr is a terminal and the format is auto.
+func newLogger(format, level string, w *os.File) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil {
+		return zerolog.Nop(), fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	var out io.Writer = w
+	switch format {
+	case "json":
+	case "console":
+		out = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+	case "auto":
+		if term.IsTerminal(int(w.Fd())) {
+			out = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+		}
+	default:
+		return zerolog.Nop(), fmt.Errorf("--log-format %q: want json, console or auto", format)
+	}
+	return zerolog.New(out).Level(lvl).With().Timestamp().Logger(), nil
+}

@@ -1,0 +1,271 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/edgeprov/provisiond/admin"
+	"github.com/edgeprov/provisiond/cache"
+	"github.com/edgeprov/provisiond/explorer"
+	"github.com/edgeprov/provisiond/identity"
+	"github.com/edgeprov/provisiond/internal/version"
+	"github.com/edgeprov/provisiond/metrics"
+	"github.com/edgeprov/provisiond/primitives"
+	"github.com/edgeprov/provisiond/provision"
+	"github.com/edgeprov/provisiond/systemd"
+)
+
+// run is the daemon: it opens the store, wires the engine to the explorer
+// and the primitives, serves the admin socket and /metrics, and tells
+// systemd it is ready once recovery ran. It returns when ctx ends.
+func run(ctx context.Context, cfg *config) error {
+	log, err := newLogger(cfg.LogFormat, cfg.LogLevel, os.Stderr)
+	if err != nil {
+		return err
+	}
+	if cfg.Explorer == "" {
+		return errors.New("run: --explorer (PROVISIOND_EXPLORER) is required: the explorer URL to take reservations from")
+	}
+	if u, err := url.Parse(cfg.Explorer); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("run: --explorer %q is not an http(s) URL", cfg.Explorer)
+	}
+	for _, dir := range []string{cfg.DataDir, cfg.SSDPath, cfg.HDDPath} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("run: creating %s: %w", dir, err)
+		}
+	}
+	key, err := identity.LoadOrCreate(cfg.identityPath())
+	if err != nil {
+		return fmt.Errorf("run: node identity: %w", err)
+	}
+	nodeID := identity.NodeID(key.Public().(ed25519.PublicKey))
+	log = log.With().Str("node", nodeID).Logger()
+
+	store, err := cache.Open(cfg.dbPath(), cache.Options{Log: log})
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	defer store.Close()
+	adminLn, err := admin.Listen(cfg.Socket)
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	defer adminLn.Close()
+	var metricsLn net.Listener
+	if cfg.MetricsListen != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			return fmt.Errorf("run: metrics listener: %w", err)
+		}
+		defer metricsLn.Close()
+	}
+
+	client := explorer.NewClient(cfg.Explorer, key, explorer.ClientOptions{PollWait: cfg.PollWait, Logger: log})
+	node := newNode(cfg)
+	var engine *provision.Engine // set below; the closures run only after Run started
+	prims := primitives.New(primitives.Options{
+		DataDir: cfg.DataDir,
+		SSDPath: cfg.SSDPath,
+		HDDPath: cfg.HDDPath,
+		Log:     log.With().Str("component", "primitives").Logger(),
+		Lookup: func(id string) (*provision.Reservation, error) {
+			rec, err := store.Get(id)
+			if err != nil {
+				return nil, err
+			}
+			return rec.Reservation, nil
+		},
+		OnGiveUp: func(ctx context.Context, id, reason string) error {
+			return engine.DecommissionCached(ctx, id, reason)
+		},
+	})
+	poll := provision.NewPollSource(client, store, pollCursor, provision.PollOptions{
+		OnError: func(err error) { engine.ObservePoll(err) },
+		Log:     log,
+	})
+	expiry := provision.NewDecommissionSource(store, nil, provision.DecommissionOptions{Log: log})
+	d := &daemon{store: store, started: time.Now(), nodeID: nodeID, cfg: cfg}
+	m := metrics.New(d)
+	engine = provision.NewEngine(provision.Options{
+		NodeID:         nodeID,
+		Source:         provision.CombinedSource(poll, expiry),
+		Store:          store,
+		Primitives:     prims,
+		Signer:         provision.KeySigner(key),
+		Statser:        node,
+		Feedbacker:     client,
+		Hooks:          m,
+		Workers:        cfg.Workers,
+		OpTimeout:      cfg.OpTimeout,
+		ResyncInterval: cfg.Resync,
+		Log:            log,
+	})
+	d.engine = engine
+	log.Info().Str("version", version.String()).Str("explorer", cfg.Explorer).Str("data_dir", cfg.DataDir).Msg("starting")
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	goWithErr := func(name string, fn func() error) {
+		wg.Go(func() {
+			if err := fn(); err != nil {
+				errs <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		})
+	}
+	goWithErr("engine", func() error { return engine.Run(ctx) })
+	goWithErr("admin socket", func() error {
+		return admin.NewServer(&admin.Local{Store: store, StatusFunc: d.status, StatsFunc: d.stats}, log).Serve(ctx, adminLn)
+	})
+	if metricsLn != nil {
+		log.Info().Str("addr", metricsLn.Addr().String()).Msg("serving metrics")
+		goWithErr("metrics", func() error { return m.Serve(ctx, metricsLn) })
+	}
+	wg.Go(func() { register(ctx, client, node, log) })
+	wg.Go(func() {
+		if !waitRunning(ctx, engine) {
+			return
+		}
+		log.Info().Msg("recovery done; ready")
+		if err := systemd.Ready(); err != nil {
+			log.Warn().Err(err).Msg("notifying systemd failed")
+		}
+		if err := systemd.Watchdog(ctx, d.healthy); err != nil {
+			log.Warn().Err(err).Msg("feeding the systemd watchdog failed")
+		}
+	})
+	<-ctx.Done()
+	_ = systemd.Stopping()
+	log.Info().Msg("stopping")
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	return errors.Join(all...)
+}
+
+// waitRunning waits until the engine finished recovery and runs; false
+// when ctx ended first.
+func waitRunning(ctx context.Context, e *provision.Engine) bool {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for !e.Status().Running {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+	return true
+}
+
+// register announces the node and its capacity to the explorer, retrying
+// with jittered backoff until it succeeds or ctx ends: an explorer outage
+// at start must not keep the daemon from serving what it already holds.
+func register(ctx context.Context, c *explorer.Client, node interface {
+	Capacity(context.Context) (provision.Capacity, error)
+}, log zerolog.Logger) {
+	delay := time.Second
+	for {
+		err := c.Register(ctx)
+		if err == nil {
+			var capacity provision.Capacity
+			if capacity, err = node.Capacity(ctx); err == nil {
+				err = c.PutCapacity(ctx, capacity)
+			}
+		}
+		if err == nil {
+			log.Info().Msg("registered with the explorer")
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn().Err(err).Dur("retry_in", delay).Msg("registering with the explorer failed")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay/2 + rand.N(delay/2+1)):
+		}
+		delay = min(delay*2, time.Minute)
+	}
+}
+
+// daemon is the running daemon's view for the admin socket and metrics.
+type daemon struct {
+	store   *cache.Store
+	engine  *provision.Engine
+	started time.Time
+	nodeID  string
+	cfg     *config
+}
+
+var _ metrics.Source = (*daemon)(nil)
+
+func (d *daemon) status(context.Context) (*admin.Status, error) {
+	s, err := storeStatus(d.store, d.nodeID)
+	if err != nil {
+		return nil, err
+	}
+	es := d.engine.Status()
+	s.Running = es.Running
+	s.Version = version.String()
+	s.Started = d.started
+	s.Explorer = d.cfg.Explorer
+	s.CaughtUp = es.CaughtUp
+	s.Queued = es.Queued + es.Waiting
+	s.Busy = es.Busy
+	s.LastPollError = es.LastPollError
+	s.LastPollErrorAt = es.LastPollErrorAt
+	return s, nil
+}
+
+func (d *daemon) stats(context.Context) (*provision.Stats, error) {
+	s := d.engine.Status().Stats
+	return &s, nil
+}
+
+// healthy is what the watchdog feeds on: the engine is running.
+func (d *daemon) healthy() error {
+	if !d.engine.Status().Running {
+		return errors.New("engine not running")
+	}
+	return nil
+}
+
+// Records counts records per state and type from the state index, without
+// decoding records.
+func (d *daemon) Records() (map[provision.State]map[provision.ReservationType]int, error) {
+	out := map[provision.State]map[provision.ReservationType]int{}
+	for _, st := range provision.States {
+		counts := map[provision.ReservationType]int{}
+		err := d.store.ScanUnits(func(_ string, typ provision.ReservationType, _ provision.Units) error {
+			counts[typ]++
+			return nil
+		}, st)
+		if err != nil {
+			return nil, err
+		}
+		out[st] = counts
+	}
+	return out, nil
+}
+
+// OutboxDepth is the number of outbox entries.
+func (d *daemon) OutboxDepth() (int, error) { return d.store.Depth() }
+
+// Stats is the engine's latest figures.
+func (d *daemon) Stats() provision.Stats { return d.engine.Status().Stats }
