@@ -1,0 +1,32 @@
+package provctl
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestFlagsFirst(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want string
+	}{
+		{"flags-after-id", "provctl watch ID --until ok --timeout 2m", "provctl watch --until ok --timeout 2m ID"},
+		{"globals-kept", "provctl --explorer http://x --key k get ID --json", "provctl --explorer http://x --key k get --json ID"},
+		{"already-ordered", "provctl delete --help", "provctl delete --help"},
+		{"equals-form", "provctl watch ID --until=deleted", "provctl watch --until=deleted ID"},
+		{"subcommand-path", "provctl reserve volume --node N --size 1", "provctl reserve volume --node N --size 1"},
+		{"double-dash", "provctl get -- -odd-id", "provctl get -odd-id"},
+		{"no-command", "provctl", "provctl"},
+		{"dangling-flag", "provctl watch ID --until", "provctl watch --until ID"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := flagsFirst(strings.Fields(tt.in))
+			if !slices.Equal(got, strings.Fields(tt.want)) {
+				t.Fatalf("flagsFirst(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+}

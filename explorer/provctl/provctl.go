@@ -1,0 +1,521 @@
+// Package provctl is the user's command line for an explorer: it creates a
+// user key, builds, signs and submits reservations (volume, network,
+// container), lists them, shows and watches the nodes' signed results
+// (verified against the node's key) and signs deletes. cmd/provctl calls
+// Run; tests run it in-process the same way:
+//
+//	err := provctl.Run(ctx, []string{"provctl", "--explorer", url, "--key", path, "ls", "--json"}, &stdout, &stderr)
+//
+// Run accepts flags after a command's ID (`provctl watch ID --until ok`);
+// App alone, like any urfave/cli v2 app, wants them before it.
+package provctl
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/edgeprov/provisiond/explorer"
+	"github.com/edgeprov/provisiond/identity"
+	"github.com/edgeprov/provisiond/internal/version"
+	"github.com/edgeprov/provisiond/provision"
+)
+
+// Errors of provctl.
+var (
+	ErrUsage      = errors.New("provctl: usage")
+	ErrUnverified = errors.New("provctl: result does not verify")
+	ErrWatch      = errors.New("provctl: watch ended")
+)
+
+// DefaultKeyPath returns ~/.config/provctl/key (or a relative path when the
+// home directory is unknown).
+func DefaultKeyPath() string {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return filepath.Join(".config", "provctl", "key")
+	}
+	return filepath.Join(home, ".config", "provctl", "key")
+}
+
+// Run runs the provctl command line with args (args[0] is the program
+// name), writing to stdout and stderr. Flags may follow a command's
+// arguments.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return App(stdout, stderr).RunContext(ctx, flagsFirst(args))
+}
+
+// boolFlags are the flags that take no value.
+var boolFlags = map[string]bool{"json": true, "help": true, "h": true, "version": true, "v": true}
+
+// flagsFirst moves the positional arguments of a command after its flags,
+// so that urfave/cli parses `watch ID --until ok` like `watch --until ok ID`.
+func flagsFirst(args []string) []string {
+	if len(args) == 0 {
+		return args
+	}
+	out := []string{args[0]}
+	i := 1
+	// Global flags, then the command path (`reserve volume`, `key new`).
+	for i < len(args) {
+		a := args[i]
+		if strings.HasPrefix(a, "-") && a != "--" {
+			out = append(out, a)
+			name := strings.TrimLeft(a, "-")
+			if !strings.Contains(a, "=") && !boolFlags[name] && i+1 < len(args) {
+				out = append(out, args[i+1])
+				i++
+			}
+			i++
+			continue
+		}
+		break
+	}
+	if i < len(args) && (args[i] == "reserve" || args[i] == "key") {
+		out = append(out, args[i])
+		i++
+	}
+	if i >= len(args) {
+		return out
+	}
+	out = append(out, args[i]) // the command
+	var positional []string
+	for i++; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			positional = append(positional, args[i+1:]...)
+			i = len(args)
+		case strings.HasPrefix(a, "-") && len(a) > 1:
+			out = append(out, a)
+			name := strings.TrimLeft(a, "-")
+			if !strings.Contains(a, "=") && !boolFlags[name] && i+1 < len(args) {
+				out = append(out, args[i+1])
+				i++
+			}
+		default:
+			positional = append(positional, a)
+		}
+	}
+	return append(out, positional...)
+}
+
+// App returns the provctl command line writing to stdout and stderr.
+func App(stdout, stderr io.Writer) *cli.App {
+	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print JSON for scripts"}
+	nodeFlag := &cli.StringFlag{Name: "node", Usage: "`NODE` ID the workload runs on", Required: true}
+	durationFlag := &cli.DurationFlag{Name: "duration", Usage: "how long the workload lives", Value: 24 * time.Hour}
+	refFlag := &cli.StringFlag{Name: "reference", Usage: "free `TEXT` kept with the reservation (signed)"}
+	return &cli.App{
+		Name:                 "provctl",
+		Usage:                "create, watch and delete signed reservations on an explorer",
+		Version:              version.String(),
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		HideHelpCommand:      true,
+		EnableBashCompletion: true,
+		ExitErrHandler:       func(*cli.Context, error) {}, // main prints the error once
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "explorer", Usage: "explorer base `URL`", Value: "http://127.0.0.1:8090", EnvVars: []string{"PROVCTL_EXPLORER"}},
+			&cli.StringFlag{Name: "key", Usage: "user key seed `FILE`", Value: DefaultKeyPath(), EnvVars: []string{"PROVCTL_KEY"}},
+			&cli.DurationFlag{Name: "request-timeout", Usage: "time limit of one request to the explorer", Value: 30 * time.Second, EnvVars: []string{"PROVCTL_REQUEST_TIMEOUT"}},
+		},
+		Commands: []*cli.Command{
+			{
+				Name:  "key",
+				Usage: "the user's key",
+				Subcommands: []*cli.Command{
+					{Name: "new", Usage: "create a key (never overwrites one) and print the user ID", Flags: []cli.Flag{jsonFlag}, Action: keyNew},
+					{Name: "show", Usage: "print the user ID", Flags: []cli.Flag{jsonFlag}, Action: keyShow},
+				},
+			},
+			{
+				Name:  "reserve",
+				Usage: "sign and submit a reservation; prints its ID",
+				Subcommands: []*cli.Command{
+					{
+						Name:  "volume",
+						Usage: "a storage volume",
+						Flags: []cli.Flag{nodeFlag, durationFlag, refFlag,
+							&cli.Int64Flag{Name: "size", Usage: "size in `GiB`", Required: true},
+							&cli.StringFlag{Name: "type", Usage: "disk `TYPE`: ssd or hdd", Value: "ssd"},
+						},
+						Action: withClient(reserveVolume),
+					},
+					{
+						Name:  "network",
+						Usage: "a network namespace with a bridge",
+						Flags: []cli.Flag{nodeFlag, durationFlag, refFlag,
+							&cli.StringFlag{Name: "name", Usage: "network `NAME` (containers join it by this name)", Required: true},
+							&cli.StringFlag{Name: "ip-range", Usage: "whole range of the network (IPv4 `CIDR`)", Required: true},
+							&cli.StringFlag{Name: "subnet", Usage: "this node's part of the range (IPv4 `CIDR`)", Required: true},
+						},
+						Action: withClient(reserveNetwork),
+					},
+					{
+						Name:  "container",
+						Usage: "an OCI container from a rootfs tarball",
+						Flags: []cli.Flag{nodeFlag, durationFlag, refFlag,
+							&cli.StringFlag{Name: "image", Usage: "rootfs tarball: local `PATH` on the node or http(s) URL", Required: true},
+							&cli.StringFlag{Name: "image-digest", Usage: "sha256 of the tarball (`HEX`)", Required: true},
+							&cli.StringSliceFlag{Name: "entrypoint", Usage: "command and arguments, one `ARG` per flag"},
+							&cli.StringSliceFlag{Name: "env", Usage: "environment variable `K=V` (repeatable)"},
+							&cli.StringSliceFlag{Name: "mount", Usage: "volume mount `VOLID:/path` (repeatable)"},
+							&cli.StringFlag{Name: "network", Usage: "`NAME` of the user's network to join", Required: true},
+							&cli.StringFlag{Name: "ip", Usage: "container `IP` inside the network's subnet", Required: true},
+							&cli.Int64Flag{Name: "cpu", Usage: "`CORES`", Value: 1},
+							&cli.Int64Flag{Name: "memory", Usage: "memory limit in `MiB`", Value: 256},
+							&cli.Int64Flag{Name: "disk", Usage: "root disk size in `MiB`", Value: 1024},
+						},
+						Action: withClient(reserveContainer),
+					},
+				},
+			},
+			{Name: "ls", Usage: "list your reservations", Flags: []cli.Flag{jsonFlag}, Action: withClient(list)},
+			{Name: "get", Usage: "show a reservation and its node's signed result, verified", ArgsUsage: "ID", Flags: []cli.Flag{jsonFlag}, Action: withClient(get)},
+			{
+				Name:      "watch",
+				Usage:     "wait until the reservation's verified result reaches a state",
+				ArgsUsage: "ID",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "until", Usage: "`STATE` to wait for: ok, error or deleted", Value: "ok"},
+					&cli.DurationFlag{Name: "timeout", Usage: "give up after this long", Value: 5 * time.Minute},
+					&cli.DurationFlag{Name: "interval", Usage: "time between two looks", Value: time.Second},
+				},
+				Action: withClient(watch),
+			},
+			{Name: "delete", Usage: "sign and submit the early deletion of a reservation you own", ArgsUsage: "ID", Action: withClient(deleteReservation)},
+			{
+				Name:  "version",
+				Usage: "print the version",
+				Action: func(c *cli.Context) error {
+					_, err := fmt.Fprintln(c.App.Writer, "provctl", version.String())
+					return err
+				},
+			},
+		},
+	}
+}
+
+// session is what a command that talks to the explorer needs.
+type session struct {
+	c      *cli.Context
+	key    ed25519.PrivateKey
+	client *explorer.Client
+}
+
+func withClient(fn func(ctx context.Context, s *session) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		key, err := identity.Load(c.String("key"))
+		if err != nil {
+			if errors.Is(err, identity.ErrNoKey) {
+				return fmt.Errorf("%w (create one with `provctl key new`)", err)
+			}
+			return err
+		}
+		client := explorer.NewUserClient(c.String("explorer"), key, explorer.ClientOptions{Timeout: c.Duration("request-timeout"), MaxAttempts: 2})
+		return fn(c.Context, &session{c: c, key: key, client: client})
+	}
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func keyNew(c *cli.Context) error {
+	path := c.String("key")
+	key, err := identity.Create(path)
+	if err != nil {
+		return err
+	}
+	return printKey(c, path, key)
+}
+
+func keyShow(c *cli.Context) error {
+	path := c.String("key")
+	key, err := identity.Load(path)
+	if err != nil {
+		return err
+	}
+	return printKey(c, path, key)
+}
+
+func printKey(c *cli.Context, path string, key ed25519.PrivateKey) error {
+	user := identity.UserID(key.Public().(ed25519.PublicKey))
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, map[string]string{"user_id": user, "key": path})
+	}
+	_, err := fmt.Fprintln(c.App.Writer, user)
+	return err
+}
+
+// submit fills the common fields, checks the workload, signs and submits.
+func (s *session) submit(ctx context.Context, typ provision.ReservationType, w any) error {
+	node := s.c.String("node")
+	if _, err := identity.PublicKey(node); err != nil {
+		return fmt.Errorf("--node: %w", err)
+	}
+	data, err := json.Marshal(w)
+	if err != nil {
+		return fmt.Errorf("encoding %s: %w", typ, err)
+	}
+	r := &provision.Reservation{
+		NodeID:    node,
+		Type:      typ,
+		Data:      data,
+		Created:   time.Now().UTC().Truncate(time.Second),
+		Duration:  s.c.Duration("duration"),
+		Reference: s.c.String("reference"),
+	}
+	if _, err := r.Workload(); err != nil {
+		return err
+	}
+	r.Sign(s.key)
+	id, err := s.client.CreateReservation(ctx, r)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(s.c.App.Writer, id)
+	return err
+}
+
+func reserveVolume(ctx context.Context, s *session) error {
+	return s.submit(ctx, provision.VolumeReservation, provision.Volume{
+		Size: s.c.Int64("size"),
+		Type: provision.DiskType(s.c.String("type")),
+	})
+}
+
+func reserveNetwork(ctx context.Context, s *session) error {
+	return s.submit(ctx, provision.NetworkReservation, provision.Network{
+		Name:    s.c.String("name"),
+		IPRange: s.c.String("ip-range"),
+		Subnet:  s.c.String("subnet"),
+	})
+}
+
+func reserveContainer(ctx context.Context, s *session) error {
+	ct := provision.Container{
+		Image:       s.c.String("image"),
+		ImageDigest: s.c.String("image-digest"),
+		Entrypoint:  s.c.StringSlice("entrypoint"),
+		Network: provision.ContainerNetwork{
+			NetworkID: provision.NetworkID(identity.UserID(s.key.Public().(ed25519.PublicKey)), s.c.String("network")),
+			IP:        s.c.String("ip"),
+		},
+		Capacity: provision.ContainerCapacity{CPU: s.c.Int64("cpu"), Memory: s.c.Int64("memory"), DiskSize: s.c.Int64("disk")},
+	}
+	for _, kv := range s.c.StringSlice("env") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return fmt.Errorf("%w: --env %q: want K=V", ErrUsage, kv)
+		}
+		if ct.Env == nil {
+			ct.Env = map[string]string{}
+		}
+		ct.Env[k] = v
+	}
+	for _, m := range s.c.StringSlice("mount") {
+		vol, mp, ok := strings.Cut(m, ":")
+		if !ok {
+			return fmt.Errorf("%w: --mount %q: want VOLID:/path", ErrUsage, m)
+		}
+		ct.Mounts = append(ct.Mounts, provision.Mount{VolumeID: vol, Mountpoint: mp})
+	}
+	return s.submit(ctx, provision.ContainerReservation, ct)
+}
+
+// state is what ls shows for a reservation: the result's state, "pending"
+// before any, "deleting" once a delete is asked and not yet answered.
+func state(r *provision.Reservation) string {
+	switch {
+	case r.Result != nil && (r.Result.State == provision.StateDeleted || !r.ToDelete):
+		return string(r.Result.State)
+	case r.ToDelete:
+		return "deleting"
+	}
+	return "pending"
+}
+
+func list(ctx context.Context, s *session) error {
+	rs, err := s.client.ListReservations(ctx, "")
+	if err != nil {
+		return err
+	}
+	if s.c.Bool("json") {
+		return printJSON(s.c.App.Writer, rs)
+	}
+	tw := tabwriter.NewWriter(s.c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTYPE\tNODE\tSTATE\tCREATED\tEXPIRES")
+	for _, r := range rs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Type, r.NodeID, state(r),
+			r.Created.UTC().Format(time.RFC3339), r.Expires().UTC().Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func argID(c *cli.Context) (string, error) {
+	if c.NArg() != 1 {
+		return "", fmt.Errorf("%w: %s needs exactly one reservation ID", ErrUsage, c.Command.Name)
+	}
+	return c.Args().First(), nil
+}
+
+// verify checks the node's result of r: signed by r's node, for r's ID,
+// node and digest.
+func verify(r *provision.Reservation) error {
+	res := r.Result
+	if res == nil {
+		return nil
+	}
+	pub, err := identity.PublicKey(r.NodeID)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUnverified, err)
+	}
+	switch {
+	case res.ID != r.ID:
+		return fmt.Errorf("%w: it answers reservation %q", ErrUnverified, res.ID)
+	case res.NodeID != r.NodeID:
+		return fmt.Errorf("%w: it names node %q", ErrUnverified, res.NodeID)
+	case res.Digest != r.Digest():
+		return fmt.Errorf("%w: it answers digest %s, the reservation's is %s", ErrUnverified, res.Digest, r.Digest())
+	}
+	if err := res.Verify(pub); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnverified, err)
+	}
+	return nil
+}
+
+func get(ctx context.Context, s *session) error {
+	id, err := argID(s.c)
+	if err != nil {
+		return err
+	}
+	r, err := s.client.GetReservation(ctx, id)
+	if err != nil {
+		return err
+	}
+	verr := verify(r)
+	if s.c.Bool("json") {
+		out := struct {
+			*provision.Reservation
+			Verified bool   `json:"result_verified"`
+			Problem  string `json:"result_problem,omitempty"`
+		}{Reservation: r, Verified: r.Result != nil && verr == nil}
+		if verr != nil {
+			out.Problem = verr.Error()
+		}
+		if err := printJSON(s.c.App.Writer, out); err != nil {
+			return err
+		}
+		return verr
+	}
+	tw := tabwriter.NewWriter(s.c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "id:\t%s\n", r.ID)
+	fmt.Fprintf(tw, "type:\t%s\n", r.Type)
+	fmt.Fprintf(tw, "node:\t%s\n", r.NodeID)
+	fmt.Fprintf(tw, "user:\t%s\n", r.UserID)
+	fmt.Fprintf(tw, "state:\t%s\n", state(r))
+	fmt.Fprintf(tw, "created:\t%s\n", r.Created.UTC().Format(time.RFC3339))
+	fmt.Fprintf(tw, "expires:\t%s\n", r.Expires().UTC().Format(time.RFC3339))
+	if r.Reference != "" {
+		fmt.Fprintf(tw, "reference:\t%s\n", r.Reference)
+	}
+	fmt.Fprintf(tw, "digest:\t%s\n", r.Digest())
+	fmt.Fprintf(tw, "data:\t%s\n", r.Data)
+	if r.ToDelete {
+		fmt.Fprintf(tw, "delete:\tsigned by the owner\n")
+	}
+	if res := r.Result; res == nil {
+		fmt.Fprintf(tw, "result:\tnone yet\n")
+	} else {
+		fmt.Fprintf(tw, "result:\t%s at %s\n", res.State, res.Created.UTC().Format(time.RFC3339))
+		if res.Message != "" {
+			fmt.Fprintf(tw, "message:\t%s\n", res.Message)
+		}
+		if len(res.Data) > 0 {
+			fmt.Fprintf(tw, "result data:\t%s\n", res.Data)
+		}
+		if verr != nil {
+			fmt.Fprintf(tw, "signature:\tNOT VERIFIED: %v\n", verr)
+		} else {
+			fmt.Fprintf(tw, "signature:\tverified (node %s)\n", r.NodeID)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return verr
+}
+
+func watch(ctx context.Context, s *session) error {
+	id, err := argID(s.c)
+	if err != nil {
+		return err
+	}
+	until := provision.ResultState(s.c.String("until"))
+	switch until {
+	case provision.StateOk, provision.StateError, provision.StateDeleted:
+	default:
+		return fmt.Errorf("%w: --until %q: want ok, error or deleted", ErrUsage, until)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.c.Duration("timeout"))
+	defer cancel()
+	tick := time.NewTicker(max(s.c.Duration("interval"), 10*time.Millisecond))
+	defer tick.Stop()
+	last := ""
+	for {
+		r, err := s.client.GetReservation(ctx, id)
+		if err != nil && (!provision.IsTemporary(err) || ctx.Err() != nil) {
+			return err
+		}
+		if err == nil && r.Result != nil {
+			if err := verify(r); err != nil {
+				return err
+			}
+			got := r.Result.State
+			if got == until {
+				_, err := fmt.Fprintf(s.c.App.Writer, "%s: %s (signature verified)\n", id, got)
+				return err
+			}
+			// An error result ends a wait for ok, and the other way round;
+			// while waiting for deleted, earlier results are steps on the way.
+			if until != provision.StateDeleted && (got == provision.StateOk || got == provision.StateError) || got == provision.StateDeleted {
+				return fmt.Errorf("%w: %s is %s, not %s: %s", ErrWatch, id, got, until, r.Result.Message)
+			}
+			if string(got) != last {
+				fmt.Fprintf(s.c.App.ErrWriter, "%s: %s\n", id, got)
+				last = string(got)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %s did not reach %s within %s", ErrWatch, id, until, s.c.Duration("timeout"))
+		case <-tick.C:
+		}
+	}
+}
+
+func deleteReservation(ctx context.Context, s *session) error {
+	id, err := argID(s.c)
+	if err != nil {
+		return err
+	}
+	if _, err := s.client.DeleteReservation(ctx, id); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(s.c.App.Writer, "%s: delete signed and sent\n", id)
+	return err
+}
