@@ -1,0 +1,163 @@
+package provision_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/edgeprov/provisiond/provision"
+	"github.com/edgeprov/provisiond/provision/provisiontest"
+)
+
+// Every item is answered: invalid ones with a signed error result (never
+// dropped, never a panic), repeats with the stored result.
+func TestEngineIngestRefusals(t *testing.T) {
+	_, nodePub := provisiontest.NewNodeSigner(1)
+	tests := []struct {
+		name    string
+		setup   func(h *harness) *provision.Reservation // delivered before r
+		r       func(h *harness) *provision.Reservation
+		message string
+		state   provision.State // of the record; "" when none is kept
+	}{
+		{
+			name: "bad-signature",
+			r: func(h *harness) *provision.Reservation {
+				r := h.user.Volume("x", testNode, 1, time.Now(), time.Hour)
+				r.Reference = "changed after signing"
+				return r
+			},
+			message: "bad reservation signature", state: provision.Failed,
+		},
+		{
+			name: "wrong-node",
+			r: func(h *harness) *provision.Reservation {
+				return h.user.Volume("x", "node-2", 1, time.Now(), time.Hour)
+			},
+			message: "another node", state: provision.Failed,
+		},
+		{
+			name: "unknown-type",
+			r: func(h *harness) *provision.Reservation {
+				return h.user.Reservation("x", testNode, "vm", map[string]int{"cpu": 1}, time.Now(), time.Hour)
+			},
+			message: "unknown reservation type", state: provision.Failed,
+		},
+		{
+			name: "unsafe-id",
+			r: func(h *harness) *provision.Reservation {
+				return h.user.Volume("../x", testNode, 1, time.Now(), time.Hour)
+			},
+			message: "bad name",
+		},
+		{
+			name: "replay-under-new-id",
+			setup: func(h *harness) *provision.Reservation {
+				return h.user.Volume("orig", testNode, 1, time.Now(), time.Hour)
+			},
+			r: func(h *harness) *provision.Reservation {
+				r := h.user.Volume("orig", testNode, 1, time.Now(), time.Hour)
+				r.ID = "x" // the ID is not signed: same digest
+				return r
+			},
+			message: "replay", state: provision.Failed,
+		},
+		{
+			name: "network-name-in-use",
+			setup: func(h *harness) *provision.Reservation {
+				return h.user.Network("n1", testNode, "net", time.Now(), time.Hour)
+			},
+			r: func(h *harness) *provision.Reservation {
+				return h.user.Network("x", testNode, "net", time.Now(), time.Hour)
+			},
+			message: `network name "net" in use`, state: provision.Failed,
+		},
+		{
+			name: "other-content-under-known-id",
+			setup: func(h *harness) *provision.Reservation {
+				return h.user.Volume("x", testNode, 1, time.Now(), time.Hour)
+			},
+			r: func(h *harness) *provision.Reservation {
+				r := h.user.Volume("x", testNode, 2, time.Now(), time.Hour)
+				return r
+			},
+			message: "already holds another reservation", state: provision.Deployed,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := newHarness(t, nil)
+				h.start(nil)
+				if tc.setup != nil {
+					h.deliver(tc.setup(h))
+					settle(0)
+				}
+				r := tc.r(h)
+				h.deliver(r)
+				settle(0)
+				res := h.lastResult(r.ID)
+				if res.State != provision.StateError || !strings.Contains(res.Message, tc.message) {
+					t.Fatalf("result %s %q, want an error saying %q", res.State, res.Message, tc.message)
+				}
+				if err := res.Verify(nodePub); err != nil || res.Digest != r.Digest() || res.NodeID != testNode {
+					t.Errorf("result not signed for this reservation: %v (%+v)", err, res)
+				}
+				if h.prims.Provisions(r.ID) > 1 || (tc.state == provision.Failed && h.prims.Provisions(r.ID) != 0) {
+					t.Errorf("refused reservation provisioned %d times", h.prims.Provisions(r.ID))
+				}
+				rec, err := h.store.Get(r.ID)
+				switch {
+				case tc.state == "" && !errors.Is(err, provision.ErrNotFound):
+					t.Errorf("record kept for an unsafe id: %v", err)
+				case tc.state != "" && (err != nil || rec.State != tc.state):
+					t.Errorf("record %+v (%v), want %s", rec, err, tc.state)
+				}
+				if tc.state == provision.Failed {
+					// A repeat re-sends the same signed answer.
+					h.deliver(r)
+					settle(0)
+					if again := h.lastResult(r.ID); again.Signature != res.Signature {
+						t.Errorf("repeat answered %q, first %q", again.Message, res.Message)
+					}
+				}
+			})
+		})
+	}
+}
+
+// A delete must be signed by the owner; a refused delete re-sends what is
+// true on the node and touches nothing.
+func TestEngineDeleteSignature(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, nil)
+		h.start(nil)
+		r := h.user.Volume("v", testNode, 1, time.Now(), time.Hour)
+		h.deliver(r)
+		settle(0)
+		forged := provisiontest.NewUser(9).Delete(r)
+		h.deliver(forged)
+		settle(0)
+		h.wantState("v", provision.Deployed)
+		if res := h.lastResult("v"); res.State != provision.StateOk {
+			t.Errorf("forged delete answered %s %q", res.State, res.Message)
+		}
+		h.deliver(h.user.Delete(r))
+		settle(0)
+		h.wantState("v", provision.Deleted)
+		if res := h.lastResult("v"); res.State != provision.StateDeleted || res.Message != "deleted by owner" {
+			t.Errorf("delete answered %s %q", res.State, res.Message)
+		}
+		// A delete of a reservation never seen is recorded and answered.
+		u := h.user.Volume("unseen", testNode, 1, time.Now(), time.Hour)
+		h.deliver(h.user.Delete(u))
+		settle(0)
+		h.wantState("unseen", provision.Deleted)
+		if h.prims.Provisions("unseen") != 0 || h.lastResult("unseen").State != provision.StateDeleted {
+			t.Errorf("unseen delete: provisions %d", h.prims.Provisions("unseen"))
+		}
+		h.checkStats(h.store)
+	})
+}
