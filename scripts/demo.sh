@@ -83,6 +83,11 @@ for id in "$net_id" "$vol_id" "$ctr_id"; do
   "$BIN/provctl" get "$id"
 done
 
+say "the container wrote into its volume"
+hello=$DEMO/node/mounts/prv-$vol_id/hello
+for _ in $(seq 100); do [ -s "$hello" ] && break; sleep 0.1; done
+echo "$hello: $(cat "$hello")"
+
 say "what the node holds"
 "$BIN/provisiond" "${node[@]}" cache ls
 "$BIN/provisiond" "${node[@]}" stats

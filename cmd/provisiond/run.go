@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -70,6 +71,7 @@ func run(ctx context.Context, cfg *config) error {
 	}
 
 	client := explorer.NewClient(cfg.Explorer, key, explorer.ClientOptions{PollWait: cfg.PollWait, Logger: log})
+	gated := &registered{c: client}
 	node := newNode(cfg)
 	var engine *provision.Engine // set below; the closures run only after Run started
 	prims := primitives.New(primitives.Options{
@@ -88,7 +90,7 @@ func run(ctx context.Context, cfg *config) error {
 			return engine.DecommissionCached(ctx, id, reason)
 		},
 	})
-	poll := provision.NewPollSource(client, store, pollCursor, provision.PollOptions{
+	poll := provision.NewPollSource(gated, store, pollCursor, provision.PollOptions{
 		OnError: func(err error) { engine.ObservePoll(err) },
 		Log:     log,
 	})
@@ -102,7 +104,7 @@ func run(ctx context.Context, cfg *config) error {
 		Primitives:     prims,
 		Signer:         provision.KeySigner(key),
 		Statser:        node,
-		Feedbacker:     client,
+		Feedbacker:     gated,
 		Hooks:          m,
 		Workers:        cfg.Workers,
 		OpTimeout:      cfg.OpTimeout,
@@ -132,7 +134,7 @@ func run(ctx context.Context, cfg *config) error {
 		log.Info().Str("addr", metricsLn.Addr().String()).Msg("serving metrics")
 		goWithErr("metrics", func() error { return m.Serve(ctx, metricsLn) })
 	}
-	wg.Go(func() { register(ctx, client, node, log) })
+	wg.Go(func() { register(ctx, gated, node, log) })
 	wg.Go(func() {
 		if !waitRunning(ctx, engine) {
 			return
@@ -175,19 +177,20 @@ func waitRunning(ctx context.Context, e *provision.Engine) bool {
 // register announces the node and its capacity to the explorer, retrying
 // with jittered backoff until it succeeds or ctx ends: an explorer outage
 // at start must not keep the daemon from serving what it already holds.
-func register(ctx context.Context, c *explorer.Client, node interface {
+func register(ctx context.Context, g *registered, node interface {
 	Capacity(context.Context) (provision.Capacity, error)
 }, log zerolog.Logger) {
 	delay := time.Second
 	for {
-		err := c.Register(ctx)
+		err := g.c.Register(ctx)
 		if err == nil {
 			var capacity provision.Capacity
 			if capacity, err = node.Capacity(ctx); err == nil {
-				err = c.PutCapacity(ctx, capacity)
+				err = g.c.PutCapacity(ctx, capacity)
 			}
 		}
 		if err == nil {
+			g.ok.Store(true)
 			log.Info().Msg("registered with the explorer")
 			return
 		}
@@ -202,6 +205,44 @@ func register(ctx context.Context, c *explorer.Client, node interface {
 		}
 		delay = min(delay*2, time.Minute)
 	}
+}
+
+// errNotRegistered holds back polls and deliveries until the node is
+// registered: the explorer would refuse them, and a refused delivery is
+// dropped as permanent.
+var errNotRegistered = provision.Temporary(errors.New("not yet registered with the explorer"))
+
+// registered passes polls and deliveries to the explorer client once the
+// node is registered, and answers errNotRegistered before.
+type registered struct {
+	c  *explorer.Client
+	ok atomic.Bool
+}
+
+var (
+	_ provision.Poller     = (*registered)(nil)
+	_ provision.Feedbacker = (*registered)(nil)
+)
+
+func (g *registered) Poll(ctx context.Context, from uint64) ([]provision.Event, uint64, error) {
+	if !g.ok.Load() {
+		return nil, from, errNotRegistered
+	}
+	return g.c.Poll(ctx, from)
+}
+
+func (g *registered) Feedback(ctx context.Context, nodeID string, r *provision.Result) error {
+	if !g.ok.Load() {
+		return errNotRegistered
+	}
+	return g.c.Feedback(ctx, nodeID, r)
+}
+
+func (g *registered) UpdateStats(ctx context.Context, nodeID string, s *provision.Stats) error {
+	if !g.ok.Load() {
+		return errNotRegistered
+	}
+	return g.c.UpdateStats(ctx, nodeID, s)
 }
 
 // daemon is the running daemon's view for the admin socket and metrics.
