@@ -37,21 +37,21 @@ type Server struct {
 	addr string
 }
 
-// New starts an explorer on 127.0.0.1 with a database in t.TempDir(); it is
+// New starts an explorer on 127.0.0.1 with a database in t.TempDir()
+// (without fsync: tests need no durability against power loss); it is
 // closed when the test ends.
 func New(t testing.TB) *Server {
 	t.Helper()
-	return NewWithConfig(t, server.Config{})
+	return NewWithConfig(t, server.Config{NoSync: true})
 }
 
-// NewWithConfig is New with a server configuration; an empty DataDir
-// becomes t.TempDir(), NoSync is set (tests need no fsync).
+// NewWithConfig is New with a server configuration, used as given except
+// that an empty DataDir becomes t.TempDir().
 func NewWithConfig(t testing.TB, cfg server.Config) *Server {
 	t.Helper()
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
 	}
-	cfg.NoSync = true
 	s := &Server{t: t, cfg: cfg}
 	s.start("127.0.0.1:0")
 	t.Cleanup(s.Close)
