@@ -1,0 +1,102 @@
+package provision_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/edgeprov/provisiond/cache"
+	"github.com/edgeprov/provisiond/provision"
+	"github.com/edgeprov/provisiond/provision/provisiontest"
+)
+
+// countHooks closes done when n reservations were deployed.
+type countHooks struct {
+	provision.NopHooks
+	n        int64
+	deployed atomic.Int64
+	done     chan struct{}
+}
+
+func (h *countHooks) Transition(_ provision.ReservationType, to provision.State) {
+	if to == provision.Deployed && h.deployed.Add(1) == h.n {
+		close(h.done)
+	}
+}
+
+// BenchmarkEngineThroughput measures reservations per second from the
+// source to deployed (validated, persisted, admitted, provisioned by an
+// instant provisioner, result signed and written with the outbox), with
+// the memory store and the bbolt store of package cache (with and without
+// fsync).
+func BenchmarkEngineThroughput(b *testing.B) {
+	stores := []struct {
+		name string
+		open func(b *testing.B) provision.Store
+	}{
+		{"memory", func(*testing.B) provision.Store { return provisiontest.NewStore() }},
+		{"bbolt-nosync", func(b *testing.B) provision.Store { return openBolt(b, true) }},
+		{"bbolt", func(b *testing.B) provision.Store { return openBolt(b, false) }},
+	}
+	for _, st := range stores {
+		b.Run(st.name, func(b *testing.B) {
+			user := provisiontest.NewUser(1)
+			signer, _ := provisiontest.NewNodeSigner(1)
+			now := time.Now()
+			rs := make([]*provision.Reservation, b.N)
+			for i := range rs {
+				rs[i] = user.Volume(fmt.Sprintf("r%d", i), testNode, 1, now, 24*time.Hour)
+			}
+			src := provisiontest.NewScriptedSource()
+			hooks := &countHooks{n: int64(b.N), done: make(chan struct{})}
+			eng := provision.NewEngine(provision.Options{
+				NodeID:     testNode,
+				Source:     src,
+				Store:      st.open(b),
+				Primitives: provisiontest.NewRecordingPrimitives(),
+				Signer:     signer,
+				Statser: provisiontest.NewStatser(provision.Capacity{
+					Total: provision.Units{CRU: 64, MRU: 256, SRU: 1e9, HRU: 1e9},
+				}),
+				Feedbacker: provisiontest.NewFeedbacker(),
+				Hooks:      hooks,
+				OutboxRate: rate.Inf,
+			})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- eng.Run(ctx) }()
+			b.ResetTimer()
+			start := time.Now()
+			go func() {
+				for _, r := range rs {
+					if src.Send(ctx, provision.ReservationJob{Reservation: r}) != nil {
+						return
+					}
+				}
+			}()
+			<-hooks.done
+			elapsed := time.Since(start)
+			b.StopTimer()
+			cancel()
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "reservations/s")
+		})
+	}
+}
+
+func openBolt(b *testing.B, noSync bool) provision.Store {
+	b.Helper()
+	s, err := cache.Open(filepath.Join(b.TempDir(), "cache.db"), cache.Options{NoSync: noSync})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	return s
+}
