@@ -1,0 +1,393 @@
+// Package harness runs provisiond's real binaries for end-to-end and
+// reliability tests: it builds explorerd, provisiond and provctl once per
+// test binary, starts, stops, kills and restarts them on 127.0.0.1 with
+// state under the test's temporary directory, and drives provctl as a
+// user would.
+package harness
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgeprov/provisiond/provision"
+)
+
+var build struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// Main runs the tests of a package that uses the harness and removes the
+// binaries it built. Call it from TestMain.
+func Main(m interface{ Run() int }) {
+	code := m.Run()
+	if build.dir != "" {
+		os.RemoveAll(build.dir)
+	}
+	os.Exit(code)
+}
+
+// moduleRoot finds the directory of go.mod above this source file.
+func moduleRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// Bin returns the path of a built binary (explorerd, provisiond, provctl),
+// building all three on first use.
+func Bin(t testing.TB, name string) string {
+	t.Helper()
+	build.once.Do(func() {
+		build.dir, build.err = os.MkdirTemp("", "provisiond-harness-")
+		if build.err != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-race", "-o", build.dir+"/", "./cmd/explorerd", "./cmd/provisiond", "./cmd/provctl")
+		cmd.Dir = moduleRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			build.err = fmt.Errorf("building binaries: %v\n%s", err, out)
+		}
+	})
+	if build.err != nil {
+		t.Fatal(build.err)
+	}
+	return filepath.Join(build.dir, name)
+}
+
+// freeAddr returns a free 127.0.0.1 port.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Process is a started binary.
+type Process struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan error
+}
+
+func start(t testing.TB, name, logPath string, args ...string) *Process {
+	t.Helper()
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(Bin(t, name), args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	p := &Process{name: name, cmd: cmd, log: logPath, done: make(chan error, 1)}
+	go func() {
+		p.done <- cmd.Wait()
+		f.Close()
+	}()
+	return p
+}
+
+// Stop sends SIGTERM and waits up to a minute for a clean exit; it fails
+// the test when the process exits with an error or must be killed.
+func (p *Process) Stop(t testing.TB) {
+	t.Helper()
+	if p == nil || p.cmd.ProcessState != nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Errorf("%s exited with %v; log %s:\n%s", p.name, err, p.log, tail(p.log))
+		}
+	case <-time.After(time.Minute):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		t.Errorf("%s did not stop within a minute of SIGTERM; log:\n%s", p.name, tail(p.log))
+	}
+}
+
+// Kill sends SIGKILL and waits for the process to be gone.
+func (p *Process) Kill() {
+	if p == nil || p.cmd.ProcessState != nil {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Log returns the process's log so far.
+func (p *Process) Log() string { return tail(p.log) }
+
+func tail(path string) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > 8000 {
+		b = b[len(b)-8000:]
+	}
+	return string(b)
+}
+
+// Explorer is an explorerd on 127.0.0.1 with its data under Dir.
+type Explorer struct {
+	Dir  string
+	Addr string
+	proc *Process
+}
+
+// StartExplorer starts explorerd with a fresh data directory and stops it
+// when the test ends.
+func StartExplorer(t testing.TB) *Explorer {
+	t.Helper()
+	e := &Explorer{Dir: t.TempDir(), Addr: freeAddr(t)}
+	e.Start(t)
+	t.Cleanup(func() { e.proc.Stop(t) })
+	return e
+}
+
+// URL is the explorer's base URL.
+func (e *Explorer) URL() string { return "http://" + e.Addr }
+
+// Start (re)starts explorerd on the same address and data directory and
+// waits until it accepts connections.
+func (e *Explorer) Start(t testing.TB) {
+	t.Helper()
+	e.proc = start(t, "explorerd", filepath.Join(e.Dir, "explorerd.log"),
+		"--listen", e.Addr, "--data-dir", filepath.Join(e.Dir, "data"), "--log-format", "json")
+	Eventually(t, 30*time.Second, "explorerd listening", func() error {
+		c, err := net.DialTimeout("tcp", e.Addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+}
+
+// Stop stops explorerd with SIGTERM.
+func (e *Explorer) Stop(t testing.TB) { t.Helper(); e.proc.Stop(t) }
+
+// Kill stops explorerd with SIGKILL.
+func (e *Explorer) Kill() { e.proc.Kill() }
+
+// Node is a provisiond with its data under Dir.
+type Node struct {
+	Dir      string
+	Explorer string
+	Metrics  string
+	Args     []string
+	proc     *Process
+}
+
+// StartNode starts provisiond against explorer with a fresh data
+// directory and stops it when the test ends.
+func StartNode(t testing.TB, explorer string, args ...string) *Node {
+	t.Helper()
+	n := &Node{Dir: t.TempDir(), Explorer: explorer, Metrics: freeAddr(t), Args: args}
+	n.Start(t)
+	t.Cleanup(func() { n.proc.Stop(t) })
+	return n
+}
+
+// Socket is the node's admin socket.
+func (n *Node) Socket() string { return filepath.Join(n.Dir, "provisiond.sock") }
+
+func (n *Node) global() []string {
+	return []string{"--config", os.DevNull, "--data-dir", filepath.Join(n.Dir, "data"), "--socket", n.Socket()}
+}
+
+// Start (re)starts provisiond and waits until its admin socket answers.
+func (n *Node) Start(t testing.TB) {
+	t.Helper()
+	args := append(n.global(), "--log-format", "json", "run", "--explorer", n.Explorer,
+		"--metrics-listen", n.Metrics, "--poll-wait", "2s", "--resync", "5s")
+	n.proc = start(t, "provisiond", filepath.Join(n.Dir, "provisiond.log"), append(args, n.Args...)...)
+	Eventually(t, 60*time.Second, "provisiond admin socket", func() error {
+		if n.proc.cmd.ProcessState != nil {
+			return Permanent(fmt.Errorf("provisiond exited: %s", n.proc.Log()))
+		}
+		_, err := n.CLI(t, "status")
+		return err
+	})
+}
+
+// Stop stops provisiond with SIGTERM.
+func (n *Node) Stop(t testing.TB) { t.Helper(); n.proc.Stop(t) }
+
+// Kill stops provisiond with SIGKILL.
+func (n *Node) Kill() { n.proc.Kill() }
+
+// Log returns the daemon's log so far.
+func (n *Node) Log() string { return n.proc.Log() }
+
+// CLI runs a provisiond read command against this node.
+func (n *Node) CLI(t testing.TB, args ...string) (string, error) {
+	t.Helper()
+	return run(t, Bin(t, "provisiond"), nil, append(n.global(), args...)...)
+}
+
+// ID returns the node ID.
+func (n *Node) ID(t testing.TB) string {
+	t.Helper()
+	out, err := n.CLI(t, "key", "show", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k struct {
+		NodeID string `json:"node_id"`
+	}
+	if err := json.Unmarshal([]byte(out), &k); err != nil {
+		t.Fatalf("key show: %v: %s", err, out)
+	}
+	return k.NodeID
+}
+
+// Status returns `provisiond status --json`.
+func (n *Node) Status(t testing.TB) map[string]any {
+	t.Helper()
+	out, err := n.CLI(t, "status", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s map[string]any
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatalf("status: %v: %s", err, out)
+	}
+	return s
+}
+
+// User drives provctl with its own key.
+type User struct {
+	Key      string
+	Explorer string
+}
+
+// NewUser creates a user key under the test's temporary directory.
+func NewUser(t testing.TB, explorer string) *User {
+	t.Helper()
+	u := &User{Key: filepath.Join(t.TempDir(), "user.key"), Explorer: explorer}
+	if _, err := u.Run(t, "key", "new"); err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// Run runs provctl with args.
+func (u *User) Run(t testing.TB, args ...string) (string, error) {
+	t.Helper()
+	env := []string{"PROVCTL_EXPLORER=" + u.Explorer, "PROVCTL_KEY=" + u.Key}
+	return run(t, Bin(t, "provctl"), env, args...)
+}
+
+// Reserve runs `provctl reserve KIND args…` and returns the new ID.
+func (u *User) Reserve(t testing.TB, kind string, args ...string) string {
+	t.Helper()
+	out, err := u.Run(t, append([]string{"reserve", kind}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(out)
+}
+
+// Get returns the reservation with its result as the explorer holds it,
+// and whether provctl verified the node's signature.
+func (u *User) Get(t testing.TB, id string) (*provision.Reservation, bool) {
+	t.Helper()
+	out, err := u.Run(t, "get", "--json", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r struct {
+		*provision.Reservation
+		Verified bool `json:"result_verified"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("get %s: %v: %s", id, err, out)
+	}
+	return r.Reservation, r.Verified
+}
+
+// WaitResult waits until the explorer holds a verified result of id in
+// state want.
+func (u *User) WaitResult(t testing.TB, id string, want provision.ResultState, within time.Duration) *provision.Result {
+	t.Helper()
+	var res *provision.Result
+	Eventually(t, within, fmt.Sprintf("%s %s", id, want), func() error {
+		r, verified := u.Get(t, id)
+		switch {
+		case r.Result == nil:
+			return errors.New("no result yet")
+		case !verified:
+			return Permanent(fmt.Errorf("result of %s does not verify", id))
+		case r.Result.State != want:
+			if r.Result.State == provision.StateError && want != provision.StateError {
+				return Permanent(fmt.Errorf("%s failed: %s", id, r.Result.Message))
+			}
+			return fmt.Errorf("result is %s", r.Result.State)
+		}
+		res = r.Result
+		return nil
+	})
+	return res
+}
+
+func run(t testing.TB, bin string, env []string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("%s %s: %v: %s", filepath.Base(bin), strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), nil
+}
+
+type permanent struct{ error }
+
+// Permanent marks an error that Eventually must not wait out.
+func Permanent(err error) error { return permanent{err} }
+
+// Eventually calls check until it returns nil, failing the test when it
+// returns a Permanent error or when within passes. It polls every 100 ms:
+// the processes it waits for are separate programs, with no event to
+// wait on.
+func Eventually(t testing.TB, within time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		var p permanent
+		if errors.As(err, &p) {
+			t.Fatalf("%s: %v", what, p.error)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s: %v", what, within, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
