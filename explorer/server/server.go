@@ -185,7 +185,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, who role) 
 		return nil, fmt.Errorf("%w: reading body: %v", ErrBadRequest, err)
 	}
 	now := s.cfg.Now()
-	signed, err := explorer.VerifyRequest(r.Method, r.RequestURI, r.Header, body, now, s.cfg.MaxSkew)
+	signed, err := explorer.VerifyRequest(r.Method, r.URL.RequestURI(), r.Header, body, now, s.cfg.MaxSkew)
 	if err != nil {
 		return nil, err
 	}
