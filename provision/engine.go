@@ -189,8 +189,9 @@ type Engine struct {
 	// tallyMu serialises every record write that may change the active
 	// set, so that the tally, the stats in the outbox and the store agree.
 	tallyMu  sync.Mutex
-	tally    *Tally
-	capacity Capacity
+	tally      *Tally
+	capacity   Capacity
+	capacityOK bool
 
 	outboxWake chan struct{}
 
@@ -428,10 +429,8 @@ func (e *Engine) lock(id string) *sync.Mutex {
 // records are driven again, deleting ones urgently, deployed ones
 // inspected (when the primitives can) and repaired when they vanished.
 func (e *Engine) recover(ctx context.Context) error {
-	if c, err := e.statser.Capacity(ctx); err != nil {
+	if _, err := e.refreshCapacity(ctx); err != nil {
 		e.log.Warn().Err(err).Msg("reading capacity failed")
-	} else {
-		e.capacity = c
 	}
 	tally := NewTally()
 	set := func(id string, typ ReservationType, u Units) error {
@@ -525,13 +524,21 @@ func resultEntry(res *Result) *OutboxEntry {
 // the record joins or leaves the active set, a fresh Stats, all in one
 // store call (Add when add is set, Save otherwise). The tally follows the
 // store: it changes only when the write succeeded. from is the state before.
+//
+// Only writes that change the active set take the tally lock (the record
+// lock, held by the caller, keeps from equal to the stored state, and the
+// tally holds exactly the active stored records), so that accepting and
+// deploying do not queue behind each other's encoding.
 func (e *Engine) commit(rec *Record, from State, res *Result, add bool) error {
-	e.tallyMu.Lock()
-	defer e.tallyMu.Unlock()
+	if from.Active() != rec.State.Active() {
+		e.tallyMu.Lock()
+		defer e.tallyMu.Unlock()
+	}
 	return e.commitLocked(rec, from, res, add)
 }
 
-// commitLocked is commit with e.tallyMu held.
+// commitLocked is commit with e.tallyMu held when the write changes the
+// active set.
 func (e *Engine) commitLocked(rec *Record, from State, res *Result, add bool) error {
 	var out []*OutboxEntry
 	if res != nil {
@@ -539,7 +546,7 @@ func (e *Engine) commitLocked(rec *Record, from State, res *Result, add bool) er
 		out = append(out, resultEntry(res))
 	}
 	id := rec.ID()
-	was, now := e.tally.Has(id), rec.State.Active()
+	was, now := from.Active(), rec.State.Active()
 	var stats Stats
 	if was != now {
 		if now {

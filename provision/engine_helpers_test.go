@@ -156,8 +156,6 @@ func (h *harness) lastResult(id string) *provision.Result {
 	return rs[len(rs)-1]
 }
 
-func (h *harness) now() time.Time { return time.Now() }
-
 // activeSet computes, from the store alone, the sum of the units and the
 // count per type of the active records: the pure function stats are.
 func activeSet(t testing.TB, s provision.Store) (provision.Units, map[provision.ReservationType]uint64, *provision.Tally) {

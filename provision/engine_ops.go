@@ -141,7 +141,7 @@ func (e *Engine) start(ctx context.Context, rec *Record) outcome {
 			return outcome{retry: wait, ops: opDrive, deps: true}
 		}
 	}
-	capacity, err := e.statser.Capacity(ctx)
+	capacity, err := e.currentCapacity(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return outcome{}
@@ -160,7 +160,6 @@ func (e *Engine) start(ctx context.Context, rec *Record) outcome {
 		return outcome{}
 	}
 	e.tallyMu.Lock()
-	e.capacity = capacity
 	usable := capacity.Usable()
 	var cause error
 	if short := cur.Units.Add(e.tally.Total()).Short(usable); len(short) > 0 {
@@ -189,6 +188,32 @@ func (e *Engine) start(ctx context.Context, rec *Record) outcome {
 		return outcome{}
 	}
 	return e.provision(ctx, cur)
+}
+
+// currentCapacity returns the node's capacity as last measured (at start
+// and every ResyncInterval), measuring it when no measurement succeeded
+// yet.
+func (e *Engine) currentCapacity(ctx context.Context) (Capacity, error) {
+	e.tallyMu.Lock()
+	c, ok := e.capacity, e.capacityOK
+	e.tallyMu.Unlock()
+	if ok {
+		return c, nil
+	}
+	return e.refreshCapacity(ctx)
+}
+
+// refreshCapacity measures the node's capacity and keeps it for admission
+// and stats.
+func (e *Engine) refreshCapacity(ctx context.Context) (Capacity, error) {
+	c, err := e.statser.Capacity(ctx)
+	if err != nil {
+		return Capacity{}, fmt.Errorf("reading capacity: %w", err)
+	}
+	e.tallyMu.Lock()
+	e.capacity, e.capacityOK = c, true
+	e.tallyMu.Unlock()
+	return c, nil
 }
 
 // dependencies checks the network and volumes a container names: they

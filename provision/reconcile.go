@@ -9,12 +9,10 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// reconcileLoop queues an inspection of every deployed record each
-// ResyncInterval until ctx ends. Without an Inspector it does nothing.
+// reconcileLoop measures the capacity again and queues an inspection of
+// every deployed record (when the primitives can inspect) each
+// ResyncInterval until ctx ends.
 func (e *Engine) reconcileLoop(ctx context.Context) {
-	if e.insp == nil {
-		return
-	}
 	t := time.NewTicker(e.resync)
 	defer t.Stop()
 	for {
@@ -22,6 +20,12 @@ func (e *Engine) reconcileLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if _, err := e.refreshCapacity(ctx); err != nil && ctx.Err() == nil {
+			e.log.Warn().Err(err).Msg("reading capacity failed")
+		}
+		if e.insp == nil {
+			continue
 		}
 		n := 0
 		err := e.store.Scan(func(rec *Record) error {
