@@ -8,6 +8,9 @@ import (
 	"github.com/edgeprov/provisiond/internal/version"
 )
 
+// withGlobal returns flags followed by a fresh copy of the global flags.
+func withGlobal(flags ...cli.Flag) []cli.Flag { return append(flags, globalFlags()...) }
+
 func newApp(stdout, stderr io.Writer) *cli.App {
 	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print JSON for scripts"}
 	return &cli.App{
@@ -24,7 +27,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			{
 				Name:   "run",
 				Usage:  "run the daemon",
-				Flags:  runFlags(),
+				Flags:  append(runFlags(), globalFlags()...),
 				Action: func(c *cli.Context) error { return run(c.Context, configFrom(c)) },
 			},
 			{
@@ -34,24 +37,24 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					{
 						Name:  "ls",
 						Usage: "list reservations",
-						Flags: []cli.Flag{
+						Flags: append([]cli.Flag{
 							&cli.StringFlag{Name: "state", Usage: "only this `STATE` (accepted, provisioning, deployed, error, deleting, deleted)"},
 							&cli.StringFlag{Name: "type", Usage: "only this `TYPE` (network, volume, container)"},
 							&cli.StringFlag{Name: "user", Usage: "only this `USER` id"},
 							jsonFlag,
-						},
+						}, globalFlags()...),
 						Action: withReader(cacheLs),
 					},
-					{Name: "show", Usage: "show one reservation, its verified result and its history", ArgsUsage: "ID", Flags: []cli.Flag{jsonFlag}, Action: withReader(cacheShow)},
-					{Name: "export", Usage: "write every record as JSON lines (backups, support)", Action: withReader(cacheExport)},
+					{Name: "show", Usage: "show one reservation, its verified result and its history", ArgsUsage: "ID", Flags: withGlobal(jsonFlag), Action: withReader(cacheShow)},
+					{Name: "export", Usage: "write every record as JSON lines (backups, support)", Flags: withGlobal(), Action: withReader(cacheExport)},
 				},
 			},
-			{Name: "stats", Usage: "show used vs capacity per unit and workload counts", Flags: []cli.Flag{jsonFlag}, Action: withReader(showStats)},
-			{Name: "status", Usage: "show the daemon's state, cursor, outbox depth and last poll error", Flags: []cli.Flag{jsonFlag}, Action: withReader(showStatus)},
+			{Name: "stats", Usage: "show used vs capacity per unit and workload counts", Flags: withGlobal(jsonFlag), Action: withReader(showStats)},
+			{Name: "status", Usage: "show the daemon's state, cursor, outbox depth and last poll error", Flags: withGlobal(jsonFlag), Action: withReader(showStatus)},
 			{
 				Name:        "key",
 				Usage:       "the node's identity",
-				Subcommands: []*cli.Command{{Name: "show", Usage: "print the node ID and public key", Flags: []cli.Flag{jsonFlag}, Action: keyShow}},
+				Subcommands: []*cli.Command{{Name: "show", Usage: "print the node ID and public key", Flags: withGlobal(jsonFlag), Action: keyShow}},
 			},
 			{
 				Name:  "version",

@@ -231,3 +231,78 @@ func TestCLIErrors(t *testing.T) {
 		})
 	}
 }
+
+// runEnv runs the built binary with exactly args and env.
+func runEnv(t *testing.T, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), binary, args...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return o.String(), e.String(), code
+}
+
+func TestGlobalFlagsInEitherPosition(t *testing.T) {
+	dir := fillNode(t)
+	sock := filepath.Join(dir, "none.sock")
+	before, errOut, code := runEnv(t, nil, "--config", os.DevNull, "--data-dir", dir, "--socket", sock, "cache", "ls")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	after, errOut, code := runEnv(t, nil, "cache", "ls", "--config", os.DevNull, "--data-dir", dir, "--socket", sock)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if before != after || !strings.Contains(before, "r2") {
+		t.Fatalf("flags before and after the command differ:\n%s\n---\n%s", before, after)
+	}
+}
+
+func TestConfigFilePrecedence(t *testing.T) {
+	fromFile, fromEnv, fromFlag := fillNode(t), fillNode(t), fillNode(t)
+	conf := filepath.Join(t.TempDir(), "provisiond.conf")
+	content := "# node settings\nPROVISIOND_DATA_DIR=\"" + fromFile + "\"\nPROVISIOND_SOCKET=" + filepath.Join(fromFile, "none.sock") + "\n"
+	if err := os.WriteFile(conf, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		env  []string
+		args []string
+		want string
+	}{
+		{"file", nil, []string{"--config", conf, "status", "--json"}, fromFile},
+		{"env-over-file", []string{"PROVISIOND_DATA_DIR=" + fromEnv}, []string{"--config", conf, "status", "--json"}, fromEnv},
+		{"flag-over-env", []string{"PROVISIOND_DATA_DIR=" + fromEnv}, []string{"--config", conf, "status", "--json", "--data-dir", fromFlag}, fromFlag},
+		{"config-from-env", []string{"PROVISIOND_CONFIG=" + conf}, []string{"status", "--json"}, fromFile},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, errOut, code := runEnv(t, tc.env, tc.args...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			if !strings.Contains(out, filepath.Join(tc.want, "provisiond.db")) {
+				t.Fatalf("status read the wrong database, want %s:\n%s", tc.want, out)
+			}
+		})
+	}
+	bad := filepath.Join(t.TempDir(), "bad.conf")
+	if err := os.WriteFile(bad, []byte("DATA_DIR=/x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := runEnv(t, nil, "--config", bad, "status")
+	if code != 1 || !strings.Contains(errOut, "want PROVISIOND_NAME=value") {
+		t.Fatalf("a bad config line: exit %d, %q", code, errOut)
+	}
+	_, errOut, code = runEnv(t, nil, "--config", filepath.Join(t.TempDir(), "absent.conf"), "status")
+	if code != 1 || !strings.Contains(errOut, "reading config file") {
+		t.Fatalf("an explicit missing config file: exit %d, %q", code, errOut)
+	}
+}

@@ -148,25 +148,43 @@ func parseEnvFile(r io.Reader) (map[string]string, error) {
 	return vars, sc.Err()
 }
 
+// flagContext returns the innermost context in c's lineage whose command
+// line set name, else c itself (whose value then comes from the
+// environment or the default). Global flags are defined both on the app
+// and on each command, so `provisiond --data-dir X status` and
+// `provisiond status --data-dir X` mean the same.
+func flagContext(c *cli.Context, name string) *cli.Context {
+	for _, lc := range c.Lineage() {
+		for _, n := range lc.LocalFlagNames() {
+			if n == name {
+				return lc
+			}
+		}
+	}
+	return c
+}
+
 func configFrom(c *cli.Context) *config {
+	str := func(n string) string { return flagContext(c, n).String(n) }
+	f64 := func(n string) float64 { return flagContext(c, n).Float64(n) }
 	cfg := &config{
-		DataDir:       c.String("data-dir"),
+		DataDir:       str("data-dir"),
 		Explorer:      c.String("explorer"),
-		Identity:      c.String("identity"),
-		Socket:        c.String("socket"),
+		Identity:      str("identity"),
+		Socket:        str("socket"),
 		MetricsListen: c.String("metrics-listen"),
 		Workers:       c.Int("workers"),
-		SSDPath:       c.String("ssd-path"),
-		HDDPath:       c.String("hdd-path"),
-		ReserveCRU:    c.Uint64("reserve-cru"),
-		ReserveMRU:    c.Float64("reserve-mru"),
-		ReserveSRU:    c.Float64("reserve-sru"),
-		ReserveHRU:    c.Float64("reserve-hru"),
+		SSDPath:       str("ssd-path"),
+		HDDPath:       str("hdd-path"),
+		ReserveCRU:    flagContext(c, "reserve-cru").Uint64("reserve-cru"),
+		ReserveMRU:    f64("reserve-mru"),
+		ReserveSRU:    f64("reserve-sru"),
+		ReserveHRU:    f64("reserve-hru"),
 		OpTimeout:     c.Duration("op-timeout"),
 		Resync:        c.Duration("resync"),
 		PollWait:      c.Duration("poll-wait"),
-		LogFormat:     c.String("log-format"),
-		LogLevel:      c.String("log-level"),
+		LogFormat:     str("log-format"),
+		LogLevel:      str("log-level"),
 	}
 	if cfg.SSDPath == "" {
 		cfg.SSDPath = filepath.Join(cfg.DataDir, "volumes", "ssd")
