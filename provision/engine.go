@@ -188,7 +188,7 @@ type Engine struct {
 
 	// tallyMu serialises every record write that may change the active
 	// set, so that the tally, the stats in the outbox and the store agree.
-	tallyMu  sync.Mutex
+	tallyMu    sync.Mutex
 	tally      *Tally
 	capacity   Capacity
 	capacityOK bool

@@ -16,9 +16,9 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/edgeprov/provisiond/internal/fixture"
 	"github.com/edgeprov/provisiond/internal/testutil"
 	"github.com/edgeprov/provisiond/primitives/container"
-	"github.com/edgeprov/provisiond/internal/fixture"
 	"github.com/edgeprov/provisiond/primitives/internal/mounts"
 	"github.com/edgeprov/provisiond/primitives/network"
 	"github.com/edgeprov/provisiond/provision"
