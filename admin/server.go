@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/edgeprov/provisiond/internal/httpserve"
 	"github.com/edgeprov/provisiond/provision"
 )
 
@@ -99,21 +100,10 @@ func Listen(path string) (net.Listener, error) {
 // Serve serves the API on ln until ctx ends, then closes ln (removing the
 // socket file).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		<-ctx.Done()
-		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shut)
-	}()
-	err := srv.Serve(ln)
-	<-done
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
+	if err := httpserve.Serve(ctx, ln, s.Handler()); err != nil {
+		return fmt.Errorf("serving admin socket: %w", err)
 	}
-	return fmt.Errorf("serving admin socket: %w", err)
+	return nil
 }
 
 // removeStale removes a socket file nobody listens on; it refuses to touch

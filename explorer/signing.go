@@ -4,7 +4,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"net/http"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgeprov/provisiond/identity"
+	"github.com/edgeprov/provisiond/provision"
 )
 
 // requestDomain separates request signatures from every other signed message.
@@ -27,17 +27,7 @@ const nonceSize = 16
 // by its length as a big-endian uint32.
 func RequestChallenge(method, requestURI, timestamp, nonce string, body []byte) []byte {
 	sum := sha256.Sum256(body)
-	fields := []string{requestDomain, method, requestURI, timestamp, nonce, hex.EncodeToString(sum[:])}
-	n := 0
-	for _, f := range fields {
-		n += 4 + len(f)
-	}
-	out := make([]byte, 0, n)
-	for _, f := range fields {
-		out = binary.BigEndian.AppendUint32(out, uint32(len(f)))
-		out = append(out, f...)
-	}
-	return out
+	return provision.LengthPrefixed(requestDomain, method, requestURI, timestamp, nonce, hex.EncodeToString(sum[:]))
 }
 
 // SignRequest sets the signature headers of req, whose body is body, with

@@ -91,7 +91,7 @@ func (r *Reservation) Digest() string {
 // what a container names in network.network_id, and what the network
 // primitive derives its namespace and bridge names from.
 func NetworkID(user, name string) string {
-	sum := sha256.Sum256(encode(networkDomain, user, name))
+	sum := sha256.Sum256(LengthPrefixed(networkDomain, user, name))
 	return hex.EncodeToString(sum[:8])
 }
 

@@ -22,9 +22,10 @@ const (
 	networkDomain     = "provisiond/network/v1"
 )
 
-// encode concatenates fields, each preceded by its length as a big-endian
-// uint32, so that no two different field lists give the same bytes.
-func encode(fields ...string) []byte {
+// LengthPrefixed concatenates fields, each preceded by its length as a
+// big-endian uint32, so that no two different field lists give the same
+// bytes. Every canonical signing message of provisiond is built with it.
+func LengthPrefixed(fields ...string) []byte {
 	n := 0
 	for _, f := range fields {
 		n += 4 + len(f)
@@ -65,7 +66,7 @@ func formatTime(t time.Time) string {
 // (decimal) and data (CanonicalData), each length-prefixed. ID is not
 // covered: the explorer assigns it after signing.
 func (r *Reservation) Challenge() []byte {
-	return encode(reservationDomain,
+	return LengthPrefixed(reservationDomain,
 		r.NodeID,
 		r.UserID,
 		string(r.Type),
@@ -97,7 +98,7 @@ func (r *Reservation) Verify() error {
 // reservation early: the domain tag "provisiond/delete/v1", the ID and the
 // digest, each length-prefixed.
 func DeleteChallenge(id, digest string) []byte {
-	return encode(deleteDomain, id, digest)
+	return LengthPrefixed(deleteDomain, id, digest)
 }
 
 // SignDelete marks the reservation for deletion with the owner's signature.
@@ -116,7 +117,7 @@ func (r *Reservation) VerifyDelete() error {
 // created (UTC, RFC 3339 nano), message and data (CanonicalData), each
 // length-prefixed.
 func (r *Result) Bytes() []byte {
-	return encode(resultDomain,
+	return LengthPrefixed(resultDomain,
 		r.NodeID,
 		r.ID,
 		r.Digest,
