@@ -25,18 +25,24 @@ import (
 	"github.com/edgeprov/provisiond/provision"
 )
 
-var build struct {
+// builds holds the binaries built with -race (the default of every
+// process the harness starts) and without it (for resource measurements).
+type builds struct {
 	once sync.Once
 	dir  string
 	err  error
 }
 
+var build, plainBuild builds
+
 // Main runs the tests of a package that uses the harness and removes the
 // binaries it built. Call it from TestMain.
 func Main(m interface{ Run() int }) {
 	code := m.Run()
-	if build.dir != "" {
-		os.RemoveAll(build.dir)
+	for _, b := range []*builds{&build, &plainBuild} {
+		if b.dir != "" {
+			os.RemoveAll(b.dir)
+		}
 	}
 	os.Exit(code)
 }
@@ -51,21 +57,35 @@ func moduleRoot() string {
 // building all three on first use.
 func Bin(t testing.TB, name string) string {
 	t.Helper()
-	build.once.Do(func() {
-		build.dir, build.err = os.MkdirTemp("", "provisiond-harness-")
-		if build.err != nil {
+	return build.bin(t, name, "-race")
+}
+
+// PlainBin is Bin for binaries built without -race, as an operator runs
+// them: for measurements of memory and CPU, which the race detector
+// inflates several times.
+func PlainBin(t testing.TB, name string) string {
+	t.Helper()
+	return plainBuild.bin(t, name)
+}
+
+func (b *builds) bin(t testing.TB, name string, flags ...string) string {
+	t.Helper()
+	b.once.Do(func() {
+		b.dir, b.err = os.MkdirTemp("", "provisiond-harness-")
+		if b.err != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-race", "-o", build.dir+"/", "./cmd/explorerd", "./cmd/provisiond", "./cmd/provctl")
+		args := append(append([]string{"build"}, flags...), "-o", b.dir+"/", "./cmd/explorerd", "./cmd/provisiond", "./cmd/provctl")
+		cmd := exec.Command("go", args...)
 		cmd.Dir = moduleRoot()
 		if out, err := cmd.CombinedOutput(); err != nil {
-			build.err = fmt.Errorf("building binaries: %v\n%s", err, out)
+			b.err = fmt.Errorf("building binaries: %v\n%s", err, out)
 		}
 	})
-	if build.err != nil {
-		t.Fatal(build.err)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return filepath.Join(build.dir, name)
+	return filepath.Join(b.dir, name)
 }
 
 // freeAddr returns a free 127.0.0.1 port.
@@ -89,11 +109,17 @@ type Process struct {
 
 func start(t testing.TB, name, logPath string, args ...string) *Process {
 	t.Helper()
+	return startCmd(t, name, logPath, Bin(t, name), args...)
+}
+
+// startCmd starts path with args, its output appended to logPath.
+func startCmd(t testing.TB, name, logPath, path string, args ...string) *Process {
+	t.Helper()
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(Bin(t, name), args...)
+	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
 	if err := cmd.Start(); err != nil {
@@ -139,6 +165,9 @@ func (p *Process) Kill() {
 
 // Log returns the process's log so far.
 func (p *Process) Log() string { return tail(p.log) }
+
+// PID returns the process ID.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
 
 func tail(path string) string {
 	b, _ := os.ReadFile(path)
@@ -195,14 +224,44 @@ type Node struct {
 	Explorer string
 	Metrics  string
 	Args     []string
+	opts     NodeOptions
 	proc     *Process
 }
+
+// NodeOptions change how StartNodeWith runs provisiond.
+type NodeOptions struct {
+	// Args are appended to `provisiond run`; a flag given here overrides
+	// the harness's own (--poll-wait 2s, --resync 5s). Default none.
+	Args []string
+	// Plain runs provisiond built without -race (PlainBin). Default false:
+	// the -race build.
+	Plain bool
+	// PrivateNetns runs provisiond in a mount namespace of its own with a
+	// private, empty /run/netns: it sees (and its orphan cleanup removes)
+	// only the network namespaces it made, other daemons on the host
+	// cannot see or remove them, and the kernel frees them all when it
+	// exits. Default false: the host's /run/netns.
+	PrivateNetns bool
+}
+
+// privateNetns is the shell run by unshare(1) for PrivateNetns: it covers
+// /run/netns with a fresh tmpfs, then becomes provisiond ("$0").
+const privateNetns = `mkdir -p /run/netns && mount -t tmpfs -o mode=0755 provisiond-netns /run/netns && exec "$0" "$@"`
 
 // StartNode starts provisiond against explorer with a fresh data
 // directory and stops it when the test ends.
 func StartNode(t testing.TB, explorer string, args ...string) *Node {
 	t.Helper()
 	n := &Node{Dir: t.TempDir(), Explorer: explorer, Metrics: freeAddr(t), Args: args}
+	n.Start(t)
+	t.Cleanup(func() { n.proc.Stop(t) })
+	return n
+}
+
+// StartNodeWith is StartNode with options.
+func StartNodeWith(t testing.TB, explorer string, opts NodeOptions) *Node {
+	t.Helper()
+	n := &Node{Dir: t.TempDir(), Explorer: explorer, Metrics: freeAddr(t), Args: opts.Args, opts: opts}
 	n.Start(t)
 	t.Cleanup(func() { n.proc.Stop(t) })
 	return n
@@ -220,7 +279,14 @@ func (n *Node) Start(t testing.TB) {
 	t.Helper()
 	args := append(n.global(), "--log-format", "json", "run", "--explorer", n.Explorer,
 		"--metrics-listen", n.Metrics, "--poll-wait", "2s", "--resync", "5s")
-	n.proc = start(t, "provisiond", filepath.Join(n.Dir, "provisiond.log"), append(args, n.Args...)...)
+	args = append(args, n.Args...)
+	bin := n.bin(t)
+	logPath := filepath.Join(n.Dir, "provisiond.log")
+	if n.opts.PrivateNetns {
+		n.proc = startCmd(t, "provisiond", logPath, "unshare", append([]string{"--mount", "--propagation", "private", "sh", "-c", privateNetns, bin}, args...)...)
+	} else {
+		n.proc = startCmd(t, "provisiond", logPath, bin, args...)
+	}
 	Eventually(t, 60*time.Second, "provisiond admin socket", func() error {
 		if n.proc.cmd.ProcessState != nil {
 			return Permanent(fmt.Errorf("provisiond exited: %s", n.proc.Log()))
@@ -239,10 +305,23 @@ func (n *Node) Kill() { n.proc.Kill() }
 // Log returns the daemon's log so far.
 func (n *Node) Log() string { return n.proc.Log() }
 
+// PID returns the daemon's process ID (with PrivateNetns too: unshare and
+// the shell exec into provisiond).
+func (n *Node) PID() int { return n.proc.PID() }
+
 // CLI runs a provisiond read command against this node.
 func (n *Node) CLI(t testing.TB, args ...string) (string, error) {
 	t.Helper()
-	return run(t, Bin(t, "provisiond"), nil, append(n.global(), args...)...)
+	return run(t, n.bin(t), nil, append(n.global(), args...)...)
+}
+
+// bin is the provisiond binary of this node.
+func (n *Node) bin(t testing.TB) string {
+	t.Helper()
+	if n.opts.Plain {
+		return PlainBin(t, "provisiond")
+	}
+	return Bin(t, "provisiond")
 }
 
 // ID returns the node ID.
