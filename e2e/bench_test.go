@@ -372,10 +372,12 @@ func BenchmarkIdleDaemon(b *testing.B) {
 	cpu0, wall0 := cpuTicks(b, pid), time.Now()
 	pause(b, window)
 	cpu1, wall1 := cpuTicks(b, pid), time.Now()
-	rss := rssMB(b, pid)
+	mem := memMB(b, pid, "VmRSS", "RssAnon", "RssFile")
 	b.StopTimer()
 	cpuSeconds := float64(cpu1-cpu0) / clockTicks
-	b.ReportMetric(rss, "rss-MB")
+	b.ReportMetric(mem["VmRSS"], "rss-MB")
+	b.ReportMetric(mem["RssAnon"], "rss-anon-MB")
+	b.ReportMetric(mem["RssFile"], "rss-file-MB")
 	b.ReportMetric(100*cpuSeconds/wall1.Sub(wall0).Seconds(), "cpu-%")
 	b.ReportMetric(wall1.Sub(wall0).Seconds(), "window-s")
 	b.ReportMetric(idleRecords, "records")
@@ -450,24 +452,32 @@ func cpuTicks(b *testing.B, pid int) uint64 {
 	return utime + stime
 }
 
-// rssMB returns VmRSS of process pid in MB (10^6 bytes).
-func rssMB(b *testing.B, pid int) float64 {
+// memMB returns the named kB fields of /proc/PID/status (VmRSS and its
+// parts) in MB (10^6 bytes).
+func memMB(b *testing.B, pid int, names ...string) map[string]float64 {
 	b.Helper()
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatal(err)
 	}
+	mb := make(map[string]float64, len(names))
 	for _, l := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			if err != nil {
-				b.Fatalf("VmRSS %q: %v", v, err)
-			}
-			return kb * 1024 / 1e6
+		name, v, ok := strings.Cut(l, ":")
+		if !ok || !slices.Contains(names, name) {
+			continue
+		}
+		kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+		if err != nil {
+			b.Fatalf("/proc/%d/status %s %q: %v", pid, name, v, err)
+		}
+		mb[name] = kb * 1024 / 1e6
+	}
+	for _, n := range names {
+		if _, ok := mb[n]; !ok {
+			b.Fatalf("/proc/%d/status has no %s", pid, n)
 		}
 	}
-	b.Fatalf("/proc/%d/status has no VmRSS", pid)
-	return 0
+	return mb
 }
 
 // checkNoHostNetns fails b when a network namespace of the user's networks
