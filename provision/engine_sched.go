@@ -40,6 +40,10 @@ type slot struct {
 	// deps is set while the slot waits for dependencies: a change of
 	// another record wakes it early.
 	deps bool
+	// gen is the scheduler's depGen when the slot was taken: a record
+	// change while it ran (depGen moved on) may have been a dependency it
+	// had just found missing, so a wait for dependencies ends at once.
+	gen uint64
 }
 
 // scheduler serialises operations per reservation ID and hands them to a
@@ -54,7 +58,8 @@ type scheduler struct {
 	normal  fifo
 	queued  int
 	busy    int
-	deps    int // waiting slots with deps set
+	deps    int    // waiting slots with deps set
+	depGen  uint64 // counts wakeDeps calls
 	stopped bool
 	signal  chan struct{}
 }
@@ -162,6 +167,7 @@ func (s *scheduler) take() (string, opKind, bool) {
 				continue // promoted: taken from the urgent queue
 			}
 			sl.state = slotRunning
+			sl.gen = s.depGen
 			ops := sl.ops
 			sl.ops = 0
 			s.queued--
@@ -191,7 +197,8 @@ func (s *scheduler) next(ctx context.Context) (string, opKind, bool) {
 
 // done ends the running operation of id. With retry > 0 and no new
 // request, the slot waits that long and then runs ops again; deps marks a
-// wait for dependencies that any record change ends early.
+// wait for dependencies that any record change ends early, including one
+// that happened while the operation ran (it may have missed it).
 func (s *scheduler) done(id string, retry time.Duration, ops opKind, urgent, deps bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -203,6 +210,9 @@ func (s *scheduler) done(id string, retry time.Duration, ops opKind, urgent, dep
 	case sl.again != 0:
 		sl.ops, sl.urgent = sl.again|ops, sl.agUrg || urgent
 		sl.again, sl.agUrg = 0, false
+		s.enqueue(id, sl)
+	case retry > 0 && deps && sl.gen != s.depGen:
+		sl.ops, sl.urgent = ops, urgent
 		s.enqueue(id, sl)
 	case retry > 0:
 		sl.state, sl.ops, sl.urgent, sl.deps = slotWaiting, ops, urgent, deps
@@ -239,6 +249,7 @@ func (s *scheduler) clearDeps(sl *slot) {
 func (s *scheduler) wakeDeps() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.depGen++
 	if s.deps == 0 {
 		return
 	}
