@@ -26,6 +26,9 @@ var (
 
 	// errStop ends an iteration early; it never leaves the package.
 	errStop = errors.New("cache: stop")
+	// errPanicked fails a write whose function panicked; the panic is
+	// raised again in the caller, so it never leaves the package.
+	errPanicked = errors.New("cache: write panicked")
 )
 
 var _ provision.Store = (*Store)(nil)
@@ -72,12 +75,16 @@ type Options struct {
 }
 
 // Store is the bbolt implementation of provision.Store. It is safe for
-// concurrent use; every method is one transaction.
+// concurrent use; every method is one transaction. Concurrent writes are
+// group-committed: those that queue up while a commit runs share the next
+// bbolt transaction and its fsync, each keeping its own outcome (see
+// committer).
 type Store struct {
-	db   *bolt.DB
-	path string
-	ro   bool
-	log  zerolog.Logger
+	db     *bolt.DB
+	path   string
+	ro     bool
+	log    zerolog.Logger
+	writes *committer // nil when read-only
 }
 
 // Open opens (creating it when absent, unless ReadOnly) the database at
@@ -115,8 +122,11 @@ func open(path string, opts Options, migs []migration) (*Store, error) {
 		return nil, fmt.Errorf("opening cache %s: %w", path, err)
 	}
 	s := &Store{db: db, path: path, ro: opts.ReadOnly, log: opts.Log.With().Str("component", "cache").Logger()}
+	if !s.ro {
+		s.writes = newCommitter(db)
+	}
 	if err := s.migrate(migs); err != nil {
-		_ = db.Close()
+		_ = s.Close()
 		return nil, fmt.Errorf("opening cache %s: %w", path, err)
 	}
 	return s, nil
@@ -124,6 +134,9 @@ func open(path string, opts Options, migs []migration) (*Store, error) {
 
 // Close releases the file. Methods called after Close fail with ErrClosed.
 func (s *Store) Close() error {
+	if s.writes != nil {
+		s.writes.stop() // commits what is queued first
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("closing cache %s: %w", s.path, err)
 	}
@@ -141,15 +154,26 @@ func (s *Store) view(op string, fn func(tx *bolt.Tx) error) error {
 	return nil
 }
 
-// update runs fn in a write transaction.
+// update runs fn in a write transaction (shared with the writes queued
+// beside it: see committer) and returns once it is durable.
 func (s *Store) update(op string, fn func(tx *bolt.Tx) error) error {
+	return s.updateAsync(op, fn)()
+}
+
+// updateAsync queues fn for the next group commit and returns a function
+// that waits until it is durable and returns its error. Writes are applied
+// in the order they were queued.
+func (s *Store) updateAsync(op string, fn func(tx *bolt.Tx) error) func() error {
 	if s.ro {
-		return fmt.Errorf("%s: %w", op, ErrReadOnly)
+		return func() error { return fmt.Errorf("%s: %w", op, ErrReadOnly) }
 	}
-	if err := s.db.Update(fn); err != nil {
-		return fmt.Errorf("%s: %w", op, dbErr(err))
+	w := s.writes.submit(fn)
+	return func() error {
+		if err := w.wait(); err != nil {
+			return fmt.Errorf("%s: %w", op, dbErr(err))
+		}
+		return nil
 	}
-	return nil
 }
 
 // dbErr maps bbolt's errors to the package's.

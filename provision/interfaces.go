@@ -118,6 +118,16 @@ type Feedbacker interface {
 	UpdateStats(ctx context.Context, nodeID string, s *Stats) error
 }
 
+// BatchFeedbacker is the optional part of a Feedbacker that delivers
+// several results in one request, so that the outbox does not pay one
+// round trip per result. errs has one entry per result, in order: nil when
+// the explorer stored (or already held) it, an error (Permanent when the
+// explorer refused it for good) otherwise. err is set when the request as
+// a whole failed; errs is then nil.
+type BatchFeedbacker interface {
+	FeedbackBatch(ctx context.Context, nodeID string, rs []*Result) (errs []error, err error)
+}
+
 // Signer signs with the node's identity.
 type Signer interface {
 	Sign(msg []byte) ([]byte, error)
