@@ -13,6 +13,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/edgeprov/provisiond/internal/testutil"
 	"github.com/edgeprov/provisiond/primitives/container"
 	"github.com/edgeprov/provisiond/provision"
 )
@@ -54,7 +55,7 @@ func benchNetwork(b *testing.B, e *env, user string) string {
 func BenchmarkContainerProvision(b *testing.B) {
 	e := newEnv(b)
 	ctx := b.Context()
-	user := randHex(b, 32)
+	user := testutil.RandHex(b, 32)
 	netID := benchNetwork(b, e, user)
 	warm := e.reservation(b, user, provision.ContainerReservation, e.container(netID, "10.250.1.9"))
 	e.provision(b, warm) // unpacks the image once
@@ -80,7 +81,7 @@ func BenchmarkContainerProvision(b *testing.B) {
 // BenchmarkContainerProvision.
 func BenchmarkRawRuncRun(b *testing.B) {
 	e := newEnv(b)
-	user := randHex(b, 32)
+	user := testutil.RandHex(b, 32)
 	netID := benchNetwork(b, e, user)
 	tmpl := e.reservation(b, user, provision.ContainerReservation, e.container(netID, "10.250.1.9"))
 	e.provision(b, tmpl)
@@ -144,7 +145,7 @@ func BenchmarkRawRuncRun(b *testing.B) {
 func BenchmarkNetworkProvision(b *testing.B) {
 	e := newEnv(b)
 	ctx := b.Context()
-	user := randHex(b, 32)
+	user := testutil.RandHex(b, 32)
 	var lat latencies
 	for i := 0; b.Loop(); i++ {
 		r := e.reservation(b, user, provision.NetworkReservation, &provision.Network{Name: fmt.Sprintf("n%d", i), IPRange: "10.251.0.0/24", Subnet: "10.251.0.0/24"})
@@ -165,7 +166,7 @@ func BenchmarkNetworkProvision(b *testing.B) {
 func BenchmarkVolumeProvision(b *testing.B) {
 	e := newEnv(b)
 	ctx := b.Context()
-	user := randHex(b, 32)
+	user := testutil.RandHex(b, 32)
 	var lat latencies
 	for b.Loop() {
 		r := e.reservation(b, user, provision.VolumeReservation, &provision.Volume{Size: 1, Type: provision.SSD})

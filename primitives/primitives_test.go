@@ -2,8 +2,6 @@ package primitives_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,15 +23,6 @@ import (
 	"github.com/edgeprov/provisiond/primitives/network"
 	"github.com/edgeprov/provisiond/provision"
 )
-
-func randHex(t testing.TB, n int) string {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
 
 // env is a Table on a temporary data directory with a reservation store
 // for Lookup.
@@ -76,7 +65,7 @@ func (e *env) reservation(t testing.TB, user string, typ provision.ReservationTy
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &provision.Reservation{ID: string(typ) + "-" + randHex(t, 4), UserID: user, Type: typ, Data: data}
+	r := &provision.Reservation{ID: string(typ) + "-" + testutil.RandHex(t, 4), UserID: user, Type: typ, Data: data}
 	if _, err := r.Workload(); err != nil {
 		t.Fatalf("invalid test workload: %v", err)
 	}
@@ -177,7 +166,7 @@ func assertGone(t testing.TB, e *env, names ...string) {
 func TestEndToEnd(t *testing.T) {
 	e := newEnv(t)
 	ctx := t.Context()
-	alice, bob := randHex(t, 32), randHex(t, 32)
+	alice, bob := testutil.RandHex(t, 32), testutil.RandHex(t, 32)
 
 	netA := e.reservation(t, alice, provision.NetworkReservation, &provision.Network{Name: "lan", IPRange: "10.240.0.0/16", Subnet: "10.240.1.0/24"})
 	netB := e.reservation(t, bob, provision.NetworkReservation, &provision.Network{Name: "lan", IPRange: "10.240.0.0/16", Subnet: "10.240.1.0/24"})
@@ -261,7 +250,7 @@ func TestEndToEnd(t *testing.T) {
 
 func TestContainerRefusesVolumes(t *testing.T) {
 	e := newEnv(t)
-	alice, bob := randHex(t, 32), randHex(t, 32)
+	alice, bob := testutil.RandHex(t, 32), testutil.RandHex(t, 32)
 	bobs := e.reservation(t, bob, provision.VolumeReservation, &provision.Volume{Size: 1, Type: provision.HDD})
 	net := e.reservation(t, alice, provision.NetworkReservation, &provision.Network{Name: "n", IPRange: "10.241.0.0/24", Subnet: "10.241.0.0/24"})
 	tests := []struct {
@@ -378,18 +367,18 @@ func TestListAndRemoveOnlyOurs(t *testing.T) {
 	ctx := t.Context()
 	ourRoot := filepath.Join(e.dir, "runc")
 	otherRoot := t.TempDir()
-	fns := "foreign-test-" + randHex(t, 4)
+	fns := "foreign-test-" + testutil.RandHex(t, 4)
 	if out, err := exec.Command("ip", "netns", "add", fns).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("ip", "netns", "delete", fns).Run() })
-	fSame, fOther := "foreign-test-"+randHex(t, 4), "foreign-test-"+randHex(t, 4)
+	fSame, fOther := "foreign-test-"+testutil.RandHex(t, 4), "foreign-test-"+testutil.RandHex(t, 4)
 	foreignContainer(t, e, ourRoot, fSame)
 	foreignContainer(t, e, otherRoot, fOther)
 
 	// Orphans of ours: a network, a volume, a container, and a half-made
 	// container (its namespace only, as a crash right after attaching leaves it).
-	user := randHex(t, 32)
+	user := testutil.RandHex(t, 32)
 	netR := e.reservation(t, user, provision.NetworkReservation, &provision.Network{Name: "orphan", IPRange: "10.242.0.0/24", Subnet: "10.242.0.0/24"})
 	volR := e.reservation(t, user, provision.VolumeReservation, &provision.Volume{Size: 1, Type: provision.SSD})
 	netID := provision.NetworkID(user, "orphan")
@@ -397,7 +386,7 @@ func TestListAndRemoveOnlyOurs(t *testing.T) {
 	for _, r := range []*provision.Reservation{netR, volR, ctrR} {
 		e.provision(t, r)
 	}
-	half := "half-" + randHex(t, 4)
+	half := "half-" + testutil.RandHex(t, 4)
 	nets := network.New(zerolog.Nop())
 	if _, err := nets.Attach(ctx, netID, half, []byte{10, 242, 0, 11}); err != nil {
 		t.Fatal(err)
@@ -465,7 +454,7 @@ func TestCrashLoopGivesUp(t *testing.T) {
 	ctx := t.Context()
 	c := e.container("", "")
 	c.Entrypoint = []string{"false"}
-	r := e.reservation(t, randHex(t, 32), provision.ContainerReservation, c)
+	r := e.reservation(t, testutil.RandHex(t, 32), provision.ContainerReservation, c)
 	e.provision(t, r)
 	var err error
 	for range container.DefaultMaxExits + 1 {

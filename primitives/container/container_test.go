@@ -2,7 +2,6 @@ package container_test
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -23,15 +22,6 @@ import (
 	"github.com/edgeprov/provisiond/primitives/network"
 	"github.com/edgeprov/provisiond/provision"
 )
-
-func randHex(t testing.TB, n int) string {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
 
 type env struct {
 	dir    string
@@ -62,7 +52,7 @@ func (e *env) spec(args ...string) container.Spec {
 // network provisions a network and decommissions it at cleanup.
 func (e *env) network(t testing.TB, cidr string) string {
 	t.Helper()
-	id := randHex(t, 8)
+	id := testutil.RandHex(t, 8)
 	_, n, err := net.ParseCIDR(cidr)
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +153,7 @@ func TestRunInNetwork(t *testing.T) {
 	netA := e.network(t, "10.232.1.0/24")
 	netB := e.network(t, "10.232.1.0/24")
 
-	a, b, c := "ctr-a-"+randHex(t, 3), "ctr-b-"+randHex(t, 3), "ctr-c-"+randHex(t, 3)
+	a, b, c := "ctr-a-"+testutil.RandHex(t, 3), "ctr-b-"+testutil.RandHex(t, 3), "ctr-c-"+testutil.RandHex(t, 3)
 	sa := e.spec("sleep", "3600")
 	sa.NetworkID, sa.IP = netA, net.ParseIP("10.232.1.10")
 	sa.Env = map[string]string{"GREETING": "hello"}
@@ -251,7 +241,7 @@ func TestLimitsAndVolume(t *testing.T) {
 	}
 	e := newEnv(t, container.Options{})
 	ctx := t.Context()
-	id := "limits-" + randHex(t, 3)
+	id := "limits-" + testutil.RandHex(t, 3)
 	vol := t.TempDir()
 	s := e.spec("sleep", "3600")
 	s.Mounts = []container.Mount{{Source: vol, Destination: "/data"}}
@@ -295,7 +285,7 @@ func TestLimitsAndVolume(t *testing.T) {
 func TestRefuses(t *testing.T) {
 	e := newEnv(t, container.Options{})
 	netID := e.network(t, "10.232.2.0/24")
-	holder := "holder-" + randHex(t, 3)
+	holder := "holder-" + testutil.RandHex(t, 3)
 	hs := e.spec("sleep", "3600")
 	hs.NetworkID, hs.IP = netID, net.ParseIP("10.232.2.10")
 	e.run(t, holder, hs)
@@ -315,14 +305,14 @@ func TestRefuses(t *testing.T) {
 		{"image-not-found", func(s *container.Spec) {
 			s.Image, s.Digest = "/nonexistent/rootfs.tar", hex.EncodeToString(other)
 		}, container.ErrImageNotFound, false},
-		{"unknown-network", func(s *container.Spec) { s.NetworkID, s.IP = randHex(t, 8), net.ParseIP("10.232.2.11") }, network.ErrNotFound, true},
+		{"unknown-network", func(s *container.Spec) { s.NetworkID, s.IP = testutil.RandHex(t, 8), net.ParseIP("10.232.2.11") }, network.ErrNotFound, true},
 		{"ip-outside", func(s *container.Spec) { s.NetworkID, s.IP = netID, net.ParseIP("10.232.3.11") }, network.ErrIPOutside, false},
 		{"ip-in-use", func(s *container.Spec) { s.NetworkID, s.IP = netID, net.ParseIP("10.232.2.10") }, network.ErrIPInUse, false},
 		{"relative-mount", func(s *container.Spec) { s.Mounts = []container.Mount{{Source: "vol", Destination: "/data"}} }, container.ErrBadMount, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			id := "refused-" + randHex(t, 3)
+			id := "refused-" + testutil.RandHex(t, 3)
 			s := e.spec("sleep", "3600")
 			tc.edit(&s)
 			_, err := e.m.Provision(t.Context(), id, s)
@@ -370,7 +360,7 @@ func TestRestartAndCrashLoop(t *testing.T) {
 		},
 	})
 	ctx := t.Context()
-	id := "crashy-" + randHex(t, 3)
+	id := "crashy-" + testutil.RandHex(t, 3)
 	s := e.spec("sh", "-c", "echo started; exit 3")
 	e.run(t, id, s)
 
@@ -429,7 +419,7 @@ func TestHalfDone(t *testing.T) {
 	}
 
 	t.Run("overlay-mounted-runc-missing", func(t *testing.T) {
-		id := "half-a-" + randHex(t, 3)
+		id := "half-a-" + testutil.RandHex(t, 3)
 		e.run(t, id, spec("10.232.4.10"))
 		runc("delete", "--force", container.Name(id))
 		if err := e.m.Inspect(ctx, id); !errors.Is(err, provision.ErrVanished) {
@@ -444,7 +434,7 @@ func TestHalfDone(t *testing.T) {
 	})
 
 	t.Run("runc-created-not-started", func(t *testing.T) {
-		id := "half-b-" + randHex(t, 3)
+		id := "half-b-" + testutil.RandHex(t, 3)
 		e.run(t, id, spec("10.232.4.11"))
 		runc("delete", "--force", container.Name(id))
 		devnull, err := os.Open(os.DevNull)
@@ -468,7 +458,7 @@ func TestHalfDone(t *testing.T) {
 	t.Run("after-reboot", func(t *testing.T) {
 		// The process died, the overlay and the namespace are gone; the runc
 		// state directory on disk still names the container.
-		id := "half-c-" + randHex(t, 3)
+		id := "half-c-" + testutil.RandHex(t, 3)
 		e.run(t, id, spec("10.232.4.12"))
 		runc("kill", container.Name(id), "KILL")
 		eventually(t, 10*time.Second, func() error {
@@ -493,7 +483,7 @@ func TestHalfDone(t *testing.T) {
 	})
 
 	t.Run("changed-spec", func(t *testing.T) {
-		id := "half-d-" + randHex(t, 3)
+		id := "half-d-" + testutil.RandHex(t, 3)
 		e.run(t, id, spec("10.232.4.13"))
 		before := runcPid(t, e, id)
 		// A new IP is applied to the running container's namespace.
@@ -521,7 +511,7 @@ func TestHalfDone(t *testing.T) {
 
 func TestSurvivesDaemonRestart(t *testing.T) {
 	e := newEnv(t, container.Options{})
-	id := "survivor-" + randHex(t, 3)
+	id := "survivor-" + testutil.RandHex(t, 3)
 	e.run(t, id, e.spec("sleep", "3600"))
 	pid := runcPid(t, e, id)
 	restarted := container.New(container.Options{DataDir: e.dir, Network: e.net})

@@ -2,8 +2,6 @@ package network_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -21,20 +19,11 @@ import (
 	"github.com/edgeprov/provisiond/provision"
 )
 
-func randHex(t testing.TB, n int) string {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
-
 // newNetwork provisions a network with a random id and removes it (and
 // checks it is gone) at cleanup.
 func newNetwork(t testing.TB, m *network.Manager, cidr string) (string, *net.IPNet) {
 	t.Helper()
-	id := randHex(t, 8)
+	id := testutil.RandHex(t, 8)
 	gw := gateway(t, cidr)
 	if _, err := m.Provision(t.Context(), id, gw); err != nil {
 		t.Fatalf("Provision: %v", err)
@@ -117,7 +106,7 @@ func TestNetworkLifecycle(t *testing.T) {
 		t.Fatalf("gateway not reachable inside its namespace: %v", err)
 	}
 
-	a, b := "net-a-"+randHex(t, 4), "net-b-"+randHex(t, 4)
+	a, b := "net-a-"+testutil.RandHex(t, 4), "net-b-"+testutil.RandHex(t, 4)
 	attach(t, m, id, a, "10.231.1.10")
 	attach(t, m, id, b, "10.231.1.11")
 	attach(t, m, id, a, "10.231.1.10") // idempotent
@@ -130,7 +119,7 @@ func TestNetworkLifecycle(t *testing.T) {
 
 	// Another network cannot reach them.
 	other, _ := newNetwork(t, m, "10.231.1.0/24")
-	c := "net-c-" + randHex(t, 4)
+	c := "net-c-" + testutil.RandHex(t, 4)
 	attach(t, m, other, c, "10.231.1.12")
 	if err := inNS(t, network.ContainerNamespace(c), "busybox", "ping", "-c1", "-W1", "10.231.1.10"); err == nil {
 		t.Fatal("a container of another network reached a container of this one")
@@ -163,7 +152,7 @@ func TestAttachRefuses(t *testing.T) {
 	testutil.RequiresRoot(t)
 	m := network.New(zerolog.Nop())
 	id, _ := newNetwork(t, m, "10.231.2.0/24")
-	holder := "holder-" + randHex(t, 4)
+	holder := "holder-" + testutil.RandHex(t, 4)
 	attach(t, m, id, holder, "10.231.2.20")
 
 	tests := []struct {
@@ -178,12 +167,12 @@ func TestAttachRefuses(t *testing.T) {
 		{"ip-gateway", id, "10.231.2.1", network.ErrIPOutside, false},
 		{"ip-broadcast", id, "10.231.2.255", network.ErrIPOutside, false},
 		{"ip-network-address", id, "10.231.2.0", network.ErrIPOutside, false},
-		{"unknown-network", randHex(t, 8), "10.231.2.21", network.ErrNotFound, true},
+		{"unknown-network", testutil.RandHex(t, 8), "10.231.2.21", network.ErrNotFound, true},
 		{"bad-network-id", "../etc", "10.231.2.21", network.ErrBadID, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cid := "refused-" + randHex(t, 4)
+			cid := "refused-" + testutil.RandHex(t, 4)
 			err := m.Check(t.Context(), tc.network, cid, net.ParseIP(tc.ip))
 			if !errors.Is(err, tc.want) || provision.IsTemporary(err) != tc.temporary {
 				t.Fatalf("Check = %v, want %v (temporary %v)", err, tc.want, tc.temporary)
@@ -204,7 +193,7 @@ func TestHalfDone(t *testing.T) {
 	ctx := t.Context()
 
 	t.Run("namespace-without-bridge", func(t *testing.T) {
-		id := randHex(t, 8)
+		id := testutil.RandHex(t, 8)
 		ns := network.Namespace(id)
 		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 			t.Fatalf("ip netns add: %v %s", err, out)
@@ -226,7 +215,7 @@ func TestHalfDone(t *testing.T) {
 	})
 
 	t.Run("stale-namespace-file", func(t *testing.T) {
-		id := randHex(t, 8)
+		id := testutil.RandHex(t, 8)
 		p := filepath.Join(network.NamespaceDir, network.Namespace(id))
 		if err := os.MkdirAll(network.NamespaceDir, 0o755); err != nil {
 			t.Fatal(err)
@@ -265,7 +254,7 @@ func TestHalfDone(t *testing.T) {
 
 	t.Run("port-with-changed-ip", func(t *testing.T) {
 		id, _ := newNetwork(t, m, "10.231.8.0/24")
-		cid := "moved-" + randHex(t, 4)
+		cid := "moved-" + testutil.RandHex(t, 4)
 		attach(t, m, id, cid, "10.231.8.5")
 		attach(t, m, id, cid, "10.231.8.6")
 		if err := inNS(t, network.ContainerNamespace(cid), "busybox", "ping", "-c1", "-W1", "10.231.8.1"); err != nil {
@@ -282,13 +271,13 @@ func TestDetachFreesAtOnce(t *testing.T) {
 	testutil.RequiresRoot(t)
 	m := network.New(zerolog.Nop())
 	ctx := t.Context()
-	id := randHex(t, 8)
+	id := testutil.RandHex(t, 8)
 	if _, err := m.Provision(ctx, id, gateway(t, "10.231.9.0/24")); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Decommission(context.Background(), id) })
 	for i := range 3 {
-		cid := fmt.Sprintf("quick-%d-%s", i, randHex(t, 3))
+		cid := fmt.Sprintf("quick-%d-%s", i, testutil.RandHex(t, 3))
 		if _, err := m.Attach(ctx, id, cid, net.ParseIP("10.231.9.5")); err != nil {
 			t.Fatalf("Attach #%d with the address just freed: %v", i+1, err)
 		}
@@ -308,7 +297,7 @@ func TestForeignNamespacesIgnored(t *testing.T) {
 	testutil.RequiresRoot(t)
 	testutil.RequiresCommand(t, "ip")
 	m := network.New(zerolog.Nop())
-	foreign := "foreign-test-" + randHex(t, 4)
+	foreign := "foreign-test-" + testutil.RandHex(t, 4)
 	if out, err := exec.Command("ip", "netns", "add", foreign).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v %s", err, out)
 	}
