@@ -157,13 +157,13 @@ func (s *Store) view(op string, fn func(tx *bolt.Tx) error) error {
 // update runs fn in a write transaction (shared with the writes queued
 // beside it: see committer) and returns once it is durable.
 func (s *Store) update(op string, fn func(tx *bolt.Tx) error) error {
-	return s.updateAsync(op, fn)()
+	return s.queue(op, fn)()
 }
 
-// updateAsync queues fn for the next group commit and returns a function
-// that waits until it is durable and returns its error. Writes are applied
-// in the order they were queued.
-func (s *Store) updateAsync(op string, fn func(tx *bolt.Tx) error) func() error {
+// queue submits fn to the next group commit and returns a function that
+// waits until it is durable and returns its error. Writes are applied in
+// the order they were queued.
+func (s *Store) queue(op string, fn func(tx *bolt.Tx) error) (wait func() error) {
 	if s.ro {
 		return func() error { return fmt.Errorf("%s: %w", op, ErrReadOnly) }
 	}
