@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -118,9 +119,13 @@ func (s *Store) Pending(n int) ([]*provision.OutboxEntry, error) {
 	return entries, nil
 }
 
-// Ack removes the entry seq; acknowledging an absent entry is no error.
-func (s *Store) Ack(seq uint64) error {
-	return s.update(fmt.Sprintf("acknowledging outbox entry %d", seq), func(tx *bolt.Tx) error {
+// Ack removes the entries seqs in one transaction: all or none.
+// Acknowledging an absent entry is no error.
+func (s *Store) Ack(seqs ...uint64) error {
+	if len(seqs) == 0 {
+		return nil
+	}
+	return s.update(fmt.Sprintf("acknowledging %d outbox entries from %d", len(seqs), seqs[0]), func(tx *bolt.Tx) error {
 		ob, err := bucket(tx, bucketOutbox)
 		if err != nil {
 			return err
@@ -129,15 +134,21 @@ func (s *Store) Ack(seq uint64) error {
 		if err != nil {
 			return err
 		}
-		k := be64(seq)
-		if ob.Get(k) == nil {
-			return nil
-		}
-		if err := ob.Delete(k); err != nil {
-			return err
-		}
-		if v := meta.Get(keyStatsSeq); v != nil && string(v) == string(k) {
-			return meta.Delete(keyStatsSeq)
+		stats := bytes.Clone(meta.Get(keyStatsSeq))
+		for _, seq := range seqs {
+			k := be64(seq)
+			if ob.Get(k) == nil {
+				continue
+			}
+			if err := ob.Delete(k); err != nil {
+				return err
+			}
+			if stats != nil && bytes.Equal(stats, k) {
+				if err := meta.Delete(keyStatsSeq); err != nil {
+					return err
+				}
+				stats = nil
+			}
 		}
 		return nil
 	})

@@ -79,8 +79,9 @@ type ReservationCache interface {
 type Outbox interface {
 	// Pending returns up to n entries, oldest first.
 	Pending(n int) ([]*OutboxEntry, error)
-	// Ack removes the entry seq; acknowledging an absent entry is no error.
-	Ack(seq uint64) error
+	// Ack removes the entries seqs in one transaction: all or none.
+	// Acknowledging an absent entry is no error.
+	Ack(seqs ...uint64) error
 	// Depth returns how many entries wait.
 	Depth() (int, error)
 	// Enqueue adds entries without a record change (stats at start).

@@ -3,11 +3,14 @@ package provision
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 )
 
-// outboxBatch is how many entries the sender reads at once.
+// outboxBatch is how many entries the sender reads, delivers and
+// acknowledges at once.
 const outboxBatch = 64
 
 // wakeOutbox tells the sender that something was enqueued.
@@ -19,16 +22,43 @@ func (e *Engine) wakeOutbox() {
 }
 
 // sendOutbox delivers the outbox to the explorer, oldest first, until ctx
-// ends. An entry is acknowledged (removed) only after the Feedbacker
-// delivered it. A temporary failure stops the pass and retries the same
-// entry after a jittered exponential backoff (reset on success), so
-// entries of a reservation are delivered in order and nothing is lost
-// however long the explorer is away. A permanent refusal is logged at error
-// level, reported to Hooks and acknowledged: an entry the explorer will
-// never take must not block every entry behind it. Deliveries respect
-// OutboxRate.
+// ends. It reads up to outboxBatch entries, delivers them (consecutive
+// results in one FeedbackBatch request when the Feedbacker is a
+// BatchFeedbacker, otherwise one Feedback call each; stats one
+// UpdateStats call each) and acknowledges what was delivered in one store
+// write. An entry is acknowledged (removed) only after the explorer took
+// it.
+//
+// A temporary failure stops the pass at the failed entry: the entries
+// before it are acknowledged, it and every entry after it (even ones the
+// same batch request delivered) are delivered again after a jittered
+// exponential backoff (reset on success), so the last delivery of each
+// entry follows the order of the outbox and nothing is lost however long
+// the explorer is away. A permanent refusal of an entry is logged at
+// error level, reported to Hooks and acknowledged: an entry the explorer
+// will never take must not block every entry behind it.
+//
+// OutboxRate counts entries, not requests: a request carrying n results
+// waits for n tokens, and (unless the rate is unlimited) carries at most
+// OutboxBurst results.
 func (e *Engine) sendOutbox(ctx context.Context) {
+	batcher, _ := e.fb.(BatchFeedbacker)
 	failures := 0
+	var delivered []uint64
+	// flush acknowledges what was delivered; false when the store failed.
+	flush := func() bool {
+		if len(delivered) == 0 {
+			return true
+		}
+		err := e.store.Ack(delivered...)
+		delivered = delivered[:0]
+		if err != nil {
+			e.log.Error().Err(err).Msg("acknowledging outbox entries failed")
+			return false
+		}
+		return true
+	}
+	defer flush() // what was delivered before ctx ended
 	for {
 		entries, err := e.store.Pending(outboxBatch)
 		if err == nil {
@@ -50,40 +80,107 @@ func (e *Engine) sendOutbox(ctx context.Context) {
 			}
 			continue
 		}
-		for _, en := range entries {
-			if err := e.limiter.Wait(ctx); err != nil {
+		retry, wait := false, time.Duration(0) // a temporary failure stopped the pass
+		for len(entries) > 0 && !retry {
+			n := 1
+			if batcher != nil && entries[0].Kind == OutboxResult && entries[0].Result != nil {
+				n = e.resultRun(entries)
+			}
+			if err := e.limiter.WaitN(ctx, n); err != nil {
 				return
 			}
-			err := e.deliver(ctx, en)
+			errs := e.deliver(ctx, batcher, entries[:n])
 			if ctx.Err() != nil {
 				return
 			}
-			if err != nil {
-				e.hooks.OutboxError(en.Kind, err)
-				if IsTemporary(err) {
+			for i, en := range entries[:n] {
+				err := errs[i]
+				switch {
+				case err == nil:
+					failures = 0
+					e.hooks.Delivered(en.Kind)
+				case IsTemporary(err):
+					e.hooks.OutboxError(en.Kind, err)
 					failures++
-					wait := e.backoff.delay(failures)
+					retry, wait = true, e.backoff.delay(failures)
 					e.outboxLog(zerolog.WarnLevel, en).Err(err).Int("failures", failures).Dur("retry_in", wait).Msg("delivery failed; retrying")
-					if !sleep(ctx, wait) {
-						return
-					}
+				default:
+					e.hooks.OutboxError(en.Kind, err)
+					e.outboxLog(zerolog.ErrorLevel, en).Err(err).Msg("explorer refused the entry for good; dropping it")
+				}
+				if retry {
 					break
 				}
-				e.outboxLog(zerolog.ErrorLevel, en).Err(err).Msg("explorer refused the entry for good; dropping it")
-			} else {
-				failures = 0
-				e.hooks.Delivered(en.Kind)
+				delivered = append(delivered, en.Seq)
 			}
-			if err := e.store.Ack(en.Seq); err != nil {
-				e.log.Error().Err(err).Uint64("seq", en.Seq).Msg("acknowledging outbox entry failed")
-				break
-			}
+			entries = entries[n:]
+		}
+		if !flush() && !retry {
+			failures++
+			retry, wait = true, e.backoff.delay(failures)
+		}
+		if retry && !sleep(ctx, wait) {
+			return
 		}
 	}
 }
 
-// deliver sends one entry.
-func (e *Engine) deliver(ctx context.Context, en *OutboxEntry) error {
+// resultRun returns how many entries at the start of entries are results
+// (at least one: the caller checked the first) that go in one batch
+// request: at most OutboxBurst unless the rate is unlimited.
+func (e *Engine) resultRun(entries []*OutboxEntry) int {
+	limit := len(entries)
+	if e.limiter.Limit() != rate.Inf {
+		limit = min(limit, max(e.limiter.Burst(), 1))
+	}
+	n := 1
+	for n < limit && entries[n].Kind == OutboxResult && entries[n].Result != nil {
+		n++
+	}
+	return n
+}
+
+// deliver sends entries and returns one error per entry. Several entries
+// are results sent in one FeedbackBatch request; when that request fails
+// for good as a whole (or answers with the wrong number of errors), they
+// are sent again one by one, so that only the results the explorer
+// refuses are dropped.
+func (e *Engine) deliver(ctx context.Context, batcher BatchFeedbacker, entries []*OutboxEntry) []error {
+	errs := make([]error, len(entries))
+	if len(entries) > 1 {
+		rs := make([]*Result, len(entries))
+		for i, en := range entries {
+			rs[i] = en.Result
+		}
+		got, err := batcher.FeedbackBatch(ctx, e.nodeID, rs)
+		switch {
+		case err == nil && len(got) != len(rs):
+			err = Permanentf("%w: explorer answered %d results with %d outcomes", ErrBadData, len(rs), len(got))
+		case err == nil:
+			return got
+		}
+		if IsTemporary(err) {
+			for i := range errs {
+				errs[i] = err
+			}
+			return errs
+		}
+		e.log.Warn().Err(err).Int("results", len(rs)).Msg("batch delivery refused; delivering one by one")
+	}
+	for i, en := range entries {
+		errs[i] = e.deliverOne(ctx, en)
+		if IsTemporary(errs[i]) {
+			for j := i + 1; j < len(errs); j++ {
+				errs[j] = errs[i] // not tried: delivered after the retry
+			}
+			break
+		}
+	}
+	return errs
+}
+
+// deliverOne sends one entry.
+func (e *Engine) deliverOne(ctx context.Context, en *OutboxEntry) error {
 	switch {
 	case en.Kind == OutboxResult && en.Result != nil:
 		return e.fb.Feedback(ctx, e.nodeID, en.Result)

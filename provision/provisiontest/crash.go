@@ -81,9 +81,10 @@ func (s *CrashStore) Enqueue(out ...*provision.OutboxEntry) error {
 	return s.write("enqueuing", func() error { return s.Store.Enqueue(out...) })
 }
 
-// Ack passes to the inner store until the crash.
-func (s *CrashStore) Ack(seq uint64) error {
-	return s.write("acknowledging", func() error { return s.Store.Ack(seq) })
+// Ack passes to the inner store until the crash (one write, however many
+// entries it acknowledges).
+func (s *CrashStore) Ack(seqs ...uint64) error {
+	return s.write("acknowledging", func() error { return s.Store.Ack(seqs...) })
 }
 
 // SetCursor passes to the inner store until the crash.

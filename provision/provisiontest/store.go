@@ -291,13 +291,16 @@ func (s *Store) Pending(n int) ([]*provision.OutboxEntry, error) {
 	return out, nil
 }
 
-// Ack removes the entry seq; acknowledging an absent entry is no error.
-func (s *Store) Ack(seq uint64) error {
+// Ack removes the entries seqs, all at once. Acknowledging an absent entry
+// is no error.
+func (s *Store) Ack(seqs ...uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.outbox, seq)
-	if s.stats == seq {
-		s.stats = 0
+	for _, seq := range seqs {
+		delete(s.outbox, seq)
+		if s.stats == seq {
+			s.stats = 0
+		}
 	}
 	return nil
 }

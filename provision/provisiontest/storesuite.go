@@ -654,6 +654,9 @@ func testOutbox(t *testing.T, open func(t testing.TB) provision.Store) {
 			if err := s.Ack(42); err != nil {
 				t.Errorf("Ack of an absent entry: %v", err)
 			}
+			if err := s.Ack(); err != nil {
+				t.Errorf("Ack of nothing: %v", err)
+			}
 		}},
 		{"increasing-seq", func(t *testing.T, s provision.Store) {
 			e1, e2, e3 := result("a"), result("a"), result("b")
@@ -713,6 +716,27 @@ func testOutbox(t *testing.T, open func(t testing.TB) provision.Store) {
 			}
 			if e4.Seq <= e3.Seq {
 				t.Errorf("seq %d after ack is not above %d", e4.Seq, e3.Seq)
+			}
+		}},
+		{"ack-several", func(t *testing.T, s provision.Store) {
+			e1, e2, e3, st := result("a"), result("a"), result("a"), stats(1)
+			if err := s.Add(NewRecord("a", provision.Accepted, hour, ""), e1, e2, st, e3); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Ack(e3.Seq, 999, st.Seq, e1.Seq, e1.Seq); err != nil {
+				t.Fatalf("Ack: %v", err)
+			}
+			if got, want := pendingSeqs(t, s, 0), []uint64{e2.Seq}; !slices.Equal(got, want) {
+				t.Errorf("Pending after Ack = %v, want %v", got, want)
+			}
+			// The acknowledged stats entry is gone: a new one is pending
+			// beside the result, and replaces nothing but its own kind.
+			s2 := stats(2)
+			if err := s.Enqueue(s2); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := pendingSeqs(t, s, 0), []uint64{e2.Seq, s2.Seq}; !slices.Equal(got, want) {
+				t.Errorf("Pending after a new stats entry = %v, want %v", got, want)
 			}
 		}},
 		{"stats-latest-wins", func(t *testing.T, s provision.Store) {
