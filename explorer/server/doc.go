@@ -24,6 +24,14 @@
 //	  <node id>/     (one bucket per node; its bbolt sequence is the node's cursor)
 //	    <seq uint64 big-endian> → reservation JSON as published
 //
+// # Writes
+//
+// Every write goes through one group commit (committer): the writes of
+// concurrent requests that queue while a transaction commits are applied
+// together in the next one, with one fsync, each keeping its own outcome
+// (a refused write is rolled back alone). A lone write commits at once. A
+// request is answered only after its write is durable.
+//
 // # Long-poll
 //
 // A poll that finds no event after its cursor subscribes to its node's

@@ -42,9 +42,11 @@ type nodeRecord struct {
 	Stats      *provision.Stats    `json:"stats,omitempty"`
 }
 
-// store is the explorer's bbolt database.
+// store is the explorer's bbolt database. Every write goes through its
+// group commit: concurrent requests share transactions and fsyncs.
 type store struct {
-	db *bolt.DB
+	db     *bolt.DB
+	commit *committer
 }
 
 func openStore(dir string, noSync bool) (*store, error) {
@@ -75,10 +77,15 @@ func openStore(dir string, noSync bool) (*store, error) {
 		db.Close()
 		return nil, fmt.Errorf("initialising %s: %w", path, err)
 	}
-	return &store{db: db}, nil
+	return &store{db: db, commit: &committer{db: db}}, nil
 }
 
 func (s *store) close() error { return s.db.Close() }
+
+// update runs fn in a write transaction of the group commit (see
+// committer): fn may run more than once and must set, not append to, what
+// it reports.
+func (s *store) update(fn func(tx *bolt.Tx) error) error { return s.commit.do(fn) }
 
 func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
 
@@ -105,7 +112,8 @@ func putJSON(b *bolt.Bucket, key []byte, v any) error {
 // reports false.
 func (s *store) registerNode(id string, now time.Time) (bool, error) {
 	created := false
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
+		created = false
 		b := tx.Bucket(bucketNodes)
 		if b.Get([]byte(id)) != nil {
 			return nil
@@ -147,7 +155,7 @@ func (s *store) node(id string) (*nodeRecord, uint64, error) {
 
 // updateNode applies fn to a registered node's record.
 func (s *store) updateNode(id string, fn func(*nodeRecord)) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketNodes)
 		var rec nodeRecord
 		ok, err := getJSON(b, []byte(id), &rec)
@@ -195,7 +203,7 @@ func newID(b *bolt.Bucket) (string, error) {
 func (s *store) createReservation(r *provision.Reservation) (uint64, error) {
 	digest := r.Digest()
 	var seq uint64
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketNodes).Get([]byte(r.NodeID)) == nil {
 			return fmt.Errorf("%w: %s", ErrUnknownNode, r.NodeID)
 		}
@@ -302,7 +310,8 @@ func (s *store) reservationsOf(user string) ([]*provision.Reservation, error) {
 func (s *store) markDelete(id string, check func(*provision.Reservation) error) (*provision.Reservation, uint64, error) {
 	var r *provision.Reservation
 	var seq uint64
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
+		seq = 0
 		var err error
 		if r, err = loadReservation(tx, id); err != nil {
 			return err
@@ -338,7 +347,8 @@ func (s *store) markDelete(id string, check func(*provision.Reservation) error) 
 // stored: a repeat or an older result is acknowledged and kept out.
 func (s *store) putResult(res *provision.Result, check func(*provision.Reservation) error) (bool, error) {
 	stored := false
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
+		stored = false
 		r, err := loadReservation(tx, res.ID)
 		if err != nil {
 			return err
@@ -388,7 +398,7 @@ func (s *store) events(node string, from uint64, limit int) ([]explorer.WireEven
 // injectEvent publishes raw to node without any check.
 func (s *store) injectEvent(node string, raw []byte) (uint64, error) {
 	var seq uint64
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		var err error
 		seq, err = publish(tx, node, raw)
 		return err
