@@ -25,8 +25,15 @@ const (
 	MaxWait = 60 * time.Second
 	// PageLimit is the largest number of events one poll returns.
 	PageLimit = 500
-	// MaxBodySize is the largest request body a server reads (1 MiB).
+	// MaxBodySize is the largest request body a server reads (1 MiB),
+	// except for a batch of results (MaxBatchBodySize).
 	MaxBodySize = 1 << 20
+	// MaxBatchResults is the most results one POST
+	// /api/v1/nodes/{node}/results may carry (256).
+	MaxBatchResults = 256
+	// MaxBatchBodySize is the largest body of POST
+	// /api/v1/nodes/{node}/results a server reads (4 MiB).
+	MaxBatchBodySize = 4 << 20
 )
 
 // RegisterRequest is the body of POST /api/v1/nodes. The node's public key
@@ -52,6 +59,33 @@ type EventsReply struct {
 	// Next is the sequence number of the last event returned, or the asked
 	// cursor when there is none: what to ask from next.
 	Next uint64 `json:"next"`
+}
+
+// ResultsRequest is the body of POST /api/v1/nodes/{node}/results: up to
+// MaxBatchResults signed results of the node, in the order the node wants
+// them stored.
+type ResultsRequest struct {
+	// Results are the node's signed results.
+	Results []*provision.Result `json:"results"`
+}
+
+// ResultStatus is the explorer's answer about one result of a batch.
+type ResultStatus struct {
+	// ID is the result's reservation ID, as far as it could be read.
+	ID string `json:"id"`
+	// Code is the status PUT /api/v1/nodes/{node}/results/{id} would have
+	// answered for this result alone, but 200 instead of 204 when the
+	// explorer stored or already held it.
+	Code int `json:"code"`
+	// Error says why the result was refused; empty when Code is 2xx.
+	Error string `json:"error,omitempty"`
+}
+
+// ResultsReply is the body answering POST /api/v1/nodes/{node}/results:
+// one status per result of the request, in the same order.
+type ResultsReply struct {
+	// Results are the statuses, one per result sent.
+	Results []ResultStatus `json:"results"`
 }
 
 // CreateReply is the body answering POST /api/v1/reservations.

@@ -57,6 +57,8 @@ func FuzzServeSigned(f *testing.F) {
 	f.Add("POST", "/api/v1/reservations", goodJSON, true, uint8(0))
 	f.Add("POST", "/api/v1/reservations", []byte(`{"node_id":"x","data":{}}`), true, uint8(1))
 	f.Add("PUT", "/api/v1/nodes/"+nodeID+"/results/abc", []byte(`{"id":"abc","node_id":"`+nodeID+`","signature":"00"}`), false, uint8(0))
+	f.Add("POST", "/api/v1/nodes/"+nodeID+"/results", []byte(`{"results":[{"id":"abc","node_id":"`+nodeID+`","signature":"00"},{"id":1},null]}`), false, uint8(0))
+	f.Add("POST", "/api/v1/nodes/"+nodeID+"/results", []byte(`{"results":{}}`), false, uint8(1))
 	f.Add("PUT", "/api/v1/nodes/"+nodeID+"/stats", []byte(`{"used":{"cru":1}}`), false, uint8(2))
 	f.Add("GET", "/api/v1/nodes/"+nodeID+"/events?from=18446744073709551615&wait=1ns", []byte(nil), false, uint8(0))
 	f.Add("POST", "/api/v1/reservations/abc/delete", []byte(`{"id":"abc","delete_signature":""}`), true, uint8(0))
@@ -86,6 +88,17 @@ func FuzzServeSigned(f *testing.F) {
 			var er explorer.ErrorReply
 			if err := json.Unmarshal(rec.Body.Bytes(), &er); err != nil || er.Error == "" {
 				t.Fatalf("refusal %d without an error message: %q", rec.Code, rec.Body)
+			}
+		}
+		if ok && method == "POST" && target == "/api/v1/nodes/"+nodeID+"/results" {
+			var reply explorer.ResultsReply
+			if err := json.Unmarshal(rec.Body.Bytes(), &reply); err != nil {
+				t.Fatalf("batch of results answered %s: %v", rec.Body, err)
+			}
+			for _, st := range reply.Results {
+				if st.Code/100 == 2 {
+					t.Fatalf("stored a result no node signed: %+v", st) // the fuzzer cannot forge the node's signature
+				}
 			}
 		}
 		if ok && method == "POST" && target == "/api/v1/reservations" {

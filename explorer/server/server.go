@@ -10,8 +10,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -146,6 +148,7 @@ func (s *Server) routes() {
 	s.handle("PUT /api/v1/nodes/{node}/stats", roleNode, s.putStats)
 	s.handle("GET /api/v1/nodes/{node}/events", roleNode, s.events)
 	s.handle("PUT /api/v1/nodes/{node}/results/{id}", roleNode, s.putResult)
+	s.handleBody("POST /api/v1/nodes/{node}/results", roleNode, explorer.MaxBatchBodySize, s.postResults)
 	s.handle("POST /api/v1/reservations", roleAny, s.createReservation)
 	s.handle("GET /api/v1/reservations", roleAny, s.listReservations)
 	s.handle("GET /api/v1/reservations/{id}", roleAny, s.getReservation)
@@ -160,9 +163,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
+// handle routes pattern to h, for callers of role who, with bodies of up
+// to explorer.MaxBodySize.
 func (s *Server) handle(pattern string, who role, h handlerFunc) {
+	s.handleBody(pattern, who, explorer.MaxBodySize, h)
+}
+
+// handleBody is handle with a body limit of maxBody bytes.
+func (s *Server) handleBody(pattern string, who role, maxBody int64, h handlerFunc) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		c, err := s.authenticate(w, r, who)
+		c, err := s.authenticate(w, r, who, maxBody)
 		if err == nil {
 			err = h(w, r, c)
 		}
@@ -175,12 +185,12 @@ func (s *Server) handle(pattern string, who role, h handlerFunc) {
 // authenticate reads the body, verifies the request signature, refuses a
 // replay and, for node requests, checks that the signer is the registered
 // node of the path.
-func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, who role) (*call, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, explorer.MaxBodySize))
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, who role, maxBody int64) (*call, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return nil, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, explorer.MaxBodySize)
+			return nil, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, maxBody)
 		}
 		return nil, fmt.Errorf("%w: reading body: %v", ErrBadRequest, err)
 	}
@@ -454,21 +464,10 @@ func (s *Server) putResult(w http.ResponseWriter, r *http.Request, c *call) erro
 	if res.ID != id {
 		return fmt.Errorf("%w: result id %q is not the path's %q", ErrBadRequest, res.ID, id)
 	}
-	if res.NodeID != node {
-		return fmt.Errorf("%w: result names node %q, but node %s sent it", ErrForbidden, res.NodeID, node)
+	if err := checkResult(node, c.signed.Key, &res); err != nil {
+		return err
 	}
-	if err := res.Verify(c.signed.Key); err != nil {
-		return fmt.Errorf("%w: result signature does not verify against node %s: %v", ErrForbidden, node, err)
-	}
-	stored, err := s.db.putResult(&res, func(rv *provision.Reservation) error {
-		if rv.NodeID != node {
-			return fmt.Errorf("%w: reservation %s belongs to another node", ErrForbidden, id)
-		}
-		if d := rv.Digest(); res.Digest != d {
-			return fmt.Errorf("%w: result answers digest %s, reservation %s has digest %s", ErrConflict, res.Digest, id, d)
-		}
-		return nil
-	})
+	stored, err := s.db.putResult(&res, matchReservation(node, &res))
 	if err != nil {
 		return err
 	}
@@ -477,6 +476,123 @@ func (s *Server) putResult(w http.ResponseWriter, r *http.Request, c *call) erro
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// checkResult checks what the explorer can check of a result that node
+// sent before reading the database: it names node, and its signature
+// verifies against key, the node's public key (the request's signer).
+func checkResult(node string, key ed25519.PublicKey, res *provision.Result) error {
+	if res.NodeID != node {
+		return fmt.Errorf("%w: result names node %q, but node %s sent it", ErrForbidden, res.NodeID, node)
+	}
+	if err := res.Verify(key); err != nil {
+		return fmt.Errorf("%w: result signature does not verify against node %s: %v", ErrForbidden, node, err)
+	}
+	return nil
+}
+
+// matchReservation returns the check of res, sent by node, against the
+// reservation it answers: the reservation is node's and has the digest
+// res answers.
+func matchReservation(node string, res *provision.Result) func(*provision.Reservation) error {
+	return func(rv *provision.Reservation) error {
+		if rv.NodeID != node {
+			return fmt.Errorf("%w: reservation %s belongs to another node", ErrForbidden, rv.ID)
+		}
+		if d := rv.Digest(); res.Digest != d {
+			return fmt.Errorf("%w: result answers digest %s, reservation %s has digest %s", ErrConflict, res.Digest, rv.ID, d)
+		}
+		return nil
+	}
+}
+
+// postResults stores a batch of the node's results: each is checked as
+// putResult checks one (the same functions), all that pass are stored in
+// one transaction, and the reply says per result what became of it. A
+// refused result does not fail the others; only a malformed body, too many
+// results or a failed transaction fail the request.
+func (s *Server) postResults(w http.ResponseWriter, r *http.Request, c *call) error {
+	node := r.PathValue("node")
+	items, err := decodeResults(c.body, explorer.MaxBatchResults)
+	if err != nil {
+		return err
+	}
+	rs := make([]*provision.Result, len(items))
+	errs := make([]error, len(items))
+	for i, it := range items {
+		rs[i], errs[i] = it.res, it.err
+	}
+	verifyResults(node, c.signed.Key, rs, errs)
+	for i := range rs {
+		if errs[i] != nil {
+			rs[i] = nil // refused already: not for the database
+		}
+	}
+	stored, dbErrs, err := s.db.putResults(rs, func(i int, rv *provision.Reservation) error {
+		return matchReservation(node, rs[i])(rv)
+	})
+	if err != nil {
+		return err
+	}
+	reply := explorer.ResultsReply{Results: make([]explorer.ResultStatus, len(items))}
+	n := 0
+	for i, it := range items {
+		st := explorer.ResultStatus{ID: it.id, Code: http.StatusOK}
+		switch {
+		case errs[i] != nil:
+			st.Code, st.Error = s.refusal(r, errs[i])
+		case dbErrs[i] != nil:
+			st.Code, st.Error = s.refusal(r, dbErrs[i])
+		case stored[i]:
+			n++
+		}
+		reply.Results[i] = st
+	}
+	if n > 0 {
+		s.log.Debug().Str("node", node).Int("results", len(items)).Int("stored", n).Msg("results stored")
+	}
+	writeJSON(w, http.StatusOK, reply)
+	return nil
+}
+
+// verifyResults runs checkResult on every rs[i] whose errs[i] is nil and
+// sets errs[i] to its verdict. A large batch is verified on every CPU: a
+// signature check is the bulk of a result's cost.
+func verifyResults(node string, key ed25519.PublicKey, rs []*provision.Result, errs []error) {
+	const perWorker = 16
+	workers := min(runtime.GOMAXPROCS(0), (len(rs)+perWorker-1)/perWorker)
+	if workers <= 1 {
+		for i, res := range rs {
+			if errs[i] == nil {
+				errs[i] = checkResult(node, key, res)
+			}
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < len(rs); i = int(next.Add(1)) - 1 {
+				if errs[i] == nil {
+					errs[i] = checkResult(node, key, rs[i])
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// refusal returns the status and message of one refused result of a
+// batch, as fail would answer it for a request of its own.
+func (s *Server) refusal(r *http.Request, err error) (int, string) {
+	status := statusOf(err)
+	if status == http.StatusInternalServerError {
+		s.log.Error().Err(err).Str("method", r.Method).Str("path", r.URL.Path).Msg("storing a result of a batch failed")
+		return status, "internal error"
+	}
+	s.log.Debug().Err(err).Int("status", status).Str("path", r.URL.Path).Msg("result of a batch refused")
+	return status, err.Error()
 }
 
 func userKeyOf(userID string) (ed25519.PublicKey, error) {

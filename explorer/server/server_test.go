@@ -361,3 +361,112 @@ func TestDelete(t *testing.T) {
 		t.Fatalf("the node would refuse the relayed delete: %v", err)
 	}
 }
+
+func TestBatchResults(t *testing.T) {
+	xs := explorertest.New(t)
+	nodeA, nodeB, user, stranger := explorertest.NewKey(t), explorertest.NewKey(t), explorertest.NewKey(t), explorertest.NewKey(t)
+	xs.RegisterNode(t, nodeA)
+	xs.RegisterNode(t, nodeB)
+	a, b := explorertest.NodeID(nodeA), explorertest.NodeID(nodeB)
+	var rvs []*provision.Reservation
+	for i := range 8 {
+		rv := explorertest.Volume(a, int64(i+1))
+		xs.Reserve(t, user, rv)
+		rvs = append(rvs, rv)
+	}
+	ofB := explorertest.Volume(b, 1)
+	xs.Reserve(t, user, ofB)
+	now := time.Now()
+	ok := func(i int) *provision.Result { return signedResult(t, rvs[i], a, nodeA, now) }
+	path := "/api/v1/nodes/" + a + "/results"
+	batch := func(rs ...*provision.Result) []byte { return mustJSON(t, explorer.ResultsRequest{Results: rs}) }
+	post := func(key ed25519.PrivateKey, body []byte) raw {
+		return raw{method: "POST", path: path, body: body, key: key}
+	}
+	wrongDigest := &provision.Result{ID: rvs[3].ID, NodeID: a, Digest: strings.Repeat("0", 64), Created: now, State: provision.StateOk}
+	wrongDigest.Sign(provision.KeySigner(nodeA))
+	unknown := *rvs[0]
+	unknown.ID = "nope"
+	tooMany := make([]*provision.Result, explorer.MaxBatchResults+1)
+	for i := range tooMany {
+		tooMany[i] = ok(0)
+	}
+	huge := ok(1)
+	huge.Data = json.RawMessage(`"` + strings.Repeat("x", explorer.MaxBatchBodySize) + `"`)
+
+	tests := []struct {
+		name   string
+		req    raw
+		status int
+		msg    string // of the refusal of the request
+		codes  []int  // per result, when the request was answered 200
+		stored []*provision.Result
+	}{
+		{"unsigned", raw{method: "POST", path: path, body: batch(ok(0)), unsigned: true}, http.StatusUnauthorized, "missing", nil, nil},
+		{"stale", raw{method: "POST", path: path, body: batch(ok(0)), key: nodeA, at: now.Add(-5 * time.Minute)}, http.StatusUnauthorized, "timestamp", nil, nil},
+		{"signed-by-another-node", post(nodeB, batch(ok(0))), http.StatusForbidden, "not by node", nil, nil},
+		{"wrong-node-key", raw{method: "POST", path: path, body: batch(ok(0)), key: stranger, keyID: a}, http.StatusUnauthorized, "does not verify", nil, nil},
+		{"malformed-json", post(nodeA, []byte(`{"results":[`)), http.StatusBadRequest, "decoding body", nil, nil},
+		{"no-results-list", post(nodeA, []byte(`{"result":[]}`)), http.StatusBadRequest, "no \"results\" list", nil, nil},
+		{"too-many-results", post(nodeA, batch(tooMany...)), http.StatusRequestEntityTooLarge, "at most 256", nil, nil},
+		{"body-too-large", post(nodeA, batch(ok(0), huge)), http.StatusRequestEntityTooLarge, "more than", nil, nil},
+		{"empty", post(nodeA, []byte(`{"results":[]}`)), http.StatusOK, "", []int{}, nil},
+		{"one-forged-among-good", post(nodeA, batch(ok(0), signedResult(t, rvs[1], a, nodeB, now), ok(2))),
+			http.StatusOK, "", []int{200, 403, 200}, []*provision.Result{ok(0), nil, ok(2)}},
+		{"each-refusal-alone", post(nodeA, batch(
+			ok(3),
+			wrongDigest,
+			signedResult(t, &unknown, a, nodeA, now),
+			signedResult(t, ofB, a, nodeA, now),
+			signedResult(t, rvs[4], b, nodeB, now),
+			ok(5),
+		)), http.StatusOK, "", []int{200, 409, 404, 403, 403, 200}, []*provision.Result{ok(3), nil, nil, nil, nil, ok(5)}},
+		{"malformed-element", post(nodeA, []byte(`{"results":[{"id":"`+rvs[6].ID+`","created":"yesterday"},`+string(mustJSON(t, ok(7)))+`,null]}`)),
+			http.StatusOK, "", []int{400, 200, 400}, nil},
+		{"duplicates-idempotent", post(nodeA, batch(ok(0), ok(0), ok(2))), http.StatusOK, "", []int{200, 200, 200}, []*provision.Result{ok(0), ok(0), ok(2)}},
+		{"repeat-of-a-batch", post(nodeA, batch(ok(0), ok(2), ok(3), ok(5))), http.StatusOK, "", []int{200, 200, 200, 200}, []*provision.Result{ok(0), ok(2), ok(3), ok(5)}},
+		{"older-acknowledged-newer-replaces", post(nodeA, batch(signedResult(t, rvs[0], a, nodeA, now.Add(-time.Minute)), signedResult(t, rvs[2], a, nodeA, now.Add(time.Minute)))),
+			http.StatusOK, "", []int{200, 200}, []*provision.Result{ok(0), signedResult(t, rvs[2], a, nodeA, now.Add(time.Minute))}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := do(t, tt.req.build(t, xs.URL()))
+			if got.status != tt.status || !strings.Contains(got.msg, tt.msg) {
+				t.Fatalf("got %d %q, want %d with %q", got.status, got.msg, tt.status, tt.msg)
+			}
+			if got.status != http.StatusOK {
+				if got.msg == "" {
+					t.Fatalf("refusal without an error message: %s", got.body)
+				}
+				return
+			}
+			var reply explorer.ResultsReply
+			if err := json.Unmarshal(got.body, &reply); err != nil {
+				t.Fatalf("reply %s: %v", got.body, err)
+			}
+			if len(reply.Results) != len(tt.codes) {
+				t.Fatalf("%d statuses, want %d: %s", len(reply.Results), len(tt.codes), got.body)
+			}
+			for i, st := range reply.Results {
+				if st.Code != tt.codes[i] || (st.Code == 200) != (st.Error == "") {
+					t.Errorf("result %d: %+v, want code %d (and a message unless 200)", i, st, tt.codes[i])
+				}
+			}
+			for i, want := range tt.stored {
+				if want == nil {
+					continue
+				}
+				stored := xs.Reservation(t, want.ID).Result
+				if stored == nil || stored.Signature != want.Signature {
+					t.Errorf("result %d: the explorer holds %+v, want the one created %s", i, stored, want.Created)
+				}
+			}
+		})
+	}
+	// Refused results left nothing behind.
+	for _, id := range []string{rvs[1].ID, rvs[4].ID, ofB.ID} {
+		if res := xs.Reservation(t, id).Result; res != nil {
+			t.Errorf("reservation %s holds a result it should not: %+v", id, res)
+		}
+	}
+}

@@ -348,24 +348,67 @@ func (s *store) markDelete(id string, check func(*provision.Reservation) error) 
 func (s *store) putResult(res *provision.Result, check func(*provision.Reservation) error) (bool, error) {
 	stored := false
 	err := s.update(func(tx *bolt.Tx) error {
-		stored = false
-		r, err := loadReservation(tx, res.ID)
-		if err != nil {
+		var err error
+		if stored, err = newerResult(tx, res, check); err != nil || !stored {
 			return err
 		}
-		if err := check(r); err != nil {
-			return err
-		}
-		if old := r.Result; old != nil && (old.Signature == res.Signature || res.Created.Before(old.Created)) {
-			return nil
-		}
-		stored = true
 		return putJSON(tx.Bucket(bucketResults), []byte(res.ID), res)
 	})
 	if err != nil {
 		return false, fmt.Errorf("storing result of %s: %w", res.ID, err)
 	}
 	return stored, nil
+}
+
+// newerResult reads the reservation res answers, runs check on it and
+// reports whether res is to be stored: false for a repeat of the stored
+// result or an older one. It writes nothing.
+func newerResult(tx *bolt.Tx, res *provision.Result, check func(*provision.Reservation) error) (bool, error) {
+	r, err := loadReservation(tx, res.ID)
+	if err != nil {
+		return false, err
+	}
+	if err := check(r); err != nil {
+		return false, err
+	}
+	if old := r.Result; old != nil && (old.Signature == res.Signature || res.Created.Before(old.Created)) {
+		return false, nil
+	}
+	return true, nil
+}
+
+// putResults stores a batch of a node's results in one transaction, each
+// as putResult would: check(i) is the check of rs[i], and a nil rs[i] is
+// skipped. It returns, per result, whether it was stored and why it was
+// refused (nil when stored or acknowledged as a repeat); err is set only
+// when the transaction as a whole failed, and then nothing was stored.
+func (s *store) putResults(rs []*provision.Result, check func(i int, r *provision.Reservation) error) (stored []bool, errs []error, err error) {
+	stored, errs = make([]bool, len(rs)), make([]error, len(rs))
+	err = s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketResults)
+		for i, res := range rs {
+			stored[i], errs[i] = false, nil
+			if res == nil {
+				continue
+			}
+			newer, err := newerResult(tx, res, func(r *provision.Reservation) error { return check(i, r) })
+			if err != nil {
+				errs[i] = fmt.Errorf("storing result of %s: %w", res.ID, err)
+				continue
+			}
+			if newer {
+				if err := putJSON(b, []byte(res.ID), res); err != nil {
+					return fmt.Errorf("storing result of %s: %w", res.ID, err)
+				}
+				stored[i] = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("storing %d results: %w", len(rs), err)
+	}
+	return stored, errs, nil
 }
 
 // events returns up to limit events of node after from, and the cursor to
