@@ -14,7 +14,9 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
@@ -76,12 +78,22 @@ type Client struct {
 	read  *rate.Limiter
 	write *rate.Limiter
 	log   zerolog.Logger
+
+	// singleUntil (unix ns) is set when the explorer answered a batch of
+	// results with 404 or 405 (an explorer older than the batch
+	// endpoint): until then, FeedbackBatch sends one result per request.
+	singleUntil atomic.Int64
 }
 
 var (
-	_ provision.Poller     = (*Client)(nil)
-	_ provision.Feedbacker = (*Client)(nil)
+	_ provision.Poller          = (*Client)(nil)
+	_ provision.Feedbacker      = (*Client)(nil)
+	_ provision.BatchFeedbacker = (*Client)(nil)
 )
+
+// batchRetry is how long FeedbackBatch sends results one at a time after
+// an explorer did not know the batch endpoint, before it tries it again.
+const batchRetry = 10 * time.Minute
 
 // NewClient returns the client of a node whose identity is key: requests
 // carry its node ID as X-Provisiond-Key. baseURL is the explorer's root
@@ -164,14 +176,20 @@ func (c *Client) KeyID() string { return c.keyID }
 // backoff, honouring Retry-After, and end in a provision.Temporary error;
 // any other 4xx is a provision.Permanent *APIError.
 func (c *Client) do(ctx context.Context, method, path string, in, out any, timeout time.Duration) error {
-	op := method + " " + path
 	var body []byte
 	if in != nil {
 		var err error
 		if body, err = json.Marshal(in); err != nil {
-			return provision.Permanent(fmt.Errorf("%s: encoding body: %w", op, err))
+			return provision.Permanent(fmt.Errorf("%s %s: encoding body: %w", method, path, err))
 		}
 	}
+	return c.doBody(ctx, method, path, body, out, timeout)
+}
+
+// doBody is do with the body already encoded (nil: none). Every attempt
+// waits for one token of the read (GET) or write limiter.
+func (c *Client) doBody(ctx context.Context, method, path string, body []byte, out any, timeout time.Duration) error {
+	op := method + " " + path
 	lim := c.write
 	if method == http.MethodGet {
 		lim = c.read
@@ -245,10 +263,20 @@ func (c *Client) once(ctx context.Context, op, method, path string, body []byte,
 		apiErr.Message = er.Error
 	}
 	apiErr.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), c.opts.Now())
-	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
-		return apiErr.RetryAfter, provision.Temporary(apiErr)
+	err = classify(apiErr)
+	if provision.IsTemporary(err) {
+		return apiErr.RetryAfter, err
 	}
-	return 0, provision.Permanent(apiErr)
+	return 0, err
+}
+
+// classify wraps a refusal in its retry class: 429 and 5xx are temporary,
+// any other status permanent.
+func classify(e *APIError) error {
+	if e.Status == http.StatusTooManyRequests || e.Status >= 500 {
+		return provision.Temporary(e)
+	}
+	return provision.Permanent(e)
 }
 
 // retryAfter parses a Retry-After header: seconds or an HTTP date.
@@ -351,6 +379,194 @@ func decodeEvent(we WireEvent) provision.Event {
 func (c *Client) Feedback(ctx context.Context, nodeID string, r *provision.Result) error {
 	path := "/api/v1/nodes/" + url.PathEscape(nodeID) + "/results/" + url.PathEscape(r.ID)
 	return c.do(ctx, http.MethodPut, path, r, nil, c.opts.Timeout)
+}
+
+// FeedbackBatch delivers signed results with as few requests as it can:
+// POST /api/v1/nodes/{node}/results with up to MaxBatchResults results and
+// MaxBatchBodySize bytes each, in order. The explorer checks and stores
+// each result as Feedback's request would, all of a request in one
+// transaction.
+//
+// errs has one entry per result: nil when the explorer stored or already
+// held it; otherwise an error classified as Feedback's would be for that
+// result alone (permanent for a refusal such as a bad signature or an
+// unknown reservation, temporary for 429 or 5xx), wrapping an *APIError
+// with the explorer's status and message. A result that cannot be sent at
+// all (it does not encode, or is larger than a batch body) gets a
+// permanent error without a request.
+//
+// err is set, and errs nil, when the first request failed as a whole:
+// classified and retried within the call like any other call (429, 5xx
+// and network errors are temporary and retried with backoff up to
+// MaxAttempts). When a later request of the same call fails, its results
+// and those after it get that error as a temporary one (the explorer did
+// not judge them), so the caller retries them.
+//
+// Each request takes one token of the write limiter, like every other
+// call: the limiter bounds requests, which is what costs the explorer (a
+// request signature check, a transaction and its fsync); a caller that
+// wants to pace results paces them itself (provision.Options.OutboxRate).
+//
+// An explorer that does not know the batch endpoint (404 or 405) gets the
+// results one at a time through Feedback, for this call and the next ten
+// minutes.
+func (c *Client) FeedbackBatch(ctx context.Context, nodeID string, rs []*provision.Result) ([]error, error) {
+	errs := make([]error, len(rs))
+	if len(rs) == 0 {
+		return errs, nil
+	}
+	if c.opts.Now().UnixNano() < c.singleUntil.Load() {
+		return c.feedbackEach(ctx, nodeID, rs, errs), nil
+	}
+	path := "/api/v1/nodes/" + url.PathEscape(nodeID) + "/results"
+	chunks := chunkResults(rs, errs, MaxBatchResults, MaxBatchBodySize)
+	for k, ch := range chunks {
+		reply := &resultsReply{ids: ch.ids, op: http.MethodPost + " " + path}
+		err := c.doBody(ctx, http.MethodPost, path, ch.body(), reply, c.opts.Timeout)
+		if err == nil {
+			for j, i := range ch.index {
+				errs[i] = reply.errs[j]
+			}
+			continue
+		}
+		var apiErr *APIError
+		if k == 0 && errors.As(err, &apiErr) && (apiErr.Status == http.StatusNotFound || apiErr.Status == http.StatusMethodNotAllowed) {
+			c.singleUntil.Store(c.opts.Now().Add(batchRetry).UnixNano())
+			c.log.Warn().Err(err).Msg("the explorer has no batch results endpoint; sending results one at a time")
+			return c.feedbackEach(ctx, nodeID, rs, errs), nil
+		}
+		if k == 0 {
+			return nil, err
+		}
+		for _, later := range chunks[k:] {
+			for j, i := range later.index {
+				errs[i] = provision.Temporary(fmt.Errorf("result %s not delivered: %w", later.ids[j], err))
+			}
+		}
+		break
+	}
+	return errs, nil
+}
+
+// feedbackEach delivers every rs[i] whose errs[i] is nil through Feedback
+// and sets errs[i] to its outcome.
+func (c *Client) feedbackEach(ctx context.Context, nodeID string, rs []*provision.Result, errs []error) []error {
+	for i, r := range rs {
+		if errs[i] == nil {
+			errs[i] = c.Feedback(ctx, nodeID, r)
+		}
+	}
+	return errs
+}
+
+// resultsChunk is the part of a batch that one request carries.
+type resultsChunk struct {
+	index []int    // positions in the caller's slice
+	ids   []string // the results' IDs
+	enc   [][]byte // the results' JSON
+	size  int      // the body's size
+}
+
+// resultsFrame is the body of a request without its results.
+const resultsFrame = len(`{"results":[]}`)
+
+// body returns the request body of the chunk.
+func (ch *resultsChunk) body() []byte {
+	b := make([]byte, 0, ch.size)
+	b = append(b, `{"results":[`...)
+	for j, e := range ch.enc {
+		if j > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, e...)
+	}
+	return append(b, "]}"...)
+}
+
+// chunkResults encodes rs and splits them, in order, into chunks of at
+// most maxCount results and maxBody bytes of body. A result that does not
+// encode or does not fit a body alone gets a permanent error in errs and
+// is left out.
+func chunkResults(rs []*provision.Result, errs []error, maxCount, maxBody int) []*resultsChunk {
+	var chunks []*resultsChunk
+	var cur *resultsChunk
+	for i, r := range rs {
+		enc, err := json.Marshal(r)
+		if err != nil {
+			errs[i] = provision.Permanent(fmt.Errorf("encoding result %d: %w", i, err))
+			continue
+		}
+		if resultsFrame+len(enc) > maxBody {
+			errs[i] = provision.Permanent(fmt.Errorf("result %s: %d bytes of JSON do not fit a request of at most %d", r.ID, len(enc), maxBody))
+			continue
+		}
+		if cur == nil || len(cur.enc) == maxCount || cur.size+1+len(enc) > maxBody {
+			cur = &resultsChunk{size: resultsFrame - 1} // the first result needs no comma
+			chunks = append(chunks, cur)
+		}
+		cur.index = append(cur.index, i)
+		cur.ids = append(cur.ids, wireString(r.ID))
+		cur.enc = append(cur.enc, enc)
+		cur.size += 1 + len(enc)
+	}
+	return chunks
+}
+
+// wireString returns s as the receiver of its JSON encoding reads it:
+// encoding/json replaces invalid UTF-8.
+func wireString(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	b, _ := json.Marshal(s)
+	_ = json.Unmarshal(b, &s)
+	return s
+}
+
+// resultsReply decodes the reply to a batch of results for FeedbackBatch.
+type resultsReply struct {
+	ids  []string // the IDs sent, in order
+	op   string   // names the request in errors
+	errs []error
+}
+
+func (r *resultsReply) decodeReply(raw []byte) error {
+	var err error
+	r.errs, err = decodeResultsReply(raw, r.ids, r.op)
+	return err
+}
+
+// decodeResultsReply decodes the reply to a batch of results with the
+// given IDs, sent by request op, into one error per result: nil for a 2xx
+// code, else an *APIError classified as a request's refusal would be. The
+// reply must hold one status per result, in order, each naming the ID
+// sent and a code between 200 and 599.
+func decodeResultsReply(raw []byte, ids []string, op string) ([]error, error) {
+	var reply ResultsReply
+	if err := json.Unmarshal(raw, &reply); err != nil {
+		return nil, err
+	}
+	if len(reply.Results) != len(ids) {
+		return nil, fmt.Errorf("%d statuses for %d results", len(reply.Results), len(ids))
+	}
+	errs := make([]error, len(ids))
+	for i, st := range reply.Results {
+		if st.ID != ids[i] {
+			return nil, fmt.Errorf("status %d names result %q, not %q", i, st.ID, ids[i])
+		}
+		if st.Code < 200 || st.Code > 599 {
+			return nil, fmt.Errorf("status %d of result %q: code %d", i, st.ID, st.Code)
+		}
+		if st.Code/100 == 2 {
+			continue
+		}
+		msg := st.Error
+		if msg == "" {
+			msg = http.StatusText(st.Code)
+		}
+		errs[i] = classify(&APIError{Status: st.Code, Message: msg, Op: op + ": result " + st.ID})
+	}
+	return errs, nil
 }
 
 // UpdateStats delivers the node's stats.

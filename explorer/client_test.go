@@ -1,12 +1,15 @@
 package explorer_test
 
 import (
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -152,7 +155,9 @@ type stub struct {
 	mu      sync.Mutex
 	at      []time.Time
 	answers func(n int, w http.ResponseWriter)
-	fail    error
+	// handle, when set, answers instead of answers, seeing the request.
+	handle func(n int, req *http.Request, body []byte, w http.ResponseWriter)
+	fail   error
 }
 
 func (s *stub) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -171,7 +176,11 @@ func (s *stub) RoundTrip(req *http.Request) (*http.Response, error) {
 		s.t.Errorf("client sent a badly signed request: %v", err)
 	}
 	rec := httptest.NewRecorder()
-	s.answers(n, rec)
+	if s.handle != nil {
+		s.handle(n, req, body, rec)
+	} else {
+		s.answers(n, rec)
+	}
 	return rec.Result(), nil
 }
 
@@ -321,6 +330,241 @@ func TestRateLimitSeparatesReadsAndWrites(t *testing.T) {
 		}
 		if d := time.Since(start); d != 0 {
 			t.Fatalf("writes waited %s for the read limiter", d)
+		}
+	})
+}
+
+// signedResultOf returns an ok result of r signed by key.
+func signedResultOf(t testing.TB, r *provision.Reservation, key ed25519.PrivateKey) *provision.Result {
+	t.Helper()
+	res := &provision.Result{Type: r.Type, ID: r.ID, NodeID: explorertest.NodeID(key), Digest: r.Digest(), Created: time.Now().UTC(), State: provision.StateOk}
+	if err := res.Sign(provision.KeySigner(key)); err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func TestFeedbackBatchAgainstExplorer(t *testing.T) {
+	xs := explorertest.New(t)
+	node, other, user := explorertest.NewKey(t), explorertest.NewKey(t), explorertest.NewKey(t)
+	nodeID := explorertest.NodeID(node)
+	nc := xs.RegisterNode(t, node)
+	var rvs []*provision.Reservation
+	for i := range 3 {
+		rv := explorertest.Volume(nodeID, int64(i+1))
+		xs.Reserve(t, user, rv)
+		rvs = append(rvs, rv)
+	}
+	unknown := *rvs[0]
+	unknown.ID = "unknown"
+	good0, good2 := signedResultOf(t, rvs[0], node), signedResultOf(t, rvs[2], node)
+	forged := signedResultOf(t, rvs[1], other)
+	forged.NodeID = nodeID // names the node, signed by another key
+	rs := []*provision.Result{good0, forged, signedResultOf(t, &unknown, node), good2}
+
+	errs, err := nc.FeedbackBatch(t.Context(), nodeID, rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		err    error
+		status int // 0: delivered
+	}{
+		{"stored", errs[0], 0},
+		{"forged-refused", errs[1], http.StatusForbidden},
+		{"unknown-refused", errs[2], http.StatusNotFound},
+		{"stored-after-refusals", errs[3], 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.status == 0 {
+				if tt.err != nil {
+					t.Fatal(tt.err)
+				}
+				return
+			}
+			var apiErr *explorer.APIError
+			if !errors.As(tt.err, &apiErr) || apiErr.Status != tt.status || apiErr.Message == "" || provision.IsTemporary(tt.err) {
+				t.Fatalf("err = %v, want a permanent %d with the explorer's message", tt.err, tt.status)
+			}
+		})
+	}
+	for _, want := range []*provision.Result{good0, good2} {
+		got := xs.Reservation(t, want.ID).Result
+		if got == nil || got.Signature != want.Signature {
+			t.Fatalf("the explorer holds %+v for %s", got, want.ID)
+		}
+	}
+	// Again, as an outbox retry would: the stored ones are acknowledged.
+	errs, err = nc.FeedbackBatch(t.Context(), nodeID, []*provision.Result{good2, good0})
+	if err != nil || errs[0] != nil || errs[1] != nil {
+		t.Fatalf("repeat: %v, %v", errs, err)
+	}
+	if errs, err := nc.FeedbackBatch(t.Context(), nodeID, nil); err != nil || len(errs) != 0 {
+		t.Fatalf("empty batch: %v, %v", errs, err)
+	}
+}
+
+// answerBatch answers a batch of results with the given code for each
+// result (200 when codes is short), echoing the IDs sent.
+func answerBatch(t testing.TB, body []byte, w http.ResponseWriter, codes ...int) {
+	t.Helper()
+	var req explorer.ResultsRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		t.Errorf("client sent a bad batch: %v", err)
+	}
+	var reply explorer.ResultsReply
+	for i, r := range req.Results {
+		st := explorer.ResultStatus{ID: r.ID, Code: http.StatusOK}
+		if i < len(codes) && codes[i] != http.StatusOK {
+			st.Code, st.Error = codes[i], fmt.Sprintf("refused with %d", codes[i])
+		}
+		reply.Results = append(reply.Results, st)
+	}
+	json.NewEncoder(w).Encode(reply)
+}
+
+func results(n int) []*provision.Result {
+	rs := make([]*provision.Result, n)
+	for i := range rs {
+		rs[i] = &provision.Result{ID: fmt.Sprintf("r%d", i), State: provision.StateOk, Created: time.Unix(0, 0).UTC()}
+	}
+	return rs
+}
+
+func TestFeedbackBatchClasses(t *testing.T) {
+	tests := []struct {
+		name      string
+		handle    func(t testing.TB, n int, req *http.Request, body []byte, w http.ResponseWriter)
+		attempts  int  // requests the stub saw
+		whole     bool // err set, errs nil
+		temporary bool // of err, or of errs[1]
+		errs      []bool
+	}{
+		{"per-result-codes", func(t testing.TB, _ int, _ *http.Request, body []byte, w http.ResponseWriter) {
+			answerBatch(t, body, w, 200, 403, 429, 503, 409)
+		}, 1, false, false, []bool{false, true, true, true, true}},
+		{"503-then-ok-retried", func(t testing.TB, n int, _ *http.Request, body []byte, w http.ResponseWriter) {
+			if n == 0 {
+				refuse(http.StatusServiceUnavailable, "")(n, w)
+				return
+			}
+			answerBatch(t, body, w)
+		}, 2, false, false, []bool{false, false, false, false, false}},
+		{"500-exhausts-attempts", func(_ testing.TB, n int, _ *http.Request, _ []byte, w http.ResponseWriter) {
+			refuse(http.StatusInternalServerError, "")(n, w)
+		}, 3, true, true, nil},
+		{"400-not-retried", func(_ testing.TB, n int, _ *http.Request, _ []byte, w http.ResponseWriter) {
+			refuse(http.StatusBadRequest, "")(n, w)
+		}, 1, true, false, nil},
+		{"wrong-count-temporary", func(_ testing.TB, _ int, _ *http.Request, _ []byte, w http.ResponseWriter) {
+			fmt.Fprint(w, `{"results":[{"id":"r0","code":200}]}`)
+		}, 3, true, true, nil},
+		{"reordered-temporary", func(_ testing.TB, _ int, _ *http.Request, _ []byte, w http.ResponseWriter) {
+			fmt.Fprint(w, `{"results":[{"id":"r1","code":200},{"id":"r0","code":200},{"id":"r2","code":200},{"id":"r3","code":200},{"id":"r4","code":200}]}`)
+		}, 3, true, true, nil},
+		{"no-batch-endpoint-falls-back", func(_ testing.TB, n int, req *http.Request, _ []byte, w http.ResponseWriter) {
+			if req.Method == http.MethodPost {
+				refuse(http.StatusNotFound, "")(n, w)
+				return
+			}
+			if strings.HasSuffix(req.URL.Path, "/r1") {
+				refuse(http.StatusForbidden, "")(n, w)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+		}, 6, false, false, []bool{false, true, false, false, false}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				s := &stub{t: t}
+				s.handle = func(n int, req *http.Request, body []byte, w http.ResponseWriter) { tt.handle(t, n, req, body, w) }
+				c := stubClient(t, s, 3)
+				errs, err := c.FeedbackBatch(t.Context(), c.KeyID(), results(5))
+				if len(s.at) != tt.attempts {
+					t.Errorf("%d requests, want %d", len(s.at), tt.attempts)
+				}
+				if tt.whole {
+					if err == nil || errs != nil {
+						t.Fatalf("errs %v, err %v: want a failure of the request", errs, err)
+					}
+					if provision.IsTemporary(err) != tt.temporary {
+						t.Fatalf("IsTemporary(%v) = %v, want %v", err, !tt.temporary, tt.temporary)
+					}
+					return
+				}
+				if err != nil || len(errs) != len(tt.errs) {
+					t.Fatalf("errs %v, err %v", errs, err)
+				}
+				for i, e := range errs {
+					if (e != nil) != tt.errs[i] {
+						t.Errorf("result %d: %v, want refused %v", i, e, tt.errs[i])
+					}
+					var apiErr *explorer.APIError
+					if e != nil && !errors.As(e, &apiErr) {
+						t.Errorf("result %d: %v carries no *APIError", i, e)
+					}
+					if e != nil && apiErr != nil && provision.IsTemporary(e) != (apiErr.Status == 429 || apiErr.Status >= 500) {
+						t.Errorf("result %d: %v has the wrong class", i, e)
+					}
+				}
+			})
+		})
+	}
+}
+
+func TestFeedbackBatchSplitsRequests(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var sizes []int
+		s := &stub{t: t}
+		s.handle = func(n int, _ *http.Request, body []byte, w http.ResponseWriter) {
+			var req explorer.ResultsRequest
+			json.Unmarshal(body, &req)
+			sizes = append(sizes, len(req.Results))
+			if len(body) > explorer.MaxBatchBodySize {
+				t.Errorf("request %d: %d bytes", n, len(body))
+			}
+			if n == 1 {
+				refuse(http.StatusBadRequest, "")(n, w) // the second request fails as a whole
+				return
+			}
+			answerBatch(t, body, w)
+		}
+		opts := explorertest.ClientOptions()
+		opts.Transport = s
+		opts.MaxAttempts = 1
+		opts.WriteLimit, opts.WriteBurst = 1, 1 // one token per request, not per result
+		c := explorer.NewClient("http://explorer.invalid", explorertest.NewKey(t), opts)
+		rs := results(2*explorer.MaxBatchResults + 10)
+		rs[3].Data = json.RawMessage(`"` + strings.Repeat("x", explorer.MaxBatchBodySize) + `"`) // fits no request
+		start := time.Now()
+		errs, err := c.FeedbackBatch(t.Context(), c.KeyID(), rs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("2 requests at 1/s took %s: the limiter counted results", d)
+		}
+		if want := []int{explorer.MaxBatchResults, explorer.MaxBatchResults}; !slices.Equal(sizes, want) {
+			t.Fatalf("requests of %v results, want %v and then none after the failed one", sizes, want)
+		}
+		for i, e := range errs {
+			switch {
+			case i == 3:
+				if e == nil || provision.IsTemporary(e) {
+					t.Errorf("the oversized result: %v, want a permanent error", e)
+				}
+			case i <= explorer.MaxBatchResults: // the first request, one result skipped
+				if e != nil {
+					t.Errorf("result %d: %v", i, e)
+				}
+			default: // the failed request and the one never sent
+				if e == nil || !provision.IsTemporary(e) {
+					t.Errorf("result %d: %v, want a temporary error", i, e)
+				}
+			}
 		}
 	})
 }

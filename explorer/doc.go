@@ -1,7 +1,8 @@
 // Package explorer is the node's and the user's side of the Explorer API v1
 // (docs/explorer-api.md): the wire types, the request signing scheme and
-// Client, which implements provision.Poller and provision.Feedbacker for the
-// daemon and the reservation calls for provctl.
+// Client, which implements provision.Poller, provision.Feedbacker and
+// provision.BatchFeedbacker (many results per request) for the daemon and
+// the reservation calls for provctl.
 //
 // # Request signing
 //

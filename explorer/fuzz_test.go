@@ -4,8 +4,10 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,6 +106,56 @@ func FuzzDecodeEvents(f *testing.F) {
 				if _, err := json.Marshal(ev.Reservation); err != nil {
 					t.Fatalf("a decoded reservation does not encode: %v", err)
 				}
+			}
+		}
+	})
+}
+
+// FuzzDecodeResultsReply checks the client's decoding of the reply to a
+// batch of results (ids is the comma-separated list of IDs sent): it never
+// panics, accepts only one status per result naming its ID, and gives each
+// result nil for a 2xx code or an *APIError that is temporary exactly for
+// 429 and 5xx.
+func FuzzDecodeResultsReply(f *testing.F) {
+	f.Add([]byte(`{"results":[{"id":"a","code":200},{"id":"b","code":403,"error":"forged"}]}`), "a,b")
+	f.Add([]byte(`{"results":[{"id":"a","code":503}]}`), "a")
+	f.Add([]byte(`{"results":[{"id":"a","code":200}]}`), "b")
+	f.Add([]byte(`{"results":[{"id":"a","code":99}]}`), "a")
+	f.Add([]byte(`{"results":[]}`), "a")
+	f.Add([]byte(`{`), "")
+	f.Fuzz(func(t *testing.T, raw []byte, idList string) {
+		ids := strings.Split(idList, ",")
+		errs, err := decodeResultsReply(raw, ids, "POST /x")
+		if err != nil {
+			if errs != nil {
+				t.Fatal("a refused reply returned outcomes")
+			}
+			return
+		}
+		if len(errs) != len(ids) {
+			t.Fatalf("%d outcomes for %d results", len(errs), len(ids))
+		}
+		var reply ResultsReply
+		if err := json.Unmarshal(raw, &reply); err != nil {
+			t.Fatalf("accepted a reply that does not decode: %v", err)
+		}
+		for i, e := range errs {
+			st := reply.Results[i]
+			if st.ID != ids[i] {
+				t.Fatalf("status %d names %q for result %q", i, st.ID, ids[i])
+			}
+			if (e == nil) != (st.Code/100 == 2) {
+				t.Fatalf("code %d gave outcome %v", st.Code, e)
+			}
+			if e == nil {
+				continue
+			}
+			var apiErr *APIError
+			if !errors.As(e, &apiErr) || apiErr.Status != st.Code {
+				t.Fatalf("outcome %v does not carry status %d", e, st.Code)
+			}
+			if want := st.Code == 429 || st.Code >= 500; provision.IsTemporary(e) != want {
+				t.Fatalf("code %d: temporary %v, want %v", st.Code, !want, want)
 			}
 		}
 	})
