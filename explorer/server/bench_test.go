@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"net/http"
 	"runtime"
@@ -17,6 +18,7 @@ import (
 	"github.com/edgeprov/provisiond/explorer"
 	"github.com/edgeprov/provisiond/explorer/explorertest"
 	"github.com/edgeprov/provisiond/explorer/server"
+	"github.com/edgeprov/provisiond/provision"
 )
 
 // raiseFileLimit lifts RLIMIT_NOFILE to its hard limit: every simulated
@@ -197,4 +199,80 @@ func BenchmarkCreateReservation(b *testing.B) {
 			b.ReportMetric(float64(i)/time.Since(start).Seconds(), "reservations/s")
 		})
 	}
+}
+
+// BenchmarkResults delivers a node's signed results to an explorer with
+// fsync on, through the node's client: one PUT per result in series, one
+// PUT per result from 8 concurrent senders (sharing commits through the
+// group commit), and batches of 16, 64 and 256 results per POST. Each
+// result is newer than the one stored, so each is verified and written.
+// It reports results per second.
+func BenchmarkResults(b *testing.B) {
+	for _, tt := range []struct {
+		name         string
+		batch, conns int
+	}{{"put", 1, 1}, {"put-8-concurrent", 1, 8}, {"batch=16", 16, 1}, {"batch=64", 64, 1}, {"batch=256", 256, 1}} {
+		b.Run(tt.name, func(b *testing.B) { benchResults(b, tt.batch, tt.conns) })
+	}
+}
+
+func benchResults(b *testing.B, batch, conns int) {
+	xs := explorertest.NewWithConfig(b, server.Config{})
+	node, user := explorertest.NewKey(b), explorertest.NewKey(b)
+	nc := xs.RegisterNode(b, node)
+	nodeID := explorertest.NodeID(node)
+	const pool = 256
+	rvs := make([]*provision.Reservation, pool)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w; i < pool; i += 8 {
+				r := explorertest.Volume(nodeID, 1)
+				r.Reference = strconv.Itoa(i)
+				xs.Reserve(b, user, r)
+				rvs[i] = r
+			}
+		})
+	}
+	wg.Wait()
+	base := time.Now().UTC()
+	rs := make([]*provision.Result, b.N)
+	for i := range rs {
+		rv := rvs[i%pool]
+		rs[i] = &provision.Result{Type: rv.Type, ID: rv.ID, NodeID: nodeID, Digest: rv.Digest(), Created: base.Add(time.Duration(i)), State: provision.StateOk}
+		if err := rs[i].Sign(provision.KeySigner(node)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	start := time.Now()
+	var next atomic.Int64
+	for range conns {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(int64(batch))) - batch
+				if i >= len(rs) {
+					return
+				}
+				chunk := rs[i:min(i+batch, len(rs))]
+				if batch == 1 {
+					if err := nc.Feedback(b.Context(), nodeID, chunk[0]); err != nil {
+						b.Error(err)
+						return
+					}
+					continue
+				}
+				errs, err := nc.FeedbackBatch(b.Context(), nodeID, chunk)
+				if err == nil {
+					err = errors.Join(errs...)
+				}
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "results/s")
 }
