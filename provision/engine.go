@@ -154,6 +154,16 @@ type Status struct {
 // lockStripes is the number of per-ID record locks.
 const lockStripes = 64
 
+// ingestShards is how many jobs of the source are ingested at once: each
+// waits for its write to be durable, so concurrent ones share a commit.
+// A job goes to the shard of its reservation ID, which keeps the jobs of
+// one ID in the order the source sent them. ingestQueue is how many jobs
+// wait for each shard.
+const (
+	ingestShards = 32
+	ingestQueue  = 4
+)
+
 // Engine is provisiond's durable state machine: it ingests reservations
 // from its source, persists them, provisions and decommissions them through
 // a bounded worker pool, reconciles deployed workloads and delivers signed
@@ -272,6 +282,10 @@ func positive[T int | time.Duration | rate.Limit](v, def T) T {
 // source, runs the workers, the reconcile loop and the outbox sender until
 // ctx ends. It waits for every goroutine it started and returns nil after
 // ctx ended, or the error that made recovery fail. Run may be called once.
+//
+// Jobs are ingested concurrently (see ingestShards), those of one
+// reservation ID in order. The Last marker is handled only once every job
+// the source sent before it was ingested and acknowledged.
 func (e *Engine) Run(ctx context.Context) error {
 	if !e.started.CompareAndSwap(false, true) {
 		panic("provision: Engine.Run called twice")
@@ -295,8 +309,25 @@ func (e *Engine) Run(ctx context.Context) error {
 	wg.Go(func() { e.reconcileLoop(ctx) })
 
 	waker, _ := e.src.(Waker)
+	var pending sync.WaitGroup // jobs handed to a shard and not yet done
+	var shards [ingestShards]chan ReservationJob
+	for i := range shards {
+		shards[i] = make(chan ReservationJob, ingestQueue)
+		wg.Go(func() {
+			for job := range shards[i] {
+				if ctx.Err() == nil { // after ctx ended, drop it unacknowledged
+					e.ingestJob(job, waker)
+				}
+				pending.Done()
+			}
+		})
+	}
 	for job := range e.src.Reservations(ctx) {
-		if job.Last {
+		switch {
+		case ctx.Err() != nil:
+			continue
+		case job.Last:
+			pending.Wait() // every job before the marker is ingested
 			e.ack(job, nil)
 			if e.setCaughtUp() {
 				e.log.Info().Msg("caught up with the sources")
@@ -308,14 +339,36 @@ func (e *Engine) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		err := e.ingest(job)
-		e.ack(job, err)
-		if err == nil && waker != nil && job.Reservation != nil && !job.Expired {
-			waker.Wake()
+		pending.Add(1)
+		select {
+		case shards[e.shard(job)] <- job:
+		case <-ctx.Done():
+			pending.Done()
 		}
+	}
+	for _, ch := range shards {
+		close(ch)
 	}
 	<-ctx.Done()
 	return nil
+}
+
+// shard returns the ingest shard of job: that of its reservation ID.
+func (e *Engine) shard(job ReservationJob) int {
+	if job.Reservation == nil {
+		return 0
+	}
+	return int(maphash.String(e.seed, job.Reservation.ID) % ingestShards)
+}
+
+// ingestJob ingests job, acknowledges it and wakes the source when a new
+// reservation was accepted.
+func (e *Engine) ingestJob(job ReservationJob, waker Waker) {
+	err := e.ingest(job)
+	e.ack(job, err)
+	if err == nil && waker != nil && job.Reservation != nil && !job.Expired {
+		waker.Wake()
+	}
 }
 
 func (e *Engine) ack(job ReservationJob, err error) {

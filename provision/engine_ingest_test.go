@@ -2,6 +2,7 @@ package provision_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -157,6 +158,94 @@ func TestEngineDeleteSignature(t *testing.T) {
 		h.wantState("unseen", provision.Deleted)
 		if h.prims.Provisions("unseen") != 0 || h.lastResult("unseen").State != provision.StateDeleted {
 			t.Errorf("unseen delete: provisions %d", h.prims.Provisions("unseen"))
+		}
+		h.checkStats(h.store)
+	})
+}
+
+// blockAdd is a store whose Add of one ID waits until gate is closed.
+type blockAdd struct {
+	provision.Store
+	id   string
+	gate chan struct{}
+}
+
+func (s blockAdd) Add(rec *provision.Record, out ...*provision.OutboxEntry) error {
+	if rec.ID() == s.id {
+		<-s.gate
+	}
+	return s.Store.Add(rec, out...)
+}
+
+// Jobs are ingested concurrently: one slow write holds up neither the jobs
+// of other IDs nor their acknowledgements, but the caught-up marker waits
+// for every job sent before it.
+func TestEngineIngestConcurrentWithBarrier(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, nil)
+		gate := make(chan struct{})
+		h.start(blockAdd{Store: h.store, id: "slow", gate: gate})
+		slowAck := make(chan error, 1)
+		if err := h.src.Send(h.ctx, provision.ReservationJob{
+			Reservation: h.user.Volume("slow", testNode, 1, time.Now(), time.Hour),
+			Ack:         func(err error) { slowAck <- err },
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range []string{"a", "b", "c"} {
+			h.deliver(h.user.Volume(id, testNode, 1, time.Now(), time.Hour)) // not held up by "slow"
+		}
+		caughtUp := make(chan error, 1)
+		go func() { caughtUp <- h.src.CaughtUp(h.ctx) }()
+		synctest.Wait()
+		select {
+		case <-caughtUp:
+			t.Fatal("the caught-up marker was acknowledged before an earlier job was ingested")
+		default:
+		}
+		if h.eng.Status().CaughtUp {
+			t.Fatal("caught up before an earlier job was ingested")
+		}
+		close(gate)
+		if err := <-slowAck; err != nil {
+			t.Fatalf("slow job: %v", err)
+		}
+		if err := <-caughtUp; err != nil {
+			t.Fatalf("caught-up marker: %v", err)
+		}
+		if !h.eng.Status().CaughtUp {
+			t.Error("not caught up after the marker was acknowledged")
+		}
+		settle(0)
+		for _, id := range []string{"slow", "a", "b", "c"} {
+			h.wantState(id, provision.Deployed)
+		}
+	})
+}
+
+// The jobs of one ID are ingested in the order the source sent them, even
+// when the source does not wait for acknowledgements: a delete sent right
+// after its reservation always finds it.
+func TestEngineIngestKeepsOrderPerID(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, nil)
+		h.start(nil)
+		var ids []string
+		for i := range 100 {
+			r := h.user.Volume(fmt.Sprint("v", i), testNode, 1, time.Now(), time.Hour)
+			ids = append(ids, r.ID)
+			for _, job := range []*provision.Reservation{r, h.user.Delete(r)} {
+				if err := h.src.Send(h.ctx, provision.ReservationJob{Reservation: job}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		settle(provision.DefaultBackoffMax)
+		for _, id := range ids {
+			rec := h.wantState(id, provision.Deleted)
+			if rec.History[0].State != provision.Accepted {
+				t.Errorf("%s: history %+v; the delete was ingested before the reservation", id, rec.History)
+			}
 		}
 		h.checkStats(h.store)
 	})

@@ -144,14 +144,14 @@ func (s *PollSource) run(ctx context.Context, ch chan<- ReservationJob) {
 			}
 			continue
 		}
+		// One answer per job, in any order (the Engine ingests jobs
+		// concurrently): the batch is done once every job answered.
 		acks := make(chan error, len(events))
-		ack := func(err error) {
-			select {
-			case acks <- err:
-			default: // acknowledged twice: the first answer counts
-			}
-		}
 		for _, ev := range events {
+			var once sync.Once
+			ack := func(err error) {
+				once.Do(func() { acks <- err }) // a second answer is ignored
+			}
 			if !send(ReservationJob{Reservation: ev.Reservation, Err: ev.Err, Ack: ack}) {
 				return
 			}
