@@ -61,13 +61,20 @@ func (s *Store) Add(rec *provision.Record, out ...*provision.OutboxEntry) error 
 // index and releases its Key; one leaving it (error → deleting) takes both
 // back.
 func (s *Store) Save(rec *provision.Record, out ...*provision.OutboxEntry) error {
+	return s.QueueSave(rec, out...)()
+}
+
+// QueueSave queues what Save does for the next group commit and returns at
+// once; wait returns the outcome of Save once the write is durable. See
+// provision.SaveQueuer.
+func (s *Store) QueueSave(rec *provision.Record, out ...*provision.OutboxEntry) (wait func() error) {
 	v, err := encodeRecord(rec)
 	if err != nil {
-		return fmt.Errorf("saving record: %w", err)
+		return func() error { return fmt.Errorf("saving record: %w", err) }
 	}
 	x := indexOf(rec)
 	var seqs []uint64
-	err = s.update("saving record "+x.id, func(tx *bolt.Tx) error {
+	done := s.queue("saving record "+x.id, func(tx *bolt.Tx) error {
 		recs, err := bucket(tx, bucketRecords)
 		if err != nil {
 			return err
@@ -95,11 +102,13 @@ func (s *Store) Save(rec *provision.Record, out ...*provision.OutboxEntry) error
 		seqs, err = enqueue(tx, out)
 		return err
 	})
-	if err != nil {
-		return err
+	return func() error {
+		if err := done(); err != nil {
+			return err
+		}
+		setSeqs(out, seqs)
+		return nil
 	}
-	setSeqs(out, seqs)
-	return nil
 }
 
 // encodeRecord checks rec and returns its stored form.

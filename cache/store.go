@@ -31,7 +31,11 @@ var (
 	errPanicked = errors.New("cache: write panicked")
 )
 
-var _ provision.Store = (*Store)(nil)
+var (
+	_ provision.Store        = (*Store)(nil)
+	_ provision.SaveQueuer   = (*Store)(nil)
+	_ provision.UnitsScanner = (*Store)(nil)
+)
 
 // Names of the buckets and meta keys; see the drawing in doc.go.
 var (

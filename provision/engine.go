@@ -196,12 +196,15 @@ type Engine struct {
 	locks   [lockStripes]sync.Mutex
 	started atomic.Bool
 
-	// tallyMu serialises every record write that may change the active
-	// set, so that the tally, the stats in the outbox and the store agree.
+	// tallyMu serialises the tally changes of the record writes that
+	// change the active set with the order of those writes in the store
+	// (see commit), so that the tally, the stats in the outbox and the
+	// store agree.
 	tallyMu    sync.Mutex
 	tally      *Tally
 	capacity   Capacity
 	capacityOK bool
+	statsGen   uint64 // numbers the Stats computed (statsLocked)
 
 	outboxWake chan struct{}
 
@@ -212,6 +215,7 @@ type Engine struct {
 	pollErrAt time.Time
 	depth     int
 	stats     Stats
+	statsPub  uint64 // number of the published stats
 	subs      map[chan Stats]struct{}
 }
 
@@ -442,10 +446,16 @@ func (e *Engine) Counters(ctx context.Context) <-chan Stats {
 	return ch
 }
 
-// publish makes s the current Stats and offers it to every subscriber.
-func (e *Engine) publish(s Stats) {
+// publish makes s, numbered gen by statsLocked, the current Stats and
+// offers it to every subscriber, unless a later Stats was published
+// already (commits finish in any order).
+func (e *Engine) publish(s Stats, gen uint64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if gen < e.statsPub {
+		return
+	}
+	e.statsPub = gen
 	e.stats = s
 	for ch := range e.subs {
 		select {
@@ -465,9 +475,11 @@ func cloneStats(s Stats) Stats {
 	return s
 }
 
-// statsLocked computes the Stats of the tally. e.tallyMu is held.
-func (e *Engine) statsLocked() Stats {
-	return Stats{Used: e.tally.Total(), Capacity: e.capacity, Workloads: e.tally.Workloads(), Updated: e.now()}
+// statsLocked computes the Stats of the tally and numbers it: a higher
+// number is a later state of the tally. e.tallyMu is held.
+func (e *Engine) statsLocked() (Stats, uint64) {
+	e.statsGen++
+	return Stats{Used: e.tally.Total(), Capacity: e.capacity, Workloads: e.tally.Workloads(), Updated: e.now()}, e.statsGen
 }
 
 // lock returns the record lock of id. Ingest, workers and
@@ -503,12 +515,12 @@ func (e *Engine) recover(ctx context.Context) error {
 	}
 	e.tallyMu.Lock()
 	e.tally = tally
-	stats := e.statsLocked()
+	stats, gen := e.statsLocked()
 	e.tallyMu.Unlock()
 	if err := e.store.Enqueue(&OutboxEntry{Kind: OutboxStats, Stats: &stats, Created: stats.Updated}); err != nil {
 		return fmt.Errorf("enqueuing stats: %w", err)
 	}
-	e.publish(stats)
+	e.publish(stats, gen)
 
 	var n int
 	err = e.store.Scan(func(rec *Record) error {
@@ -575,69 +587,111 @@ func resultEntry(res *Result) *OutboxEntry {
 
 // commit writes rec (already moved to its new state) with res and, when
 // the record joins or leaves the active set, a fresh Stats, all in one
-// store call (Add when add is set, Save otherwise). The tally follows the
-// store: it changes only when the write succeeded. from is the state before.
+// store call (Add when add is set, Save otherwise). from is the state
+// before; the caller holds the record lock, which keeps from equal to the
+// stored state.
 //
-// Only writes that change the active set take the tally lock (the record
-// lock, held by the caller, keeps from equal to the stored state, and the
-// tally holds exactly the active stored records), so that accepting and
-// deploying do not queue behind each other's encoding.
+// Only writes that change the active set take the tally lock: they change
+// the tally and compute the stats under it. When the store is a
+// SaveQueuer, such a Save is only queued under the lock and awaited after
+// it, so that these writes share commits while their stats entries still
+// commit in the order they were computed. Until the write is durable the
+// tally counts it (admission errs on the safe side meanwhile); should it
+// fail, the tally is put back and, since other writes may have computed
+// their stats with it, fresh stats are enqueued.
 func (e *Engine) commit(rec *Record, from State, res *Result, add bool) error {
-	if from.Active() != rec.State.Active() {
-		e.tallyMu.Lock()
-		defer e.tallyMu.Unlock()
+	if from.Active() == rec.State.Active() {
+		return e.commitLocked(rec, from, res, add)()
 	}
-	return e.commitLocked(rec, from, res, add)
+	e.tallyMu.Lock()
+	finish := e.commitLocked(rec, from, res, add)
+	e.tallyMu.Unlock()
+	return finish()
 }
 
-// commitLocked is commit with e.tallyMu held when the write changes the
-// active set.
-func (e *Engine) commitLocked(rec *Record, from State, res *Result, add bool) error {
+// commitLocked starts commit, with e.tallyMu held when the write changes
+// the active set. The function it returns, which must be called after
+// e.tallyMu is released, waits for the write and finishes the commit.
+func (e *Engine) commitLocked(rec *Record, from State, res *Result, add bool) (finish func() error) {
 	var out []*OutboxEntry
 	if res != nil {
 		rec.Result = res
 		out = append(out, resultEntry(res))
 	}
-	id := rec.ID()
-	was, now := from.Active(), rec.State.Active()
+	changed := from.Active() != rec.State.Active()
 	var stats Stats
-	if was != now {
-		if now {
-			e.tally.Set(id, rec.Reservation.Type, rec.Units)
-		} else {
-			e.tally.Remove(id)
-		}
-		stats = e.statsLocked()
+	var gen uint64
+	if changed {
+		e.setTally(rec, rec.State.Active())
+		stats, gen = e.statsLocked()
 		out = append(out, &OutboxEntry{Kind: OutboxStats, Stats: &stats, Created: stats.Updated})
 	}
-	var err error
-	if add {
-		err = e.store.Add(rec, out...)
+	var wait func() error
+	queued := false
+	if q, ok := e.store.(SaveQueuer); ok && !add {
+		wait, queued = q.QueueSave(rec, out...), true
 	} else {
-		err = e.store.Save(rec, out...)
-	}
-	if err != nil {
-		if was {
-			e.tally.Set(id, rec.Reservation.Type, rec.Units)
+		var err error
+		if add {
+			err = e.store.Add(rec, out...)
 		} else {
-			e.tally.Remove(id)
+			err = e.store.Save(rec, out...)
 		}
-		return err
-	}
-	if was != now {
-		e.publish(stats)
-	}
-	if rec.State != from {
-		e.hooks.Transition(rec.Reservation.Type, rec.State)
-		switch rec.State {
-		case Deployed, Failed, Deleted, Deleting:
-			e.sched.wakeDeps()
+		if err != nil && changed {
+			e.setTally(rec, from.Active()) // nobody saw it: the lock is held
 		}
+		wait = func() error { return err }
 	}
-	if len(out) > 0 {
-		e.wakeOutbox()
+	return func() error {
+		if err := wait(); err != nil {
+			if changed && queued {
+				e.undoTally(rec, from)
+			}
+			return err
+		}
+		if changed {
+			e.publish(stats, gen)
+		}
+		if rec.State != from {
+			e.hooks.Transition(rec.Reservation.Type, rec.State)
+			switch rec.State {
+			case Deployed, Failed, Deleted, Deleting:
+				e.sched.wakeDeps()
+			}
+		}
+		if len(out) > 0 {
+			e.wakeOutbox()
+		}
+		return nil
 	}
-	return nil
+}
+
+// setTally makes the tally count rec (active) or not. e.tallyMu is held.
+func (e *Engine) setTally(rec *Record, active bool) {
+	if active {
+		e.tally.Set(rec.ID(), rec.Reservation.Type, rec.Units)
+	} else {
+		e.tally.Remove(rec.ID())
+	}
+}
+
+// undoTally puts the tally back after a queued write of rec, which changed
+// the active set, failed, and enqueues fresh stats: writes queued
+// meanwhile computed theirs with the failed change.
+func (e *Engine) undoTally(rec *Record, from State) {
+	e.tallyMu.Lock()
+	e.setTally(rec, from.Active())
+	stats, gen := e.statsLocked()
+	err := e.store.Enqueue(&OutboxEntry{Kind: OutboxStats, Stats: &stats, Created: stats.Updated})
+	e.tallyMu.Unlock()
+	if err != nil {
+		// The next change of the active set, or the next start, enqueues
+		// correct stats.
+		e.logr(zerolog.ErrorLevel, rec.Reservation).Err(err).Msg("enqueuing stats after a failed write failed")
+		return
+	}
+	e.publish(stats, gen)
+	e.wakeOutbox()
 }
 
 // backoff is jittered exponential backoff with a cap.

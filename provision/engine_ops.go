@@ -112,9 +112,10 @@ func (e *Engine) fail(rec *Record, cause error) error {
 }
 
 // start takes an accepted record to provisioning: its dependencies must be
-// deployed and its units must fit. Admission is checked and the new state
-// written under the tally lock, so two workers can never both take the
-// last free units. A request that does not fit fails at once (naming the
+// deployed and its units must fit. Admission is checked, the tally
+// charged and the new state written (or, with a SaveQueuer, queued) under
+// the tally lock, so two workers can never both take the last free units;
+// the provisioner runs only once the state is durable. A request that does not fit fails at once (naming the
 // short units), whether it could never fit or only not now: there is no
 // queue of requests waiting for capacity.
 func (e *Engine) start(ctx context.Context, rec *Record) outcome {
@@ -162,6 +163,7 @@ func (e *Engine) start(ctx context.Context, rec *Record) outcome {
 	e.tallyMu.Lock()
 	usable := capacity.Usable()
 	var cause error
+	var finish func() error
 	if short := cur.Units.Add(e.tally.Total()).Short(usable); len(short) > 0 {
 		cause = fmt.Errorf("%w: %s", ErrNoCapacity, strings.Join(short, ", "))
 		if len(cur.Units.Short(usable)) > 0 {
@@ -172,13 +174,16 @@ func (e *Engine) start(ctx context.Context, rec *Record) outcome {
 		cur.Move(Failed, e.now(), cause.Error())
 		var res *Result
 		if res, err = e.newResult(cur.Reservation, cur.Digest, StateError, cause.Error(), nil); err == nil {
-			err = e.commitLocked(cur, Accepted, res, false)
+			finish = e.commitLocked(cur, Accepted, res, false)
 		}
 	} else {
 		cur.Move(Provisioning, e.now(), "")
-		err = e.commitLocked(cur, Accepted, nil, false)
+		finish = e.commitLocked(cur, Accepted, nil, false)
 	}
 	e.tallyMu.Unlock()
+	if finish != nil {
+		err = finish() // durable before the side effect below
+	}
 	mu.Unlock()
 	switch {
 	case err != nil:

@@ -24,7 +24,10 @@ type CrashStore struct {
 	crashed bool
 }
 
-var _ provision.Store = (*CrashStore)(nil)
+var (
+	_ provision.Store      = (*CrashStore)(nil)
+	_ provision.SaveQueuer = (*CrashStore)(nil)
+)
 
 // NewCrashStore returns inner crashing at write number after; a negative
 // after never crashes (it only counts).
@@ -74,6 +77,14 @@ func (s *CrashStore) Add(rec *provision.Record, out ...*provision.OutboxEntry) e
 // Save passes to the inner store until the crash.
 func (s *CrashStore) Save(rec *provision.Record, out ...*provision.OutboxEntry) error {
 	return s.write("saving record", func() error { return s.Store.Save(rec, out...) })
+}
+
+// QueueSave saves at once (counting as one write, which may be the
+// crash) and returns a wait that reports the outcome, so that the Engine's
+// queued path meets the crash too.
+func (s *CrashStore) QueueSave(rec *provision.Record, out ...*provision.OutboxEntry) (wait func() error) {
+	err := s.Save(rec, out...)
+	return func() error { return err }
 }
 
 // Enqueue passes to the inner store until the crash.

@@ -26,7 +26,10 @@ type Store struct {
 	cursors map[string]uint64
 }
 
-var _ provision.Store = (*Store)(nil)
+var (
+	_ provision.Store      = (*Store)(nil)
+	_ provision.SaveQueuer = (*Store)(nil)
+)
 
 // NewStore returns an empty in-memory store.
 func NewStore() *Store {
@@ -113,6 +116,14 @@ func (s *Store) Save(rec *provision.Record, out ...*provision.OutboxEntry) error
 	s.index(c)
 	s.enqueue(out, entries)
 	return nil
+}
+
+// QueueSave saves at once and returns a wait that reports the outcome: a
+// memory store has no commit to share, and writing at once keeps the
+// order of provision.SaveQueuer.
+func (s *Store) QueueSave(rec *provision.Record, out ...*provision.OutboxEntry) (wait func() error) {
+	err := s.Save(rec, out...)
+	return func() error { return err }
 }
 
 // Enqueue adds entries to the outbox without touching any record (the

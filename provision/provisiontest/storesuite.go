@@ -63,6 +63,7 @@ func RunStoreSuite(t *testing.T, open func(t testing.TB) provision.Store) {
 	t.Run("enqueue", func(t *testing.T) { testEnqueue(t, open) })
 	t.Run("cursors", func(t *testing.T) { testCursors(t, open) })
 	t.Run("concurrent", func(t *testing.T) { testConcurrent(t, open) })
+	t.Run("queue-save", func(t *testing.T) { testQueueSave(t, open) })
 }
 
 const hour = time.Hour
@@ -1009,4 +1010,52 @@ func testConcurrent(t *testing.T, open func(t testing.TB) provision.Store) {
 			t.Errorf("Owner(k) = %q, want the winner %q", got, keys[0])
 		}
 	})
+}
+
+// testQueueSave checks provision.SaveQueuer, when the store implements it:
+// queued saves take effect in the order they were queued, each with its
+// own outcome, and wait sets the Seq of their entries.
+func testQueueSave(t *testing.T, open func(t testing.TB) provision.Store) {
+	s := open(t)
+	q, ok := s.(provision.SaveQueuer)
+	if !ok {
+		t.Skip("the store does not implement provision.SaveQueuer")
+	}
+	mustAdd(t, s, NewRecord("a", provision.Accepted, hour, ""))
+	mustAdd(t, s, NewRecord("b", provision.Accepted, hour, ""))
+	r1, s1, r2, s2 := result("a"), stats(1), result("b"), stats(2)
+	waits := []func() error{
+		q.QueueSave(NewRecord("a", provision.Provisioning, hour, ""), s1),
+		q.QueueSave(NewRecord("missing", provision.Deployed, hour, ""), result("missing")),
+		q.QueueSave(NewRecord("a", provision.Deployed, hour, ""), r1),
+		q.QueueSave(NewRecord("b", provision.Provisioning, hour, ""), s2, r2),
+	}
+	for i, wait := range waits {
+		err := wait()
+		if i == 1 {
+			if !errors.Is(err, provision.ErrNotFound) {
+				t.Errorf("queued save of a missing record: %v, want ErrNotFound", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("queued save %d: %v", i, err)
+		}
+	}
+	if got := mustGet(t, s, "a"); got.State != provision.Deployed {
+		t.Errorf("a is %s, want deployed (the later of its queued saves)", got.State)
+	}
+	if got := mustGet(t, s, "b"); got.State != provision.Provisioning {
+		t.Errorf("b is %s, want provisioning", got.State)
+	}
+	if _, err := s.Get("missing"); !errors.Is(err, provision.ErrNotFound) {
+		t.Errorf("the failed queued save left a record: %v", err)
+	}
+	if r1.Seq == 0 || s2.Seq <= r1.Seq || r2.Seq <= s2.Seq {
+		t.Errorf("seqs %d, %d, %d are not set in queue order", r1.Seq, s2.Seq, r2.Seq)
+	}
+	// Stats: the latest queued wins.
+	if got, want := pendingSeqs(t, s, 0), []uint64{r1.Seq, s2.Seq, r2.Seq}; !slices.Equal(got, want) {
+		t.Errorf("Pending = %v, want %v", got, want)
+	}
 }
