@@ -164,6 +164,10 @@ const (
 	ingestQueue  = 4
 )
 
+// finishQueue is how many operations may wait for their last write
+// before a worker waits for the finisher.
+const finishQueue = 256
+
 // Engine is provisiond's durable state machine: it ingests reservations
 // from its source, persists them, provisions and decommissions them through
 // a bounded worker pool, reconciles deployed workloads and delivers signed
@@ -192,6 +196,7 @@ type Engine struct {
 	limiter            *rate.Limiter
 
 	sched   *scheduler
+	busy    atomic.Int64 // workers running an operation
 	seed    maphash.Seed
 	locks   [lockStripes]sync.Mutex
 	started atomic.Bool
@@ -306,9 +311,20 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer wg.Wait()
 	defer e.sched.stop()
 	defer cancel()
+	finishing := make(chan pendingOp, finishQueue)
+	var workers sync.WaitGroup
 	for range e.workers {
-		wg.Go(func() { e.work(ctx) })
+		workers.Go(func() { e.work(ctx, finishing) })
 	}
+	wg.Go(func() {
+		workers.Wait()
+		close(finishing)
+	})
+	wg.Go(func() {
+		for p := range finishing {
+			e.finish(p) // in order: writes become durable in order
+		}
+	})
 	wg.Go(func() { e.sendOutbox(ctx) })
 	wg.Go(func() { e.reconcileLoop(ctx) })
 
@@ -410,7 +426,8 @@ func (e *Engine) ObservePoll(err error) {
 
 // Status returns a snapshot of the Engine.
 func (e *Engine) Status() Status {
-	queued, waiting, busy := e.sched.counts()
+	queued, waiting, _ := e.sched.counts()
+	busy := int(e.busy.Load())
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return Status{
@@ -600,13 +617,19 @@ func resultEntry(res *Result) *OutboxEntry {
 // fail, the tally is put back and, since other writes may have computed
 // their stats with it, fresh stats are enqueued.
 func (e *Engine) commit(rec *Record, from State, res *Result, add bool) error {
+	return e.commitQueued(rec, from, res, add)()
+}
+
+// commitQueued is commit up to the wait for the write: the function it
+// returns waits for it and finishes the commit, and must be called (with
+// the record lock still held).
+func (e *Engine) commitQueued(rec *Record, from State, res *Result, add bool) (finish func() error) {
 	if from.Active() == rec.State.Active() {
-		return e.commitLocked(rec, from, res, add)()
+		return e.commitLocked(rec, from, res, add)
 	}
 	e.tallyMu.Lock()
-	finish := e.commitLocked(rec, from, res, add)
-	e.tallyMu.Unlock()
-	return finish()
+	defer e.tallyMu.Unlock()
+	return e.commitLocked(rec, from, res, add)
 }
 
 // commitLocked starts commit, with e.tallyMu held when the write changes

@@ -17,6 +17,11 @@ type outcome struct {
 	ops    opKind
 	urgent bool
 	deps   bool
+	// pending, when set, is the rest of the operation: it waits for the
+	// operation's last write, queued in the store, to be durable and
+	// returns the outcome. The worker hands it to the finisher and takes
+	// the next operation: workers wait for primitives, not for the disk.
+	pending func() outcome
 }
 
 func (o outcome) merge(p outcome) outcome {
@@ -33,16 +38,33 @@ func (o outcome) merge(p outcome) outcome {
 }
 
 // work is one worker of the pool: it runs queued operations until ctx
-// ends.
-func (e *Engine) work(ctx context.Context) {
+// ends. An operation whose last write is pending in the store goes to the
+// finisher (see finish), which ends it once the write is durable; the
+// reservation stays taken (no other operation of it runs) until then.
+func (e *Engine) work(ctx context.Context, finishing chan<- pendingOp) {
 	for {
 		id, ops, ok := e.sched.next(ctx)
 		if !ok {
 			return
 		}
+		e.busy.Add(1)
 		var o outcome
 		if ops&opDrive != 0 {
-			o = o.merge(e.drive(ctx, id))
+			d := e.drive(ctx, id)
+			if d.pending != nil {
+				if rest := ops &^ opDrive; rest != 0 {
+					e.sched.request(id, rest, rest&opPurge != 0) // after it
+				}
+				e.busy.Add(-1)
+				p := pendingOp{id: id, rest: d.pending}
+				select {
+				case finishing <- p:
+				case <-ctx.Done():
+					e.finish(p)
+				}
+				continue
+			}
+			o = o.merge(d)
 		}
 		if ops&opInspect != 0 {
 			e.inspect(ctx, id)
@@ -50,8 +72,21 @@ func (e *Engine) work(ctx context.Context) {
 		if ops&opPurge != 0 {
 			e.purge(ctx, id)
 		}
+		e.busy.Add(-1)
 		e.sched.done(id, o.retry, o.ops, o.urgent, o.deps)
 	}
+}
+
+// pendingOp is an operation waiting for its last write: see outcome.
+type pendingOp struct {
+	id   string
+	rest func() outcome
+}
+
+// finish waits for the write of p and ends its operation.
+func (e *Engine) finish(p pendingOp) {
+	o := p.rest()
+	e.sched.done(p.id, o.retry, o.ops, o.urgent, o.deps)
 }
 
 // retryLater re-runs the drive of a record after a store error.
@@ -114,8 +149,9 @@ func (e *Engine) fail(rec *Record, cause error) error {
 // start takes an accepted record to provisioning: its dependencies must be
 // deployed and its units must fit. Admission is checked, the tally
 // charged and the new state written (or, with a SaveQueuer, queued) under
-// the tally lock, so two workers can never both take the last free units;
-// the provisioner runs only once the state is durable. A request that does not fit fails at once (naming the
+// the tally lock, so two workers can never both take the last free units.
+// The provisioner runs in the next operation on the reservation, queued
+// once the state is durable. A request that does not fit fails at once (naming the
 // short units), whether it could never fit or only not now: there is no
 // queue of requests waiting for capacity.
 func (e *Engine) start(ctx context.Context, rec *Record) outcome {
@@ -181,18 +217,25 @@ func (e *Engine) start(ctx context.Context, rec *Record) outcome {
 		finish = e.commitLocked(cur, Accepted, nil, false)
 	}
 	e.tallyMu.Unlock()
-	if finish != nil {
-		err = finish() // durable before the side effect below
-	}
-	mu.Unlock()
-	switch {
-	case err != nil:
+	if finish == nil {
+		mu.Unlock()
 		return e.retryLater(id, false, err)
-	case cause != nil:
-		e.logr(zerolog.WarnLevel, cur.Reservation).Err(cause).Msg("reservation refused for capacity")
-		return outcome{}
 	}
-	return e.provision(ctx, cur)
+	return outcome{pending: func() outcome {
+		err := finish()
+		mu.Unlock()
+		switch {
+		case err != nil:
+			return e.retryLater(id, false, err)
+		case cause != nil:
+			e.logr(zerolog.WarnLevel, cur.Reservation).Err(cause).Msg("reservation refused for capacity")
+			return outcome{}
+		}
+		// Provisioning is durable: the side effect may run, in the
+		// next turn of the reservation.
+		e.sched.request(id, opDrive, false)
+		return outcome{}
+	}}
 }
 
 // currentCapacity returns the node's capacity as last measured (at start
@@ -339,11 +382,17 @@ func (e *Engine) provision(ctx context.Context, rec *Record) outcome {
 }
 
 // settle writes the outcome of a provision call under the record lock. It
-// returns the record when it failed, for its leftovers to be purged.
+// returns the record when it failed, for its leftovers to be purged. The
+// write of deployed is left pending (see outcome), with the lock.
 func (e *Engine) settle(id string, data any, err error) (outcome, *Record) {
 	mu := e.lock(id)
 	mu.Lock()
-	defer mu.Unlock()
+	unlock := true
+	defer func() {
+		if unlock {
+			mu.Unlock()
+		}
+	}()
 	cur, ok, lerr := e.reload(id, Provisioning)
 	switch {
 	case lerr != nil:
@@ -362,11 +411,17 @@ func (e *Engine) settle(id string, data any, err error) (outcome, *Record) {
 		default:
 			cur.Move(Deployed, e.now(), "")
 			cur.Failures = 0
-			if cerr := e.commit(cur, Provisioning, res, false); cerr != nil {
-				return e.retryLater(id, false, cerr), nil
-			}
-			e.logr(zerolog.InfoLevel, r).Msg("reservation deployed")
-			return outcome{}, nil
+			finish := e.commitQueued(cur, Provisioning, res, false)
+			unlock = false
+			return outcome{pending: func() outcome {
+				err := finish()
+				mu.Unlock()
+				if err != nil {
+					return e.retryLater(id, false, err)
+				}
+				e.logr(zerolog.InfoLevel, r).Msg("reservation deployed")
+				return outcome{}
+			}}, nil
 		}
 	}
 	if IsTemporary(err) && cur.Attempts+1 < e.maxAttempts {
@@ -402,7 +457,12 @@ func (e *Engine) decommission(ctx context.Context, rec *Record) outcome {
 	}
 	mu := e.lock(id)
 	mu.Lock()
-	defer mu.Unlock()
+	unlock := true
+	defer func() {
+		if unlock {
+			mu.Unlock()
+		}
+	}()
 	cur, ok, lerr := e.reload(id, Deleting)
 	switch {
 	case lerr != nil:
@@ -426,14 +486,20 @@ func (e *Engine) decommission(ctx context.Context, rec *Record) outcome {
 	}
 	cur.Move(Deleted, e.now(), reason)
 	res, err := e.newResult(r, cur.Digest, StateDeleted, reason, nil)
-	if err == nil {
-		err = e.commit(cur, Deleting, res, false)
-	}
 	if err != nil {
 		return e.retryLater(id, true, err)
 	}
-	e.logr(zerolog.InfoLevel, r).Str("reason", reason).Msg("reservation decommissioned")
-	return outcome{}
+	finish := e.commitQueued(cur, Deleting, res, false)
+	unlock = false
+	return outcome{pending: func() outcome {
+		err := finish()
+		mu.Unlock()
+		if err != nil {
+			return e.retryLater(id, true, err)
+		}
+		e.logr(zerolog.InfoLevel, r).Str("reason", reason).Msg("reservation decommissioned")
+		return outcome{}
+	}}
 }
 
 // purge removes the leftovers of a failed record, best effort.
