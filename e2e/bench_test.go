@@ -27,9 +27,11 @@ import (
 	"github.com/edgeprov/provisiond/provision/provisiontest"
 )
 
-// ackFeedbacker is the node's explorer.Client as the Engine's Feedbacker;
-// it notes when the explorer acknowledged (verified and stored) the first
-// result of each reservation, and closes done at the want-th.
+// ackFeedbacker is the node's explorer.Client as the Engine's Feedbacker
+// and BatchFeedbacker; it notes when the explorer acknowledged (verified
+// and stored) the first result of each reservation, and closes done at the
+// want-th. A result counts only when the explorer accepted it: a refused
+// result of a batch is not acknowledged.
 type ackFeedbacker struct {
 	*explorer.Client
 	want int
@@ -38,6 +40,10 @@ type ackFeedbacker struct {
 	mu    sync.Mutex
 	acked map[string]time.Time
 }
+
+// The Engine finds the batch path by type assertion: the wrapper must
+// offer it itself, or the promoted method would skip the bookkeeping.
+var _ provision.BatchFeedbacker = (*ackFeedbacker)(nil)
 
 func newAckFeedbacker(c *explorer.Client, want int) *ackFeedbacker {
 	return &ackFeedbacker{Client: c, want: want, done: make(chan struct{}), acked: make(map[string]time.Time, want)}
@@ -51,13 +57,38 @@ func (f *ackFeedbacker) Feedback(ctx context.Context, nodeID string, r *provisio
 	now := time.Now()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if _, seen := f.acked[r.ID]; !seen {
-		f.acked[r.ID] = now
-		if len(f.acked) == f.want {
-			close(f.done)
+	f.ack(r.ID, now)
+	return nil
+}
+
+// FeedbackBatch delivers rs and notes the time of the explorer's answer
+// for each result it accepted.
+func (f *ackFeedbacker) FeedbackBatch(ctx context.Context, nodeID string, rs []*provision.Result) ([]error, error) {
+	errs, err := f.Client.FeedbackBatch(ctx, nodeID, rs)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, r := range rs {
+		if errs[i] == nil {
+			f.ack(r.ID, now)
 		}
 	}
-	return nil
+	return errs, nil
+}
+
+// ack notes that the result of id was acknowledged at now, unless one
+// was before; f.mu is held.
+func (f *ackFeedbacker) ack(id string, now time.Time) {
+	if _, seen := f.acked[id]; seen {
+		return
+	}
+	f.acked[id] = now
+	if len(f.acked) == f.want {
+		close(f.done)
+	}
 }
 
 // ackedAt returns when the result of id was acknowledged.
