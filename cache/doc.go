@@ -31,8 +31,12 @@
 //	cursors
 //	└── <name>           → uint64 BE
 //
-// Every Add and Save is one bbolt transaction that writes the record, every
-// index change and its outbox entries together. Expired is a cursor walk of
+// Every Add and Save writes the record, every index change and its outbox
+// entries together or not at all. Writes are group-committed: those that
+// queue up while a commit and its fsync run share the next bbolt
+// transaction, each keeping its own outcome (a write that fails is rolled
+// back alone), and a write returns once its transaction is durable.
+// Expired is a cursor walk of
 // the expiry bucket from its start: O(expired), whatever the number of
 // records. Scan with states and ScanUnits read the states buckets, so a
 // stats rebuild decodes no record it does not need.

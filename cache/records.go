@@ -67,12 +67,18 @@ func (s *Store) Save(rec *provision.Record, out ...*provision.OutboxEntry) error
 // QueueSave queues what Save does for the next group commit and returns at
 // once; wait returns the outcome of Save once the write is durable. See
 // provision.SaveQueuer.
+//
+// The stored record is read and decoded before the write is queued, in
+// the caller's goroutine, so that the commit only compares it with what
+// it finds (decoding it again in the rare case it changed meanwhile): the
+// commit runs every queued write in one goroutine.
 func (s *Store) QueueSave(rec *provision.Record, out ...*provision.OutboxEntry) (wait func() error) {
 	v, err := encodeRecord(rec)
 	if err != nil {
 		return func() error { return fmt.Errorf("saving record: %w", err) }
 	}
 	x := indexOf(rec)
+	seen, seenx := s.peekIndex(x.id)
 	var seqs []uint64
 	done := s.queue("saving record "+x.id, func(tx *bolt.Tx) error {
 		recs, err := bucket(tx, bucketRecords)
@@ -83,20 +89,21 @@ func (s *Store) QueueSave(rec *provision.Record, out ...*provision.OutboxEntry) 
 		if oldv == nil {
 			return provision.ErrNotFound
 		}
-		old, err := decodeRecord(oldv)
-		if err != nil {
-			return err
+		old := seenx
+		if seen == nil || !bytes.Equal(oldv, seen) {
+			rec, err := decodeRecord(oldv)
+			if err != nil {
+				return err
+			}
+			old = indexOf(rec)
 		}
 		if err := checkIndexes(tx, x); err != nil {
 			return err
 		}
-		if err := deleteIndexes(tx, indexOf(old)); err != nil {
+		if err := moveIndexes(tx, old, x); err != nil {
 			return err
 		}
 		if err := recs.Put([]byte(x.id), v); err != nil {
-			return err
-		}
-		if err := putIndexes(tx, x); err != nil {
 			return err
 		}
 		seqs, err = enqueue(tx, out)
@@ -109,6 +116,27 @@ func (s *Store) QueueSave(rec *provision.Record, out ...*provision.OutboxEntry) 
 		setSeqs(out, seqs)
 		return nil
 	}
+}
+
+// peekIndex returns the stored value of record id and its index entries,
+// read in a transaction of its own; a nil value when there is none (or it
+// cannot be decoded: the write decodes it again and reports that).
+func (s *Store) peekIndex(id string) ([]byte, indexed) {
+	var v []byte
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		if recs := tx.Bucket(bucketRecords); recs != nil {
+			v = bytes.Clone(recs.Get([]byte(id)))
+		}
+		return nil
+	})
+	if v == nil {
+		return nil, indexed{}
+	}
+	rec, err := decodeRecord(v)
+	if err != nil {
+		return nil, indexed{}
+	}
+	return v, indexOf(rec)
 }
 
 // encodeRecord checks rec and returns its stored form.
@@ -187,6 +215,77 @@ func putIndexes(tx *bolt.Tx, x indexed) error {
 		}
 	}
 	return nil
+}
+
+// moveIndexes changes the index entries of a record from those of old to
+// those of x (same ID), leaving alone the entries both have: the result
+// is that of deleteIndexes(old) then putIndexes(x), with fewer pages
+// touched.
+func moveIndexes(tx *bolt.Tx, old, x indexed) error {
+	id := []byte(x.id)
+	if old.state != x.state {
+		sb, err := stateBucket(tx, old.state)
+		if err != nil {
+			return err
+		}
+		if err := sb.Delete(id); err != nil {
+			return fmt.Errorf("unindexing state: %w", err)
+		}
+	}
+	sb, err := stateBucket(tx, x.state)
+	if err != nil {
+		return err
+	}
+	if u := encodeUnits(x.typ, x.units); !bytes.Equal(sb.Get(id), u) {
+		if err := sb.Put(id, u); err != nil {
+			return fmt.Errorf("indexing state: %w", err)
+		}
+	}
+	if sameExpiry := old.live() && x.live() && old.expires.Equal(x.expires); !sameExpiry {
+		exp, err := bucket(tx, bucketExpiry)
+		if err != nil {
+			return err
+		}
+		if err := exp.Delete(expiryKey(old.expires, old.id)); err != nil {
+			return fmt.Errorf("unindexing expiry: %w", err)
+		}
+		if x.live() {
+			if err := exp.Put(expiryKey(x.expires, x.id), nil); err != nil {
+				return fmt.Errorf("indexing expiry: %w", err)
+			}
+		}
+	}
+	for _, ix := range []struct {
+		name     []byte
+		old, new string // "" when the record holds none
+	}{{bucketDigests, old.digest, x.digest}, {bucketKeys, old.key, heldKey(x)}} {
+		if ix.old == ix.new && ix.old == "" {
+			continue
+		}
+		b, err := bucket(tx, ix.name)
+		if err != nil {
+			return err
+		}
+		if ix.old != "" && ix.old != ix.new && bytes.Equal(b.Get([]byte(ix.old)), id) {
+			if err := b.Delete([]byte(ix.old)); err != nil {
+				return fmt.Errorf("unindexing %s: %w", ix.name, err)
+			}
+		}
+		if ix.new != "" && !bytes.Equal(b.Get([]byte(ix.new)), id) {
+			if err := b.Put([]byte(ix.new), id); err != nil {
+				return fmt.Errorf("indexing %s: %w", ix.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// heldKey returns the key x holds in the keys bucket, "" when none.
+func heldKey(x indexed) string {
+	if x.holdsKey() {
+		return x.key
+	}
+	return ""
 }
 
 // deleteIndexes removes every index entry of x that x owns.
