@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
@@ -13,8 +14,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/urfave/cli/v2"
-
 	"github.com/edgeprov/provisiond/admin"
 	"github.com/edgeprov/provisiond/identity"
 	"github.com/edgeprov/provisiond/provision"
@@ -22,14 +21,14 @@ import (
 
 // withReader opens the node's Reader (the daemon's socket, else the
 // database) for a read command and closes it afterwards.
-func withReader(fn func(*cli.Context, admin.Reader) error) cli.ActionFunc {
-	return func(c *cli.Context) error {
-		r, closeFn, err := openReader(c.Context, configFrom(c))
+func withReader(fn func(context.Context, *invocation, admin.Reader) error) func(context.Context, *invocation) error {
+	return func(ctx context.Context, in *invocation) error {
+		r, closeFn, err := openReader(ctx, configFrom(in))
 		if err != nil {
 			return err
 		}
 		defer closeFn()
-		return fn(c, r)
+		return fn(ctx, in, r)
 	}
 }
 
@@ -85,8 +84,8 @@ type summary struct {
 	Units   provision.Units           `json:"units"`
 }
 
-func cacheLs(c *cli.Context, r admin.Reader) error {
-	f := admin.Filter{State: provision.State(c.String("state")), Type: provision.ReservationType(c.String("type")), User: c.String("user")}
+func cacheLs(ctx context.Context, in *invocation, r admin.Reader) error {
+	f := admin.Filter{State: provision.State(in.str("state")), Type: provision.ReservationType(in.str("type")), User: in.str("user")}
 	if f.State != "" && !validState(f.State) {
 		return fmt.Errorf("--state %q: want one of %s", f.State, joinStates())
 	}
@@ -94,7 +93,7 @@ func cacheLs(c *cli.Context, r admin.Reader) error {
 		return fmt.Errorf("--type %q: want network, volume or container", f.Type)
 	}
 	var rows []summary
-	err := r.Records(c.Context, f, func(rec *provision.Record) error {
+	err := r.Records(ctx, f, func(rec *provision.Record) error {
 		res := rec.Reservation
 		rows = append(rows, summary{ID: res.ID, Type: res.Type, User: res.UserID, State: rec.State,
 			Created: res.Created, Expires: res.Expires(), Units: rec.Units})
@@ -109,8 +108,8 @@ func cacheLs(c *cli.Context, r admin.Reader) error {
 		}
 		return rows[i].ID < rows[j].ID
 	})
-	w := c.App.Writer
-	if c.Bool("json") {
+	w := in.stdout
+	if in.on("json") {
 		if rows == nil {
 			rows = []summary{}
 		}
@@ -164,19 +163,19 @@ type shown struct {
 	SignatureError    string `json:"signature_error,omitempty"`
 }
 
-func cacheShow(c *cli.Context, r admin.Reader) error {
-	id := c.Args().First()
-	if id == "" || c.NArg() > 1 {
+func cacheShow(ctx context.Context, in *invocation, r admin.Reader) error {
+	if len(in.args) != 1 || in.args[0] == "" {
 		return errors.New("cache show: want exactly one reservation ID")
 	}
-	rec, err := r.Record(c.Context, id)
+	id := in.args[0]
+	rec, err := r.Record(ctx, id)
 	if errors.Is(err, provision.ErrNotFound) || errors.Is(err, admin.ErrNotFound) {
 		return fmt.Errorf("no reservation %q on this node", id)
 	}
 	if err != nil {
 		return err
 	}
-	st, err := r.Status(c.Context)
+	st, err := r.Status(ctx)
 	if err != nil {
 		return err
 	}
@@ -185,8 +184,8 @@ func cacheShow(c *cli.Context, r admin.Reader) error {
 	if verr != nil {
 		out.SignatureError = verr.Error()
 	}
-	w := c.App.Writer
-	if c.Bool("json") {
+	w := in.stdout
+	if in.on("json") {
 		return printJSON(w, out)
 	}
 	res := rec.Reservation
@@ -228,18 +227,18 @@ func cacheShow(c *cli.Context, r admin.Reader) error {
 	return tw.Flush()
 }
 
-func cacheExport(c *cli.Context, r admin.Reader) error {
-	enc := json.NewEncoder(c.App.Writer)
-	return r.Records(c.Context, admin.Filter{}, func(rec *provision.Record) error { return enc.Encode(rec) })
+func cacheExport(ctx context.Context, in *invocation, r admin.Reader) error {
+	enc := json.NewEncoder(in.stdout)
+	return r.Records(ctx, admin.Filter{}, func(rec *provision.Record) error { return enc.Encode(rec) })
 }
 
-func showStats(c *cli.Context, r admin.Reader) error {
-	s, err := r.Stats(c.Context)
+func showStats(ctx context.Context, in *invocation, r admin.Reader) error {
+	s, err := r.Stats(ctx)
 	if err != nil {
 		return err
 	}
-	w := c.App.Writer
-	if c.Bool("json") {
+	w := in.stdout
+	if in.on("json") {
 		return printJSON(w, s)
 	}
 	usable := s.Capacity.Usable()
@@ -266,13 +265,13 @@ func showStats(c *cli.Context, r admin.Reader) error {
 	return nil
 }
 
-func showStatus(c *cli.Context, r admin.Reader) error {
-	s, err := r.Status(c.Context)
+func showStatus(ctx context.Context, in *invocation, r admin.Reader) error {
+	s, err := r.Status(ctx)
 	if err != nil {
 		return err
 	}
-	w := c.App.Writer
-	if c.Bool("json") {
+	w := in.stdout
+	if in.on("json") {
 		return printJSON(w, s)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -305,8 +304,8 @@ func showStatus(c *cli.Context, r admin.Reader) error {
 	return tw.Flush()
 }
 
-func keyShow(c *cli.Context) error {
-	cfg := configFrom(c)
+func keyShow(_ context.Context, in *invocation) error {
+	cfg := configFrom(in)
 	key, err := identity.Load(cfg.identityPath())
 	if errors.Is(err, identity.ErrNoKey) {
 		return fmt.Errorf("no node identity at %s yet: `provisiond run` creates it", cfg.identityPath())
@@ -319,9 +318,9 @@ func keyShow(c *cli.Context) error {
 		NodeID    string `json:"node_id"`
 		PublicKey string `json:"public_key"`
 	}{identity.NodeID(pk), hex.EncodeToString(pk)}
-	if c.Bool("json") {
-		return printJSON(c.App.Writer, out)
+	if in.on("json") {
+		return printJSON(in.stdout, out)
 	}
-	_, err = fmt.Fprintf(c.App.Writer, "node id:    %s\npublic key: %s\n", out.NodeID, out.PublicKey)
+	_, err = fmt.Fprintf(in.stdout, "node id:    %s\npublic key: %s\n", out.NodeID, out.PublicKey)
 	return err
 }
