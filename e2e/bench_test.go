@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/ed25519"
+	"debug/buildinfo"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -344,26 +345,32 @@ func idleWindow(b *testing.B) time.Duration {
 // idleRecords is how many networks BenchmarkIdleDaemon deploys.
 const idleRecords = 1000
 
-// BenchmarkIdleDaemon runs the real provisiond (built without -race, with
-// its default poll wait and resync) against a real explorerd, deploys
-// 1,000 network reservations on it (a namespace and a bridge each), waits
-// until the explorer holds every result, lets the daemon settle, and then
-// reports its resident memory at the end of a window (60 s, or
+// BenchmarkIdleDaemon runs the real provisiond, built as `make build`
+// builds it (static, -trimpath; see buildAsMake), with its default poll
+// wait and resync against a real explorerd, deploys 1,000 network
+// reservations on it (a namespace and a bridge each), waits until the
+// explorer holds every result, lets the daemon settle, and then reports
+// its resident memory at the end of a window (60 s, or
 // $PROVISIOND_BENCH_IDLE_WINDOW) and the CPU it used over the window as a
-// share of one core. The daemon runs in a mount namespace with a private
-// /run/netns, so that its orphan cleanup cannot touch other daemons'
-// networks; its networks go with it when it stops. It runs once whatever
-// b.N is.
+// share of one core. The RSS is VmRSS of /proc/PID/status, as ps and top
+// show it: the anonymous part (heap, stacks, runtime) and the file-backed
+// one, which is clean pages the kernel may drop under pressure and is
+// further split into the executable's and the database's mmap. The daemon
+// runs in a mount namespace with a private /run/netns, so that its orphan
+// cleanup cannot touch other daemons' networks; its networks go with it
+// when it stops. It runs once whatever b.N is.
 func BenchmarkIdleDaemon(b *testing.B) {
 	testutil.RequiresRoot(b)
 	testutil.RequiresCommand(b, "unshare")
 	window := idleWindow(b)
-	ex := harness.StartExplorer(b)
+	ex := harness.StartExplorer(b) // builds the -race binaries, which need cgo
+	buildAsMake(b)
 	node := harness.StartNodeWith(b, ex.URL(), harness.NodeOptions{
 		Plain:        true,
 		PrivateNetns: true,
 		Args:         []string{"--poll-wait", "30s", "--resync", "5m"},
 	})
+	checkBuiltAsMake(b, harness.PlainBin(b, "provisiond"))
 	nodeID := node.ID(b)
 	user := explorertest.NewKey(b)
 	userID := explorertest.UserID(user)
@@ -399,16 +406,20 @@ func BenchmarkIdleDaemon(b *testing.B) {
 	settle := min(window/2, 15*time.Second)
 	pause(b, settle)
 	pid := node.PID()
+	checkExe(b, pid, harness.PlainBin(b, "provisiond"))
 	b.ResetTimer()
 	cpu0, wall0 := cpuTicks(b, pid), time.Now()
 	pause(b, window)
 	cpu1, wall1 := cpuTicks(b, pid), time.Now()
 	mem := memMB(b, pid, "VmRSS", "RssAnon", "RssFile")
+	exe, db := mappedMB(b, pid, harness.PlainBin(b, "provisiond")), mappedMB(b, pid, filepath.Join(node.Dir, "data", "provisiond.db"))
 	b.StopTimer()
 	cpuSeconds := float64(cpu1-cpu0) / clockTicks
 	b.ReportMetric(mem["VmRSS"], "rss-MB")
 	b.ReportMetric(mem["RssAnon"], "rss-anon-MB")
 	b.ReportMetric(mem["RssFile"], "rss-file-MB")
+	b.ReportMetric(exe, "rss-exe-MB")
+	b.ReportMetric(db, "rss-db-MB")
 	b.ReportMetric(100*cpuSeconds/wall1.Sub(wall0).Seconds(), "cpu-%")
 	b.ReportMetric(wall1.Sub(wall0).Seconds(), "window-s")
 	b.ReportMetric(idleRecords, "records")
@@ -509,6 +520,88 @@ func memMB(b *testing.B, pid int, names ...string) map[string]float64 {
 		}
 	}
 	return mb
+}
+
+// buildAsMake makes the harness build the binaries it has not built yet
+// as the Makefile's build target does: static (CGO_ENABLED=0) and with
+// -trimpath (the version stamp, a few bytes, is left out), so that the
+// benchmark measures the daemon operators run. checkBuiltAsMake verifies
+// that it did.
+func buildAsMake(b *testing.B) {
+	b.Helper()
+	b.Setenv("CGO_ENABLED", "0")
+	b.Setenv("GOFLAGS", strings.TrimSpace(os.Getenv("GOFLAGS")+" -trimpath"))
+}
+
+// checkBuiltAsMake fails b unless the binary at path was built static and
+// with -trimpath, as `make build` builds it.
+func checkBuiltAsMake(b *testing.B, path string) {
+	b.Helper()
+	info, err := buildinfo.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	want := map[string]string{"CGO_ENABLED": "0", "-trimpath": "true"}
+	for _, s := range info.Settings {
+		if v, ok := want[s.Key]; ok && v == s.Value {
+			delete(want, s.Key)
+		}
+	}
+	if len(want) > 0 {
+		b.Fatalf("%s was not built as `make build` builds it: want %v in its build settings %v", path, want, info.Settings)
+	}
+}
+
+// checkExe fails b unless process pid runs the executable at path (and not,
+// say, the unshare or shell that started it).
+func checkExe(b *testing.B, pid int, path string) {
+	b.Helper()
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if exe != realPath(b, path) {
+		b.Fatalf("process %d runs %s, not %s", pid, exe, path)
+	}
+}
+
+// mappedMB returns the resident part of every mapping of file path in
+// process pid, from /proc/PID/smaps, in MB (10^6 bytes).
+func mappedMB(b *testing.B, pid int, path string) float64 {
+	b.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	path = realPath(b, path)
+	var kb float64
+	mine := false
+	for l := range strings.Lines(string(raw)) {
+		f := strings.Fields(l)
+		switch {
+		case len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":"):
+			// A mapping's header: range perms offset dev inode [path].
+			mine = len(f) == 6 && f[5] == path
+		case mine && len(f) == 3 && f[0] == "Rss:":
+			v, err := strconv.ParseFloat(f[1], 64)
+			if err != nil {
+				b.Fatalf("/proc/%d/smaps: %q", pid, l)
+			}
+			kb += v
+		}
+	}
+	return kb * 1024 / 1e6
+}
+
+// realPath is path with its symbolic links resolved, as the kernel shows
+// it in /proc.
+func realPath(b *testing.B, path string) string {
+	b.Helper()
+	p, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return p
 }
 
 // checkNoHostNetns fails b when a network namespace of the user's networks
