@@ -118,10 +118,14 @@ func (s *Store) QueueSave(rec *provision.Record, out ...*provision.OutboxEntry) 
 	}
 }
 
-// peekIndex returns the stored value of record id and its index entries,
-// read in a transaction of its own; a nil value when there is none (or it
-// cannot be decoded: the write decodes it again and reports that).
+// peekIndex returns the stored value of record id and its index entries:
+// those of the read cache, or else read in a transaction of its own; a nil
+// value when there is none (or it cannot be decoded: the write decodes it
+// again and reports that).
 func (s *Store) peekIndex(id string) ([]byte, indexed) {
+	if v, x := s.reads.index(id); v != nil {
+		return v, x
+	}
 	var v []byte
 	_ = s.db.View(func(tx *bolt.Tx) error {
 		if recs := tx.Bucket(bucketRecords); recs != nil {
@@ -325,9 +329,12 @@ func deleteIndexes(tx *bolt.Tx, x indexed) error {
 	return nil
 }
 
-// Get returns the record of id, or provision.ErrNotFound.
+// Get returns the record of id, or provision.ErrNotFound. A record read
+// before and unchanged since is copied from the read cache instead of
+// being decoded again.
 func (s *Store) Get(id string) (*provision.Record, error) {
 	var v []byte
+	var hit *provision.Record
 	err := s.view("getting record "+id, func(tx *bolt.Tx) error {
 		recs, err := bucket(tx, bucketRecords)
 		if err != nil {
@@ -336,16 +343,22 @@ func (s *Store) Get(id string) (*provision.Record, error) {
 		if v = recs.Get([]byte(id)); v == nil {
 			return provision.ErrNotFound
 		}
-		v = bytes.Clone(v)
+		if hit = s.reads.get(id, v); hit == nil {
+			v = bytes.Clone(v)
+		}
 		return nil
 	})
-	if err != nil {
+	switch {
+	case err != nil:
 		return nil, err
+	case hit != nil:
+		return hit, nil
 	}
 	rec, err := decodeRecord(v)
 	if err != nil {
 		return nil, fmt.Errorf("getting record %s: %w", id, err)
 	}
+	s.reads.put(id, v, rec)
 	return rec, nil
 }
 

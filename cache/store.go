@@ -89,6 +89,7 @@ type Store struct {
 	ro     bool
 	log    zerolog.Logger
 	writes *committer // nil when read-only
+	reads  *readCache
 }
 
 // Open opens (creating it when absent, unless ReadOnly) the database at
@@ -125,7 +126,7 @@ func open(path string, opts Options, migs []migration) (*Store, error) {
 	case err != nil:
 		return nil, fmt.Errorf("opening cache %s: %w", path, err)
 	}
-	s := &Store{db: db, path: path, ro: opts.ReadOnly, log: opts.Log.With().Str("component", "cache").Logger()}
+	s := &Store{db: db, path: path, ro: opts.ReadOnly, log: opts.Log.With().Str("component", "cache").Logger(), reads: newReadCache()}
 	if !s.ro {
 		s.writes = newCommitter(db)
 	}

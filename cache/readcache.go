@@ -1,0 +1,98 @@
+package cache
+
+import (
+	"bytes"
+	"hash/maphash"
+	"slices"
+	"sync"
+
+	"github.com/edgeprov/provisiond/provision"
+)
+
+// readSlots is the number of records the read cache holds at most.
+const readSlots = 1024
+
+// readCache remembers the decoded form of records recently read, so that
+// reading again a record that did not change since costs a comparison of
+// its bytes and a copy instead of a JSON decode: the Engine reads a record
+// several times between two writes of it (to dispatch, under its lock, and
+// before a Save). An entry is used only when the stored bytes are equal to
+// those it was decoded from, so it can never be stale. It is direct-mapped:
+// each ID has one slot, which the last read of a colliding ID takes over.
+type readCache struct {
+	seed  maphash.Seed
+	slots [readSlots]readSlot
+}
+
+type readSlot struct {
+	mu  sync.Mutex
+	id  string
+	v   []byte            // the stored bytes rec was decoded from
+	rec *provision.Record // never handed out: callers get copies
+}
+
+func newReadCache() *readCache {
+	return &readCache{seed: maphash.MakeSeed()}
+}
+
+func (c *readCache) slot(id string) *readSlot {
+	return &c.slots[maphash.String(c.seed, id)%readSlots]
+}
+
+// get returns a copy of the record id decoded from v, or nil when the
+// cache does not hold it. v may be memory of a transaction.
+func (c *readCache) get(id string, v []byte) *provision.Record {
+	sl := c.slot(id)
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if sl.id != id || !bytes.Equal(sl.v, v) {
+		return nil
+	}
+	return cloneRecord(sl.rec)
+}
+
+// index returns the stored bytes of id the cache holds and the index
+// entries of the record decoded from them; nil when it holds none.
+func (c *readCache) index(id string) ([]byte, indexed) {
+	sl := c.slot(id)
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if sl.id != id {
+		return nil, indexed{}
+	}
+	return sl.v, indexOf(sl.rec)
+}
+
+// put remembers that rec was decoded from v. It keeps v (which must not
+// change any more) and a copy of rec.
+func (c *readCache) put(id string, v []byte, rec *provision.Record) {
+	cp := cloneRecord(rec)
+	sl := c.slot(id)
+	sl.mu.Lock()
+	sl.id, sl.v, sl.rec = id, v, cp
+	sl.mu.Unlock()
+}
+
+// cloneRecord returns a deep copy of rec: it shares no memory that a
+// caller could change (TestCloneRecordSharesNothing keeps it complete).
+func cloneRecord(rec *provision.Record) *provision.Record {
+	c := *rec
+	if rec.Reservation != nil {
+		r := *rec.Reservation
+		r.Data = slices.Clone(r.Data)
+		r.Result = cloneResult(r.Result)
+		c.Reservation = &r
+	}
+	c.Result = cloneResult(rec.Result)
+	c.History = slices.Clone(rec.History)
+	return &c
+}
+
+func cloneResult(res *provision.Result) *provision.Result {
+	if res == nil {
+		return nil
+	}
+	c := *res
+	c.Data = slices.Clone(res.Data)
+	return &c
+}

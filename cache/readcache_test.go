@@ -1,0 +1,152 @@
+package cache
+
+import (
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/edgeprov/provisiond/provision"
+	"github.com/edgeprov/provisiond/provision/provisiontest"
+)
+
+// fill sets every field reachable from v (a settable value) to a non-zero
+// value: pointers to new values, slices of one element.
+func fill(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.Pointer:
+		v.Set(reflect.New(v.Type().Elem()))
+		fill(v.Elem())
+	case reflect.Struct:
+		if v.Type() == reflect.TypeOf(time.Time{}) {
+			v.Set(reflect.ValueOf(time.Unix(1, 0)))
+			return
+		}
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() {
+				fill(v.Field(i))
+			}
+		}
+	case reflect.Slice:
+		v.Set(reflect.MakeSlice(v.Type(), 1, 1))
+		fill(v.Index(0))
+	case reflect.Map:
+		v.Set(reflect.MakeMap(v.Type()))
+		k, e := reflect.New(v.Type().Key()).Elem(), reflect.New(v.Type().Elem()).Elem()
+		fill(k)
+		fill(e)
+		v.SetMapIndex(k, e)
+	case reflect.String:
+		v.SetString("x")
+	case reflect.Bool:
+		v.SetBool(true)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		v.SetInt(1)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		v.SetUint(1)
+	case reflect.Float32, reflect.Float64:
+		v.SetFloat(1)
+	}
+}
+
+// shared reports a path at which a and b (equal values) share memory.
+func shared(a, b reflect.Value, path string) string {
+	switch a.Kind() {
+	case reflect.Pointer:
+		if a.IsNil() {
+			return ""
+		}
+		if a.Pointer() == b.Pointer() {
+			return path
+		}
+		return shared(a.Elem(), b.Elem(), path)
+	case reflect.Struct:
+		if a.Type() == reflect.TypeOf(time.Time{}) {
+			return ""
+		}
+		for i := range a.NumField() {
+			if !a.Type().Field(i).IsExported() {
+				continue
+			}
+			if p := shared(a.Field(i), b.Field(i), path+"."+a.Type().Field(i).Name); p != "" {
+				return p
+			}
+		}
+	case reflect.Slice:
+		if a.Len() > 0 && a.Pointer() == b.Pointer() {
+			return path
+		}
+		for i := range a.Len() {
+			if p := shared(a.Index(i), b.Index(i), fmt.Sprintf("%s[%d]", path, i)); p != "" {
+				return p
+			}
+		}
+	case reflect.Map:
+		if a.Len() > 0 && a.Pointer() == b.Pointer() {
+			return path
+		}
+	}
+	return ""
+}
+
+// The read cache hands out copies: cloneRecord must copy every pointer,
+// slice and map reachable from a Record, including fields added later.
+func TestCloneRecordSharesNothing(t *testing.T) {
+	var rec provision.Record
+	fill(reflect.ValueOf(&rec).Elem())
+	c := cloneRecord(&rec)
+	if !reflect.DeepEqual(&rec, c) {
+		t.Fatalf("clone differs:\n%+v\n%+v", rec, *c)
+	}
+	if p := shared(reflect.ValueOf(&rec), reflect.ValueOf(c), "Record"); p != "" {
+		t.Errorf("the clone shares %s with the original", p)
+	}
+}
+
+// Reading a record again returns an equal, independent copy; what a
+// caller changes in it never reaches the store or the next reader, and a
+// record changed by a write (or displaced by a colliding ID) is read
+// afresh.
+func TestGetReadCache(t *testing.T) {
+	s := openStore(t, tempPath(t), Options{NoSync: true})
+	mustAddRecord(t, s, provisiontest.NewRecord("a", provision.Accepted, time.Hour, ""))
+	first, err := s.Get("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := s.Get("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(first, second) || first == second || first.Reservation == second.Reservation {
+		t.Fatalf("second read %+v is not an equal copy of the first %+v", second, first)
+	}
+	second.Reservation.Data[0] = '!'
+	second.History[0].Message = "changed"
+	second.State = provision.Deleted
+	if third, _ := s.Get("a"); !reflect.DeepEqual(third, first) {
+		t.Fatalf("a change of a copy reached the next read: %+v", third)
+	}
+
+	saved := provisiontest.NewRecord("a", provision.Deployed, time.Hour, "")
+	if err := s.Save(saved); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Get("a"); got.State != provision.Deployed {
+		t.Fatalf("read after a save: state %s, want deployed", got.State)
+	}
+
+	for i := range 300 { // many share a slot
+		id := fmt.Sprint("c", i)
+		mustAddRecord(t, s, provisiontest.NewRecord(id, provision.Accepted, time.Hour, ""))
+		if got, err := s.Get(id); err != nil || got.ID() != id {
+			t.Fatalf("Get(%s) = %v, %v", id, got, err)
+		}
+	}
+	for i := range 300 { // many share a slot
+		id := fmt.Sprint("c", i)
+		if got, err := s.Get(id); err != nil || got.ID() != id {
+			t.Fatalf("Get(%s) again = %v, %v", id, got, err)
+		}
+	}
+}
