@@ -1,63 +1,67 @@
 package main
 
 import (
-	"context"
 	"io"
+
+	"github.com/urfave/cli/v2"
 
 	"github.com/edgeprov/provisiond/internal/version"
 )
 
-// newApp builds provisiond's command line: `run` and the read commands.
-func newApp(stdout io.Writer) *app {
-	jsonOpt := &option{name: "json", kind: kindSwitch, usage: "print JSON for scripts"}
-	return &app{
-		version: version.String(),
-		stdout:  stdout,
-		global:  globalOptions(),
-		root: &command{
-			name:    "provisiond",
-			usage:   "node-local provisioning daemon and its inspection tool",
-			options: []*option{{name: "version", alias: "v", kind: kindSwitch, usage: "print the version"}},
-			subs: []*command{
-				{
-					name:    "run",
-					usage:   "run the daemon",
-					options: runOptions(),
-					action:  func(ctx context.Context, in *invocation) error { return run(ctx, runConfigFrom(in)) },
-				},
-				{
-					name:  "cache",
-					usage: "inspect the reservations this node holds",
-					subs: []*command{
-						{
-							name:  "ls",
-							usage: "list reservations",
-							options: []*option{
-								{name: "state", kind: kindString, meta: "STATE", usage: "only this STATE (accepted, provisioning, deployed, error, deleting, deleted)"},
-								{name: "type", kind: kindString, meta: "TYPE", usage: "only this TYPE (network, volume, container)"},
-								{name: "user", kind: kindString, meta: "USER", usage: "only this USER id"},
-								jsonOpt,
-							},
-							action: withReader(cacheLs),
-						},
-						{name: "show", usage: "show one reservation, its verified result and its history", args: "ID", options: []*option{jsonOpt}, action: withReader(cacheShow)},
-						{name: "export", usage: "write every record as JSON lines (backups, support)", action: withReader(cacheExport)},
+// withGlobal returns flags followed by a fresh copy of the global flags.
+func withGlobal(flags ...cli.Flag) []cli.Flag { return append(flags, globalFlags()...) }
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print JSON for scripts"}
+	return &cli.App{
+		Name:                 "provisiond",
+		Usage:                "node-local provisioning daemon and its inspection tool",
+		Version:              version.String(),
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		Flags:                globalFlags(),
+		EnableBashCompletion: true,
+		HideHelpCommand:      true,
+		ExitErrHandler:       func(*cli.Context, error) {}, // main prints the error once
+		Commands: []*cli.Command{
+			{
+				Name:   "run",
+				Usage:  "run the daemon",
+				Flags:  append(runFlags(), globalFlags()...),
+				Action: func(c *cli.Context) error { return run(c.Context, configFrom(c)) },
+			},
+			{
+				Name:  "cache",
+				Usage: "inspect the reservations this node holds",
+				Subcommands: []*cli.Command{
+					{
+						Name:  "ls",
+						Usage: "list reservations",
+						Flags: append([]cli.Flag{
+							&cli.StringFlag{Name: "state", Usage: "only this `STATE` (accepted, provisioning, deployed, error, deleting, deleted)"},
+							&cli.StringFlag{Name: "type", Usage: "only this `TYPE` (network, volume, container)"},
+							&cli.StringFlag{Name: "user", Usage: "only this `USER` id"},
+							jsonFlag,
+						}, globalFlags()...),
+						Action: withReader(cacheLs),
 					},
+					{Name: "show", Usage: "show one reservation, its verified result and its history", ArgsUsage: "ID", Flags: withGlobal(jsonFlag), Action: withReader(cacheShow)},
+					{Name: "export", Usage: "write every record as JSON lines (backups, support)", Flags: withGlobal(), Action: withReader(cacheExport)},
 				},
-				{name: "stats", usage: "show used vs capacity per unit and workload counts", options: []*option{jsonOpt}, action: withReader(showStats)},
-				{name: "status", usage: "show the daemon's state, cursor, outbox depth and last poll error", options: []*option{jsonOpt}, action: withReader(showStatus)},
-				{
-					name:  "key",
-					usage: "the node's identity",
-					subs:  []*command{{name: "show", usage: "print the node ID and public key", options: []*option{jsonOpt}, action: keyShow}},
-				},
-				{
-					name:  "version",
-					usage: "print the version",
-					action: func(_ context.Context, in *invocation) error {
-						_, err := io.WriteString(in.stdout, "provisiond "+version.String()+"\n")
-						return err
-					},
+			},
+			{Name: "stats", Usage: "show used vs capacity per unit and workload counts", Flags: withGlobal(jsonFlag), Action: withReader(showStats)},
+			{Name: "status", Usage: "show the daemon's state, cursor, outbox depth and last poll error", Flags: withGlobal(jsonFlag), Action: withReader(showStatus)},
+			{
+				Name:        "key",
+				Usage:       "the node's identity",
+				Subcommands: []*cli.Command{{Name: "show", Usage: "print the node ID and public key", Flags: withGlobal(jsonFlag), Action: keyShow}},
+			},
+			{
+				Name:  "version",
+				Usage: "print the version",
+				Action: func(c *cli.Context) error {
+					_, err := io.WriteString(c.App.Writer, "provisiond "+version.String()+"\n")
+					return err
 				},
 			},
 		},

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 )
 
@@ -48,34 +49,36 @@ func (c *config) identityPath() string {
 	return filepath.Join(c.DataDir, "identity.key")
 }
 
-// globalOptions are shared by the daemon and the read commands, so both
-// look at the same data directory and socket.
-func globalOptions() []*option {
-	return []*option{
-		{name: "config", kind: kindString, meta: "FILE", usage: "FILE of PROVISIOND_*=value lines (systemd EnvironmentFile format)", def: defaultConfigFile, env: true},
-		{name: "data-dir", kind: kindString, meta: "DIR", usage: "DIR holding the database, identity, volumes, images and containers", def: "/var/lib/provisiond", env: true},
-		{name: "identity", kind: kindString, meta: "FILE", usage: "node key seed FILE", shown: "<data-dir>/identity.key", env: true},
-		{name: "socket", kind: kindString, meta: "PATH", usage: "admin unix socket PATH the CLI reads a running daemon through", def: "/run/provisiond/provisiond.sock", env: true},
-		{name: "ssd-path", kind: kindString, meta: "DIR", usage: "DIR of SSD volume images; its filesystem size counts as SRU", shown: "<data-dir>/volumes/ssd", env: true},
-		{name: "hdd-path", kind: kindString, meta: "DIR", usage: "DIR of HDD volume images; its filesystem size counts as HRU", shown: "<data-dir>/volumes/hdd", env: true},
-		{name: "reserve-cru", kind: kindUint, meta: "CORES", usage: "cores kept back for the system", def: "0", env: true},
-		{name: "reserve-mru", kind: kindFloat, meta: "GIB", usage: "GiB of memory kept back for the system (0: the larger of 1 GiB and 10% of memory)", def: "0", env: true},
-		{name: "reserve-sru", kind: kindFloat, meta: "GIB", usage: "GiB of SSD kept back for the system", def: "0", env: true},
-		{name: "reserve-hru", kind: kindFloat, meta: "GIB", usage: "GiB of HDD kept back for the system", def: "0", env: true},
-		{name: "log-format", kind: kindString, meta: "FORMAT", usage: "FORMAT of logs: json, console, or auto (console on a terminal)", def: "auto", env: true},
-		{name: "log-level", kind: kindString, meta: "LEVEL", usage: "LEVEL: debug, info, warn, error", def: "info", env: true},
+func env(name string) []string { return []string{"PROVISIOND_" + name} }
+
+// globalFlags are shared by the daemon and the read commands, so both look
+// at the same data directory and socket.
+func globalFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Usage: "`FILE` of PROVISIOND_*=value lines (systemd EnvironmentFile format)", Value: defaultConfigFile, EnvVars: env("CONFIG")},
+		&cli.StringFlag{Name: "data-dir", Usage: "`DIR` holding the database, identity, volumes, images and containers", Value: "/var/lib/provisiond", EnvVars: env("DATA_DIR")},
+		&cli.StringFlag{Name: "identity", Usage: "node key seed `FILE` (default: <data-dir>/identity.key)", EnvVars: env("IDENTITY")},
+		&cli.StringFlag{Name: "socket", Usage: "admin unix socket `PATH` the CLI reads a running daemon through", Value: "/run/provisiond/provisiond.sock", EnvVars: env("SOCKET")},
+		&cli.StringFlag{Name: "ssd-path", Usage: "`DIR` of SSD volume images; its filesystem size counts as SRU (default: <data-dir>/volumes/ssd)", EnvVars: env("SSD_PATH")},
+		&cli.StringFlag{Name: "hdd-path", Usage: "`DIR` of HDD volume images; its filesystem size counts as HRU (default: <data-dir>/volumes/hdd)", EnvVars: env("HDD_PATH")},
+		&cli.Uint64Flag{Name: "reserve-cru", Usage: "cores kept back for the system", Value: 0, EnvVars: env("RESERVE_CRU")},
+		&cli.Float64Flag{Name: "reserve-mru", Usage: "GiB of memory kept back for the system (0: the larger of 1 GiB and 10% of memory)", Value: 0, EnvVars: env("RESERVE_MRU")},
+		&cli.Float64Flag{Name: "reserve-sru", Usage: "GiB of SSD kept back for the system", Value: 0, EnvVars: env("RESERVE_SRU")},
+		&cli.Float64Flag{Name: "reserve-hru", Usage: "GiB of HDD kept back for the system", Value: 0, EnvVars: env("RESERVE_HRU")},
+		&cli.StringFlag{Name: "log-format", Usage: "`FORMAT` of logs: json, console, or auto (console on a terminal)", Value: "auto", EnvVars: env("LOG_FORMAT")},
+		&cli.StringFlag{Name: "log-level", Usage: "`LEVEL`: debug, info, warn, error", Value: "info", EnvVars: env("LOG_LEVEL")},
 	}
 }
 
-// runOptions are the daemon's own.
-func runOptions() []*option {
-	return []*option{
-		{name: "explorer", kind: kindString, meta: "URL", usage: "explorer base URL (required)", env: true},
-		{name: "metrics-listen", kind: kindString, meta: "ADDR", usage: "ADDR serving Prometheus /metrics; empty disables", def: "127.0.0.1:9109", env: true},
-		{name: "workers", kind: kindInt, meta: "N", usage: "operations run at the same time", def: "4", env: true},
-		{name: "op-timeout", kind: kindDuration, meta: "DURATION", usage: "time limit of one provision or decommission", def: "5m", env: true},
-		{name: "resync", kind: kindDuration, meta: "DURATION", usage: "interval between inspections of deployed workloads", def: "5m", env: true},
-		{name: "poll-wait", kind: kindDuration, meta: "DURATION", usage: "how long the explorer may hold a long-poll", def: "30s", env: true},
+// runFlags are the daemon's own.
+func runFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "explorer", Usage: "explorer base `URL` (required)", EnvVars: env("EXPLORER")},
+		&cli.StringFlag{Name: "metrics-listen", Usage: "`ADDR` serving Prometheus /metrics; empty disables", Value: "127.0.0.1:9109", EnvVars: env("METRICS_LISTEN")},
+		&cli.IntFlag{Name: "workers", Usage: "operations run at the same time", Value: 4, EnvVars: env("WORKERS")},
+		&cli.DurationFlag{Name: "op-timeout", Usage: "time limit of one provision or decommission", Value: 5 * time.Minute, EnvVars: env("OP_TIMEOUT")},
+		&cli.DurationFlag{Name: "resync", Usage: "interval between inspections of deployed workloads", Value: 5 * time.Minute, EnvVars: env("RESYNC")},
+		&cli.DurationFlag{Name: "poll-wait", Usage: "how long the explorer may hold a long-poll", Value: 30 * time.Second, EnvVars: env("POLL_WAIT")},
 	}
 }
 
@@ -145,20 +148,43 @@ func parseEnvFile(r io.Reader) (map[string]string, error) {
 	return vars, sc.Err()
 }
 
-// configFrom reads the global options of a command.
-func configFrom(in *invocation) *config {
+// flagContext returns the innermost context in c's lineage whose command
+// line set name, else c itself (whose value then comes from the
+// environment or the default). Global flags are defined both on the app
+// and on each command, so `provisiond --data-dir X status` and
+// `provisiond status --data-dir X` mean the same.
+func flagContext(c *cli.Context, name string) *cli.Context {
+	for _, lc := range c.Lineage() {
+		for _, n := range lc.LocalFlagNames() {
+			if n == name {
+				return lc
+			}
+		}
+	}
+	return c
+}
+
+func configFrom(c *cli.Context) *config {
+	str := func(n string) string { return flagContext(c, n).String(n) }
+	f64 := func(n string) float64 { return flagContext(c, n).Float64(n) }
 	cfg := &config{
-		DataDir:    in.str("data-dir"),
-		Identity:   in.str("identity"),
-		Socket:     in.str("socket"),
-		SSDPath:    in.str("ssd-path"),
-		HDDPath:    in.str("hdd-path"),
-		ReserveCRU: in.unsigned("reserve-cru"),
-		ReserveMRU: in.float("reserve-mru"),
-		ReserveSRU: in.float("reserve-sru"),
-		ReserveHRU: in.float("reserve-hru"),
-		LogFormat:  in.str("log-format"),
-		LogLevel:   in.str("log-level"),
+		DataDir:       str("data-dir"),
+		Explorer:      c.String("explorer"),
+		Identity:      str("identity"),
+		Socket:        str("socket"),
+		MetricsListen: c.String("metrics-listen"),
+		Workers:       c.Int("workers"),
+		SSDPath:       str("ssd-path"),
+		HDDPath:       str("hdd-path"),
+		ReserveCRU:    flagContext(c, "reserve-cru").Uint64("reserve-cru"),
+		ReserveMRU:    f64("reserve-mru"),
+		ReserveSRU:    f64("reserve-sru"),
+		ReserveHRU:    f64("reserve-hru"),
+		OpTimeout:     c.Duration("op-timeout"),
+		Resync:        c.Duration("resync"),
+		PollWait:      c.Duration("poll-wait"),
+		LogFormat:     str("log-format"),
+		LogLevel:      str("log-level"),
 	}
 	if cfg.SSDPath == "" {
 		cfg.SSDPath = filepath.Join(cfg.DataDir, "volumes", "ssd")
@@ -166,18 +192,6 @@ func configFrom(in *invocation) *config {
 	if cfg.HDDPath == "" {
 		cfg.HDDPath = filepath.Join(cfg.DataDir, "volumes", "hdd")
 	}
-	return cfg
-}
-
-// runConfigFrom reads the global options and the daemon's own.
-func runConfigFrom(in *invocation) *config {
-	cfg := configFrom(in)
-	cfg.Explorer = in.str("explorer")
-	cfg.MetricsListen = in.str("metrics-listen")
-	cfg.Workers = in.integer("workers")
-	cfg.OpTimeout = in.duration("op-timeout")
-	cfg.Resync = in.duration("resync")
-	cfg.PollWait = in.duration("poll-wait")
 	return cfg
 }
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
@@ -14,6 +13,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/urfave/cli/v2"
+
 	"github.com/edgeprov/provisiond/admin"
 	"github.com/edgeprov/provisiond/identity"
 	"github.com/edgeprov/provisiond/provision"
@@ -21,14 +22,14 @@ import (
 
 // withReader opens the node's Reader (the daemon's socket, else the
 // database) for a read command and closes it afterwards.
-func withReader(fn func(context.Context, *invocation, admin.Reader) error) func(context.Context, *invocation) error {
-	return func(ctx context.Context, in *invocation) error {
-		r, closeFn, err := openReader(ctx, configFrom(in))
+func withReader(fn func(*cli.Context, admin.Reader) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		r, closeFn, err := openReader(c.Context, configFrom(c))
 		if err != nil {
 			return err
 		}
 		defer closeFn()
-		return fn(ctx, in, r)
+		return fn(c, r)
 	}
 }
 
@@ -84,8 +85,8 @@ type summary struct {
 	Units   provision.Units           `json:"units"`
 }
 
-func cacheLs(ctx context.Context, in *invocation, r admin.Reader) error {
-	f := admin.Filter{State: provision.State(in.str("state")), Type: provision.ReservationType(in.str("type")), User: in.str("user")}
+func cacheLs(c *cli.Context, r admin.Reader) error {
+	f := admin.Filter{State: provision.State(c.String("state")), Type: provision.ReservationType(c.String("type")), User: c.String("user")}
 	if f.State != "" && !validState(f.State) {
 		return fmt.Errorf("--state %q: want one of %s", f.State, joinStates())
 	}
@@ -93,7 +94,7 @@ func cacheLs(ctx context.Context, in *invocation, r admin.Reader) error {
 		return fmt.Errorf("--type %q: want network, volume or container", f.Type)
 	}
 	var rows []summary
-	err := r.Records(ctx, f, func(rec *provision.Record) error {
+	err := r.Records(c.Context, f, func(rec *provision.Record) error {
 		res := rec.Reservation
 		rows = append(rows, summary{ID: res.ID, Type: res.Type, User: res.UserID, State: rec.State,
 			Created: res.Created, Expires: res.Expires(), Units: rec.Units})
@@ -108,8 +109,8 @@ func cacheLs(ctx context.Context, in *invocation, r admin.Reader) error {
 		}
 		return rows[i].ID < rows[j].ID
 	})
-	w := in.stdout
-	if in.on("json") {
+	w := c.App.Writer
+	if c.Bool("json") {
 		if rows == nil {
 			rows = []summary{}
 		}
@@ -163,19 +164,19 @@ type shown struct {
 	SignatureError    string `json:"signature_error,omitempty"`
 }
 
-func cacheShow(ctx context.Context, in *invocation, r admin.Reader) error {
-	if len(in.args) != 1 || in.args[0] == "" {
+func cacheShow(c *cli.Context, r admin.Reader) error {
+	id := c.Args().First()
+	if id == "" || c.NArg() > 1 {
 		return errors.New("cache show: want exactly one reservation ID")
 	}
-	id := in.args[0]
-	rec, err := r.Record(ctx, id)
+	rec, err := r.Record(c.Context, id)
 	if errors.Is(err, provision.ErrNotFound) || errors.Is(err, admin.ErrNotFound) {
 		return fmt.Errorf("no reservation %q on this node", id)
 	}
 	if err != nil {
 		return err
 	}
-	st, err := r.Status(ctx)
+	st, err := r.Status(c.Context)
 	if err != nil {
 		return err
 	}
@@ -184,8 +185,8 @@ func cacheShow(ctx context.Context, in *invocation, r admin.Reader) error {
 	if verr != nil {
 		out.SignatureError = verr.Error()
 	}
-	w := in.stdout
-	if in.on("json") {
+	w := c.App.Writer
+	if c.Bool("json") {
 		return printJSON(w, out)
 	}
 	res := rec.Reservation
@@ -227,18 +228,18 @@ func cacheShow(ctx context.Context, in *invocation, r admin.Reader) error {
 	return tw.Flush()
 }
 
-func cacheExport(ctx context.Context, in *invocation, r admin.Reader) error {
-	enc := json.NewEncoder(in.stdout)
-	return r.Records(ctx, admin.Filter{}, func(rec *provision.Record) error { return enc.Encode(rec) })
+func cacheExport(c *cli.Context, r admin.Reader) error {
+	enc := json.NewEncoder(c.App.Writer)
+	return r.Records(c.Context, admin.Filter{}, func(rec *provision.Record) error { return enc.Encode(rec) })
 }
 
-func showStats(ctx context.Context, in *invocation, r admin.Reader) error {
-	s, err := r.Stats(ctx)
+func showStats(c *cli.Context, r admin.Reader) error {
+	s, err := r.Stats(c.Context)
 	if err != nil {
 		return err
 	}
-	w := in.stdout
-	if in.on("json") {
+	w := c.App.Writer
+	if c.Bool("json") {
 		return printJSON(w, s)
 	}
 	usable := s.Capacity.Usable()
@@ -265,13 +266,13 @@ func showStats(ctx context.Context, in *invocation, r admin.Reader) error {
 	return nil
 }
 
-func showStatus(ctx context.Context, in *invocation, r admin.Reader) error {
-	s, err := r.Status(ctx)
+func showStatus(c *cli.Context, r admin.Reader) error {
+	s, err := r.Status(c.Context)
 	if err != nil {
 		return err
 	}
-	w := in.stdout
-	if in.on("json") {
+	w := c.App.Writer
+	if c.Bool("json") {
 		return printJSON(w, s)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -304,8 +305,8 @@ func showStatus(ctx context.Context, in *invocation, r admin.Reader) error {
 	return tw.Flush()
 }
 
-func keyShow(_ context.Context, in *invocation) error {
-	cfg := configFrom(in)
+func keyShow(c *cli.Context) error {
+	cfg := configFrom(c)
 	key, err := identity.Load(cfg.identityPath())
 	if errors.Is(err, identity.ErrNoKey) {
 		return fmt.Errorf("no node identity at %s yet: `provisiond run` creates it", cfg.identityPath())
@@ -318,9 +319,9 @@ func keyShow(_ context.Context, in *invocation) error {
 		NodeID    string `json:"node_id"`
 		PublicKey string `json:"public_key"`
 	}{identity.NodeID(pk), hex.EncodeToString(pk)}
-	if in.on("json") {
-		return printJSON(in.stdout, out)
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, out)
 	}
-	_, err = fmt.Fprintf(in.stdout, "node id:    %s\npublic key: %s\n", out.NodeID, out.PublicKey)
+	_, err = fmt.Fprintf(c.App.Writer, "node id:    %s\npublic key: %s\n", out.NodeID, out.PublicKey)
 	return err
 }

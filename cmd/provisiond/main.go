@@ -18,7 +18,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "provisiond:", err)
 		os.Exit(1)
 	}
-	if err := newApp(os.Stdout).run(ctx, os.Args[1:]); err != nil {
+	if err := newApp(os.Stdout, os.Stderr).RunContext(ctx, os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "provisiond:", err)
 		os.Exit(1)
 	}
