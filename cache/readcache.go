@@ -9,8 +9,13 @@ import (
 	"github.com/edgeprov/provisiond/provision"
 )
 
-// readSlots is the number of records the read cache holds at most.
-const readSlots = 1024
+// readSlots is the number of records the read cache holds at most, and
+// readMaxValue the size of the largest stored record it keeps: it holds at
+// most 512 × 8 KiB of stored records and their decoded copies.
+const (
+	readSlots    = 512
+	readMaxValue = 8 << 10
+)
 
 // readCache remembers the decoded form of records recently read, so that
 // reading again a record that did not change since costs a comparison of
@@ -63,9 +68,13 @@ func (c *readCache) index(id string) ([]byte, indexed) {
 	return sl.v, indexOf(sl.rec)
 }
 
-// put remembers that rec was decoded from v. It keeps v (which must not
-// change any more) and a copy of rec.
+// put remembers that rec was decoded from v, unless v is larger than
+// readMaxValue. It keeps v (which must not change any more) and a copy of
+// rec.
 func (c *readCache) put(id string, v []byte, rec *provision.Record) {
+	if len(v) > readMaxValue {
+		return
+	}
 	cp := cloneRecord(rec)
 	sl := c.slot(id)
 	sl.mu.Lock()

@@ -3,6 +3,7 @@ package cache
 import (
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -134,6 +135,15 @@ func TestGetReadCache(t *testing.T) {
 	}
 	if got, _ := s.Get("a"); got.State != provision.Deployed {
 		t.Fatalf("read after a save: state %s, want deployed", got.State)
+	}
+
+	big := provisiontest.NewRecord("big", provision.Accepted, time.Hour, "")
+	big.Reservation.Data = []byte(`"` + strings.Repeat("x", readMaxValue) + `"`)
+	mustAddRecord(t, s, big)
+	for range 2 {
+		if got, err := s.Get("big"); err != nil || !reflect.DeepEqual(got.Reservation.Data, big.Reservation.Data) {
+			t.Fatalf("Get(big) = %v, %v", got, err)
+		}
 	}
 
 	for i := range 300 { // many share a slot
