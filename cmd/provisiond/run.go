@@ -220,8 +220,9 @@ type registered struct {
 }
 
 var (
-	_ provision.Poller     = (*registered)(nil)
-	_ provision.Feedbacker = (*registered)(nil)
+	_ provision.Poller          = (*registered)(nil)
+	_ provision.Feedbacker      = (*registered)(nil)
+	_ provision.BatchFeedbacker = (*registered)(nil)
 )
 
 func (g *registered) Poll(ctx context.Context, from uint64) ([]provision.Event, uint64, error) {
@@ -236,6 +237,13 @@ func (g *registered) Feedback(ctx context.Context, nodeID string, r *provision.R
 		return errNotRegistered
 	}
 	return g.c.Feedback(ctx, nodeID, r)
+}
+
+func (g *registered) FeedbackBatch(ctx context.Context, nodeID string, rs []*provision.Result) ([]error, error) {
+	if !g.ok.Load() {
+		return nil, errNotRegistered
+	}
+	return g.c.FeedbackBatch(ctx, nodeID, rs)
 }
 
 func (g *registered) UpdateStats(ctx context.Context, nodeID string, s *provision.Stats) error {
