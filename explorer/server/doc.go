@@ -26,7 +26,7 @@
 //
 // # Writes
 //
-// Every write goes through one group commit (committer): the writes of
+// Every write goes through one group commit (internal/commit): the writes of
 // concurrent requests that queue while a transaction commits are applied
 // together in the next one, with one fsync, each keeping its own outcome
 // (a refused write is rolled back alone). A lone write commits at once. A

@@ -16,6 +16,7 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/edgeprov/provisiond/explorer"
+	"github.com/edgeprov/provisiond/internal/commit"
 	"github.com/edgeprov/provisiond/provision"
 )
 
@@ -46,7 +47,7 @@ type nodeRecord struct {
 // group commit: concurrent requests share transactions and fsyncs.
 type store struct {
 	db     *bolt.DB
-	commit *committer
+	commit *commit.Group
 }
 
 func openStore(dir string, noSync bool) (*store, error) {
@@ -77,15 +78,15 @@ func openStore(dir string, noSync bool) (*store, error) {
 		db.Close()
 		return nil, fmt.Errorf("initialising %s: %w", path, err)
 	}
-	return &store{db: db, commit: &committer{db: db}}, nil
+	return &store{db: db, commit: commit.NewGroup(db)}, nil
 }
 
 func (s *store) close() error { return s.db.Close() }
 
 // update runs fn in a write transaction of the group commit (see
-// committer): fn may run more than once and must set, not append to, what
+// commit.Group): fn may run more than once and must set, not append to, what
 // it reports.
-func (s *store) update(fn func(tx *bolt.Tx) error) error { return s.commit.do(fn) }
+func (s *store) update(fn func(tx *bolt.Tx) error) error { return s.commit.Update(fn) }
 
 func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
 
