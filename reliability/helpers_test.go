@@ -372,6 +372,18 @@ func statusOf(t testing.TB, n *harness.Node) (admin.Status, error) {
 // waiting, busy or undelivered.
 func settled(t testing.TB, n *harness.Node, within time.Duration) {
 	t.Helper()
+	settledHolding(t, n, within, 0)
+}
+
+// settledHolding is settled for a node that holds exactly held
+// reservations waiting for a dependency (`status` counts them as queued).
+func settledHolding(t testing.TB, n *harness.Node, within time.Duration, held int) {
+	t.Helper()
+	defer func() {
+		if t.Failed() {
+			t.Logf("the node's last warnings and errors:\n%s", warnings(n, 40))
+		}
+	}()
 	harness.Eventually(t, within, "node settled", func() error {
 		s, err := statusOf(t, n)
 		switch {
@@ -379,7 +391,7 @@ func settled(t testing.TB, n *harness.Node, within time.Duration) {
 			return err
 		case !s.Running || !s.CaughtUp:
 			return fmt.Errorf("running %t caught up %t", s.Running, s.CaughtUp)
-		case s.Queued+s.Busy+s.OutboxDepth > 0:
+		case s.Queued != held || s.Busy+s.OutboxDepth > 0:
 			return fmt.Errorf("queued %d busy %d outbox %d", s.Queued, s.Busy, s.OutboxDepth)
 		}
 		return nil
@@ -443,4 +455,22 @@ func purgeOnCleanup(t testing.TB, n *harness.Node) {
 		n.Stop(t)
 		wipeRuntime(t, n, records(t, n))
 	})
+}
+
+// warnings returns the last max warn and error lines of node's log.
+func warnings(n *harness.Node, max int) string {
+	b, _ := os.ReadFile(filepath.Join(n.Dir, "provisiond.log"))
+	var lines []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, `"level":"warn"`) || strings.Contains(line, `"level":"error"`) {
+			if len(line) > 600 {
+				line = line[:600] + "…"
+			}
+			lines = append(lines, line)
+		}
+	}
+	if len(lines) > max {
+		lines = lines[len(lines)-max:]
+	}
+	return strings.Join(lines, "\n")
 }
