@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -380,6 +382,18 @@ func (s *soak) fingerprintAll(ctx context.Context) {
 				continue
 			}
 			tr.nsPath = filepath.Join("/run/netns", provision.Prefix+provision.NetworkID(r.UserID, networkName(r)))
+			// A marker in the namespace, the alias of its loopback: a
+			// namespace made anew lacks it even when the kernel reuses
+			// the inode number.
+			if out, err := exec.Command("ip", "-n", filepath.Base(tr.nsPath), "link", "set", "lo", "alias", soakMarker).CombinedOutput(); err != nil {
+				s.mu.Lock()
+				deleted := tr.deleted
+				s.mu.Unlock()
+				if !deleted {
+					s.t.Errorf("marking network %s: %v: %s", tr.id, err, out)
+				}
+				continue
+			}
 		}
 		print, err := s.fingerprint(tr)
 		if err != nil {
@@ -399,7 +413,8 @@ func (s *soak) fingerprintAll(ctx context.Context) {
 
 // fingerprint identifies a workload's side effect so that provisioning it
 // again shows: a volume's image inode and the marker in its filesystem; a
-// network's namespace inode; a container's runc creation time and pid.
+// network's namespace inode and the marker on its loopback; a container's runc
+// creation time and pid.
 func (s *soak) fingerprint(tr *tracked) (string, error) {
 	switch tr.kind {
 	case provision.VolumeReservation:
@@ -417,7 +432,15 @@ func (s *soak) fingerprint(tr *tracked) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("netns inode %d", ino), nil
+		out, err := exec.Command("ip", "-n", filepath.Base(tr.nsPath), "link", "show", "lo").Output()
+		if err != nil {
+			return "", fmt.Errorf("ip link show lo in %s: %v", tr.nsPath, err)
+		}
+		mark := "without"
+		if strings.Contains(string(out), "alias "+soakMarker) {
+			mark = "with"
+		}
+		return fmt.Sprintf("netns inode %d %s marker", ino, mark), nil
 	case provision.ContainerReservation:
 		list, err := listRunc(runcRoot(s.node))
 		if err != nil {
