@@ -44,6 +44,12 @@ bench: ## run every benchmark and write docs/benchmarks.md (BENCH_TIME=1s; root 
 fuzz: ## run each fuzz target for FUZZ_TIME (default 10s)
 	@./scripts/fuzz.sh $${FUZZ_TIME:-10s}
 
+.PHONY: soak
+SOAK_KILLS ?= 100
+SOAK_TIMEOUT ?= 60m
+soak: ## run the reliability proofs with the long kill -9 soak (SOAK_KILLS=100; root; about 10 minutes)
+	SOAK_KILLS=$(SOAK_KILLS) $(GO) test -race -count=1 -v -timeout $(SOAK_TIMEOUT) ./reliability/
+
 demo: build ## start explorerd and provisiond locally, reserve a network, a volume and a container (root)
 	./scripts/demo.sh
 
