@@ -11,6 +11,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
+	"github.com/edgeprov/provisiond/internal/commit"
 	"github.com/edgeprov/provisiond/provision"
 )
 
@@ -26,9 +27,6 @@ var (
 
 	// errStop ends an iteration early; it never leaves the package.
 	errStop = errors.New("cache: stop")
-	// errPanicked fails a write whose function panicked; the panic is
-	// raised again in the caller, so it never leaves the package.
-	errPanicked = errors.New("cache: write panicked")
 )
 
 var (
@@ -82,13 +80,13 @@ type Options struct {
 // concurrent use; every method is one transaction. Concurrent writes are
 // group-committed: those that queue up while a commit runs share the next
 // bbolt transaction and its fsync, each keeping its own outcome (see
-// committer).
+// commit.Group).
 type Store struct {
 	db     *bolt.DB
 	path   string
 	ro     bool
 	log    zerolog.Logger
-	writes *committer // nil when read-only
+	writes *commit.Group // nil when read-only
 	reads  *readCache
 }
 
@@ -128,7 +126,7 @@ func open(path string, opts Options, migs []migration) (*Store, error) {
 	}
 	s := &Store{db: db, path: path, ro: opts.ReadOnly, log: opts.Log.With().Str("component", "cache").Logger(), reads: newReadCache()}
 	if !s.ro {
-		s.writes = newCommitter(db)
+		s.writes = commit.NewGroup(db)
 	}
 	if err := s.migrate(migs); err != nil {
 		_ = s.Close()
@@ -140,7 +138,7 @@ func open(path string, opts Options, migs []migration) (*Store, error) {
 // Close releases the file. Methods called after Close fail with ErrClosed.
 func (s *Store) Close() error {
 	if s.writes != nil {
-		s.writes.stop() // commits what is queued first
+		s.writes.Close() // commits what is queued first
 	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("closing cache %s: %w", s.path, err)
@@ -160,7 +158,7 @@ func (s *Store) view(op string, fn func(tx *bolt.Tx) error) error {
 }
 
 // update runs fn in a write transaction (shared with the writes queued
-// beside it: see committer) and returns once it is durable.
+// beside it: see commit.Group) and returns once it is durable.
 func (s *Store) update(op string, fn func(tx *bolt.Tx) error) error {
 	return s.queue(op, fn)()
 }
@@ -172,9 +170,9 @@ func (s *Store) queue(op string, fn func(tx *bolt.Tx) error) (wait func() error)
 	if s.ro {
 		return func() error { return fmt.Errorf("%s: %w", op, ErrReadOnly) }
 	}
-	w := s.writes.submit(fn)
+	w := s.writes.Queue(fn)
 	return func() error {
-		if err := w.wait(); err != nil {
+		if err := w.Wait(); err != nil {
 			return fmt.Errorf("%s: %w", op, dbErr(err))
 		}
 		return nil
@@ -183,7 +181,7 @@ func (s *Store) queue(op string, fn func(tx *bolt.Tx) error) (wait func() error)
 
 // dbErr maps bbolt's errors to the package's.
 func dbErr(err error) error {
-	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) || errors.Is(err, commit.ErrClosed) {
 		return fmt.Errorf("%w: %w", ErrClosed, err)
 	}
 	return err

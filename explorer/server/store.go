@@ -81,7 +81,11 @@ func openStore(dir string, noSync bool) (*store, error) {
 	return &store{db: db, commit: commit.NewGroup(db)}, nil
 }
 
-func (s *store) close() error { return s.db.Close() }
+// close commits the writes still queued, then closes the database.
+func (s *store) close() error {
+	s.commit.Close()
+	return s.db.Close()
+}
 
 // update runs fn in a write transaction of the group commit (see
 // commit.Group): fn may run more than once and must set, not append to, what

@@ -5,34 +5,43 @@
 package commit
 
 import (
+	"errors"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
 )
 
+// ErrClosed is the outcome of a write queued after Close.
+var ErrClosed = errors.New("commit: group closed")
+
 // MaxGroup bounds how many writes one transaction applies.
 const MaxGroup = 256
 
-// write is one queued write function and its outcome.
-type write struct {
+// Write is one queued write function; Wait reports its outcome.
+type Write struct {
 	fn    func(tx *bolt.Tx) error
 	err   error
-	final bool          // fn failed on its own: err is its outcome
-	panic any           // what fn panicked with, raised again in its caller
-	done  chan struct{} // closed when err is the outcome
-	lead  chan struct{} // closed when this write's caller is to commit next
+	final bool // fn failed (or panicked) on its own: err is its outcome
+	panic any  // what fn panicked with, raised again by Wait
+	done  chan struct{}
 }
 
-// Group is the group commit of one bbolt database. Writes that queue
-// while a commit (and its fsync) runs are applied together, in queue
-// order, in the next transaction; a lone write is committed at once:
-// nothing waits for a batch to fill. (bbolt's own DB.Batch waits up to
-// MaxBatchDelay for company and runs a failed function again on its own.)
-//
-// There is no goroutine to own: the caller whose write finds no commit in
-// progress leads; it commits the queue, its own write among it, and hands
-// the lead to the caller at the head of what queued meanwhile, so that no
-// caller commits for others longer than one transaction.
+// Wait blocks until the write is durable (or failed) and returns its
+// error. A panic of its function is raised again here, in the caller.
+func (w *Write) Wait() error {
+	<-w.done
+	if w.panic != nil {
+		panic(w.panic)
+	}
+	return w.err
+}
+
+// Group is the group commit of one bbolt database. Writes queue while a
+// commit (and its fsync) runs, and the next commit applies every queued
+// write, in queue order, in one transaction with one fsync. A lone write
+// is committed at once: nothing waits for a batch to fill. (bbolt's own
+// DB.Batch waits up to MaxBatchDelay for company, and runs a failed
+// function again in a transaction of its own.)
 //
 // Each write keeps its own outcome. When a write's function fails or
 // panics, the transaction is rolled back and the others are applied again
@@ -41,75 +50,102 @@ type write struct {
 // transaction. A function may therefore run more than once; it must set
 // (not append to) what it reports outside the transaction.
 //
-// A Group is safe for concurrent use. Its zero value is not usable: use
-// NewGroup.
+// A Group runs one goroutine, from NewGroup to Close. It is safe for
+// concurrent use.
 type Group struct {
 	db *bolt.DB
 
-	mu      sync.Mutex // guards queue and leading
-	queue   []*write
-	leading bool // a caller is committing; the queue waits for it
+	mu     sync.Mutex // guards queue and closed
+	queue  []*Write
+	closed bool
+
+	kick    chan struct{} // a write was queued, or Close was called
+	stopped chan struct{} // closed when run returned
 }
 
-// NewGroup returns the group commit of db.
+// NewGroup starts the group commit of db; Close ends it.
 func NewGroup(db *bolt.DB) *Group {
 	if db == nil {
 		panic("commit: NewGroup needs a database")
 	}
-	return &Group{db: db}
+	g := &Group{db: db, kick: make(chan struct{}, 1), stopped: make(chan struct{})}
+	go g.run()
+	return g
 }
 
-// Update runs fn in a write transaction shared with the writes queued
-// beside it and returns once that transaction is durable, with fn's error
-// or the commit's. Writes are applied in the order Update was called. A
-// panic of fn is raised again here, in its caller. After the database is
-// closed, Update returns bbolt's ErrDatabaseNotOpen.
-func (g *Group) Update(fn func(tx *bolt.Tx) error) error {
-	w := &write{fn: fn, done: make(chan struct{}), lead: make(chan struct{})}
+// Queue queues fn for the next commit and returns its Write at once: the
+// write's place in line is fixed when Queue returns, so a caller can queue
+// under a lock and wait outside it. Writes are applied in the order they
+// were queued, whoever queued them. After Close, the write fails with
+// ErrClosed without running fn.
+func (g *Group) Queue(fn func(tx *bolt.Tx) error) *Write {
+	w := &Write{fn: fn, done: make(chan struct{})}
 	g.mu.Lock()
-	g.queue = append(g.queue, w)
-	lead := !g.leading
-	g.leading = true
-	g.mu.Unlock()
-	if !lead {
-		select {
-		case <-w.done:
-		case <-w.lead:
-			g.commitNext()
-			<-w.done
-		}
-	} else {
-		g.commitNext()
-		<-w.done
-	}
-	if w.panic != nil {
-		panic(w.panic)
-	}
-	return w.err
-}
-
-// commitNext commits the head of the queue and passes the lead on.
-func (g *Group) commitNext() {
-	g.mu.Lock()
-	n := min(len(g.queue), MaxGroup)
-	group := make([]*write, n)
-	copy(group, g.queue)
-	g.queue = append(g.queue[:0:0], g.queue[n:]...)
-	g.mu.Unlock()
-	defer func() {
-		g.mu.Lock()
-		if len(g.queue) == 0 {
-			g.leading = false
-		} else {
-			close(g.queue[0].lead)
-		}
+	if g.closed {
 		g.mu.Unlock()
-	}()
-	g.commit(group)
+		w.err, w.final = ErrClosed, true
+		close(w.done)
+		return w
+	}
+	g.queue = append(g.queue, w)
+	g.mu.Unlock()
+	g.wake()
+	return w
+}
+
+// Update queues fn and waits for its outcome: Queue(fn).Wait().
+func (g *Group) Update(fn func(tx *bolt.Tx) error) error {
+	return g.Queue(fn).Wait()
+}
+
+func (g *Group) wake() {
+	select {
+	case g.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Close commits what is queued, refuses later writes with ErrClosed and
+// waits for the group's goroutine to end. It may be called more than once.
+// Close the Group before its database.
+func (g *Group) Close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+	g.wake()
+	<-g.stopped
+}
+
+// run commits queued writes, a group at a time, until Close was called
+// and the queue is empty.
+func (g *Group) run() {
+	defer close(g.stopped)
+	for range g.kick {
+		for {
+			g.mu.Lock()
+			group := g.queue
+			if len(group) > MaxGroup {
+				group, g.queue = group[:MaxGroup:MaxGroup], group[MaxGroup:]
+			} else {
+				g.queue = nil
+			}
+			last := g.closed && len(g.queue) == 0
+			g.mu.Unlock()
+			if len(group) > 0 {
+				g.commit(group)
+			}
+			if last {
+				return
+			}
+			if len(group) == 0 {
+				break
+			}
+		}
+	}
 }
 
 // commit applies group in one transaction and settles every outcome.
-func (g *Group) commit(group []*write) {
+func (g *Group) commit(group []*Write) {
 	defer func() {
 		for _, w := range group {
 			close(w.done)
@@ -146,7 +182,7 @@ func (g *Group) commit(group []*write) {
 
 // settle sets err as the outcome of every write of group that did not
 // fail on its own.
-func settle(group []*write, err error) {
+func settle(group []*Write, err error) {
 	for _, w := range group {
 		if !w.final {
 			w.err = err
@@ -155,19 +191,17 @@ func settle(group []*write, err error) {
 }
 
 // errPanicked marks a write whose function panicked; its caller gets the
-// panic, never this error.
-type errPanicked struct{}
-
-func (errPanicked) Error() string { return "commit: write function panicked" }
+// panic from Wait, never this error.
+var errPanicked = errors.New("commit: write function panicked")
 
 // apply runs the function of w in tx; a panic becomes the failure of w
-// alone, raised again in its caller by Update (a bug in one writer must
-// not leave the others waiting or roll their writes back).
-func apply(w *write, tx *bolt.Tx) (err error) {
+// alone, raised again in its caller by Wait (a bug in one writer must not
+// leave the others waiting or roll their writes back).
+func apply(w *Write, tx *bolt.Tx) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			w.panic = p
-			err = errPanicked{}
+			err = errPanicked
 		}
 	}()
 	return w.fn(tx)

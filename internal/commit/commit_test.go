@@ -29,7 +29,7 @@ func openTestDB(t testing.TB) *bolt.DB {
 	return db
 }
 
-// put returns a write function that stores key=value and records the
+// put returns a write function that stores key and records the
 // transaction it ran in.
 func put(key string, txid *int) func(tx *bolt.Tx) error {
 	return func(tx *bolt.Tx) error {
@@ -40,30 +40,23 @@ func put(key string, txid *int) func(tx *bolt.Tx) error {
 	}
 }
 
-// hold starts a write that blocks inside its transaction until release is
-// called, so that the writes started meanwhile queue behind it. It runs in
-// a synctest bubble.
-func hold(t *testing.T, g *Group) (release func()) {
+// hold queues a write that blocks inside its transaction until release is
+// called, so that the writes queued meanwhile share the next commit.
+func hold(t testing.TB, g *Group) (release func()) {
 	t.Helper()
-	gate := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- g.Update(func(*bolt.Tx) error { <-gate; return nil })
-	}()
-	synctest.Wait()
+	entered, gate := make(chan struct{}), make(chan struct{})
+	w := g.Queue(func(*bolt.Tx) error {
+		close(entered)
+		<-gate
+		return nil
+	})
+	<-entered
 	return func() {
 		close(gate)
-		if err := <-done; err != nil {
+		if err := w.Wait(); err != nil {
 			t.Errorf("held write: %v", err)
 		}
 	}
-}
-
-// queued returns how many writes wait for the next commit.
-func queued(g *Group) int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return len(g.queue)
 }
 
 // keys returns the keys of the test bucket.
@@ -81,113 +74,12 @@ func keys(t testing.TB, db *bolt.DB) map[string]bool {
 	return got
 }
 
-// Writes that queue behind a running commit share the next transaction;
-// one that fails and one that panics among them leave nothing of
-// themselves and get their own outcome; the others commit.
-func TestGroupSharesTransaction(t *testing.T) {
+// Writes from many goroutines all commit, each once, and writes queued
+// during a commit share the next transaction.
+func TestGroupConcurrent(t *testing.T) {
 	db := openTestDB(t)
 	g := NewGroup(db)
-	errBoom := errors.New("boom")
-	synctest.Test(t, func(t *testing.T) {
-		release := hold(t, g)
-		const n = 20
-		txids := make([]int, n)
-		errs := make([]error, n)
-		panics := make([]any, n)
-		var wg sync.WaitGroup
-		for i := range n {
-			wg.Go(func() {
-				defer func() { panics[i] = recover() }()
-				errs[i] = g.Update(func(tx *bolt.Tx) error {
-					txids[i] = tx.ID()
-					key := fmt.Sprint(i)
-					if err := tx.Bucket(bucket).Put([]byte(key), []byte("partial")); err != nil {
-						return err
-					}
-					switch i {
-					case 3:
-						return errBoom
-					case 7:
-						panic(errBoom)
-					}
-					return tx.Bucket(bucket).Put([]byte(key), []byte("ok"))
-				})
-			})
-		}
-		synctest.Wait()
-		if q := queued(g); q != n {
-			t.Fatalf("%d writes queued behind the held commit, want %d", q, n)
-		}
-		release()
-		wg.Wait()
-		for i := range n {
-			switch {
-			case i == 3 && !errors.Is(errs[i], errBoom):
-				t.Errorf("failing write returned %v, want %v", errs[i], errBoom)
-			case i == 7 && panics[i] != errBoom:
-				t.Errorf("panicking write: panic %v in its caller, want %v", panics[i], errBoom)
-			case i != 3 && i != 7 && (errs[i] != nil || panics[i] != nil):
-				t.Errorf("write %d: %v, panic %v", i, errs[i], panics[i])
-			case i != 3 && i != 7 && txids[i] != txids[0]:
-				t.Errorf("write %d committed in tx %d, write 0 in tx %d: not grouped", i, txids[i], txids[0])
-			}
-		}
-		got := keys(t, db)
-		if len(got) != n-2 || got["3"] || got["7"] {
-			t.Errorf("committed keys %v, want all but 3 and 7", got)
-		}
-		if g.leading || queued(g) != 0 {
-			t.Errorf("group left leading=%v with %d queued", g.leading, queued(g))
-		}
-	})
-}
-
-// Writes are applied in the order Update was called, across transactions
-// of MaxGroup writes.
-func TestGroupOrder(t *testing.T) {
-	db := openTestDB(t)
-	g := NewGroup(db)
-	synctest.Test(t, func(t *testing.T) {
-		release := hold(t, g)
-		const n = 3*MaxGroup + 7
-		var wg sync.WaitGroup
-		for i := range n {
-			wg.Go(func() {
-				err := g.Update(func(tx *bolt.Tx) error {
-					b := tx.Bucket(bucket)
-					log := append([]byte(nil), b.Get([]byte("log"))...)
-					return b.Put([]byte("log"), binary.BigEndian.AppendUint32(log, uint32(i)))
-				})
-				if err != nil {
-					t.Error(err)
-				}
-			})
-			synctest.Wait() // queued before the next one starts
-		}
-		release()
-		wg.Wait()
-	})
-	if err := db.View(func(tx *bolt.Tx) error {
-		log := tx.Bucket(bucket).Get([]byte("log"))
-		if len(log) != 4*(3*MaxGroup+7) {
-			return fmt.Errorf("log holds %d writes", len(log)/4)
-		}
-		for i := range len(log) / 4 {
-			if got := binary.BigEndian.Uint32(log[4*i:]); got != uint32(i) {
-				return fmt.Errorf("write %d applied at position %d", got, i)
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// Many goroutines writing at once all commit, each once, and the group
-// ends idle.
-func TestGroupConcurrentWriters(t *testing.T) {
-	db := openTestDB(t)
-	g := NewGroup(db)
+	defer g.Close()
 	const writers, each = 8, 50
 	var wg sync.WaitGroup
 	for w := range writers {
@@ -202,24 +94,185 @@ func TestGroupConcurrentWriters(t *testing.T) {
 	}
 	wg.Wait()
 	if got := keys(t, db); len(got) != writers*each {
-		t.Errorf("%d keys, want %d", len(got), writers*each)
+		t.Fatalf("%d keys, want %d", len(got), writers*each)
 	}
-	if g.leading || queued(g) != 0 {
-		t.Fatalf("group left leading=%v with %d queued", g.leading, queued(g))
+
+	release := hold(t, g)
+	txids := make([]int, 10)
+	ws := make([]*Write, len(txids))
+	for i := range ws {
+		ws[i] = g.Queue(put(fmt.Sprint("g", i), &txids[i]))
+	}
+	release()
+	for i, w := range ws {
+		if err := w.Wait(); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+		if txids[i] != txids[0] {
+			t.Errorf("write %d committed in tx %d, write 0 in tx %d: not grouped", i, txids[i], txids[0])
+		}
 	}
 }
 
-// After the database is closed, a write fails with bbolt's error and runs
-// nothing.
-func TestGroupClosed(t *testing.T) {
+// A write whose function fails or panics among good ones of the same
+// group leaves nothing of itself, gets its own outcome (the panic raised
+// in its caller), and the others commit.
+func TestGroupFailureIsIsolated(t *testing.T) {
+	errBoom := errors.New("boom")
+	tests := []struct {
+		name  string
+		fails func(tx *bolt.Tx) error
+		check func(t *testing.T, w *Write)
+	}{
+		{
+			name: "error",
+			fails: func(tx *bolt.Tx) error {
+				if err := put("bad", nil)(tx); err != nil {
+					return err
+				}
+				return errBoom
+			},
+			check: func(t *testing.T, w *Write) {
+				if err := w.Wait(); !errors.Is(err, errBoom) {
+					t.Errorf("failing write returned %v, want %v", err, errBoom)
+				}
+			},
+		},
+		{
+			name: "panic",
+			fails: func(tx *bolt.Tx) error {
+				if err := put("bad", nil)(tx); err != nil {
+					return err
+				}
+				panic(errBoom)
+			},
+			check: func(t *testing.T, w *Write) {
+				defer func() {
+					if p := recover(); p != errBoom {
+						t.Errorf("panic %v raised in the caller, want %v", p, errBoom)
+					}
+				}()
+				err := w.Wait()
+				t.Errorf("Wait returned %v instead of panicking", err)
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db := openTestDB(t)
+			g := NewGroup(db)
+			defer g.Close()
+			release := hold(t, g)
+			var txBefore, txAfter int
+			before := g.Queue(put("before", &txBefore))
+			bad := g.Queue(tt.fails)
+			after := g.Queue(put("after", &txAfter))
+			release()
+			tt.check(t, bad)
+			for _, w := range []*Write{before, after} {
+				if err := w.Wait(); err != nil {
+					t.Errorf("good write: %v", err)
+				}
+			}
+			got := keys(t, db)
+			if got["bad"] || !got["before"] || !got["after"] {
+				t.Errorf("committed keys %v, want before and after only", got)
+			}
+			if txBefore != txAfter {
+				t.Errorf("the good writes committed in tx %d and %d, want one", txBefore, txAfter)
+			}
+		})
+	}
+}
+
+// Writes are applied in the order they were queued, across transactions
+// of MaxGroup writes.
+func TestGroupOrder(t *testing.T) {
 	db := openTestDB(t)
 	g := NewGroup(db)
+	defer g.Close()
+	const n = 3*MaxGroup + 7
+	release := hold(t, g)
+	ws := make([]*Write, n)
+	for i := range ws {
+		ws[i] = g.Queue(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucket)
+			log := append([]byte(nil), b.Get([]byte("log"))...)
+			return b.Put([]byte("log"), binary.BigEndian.AppendUint32(log, uint32(i)))
+		})
+	}
+	release()
+	for _, w := range ws {
+		if err := w.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.View(func(tx *bolt.Tx) error {
+		log := tx.Bucket(bucket).Get([]byte("log"))
+		if len(log) != 4*n {
+			return fmt.Errorf("log holds %d writes, want %d", len(log)/4, n)
+		}
+		for i := range n {
+			if got := binary.BigEndian.Uint32(log[4*i:]); got != uint32(i) {
+				return fmt.Errorf("write %d applied at position %d", got, i)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Close commits what is queued, then refuses writes with ErrClosed
+// without running them; a second Close returns at once.
+func TestGroupClose(t *testing.T) {
+	db := openTestDB(t)
+	synctest.Test(t, func(t *testing.T) {
+		g := NewGroup(db)
+		release := hold(t, g)
+		queued := make([]*Write, 5)
+		for i := range queued {
+			queued[i] = g.Queue(put(fmt.Sprint("q", i), nil))
+		}
+		closed := make(chan struct{})
+		go func() {
+			g.Close()
+			close(closed)
+		}()
+		synctest.Wait() // Close is waiting for the held commit
+		ran := false
+		late := g.Queue(func(*bolt.Tx) error { ran = true; return nil })
+		if err := late.Wait(); !errors.Is(err, ErrClosed) {
+			t.Errorf("write after Close returned %v, want ErrClosed", err)
+		}
+		release()
+		<-closed
+		for i, w := range queued {
+			if err := w.Wait(); err != nil {
+				t.Errorf("queued write %d: %v", i, err)
+			}
+		}
+		if got := keys(t, db); len(got) != len(queued) {
+			t.Errorf("%d keys committed by Close, want %d", len(got), len(queued))
+		}
+		if ran {
+			t.Error("a write queued after Close ran")
+		}
+		g.Close()
+	})
+}
+
+// A write to a closed database fails with bbolt's error and runs nothing.
+func TestGroupDatabaseClosed(t *testing.T) {
+	db := openTestDB(t)
+	g := NewGroup(db)
+	defer g.Close()
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
 	ran := false
 	err := g.Update(func(*bolt.Tx) error { ran = true; return nil })
 	if !errors.Is(err, bolt.ErrDatabaseNotOpen) || ran {
-		t.Fatalf("Update after Close = %v (ran %v), want ErrDatabaseNotOpen without running", err, ran)
+		t.Fatalf("Update after the database closed = %v (ran %v), want ErrDatabaseNotOpen without running", err, ran)
 	}
 }
