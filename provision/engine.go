@@ -151,8 +151,6 @@ type Status struct {
 	Stats Stats `json:"stats"`
 }
 
-// lockStripes is the number of per-ID record locks.
-const lockStripes = 64
 
 // ingestShards is how many jobs of the source are ingested at once: each
 // waits for its write to be durable, so concurrent ones share a commit.
@@ -198,7 +196,7 @@ type Engine struct {
 	sched   *scheduler
 	busy    atomic.Int64 // workers running an operation
 	seed    maphash.Seed
-	locks   [lockStripes]sync.Mutex
+	locks   idLocks
 	started atomic.Bool
 
 	// tallyMu serialises the tally changes of the record writes that
@@ -500,10 +498,60 @@ func (e *Engine) statsLocked() (Stats, uint64) {
 }
 
 // lock returns the record lock of id. Ingest, workers and
-// DecommissionCached hold it across every read-modify-write of a record,
-// never across a side effect.
-func (e *Engine) lock(id string) *sync.Mutex {
-	return &e.locks[maphash.String(e.seed, id)%lockStripes]
+// DecommissionCached hold it across every read-modify-write of a record
+// (until the write is durable), never across a side effect. Each ID has a
+// lock of its own, so that a record whose write waits never holds up
+// another's.
+func (e *Engine) lock(id string) idLock {
+	return idLock{set: &e.locks, id: id}
+}
+
+// idLocks holds a mutex per reservation ID while it is held or awaited.
+type idLocks struct {
+	mu sync.Mutex
+	m  map[string]*idMutex
+}
+
+// idMutex is the mutex of one ID and how many hold or await it.
+type idMutex struct {
+	sync.Mutex
+	refs int
+}
+
+// idLock is the lock of one ID in an idLocks. Unlock may be called from
+// another goroutine than Lock (a write's finisher).
+type idLock struct {
+	set *idLocks
+	id  string
+}
+
+// Lock takes the lock of the ID.
+func (l idLock) Lock() {
+	l.set.mu.Lock()
+	if l.set.m == nil {
+		l.set.m = make(map[string]*idMutex)
+	}
+	m := l.set.m[l.id]
+	if m == nil {
+		m = &idMutex{}
+		l.set.m[l.id] = m
+	}
+	m.refs++
+	l.set.mu.Unlock()
+	m.Lock()
+}
+
+// Unlock releases the lock of the ID, and forgets the ID when nobody else
+// holds or awaits it.
+func (l idLock) Unlock() {
+	l.set.mu.Lock()
+	m := l.set.m[l.id]
+	m.refs--
+	if m.refs == 0 {
+		delete(l.set.m, l.id)
+	}
+	l.set.mu.Unlock()
+	m.Unlock()
 }
 
 // recover rebuilds the tally from the store, enqueues a fresh Stats and

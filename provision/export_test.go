@@ -1,0 +1,7 @@
+package provision
+
+// IngestShard returns the ingest shard of reservation id, for tests that
+// need two IDs in different shards (or the same one).
+func (e *Engine) IngestShard(id string) int {
+	return e.shard(ReservationJob{Reservation: &Reservation{ID: id}})
+}
