@@ -16,6 +16,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/edgeprov/provisiond/provision"
 )
@@ -42,6 +43,9 @@ func (m *Manager) ensureImage(ctx context.Context, src, digest string) (string, 
 		return "", err
 	}
 	defer rc.Close()
+	// Every read watches ctx: an image that never ends (a slow server,
+	// an endless file) gives up with the operation's timeout.
+	var in io.Reader = ctxReader{ctx: ctx, r: rc}
 	tmp, err := os.MkdirTemp(m.imagesDir, ".tmp-"+digest[:12]+"-")
 	if err != nil {
 		return "", fmt.Errorf("creating image directory: %w", err)
@@ -53,7 +57,7 @@ func (m *Manager) ensureImage(ctx context.Context, src, digest string) (string, 
 		}
 	}()
 	h := sha256.New()
-	tee := io.TeeReader(rc, h)
+	tee := io.TeeReader(in, h)
 	uerr := unpack(ctx, tee, tmp)
 	if _, err := io.Copy(io.Discard, tee); err != nil && uerr == nil {
 		uerr = fmt.Errorf("reading image: %w", err)
@@ -82,15 +86,27 @@ func (m *Manager) ensureImage(ctx context.Context, src, digest string) (string, 
 	return dir, nil
 }
 
-// open opens a local image or starts its download.
+// open opens a local image or starts its download. A local image must
+// be a regular file: it is opened without blocking (a FIFO would block
+// the open itself) and refused when it is a device, a FIFO, a socket or a
+// directory, which would never end or never start.
 func (m *Manager) open(ctx context.Context, src string) (io.ReadCloser, error) {
 	if !strings.HasPrefix(src, "http://") && !strings.HasPrefix(src, "https://") {
-		f, err := os.Open(src)
+		f, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, provision.Permanentf("%w: %s", ErrImageNotFound, src)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("opening image %s: %w", src, err)
+		}
+		st, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("opening image %s: %w", src, err)
+		}
+		if !st.Mode().IsRegular() {
+			f.Close()
+			return nil, provision.Permanentf("%w: %s is not a regular file (%s)", ErrBadImage, src, st.Mode().Type())
 		}
 		return f, nil
 	}
@@ -111,6 +127,19 @@ func (m *Manager) open(ctx context.Context, src string) (io.ReadCloser, error) {
 		return nil, provision.Temporary(err)
 	}
 	return resp.Body, nil
+}
+
+// ctxReader is a Reader that fails with ctx's error once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // unpack extracts a rootfs tarball (plain or gzip) into dir. Every path is

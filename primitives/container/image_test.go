@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -11,7 +12,9 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/edgeprov/provisiond/provision"
 )
@@ -155,6 +158,10 @@ func TestEnsureImage(t *testing.T) {
 	if err := os.WriteFile(local, img, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	fifo := filepath.Join(t.TempDir(), "fifo.tar")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	requests := 0
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		requests++
@@ -183,6 +190,9 @@ func TestEnsureImage(t *testing.T) {
 		{"http-not-found", srv.URL + "/missing.tar", digest, ErrImageNotFound, false},
 		{"http-unavailable", srv.URL + "/busy", digest, nil, true},
 		{"local-missing", "/nonexistent.tar", digest, ErrImageNotFound, false},
+		{"local-device", "/dev/zero", digest, ErrBadImage, false},
+		{"local-fifo", fifo, digest, ErrBadImage, false},
+		{"local-directory", t.TempDir(), digest, ErrBadImage, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -245,4 +255,27 @@ func FuzzUnpack(f *testing.F) {
 			t.Fatalf("unpack wrote beside its directory: %v %v", entries, err)
 		}
 	})
+}
+
+// A local image that never ends (here a sparse file of 1 TiB) is read only
+// until the operation's context ends, and leaves nothing behind.
+func TestEnsureImageEndlessFile(t *testing.T) {
+	endless := filepath.Join(t.TempDir(), "endless.tar")
+	f, err := os.Create(endless)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(1 << 40); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	m := newTestManager(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := m.ensureImage(ctx, endless, digestOf([]byte("x"))); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("ensureImage of an endless file = %v, want the context's deadline", err)
+	}
+	if entries, _ := os.ReadDir(m.imagesDir); len(entries) != 0 {
+		t.Fatalf("left behind: %v", entries)
+	}
 }
