@@ -346,7 +346,7 @@ func idleWindow(b *testing.B) time.Duration {
 const idleRecords = 1000
 
 // BenchmarkIdleDaemon runs the real provisiond, built as `make build`
-// builds it (static, -trimpath; see buildAsMake), with its default poll
+// builds it (static, -trimpath: harness.PlainBin), with its default poll
 // wait and resync against a real explorerd, deploys 1,000 network
 // reservations on it (a namespace and a bridge each), waits until the
 // explorer holds every result, lets the daemon settle, and then reports
@@ -363,8 +363,7 @@ func BenchmarkIdleDaemon(b *testing.B) {
 	testutil.RequiresRoot(b)
 	testutil.RequiresCommand(b, "unshare")
 	window := idleWindow(b)
-	ex := harness.StartExplorer(b) // builds the -race binaries, which need cgo
-	buildAsMake(b)
+	ex := harness.StartExplorer(b)
 	node := harness.StartNodeWith(b, ex.URL(), harness.NodeOptions{
 		Plain:        true,
 		PrivateNetns: true,
@@ -520,17 +519,6 @@ func memMB(b *testing.B, pid int, names ...string) map[string]float64 {
 		}
 	}
 	return mb
-}
-
-// buildAsMake makes the harness build the binaries it has not built yet
-// as the Makefile's build target does: static (CGO_ENABLED=0) and with
-// -trimpath (the version stamp, a few bytes, is left out), so that the
-// benchmark measures the daemon operators run. checkBuiltAsMake verifies
-// that it did.
-func buildAsMake(b *testing.B) {
-	b.Helper()
-	b.Setenv("CGO_ENABLED", "0")
-	b.Setenv("GOFLAGS", strings.TrimSpace(os.Getenv("GOFLAGS")+" -trimpath"))
 }
 
 // checkBuiltAsMake fails b unless the binary at path was built static and

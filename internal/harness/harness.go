@@ -25,15 +25,21 @@ import (
 	"github.com/edgeprov/provisiond/provision"
 )
 
-// builds holds the binaries built with -race (the default of every
-// process the harness starts) and without it (for resource measurements).
+// builds holds the binaries built one way: with -race (the default of
+// every process the harness starts), or as `make build` builds them (for
+// resource measurements).
 type builds struct {
-	once sync.Once
-	dir  string
-	err  error
+	flags []string // go build flags
+	env   []string // added to the environment of go build
+	once  sync.Once
+	dir   string
+	err   error
 }
 
-var build, plainBuild builds
+var (
+	build      = builds{flags: []string{"-race"}}
+	plainBuild = builds{flags: []string{"-trimpath"}, env: []string{"CGO_ENABLED=0"}} // as the Makefile's build
+)
 
 // Main runs the tests of a package that uses the harness and removes the
 // binaries it built. Call it from TestMain.
@@ -57,27 +63,28 @@ func moduleRoot() string {
 // building all three on first use.
 func Bin(t testing.TB, name string) string {
 	t.Helper()
-	return build.bin(t, name, "-race")
+	return build.bin(t, name)
 }
 
-// PlainBin is Bin for binaries built without -race, as an operator runs
-// them: for measurements of memory and CPU, which the race detector
-// inflates several times.
+// PlainBin is Bin for binaries built as `make build` builds them (no
+// -race, static, -trimpath), as an operator runs them: for measurements
+// of memory and CPU, which the race detector inflates several times.
 func PlainBin(t testing.TB, name string) string {
 	t.Helper()
 	return plainBuild.bin(t, name)
 }
 
-func (b *builds) bin(t testing.TB, name string, flags ...string) string {
+func (b *builds) bin(t testing.TB, name string) string {
 	t.Helper()
 	b.once.Do(func() {
 		b.dir, b.err = os.MkdirTemp("", "provisiond-harness-")
 		if b.err != nil {
 			return
 		}
-		args := append(append([]string{"build"}, flags...), "-o", b.dir+"/", "./cmd/explorerd", "./cmd/provisiond", "./cmd/provctl")
+		args := append(append([]string{"build"}, b.flags...), "-o", b.dir+"/", "./cmd/explorerd", "./cmd/provisiond", "./cmd/provctl")
 		cmd := exec.Command("go", args...)
 		cmd.Dir = moduleRoot()
+		cmd.Env = append(os.Environ(), b.env...)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.err = fmt.Errorf("building binaries: %v\n%s", err, out)
 		}
