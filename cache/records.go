@@ -223,8 +223,8 @@ func putIndexes(tx *bolt.Tx, x indexed) error {
 
 // moveIndexes changes the index entries of a record from those of old to
 // those of x (same ID), leaving alone the entries both have: the result
-// is that of deleteIndexes(old) then putIndexes(x), with fewer pages
-// touched.
+// is that of deleting every index entry of old, then putIndexes(x), with
+// fewer pages touched.
 func moveIndexes(tx *bolt.Tx, old, x indexed) error {
 	id := []byte(x.id)
 	if old.state != x.state {
@@ -290,43 +290,6 @@ func heldKey(x indexed) string {
 		return x.key
 	}
 	return ""
-}
-
-// deleteIndexes removes every index entry of x that x owns.
-func deleteIndexes(tx *bolt.Tx, x indexed) error {
-	id := []byte(x.id)
-	sb, err := stateBucket(tx, x.state)
-	if err != nil {
-		return err
-	}
-	if err := sb.Delete(id); err != nil {
-		return fmt.Errorf("unindexing state: %w", err)
-	}
-	exp, err := bucket(tx, bucketExpiry)
-	if err != nil {
-		return err
-	}
-	if err := exp.Delete(expiryKey(x.expires, x.id)); err != nil {
-		return fmt.Errorf("unindexing expiry: %w", err)
-	}
-	for _, ix := range []struct {
-		name []byte
-		key  string
-	}{{bucketDigests, x.digest}, {bucketKeys, x.key}} {
-		if ix.key == "" {
-			continue
-		}
-		b, err := bucket(tx, ix.name)
-		if err != nil {
-			return err
-		}
-		if bytes.Equal(b.Get([]byte(ix.key)), id) {
-			if err := b.Delete([]byte(ix.key)); err != nil {
-				return fmt.Errorf("unindexing %s: %w", ix.name, err)
-			}
-		}
-	}
-	return nil
 }
 
 // Get returns the record of id, or provision.ErrNotFound. A record read

@@ -151,7 +151,6 @@ type Status struct {
 	Stats Stats `json:"stats"`
 }
 
-
 // ingestShards is how many jobs of the source are ingested at once: each
 // waits for its write to be durable, so concurrent ones share a commit.
 // A job goes to the shard of its reservation ID, which keeps the jobs of

@@ -16,7 +16,11 @@ func TestIDLocks(t *testing.T) {
 
 	b := idLock{set: &set, id: "b"}
 	b.Lock() // would hang the test if b shared a's mutex
+	held := len(set.m)
 	b.Unlock()
+	if held != 2 {
+		t.Fatalf("%d ids held, want a and b", held)
+	}
 
 	same, done := make(chan struct{}), make(chan struct{})
 	go func() {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 var bucket = []byte("b")
@@ -272,7 +273,7 @@ func TestGroupDatabaseClosed(t *testing.T) {
 	}
 	ran := false
 	err := g.Update(func(*bolt.Tx) error { ran = true; return nil })
-	if !errors.Is(err, bolt.ErrDatabaseNotOpen) || ran {
+	if !errors.Is(err, berrors.ErrDatabaseNotOpen) || ran {
 		t.Fatalf("Update after the database closed = %v (ran %v), want ErrDatabaseNotOpen without running", err, ran)
 	}
 }
