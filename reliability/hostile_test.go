@@ -558,6 +558,8 @@ func TestHostileInput(t *testing.T) {
 		{"container-image-url-space", "container", ctr(func(c *provision.Container) { c.Image = "http://x/ y" }), fail, "image"},
 		{"container-image-not-found", "container", ctr(func(c *provision.Container) { c.Image = "/nonexistent/rootfs.tar" }), tried, "not found"},
 		{"container-image-digest-mismatch", "container", ctr(func(c *provision.Container) { c.Image = "/etc/hostname" }), tried, "sha256"},
+		{"container-image-device", "container", ctr(func(c *provision.Container) { c.Image = "/dev/zero" }), tried, "not a regular file"},
+		{"container-image-directory", "container", ctr(func(c *provision.Container) { c.Image = "/etc" }), tried, "not a regular file"},
 		{"container-digest-garbage", "container", ctr(func(c *provision.Container) { c.ImageDigest = "../../etc" }), fail, "image_digest"},
 		{"container-env-key-equals", "container", ctr(func(c *provision.Container) { c.Env = map[string]string{"A=B": "x"} }), fail, "environment"},
 		{"container-env-key-digit", "container", ctr(func(c *provision.Container) { c.Env = map[string]string{"1X": "x"} }), fail, "environment"},
