@@ -3,7 +3,6 @@ package reliability
 import (
 	"bytes"
 	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -113,21 +112,6 @@ func (h *hostile) do(req *http.Request) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
-}
-
-func mustJSON(t testing.TB, v any) []byte {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // badNames are names that must never reach a path or an object name.
@@ -348,7 +332,7 @@ func TestHostileInput(t *testing.T) {
 		if signer != nil {
 			r.Sign(signer)
 		}
-		return mustJSON(t, r)
+		return testutil.MustJSON(t, r)
 	}
 	signed := func(mut func(*provision.Reservation)) []byte { return signedBy(alice, mut, alice.key) }
 	// post is a reservation sent by alice now.
@@ -366,7 +350,7 @@ func TestHostileInput(t *testing.T) {
 	bobsDeleteOfAlice := func() []byte {
 		r := *aliceVolRes
 		r.SignDelete(bob.key)
-		return mustJSON(t, explorer.DeleteRequest{ID: aliceVol, DeleteSignature: r.DeleteSignature})
+		return testutil.MustJSON(t, explorer.DeleteRequest{ID: aliceVol, DeleteSignature: r.DeleteSignature})
 	}
 	refusedCases := []refused{
 		// Request signatures: forged, stale, replayed, tampered.
@@ -374,7 +358,7 @@ func TestHostileInput(t *testing.T) {
 		{"stale-request-signature", with(post(signed(nil)), func(r *request) { r.at = time.Now().Add(-time.Hour) }), 401, "timestamp"},
 		{"future-request-signature", with(post(signed(nil)), func(r *request) { r.at = time.Now().Add(time.Hour) }), 401, "timestamp"},
 		{"forged-request-signature", with(post(signed(nil)), func(r *request) {
-			r.tamper = func(q *http.Request) { q.Header.Set(explorer.HeaderSignature, randomHex(64)) }
+			r.tamper = func(q *http.Request) { q.Header.Set(explorer.HeaderSignature, testutil.RandHex(t, 64)) }
 		}), 401, "does not verify"},
 		{"request-signature-not-hex", with(post(signed(nil)), func(r *request) {
 			r.tamper = func(q *http.Request) { q.Header.Set(explorer.HeaderSignature, "zz") }
@@ -421,14 +405,14 @@ func TestHostileInput(t *testing.T) {
 		{"absurd-duration", post(signed(func(r *provision.Reservation) { r.Duration = 100 * 365 * 24 * time.Hour })), 400, "duration"},
 		{"marked-for-deletion", post(signed(func(r *provision.Reservation) { r.ToDelete = true })), 400, "deletion"},
 		// Forged reservation signatures and identities.
-		{"forged-signature", post(signedBy(alice, func(r *provision.Reservation) { r.Signature = randomHex(64) }, nil)), 400, "signature"},
+		{"forged-signature", post(signedBy(alice, func(r *provision.Reservation) { r.Signature = testutil.RandHex(t, 64) }, nil)), 400, "signature"},
 		{"signature-not-hex", post(signedBy(alice, func(r *provision.Reservation) { r.Signature = "zz" }, nil)), 400, "signature"},
 		{"no-signature", post(signedBy(alice, nil, nil)), 400, "signature"},
 		{"signed-by-another-user", post(func() []byte {
 			r := h.reservation(alice, provision.VolumeReservation, `{"size":1,"type":"ssd"}`)
 			r.Sign(bob.key)
 			r.UserID = alice.id // claims alice, signed by bob
-			return mustJSON(t, r)
+			return testutil.MustJSON(t, r)
 		}()), 400, "signature"},
 		{"signed-then-changed", post(signedBy(alice, func(r *provision.Reservation) {
 			r.Sign(alice.key)
@@ -440,24 +424,24 @@ func TestHostileInput(t *testing.T) {
 		{"node-id-traversal", post(signed(func(r *provision.Reservation) { r.NodeID = "../../etc" })), 400, "node_id"},
 		{"empty-type", post(signed(func(r *provision.Reservation) { r.Type = "" })), 400, "no type"},
 		// Replays and duplicate IDs.
-		{"replay-same-digest", post(func() []byte { r := *aliceVolRes; r.ID, r.Result = "", nil; return mustJSON(t, &r) }()), 409, "same digest"},
-		{"replay-under-new-id", post(func() []byte { r := *aliceVolRes; r.ID, r.Result = "evil-id", nil; return mustJSON(t, &r) }()), 409, "same digest"},
+		{"replay-same-digest", post(func() []byte { r := *aliceVolRes; r.ID, r.Result = "", nil; return testutil.MustJSON(t, &r) }()), 409, "same digest"},
+		{"replay-under-new-id", post(func() []byte { r := *aliceVolRes; r.ID, r.Result = "evil-id", nil; return testutil.MustJSON(t, &r) }()), 409, "same digest"},
 		{"replay-of-bobs-reservation", with(post(func() []byte {
 			r, err := bob.client.GetReservation(t.Context(), bobVol)
 			if err != nil {
 				t.Fatal(err)
 			}
 			r.ID, r.Result = "", nil
-			return mustJSON(t, r)
+			return testutil.MustJSON(t, r)
 		}()), func(r *request) { r.key = bob.key }), 409, "same digest"},
 		// Forged deletes.
 		{"delete-by-another-user", with(del(aliceVol, bobsDeleteOfAlice()), func(r *request) { r.key = bob.key }), 403, "only the owner"},
 		{"delete-signed-by-another-user", del(aliceVol, bobsDeleteOfAlice()), 403, "delete signature"},
-		{"forged-delete-signature", del(aliceVol, []byte(`{"id":"`+aliceVol+`","delete_signature":"`+randomHex(64)+`"}`)), 403, "delete signature"},
+		{"forged-delete-signature", del(aliceVol, []byte(`{"id":"`+aliceVol+`","delete_signature":"`+testutil.RandHex(t, 64)+`"}`)), 403, "delete signature"},
 		{"delete-signature-not-hex", del(aliceVol, []byte(`{"id":"`+aliceVol+`","delete_signature":"zz"}`)), 403, "delete signature"},
-		{"delete-signature-of-another-reservation", del(aliceVol, mustJSON(t, explorer.DeleteRequest{ID: aliceVol,
+		{"delete-signature-of-another-reservation", del(aliceVol, testutil.MustJSON(t, explorer.DeleteRequest{ID: aliceVol,
 			DeleteSignature: hex.EncodeToString(ed25519.Sign(alice.key, provision.DeleteChallenge(aliceNet, aliceVolRes.Digest())))})), 403, "delete signature"},
-		{"delete-bobs-volume-with-alices-key", del(bobVol, mustJSON(t, func() explorer.DeleteRequest {
+		{"delete-bobs-volume-with-alices-key", del(bobVol, testutil.MustJSON(t, func() explorer.DeleteRequest {
 			r, err := bob.client.GetReservation(t.Context(), bobVol)
 			if err != nil {
 				t.Fatal(err)
@@ -499,7 +483,7 @@ func TestHostileInput(t *testing.T) {
 	// workload) and the node answers.
 	vol := func(size, typ string) string { return `{"size":` + size + `,"type":"` + typ + `"}` }
 	netw := func(name, rng, sub string) string {
-		return string(mustJSON(t, provision.Network{Name: name, IPRange: rng, Subnet: sub}))
+		return string(testutil.MustJSON(t, provision.Network{Name: name, IPRange: rng, Subnet: sub}))
 	}
 	ctr := func(mut func(*provision.Container)) string {
 		c := provision.Container{
@@ -508,7 +492,7 @@ func TestHostileInput(t *testing.T) {
 			Capacity: provision.ContainerCapacity{CPU: 1, Memory: 32, DiskSize: 64},
 		}
 		mut(&c)
-		return string(mustJSON(t, c))
+		return string(testutil.MustJSON(t, c))
 	}
 	mount := func(volID, mp string) func(*provision.Container) {
 		return func(c *provision.Container) { c.Mounts = []provision.Mount{{VolumeID: volID, Mountpoint: mp}} }
@@ -663,10 +647,10 @@ func TestHostileInput(t *testing.T) {
 		if signer != nil {
 			r.Sign(signer)
 		}
-		return injected{name, mustJSON(t, r), msg}
+		return injected{name, testutil.MustJSON(t, r), msg}
 	}
 	forgedDelete := *aliceVolRes
-	forgedDelete.Result, forgedDelete.ToDelete, forgedDelete.DeleteSignature = nil, true, randomHex(64)
+	forgedDelete.Result, forgedDelete.ToDelete, forgedDelete.DeleteSignature = nil, true, testutil.RandHex(t, 64)
 	bobDelete := *aliceVolRes
 	bobDelete.Result, bobDelete.ToDelete = nil, true
 	bobDelete.SignDelete(bob.key)
@@ -692,7 +676,7 @@ func TestHostileInput(t *testing.T) {
 	aliceDeletesBobNet.SignDelete(alice.key)
 	injectedCases := []injected{
 		inj("wrong-node", func(r *provision.Reservation) { r.NodeID = otherNode }, alice.key, "another node"),
-		inj("forged-signature", func(r *provision.Reservation) { r.Signature = randomHex(64) }, nil, "signature"),
+		inj("forged-signature", func(r *provision.Reservation) { r.Signature = testutil.RandHex(t, 64) }, nil, "signature"),
 		inj("no-signature", nil, nil, "signature"),
 		inj("other-users-signature", func(r *provision.Reservation) { r.Sign(bob.key); r.UserID = alice.id }, nil, "signature"),
 		inj("signed-then-changed", func(r *provision.Reservation) { r.Sign(alice.key); r.Data = json.RawMessage(vol("64", "ssd")) }, nil, "signature"),
@@ -706,16 +690,19 @@ func TestHostileInput(t *testing.T) {
 		inj("created-in-future", func(r *provision.Reservation) { r.Created = time.Now().Add(time.Hour) }, alice.key, "future"),
 		inj("huge-reference", func(r *provision.Reservation) { r.Reference = strings.Repeat("r", 1<<20) }, alice.key, "reference"),
 		inj("absurd-duration", func(r *provision.Reservation) { r.Duration = 200 * 365 * 24 * time.Hour }, alice.key, "duration"),
-		inj("delete-of-unknown-forged", func(r *provision.Reservation) { r.Sign(alice.key); r.ToDelete, r.DeleteSignature = true, randomHex(64) }, nil, "delete signature"),
+		inj("delete-of-unknown-forged", func(r *provision.Reservation) {
+			r.Sign(alice.key)
+			r.ToDelete, r.DeleteSignature = true, testutil.RandHex(t, 64)
+		}, nil, "delete signature"),
 		{"wrong-types", []byte(`{"id":"inj-wrong-types","duration":"forever","data":7}`), "duration"},
-		{"replay-under-new-id", mustJSON(t, &replay), "replay"},
-		{"forged-delete", mustJSON(t, &forgedDelete), ""},
-		{"delete-by-another-user", mustJSON(t, &bobDelete), ""},
-		{"delete-without-signature", mustJSON(t, &noSigDelete), ""},
-		{"delete-of-bobs-network-signed-by-alice", mustJSON(t, &aliceDeletesBobNet), ""},
-		{"duplicate-id-other-content", mustJSON(t, sameIDOther), ""},
-		{"duplicate-id-other-user", mustJSON(t, sameIDBob), ""},
-		{"repeat-of-live", mustJSON(t, &repeat), ""},
+		{"replay-under-new-id", testutil.MustJSON(t, &replay), "replay"},
+		{"forged-delete", testutil.MustJSON(t, &forgedDelete), ""},
+		{"delete-by-another-user", testutil.MustJSON(t, &bobDelete), ""},
+		{"delete-without-signature", testutil.MustJSON(t, &noSigDelete), ""},
+		{"delete-of-bobs-network-signed-by-alice", testutil.MustJSON(t, &aliceDeletesBobNet), ""},
+		{"duplicate-id-other-content", testutil.MustJSON(t, sameIDOther), ""},
+		{"duplicate-id-other-user", testutil.MustJSON(t, sameIDBob), ""},
+		{"repeat-of-live", testutil.MustJSON(t, &repeat), ""},
 		{"created-a-number", []byte(`{"id":"inj-created-a-number","created":12}`), "malformed event"},
 		// Events without a reservation or an ID: nobody to answer; the
 		// node logs them and passes on.
@@ -728,7 +715,7 @@ func TestHostileInput(t *testing.T) {
 		r := h.reservation(alice, provision.VolumeReservation, vol("1", "ssd"))
 		r.ID = name
 		r.Sign(alice.key)
-		injectedCases = append(injectedCases, injected{fmt.Sprintf("unsafe-id-%d", i), mustJSON(t, r), ""})
+		injectedCases = append(injectedCases, injected{fmt.Sprintf("unsafe-id-%d", i), testutil.MustJSON(t, r), ""})
 	}
 	ex.Stop(t)
 	lastSeq := injectEvents(t, ex, h.nodeID, func(yield func([]byte, bool)) {

@@ -15,6 +15,7 @@ import (
 	"github.com/edgeprov/provisiond/explorer"
 	"github.com/edgeprov/provisiond/explorer/explorertest"
 	"github.com/edgeprov/provisiond/explorer/server"
+	"github.com/edgeprov/provisiond/internal/testutil"
 	"github.com/edgeprov/provisiond/provision"
 )
 
@@ -75,15 +76,6 @@ func do(t testing.TB, req *http.Request) reply {
 	return reply{status: resp.StatusCode, msg: er.Error, body: b}
 }
 
-func mustJSON(t testing.TB, v any) []byte {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func TestRequestAuthentication(t *testing.T) {
 	xs := explorertest.New(t)
 	node, other, stranger := explorertest.NewKey(t), explorertest.NewKey(t), explorertest.NewKey(t)
@@ -91,7 +83,7 @@ func TestRequestAuthentication(t *testing.T) {
 	xs.RegisterNode(t, other)
 	nodeID := explorertest.NodeID(node)
 	statsPath := "/api/v1/nodes/" + nodeID + "/stats"
-	stats := mustJSON(t, provision.Stats{Updated: time.Now().UTC()})
+	stats := testutil.MustJSON(t, provision.Stats{Updated: time.Now().UTC()})
 
 	tests := []struct {
 		name   string
@@ -116,7 +108,7 @@ func TestRequestAuthentication(t *testing.T) {
 		{"malformed-key", raw{method: "PUT", path: statsPath, body: stats, key: node, keyID: "not-a-key"}, http.StatusUnauthorized, "malformed request key"},
 		{"other-node", raw{method: "PUT", path: statsPath, body: stats, key: other}, http.StatusForbidden, "not by node"},
 		{"unknown-node", raw{method: "PUT", path: "/api/v1/nodes/" + explorertest.NodeID(stranger) + "/stats", body: stats, key: stranger}, http.StatusForbidden, "not registered"},
-		{"register-for-another", raw{method: "POST", path: "/api/v1/nodes", body: mustJSON(t, explorer.RegisterRequest{NodeID: nodeID}), key: stranger}, http.StatusForbidden, "registers itself"},
+		{"register-for-another", raw{method: "POST", path: "/api/v1/nodes", body: testutil.MustJSON(t, explorer.RegisterRequest{NodeID: nodeID}), key: stranger}, http.StatusForbidden, "registers itself"},
 		{"no-such-endpoint", raw{method: "GET", path: "/api/v2/nodes", key: node}, http.StatusNotFound, "no endpoint"},
 	}
 	for _, tt := range tests {
@@ -136,7 +128,7 @@ func TestReplayRefused(t *testing.T) {
 	xs := explorertest.New(t)
 	node := explorertest.NewKey(t)
 	xs.RegisterNode(t, node)
-	body := mustJSON(t, provision.Stats{Updated: time.Now().UTC()})
+	body := testutil.MustJSON(t, provision.Stats{Updated: time.Now().UTC()})
 	req := raw{method: "PUT", path: "/api/v1/nodes/" + explorertest.NodeID(node) + "/stats", body: body, key: node}.build(t, xs.URL())
 	again := req.Clone(t.Context())
 	again.Body = io.NopCloser(bytes.NewReader(body))
@@ -224,7 +216,7 @@ func TestCreateReservationRefusals(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req := raw{method: "POST", path: "/api/v1/reservations", body: mustJSON(t, tt.r), key: tt.signer, keyID: explorertest.UserID(tt.signer)}
+			req := raw{method: "POST", path: "/api/v1/reservations", body: testutil.MustJSON(t, tt.r), key: tt.signer, keyID: explorertest.UserID(tt.signer)}
 			got := do(t, req.build(t, xs.URL()))
 			if got.status != tt.status || !strings.Contains(got.msg, tt.msg) {
 				t.Fatalf("got %d %q, want %d with %q", got.status, got.msg, tt.status, tt.msg)
@@ -259,7 +251,7 @@ func TestResults(t *testing.T) {
 	now := time.Now()
 
 	put := func(key ed25519.PrivateKey, node, id string, res *provision.Result) raw {
-		return raw{method: "PUT", path: "/api/v1/nodes/" + node + "/results/" + id, body: mustJSON(t, res), key: key}
+		return raw{method: "PUT", path: "/api/v1/nodes/" + node + "/results/" + id, body: testutil.MustJSON(t, res), key: key}
 	}
 	first := signedResult(t, rv, a, nodeA, now)
 	newer := signedResult(t, rv, a, nodeA, now.Add(time.Minute))
@@ -315,7 +307,7 @@ func TestDelete(t *testing.T) {
 	id := xs.Reserve(t, owner, rv)
 	deleteBy := func(key ed25519.PrivateKey, sig string) raw {
 		return raw{method: "POST", path: "/api/v1/reservations/" + id + "/delete", key: key, keyID: explorertest.UserID(key),
-			body: mustJSON(t, explorer.DeleteRequest{ID: id, DeleteSignature: sig})}
+			body: testutil.MustJSON(t, explorer.DeleteRequest{ID: id, DeleteSignature: sig})}
 	}
 	sign := func(key ed25519.PrivateKey, id, digest string) string {
 		return hex.EncodeToString(ed25519.Sign(key, provision.DeleteChallenge(id, digest)))
@@ -333,7 +325,7 @@ func TestDelete(t *testing.T) {
 		{"signature-over-another-digest", deleteBy(owner, sign(owner, id, strings.Repeat("a", 64))), http.StatusForbidden, "bad delete signature"},
 		{"garbage-signature", deleteBy(owner, "00"), http.StatusForbidden, "bad delete signature"},
 		{"body-id-mismatch", raw{method: "POST", path: "/api/v1/reservations/" + id + "/delete", key: owner, keyID: explorertest.UserID(owner),
-			body: mustJSON(t, explorer.DeleteRequest{ID: "x", DeleteSignature: valid})}, http.StatusBadRequest, "not the path"},
+			body: testutil.MustJSON(t, explorer.DeleteRequest{ID: "x", DeleteSignature: valid})}, http.StatusBadRequest, "not the path"},
 		{"valid", deleteBy(owner, valid), http.StatusAccepted, ""},
 		{"repeat", deleteBy(owner, valid), http.StatusAccepted, ""},
 	}
@@ -379,7 +371,9 @@ func TestBatchResults(t *testing.T) {
 	now := time.Now()
 	ok := func(i int) *provision.Result { return signedResult(t, rvs[i], a, nodeA, now) }
 	path := "/api/v1/nodes/" + a + "/results"
-	batch := func(rs ...*provision.Result) []byte { return mustJSON(t, explorer.ResultsRequest{Results: rs}) }
+	batch := func(rs ...*provision.Result) []byte {
+		return testutil.MustJSON(t, explorer.ResultsRequest{Results: rs})
+	}
 	post := func(key ed25519.PrivateKey, body []byte) raw {
 		return raw{method: "POST", path: path, body: body, key: key}
 	}
@@ -421,7 +415,7 @@ func TestBatchResults(t *testing.T) {
 			signedResult(t, rvs[4], b, nodeB, now),
 			ok(5),
 		)), http.StatusOK, "", []int{200, 409, 404, 403, 403, 200}, []*provision.Result{ok(3), nil, nil, nil, nil, ok(5)}},
-		{"malformed-element", post(nodeA, []byte(`{"results":[{"id":"`+rvs[6].ID+`","created":"yesterday"},`+string(mustJSON(t, ok(7)))+`,null]}`)),
+		{"malformed-element", post(nodeA, []byte(`{"results":[{"id":"`+rvs[6].ID+`","created":"yesterday"},`+string(testutil.MustJSON(t, ok(7)))+`,null]}`)),
 			http.StatusOK, "", []int{400, 200, 400}, nil},
 		{"duplicates-idempotent", post(nodeA, batch(ok(0), ok(0), ok(2))), http.StatusOK, "", []int{200, 200, 200}, []*provision.Result{ok(0), ok(0), ok(2)}},
 		{"repeat-of-a-batch", post(nodeA, batch(ok(0), ok(2), ok(3), ok(5))), http.StatusOK, "", []int{200, 200, 200, 200}, []*provision.Result{ok(0), ok(2), ok(3), ok(5)}},
