@@ -423,7 +423,7 @@ func (e *Engine) ObservePoll(err error) {
 
 // Status returns a snapshot of the Engine.
 func (e *Engine) Status() Status {
-	queued, waiting, _ := e.sched.counts()
+	queued, waiting := e.sched.counts()
 	busy := int(e.busy.Load())
 	e.mu.Lock()
 	defer e.mu.Unlock()

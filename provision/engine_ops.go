@@ -77,6 +77,22 @@ func (e *Engine) work(ctx context.Context, finishing chan<- pendingOp) {
 	}
 }
 
+// afterWrite returns the outcome of an operation whose last write finish
+// waits for, with the record lock mu still held: once the write is durable
+// (or failed) mu is released, a failed write drives the record again
+// later (urgently for a delete), and a durable one runs then.
+func (e *Engine) afterWrite(id string, urgent bool, mu idLock, finish func() error, then func()) outcome {
+	return outcome{pending: func() outcome {
+		err := finish()
+		mu.Unlock()
+		if err != nil {
+			return e.retryLater(id, urgent, err)
+		}
+		then()
+		return outcome{}
+	}}
+}
+
 // pendingOp is an operation waiting for its last write: see outcome.
 type pendingOp struct {
 	id   string
@@ -221,21 +237,15 @@ func (e *Engine) start(ctx context.Context, rec *Record) outcome {
 		mu.Unlock()
 		return e.retryLater(id, false, err)
 	}
-	return outcome{pending: func() outcome {
-		err := finish()
-		mu.Unlock()
-		switch {
-		case err != nil:
-			return e.retryLater(id, false, err)
-		case cause != nil:
+	return e.afterWrite(id, false, mu, finish, func() {
+		if cause != nil {
 			e.logr(zerolog.WarnLevel, cur.Reservation).Err(cause).Msg("reservation refused for capacity")
-			return outcome{}
+			return
 		}
 		// Provisioning is durable: the side effect may run, in the
 		// next turn of the reservation.
 		e.sched.request(id, opDrive, false)
-		return outcome{}
-	}}
+	})
 }
 
 // currentCapacity returns the node's capacity as last measured (at start
@@ -413,15 +423,9 @@ func (e *Engine) settle(id string, data any, err error) (outcome, *Record) {
 			cur.Failures = 0
 			finish := e.commitQueued(cur, Provisioning, res, false)
 			unlock = false
-			return outcome{pending: func() outcome {
-				err := finish()
-				mu.Unlock()
-				if err != nil {
-					return e.retryLater(id, false, err)
-				}
+			return e.afterWrite(id, false, mu, finish, func() {
 				e.logr(zerolog.InfoLevel, r).Msg("reservation deployed")
-				return outcome{}
-			}}, nil
+			}), nil
 		}
 	}
 	if IsTemporary(err) && cur.Attempts+1 < e.maxAttempts {
@@ -491,15 +495,9 @@ func (e *Engine) decommission(ctx context.Context, rec *Record) outcome {
 	}
 	finish := e.commitQueued(cur, Deleting, res, false)
 	unlock = false
-	return outcome{pending: func() outcome {
-		err := finish()
-		mu.Unlock()
-		if err != nil {
-			return e.retryLater(id, true, err)
-		}
+	return e.afterWrite(id, true, mu, finish, func() {
 		e.logr(zerolog.InfoLevel, r).Str("reason", reason).Msg("reservation decommissioned")
-		return outcome{}
-	}}
+	})
 }
 
 // purge removes the leftovers of a failed record, best effort.

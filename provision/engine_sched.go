@@ -57,7 +57,6 @@ type scheduler struct {
 	urgent  fifo
 	normal  fifo
 	queued  int
-	busy    int
 	deps    int    // waiting slots with deps set
 	depGen  uint64 // counts wakeDeps calls
 	stopped bool
@@ -171,7 +170,6 @@ func (s *scheduler) take() (string, opKind, bool) {
 			ops := sl.ops
 			sl.ops = 0
 			s.queued--
-			s.busy++
 			if s.queued > 0 {
 				s.notify()
 			}
@@ -202,7 +200,6 @@ func (s *scheduler) next(ctx context.Context) (string, opKind, bool) {
 func (s *scheduler) done(id string, retry time.Duration, ops opKind, urgent, deps bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.busy--
 	sl := s.slots[id]
 	switch {
 	case s.stopped:
@@ -278,8 +275,10 @@ func (s *scheduler) stop() {
 	}
 }
 
-// counts returns how many IDs are queued or waiting, and how many run.
-func (s *scheduler) counts() (queued, waiting, busy int) {
+// counts returns how many IDs are queued and how many wait. (How many
+// run is the Engine's busy count: an operation waiting for its last write
+// holds its ID but no worker.)
+func (s *scheduler) counts() (queued, waiting int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, sl := range s.slots {
@@ -287,5 +286,5 @@ func (s *scheduler) counts() (queued, waiting, busy int) {
 			waiting++
 		}
 	}
-	return s.queued, waiting, s.busy
+	return s.queued, waiting
 }
