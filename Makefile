@@ -28,7 +28,7 @@ build: ## build provisiond, explorerd and provctl into bin/ (static)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
 test: ## run every test with the race detector (root tests run for real as root)
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list $(PKGS) | grep -v -e '/e2e$$' -e '/reliability$$' -e '/primitives' -e '/cmd/provisiond$$')
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list $(PKGS) | grep -vxF -f <($(GO) list $(HOST_PKGS)))
 	@# These act on the host as root (namespaces, mounts, runc) and start daemons whose
 	@# orphan cleanup owns every prv- namespace of the host: one package at a time.
 	$(GO) test -race -count=1 -p 1 -timeout $(TEST_TIMEOUT) $(HOST_PKGS)
