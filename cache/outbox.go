@@ -5,17 +5,60 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"strconv"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/edgeprov/provisiond/provision"
 )
 
-// enqueue appends the entries of out to the outbox of tx with the next
-// sequence numbers and returns them (0 for a nil entry). A stats entry
-// replaces the pending one: the latest wins.
-func enqueue(tx *bolt.Tx, out []*provision.OutboxEntry) ([]uint64, error) {
-	if len(out) == 0 {
+// queuedEntry is an outbox entry encoded before its write is queued, so
+// that the commit, which runs every queued write in one goroutine, only
+// splices its sequence number in. A nil v is a nil entry, skipped.
+type queuedEntry struct {
+	stats bool
+	v     []byte // the entry's JSON with Seq 0: it starts with zeroSeq
+}
+
+// zeroSeq starts the JSON of every entry with Seq 0: Seq is its first
+// field and an integer never has a leading zero.
+var zeroSeq = []byte(`{"seq":0`)
+
+// encodeEntries encodes the entries of out for enqueue.
+func encodeEntries(out []*provision.OutboxEntry) ([]queuedEntry, error) {
+	enc := make([]queuedEntry, len(out))
+	for i, e := range out {
+		if e == nil {
+			continue
+		}
+		c := *e
+		c.Seq = 0
+		v, err := json.Marshal(&c)
+		if err != nil {
+			return nil, fmt.Errorf("encoding outbox entry: %w", err)
+		}
+		if !bytes.HasPrefix(v, zeroSeq) {
+			return nil, fmt.Errorf("encoding outbox entry: %.20q does not start with its seq", v)
+		}
+		enc[i] = queuedEntry{stats: c.Kind == provision.OutboxStats, v: v}
+	}
+	return enc, nil
+}
+
+// withSeq returns the stored form of an entry encoded by encodeEntries,
+// numbered seq.
+func withSeq(v []byte, seq uint64) []byte {
+	b := make([]byte, 0, len(v)+20)
+	b = append(b, zeroSeq[:len(zeroSeq)-1]...)
+	b = strconv.AppendUint(b, seq, 10)
+	return append(b, v[len(zeroSeq):]...)
+}
+
+// enqueue appends the entries enc (see encodeEntries) to the outbox of tx
+// with the next sequence numbers and returns them (0 for a nil entry). A
+// stats entry replaces the pending one: the latest wins.
+func enqueue(tx *bolt.Tx, enc []queuedEntry) ([]uint64, error) {
+	if len(enc) == 0 {
 		return nil, nil
 	}
 	meta, err := bucket(tx, bucketMeta)
@@ -32,19 +75,13 @@ func enqueue(tx *bolt.Tx, out []*provision.OutboxEntry) ([]uint64, error) {
 			return nil, err
 		}
 	}
-	seqs := make([]uint64, len(out))
-	for i, e := range out {
-		if e == nil {
+	seqs := make([]uint64, len(enc))
+	for i, e := range enc {
+		if e.v == nil {
 			continue
 		}
 		seq++
-		c := *e
-		c.Seq = seq
-		v, err := json.Marshal(&c)
-		if err != nil {
-			return nil, fmt.Errorf("encoding outbox entry: %w", err)
-		}
-		if c.Kind == provision.OutboxStats {
+		if e.stats {
 			if old := meta.Get(keyStatsSeq); old != nil {
 				if err := ob.Delete(old); err != nil {
 					return nil, fmt.Errorf("dropping older stats entry: %w", err)
@@ -54,7 +91,7 @@ func enqueue(tx *bolt.Tx, out []*provision.OutboxEntry) ([]uint64, error) {
 				return nil, err
 			}
 		}
-		if err := ob.Put(be64(seq), v); err != nil {
+		if err := ob.Put(be64(seq), withSeq(e.v, seq)); err != nil {
 			return nil, fmt.Errorf("enqueuing: %w", err)
 		}
 		seqs[i] = seq
@@ -78,10 +115,14 @@ func setSeqs(out []*provision.OutboxEntry, seqs []uint64) {
 // Engine's stats at start), in one transaction, and sets their Seq. It is
 // not part of provision.Store.
 func (s *Store) Enqueue(out ...*provision.OutboxEntry) error {
+	enc, err := encodeEntries(out)
+	if err != nil {
+		return fmt.Errorf("enqueuing: %w", err)
+	}
 	var seqs []uint64
-	err := s.update("enqueuing", func(tx *bolt.Tx) error {
+	err = s.update("enqueuing", func(tx *bolt.Tx) error {
 		var err error
-		seqs, err = enqueue(tx, out)
+		seqs, err = enqueue(tx, enc)
 		return err
 	})
 	if err != nil {

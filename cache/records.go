@@ -20,13 +20,24 @@ import (
 // holds no Key and is not in the expiry index. On success the Seq of every
 // entry of out is set; nil entries are skipped.
 func (s *Store) Add(rec *provision.Record, out ...*provision.OutboxEntry) error {
+	return s.QueueAdd(rec, out...)()
+}
+
+// QueueAdd queues what Add does for the next group commit and returns at
+// once; wait returns the outcome of Add once the write is durable. See
+// provision.WriteQueuer.
+func (s *Store) QueueAdd(rec *provision.Record, out ...*provision.OutboxEntry) (wait func() error) {
 	v, err := encodeRecord(rec)
 	if err != nil {
-		return fmt.Errorf("adding record: %w", err)
+		return func() error { return fmt.Errorf("adding record: %w", err) }
+	}
+	enc, err := encodeEntries(out)
+	if err != nil {
+		return func() error { return fmt.Errorf("adding record: %w", err) }
 	}
 	x := indexOf(rec)
 	var seqs []uint64
-	err = s.update("adding record "+x.id, func(tx *bolt.Tx) error {
+	done := s.queue("adding record "+x.id, func(tx *bolt.Tx) error {
 		recs, err := bucket(tx, bucketRecords)
 		if err != nil {
 			return err
@@ -43,14 +54,25 @@ func (s *Store) Add(rec *provision.Record, out ...*provision.OutboxEntry) error 
 		if err := putIndexes(tx, x); err != nil {
 			return err
 		}
-		seqs, err = enqueue(tx, out)
+		seqs, err = enqueue(tx, enc)
 		return err
 	})
-	if err != nil {
-		return err
+	return s.written(done, x.id, v, rec, out, &seqs)
+}
+
+// written returns the wait of a queued write of record id, stored as v
+// from rec, with the outbox entries out: once the write is durable, it
+// sets their Seq from seqs and lets the read cache hand out rec for v (the
+// Engine reads a record again right after writing it).
+func (s *Store) written(done func() error, id string, v []byte, rec *provision.Record, out []*provision.OutboxEntry, seqs *[]uint64) (wait func() error) {
+	return func() error {
+		if err := done(); err != nil {
+			return err
+		}
+		s.reads.put(id, v, rec)
+		setSeqs(out, *seqs)
+		return nil
 	}
-	setSeqs(out, seqs)
-	return nil
 }
 
 // Save overwrites an existing record, moves its indexes and enqueues out,
@@ -66,7 +88,7 @@ func (s *Store) Save(rec *provision.Record, out ...*provision.OutboxEntry) error
 
 // QueueSave queues what Save does for the next group commit and returns at
 // once; wait returns the outcome of Save once the write is durable. See
-// provision.SaveQueuer.
+// provision.WriteQueuer.
 //
 // The stored record is read and decoded before the write is queued, in
 // the caller's goroutine, so that the commit only compares it with what
@@ -74,6 +96,10 @@ func (s *Store) Save(rec *provision.Record, out ...*provision.OutboxEntry) error
 // commit runs every queued write in one goroutine.
 func (s *Store) QueueSave(rec *provision.Record, out ...*provision.OutboxEntry) (wait func() error) {
 	v, err := encodeRecord(rec)
+	if err != nil {
+		return func() error { return fmt.Errorf("saving record: %w", err) }
+	}
+	enc, err := encodeEntries(out)
 	if err != nil {
 		return func() error { return fmt.Errorf("saving record: %w", err) }
 	}
@@ -106,16 +132,10 @@ func (s *Store) QueueSave(rec *provision.Record, out ...*provision.OutboxEntry) 
 		if err := recs.Put([]byte(x.id), v); err != nil {
 			return err
 		}
-		seqs, err = enqueue(tx, out)
+		seqs, err = enqueue(tx, enc)
 		return err
 	})
-	return func() error {
-		if err := done(); err != nil {
-			return err
-		}
-		setSeqs(out, seqs)
-		return nil
-	}
+	return s.written(done, x.id, v, rec, out, &seqs)
 }
 
 // peekIndex returns the stored value of record id and its index entries:

@@ -31,7 +31,7 @@ var (
 
 var (
 	_ provision.Store        = (*Store)(nil)
-	_ provision.SaveQueuer   = (*Store)(nil)
+	_ provision.WriteQueuer  = (*Store)(nil)
 	_ provision.UnitsScanner = (*Store)(nil)
 )
 

@@ -333,7 +333,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		wg.Go(func() {
 			for job := range shards[i] {
 				if ctx.Err() == nil { // after ctx ended, drop it unacknowledged
-					e.ingestJob(job, waker)
+					e.ingestJob(ctx, job, waker)
 				}
 				pending.Done()
 			}
@@ -380,8 +380,8 @@ func (e *Engine) shard(job ReservationJob) int {
 
 // ingestJob ingests job, acknowledges it and wakes the source when a new
 // reservation was accepted.
-func (e *Engine) ingestJob(job ReservationJob, waker Waker) {
-	err := e.ingest(job)
+func (e *Engine) ingestJob(ctx context.Context, job ReservationJob, waker Waker) {
+	err := e.ingest(ctx, job)
 	e.ack(job, err)
 	if err == nil && waker != nil && job.Reservation != nil && !job.Expired {
 		waker.Wake()
@@ -657,7 +657,7 @@ func resultEntry(res *Result) *OutboxEntry {
 //
 // Only writes that change the active set take the tally lock: they change
 // the tally and compute the stats under it. When the store is a
-// SaveQueuer, such a Save is only queued under the lock and awaited after
+// WriteQueuer, such a write is only queued under the lock and awaited after
 // it, so that these writes share commits while their stats entries still
 // commit in the order they were computed. Until the write is durable the
 // tally counts it (admission errs on the safe side meanwhile); should it
@@ -698,8 +698,13 @@ func (e *Engine) commitLocked(rec *Record, from State, res *Result, add bool) (f
 	}
 	var wait func() error
 	queued := false
-	if q, ok := e.store.(SaveQueuer); ok && !add {
-		wait, queued = q.QueueSave(rec, out...), true
+	if q, ok := e.store.(WriteQueuer); ok {
+		if add {
+			wait = q.QueueAdd(rec, out...)
+		} else {
+			wait = q.QueueSave(rec, out...)
+		}
+		queued = true
 	} else {
 		var err error
 		if add {
@@ -723,6 +728,11 @@ func (e *Engine) commitLocked(rec *Record, from State, res *Result, add bool) (f
 			e.publish(stats, gen)
 		}
 		if rec.State != from {
+			if from == "" { // a new record: every transition is new
+				for _, t := range rec.History[:len(rec.History)-1] {
+					e.hooks.Transition(rec.Reservation.Type, t.State)
+				}
+			}
 			e.hooks.Transition(rec.Reservation.Type, rec.State)
 			switch rec.State {
 			case Deployed, Failed, Deleted, Deleting:

@@ -1,6 +1,8 @@
 package provision_test
 
 import (
+	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -10,7 +12,7 @@ import (
 	"github.com/edgeprov/provisiond/provision"
 )
 
-// failQueued is a store whose first queued save of id into provisioning
+// failQueued is a store whose first queued write of id into provisioning
 // waits for gate and then fails.
 type failQueued struct {
 	provision.Store
@@ -19,21 +21,36 @@ type failQueued struct {
 	failed atomic.Bool
 }
 
-func (s *failQueued) QueueSave(rec *provision.Record, out ...*provision.OutboxEntry) func() error {
-	if rec.ID() == s.id && rec.State == provision.Provisioning && !s.failed.Swap(true) {
-		return func() error {
-			<-s.gate
-			return errTransient
-		}
+func (s *failQueued) fail(rec *provision.Record) func() error {
+	if rec.ID() != s.id || rec.State != provision.Provisioning || s.failed.Swap(true) {
+		return nil
 	}
-	return s.Store.(provision.SaveQueuer).QueueSave(rec, out...)
+	return func() error {
+		<-s.gate
+		return errTransient
+	}
 }
 
-// A write that joins the active set is queued under the tally lock and
-// awaited outside of it, and not by the worker (there is one here): later
-// writes are queued meanwhile and count it in their stats. When it fails, the tally is put back and fresh stats are
-// enqueued: the last delivered stats match the active set, and the
-// reservation is tried again.
+func (s *failQueued) QueueAdd(rec *provision.Record, out ...*provision.OutboxEntry) func() error {
+	if wait := s.fail(rec); wait != nil {
+		return wait
+	}
+	return s.Store.(provision.WriteQueuer).QueueAdd(rec, out...)
+}
+
+func (s *failQueued) QueueSave(rec *provision.Record, out ...*provision.OutboxEntry) func() error {
+	if wait := s.fail(rec); wait != nil {
+		return wait
+	}
+	return s.Store.(provision.WriteQueuer).QueueSave(rec, out...)
+}
+
+// A write that joins the active set (here the admission of a new
+// reservation at ingest) is queued under the tally lock and awaited
+// outside of it: later writes are queued meanwhile and count it in their
+// stats. When it fails, the tally is put back and fresh stats are
+// enqueued, so the last delivered stats match the active set; the source
+// gets the error, and the reservation is admitted when it comes again.
 func TestEngineQueuedWriteFails(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, func(o *provision.Options) { o.Workers = 1 })
@@ -41,13 +58,22 @@ func TestEngineQueuedWriteFails(t *testing.T) {
 		release := sync.OnceFunc(func() { close(store.gate) }) // the write fails
 		defer release()
 		h.start(store)
-		h.deliver(h.user.Volume("slow", testNode, 3, time.Now(), 24*time.Hour))
+		slow := h.user.Volume("slow", testNode, 3, time.Now(), 24*time.Hour)
+		slowAck := make(chan error, 1)
+		if err := h.src.Send(h.ctx, provision.ReservationJob{Reservation: slow, Ack: func(err error) { slowAck <- err }}); err != nil {
+			t.Fatal(err)
+		}
 		settle(0) // its write to provisioning waits
-		h.deliver(h.user.Volume("fast", testNode, 1, time.Now(), 24*time.Hour))
+		fast := "fast"
+		for i := 0; h.eng.IngestShard(fast) == h.eng.IngestShard("slow"); i++ {
+			fast = fmt.Sprint("fast", i) // not held up behind "slow" in its shard
+		}
+		h.deliver(h.user.Volume(fast, testNode, 1, time.Now(), 24*time.Hour))
 		settle(0)
-		// Its write to provisioning is made; it ends after the slow one.
-		h.wantState("fast", provision.Provisioning)
-		h.wantState("slow", provision.Accepted)
+		h.wantState(fast, provision.Deployed)
+		if _, err := h.store.Get("slow"); !errors.Is(err, provision.ErrNotFound) {
+			t.Fatalf("slow is stored before its write ended: %v", err)
+		}
 		lastStats := func() provision.Units {
 			st := h.fb.Stats()
 			if len(st) == 0 {
@@ -55,30 +81,22 @@ func TestEngineQueuedWriteFails(t *testing.T) {
 			}
 			return st[len(st)-1].Used
 		}
-		entries, err := h.store.Pending(0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var pending *provision.Stats
-		for _, en := range entries {
-			if en.Kind == provision.OutboxStats {
-				pending = en.Stats
-			}
-		}
-		if pending == nil || pending.Used.SRU != 4 {
-			t.Fatalf("stats enqueued while the write was pending: %+v, want 4 SRU used (both)", pending)
+		if used := lastStats(); used.SRU != 4 {
+			t.Fatalf("stats delivered while the write was pending: used %+v, want 4 SRU (both)", used)
 		}
 
 		release()
+		if err := <-slowAck; !errors.Is(err, errTransient) {
+			t.Fatalf("the source got %v for the failed write, want %v", err, errTransient)
+		}
 		settle(0)
-		h.wantState("slow", provision.Accepted)
-		h.wantState("fast", provision.Deployed)
 		h.checkStats(h.store)
-		if sum, _, _ := activeSet(t, h.store); !unitsClose(lastStats(), sum) {
-			t.Errorf("last delivered stats %+v after the failed write, active set %+v", lastStats(), sum)
+		if used := lastStats(); used.SRU != 1 {
+			t.Errorf("last delivered stats after the failed write: used %+v, want 1 SRU (%s alone)", used, fast)
 		}
 
-		settle(provision.DefaultBackoffMax) // tried again
+		h.deliver(slow) // the source sends it again
+		settle(0)
 		h.wantState("slow", provision.Deployed)
 		h.checkStats(h.store)
 		if used := lastStats(); used.SRU != 4 {

@@ -1,6 +1,7 @@
 package provision
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -30,7 +31,7 @@ import (
 //     name) and queued.
 //   - a valid delete of an unknown ID is recorded as deleted (its digest
 //     taken, so the content cannot be replayed) and answered "deleted".
-func (e *Engine) ingest(job ReservationJob) error {
+func (e *Engine) ingest(ctx context.Context, job ReservationJob) error {
 	r := job.Reservation
 	switch {
 	case r == nil:
@@ -92,7 +93,11 @@ func (e *Engine) ingest(job ReservationJob) error {
 		rec.Key = NetworkID(r.UserID, netName)
 	}
 	rec.Move(Accepted, now, "")
-	switch err := e.commit(rec, "", nil, true); {
+	finish, refused, err := e.accept(ctx, rec)
+	if err != nil {
+		return fmt.Errorf("accepting %s: %w", r.ID, err)
+	}
+	switch err := finish(); {
 	case errors.Is(err, ErrReplay):
 		return e.refuse(r, digest, Permanent(fmt.Errorf("%w: digest %s", ErrReplay, digest)))
 	case errors.Is(err, ErrConflict) && rec.Key != "":
@@ -100,9 +105,32 @@ func (e *Engine) ingest(job ReservationJob) error {
 	case err != nil:
 		return fmt.Errorf("accepting %s: %w", r.ID, err)
 	}
-	e.logr(zerolog.DebugLevel, r).Msg("reservation accepted")
-	e.sched.request(r.ID, opDrive, false)
+	e.logr(zerolog.DebugLevel, r).Str("state", string(rec.State)).Msg("reservation accepted")
+	e.admitted(rec, refused)
 	return nil
+}
+
+// accept queues the first write of rec, accepted. A reservation that can
+// start at once (anything but a container whose dependencies are not all
+// deployed, while the capacity is known) is admitted in the same write,
+// entering provisioning or failed (see admit): that spares a worker a
+// write and two reads per reservation. Others are written accepted, for
+// start. So are all with a store that cannot queue writes (not a
+// WriteQueuer): admission holds the tally lock, which must not wait for a
+// commit, or one slow write would hold up every ingest. The record lock is
+// held.
+func (e *Engine) accept(ctx context.Context, rec *Record) (finish func() error, refused, err error) {
+	_, ready := e.store.(WriteQueuer)
+	if ready && rec.Reservation.Type == ContainerReservation {
+		wait, derr := e.dependencies(rec)
+		ready = derr == nil && wait == 0
+	}
+	if ready {
+		if capacity, cerr := e.currentCapacity(ctx); cerr == nil {
+			return e.admit(rec, "", true, capacity)
+		}
+	}
+	return e.commitQueued(rec, "", nil, true), nil, nil
 }
 
 // provisioned reports whether a side effect may have happened for rec: it

@@ -162,14 +162,15 @@ func (e *Engine) fail(rec *Record, cause error) error {
 	return nil
 }
 
-// start takes an accepted record to provisioning: its dependencies must be
-// deployed and its units must fit. Admission is checked, the tally
-// charged and the new state written (or, with a SaveQueuer, queued) under
-// the tally lock, so two workers can never both take the last free units.
+// start takes an accepted record to provisioning (see admit): its
+// dependencies must be deployed and its units must fit. Most reservations
+// are admitted at ingest already; start takes those that could not be: a
+// container whose dependencies were not deployed yet, a record accepted
+// while the capacity was unknown, and accepted records found at start.
 // The provisioner runs in the next operation on the reservation, queued
-// once the state is durable. A request that does not fit fails at once (naming the
-// short units), whether it could never fit or only not now: there is no
-// queue of requests waiting for capacity.
+// once the state is durable. A request that does not fit fails at once
+// (naming the short units), whether it could never fit or only not now:
+// there is no queue of requests waiting for capacity.
 func (e *Engine) start(ctx context.Context, rec *Record) outcome {
 	id := rec.ID()
 	if rec.Reservation.Type == ContainerReservation {
@@ -212,40 +213,53 @@ func (e *Engine) start(ctx context.Context, rec *Record) outcome {
 		}
 		return outcome{}
 	}
-	e.tallyMu.Lock()
-	usable := capacity.Usable()
-	var cause error
-	var finish func() error
-	if short := cur.Units.Add(e.tally.Total()).Short(usable); len(short) > 0 {
-		cause = fmt.Errorf("%w: %s", ErrNoCapacity, strings.Join(short, ", "))
-		if len(cur.Units.Short(usable)) > 0 {
-			cause = fmt.Errorf("%w (more than the node's usable capacity)", cause)
-		}
-		cause = Permanent(cause)
-		err = nil
-		cur.Move(Failed, e.now(), cause.Error())
-		var res *Result
-		if res, err = e.newResult(cur.Reservation, cur.Digest, StateError, cause.Error(), nil); err == nil {
-			finish = e.commitLocked(cur, Accepted, res, false)
-		}
-	} else {
-		cur.Move(Provisioning, e.now(), "")
-		finish = e.commitLocked(cur, Accepted, nil, false)
-	}
-	e.tallyMu.Unlock()
-	if finish == nil {
+	finish, refused, err := e.admit(cur, Accepted, false, capacity)
+	if err != nil {
 		mu.Unlock()
 		return e.retryLater(id, false, err)
 	}
-	return e.afterWrite(id, false, mu, finish, func() {
-		if cause != nil {
-			e.logr(zerolog.WarnLevel, cur.Reservation).Err(cause).Msg("reservation refused for capacity")
-			return
-		}
-		// Provisioning is durable: the side effect may run, in the
-		// next turn of the reservation.
-		e.sched.request(id, opDrive, false)
-	})
+	return e.afterWrite(id, false, mu, finish, func() { e.admitted(cur, refused) })
+}
+
+// admit checks that rec, accepted, fits the node's usable capacity beside
+// what the tally counts. If it does, rec moves to provisioning; else to
+// failed, with a signed error result naming the short units. The tally is
+// charged and the write of rec (an Add when add is set, else a Save from
+// state from) queued under the tally lock, so two reservations can never
+// both take the last free units. It returns the write's finish (see
+// commitLocked) and, when rec was refused, why. On an error nothing was
+// queued and the tally is unchanged.
+func (e *Engine) admit(rec *Record, from State, add bool, capacity Capacity) (finish func() error, refused, err error) {
+	e.tallyMu.Lock()
+	defer e.tallyMu.Unlock()
+	usable := capacity.Usable()
+	short := rec.Units.Add(e.tally.Total()).Short(usable)
+	if len(short) == 0 {
+		rec.Move(Provisioning, e.now(), "")
+		return e.commitLocked(rec, from, nil, add), nil, nil
+	}
+	refused = fmt.Errorf("%w: %s", ErrNoCapacity, strings.Join(short, ", "))
+	if len(rec.Units.Short(usable)) > 0 {
+		refused = fmt.Errorf("%w (more than the node's usable capacity)", refused)
+	}
+	refused = Permanent(refused)
+	res, err := e.newResult(rec.Reservation, rec.Digest, StateError, refused.Error(), nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	rec.Move(Failed, e.now(), refused.Error())
+	return e.commitLocked(rec, from, res, add), refused, nil
+}
+
+// admitted follows the durable write of an admission of rec: a refusal is
+// logged; an admitted reservation may now be provisioned, in its next
+// turn (the state is written before the side effect).
+func (e *Engine) admitted(rec *Record, refused error) {
+	if refused != nil {
+		e.logr(zerolog.WarnLevel, rec.Reservation).Err(refused).Msg("reservation refused for capacity")
+		return
+	}
+	e.sched.request(rec.ID(), opDrive, false)
 }
 
 // currentCapacity returns the node's capacity as last measured (at start

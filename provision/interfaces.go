@@ -88,16 +88,18 @@ type Outbox interface {
 	Enqueue(out ...*OutboxEntry) error
 }
 
-// SaveQueuer is the optional part of a ReservationCache whose Save can be
-// queued and awaited apart. QueueSave does what Save does, but returns as
-// soon as the write has its place in the store's commit order (after every
-// write queued or made before it returned, before every later one); wait
-// returns its outcome once it is durable, and sets the Seq of out. Neither
-// rec nor out may change before wait returned, and every wait must be
-// called. The Engine queues the writes that change the active set under
-// its tally lock, so that their stats entries commit in the order they
-// were computed, and waits outside of it, so that they share a commit.
-type SaveQueuer interface {
+// WriteQueuer is the optional part of a ReservationCache whose Add and
+// Save can be queued and awaited apart. QueueAdd and QueueSave do what Add
+// and Save do, but return as soon as the write has its place in the
+// store's commit order (after every write queued or made before it
+// returned, before every later one); wait returns its outcome once it is
+// durable, and sets the Seq of out. Neither rec nor out may change before
+// wait returned, and every wait must be called. The Engine queues the
+// writes that change the active set under its tally lock, so that their
+// stats entries commit in the order they were computed, and waits outside
+// of it, so that they share a commit.
+type WriteQueuer interface {
+	QueueAdd(rec *Record, out ...*OutboxEntry) (wait func() error)
 	QueueSave(rec *Record, out ...*OutboxEntry) (wait func() error)
 }
 

@@ -25,8 +25,8 @@ type CrashStore struct {
 }
 
 var (
-	_ provision.Store      = (*CrashStore)(nil)
-	_ provision.SaveQueuer = (*CrashStore)(nil)
+	_ provision.Store       = (*CrashStore)(nil)
+	_ provision.WriteQueuer = (*CrashStore)(nil)
 )
 
 // NewCrashStore returns inner crashing at write number after; a negative
@@ -79,9 +79,15 @@ func (s *CrashStore) Save(rec *provision.Record, out ...*provision.OutboxEntry) 
 	return s.write("saving record", func() error { return s.Store.Save(rec, out...) })
 }
 
-// QueueSave saves at once (counting as one write, which may be the
-// crash) and returns a wait that reports the outcome, so that the Engine's
-// queued path meets the crash too.
+// QueueAdd adds at once (counting as one write, which may be the crash)
+// and returns a wait that reports the outcome, so that the Engine's queued
+// path meets the crash too.
+func (s *CrashStore) QueueAdd(rec *provision.Record, out ...*provision.OutboxEntry) (wait func() error) {
+	err := s.Add(rec, out...)
+	return func() error { return err }
+}
+
+// QueueSave saves at once, as QueueAdd adds.
 func (s *CrashStore) QueueSave(rec *provision.Record, out ...*provision.OutboxEntry) (wait func() error) {
 	err := s.Save(rec, out...)
 	return func() error { return err }

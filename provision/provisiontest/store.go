@@ -27,8 +27,8 @@ type Store struct {
 }
 
 var (
-	_ provision.Store      = (*Store)(nil)
-	_ provision.SaveQueuer = (*Store)(nil)
+	_ provision.Store       = (*Store)(nil)
+	_ provision.WriteQueuer = (*Store)(nil)
 )
 
 // NewStore returns an empty in-memory store.
@@ -118,9 +118,16 @@ func (s *Store) Save(rec *provision.Record, out ...*provision.OutboxEntry) error
 	return nil
 }
 
-// QueueSave saves at once and returns a wait that reports the outcome: a
+// QueueAdd adds at once and returns a wait that reports the outcome: a
 // memory store has no commit to share, and writing at once keeps the
-// order of provision.SaveQueuer.
+// order of provision.WriteQueuer.
+func (s *Store) QueueAdd(rec *provision.Record, out ...*provision.OutboxEntry) (wait func() error) {
+	err := s.Add(rec, out...)
+	return func() error { return err }
+}
+
+// QueueSave saves at once and returns a wait that reports the outcome, as
+// QueueAdd does.
 func (s *Store) QueueSave(rec *provision.Record, out ...*provision.OutboxEntry) (wait func() error) {
 	err := s.Save(rec, out...)
 	return func() error { return err }

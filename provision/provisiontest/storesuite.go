@@ -1012,14 +1012,14 @@ func testConcurrent(t *testing.T, open func(t testing.TB) provision.Store) {
 	})
 }
 
-// testQueueSave checks provision.SaveQueuer, when the store implements it:
-// queued saves take effect in the order they were queued, each with its
-// own outcome, and wait sets the Seq of their entries.
+// testQueueSave checks provision.WriteQueuer, when the store implements it:
+// queued adds and saves take effect in the order they were queued, each
+// with its own outcome, and wait sets the Seq of their entries.
 func testQueueSave(t *testing.T, open func(t testing.TB) provision.Store) {
 	s := open(t)
-	q, ok := s.(provision.SaveQueuer)
+	q, ok := s.(provision.WriteQueuer)
 	if !ok {
-		t.Skip("the store does not implement provision.SaveQueuer")
+		t.Skip("the store does not implement provision.WriteQueuer")
 	}
 	mustAdd(t, s, NewRecord("a", provision.Accepted, hour, ""))
 	mustAdd(t, s, NewRecord("b", provision.Accepted, hour, ""))
@@ -1029,18 +1029,25 @@ func testQueueSave(t *testing.T, open func(t testing.TB) provision.Store) {
 		q.QueueSave(NewRecord("missing", provision.Deployed, hour, ""), result("missing")),
 		q.QueueSave(NewRecord("a", provision.Deployed, hour, ""), r1),
 		q.QueueSave(NewRecord("b", provision.Provisioning, hour, ""), s2, r2),
+		q.QueueAdd(NewRecord("a", provision.Accepted, hour, "")),
+		q.QueueAdd(NewRecord("c", provision.Provisioning, hour, "")),
+		q.QueueSave(NewRecord("c", provision.Deployed, hour, "")),
 	}
+	want := map[int]error{1: provision.ErrNotFound, 4: provision.ErrExists}
 	for i, wait := range waits {
 		err := wait()
-		if i == 1 {
-			if !errors.Is(err, provision.ErrNotFound) {
-				t.Errorf("queued save of a missing record: %v, want ErrNotFound", err)
+		if want[i] != nil {
+			if !errors.Is(err, want[i]) {
+				t.Errorf("queued write %d: %v, want %v", i, err, want[i])
 			}
 			continue
 		}
 		if err != nil {
-			t.Errorf("queued save %d: %v", i, err)
+			t.Errorf("queued write %d: %v", i, err)
 		}
+	}
+	if got := mustGet(t, s, "c"); got.State != provision.Deployed {
+		t.Errorf("c is %s, want deployed (its save was queued after its add)", got.State)
 	}
 	if got := mustGet(t, s, "a"); got.State != provision.Deployed {
 		t.Errorf("a is %s, want deployed (the later of its queued saves)", got.State)
