@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,7 +34,8 @@ func (h *countHooks) Transition(_ provision.ReservationType, to provision.State)
 // source to deployed (validated, persisted, admitted, provisioned by an
 // instant provisioner, result signed and written with the outbox), with
 // the memory store and the bbolt store of package cache (with and without
-// fsync).
+// fsync), and the CPU time the process spent per reservation meanwhile
+// (the outbox sender's work included), with the cores it kept busy.
 func BenchmarkEngineThroughput(b *testing.B) {
 	stores := []struct {
 		name string
@@ -71,6 +73,7 @@ func BenchmarkEngineThroughput(b *testing.B) {
 			done := make(chan error, 1)
 			go func() { done <- eng.Run(ctx) }()
 			b.ResetTimer()
+			cpu0 := cpuTime(b)
 			start := time.Now()
 			go func() {
 				for _, r := range rs {
@@ -81,14 +84,26 @@ func BenchmarkEngineThroughput(b *testing.B) {
 			}()
 			<-hooks.done
 			elapsed := time.Since(start)
+			cpu := cpuTime(b) - cpu0
 			b.StopTimer()
 			cancel()
 			if err := <-done; err != nil {
 				b.Fatal(err)
 			}
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "reservations/s")
+			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/reservation")
+			b.ReportMetric(cpu.Seconds()/elapsed.Seconds(), "cores")
 		})
 	}
+}
+
+// cpuTime returns the CPU time (user and system) the process used so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func openBolt(b *testing.B, noSync bool) provision.Store {
