@@ -28,7 +28,9 @@ import (
 //     stored result (what is true on this node) and logs the refusal.
 //   - a valid new reservation is recorded as accepted (refused when its
 //     digest was seen under another ID, or when a live network holds its
-//     name) and queued.
+//     name) and queued. When it can start at once it is admitted in the
+//     same write (see accept): it is recorded as provisioning, or as
+//     failed with a signed error result when it does not fit.
 //   - a valid delete of an unknown ID is recorded as deleted (its digest
 //     taken, so the content cannot be replayed) and answered "deleted".
 func (e *Engine) ingest(ctx context.Context, job ReservationJob) error {
