@@ -105,3 +105,13 @@ func cloneResult(res *provision.Result) *provision.Result {
 	c.Data = slices.Clone(res.Data)
 	return &c
 }
+
+// clear drops every entry.
+func (c *readCache) clear() {
+	for i := range c.slots {
+		sl := &c.slots[i]
+		sl.mu.Lock()
+		sl.id, sl.v, sl.rec = "", nil, nil
+		sl.mu.Unlock()
+	}
+}

@@ -1,12 +1,14 @@
 package cache
 
 import (
+	"bytes"
 	"fmt"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/edgeprov/provisiond/internal/testutil"
 	"github.com/edgeprov/provisiond/provision"
 	"github.com/edgeprov/provisiond/provision/provisiontest"
 )
@@ -158,5 +160,29 @@ func TestGetReadCache(t *testing.T) {
 		if got, err := s.Get(id); err != nil || got.ID() != id {
 			t.Fatalf("Get(%s) again = %v, %v", id, got, err)
 		}
+	}
+}
+
+// A write leaves the record it wrote in the read cache, and Trim empties
+// it; reads after Trim decode afresh and return the same record.
+func TestTrimDropsReadCache(t *testing.T) {
+	s := openStore(t, tempPath(t), Options{NoSync: true})
+	rec := provisiontest.NewRecord("a", provision.Accepted, time.Hour, "")
+	mustAddRecord(t, s, rec)
+	if v, _ := s.reads.index("a"); v == nil {
+		t.Fatal("the added record is not in the read cache")
+	}
+	s.Trim()
+	for i := range s.reads.slots {
+		if sl := &s.reads.slots[i]; sl.id != "" || sl.v != nil || sl.rec != nil {
+			t.Fatalf("slot %d holds %q after Trim", i, sl.id)
+		}
+	}
+	got, err := s.Get("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, w := testutil.MustJSON(t, got), testutil.MustJSON(t, rec); !bytes.Equal(g, w) {
+		t.Errorf("read after Trim %s, want %s", g, w)
 	}
 }

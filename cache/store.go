@@ -33,6 +33,7 @@ var (
 	_ provision.Store        = (*Store)(nil)
 	_ provision.WriteQueuer  = (*Store)(nil)
 	_ provision.UnitsScanner = (*Store)(nil)
+	_ provision.Trimmer      = (*Store)(nil)
 )
 
 // Names of the buckets and meta keys; see the drawing in doc.go.
@@ -134,6 +135,11 @@ func open(path string, opts Options, migs []migration) (*Store, error) {
 	}
 	return s, nil
 }
+
+// Trim drops the read cache (provision.Trimmer): the Engine calls it when
+// it has nothing to run, so that an idle daemon does not keep the records
+// of its last burst of work decoded in memory.
+func (s *Store) Trim() { s.reads.clear() }
 
 // Close releases the file. Methods called after Close fail with ErrClosed.
 func (s *Store) Close() error {

@@ -73,7 +73,17 @@ func (e *Engine) work(ctx context.Context, finishing chan<- pendingOp) {
 			e.purge(ctx, id)
 		}
 		e.busy.Add(-1)
-		e.sched.done(id, o.retry, o.ops, o.urgent, o.deps)
+		if e.sched.done(id, o.retry, o.ops, o.urgent, o.deps) {
+			e.idle()
+		}
+	}
+}
+
+// idle tells a store that keeps caches (a Trimmer) that the Engine has
+// nothing to run: what served a burst of work need not stay in memory.
+func (e *Engine) idle() {
+	if t, ok := e.store.(Trimmer); ok {
+		t.Trim()
 	}
 }
 
@@ -102,7 +112,9 @@ type pendingOp struct {
 // finish waits for the write of p and ends its operation.
 func (e *Engine) finish(p pendingOp) {
 	o := p.rest()
-	e.sched.done(p.id, o.retry, o.ops, o.urgent, o.deps)
+	if e.sched.done(p.id, o.retry, o.ops, o.urgent, o.deps) {
+		e.idle()
+	}
 }
 
 // retryLater re-runs the drive of a record after a store error.

@@ -57,6 +57,7 @@ type scheduler struct {
 	urgent  fifo
 	normal  fifo
 	queued  int
+	running int
 	deps    int    // waiting slots with deps set
 	depGen  uint64 // counts wakeDeps calls
 	stopped bool
@@ -170,6 +171,7 @@ func (s *scheduler) take() (string, opKind, bool) {
 			ops := sl.ops
 			sl.ops = 0
 			s.queued--
+			s.running++
 			if s.queued > 0 {
 				s.notify()
 			}
@@ -196,10 +198,12 @@ func (s *scheduler) next(ctx context.Context) (string, opKind, bool) {
 // done ends the running operation of id. With retry > 0 and no new
 // request, the slot waits that long and then runs ops again; deps marks a
 // wait for dependencies that any record change ends early, including one
-// that happened while the operation ran (it may have missed it).
-func (s *scheduler) done(id string, retry time.Duration, ops opKind, urgent, deps bool) {
+// that happened while the operation ran (it may have missed it). It
+// reports whether that left no operation running or queued.
+func (s *scheduler) done(id string, retry time.Duration, ops opKind, urgent, deps bool) (idle bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.running--
 	sl := s.slots[id]
 	switch {
 	case s.stopped:
@@ -220,6 +224,7 @@ func (s *scheduler) done(id string, retry time.Duration, ops opKind, urgent, dep
 	default:
 		delete(s.slots, id)
 	}
+	return s.queued == 0 && s.running == 0 && !s.stopped
 }
 
 // wake queues a waiting slot when its timer fires.

@@ -103,6 +103,14 @@ type WriteQueuer interface {
 	QueueSave(rec *Record, out ...*OutboxEntry) (wait func() error)
 }
 
+// Trimmer is the optional part of a store that keeps caches it can drop.
+// The Engine calls Trim whenever it has no operation running or queued,
+// so that an idle node does not hold what served its last burst of work.
+// Trim must be safe to call at any time, concurrently with other calls.
+type Trimmer interface {
+	Trim()
+}
+
 // UnitsScanner is the optional part of a store that reads the ID, type and
 // units of the records in the given states without decoding whole records:
 // what a stats rebuild at start needs.
