@@ -14,6 +14,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
+
+	"github.com/edgeprov/provisiond/provision"
 )
 
 // defaultConfigFile is read when --config is not given and the file exists.
@@ -34,6 +36,7 @@ type config struct {
 	ReserveSRU    float64
 	ReserveHRU    float64
 	OpTimeout     time.Duration
+	DepTimeout    time.Duration
 	Resync        time.Duration
 	PollWait      time.Duration
 	LogFormat     string
@@ -77,6 +80,7 @@ func runFlags() []cli.Flag {
 		&cli.StringFlag{Name: "metrics-listen", Usage: "`ADDR` serving Prometheus /metrics; empty disables", Value: "127.0.0.1:9109", EnvVars: env("METRICS_LISTEN")},
 		&cli.IntFlag{Name: "workers", Usage: "operations run at the same time", Value: 4, EnvVars: env("WORKERS")},
 		&cli.DurationFlag{Name: "op-timeout", Usage: "time limit of one provision or decommission", Value: 5 * time.Minute, EnvVars: env("OP_TIMEOUT")},
+		&cli.DurationFlag{Name: "dependency-timeout", Usage: "how long a container waits, from its acceptance, for the network and volumes it names to be deployed before it fails", Value: provision.DefaultDependencyTimeout, EnvVars: env("DEPENDENCY_TIMEOUT")},
 		&cli.DurationFlag{Name: "resync", Usage: "interval between inspections of deployed workloads", Value: 5 * time.Minute, EnvVars: env("RESYNC")},
 		&cli.DurationFlag{Name: "poll-wait", Usage: "how long the explorer may hold a long-poll", Value: 30 * time.Second, EnvVars: env("POLL_WAIT")},
 	}
@@ -181,6 +185,7 @@ func configFrom(c *cli.Context) *config {
 		ReserveSRU:    f64("reserve-sru"),
 		ReserveHRU:    f64("reserve-hru"),
 		OpTimeout:     c.Duration("op-timeout"),
+		DepTimeout:    c.Duration("dependency-timeout"),
 		Resync:        c.Duration("resync"),
 		PollWait:      c.Duration("poll-wait"),
 		LogFormat:     str("log-format"),

@@ -98,18 +98,19 @@ func run(ctx context.Context, cfg *config) error {
 	d := &daemon{store: store, started: time.Now(), nodeID: nodeID, cfg: cfg}
 	m := metrics.New(d)
 	engine = provision.NewEngine(provision.Options{
-		NodeID:         nodeID,
-		Source:         provision.CombinedSource(poll, expiry),
-		Store:          store,
-		Primitives:     prims,
-		Signer:         provision.KeySigner(key),
-		Statser:        node,
-		Feedbacker:     gated,
-		Hooks:          m,
-		Workers:        cfg.Workers,
-		OpTimeout:      cfg.OpTimeout,
-		ResyncInterval: cfg.Resync,
-		Log:            log,
+		NodeID:            nodeID,
+		Source:            provision.CombinedSource(poll, expiry),
+		Store:             store,
+		Primitives:        prims,
+		Signer:            provision.KeySigner(key),
+		Statser:           node,
+		Feedbacker:        gated,
+		Hooks:             m,
+		Workers:           cfg.Workers,
+		OpTimeout:         cfg.OpTimeout,
+		DependencyTimeout: cfg.DepTimeout,
+		ResyncInterval:    cfg.Resync,
+		Log:               log,
 	})
 	d.engine = engine
 	log.Info().Str("version", version.String()).Str("explorer", cfg.Explorer).Str("data_dir", cfg.DataDir).Msg("starting")
