@@ -111,6 +111,27 @@ func TestReserveDeleteAcrossExplorerRestart(t *testing.T) {
 	}
 }
 
+// TestDependencyTimeout gives `provisiond run --dependency-timeout 3s` a
+// container whose network never comes: a signed error result names the
+// missing network and the wait, and nothing was provisioned.
+func TestDependencyTimeout(t *testing.T) {
+	testutil.RequiresRoot(t)
+	ex := harness.StartExplorer(t)
+	node := harness.StartNodeWith(t, ex.URL(), harness.NodeOptions{Args: []string{"--dependency-timeout", "3s"}})
+	user := harness.NewUser(t, ex.URL())
+	id := user.Reserve(t, "container", "--node", node.ID(t), "--image", "/srv/none.tar", "--image-digest", strings.Repeat("a", 64),
+		"--entrypoint", "/bin/true", "--network", "never", "--ip", "10.242.0.10",
+		"--cpu", "1", "--memory", "64", "--disk", "128", "--duration", "1h")
+	start := time.Now()
+	res := user.WaitResult(t, id, provision.StateError, within)
+	if waited := time.Since(start); waited < 2*time.Second {
+		t.Errorf("failed after %s, before the 3 s dependency timeout", waited)
+	}
+	if !strings.Contains(res.Message, "not deployed within 3s") || !strings.Contains(res.Message, "network") {
+		t.Errorf("message %q does not name the missing network and the timeout", res.Message)
+	}
+}
+
 // scrapeHas polls /metrics until every line in want is present.
 func scrapeHas(t *testing.T, addr string, want []string) {
 	t.Helper()
