@@ -69,6 +69,9 @@ type Options struct {
 	// HTTPClient downloads images. Default a client without an overall
 	// timeout (the context bounds a download).
 	HTTPClient *http.Client
+	// MaxImageSize bounds the bytes of file content a container image may
+	// unpack to. Default container.DefaultMaxImageSize.
+	MaxImageSize int64
 }
 
 // Table provisions, decommissions, inspects and lists the workloads of
@@ -101,7 +104,7 @@ func New(opts Options) *Table {
 		}),
 		container: container.New(container.Options{
 			DataDir: opts.DataDir, RuncPath: opts.RuncPath, Network: nets, OnGiveUp: opts.OnGiveUp,
-			Now: opts.Now, HTTPClient: opts.HTTPClient, Log: log,
+			Now: opts.Now, HTTPClient: opts.HTTPClient, MaxImageSize: opts.MaxImageSize, Log: log,
 		}),
 		lookup: opts.Lookup,
 	}

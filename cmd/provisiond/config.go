@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
+	"github.com/edgeprov/provisiond/primitives/container"
 	"github.com/edgeprov/provisiond/provision"
 )
 
@@ -37,6 +38,7 @@ type config struct {
 	ReserveHRU    float64
 	OpTimeout     time.Duration
 	DepTimeout    time.Duration
+	MaxImageMiB   int64
 	Resync        time.Duration
 	PollWait      time.Duration
 	LogFormat     string
@@ -80,6 +82,7 @@ func runFlags() []cli.Flag {
 		&cli.StringFlag{Name: "metrics-listen", Usage: "`ADDR` serving Prometheus /metrics; empty disables", Value: "127.0.0.1:9109", EnvVars: env("METRICS_LISTEN")},
 		&cli.IntFlag{Name: "workers", Usage: "operations run at the same time", Value: 4, EnvVars: env("WORKERS")},
 		&cli.DurationFlag{Name: "op-timeout", Usage: "time limit of one provision or decommission", Value: 5 * time.Minute, EnvVars: env("OP_TIMEOUT")},
+		&cli.Int64Flag{Name: "max-image-mib", Usage: "largest size in MiB of the files a container image may unpack to (a larger image fails; a tar bomb cannot fill the disk)", Value: container.DefaultMaxImageSize >> 20, EnvVars: env("MAX_IMAGE_MIB")},
 		&cli.DurationFlag{Name: "dependency-timeout", Usage: "how long a container waits, from its acceptance, for the network and volumes it names to be deployed before it fails", Value: provision.DefaultDependencyTimeout, EnvVars: env("DEPENDENCY_TIMEOUT")},
 		&cli.DurationFlag{Name: "resync", Usage: "interval between inspections of deployed workloads", Value: 5 * time.Minute, EnvVars: env("RESYNC")},
 		&cli.DurationFlag{Name: "poll-wait", Usage: "how long the explorer may hold a long-poll", Value: 30 * time.Second, EnvVars: env("POLL_WAIT")},
@@ -186,6 +189,7 @@ func configFrom(c *cli.Context) *config {
 		ReserveHRU:    f64("reserve-hru"),
 		OpTimeout:     c.Duration("op-timeout"),
 		DepTimeout:    c.Duration("dependency-timeout"),
+		MaxImageMiB:   c.Int64("max-image-mib"),
 		Resync:        c.Duration("resync"),
 		PollWait:      c.Duration("poll-wait"),
 		LogFormat:     str("log-format"),

@@ -75,10 +75,11 @@ func run(ctx context.Context, cfg *config) error {
 	node := newNode(cfg)
 	var engine *provision.Engine // set below; the closures run only after Run started
 	prims := primitives.New(primitives.Options{
-		DataDir: cfg.DataDir,
-		SSDPath: cfg.SSDPath,
-		HDDPath: cfg.HDDPath,
-		Log:     log.With().Str("component", "primitives").Logger(),
+		DataDir:      cfg.DataDir,
+		SSDPath:      cfg.SSDPath,
+		HDDPath:      cfg.HDDPath,
+		MaxImageSize: cfg.MaxImageMiB << 20,
+		Log:          log.With().Str("component", "primitives").Logger(),
 		Lookup: func(id string) (*provision.Reservation, error) {
 			rec, err := store.Get(id)
 			if err != nil {

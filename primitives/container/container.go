@@ -48,6 +48,7 @@ var (
 	ErrDigestMismatch = errors.New("container: image digest mismatch")
 	ErrImageNotFound  = errors.New("container: image not found")
 	ErrBadImage       = errors.New("container: bad image")
+	ErrImageTooLarge  = errors.New("container: image too large")
 	ErrCrashLoop      = errors.New("container: crash-looping")
 )
 
@@ -57,6 +58,11 @@ const (
 	DefaultMaxExits = 5
 	// DefaultExitWindow is the window exits are counted in.
 	DefaultExitWindow = 10 * time.Minute
+	// DefaultMaxImageSize bounds the file content of an unpacked image.
+	DefaultMaxImageSize = 4 << 30
+	// DefaultMaxImageEntries bounds the entries (files, directories,
+	// links) of an unpacked image.
+	DefaultMaxImageEntries = 1 << 20
 )
 
 // Network attaches containers to networks; *network.Manager implements it.
@@ -93,6 +99,13 @@ type Options struct {
 	// HTTPClient downloads http(s) images. Default a client without an
 	// overall timeout: the context bounds a download.
 	HTTPClient *http.Client
+	// MaxImageSize bounds the bytes of file content an image may unpack
+	// to, and MaxImageEntries its entries: a larger image fails for good
+	// with ErrImageTooLarge, leaving nothing, instead of filling the
+	// node's disk or inodes. Defaults DefaultMaxImageSize and
+	// DefaultMaxImageEntries.
+	MaxImageSize    int64
+	MaxImageEntries int
 	// Log receives debug messages. Default zerolog.Nop().
 	Log zerolog.Logger
 }
@@ -148,6 +161,7 @@ type Manager struct {
 	window     time.Duration
 	exits      *exits
 	client     *http.Client
+	imageLimit imageLimit
 	memsw      bool
 	log        zerolog.Logger
 }
@@ -176,6 +190,12 @@ func New(opts Options) *Manager {
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{}
 	}
+	if opts.MaxImageSize <= 0 {
+		opts.MaxImageSize = DefaultMaxImageSize
+	}
+	if opts.MaxImageEntries <= 0 {
+		opts.MaxImageEntries = DefaultMaxImageEntries
+	}
 	return &Manager{
 		runc:       runc{bin: opts.RuncPath, root: filepath.Join(dataDir, "runc")},
 		imagesDir:  filepath.Join(dataDir, "images"),
@@ -187,6 +207,7 @@ func New(opts Options) *Manager {
 		window:     opts.ExitWindow,
 		exits:      newExits(opts.Now, opts.ExitWindow),
 		client:     opts.HTTPClient,
+		imageLimit: imageLimit{bytes: opts.MaxImageSize, entries: opts.MaxImageEntries},
 		memsw:      memswAccounted(),
 		log:        opts.Log.With().Str("component", "container").Logger(),
 	}

@@ -58,7 +58,11 @@ func (m *Manager) ensureImage(ctx context.Context, src, digest string) (string, 
 	}()
 	h := sha256.New()
 	tee := io.TeeReader(in, h)
-	uerr := unpack(ctx, tee, tmp)
+	uerr := unpack(ctx, tee, tmp, m.imageLimit)
+	if errors.Is(uerr, ErrImageTooLarge) {
+		// Refused whatever its digest: reading the rest could take long.
+		return "", provision.Permanentf("%s: %w", src, uerr)
+	}
 	if _, err := io.Copy(io.Discard, tee); err != nil && uerr == nil {
 		uerr = fmt.Errorf("reading image: %w", err)
 	}
@@ -142,11 +146,18 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
+// imageLimit bounds what an image unpacks to: bytes of file content and
+// entries.
+type imageLimit struct {
+	bytes   int64
+	entries int
+}
+
 // unpack extracts a rootfs tarball (plain or gzip) into dir. Every path is
 // resolved through an os.Root, so no entry (nor a symlink planted by an
 // earlier one) can write outside dir. Device nodes are skipped: /dev of a
-// container is a fresh tmpfs.
-func unpack(ctx context.Context, r io.Reader, dir string) error {
+// container is a fresh tmpfs. Past limit, it stops with ErrImageTooLarge.
+func unpack(ctx context.Context, r io.Reader, dir string, limit imageLimit) error {
 	br := bufio.NewReader(r)
 	var in io.Reader = br
 	if magic, err := br.Peek(2); err == nil && magic[0] == 0x1f && magic[1] == 0x8b {
@@ -166,7 +177,8 @@ func unpack(ctx context.Context, r io.Reader, dir string) error {
 		return err
 	}
 	tr := tar.NewReader(in)
-	for {
+	left := limit.bytes // file content still allowed
+	for n := 0; ; n++ {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -176,6 +188,15 @@ func unpack(ctx context.Context, r io.Reader, dir string) error {
 		}
 		if err != nil {
 			return fmt.Errorf("reading tar: %w", err)
+		}
+		if n == limit.entries {
+			return fmt.Errorf("%w: more than %d entries", ErrImageTooLarge, limit.entries)
+		}
+		if hdr.Typeflag == tar.TypeReg {
+			if hdr.Size > left {
+				return fmt.Errorf("%w: more than %d bytes of files (at %q)", ErrImageTooLarge, limit.bytes, hdr.Name)
+			}
+			left -= hdr.Size
 		}
 		if err := extract(root, hdr, tr); err != nil {
 			return fmt.Errorf("extracting %q: %w", hdr.Name, err)

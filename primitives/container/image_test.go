@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -130,7 +131,7 @@ func TestUnpack(t *testing.T) {
 			if err := os.Mkdir(dir, 0o700); err != nil {
 				t.Fatal(err)
 			}
-			err := unpack(t.Context(), bytes.NewReader(tarball(t, tc.gz, tc.entries...)), dir)
+			err := unpack(t.Context(), bytes.NewReader(tarball(t, tc.gz, tc.entries...)), dir, newTestManager(t).imageLimit)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("unpack = %v, want error %v", err, tc.wantErr)
 			}
@@ -249,7 +250,7 @@ func FuzzUnpack(f *testing.F) {
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		unpack(t.Context(), bytes.NewReader(data), dir)
+		unpack(t.Context(), bytes.NewReader(data), dir, imageLimit{bytes: 1 << 20, entries: 1000})
 		entries, err := os.ReadDir(parent)
 		if err != nil || len(entries) != 1 {
 			t.Fatalf("unpack wrote beside its directory: %v %v", entries, err)
@@ -277,5 +278,59 @@ func TestEnsureImageEndlessFile(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(m.imagesDir); len(entries) != 0 {
 		t.Fatalf("left behind: %v", entries)
+	}
+}
+
+// An image that unpacks to more file content or more entries than the
+// limits fails for good with ErrImageTooLarge and leaves nothing; one at
+// the limits unpacks. A tar bomb (a small gzip of a large file of zeros)
+// is refused without writing it.
+func TestEnsureImageLimits(t *testing.T) {
+	files := func(n int, body string) []entry {
+		var es []entry
+		for i := range n {
+			es = append(es, entry{typ: tar.TypeReg, name: "f" + string(rune('a'+i)), body: body})
+		}
+		return es
+	}
+	bomb := tarball(t, true, entry{typ: tar.TypeReg, name: "zeros", body: string(make([]byte, 8<<20))})
+	if len(bomb) > 64<<10 {
+		t.Fatalf("the bomb is %d bytes compressed; want a small one", len(bomb))
+	}
+	tests := []struct {
+		name    string
+		img     []byte
+		tooBig  bool
+		message string
+	}{
+		{"at-the-limits", tarball(t, false, files(4, "0123456789")...), false, ""},
+		{"one-byte-over", tarball(t, false, append(files(3, "0123456789"), entry{typ: tar.TypeReg, name: "last", body: "0123456789x"})...), true, "more than 40 bytes"},
+		{"one-entry-over", tarball(t, false, append(files(4, "x"), entry{typ: tar.TypeDir, name: "d/", mode: 0o755})...), true, "more than 4 entries"},
+		{"gzip-bomb", bomb, true, "more than 40 bytes"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := New(Options{DataDir: t.TempDir(), MaxImageSize: 40, MaxImageEntries: 4})
+			local := filepath.Join(t.TempDir(), "img.tar")
+			if err := os.WriteFile(local, tc.img, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			dir, err := m.ensureImage(t.Context(), local, digestOf(tc.img))
+			if !tc.tooBig {
+				if err != nil {
+					t.Fatalf("ensureImage = %v", err)
+				}
+				if b, err := os.ReadFile(filepath.Join(dir, "fa")); err != nil || string(b) != "0123456789" {
+					t.Fatalf("unpacked fa = %q, %v", b, err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrImageTooLarge) || provision.IsTemporary(err) || !strings.Contains(err.Error(), tc.message) {
+				t.Fatalf("ensureImage = %v; want a permanent ErrImageTooLarge saying %q", err, tc.message)
+			}
+			if entries, _ := os.ReadDir(m.imagesDir); len(entries) != 0 {
+				t.Fatalf("left behind: %v", entries)
+			}
+		})
 	}
 }
