@@ -412,17 +412,8 @@ func wipeRuntime(t testing.TB, n *harness.Node, recs map[string]*provision.Recor
 			}
 		}
 	}
-	mps := mountsUnder(t, n.Dir)
-	sort.Sort(sort.Reverse(sort.StringSlice(mps))) // deepest first
-	for _, mp := range mps {
-		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmounting %s: %v", mp, err)
-		}
-	}
-	for dev := range loopsUnder(t, n.Dir) {
-		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
-		}
+	for _, err := range dropMounts(t, n.Dir) {
+		t.Error(err)
 	}
 	for _, ns := range namespacesOf(recs) {
 		if _, err := os.Stat(filepath.Join("/run/netns", ns)); err == nil {
@@ -431,6 +422,27 @@ func wipeRuntime(t testing.TB, n *harness.Node, recs map[string]*provision.Recor
 			}
 		}
 	}
+}
+
+// dropMounts does what a reboot does to the mounts and loop devices below
+// dir: it unmounts them, deepest first, and detaches the loop devices. It
+// returns what failed.
+func dropMounts(t testing.TB, dir string) []error {
+	t.Helper()
+	var errs []error
+	mps := mountsUnder(t, dir)
+	sort.Sort(sort.Reverse(sort.StringSlice(mps))) // deepest first
+	for _, mp := range mps {
+		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil {
+			errs = append(errs, fmt.Errorf("unmounting %s: %v", mp, err))
+		}
+	}
+	for dev := range loopsUnder(t, dir) {
+		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("losetup -d %s: %v: %s", dev, err, out))
+		}
+	}
+	return errs
 }
 
 // namespacesOf lists the namespace names the records' workloads use.

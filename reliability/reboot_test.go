@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -159,17 +158,8 @@ func reboot(t testing.TB, n *harness.Node, pid int, namespaces []string) {
 		}
 		return nil
 	})
-	mps := mountsUnder(t, n.Dir)
-	sort.Sort(sort.Reverse(sort.StringSlice(mps))) // deepest first
-	for _, mp := range mps {
-		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil {
-			t.Fatalf("unmounting %s: %v", mp, err)
-		}
-	}
-	for dev := range loopsUnder(t, n.Dir) {
-		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-			t.Fatalf("losetup -d %s: %v: %s", dev, err, out)
-		}
+	if err := errors.Join(dropMounts(t, n.Dir)...); err != nil {
+		t.Fatal(err)
 	}
 	for _, ns := range namespaces {
 		if out, err := exec.Command("ip", "netns", "delete", ns).CombinedOutput(); err != nil {
