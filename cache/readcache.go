@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/edgeprov/provisiond/provision"
 )
@@ -26,6 +27,7 @@ const (
 // each ID has one slot, which the last read of a colliding ID takes over.
 type readCache struct {
 	seed  maphash.Seed
+	held  atomic.Bool // an entry was put since the last clear
 	slots [readSlots]readSlot
 }
 
@@ -80,6 +82,7 @@ func (c *readCache) put(id string, v []byte, rec *provision.Record) {
 	sl.mu.Lock()
 	sl.id, sl.v, sl.rec = id, v, cp
 	sl.mu.Unlock()
+	c.held.Store(true)
 }
 
 // cloneRecord returns a deep copy of rec: it shares no memory that a
@@ -106,8 +109,12 @@ func cloneResult(res *provision.Result) *provision.Result {
 	return &c
 }
 
-// clear drops every entry.
+// clear drops every entry. It is cheap when nothing was put since the
+// last clear: the Engine calls it each time it goes idle.
 func (c *readCache) clear() {
+	if !c.held.Swap(false) {
+		return
+	}
 	for i := range c.slots {
 		sl := &c.slots[i]
 		sl.mu.Lock()
