@@ -277,3 +277,85 @@ func TestGroupDatabaseClosed(t *testing.T) {
 		t.Fatalf("Update after the database closed = %v (ran %v), want ErrDatabaseNotOpen without running", err, ran)
 	}
 }
+
+// After a commit of several writes the next commit waits, in fake time,
+// lingerMax for company or until lingerFill writes are queued; a lone
+// write after a lone commit, and Close, never wait.
+func TestGroupLinger(t *testing.T) {
+	db := openTestDB(t)
+	synctest.Test(t, func(t *testing.T) {
+		g := NewGroup(db)
+		// a pair: a held commit of one write, then a and b share the next.
+		pair := func(name string) {
+			release := hold(t, g)
+			a, b := g.Queue(put(name+"a", nil)), g.Queue(put(name+"b", nil))
+			release()
+			if err := errors.Join(a.Wait(), b.Wait()); err != nil {
+				t.Fatal(err)
+			}
+		}
+
+		start := time.Now()
+		if err := g.Update(put("first", nil)); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d != 0 {
+			t.Errorf("the first write waited %v", d)
+		}
+
+		pair("p1")
+		start = time.Now()
+		lone := g.Queue(put("lone", nil))
+		synctest.Wait()
+		select {
+		case <-lone.done:
+			t.Fatal("the write after a commit of two did not wait for company")
+		default:
+		}
+		if err := lone.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d != lingerMax {
+			t.Errorf("the write after a commit of two waited %v, want %v", d, lingerMax)
+		}
+
+		start = time.Now()
+		if err := g.Update(put("after-lone", nil)); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d != 0 {
+			t.Errorf("a write after a lone commit waited %v", d)
+		}
+
+		pair("p2")
+		start = time.Now()
+		ws := make([]*Write, lingerFill)
+		for i := range ws {
+			ws[i] = g.Queue(put(fmt.Sprint("fill", i), nil))
+		}
+		for _, w := range ws {
+			if err := w.Wait(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if d := time.Since(start); d != 0 {
+			t.Errorf("%d queued writes waited %v for more", lingerFill, d)
+		}
+
+		pair("p3")
+		start = time.Now()
+		last := g.Queue(put("last", nil))
+		synctest.Wait()
+		g.Close()
+		if err := last.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d != 0 {
+			t.Errorf("Close waited %v for company", d)
+		}
+		// first, lone, after-lone and last; three pairs; the fill.
+		if got, want := len(keys(t, db)), 4+3*2+lingerFill; got != want {
+			t.Errorf("%d keys committed, want %d", got, want)
+		}
+	})
+}
