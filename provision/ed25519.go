@@ -9,10 +9,11 @@ import (
 )
 
 // The node checks every owner signature it ingests and signs every result
-// it writes, so ed25519 is a third of the Engine's CPU time. Both use
+// it writes, so ed25519 is a third of the Engine's CPU time (and the
+// explorer checks each result). All three use
 // curve25519-voi, which does them in about two thirds of the time of
 // crypto/ed25519 (vector code on amd64), and checks a signature against an
-// expanded public key (kept per user, see expandedKeys) in about half.
+// expanded public key (kept per key, see expandedKeys) in about half.
 //
 // Signatures are the same bytes as crypto/ed25519's (Ed25519 signing is
 // deterministic; the golden vectors hold both to them), and verifyOptions
@@ -26,14 +27,14 @@ var verifyOptions = &voi.Options{Verify: voi.VerifyOptionsStdLib}
 const maxExpandedKeys = 256
 
 // expandedKeys remembers the expanded form of the public keys that signed
-// last: owners sign many reservations with one key, and expanding it costs
-// about a third of a check.
+// last: an owner signs many reservations with one key, a node many
+// results, and expanding a key costs about a third of a check.
 type expandedKeys struct {
 	mu   sync.Mutex
 	keys map[[ed25519.PublicKeySize]byte]*voi.ExpandedPublicKey
 }
 
-var userKeys = &expandedKeys{keys: map[[ed25519.PublicKeySize]byte]*voi.ExpandedPublicKey{}}
+var signerKeys = &expandedKeys{keys: map[[ed25519.PublicKeySize]byte]*voi.ExpandedPublicKey{}}
 
 // get returns the expanded form of pub, or an error when pub is not the
 // encoding of a curve point.
@@ -67,7 +68,7 @@ func (c *expandedKeys) get(pub []byte) (*voi.ExpandedPublicKey, error) {
 // verify reports whether sig is pub's ed25519 signature of msg, as
 // crypto/ed25519.Verify would.
 func verify(pub, msg, sig []byte) bool {
-	ek, err := userKeys.get(pub)
+	ek, err := signerKeys.get(pub)
 	if err != nil {
 		return false // not a point: crypto/ed25519 refuses it too
 	}

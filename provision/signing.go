@@ -155,7 +155,7 @@ func (r *Result) Verify(nodeKey ed25519.PublicKey) error {
 	if len(nodeKey) != ed25519.PublicKeySize {
 		return fmt.Errorf("%w: node key is not %d bytes", ErrBadResultSignature, ed25519.PublicKeySize)
 	}
-	if !ed25519.Verify(nodeKey, r.Bytes(), sig) {
+	if !verify(nodeKey, r.Bytes(), sig) {
 		return fmt.Errorf("%w: result %s", ErrBadResultSignature, r.ID)
 	}
 	return nil
