@@ -72,6 +72,10 @@ type Options struct {
 	// MaxImageSize bounds the bytes of file content a container image may
 	// unpack to. Default container.DefaultMaxImageSize.
 	MaxImageSize int64
+	// LocalImages is the directory local container image paths must lie
+	// below (container.Options.LocalImages). Default "": only http(s)
+	// images are used.
+	LocalImages string
 }
 
 // Table provisions, decommissions, inspects and lists the workloads of
@@ -104,7 +108,8 @@ func New(opts Options) *Table {
 		}),
 		container: container.New(container.Options{
 			DataDir: opts.DataDir, RuncPath: opts.RuncPath, Network: nets, OnGiveUp: opts.OnGiveUp,
-			Now: opts.Now, HTTPClient: opts.HTTPClient, MaxImageSize: opts.MaxImageSize, Log: log,
+			Now: opts.Now, HTTPClient: opts.HTTPClient, MaxImageSize: opts.MaxImageSize,
+			LocalImages: opts.LocalImages, Log: log,
 		}),
 		lookup: opts.Lookup,
 	}

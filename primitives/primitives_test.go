@@ -43,7 +43,8 @@ func newEnv(t testing.TB) *env {
 	image, digest := fixture.Busybox(t)
 	e := &env{dir: t.TempDir(), image: image, digest: digest, store: map[string]*provision.Reservation{}}
 	e.p = primitives.New(primitives.Options{
-		DataDir: e.dir,
+		DataDir:     e.dir,
+		LocalImages: filepath.Dir(image),
 		Lookup: func(id string) (*provision.Reservation, error) {
 			r, ok := e.store[id]
 			if !ok {

@@ -3,6 +3,7 @@ package reliability
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -498,6 +500,31 @@ func TestHostileInput(t *testing.T) {
 		return func(c *provision.Container) { c.Mounts = []provision.Mount{{VolumeID: volID, Mountpoint: mp}} }
 	}
 	fail, tried, held := answerError, answerErrorTried, answerHeld
+	// Local images: the node serves harness.LocalImages(), which holds
+	// images; outside it, /etc/passwd with its true sha256.
+	images := t.TempDir()
+	if rel, err := filepath.Rel(harness.LocalImages(), images); err != nil || strings.HasPrefix(rel, "..") {
+		t.Fatalf("%s is not below the node's local image directory %s", images, harness.LocalImages())
+	}
+	if err := os.WriteFile(filepath.Join(images, "wrong.tar"), []byte("not the image"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(images, "dir.tar"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(images, "fifo.tar"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/passwd", filepath.Join(images, "passwd.tar")); err != nil {
+		t.Fatal(err)
+	}
+	passwd, err := os.ReadFile("/etc/passwd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	passwdSum := sha256.Sum256(passwd)
+	passwdDigest := hex.EncodeToString(passwdSum[:])
+	const notBelow = "is not below the node's local image directory"
 	answeredCases := []answered{
 		{"unknown-type-vm", "vm", vol("1", "ssd"), fail, "unknown reservation type"},
 		{"unknown-type-uppercase", "VOLUME", vol("1", "ssd"), fail, "unknown reservation type"},
@@ -536,14 +563,22 @@ func TestHostileInput(t *testing.T) {
 		{"container-disk-absurd", "container", ctr(func(c *provision.Container) { c.Capacity.DiskSize = 1 << 40 }), fail, "disk_size"},
 		{"container-no-entrypoint", "container", ctr(func(c *provision.Container) { c.Entrypoint = nil }), fail, "entrypoint"},
 		{"container-empty-entrypoint", "container", ctr(func(c *provision.Container) { c.Entrypoint = []string{""} }), fail, "entrypoint"},
-		{"container-image-relative", "container", ctr(func(c *provision.Container) { c.Image = "rootfs.tar" }), fail, "image"},
-		{"container-image-traversal", "container", ctr(func(c *provision.Container) { c.Image = "/srv/../etc/shadow" }), fail, "image"},
+		{"container-image-relative", "container", ctr(func(c *provision.Container) { c.Image = "rootfs.tar" }), fail, "clean absolute path"},
+		{"container-image-traversal", "container", ctr(func(c *provision.Container) { c.Image = "/srv/../etc/shadow" }), fail, "clean absolute path"},
 		{"container-image-empty", "container", ctr(func(c *provision.Container) { c.Image = "" }), fail, "image"},
 		{"container-image-url-space", "container", ctr(func(c *provision.Container) { c.Image = "http://x/ y" }), fail, "image"},
-		{"container-image-not-found", "container", ctr(func(c *provision.Container) { c.Image = "/nonexistent/rootfs.tar" }), tried, "not found"},
-		{"container-image-digest-mismatch", "container", ctr(func(c *provision.Container) { c.Image = "/etc/hostname" }), tried, "sha256"},
-		{"container-image-device", "container", ctr(func(c *provision.Container) { c.Image = "/dev/zero" }), tried, "not a regular file"},
-		{"container-image-directory", "container", ctr(func(c *provision.Container) { c.Image = "/etc" }), tried, "not a regular file"},
+		{"container-image-not-found", "container", ctr(func(c *provision.Container) { c.Image = filepath.Join(images, "absent", "rootfs.tar") }), tried, "not found"},
+		{"container-image-digest-mismatch", "container", ctr(func(c *provision.Container) { c.Image = filepath.Join(images, "wrong.tar") }), tried, "sha256"},
+		{"container-image-directory", "container", ctr(func(c *provision.Container) { c.Image = filepath.Join(images, "dir.tar") }), tried, "not a regular file"},
+		{"container-image-fifo", "container", ctr(func(c *provision.Container) { c.Image = filepath.Join(images, "fifo.tar") }), tried, "not a regular file"},
+		// Node files outside the local image directory: refused alike,
+		// whether they exist and whatever their sha256.
+		{"container-image-device", "container", ctr(func(c *provision.Container) { c.Image = "/dev/zero" }), tried, notBelow},
+		{"container-image-outside", "container", ctr(func(c *provision.Container) { c.Image, c.ImageDigest = "/etc/passwd", passwdDigest }), tried, notBelow},
+		{"container-image-outside-not-found", "container", ctr(func(c *provision.Container) { c.Image = "/nonexistent/rootfs.tar" }), tried, notBelow},
+		{"container-image-symlink-escape", "container", ctr(func(c *provision.Container) {
+			c.Image, c.ImageDigest = filepath.Join(images, "passwd.tar"), passwdDigest
+		}), tried, notBelow},
 		{"container-digest-garbage", "container", ctr(func(c *provision.Container) { c.ImageDigest = "../../etc" }), fail, "image_digest"},
 		{"container-env-key-equals", "container", ctr(func(c *provision.Container) { c.Env = map[string]string{"A=B": "x"} }), fail, "environment"},
 		{"container-env-key-digit", "container", ctr(func(c *provision.Container) { c.Env = map[string]string{"1X": "x"} }), fail, "environment"},

@@ -46,7 +46,11 @@ done
 
 node=(--data-dir "$DEMO/node" --socket "$DEMO/provisiond.sock" --config /dev/null)
 say "starting provisiond (data dir $DEMO/node)"
-"$BIN/provisiond" "${node[@]}" --log-format console run --explorer "$EXPLORER" --metrics-listen 127.0.0.1:0 >"$DEMO/provisiond.log" 2>&1 &
+# Local container images are served from $DEMO/images only: not from
+# $DEMO, which holds the node's database and identity.
+mkdir -p "$DEMO/images"
+"$BIN/provisiond" "${node[@]}" --log-format console run --explorer "$EXPLORER" --metrics-listen 127.0.0.1:0 \
+  --local-images "$DEMO/images" >"$DEMO/provisiond.log" 2>&1 &
 pids+=($!); echo $! >"$DEMO/provisiond.pid"
 for _ in $(seq 300); do
   [ -S "$DEMO/provisiond.sock" ] && break
@@ -63,14 +67,14 @@ rootfs=$DEMO/rootfs
 rm -rf "$rootfs" && mkdir -p "$rootfs/bin" "$rootfs/proc" "$rootfs/sys" "$rootfs/dev" "$rootfs/tmp" "$rootfs/data"
 cp "$(command -v busybox)" "$rootfs/bin/busybox"
 for app in sh sleep cat echo ls ip ping; do ln -sf busybox "$rootfs/bin/$app"; done
-tar -C "$rootfs" -cf "$DEMO/rootfs.tar" .
-digest=$(sha256sum "$DEMO/rootfs.tar" | cut -d' ' -f1)
+tar -C "$rootfs" -cf "$DEMO/images/rootfs.tar" .
+digest=$(sha256sum "$DEMO/images/rootfs.tar" | cut -d' ' -f1)
 
 say "reserving a network, a volume and a container"
 suffix=$(date +%s)
 net_id=$("$BIN/provctl" reserve network --node "$NODE" --name "demo-$suffix" --ip-range 10.240.0.0/16 --subnet 10.240.1.0/24 --duration 1h)
 vol_id=$("$BIN/provctl" reserve volume --node "$NODE" --size 1 --type ssd --duration 1h)
-ctr_id=$("$BIN/provctl" reserve container --node "$NODE" --image "$DEMO/rootfs.tar" --image-digest "$digest" \
+ctr_id=$("$BIN/provctl" reserve container --node "$NODE" --image "$DEMO/images/rootfs.tar" --image-digest "$digest" \
   --entrypoint /bin/sh --entrypoint -c --entrypoint 'echo hello from the container > /data/hello; exec sleep 3600' \
   --mount "$vol_id:/data" --network "demo-$suffix" --ip 10.240.1.10 --cpu 1 --memory 64 --disk 256 --duration 1h)
 echo "network $net_id, volume $vol_id, container $ctr_id"

@@ -218,6 +218,8 @@ func TestCLIErrors(t *testing.T) {
 		{"bad-state-filter", fillNode(t), []string{"cache", "ls", "--state", "running"}, `--state "running"`},
 		{"no-identity", t.TempDir(), []string{"key", "show"}, "no node identity"},
 		{"run-without-explorer", t.TempDir(), []string{"run"}, "--explorer"},
+		{"run-local-images-missing", t.TempDir(), []string{"run", "--explorer", "http://127.0.0.1:1", "--local-images", "/nonexistent/images"}, "--local-images: stat /nonexistent/images: no such file"},
+		{"run-local-images-not-a-directory", t.TempDir(), []string{"run", "--explorer", "http://127.0.0.1:1", "--local-images", "/etc/hostname"}, "--local-images /etc/hostname is not a directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, errOut, code := provisiond(t, tc.dir, tc.args...)

@@ -39,6 +39,7 @@ type config struct {
 	OpTimeout     time.Duration
 	DepTimeout    time.Duration
 	MaxImageMiB   int64
+	LocalImages   string
 	Resync        time.Duration
 	PollWait      time.Duration
 	LogFormat     string
@@ -83,6 +84,7 @@ func runFlags() []cli.Flag {
 		&cli.IntFlag{Name: "workers", Usage: "operations run at the same time", Value: 4, EnvVars: env("WORKERS")},
 		&cli.DurationFlag{Name: "op-timeout", Usage: "time limit of one provision or decommission", Value: 5 * time.Minute, EnvVars: env("OP_TIMEOUT")},
 		&cli.Int64Flag{Name: "max-image-mib", Usage: "largest size in MiB of the files a container image may unpack to (a larger image fails; a tar bomb cannot fill the disk)", Value: container.DefaultMaxImageSize >> 20, EnvVars: env("MAX_IMAGE_MIB")},
+		&cli.StringFlag{Name: "local-images", Usage: "`DIR` local container image paths must lie below (symlinks may not leave it); empty: only http(s) images are used", EnvVars: env("LOCAL_IMAGES")},
 		&cli.DurationFlag{Name: "dependency-timeout", Usage: "how long a container waits, from its acceptance, for the network and volumes it names to be deployed before it fails", Value: provision.DefaultDependencyTimeout, EnvVars: env("DEPENDENCY_TIMEOUT")},
 		&cli.DurationFlag{Name: "resync", Usage: "interval between inspections of deployed workloads", Value: 5 * time.Minute, EnvVars: env("RESYNC")},
 		&cli.DurationFlag{Name: "poll-wait", Usage: "how long the explorer may hold a long-poll", Value: 30 * time.Second, EnvVars: env("POLL_WAIT")},
@@ -190,6 +192,7 @@ func configFrom(c *cli.Context) *config {
 		OpTimeout:     c.Duration("op-timeout"),
 		DepTimeout:    c.Duration("dependency-timeout"),
 		MaxImageMiB:   c.Int64("max-image-mib"),
+		LocalImages:   c.String("local-images"),
 		Resync:        c.Duration("resync"),
 		PollWait:      c.Duration("poll-wait"),
 		LogFormat:     str("log-format"),

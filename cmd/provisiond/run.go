@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +47,9 @@ func run(ctx context.Context, cfg *config) error {
 			return fmt.Errorf("run: creating %s: %w", dir, err)
 		}
 	}
+	if err := checkLocalImages(cfg, log); err != nil {
+		return err
+	}
 	key, err := identity.LoadOrCreate(cfg.identityPath())
 	if err != nil {
 		return fmt.Errorf("run: node identity: %w", err)
@@ -79,6 +84,7 @@ func run(ctx context.Context, cfg *config) error {
 		SSDPath:      cfg.SSDPath,
 		HDDPath:      cfg.HDDPath,
 		MaxImageSize: cfg.MaxImageMiB << 20,
+		LocalImages:  cfg.LocalImages,
 		Log:          log.With().Str("component", "primitives").Logger(),
 		Lookup: func(id string) (*provision.Reservation, error) {
 			rec, err := store.Get(id)
@@ -320,3 +326,27 @@ func (d *daemon) OutboxDepth() (int, error) { return d.store.Depth() }
 
 // Stats is the engine's latest figures.
 func (d *daemon) Stats() provision.Stats { return d.engine.Status().Stats }
+
+// checkLocalImages fails fast when --local-images names no directory, and
+// warns when the directory holds the data directory: users could then
+// probe the node's own state (its database, its identity) as images.
+func checkLocalImages(cfg *config, log zerolog.Logger) error {
+	if cfg.LocalImages == "" {
+		return nil
+	}
+	st, err := os.Stat(cfg.LocalImages)
+	if err != nil {
+		return fmt.Errorf("run: --local-images: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("run: --local-images %s is not a directory", cfg.LocalImages)
+	}
+	dir, err1 := filepath.Abs(cfg.LocalImages)
+	data, err2 := filepath.Abs(cfg.DataDir)
+	if err1 == nil && err2 == nil {
+		if rel, err := filepath.Rel(dir, data); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+			log.Warn().Str("local_images", dir).Str("data_dir", data).Msg("local image directory holds the data directory")
+		}
+	}
+	return nil
+}

@@ -166,7 +166,7 @@ func App(stdout, stderr io.Writer) *cli.App {
 						Name:  "container",
 						Usage: "an OCI container from a rootfs tarball",
 						Flags: []cli.Flag{nodeFlag, durationFlag, refFlag,
-							&cli.StringFlag{Name: "image", Usage: "rootfs tarball: local `PATH` on the node or http(s) URL", Required: true},
+							&cli.StringFlag{Name: "image", Usage: "rootfs tarball: http(s) URL, or `PATH` on the node below the directory it serves (provisiond run --local-images)", Required: true},
 							&cli.StringFlag{Name: "image-digest", Usage: "sha256 of the tarball (`HEX`)", Required: true},
 							&cli.StringSliceFlag{Name: "entrypoint", Usage: "command and arguments, one `ARG` per flag"},
 							&cli.StringSliceFlag{Name: "env", Usage: "environment variable `K=V` (repeatable)"},

@@ -238,7 +238,8 @@ type Node struct {
 // NodeOptions change how StartNodeWith runs provisiond.
 type NodeOptions struct {
 	// Args are appended to `provisiond run`; a flag given here overrides
-	// the harness's own (--poll-wait 2s, --resync 5s). Default none.
+	// the harness's own (--poll-wait 2s, --resync 5s, --local-images
+	// LocalImages()). Default none.
 	Args []string
 	// Plain runs provisiond built without -race (PlainBin). Default false:
 	// the -race build.
@@ -281,11 +282,18 @@ func (n *Node) global() []string {
 	return []string{"--config", os.DevNull, "--data-dir", filepath.Join(n.Dir, "data"), "--socket", n.Socket()}
 }
 
+// LocalImages is the directory the harness's nodes serve local container
+// images from (--local-images): the system's temporary directory, which
+// holds every t.TempDir(), so images tests write there (fixture.Busybox)
+// can be reserved by path. It holds the nodes' data directories too,
+// which a real node must not serve; test nodes keep no secrets.
+func LocalImages() string { return os.TempDir() }
+
 // Start (re)starts provisiond and waits until its admin socket answers.
 func (n *Node) Start(t testing.TB) {
 	t.Helper()
 	args := append(n.global(), "--log-format", "json", "run", "--explorer", n.Explorer,
-		"--metrics-listen", n.Metrics, "--poll-wait", "2s", "--resync", "5s")
+		"--metrics-listen", n.Metrics, "--poll-wait", "2s", "--resync", "5s", "--local-images", LocalImages())
 	args = append(args, n.Args...)
 	bin := n.bin(t)
 	logPath := filepath.Join(n.Dir, "provisiond.log")

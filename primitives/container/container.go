@@ -106,6 +106,13 @@ type Options struct {
 	// DefaultMaxImageEntries.
 	MaxImageSize    int64
 	MaxImageEntries int
+	// LocalImages is the directory below which local image paths (a
+	// Spec.Image that is not an http(s) URL) are served. A path outside
+	// it, or one that leaves it through a symlink (an absolute symlink
+	// always does), fails for good with ErrBadImage, so a user cannot
+	// read or probe the node's other files. Default "": every local path
+	// is refused; only http(s) images are used.
+	LocalImages string
 	// Log receives debug messages. Default zerolog.Nop().
 	Log zerolog.Logger
 }
@@ -120,7 +127,8 @@ type Mount struct {
 
 // Spec is what a container runs with.
 type Spec struct {
-	// Image is a rootfs tarball: an absolute local path or an http(s) URL.
+	// Image is a rootfs tarball: an http(s) URL, or an absolute local
+	// path below Options.LocalImages.
 	Image string
 	// Digest is the tarball's sha256, lowercase hex.
 	Digest string
@@ -162,6 +170,7 @@ type Manager struct {
 	exits      *exits
 	client     *http.Client
 	imageLimit imageLimit
+	local      string // Options.LocalImages, absolute and clean; "" serves none
 	memsw      bool
 	log        zerolog.Logger
 }
@@ -196,6 +205,14 @@ func New(opts Options) *Manager {
 	if opts.MaxImageEntries <= 0 {
 		opts.MaxImageEntries = DefaultMaxImageEntries
 	}
+	local := opts.LocalImages
+	if local != "" {
+		if abs, err := filepath.Abs(local); err == nil {
+			local = abs
+		} else {
+			local = filepath.Clean(local)
+		}
+	}
 	return &Manager{
 		runc:       runc{bin: opts.RuncPath, root: filepath.Join(dataDir, "runc")},
 		imagesDir:  filepath.Join(dataDir, "images"),
@@ -208,6 +225,7 @@ func New(opts Options) *Manager {
 		exits:      newExits(opts.Now, opts.ExitWindow),
 		client:     opts.HTTPClient,
 		imageLimit: imageLimit{bytes: opts.MaxImageSize, entries: opts.MaxImageEntries},
+		local:      local,
 		memsw:      memswAccounted(),
 		log:        opts.Log.With().Str("component", "container").Logger(),
 	}

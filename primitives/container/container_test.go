@@ -2,6 +2,7 @@ package container_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -40,6 +41,7 @@ func newEnv(t testing.TB, opts container.Options) *env {
 	e := &env{dir: dir, net: network.New(zerolog.Nop()), image: image, digest: digest}
 	opts.DataDir = dir
 	opts.Network = e.net
+	opts.LocalImages = filepath.Dir(image)
 	e.m = container.New(opts)
 	t.Cleanup(func() { assertNoLeaks(t, e) })
 	return e
@@ -291,6 +293,12 @@ func TestRefuses(t *testing.T) {
 	e.run(t, holder, hs)
 
 	other := make([]byte, 32)
+	passwd, err := os.ReadFile("/etc/passwd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(passwd)
+	passwdDigest := hex.EncodeToString(sum[:])
 	tests := []struct {
 		name      string
 		edit      func(*container.Spec)
@@ -303,8 +311,11 @@ func TestRefuses(t *testing.T) {
 		{"bad-digest", func(s *container.Spec) { s.Digest = "sha256:xyz" }, container.ErrBadDigest, false},
 		{"digest-mismatch", func(s *container.Spec) { s.Digest = hex.EncodeToString(other) }, container.ErrDigestMismatch, false},
 		{"image-not-found", func(s *container.Spec) {
-			s.Image, s.Digest = "/nonexistent/rootfs.tar", hex.EncodeToString(other)
+			s.Image, s.Digest = filepath.Join(filepath.Dir(e.image), "nonexistent.tar"), hex.EncodeToString(other)
 		}, container.ErrImageNotFound, false},
+		{"image-outside-local-images", func(s *container.Spec) {
+			s.Image, s.Digest = "/etc/passwd", passwdDigest
+		}, container.ErrBadImage, false},
 		{"unknown-network", func(s *container.Spec) { s.NetworkID, s.IP = testutil.RandHex(t, 8), net.ParseIP("10.232.2.11") }, network.ErrNotFound, true},
 		{"ip-outside", func(s *container.Spec) { s.NetworkID, s.IP = netID, net.ParseIP("10.232.3.11") }, network.ErrIPOutside, false},
 		{"ip-in-use", func(s *container.Spec) { s.NetworkID, s.IP = netID, net.ParseIP("10.232.2.10") }, network.ErrIPInUse, false},
@@ -473,7 +484,7 @@ func TestHalfDone(t *testing.T) {
 		if err := mounts.Unmount(filepath.Join(e.m.Bundle(id), "rootfs")); err != nil {
 			t.Fatal(err)
 		}
-		restarted := container.New(container.Options{DataDir: e.dir, Network: e.net})
+		restarted := container.New(container.Options{DataDir: e.dir, Network: e.net, LocalImages: filepath.Dir(e.image)})
 		if _, err := restarted.Provision(ctx, id, spec("10.232.4.12")); err != nil {
 			t.Fatal(err)
 		}
@@ -514,7 +525,7 @@ func TestSurvivesDaemonRestart(t *testing.T) {
 	id := "survivor-" + testutil.RandHex(t, 3)
 	e.run(t, id, e.spec("sleep", "3600"))
 	pid := runcPid(t, e, id)
-	restarted := container.New(container.Options{DataDir: e.dir, Network: e.net})
+	restarted := container.New(container.Options{DataDir: e.dir, Network: e.net, LocalImages: filepath.Dir(e.image)})
 	if err := restarted.Inspect(t.Context(), id); err != nil {
 		t.Fatalf("Inspect from a new Manager: %v", err)
 	}

@@ -90,29 +90,10 @@ func (m *Manager) ensureImage(ctx context.Context, src, digest string) (string, 
 	return dir, nil
 }
 
-// open opens a local image or starts its download. A local image must
-// be a regular file: it is opened without blocking (a FIFO would block
-// the open itself) and refused when it is a device, a FIFO, a socket or a
-// directory, which would never end or never start.
+// open opens a local image or starts its download.
 func (m *Manager) open(ctx context.Context, src string) (io.ReadCloser, error) {
 	if !strings.HasPrefix(src, "http://") && !strings.HasPrefix(src, "https://") {
-		f, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, provision.Permanentf("%w: %s", ErrImageNotFound, src)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("opening image %s: %w", src, err)
-		}
-		st, err := f.Stat()
-		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("opening image %s: %w", src, err)
-		}
-		if !st.Mode().IsRegular() {
-			f.Close()
-			return nil, provision.Permanentf("%w: %s is not a regular file (%s)", ErrBadImage, src, st.Mode().Type())
-		}
-		return f, nil
+		return m.openLocal(src)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
 	if err != nil {
@@ -131,6 +112,64 @@ func (m *Manager) open(ctx context.Context, src string) (io.ReadCloser, error) {
 		return nil, provision.Temporary(err)
 	}
 	return resp.Body, nil
+}
+
+// openLocal opens the local image src. It is served only from below the
+// node's local image directory (Options.LocalImages), and opened through
+// an os.Root of it, so neither a path outside nor a symlink inside that
+// leads outside reaches another file of the node: a user would otherwise
+// learn from the signed error whether any path exists, is a directory, or
+// has a given sha256. The image must be a regular file: it is opened
+// without blocking (a FIFO would block the open itself) and refused when
+// it is a device, a FIFO, a socket or a directory, which would never end
+// or never start. Messages name only src, never the directory.
+func (m *Manager) openLocal(src string) (io.ReadCloser, error) {
+	if m.local == "" {
+		return nil, provision.Permanentf("%w: %s: local image paths are not served by this node (provisiond run --local-images)", ErrBadImage, src)
+	}
+	outside := provision.Permanentf("%w: %s is not below the node's local image directory", ErrBadImage, src)
+	if !filepath.IsAbs(src) {
+		return nil, outside
+	}
+	rel, err := filepath.Rel(m.local, filepath.Clean(src))
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") || filepath.IsAbs(rel) {
+		return nil, outside
+	}
+	root, err := os.OpenRoot(m.local)
+	if err != nil {
+		m.log.Warn().Err(err).Str("image", src).Msg("local image directory unusable")
+		var perr *fs.PathError
+		if errors.As(err, &perr) {
+			err = perr.Err // without the directory's name
+		}
+		return nil, fmt.Errorf("opening image %s: the node's local image directory: %w", src, err)
+	}
+	defer root.Close() // f stays valid
+	f, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		var errno syscall.Errno
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, provision.Permanentf("%w: %s", ErrImageNotFound, src)
+		case !errors.As(err, &errno):
+			// Not a system call's error: os.Root refused a path that
+			// leaves the directory (through a symlink).
+			return nil, outside
+		case errno == syscall.ELOOP || errno == syscall.ENOTDIR:
+			return nil, provision.Permanentf("%w: %s: %w", ErrBadImage, src, errno)
+		}
+		return nil, fmt.Errorf("opening image %s: %w", src, err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("opening image %s: %w", src, err)
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, provision.Permanentf("%w: %s is not a regular file (%s)", ErrBadImage, src, st.Mode().Type())
+	}
+	return f, nil
 }
 
 // ctxReader is a Reader that fails with ctx's error once ctx is done.

@@ -64,9 +64,11 @@ func digestOf(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-func newTestManager(t testing.TB) *Manager {
+// newTestManager returns a Manager on a temporary data directory that
+// serves local images from below localImages ("": none).
+func newTestManager(t testing.TB, localImages string) *Manager {
 	t.Helper()
-	return New(Options{DataDir: t.TempDir()})
+	return New(Options{DataDir: t.TempDir(), LocalImages: localImages})
 }
 
 func TestUnpack(t *testing.T) {
@@ -131,7 +133,7 @@ func TestUnpack(t *testing.T) {
 			if err := os.Mkdir(dir, 0o700); err != nil {
 				t.Fatal(err)
 			}
-			err := unpack(t.Context(), bytes.NewReader(tarball(t, tc.gz, tc.entries...)), dir, newTestManager(t).imageLimit)
+			err := unpack(t.Context(), bytes.NewReader(tarball(t, tc.gz, tc.entries...)), dir, newTestManager(t, "").imageLimit)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("unpack = %v, want error %v", err, tc.wantErr)
 			}
@@ -152,16 +154,50 @@ func TestUnpack(t *testing.T) {
 	}
 }
 
+// TestEnsureImage fetches images over http and from the node's local
+// image directory, and refuses every local path that is not a regular
+// file below that directory, also one reached through a symlink that
+// leaves it, without unpacking anything.
 func TestEnsureImage(t *testing.T) {
 	img := tarball(t, false, entry{typ: tar.TypeReg, name: "bin/x", body: "binary", mode: 0o755})
 	digest := digestOf(img)
-	local := filepath.Join(t.TempDir(), "img.tar")
-	if err := os.WriteFile(local, img, 0o644); err != nil {
+	// served is the node's local image directory; outside and sibling
+	// (whose name starts with served's) lie beside it and hold the same
+	// image, so a path that reached them would unpack.
+	served := t.TempDir()
+	outside := t.TempDir()
+	sibling := served + "-sibling"
+	if err := os.Mkdir(sibling, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	fifo := filepath.Join(t.TempDir(), "fifo.tar")
+	t.Cleanup(func() { os.RemoveAll(sibling) })
+	local := filepath.Join(served, "img.tar")
+	elsewhere := filepath.Join(outside, "img.tar")
+	for _, p := range []string{local, elsewhere, filepath.Join(sibling, "img.tar")} {
+		if err := os.WriteFile(p, img, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fifo := filepath.Join(served, "fifo.tar")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(served, "dir.tar"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, target := range map[string]string{
+		"inside-link.tar":   "img.tar",
+		"abs-link.tar":      elsewhere,
+		"rel-link.tar":      filepath.Join("..", filepath.Base(outside), "img.tar"),
+		"linked-dir":        outside,
+		"rel-linked-dir":    filepath.Join("..", filepath.Base(outside)),
+		"loop-a.tar":        "loop-b.tar",
+		"loop-b.tar":        "loop-a.tar",
+		"dangling-link.tar": filepath.Join(outside, "none.tar"),
+	} {
+		if err := os.Symlink(target, filepath.Join(served, name)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	requests := 0
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -177,27 +213,50 @@ func TestEnsureImage(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 
+	const notBelow = "is not below the node's local image directory"
 	tests := []struct {
 		name      string
+		dir       string // the Manager's LocalImages
 		src       string
 		digest    string
 		want      error
+		msg       string // what a refusal's message says
 		temporary bool
 	}{
-		{"local", local, digest, nil, false},
-		{"http", srv.URL + "/img.tar", digest, nil, false},
-		{"local-mismatch", local, digestOf([]byte("other")), ErrDigestMismatch, false},
-		{"http-mismatch", srv.URL + "/img.tar", digestOf([]byte("other")), ErrDigestMismatch, false},
-		{"http-not-found", srv.URL + "/missing.tar", digest, ErrImageNotFound, false},
-		{"http-unavailable", srv.URL + "/busy", digest, nil, true},
-		{"local-missing", "/nonexistent.tar", digest, ErrImageNotFound, false},
-		{"local-device", "/dev/zero", digest, ErrBadImage, false},
-		{"local-fifo", fifo, digest, ErrBadImage, false},
-		{"local-directory", t.TempDir(), digest, ErrBadImage, false},
+		{"local", served, local, digest, nil, "", false},
+		{"local-symlink-inside", served, filepath.Join(served, "inside-link.tar"), digest, nil, "", false},
+		{"http", "", srv.URL + "/img.tar", digest, nil, "", false},
+		{"local-mismatch", served, local, digestOf([]byte("other")), ErrDigestMismatch, "has sha256", false},
+		{"http-mismatch", "", srv.URL + "/img.tar", digestOf([]byte("other")), ErrDigestMismatch, "has sha256", false},
+		{"http-not-found", "", srv.URL + "/missing.tar", digest, ErrImageNotFound, "404", false},
+		{"http-unavailable", "", srv.URL + "/busy", digest, nil, "", true},
+		{"local-missing", served, filepath.Join(served, "nonexistent.tar"), digest, ErrImageNotFound, "not found", false},
+		{"local-device", "/", "/dev/zero", digest, ErrBadImage, "not a regular file", false},
+		{"local-fifo", served, fifo, digest, ErrBadImage, "not a regular file", false},
+		{"local-directory", served, filepath.Join(served, "dir.tar"), digest, ErrBadImage, "not a regular file", false},
+		// Local images not served at all: the default.
+		{"local-disabled", "", local, digest, ErrBadImage, "not served by this node", false},
+		{"local-disabled-device", "", "/dev/zero", digest, ErrBadImage, "not served by this node", false},
+		// Outside the directory: the same answer whether the file exists
+		// or not, so nothing is learnt about it.
+		{"outside", served, elsewhere, digest, ErrBadImage, notBelow, false},
+		{"outside-missing", served, "/nonexistent.tar", digest, ErrBadImage, notBelow, false},
+		{"outside-device", served, "/dev/zero", digest, ErrBadImage, notBelow, false},
+		{"outside-sibling-prefix", served, filepath.Join(sibling, "img.tar"), digest, ErrBadImage, notBelow, false},
+		{"outside-dotdot", served, served + "/../" + filepath.Base(outside) + "/img.tar", digest, ErrBadImage, notBelow, false},
+		{"outside-relative", served, "img.tar", digest, ErrBadImage, notBelow, false},
+		{"the-directory-itself", served, served, digest, ErrBadImage, notBelow, false},
+		// Inside by its path, outside through a symlink: os.Root refuses.
+		{"symlink-escape-absolute", served, filepath.Join(served, "abs-link.tar"), digest, ErrBadImage, notBelow, false},
+		{"symlink-escape-relative", served, filepath.Join(served, "rel-link.tar"), digest, ErrBadImage, notBelow, false},
+		{"symlink-escape-dangling", served, filepath.Join(served, "dangling-link.tar"), digest, ErrBadImage, notBelow, false},
+		{"symlinked-dir-escape", served, filepath.Join(served, "linked-dir", "img.tar"), digest, ErrBadImage, notBelow, false},
+		{"symlinked-dir-escape-relative", served, filepath.Join(served, "rel-linked-dir", "img.tar"), digest, ErrBadImage, notBelow, false},
+		{"symlink-loop", served, filepath.Join(served, "loop-a.tar"), digest, ErrBadImage, "too many levels of symbolic links", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			m := newTestManager(t)
+			m := newTestManager(t, tc.dir)
 			m.client = srv.Client()
 			dir, err := m.ensureImage(t.Context(), tc.src, tc.digest)
 			switch {
@@ -206,8 +265,13 @@ func TestEnsureImage(t *testing.T) {
 					t.Fatalf("ensureImage = %v, want a temporary error", err)
 				}
 			case tc.want != nil:
-				if !errors.Is(err, tc.want) || provision.IsTemporary(err) {
-					t.Fatalf("ensureImage = %v, want permanent %v", err, tc.want)
+				if !errors.Is(err, tc.want) || provision.IsTemporary(err) || !strings.Contains(err.Error(), tc.msg) {
+					t.Fatalf("ensureImage = %v, want permanent %v saying %q", err, tc.want, tc.msg)
+				}
+				// The message names what the user gave, nothing more
+				// of the node's directories.
+				if rest := strings.ReplaceAll(err.Error(), tc.src, ""); tc.dir != "" && tc.dir != "/" && strings.Contains(rest, tc.dir) {
+					t.Fatalf("ensureImage = %v: names the local image directory", err)
 				}
 			default:
 				if err != nil {
@@ -227,7 +291,7 @@ func TestEnsureImage(t *testing.T) {
 	}
 
 	t.Run("unpacked-once", func(t *testing.T) {
-		m := newTestManager(t)
+		m := newTestManager(t, "")
 		m.client = srv.Client()
 		before := requests
 		for range 3 {
@@ -270,7 +334,7 @@ func TestEnsureImageEndlessFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	m := newTestManager(t)
+	m := newTestManager(t, filepath.Dir(endless))
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()
 	if _, err := m.ensureImage(ctx, endless, digestOf([]byte("x"))); !errors.Is(err, context.DeadlineExceeded) {
@@ -310,8 +374,8 @@ func TestEnsureImageLimits(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			m := New(Options{DataDir: t.TempDir(), MaxImageSize: 40, MaxImageEntries: 4})
 			local := filepath.Join(t.TempDir(), "img.tar")
+			m := New(Options{DataDir: t.TempDir(), MaxImageSize: 40, MaxImageEntries: 4, LocalImages: filepath.Dir(local)})
 			if err := os.WriteFile(local, tc.img, 0o644); err != nil {
 				t.Fatal(err)
 			}
