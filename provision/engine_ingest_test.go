@@ -3,7 +3,9 @@ package provision_test
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -255,5 +257,50 @@ func TestEngineIngestKeepsOrderPerID(t *testing.T) {
 			}
 		}
 		h.checkStats(h.store)
+	})
+}
+
+// The jobs taken from the source and not yet ingested are bounded, even
+// when they all fall on one shard (here: one ID whose first write hangs),
+// and an idle Engine keeps no goroutine for its shards.
+func TestEngineIngestBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, nil)
+		gate := make(chan struct{})
+		h.start(blockAdd{Store: h.store, id: "slow", gate: gate})
+		synctest.Wait()
+		idle := runtime.NumGoroutine()
+
+		r := h.user.Volume("slow", testNode, 1, time.Now(), time.Hour)
+		total := provision.IngestInFlight + 10
+		acks := make(chan error, total)
+		var sent atomic.Int64
+		go func() {
+			for range total {
+				if h.src.Send(h.ctx, provision.ReservationJob{Reservation: r, Ack: func(err error) { acks <- err }}) != nil {
+					return
+				}
+				sent.Add(1)
+			}
+		}()
+		synctest.Wait()
+		// Besides the jobs in flight, the source's relay and the Engine's
+		// loop may each hold one.
+		if n := int(sent.Load()); n < provision.IngestInFlight || n > provision.IngestInFlight+2 {
+			t.Fatalf("%d jobs taken while the first hangs, want %d (+2)", n, provision.IngestInFlight)
+		}
+		close(gate)
+		for i := range total {
+			if err := <-acks; err != nil {
+				t.Fatalf("job %d: %v", i, err)
+			}
+		}
+		synctest.Wait()
+		if n := runtime.NumGoroutine(); n > idle {
+			t.Errorf("%d goroutines once idle again, %d before", n, idle)
+		}
+		if got := h.prims.Provisions("slow"); got != 1 {
+			t.Errorf("provisioned %d times, want once", got)
+		}
 	})
 }

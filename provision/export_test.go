@@ -5,3 +5,7 @@ package provision
 func (e *Engine) IngestShard(id string) int {
 	return e.shard(ReservationJob{Reservation: &Reservation{ID: id}})
 }
+
+// IngestInFlight is how many jobs the Engine takes from its source before
+// it ingested them.
+const IngestInFlight = ingestInFlight
