@@ -31,6 +31,13 @@ func (m *Manager) ImageDir(digest string) string { return filepath.Join(m.images
 // matches. A mismatch is a permanent error wrapping ErrDigestMismatch and
 // leaves nothing behind.
 func (m *Manager) ensureImage(ctx context.Context, src, digest string) (string, error) {
+	if !isURL(src) {
+		// Checked before the cache too: a path the node does not serve
+		// is refused even when the image of its digest is unpacked.
+		if _, err := m.localRel(src); err != nil {
+			return "", err
+		}
+	}
 	dir := m.ImageDir(digest)
 	if st, err := os.Stat(dir); err == nil && st.IsDir() {
 		return dir, nil
@@ -92,7 +99,7 @@ func (m *Manager) ensureImage(ctx context.Context, src, digest string) (string, 
 
 // open opens a local image or starts its download.
 func (m *Manager) open(ctx context.Context, src string) (io.ReadCloser, error) {
-	if !strings.HasPrefix(src, "http://") && !strings.HasPrefix(src, "https://") {
+	if !isURL(src) {
 		return m.openLocal(src)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
@@ -124,16 +131,9 @@ func (m *Manager) open(ctx context.Context, src string) (io.ReadCloser, error) {
 // it is a device, a FIFO, a socket or a directory, which would never end
 // or never start. Messages name only src, never the directory.
 func (m *Manager) openLocal(src string) (io.ReadCloser, error) {
-	if m.local == "" {
-		return nil, provision.Permanentf("%w: %s: local image paths are not served by this node (provisiond run --local-images)", ErrBadImage, src)
-	}
-	outside := provision.Permanentf("%w: %s is not below the node's local image directory", ErrBadImage, src)
-	if !filepath.IsAbs(src) {
-		return nil, outside
-	}
-	rel, err := filepath.Rel(m.local, filepath.Clean(src))
-	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") || filepath.IsAbs(rel) {
-		return nil, outside
+	rel, err := m.localRel(src)
+	if err != nil {
+		return nil, err
 	}
 	root, err := os.OpenRoot(m.local)
 	if err != nil {
@@ -154,7 +154,7 @@ func (m *Manager) openLocal(src string) (io.ReadCloser, error) {
 		case !errors.As(err, &errno):
 			// Not a system call's error: os.Root refused a path that
 			// leaves the directory (through a symlink).
-			return nil, outside
+			return nil, errOutside(src)
 		case errno == syscall.ELOOP || errno == syscall.ENOTDIR:
 			return nil, provision.Permanentf("%w: %s: %w", ErrBadImage, src, errno)
 		}
@@ -170,6 +170,33 @@ func (m *Manager) openLocal(src string) (io.ReadCloser, error) {
 		return nil, provision.Permanentf("%w: %s is not a regular file (%s)", ErrBadImage, src, st.Mode().Type())
 	}
 	return f, nil
+}
+
+// isURL tells whether an image source is an http(s) URL (else it is a
+// local path).
+func isURL(src string) bool {
+	return strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://")
+}
+
+// localRel returns the local image path src relative to the node's local
+// image directory, or the permanent error of a path the node does not
+// serve: local images are off, or src is not below the directory.
+func (m *Manager) localRel(src string) (string, error) {
+	if m.local == "" {
+		return "", provision.Permanentf("%w: %s: local image paths are not served by this node (provisiond run --local-images)", ErrBadImage, src)
+	}
+	if !filepath.IsAbs(src) {
+		return "", errOutside(src)
+	}
+	rel, err := filepath.Rel(m.local, filepath.Clean(src))
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") || filepath.IsAbs(rel) {
+		return "", errOutside(src)
+	}
+	return rel, nil
+}
+
+func errOutside(src string) error {
+	return provision.Permanentf("%w: %s is not below the node's local image directory", ErrBadImage, src)
 }
 
 // ctxReader is a Reader that fails with ctx's error once ctx is done.

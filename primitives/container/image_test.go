@@ -398,3 +398,40 @@ func TestEnsureImageLimits(t *testing.T) {
 		})
 	}
 }
+
+// An image unpacked once is used again by digest, but only for a source
+// the node serves: a local path outside the local image directory, or any
+// local path once local images are off, is refused even though the image
+// of its digest is at hand.
+func TestEnsureImageCachedStillChecksPath(t *testing.T) {
+	img := tarball(t, false, entry{name: "hello", body: "hi"})
+	digest := digestOf(img)
+	served := t.TempDir()
+	local := filepath.Join(served, "img.tar")
+	if err := os.WriteFile(local, img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dataDir := t.TempDir()
+	m := New(Options{DataDir: dataDir, LocalImages: served})
+	dir, err := m.ensureImage(t.Context(), local, digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.ensureImage(t.Context(), filepath.Join(served, "other-name.tar"), digest); err != nil || got != dir {
+		t.Fatalf("a served path of a cached digest = %q, %v; want %q", got, err, dir)
+	}
+	off := New(Options{DataDir: dataDir})
+	for _, tc := range []struct {
+		m   *Manager
+		src string
+	}{
+		{m, "/etc/passwd"},
+		{m, filepath.Dir(served) + "/elsewhere.tar"},
+		{off, local},
+	} {
+		_, err := tc.m.ensureImage(t.Context(), tc.src, digest)
+		if !errors.Is(err, ErrBadImage) || provision.IsTemporary(err) {
+			t.Errorf("%s (local images %q) with a cached digest: %v, want a permanent ErrBadImage", tc.src, tc.m.local, err)
+		}
+	}
+}
