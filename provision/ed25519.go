@@ -9,11 +9,11 @@ import (
 )
 
 // The node checks every owner signature it ingests and signs every result
-// it writes, so ed25519 is a third of the Engine's CPU time (and the
-// explorer checks each result). All three use
-// curve25519-voi, which does them in about two thirds of the time of
-// crypto/ed25519 (vector code on amd64), and checks a signature against an
-// expanded public key (kept per key, see expandedKeys) in about half.
+// it writes, so ed25519 was a third of the Engine's CPU time (and the
+// explorer checks each result). All three use curve25519-voi, which does
+// them in about two thirds of the time of crypto/ed25519 (vector code on
+// amd64), and checks a signature against an expanded public key (kept per
+// key, see expandedKeys) in about half.
 //
 // Signatures are the same bytes as crypto/ed25519's (Ed25519 signing is
 // deterministic; the golden vectors hold both to them), and verifyOptions
