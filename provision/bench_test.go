@@ -2,6 +2,7 @@ package provision_test
 
 import (
 	"crypto/ed25519"
+	"strings"
 	"testing"
 
 	"github.com/edgeprov/provisiond/provision"
@@ -66,5 +67,27 @@ func BenchmarkCanonicalData(b *testing.B) {
 	b.SetBytes(int64(len(data)))
 	for b.Loop() {
 		provision.CanonicalData(data)
+	}
+}
+
+// BenchmarkDecodeData decodes a container's Data, with an environment and
+// mounts, as every ingested reservation's Data is decoded.
+func BenchmarkDecodeData(b *testing.B) {
+	data := []byte(`{
+  "image": "https://images.example.com/alpine-3.20.tar",
+  "image_digest": "sha256:` + strings.Repeat("ab", 32) + `",
+  "entrypoint": ["/bin/sh", "-c", "echo <hi> & bye"],
+  "env": {"GREETING": "hello", "PATH": "/usr/bin:/bin", "path": "lower", "HOME": "/root"},
+  "mounts": [{"volume_id": "r-volume", "mountpoint": "/data"}, {"volume_id": "r-logs", "mountpoint": "/var/log/app"}],
+  "network": {"network_id": "0123456789abcdef", "ip": "10.20.3.5"},
+  "capacity": {"cpu": 1, "memory": 256, "disk_size": 1024}
+}`)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var c provision.Container
+		if err := provision.DecodeData(data, &c); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

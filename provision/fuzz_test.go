@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
+	"reflect"
 	"testing"
 	"time"
 
@@ -266,4 +268,177 @@ func FuzzWorkload(f *testing.F) {
 			t.Fatalf("workload changed in re-encoding: %s then %s", b, b2)
 		}
 	})
+}
+
+// FuzzDecodeData checks DecodeData against a reference reader of exact
+// keys: DecodeData accepts a document exactly when encoding/json decodes it
+// strictly (unknown fields, trailing data) and the reference finds no
+// duplicate key and reads every key the decoded workload has (field names
+// compared case-sensitively, as a first-wins reader in another language
+// would compare them).
+func FuzzDecodeData(f *testing.F) {
+	v := loadVectors(f)
+	for i, rv := range v.Reservations {
+		f.Add(uint8(i), []byte(rv.Reservation.Data))
+	}
+	f.Add(uint8(1), []byte(`{"size":1,"type":"ssd","size":100000}`))
+	f.Add(uint8(1), []byte(`{"SIZE":1,"type":"ssd"}`))
+	f.Add(uint8(1), []byte(`{"si\u007ae":1,"\u0074ype":"ssd"}`))
+	f.Add(uint8(1), []byte(`{"ſize":1,"type":null}`))
+	f.Add(uint8(2), []byte(`{"env":{"PATH":"a","path":"b","P\u0041TH":"c"},"mounts":[{},{"Mountpoint":"/a"}],"capacity":{"cpu":-0}}`))
+	f.Add(uint8(2), []byte("{\"env\":{\"a\xff\":\"\",\"a\xfe\":\"\\\"}\"}}"))
+	f.Fuzz(func(t *testing.T, pick uint8, data []byte) {
+		newW := []func() any{
+			func() any { return new(provision.Network) },
+			func() any { return new(provision.Volume) },
+			func() any { return new(provision.Container) },
+		}[int(pick)%3]
+		got := newW()
+		err := provision.DecodeData(data, got)
+		if err != nil && !errors.Is(err, provision.ErrBadData) {
+			t.Fatalf("DecodeData() = %v, want ErrBadData", err)
+		}
+		lenient := newW()
+		ref, dup, refErr := firstWins(data)
+		agree := lenientDecode(data, lenient) == nil && refErr == nil && !dup && readsAll(t, ref, lenient)
+		switch {
+		case err == nil && !agree:
+			t.Fatalf("DecodeData accepted %q, which a reader of exact keys reads as %#v (duplicate keys: %v)", data, ref, dup)
+		case err != nil && agree:
+			t.Fatalf("DecodeData refused %q, which a reader of exact keys reads the same: %v", data, err)
+		case err == nil && !reflect.DeepEqual(got, lenient):
+			t.Fatalf("DecodeData decoded %q into %#v, encoding/json into %#v", data, got, lenient)
+		}
+	})
+}
+
+// lenientDecode is DecodeData without the key checks: what encoding/json
+// does alone.
+func lenientDecode(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("trailing data")
+	}
+	return nil
+}
+
+// firstWins reads one JSON value as a reader that keeps the first of
+// duplicate keys would, reporting whether there were duplicates.
+func firstWins(data []byte) (v any, dup bool, err error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var read func() (any, error)
+	read = func() (any, error) {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		switch tok {
+		case json.Delim('{'):
+			m := map[string]any{}
+			for dec.More() {
+				k, err := dec.Token()
+				if err != nil {
+					return nil, err
+				}
+				val, err := read()
+				if err != nil {
+					return nil, err
+				}
+				if _, ok := m[k.(string)]; ok {
+					dup = true
+					continue
+				}
+				m[k.(string)] = val
+			}
+			_, err = dec.Token()
+			return m, err
+		case json.Delim('['):
+			a := []any{}
+			for dec.More() {
+				val, err := read()
+				if err != nil {
+					return nil, err
+				}
+				a = append(a, val)
+			}
+			_, err = dec.Token()
+			return a, err
+		}
+		return tok, nil
+	}
+	v, err = read()
+	return v, dup, err
+}
+
+// omitEmpty are the workloads' fields that encoding/json leaves out when
+// they are empty (only Container has them).
+var omitEmpty = map[string]bool{"env": true, "mounts": true}
+
+// readsAll reports whether the workload w, as encoding/json writes it,
+// holds every key of the document ref with the same value. Null matches
+// any value (encoding/json leaves the field as it is); a key w leaves out
+// matches only if it is in omitEmpty.
+func readsAll(tb testing.TB, ref any, w any) bool {
+	tb.Helper()
+	b, err := json.Marshal(w)
+	if err != nil {
+		tb.Fatalf("encoding %#v: %v", w, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var enc any
+	if err := dec.Decode(&enc); err != nil {
+		tb.Fatal(err)
+	}
+	var same func(r, e any) bool
+	same = func(r, e any) bool {
+		switch r := r.(type) {
+		case nil:
+			return true
+		case map[string]any:
+			e, ok := e.(map[string]any)
+			if !ok {
+				return false
+			}
+			for k, rv := range r {
+				ev, ok := e[k]
+				if !ok {
+					if omitEmpty[k] {
+						continue
+					}
+					return false
+				}
+				if !same(rv, ev) {
+					return false
+				}
+			}
+			return true
+		case []any:
+			e, ok := e.([]any)
+			if !ok || len(e) != len(r) {
+				return false
+			}
+			for i := range r {
+				if !same(r[i], e[i]) {
+					return false
+				}
+			}
+			return true
+		case json.Number:
+			e, ok := e.(json.Number)
+			if !ok {
+				return false
+			}
+			ri, rerr := r.Int64()
+			ei, eerr := e.Int64()
+			return rerr == nil && eerr == nil && ri == ei
+		}
+		return r == e
+	}
+	return same(ref, enc)
 }

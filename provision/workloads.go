@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"path"
+	"reflect"
 	"regexp"
 	"strings"
 )
@@ -121,8 +122,10 @@ func ValidName(what, name string) error {
 	return nil
 }
 
-// DecodeData decodes JSON data strictly into v: unknown fields and trailing
-// data are errors wrapping ErrBadData.
+// DecodeData decodes JSON data strictly into v: unknown fields, trailing
+// data, a key that occurs twice in an object and a field name spelt in
+// another case than the field's JSON name are errors wrapping ErrBadData.
+// Keys of maps may differ only in case.
 func DecodeData(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -133,6 +136,9 @@ func DecodeData(data []byte, v any) error {
 	// token: only the end of input is acceptable.
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return fmt.Errorf("%w: trailing data after the JSON object", ErrBadData)
+	}
+	if err := checkKeys(data, reflect.TypeOf(v)); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadData, err)
 	}
 	return nil
 }
