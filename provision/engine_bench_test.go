@@ -3,7 +3,10 @@ package provision_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -35,7 +38,9 @@ func (h *countHooks) Transition(_ provision.ReservationType, to provision.State)
 // instant provisioner, result signed and written with the outbox), with
 // the memory store and the bbolt store of package cache (with and without
 // fsync), and the CPU time the process spent per reservation meanwhile
-// (the outbox sender's work included), with the cores it kept busy.
+// (the outbox sender's work included), with the cores it kept busy and,
+// on Linux, the share of the machine's CPU time the hypervisor took
+// meanwhile (steal-%: a shared virtual machine's rate drops with it).
 func BenchmarkEngineThroughput(b *testing.B) {
 	stores := []struct {
 		name string
@@ -74,6 +79,7 @@ func BenchmarkEngineThroughput(b *testing.B) {
 			go func() { done <- eng.Run(ctx) }()
 			b.ResetTimer()
 			cpu0 := cpuTime(b)
+			steal0, ticks0, stealOK := stealTicks()
 			start := time.Now()
 			go func() {
 				for _, r := range rs {
@@ -93,6 +99,9 @@ func BenchmarkEngineThroughput(b *testing.B) {
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "reservations/s")
 			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/reservation")
 			b.ReportMetric(cpu.Seconds()/elapsed.Seconds(), "cores")
+			if steal1, ticks1, ok := stealTicks(); ok && stealOK && ticks1 > ticks0 {
+				b.ReportMetric(100*float64(steal1-steal0)/float64(ticks1-ticks0), "steal-%")
+			}
 		})
 	}
 }
@@ -104,6 +113,35 @@ func cpuTime(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// stealTicks returns the machine's CPU time stolen by the hypervisor and
+// its CPU time in all, in ticks since boot, from /proc/stat; ok is false
+// where that is not available. On a shared virtual machine the engine's
+// rate drops by the share stolen during the run.
+func stealTicks() (steal, total uint64, ok bool) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	fields := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal …
+	if len(fields) < 9 || fields[0] != "cpu" {
+		return 0, 0, false
+	}
+	for i, f := range fields[1:] {
+		v, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return 0, 0, false
+		}
+		if i < 8 { // guest and guest_nice are counted in user and nice already
+			total += v
+		}
+		if i == 7 {
+			steal = v
+		}
+	}
+	return steal, total, true
 }
 
 func openBolt(b *testing.B, noSync bool) provision.Store {
