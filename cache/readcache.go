@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"bytes"
 	"hash/maphash"
 	"slices"
 	"sync"
@@ -18,13 +17,19 @@ const (
 	readMaxValue = 8 << 10
 )
 
-// readCache remembers the decoded form of records recently read, so that
-// reading again a record that did not change since costs a comparison of
-// its bytes and a copy instead of a JSON decode: the Engine reads a record
-// several times between two writes of it (to dispatch, under its lock, and
-// before a Save). An entry is used only when the stored bytes are equal to
-// those it was decoded from, so it can never be stale. It is direct-mapped:
-// each ID has one slot, which the last read of a colliding ID takes over.
+// readCache remembers the decoded form of records recently written or
+// read, so that reading a record again costs a copy instead of a read
+// transaction and a JSON decode: the Engine reads a record right after
+// writing it, and again before its next write (to dispatch, under its
+// lock). It is direct-mapped: each ID has one slot, which the last write
+// or read of a colliding ID takes over.
+//
+// It is exact, so Get trusts it without reading the database: records are
+// written only by Add and Save, and each of their writes, once committed,
+// fills its slot from the group's goroutine (commit.Group.QueueThen), in
+// commit order. A read fills a slot only with a value read at a snapshot
+// no older than the last write that filled that slot (floor), so a read
+// that raced a write cannot put back what the write replaced.
 type readCache struct {
 	seed  maphash.Seed
 	held  atomic.Bool // an entry was put since the last clear
@@ -32,10 +37,12 @@ type readCache struct {
 }
 
 type readSlot struct {
-	mu  sync.Mutex
-	id  string
-	v   []byte            // the stored bytes rec was decoded from
-	rec *provision.Record // never handed out: callers get copies
+	mu    sync.Mutex
+	id    string
+	v     []byte            // the stored bytes rec was decoded from
+	rec   *provision.Record // never handed out: callers get copies
+	txid  uint64            // the transaction v was written in or read at
+	floor uint64            // the last transaction that wrote into the slot
 }
 
 func newReadCache() *readCache {
@@ -46,13 +53,13 @@ func (c *readCache) slot(id string) *readSlot {
 	return &c.slots[maphash.String(c.seed, id)%readSlots]
 }
 
-// get returns a copy of the record id decoded from v, or nil when the
-// cache does not hold it. v may be memory of a transaction.
-func (c *readCache) get(id string, v []byte) *provision.Record {
+// get returns a copy of the stored record id, or nil when the cache does
+// not hold it.
+func (c *readCache) get(id string) *provision.Record {
 	sl := c.slot(id)
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
-	if sl.id != id || !bytes.Equal(sl.v, v) {
+	if sl.id != id {
 		return nil
 	}
 	return cloneRecord(sl.rec)
@@ -70,18 +77,41 @@ func (c *readCache) index(id string) ([]byte, indexed) {
 	return sl.v, indexOf(sl.rec)
 }
 
-// put remembers that rec was decoded from v, unless v is larger than
-// readMaxValue. It keeps v (which must not change any more) and a copy of
-// rec.
-func (c *readCache) put(id string, v []byte, rec *provision.Record) {
+// written records that transaction txid, now committed, stored rec (which
+// the cache keeps: the caller gives up its copy) as v. Called in commit
+// order. A value larger than readMaxValue is not kept, and drops what the
+// slot held of id.
+func (c *readCache) written(id string, v []byte, rec *provision.Record, txid uint64) {
+	sl := c.slot(id)
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	sl.floor = txid
+	if len(v) > readMaxValue {
+		if sl.id == id {
+			sl.id, sl.v, sl.rec, sl.txid = "", nil, nil, 0
+		}
+		return
+	}
+	sl.id, sl.v, sl.rec, sl.txid = id, v, rec, txid
+	c.held.Store(true)
+}
+
+// read offers rec, decoded from v as read at snapshot txid. It is kept
+// unless v is larger than readMaxValue or a write committed after txid
+// filled the slot. It keeps v (which must not change any more) and a copy
+// of rec.
+func (c *readCache) read(id string, v []byte, rec *provision.Record, txid uint64) {
 	if len(v) > readMaxValue {
 		return
 	}
 	cp := cloneRecord(rec)
 	sl := c.slot(id)
 	sl.mu.Lock()
-	sl.id, sl.v, sl.rec = id, v, cp
-	sl.mu.Unlock()
+	defer sl.mu.Unlock()
+	if txid < sl.floor || (sl.id == id && txid < sl.txid) {
+		return
+	}
+	sl.id, sl.v, sl.rec, sl.txid = id, v, cp, txid
 	c.held.Store(true)
 }
 
@@ -109,8 +139,9 @@ func cloneResult(res *provision.Result) *provision.Result {
 	return &c
 }
 
-// clear drops every entry. It is cheap when nothing was put since the
-// last clear: the Engine calls it each time it goes idle.
+// clear drops every entry (each slot keeps its floor). It is cheap when
+// nothing was put since the last clear: the Engine calls it each time it
+// goes idle.
 func (c *readCache) clear() {
 	if !c.held.Swap(false) {
 		return
@@ -118,7 +149,7 @@ func (c *readCache) clear() {
 	for i := range c.slots {
 		sl := &c.slots[i]
 		sl.mu.Lock()
-		sl.id, sl.v, sl.rec = "", nil, nil
+		sl.id, sl.v, sl.rec, sl.txid = "", nil, nil, 0
 		sl.mu.Unlock()
 	}
 }

@@ -2,11 +2,15 @@ package cache
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/edgeprov/provisiond/internal/testutil"
 	"github.com/edgeprov/provisiond/provision"
@@ -184,5 +188,111 @@ func TestTrimDropsReadCache(t *testing.T) {
 	}
 	if g, w := testutil.MustJSON(t, got), testutil.MustJSON(t, rec); !bytes.Equal(g, w) {
 		t.Errorf("read after Trim %s, want %s", g, w)
+	}
+}
+
+// Get trusts the read cache without reading the database, so the cache
+// must never hold an older value than the database: a read made at a
+// snapshot older than a write that filled the slot is refused, also after
+// a colliding ID took the slot over (the slot's floor), and a write too
+// large to keep drops what the slot held of its ID.
+func TestReadCacheRefusesStaleReads(t *testing.T) {
+	c := newReadCache()
+	rec := func(state provision.State) *provision.Record {
+		return provisiontest.NewRecord("a", state, time.Hour, "")
+	}
+	other := ""
+	for i := 0; other == ""; i++ { // an ID in the slot of "a"
+		if id := fmt.Sprint("b", i); c.slot(id) == c.slot("a") {
+			other = id
+		}
+	}
+
+	c.written("a", []byte("v5"), rec(provision.Deployed), 5)
+	c.read("a", []byte("v4"), rec(provision.Provisioning), 4) // raced the write
+	if got := c.get("a"); got == nil || got.State != provision.Deployed {
+		t.Fatalf("after a stale read: %+v, want the record written at 5", got)
+	}
+
+	c.read(other, []byte("o"), provisiontest.NewRecord(other, provision.Accepted, time.Hour, ""), 6)
+	if c.get("a") != nil || c.get(other) == nil {
+		t.Fatal("a read at 6 did not take the slot over")
+	}
+	c.read("a", []byte("v4"), rec(provision.Provisioning), 4)
+	if got := c.get("a"); got != nil {
+		t.Fatalf("a read at 4 filled the slot after a write at 5: %+v", got)
+	}
+	c.read("a", []byte("v5"), rec(provision.Deployed), 5)
+	if got := c.get("a"); got == nil || got.State != provision.Deployed {
+		t.Fatalf("a read at the write's snapshot was refused: %+v", got)
+	}
+
+	c.written("a", bytes.Repeat([]byte("x"), readMaxValue+1), rec(provision.Deleting), 7)
+	if got := c.get("a"); got != nil {
+		t.Fatalf("a write too large to keep left the older value: %+v", got)
+	}
+	c.read("a", []byte("v5"), rec(provision.Deployed), 6)
+	if got := c.get("a"); got != nil {
+		t.Fatalf("a read at 6 filled the slot after the large write at 7: %+v", got)
+	}
+}
+
+// Writers and readers of the same records at once, through the Store:
+// once the writes are done every Get returns the last value written,
+// which is what the database holds.
+func TestGetAfterConcurrentWrites(t *testing.T) {
+	s := openStore(t, tempPath(t), Options{NoSync: true})
+	const ids, versions = 8, 40
+	for i := range ids {
+		mustAddRecord(t, s, provisiontest.NewRecord(fmt.Sprint("r", i), provision.Accepted, time.Hour, ""))
+	}
+	var wg sync.WaitGroup
+	for i := range ids {
+		id := fmt.Sprint("r", i)
+		wg.Go(func() {
+			for v := range versions {
+				rec := provisiontest.NewRecord(id, provision.Accepted, time.Hour, "")
+				rec.Failures = v + 1
+				if err := s.Save(rec); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+		for range 3 {
+			wg.Go(func() {
+				for range versions {
+					if _, err := s.Get(id); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Add(1)
+	go func() { // Trim now and then, as the Engine does when idle
+		defer wg.Done()
+		for range versions {
+			s.Trim()
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+	wg.Wait()
+	for i := range ids {
+		id := fmt.Sprint("r", i)
+		got, err := s.Get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stored provision.Record
+		if err := s.db.View(func(tx *bolt.Tx) error {
+			return json.Unmarshal(tx.Bucket(bucketRecords).Get([]byte(id)), &stored)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if got.Failures != versions || stored.Failures != versions {
+			t.Errorf("%s: Get says version %d, the database %d; want %d", id, got.Failures, stored.Failures, versions)
+		}
 	}
 }

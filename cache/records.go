@@ -37,7 +37,9 @@ func (s *Store) QueueAdd(rec *provision.Record, out ...*provision.OutboxEntry) (
 	}
 	x := indexOf(rec)
 	var seqs []uint64
-	done := s.queue("adding record "+x.id, func(tx *bolt.Tx) error {
+	var txid uint64
+	kept := cloneRecord(rec)
+	done := s.queueThen("adding record "+x.id, func(tx *bolt.Tx) error {
 		recs, err := bucket(tx, bucketRecords)
 		if err != nil {
 			return err
@@ -55,21 +57,20 @@ func (s *Store) QueueAdd(rec *provision.Record, out ...*provision.OutboxEntry) (
 			return err
 		}
 		seqs, err = enqueue(tx, enc)
+		txid = uint64(tx.ID())
 		return err
-	})
-	return s.written(done, x.id, v, rec, out, &seqs)
+	}, func() { s.reads.written(x.id, v, kept, txid) })
+	return s.written(done, out, &seqs)
 }
 
-// written returns the wait of a queued write of record id, stored as v
-// from rec, with the outbox entries out: once the write is durable, it
-// sets their Seq from seqs and lets the read cache hand out rec for v (the
-// Engine reads a record again right after writing it).
-func (s *Store) written(done func() error, id string, v []byte, rec *provision.Record, out []*provision.OutboxEntry, seqs *[]uint64) (wait func() error) {
+// written returns the wait of a queued write with the outbox entries out:
+// once the write is durable, it sets their Seq from seqs. (The write's
+// after function has given the read cache the record by then.)
+func (s *Store) written(done func() error, out []*provision.OutboxEntry, seqs *[]uint64) (wait func() error) {
 	return func() error {
 		if err := done(); err != nil {
 			return err
 		}
-		s.reads.put(id, v, rec)
 		setSeqs(out, *seqs)
 		return nil
 	}
@@ -106,7 +107,9 @@ func (s *Store) QueueSave(rec *provision.Record, out ...*provision.OutboxEntry) 
 	x := indexOf(rec)
 	seen, seenx := s.peekIndex(x.id)
 	var seqs []uint64
-	done := s.queue("saving record "+x.id, func(tx *bolt.Tx) error {
+	var txid uint64
+	kept := cloneRecord(rec)
+	done := s.queueThen("saving record "+x.id, func(tx *bolt.Tx) error {
 		recs, err := bucket(tx, bucketRecords)
 		if err != nil {
 			return err
@@ -133,9 +136,10 @@ func (s *Store) QueueSave(rec *provision.Record, out ...*provision.OutboxEntry) 
 			return err
 		}
 		seqs, err = enqueue(tx, enc)
+		txid = uint64(tx.ID())
 		return err
-	})
-	return s.written(done, x.id, v, rec, out, &seqs)
+	}, func() { s.reads.written(x.id, v, kept, txid) })
+	return s.written(done, out, &seqs)
 }
 
 // peekIndex returns the stored value of record id and its index entries:
@@ -312,12 +316,15 @@ func heldKey(x indexed) string {
 	return ""
 }
 
-// Get returns the record of id, or provision.ErrNotFound. A record read
-// before and unchanged since is copied from the read cache instead of
-// being decoded again.
+// Get returns the record of id, or provision.ErrNotFound. A record the
+// read cache holds (written or read lately) is copied from it, without a
+// transaction: the cache is exact (see readCache).
 func (s *Store) Get(id string) (*provision.Record, error) {
+	if hit := s.reads.get(id); hit != nil {
+		return hit, nil
+	}
 	var v []byte
-	var hit *provision.Record
+	var snap uint64
 	err := s.view("getting record "+id, func(tx *bolt.Tx) error {
 		recs, err := bucket(tx, bucketRecords)
 		if err != nil {
@@ -326,22 +333,17 @@ func (s *Store) Get(id string) (*provision.Record, error) {
 		if v = recs.Get([]byte(id)); v == nil {
 			return provision.ErrNotFound
 		}
-		if hit = s.reads.get(id, v); hit == nil {
-			v = bytes.Clone(v)
-		}
+		v, snap = bytes.Clone(v), uint64(tx.ID())
 		return nil
 	})
-	switch {
-	case err != nil:
+	if err != nil {
 		return nil, err
-	case hit != nil:
-		return hit, nil
 	}
 	rec, err := decodeRecord(v)
 	if err != nil {
 		return nil, fmt.Errorf("getting record %s: %w", id, err)
 	}
-	s.reads.put(id, v, rec)
+	s.reads.read(id, v, rec, snap)
 	return rec, nil
 }
 

@@ -173,10 +173,16 @@ func (s *Store) update(op string, fn func(tx *bolt.Tx) error) error {
 // waits until it is durable and returns its error. Writes are applied in
 // the order they were queued.
 func (s *Store) queue(op string, fn func(tx *bolt.Tx) error) (wait func() error) {
+	return s.queueThen(op, fn, nil)
+}
+
+// queueThen is queue with a function after, run once fn's transaction
+// committed and before wait returns (see commit.Group.QueueThen).
+func (s *Store) queueThen(op string, fn func(tx *bolt.Tx) error, after func()) (wait func() error) {
 	if s.ro {
 		return func() error { return fmt.Errorf("%s: %w", op, ErrReadOnly) }
 	}
-	w := s.writes.Queue(fn)
+	w := s.writes.QueueThen(fn, after)
 	return func() error {
 		if err := w.Wait(); err != nil {
 			return fmt.Errorf("%s: %w", op, dbErr(err))

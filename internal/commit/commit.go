@@ -34,6 +34,7 @@ const (
 // Write is one queued write function; Wait reports its outcome.
 type Write struct {
 	fn    func(tx *bolt.Tx) error
+	after func() // run once fn's transaction committed, before Wait returns
 	err   error
 	final bool // fn failed (or panicked) on its own: err is its outcome
 	panic any  // what fn panicked with, raised again by Wait
@@ -94,7 +95,18 @@ func NewGroup(db *bolt.DB) *Group {
 // were queued, whoever queued them. After Close, the write fails with
 // ErrClosed without running fn.
 func (g *Group) Queue(fn func(tx *bolt.Tx) error) *Write {
-	w := &Write{fn: fn, done: make(chan struct{})}
+	return g.QueueThen(fn, nil)
+}
+
+// QueueThen is Queue with a function after, which the group's goroutine
+// calls once the transaction that applied fn committed, before the
+// write's Wait returns. The after functions of committed writes run in
+// commit order (queue order within a transaction), so they may publish
+// what each write stored, such as a cache entry, in the order the
+// database holds it. after must be quick and must not queue writes; it is
+// not called for a write that failed.
+func (g *Group) QueueThen(fn func(tx *bolt.Tx) error, after func()) *Write {
+	w := &Write{fn: fn, after: after, done: make(chan struct{})}
 	g.mu.Lock()
 	if g.closed {
 		g.mu.Unlock()
@@ -217,7 +229,15 @@ func (g *Group) commit(group []*Write) {
 			}
 			return
 		}
-		settle(group, tx.Commit())
+		err = tx.Commit()
+		settle(group, err)
+		if err == nil {
+			for _, w := range group {
+				if !w.final && w.after != nil {
+					w.after()
+				}
+			}
+		}
 		return
 	}
 }
