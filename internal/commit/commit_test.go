@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -358,4 +359,56 @@ func TestGroupLinger(t *testing.T) {
 			t.Errorf("%d keys committed, want %d", got, want)
 		}
 	})
+}
+
+// The after functions of committed writes run in commit order, before
+// their Wait returns; a write that failed on its own, or whose transaction
+// failed to commit, runs none.
+func TestGroupQueueThen(t *testing.T) {
+	db := openTestDB(t)
+	g := NewGroup(db)
+	defer g.Close()
+	var mu sync.Mutex
+	var ran []string
+	after := func(name string) func() {
+		return func() {
+			mu.Lock()
+			ran = append(ran, name)
+			mu.Unlock()
+		}
+	}
+	release := hold(t, g)
+	a := g.QueueThen(put("a", nil), after("a"))
+	bad := g.QueueThen(func(*bolt.Tx) error { return errors.New("refused") }, after("bad"))
+	b := g.QueueThen(put("b", nil), after("b"))
+	release()
+	if err := a.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	afterA := slices.Clone(ran)
+	mu.Unlock()
+	if !slices.Contains(afterA, "a") {
+		t.Errorf("a's Wait returned before its after function ran (ran %v)", afterA)
+	}
+	if err := bad.Wait(); err == nil {
+		t.Fatal("the failing write succeeded")
+	}
+	if err := b.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"a", "b"}; !slices.Equal(ran, want) {
+		t.Errorf("after functions ran %v, want %v", ran, want)
+	}
+
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ran = nil
+	if err := g.QueueThen(put("c", nil), after("c")).Wait(); err == nil {
+		t.Fatal("a write to a closed database succeeded")
+	}
+	if len(ran) != 0 {
+		t.Errorf("after ran for a write that did not commit: %v", ran)
+	}
 }
