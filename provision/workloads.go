@@ -223,6 +223,12 @@ func (v *Volume) Validate() error {
 	return nil
 }
 
+// IsImageURL tells whether a container image names an http(s) URL;
+// otherwise it is a path on the node.
+func IsImageURL(image string) bool {
+	return strings.HasPrefix(image, "http://") || strings.HasPrefix(image, "https://")
+}
+
 // Validate checks the container's image, entrypoint, environment, mounts,
 // network and capacity. Whether referenced volumes and networks exist and
 // belong to the same user is checked by the engine and the primitives.
@@ -230,7 +236,7 @@ func (c *Container) Validate() error {
 	if c.Image == "" {
 		return fmt.Errorf("%w: container image is empty", ErrBadField)
 	}
-	if strings.HasPrefix(c.Image, "http://") || strings.HasPrefix(c.Image, "https://") {
+	if IsImageURL(c.Image) {
 		if strings.ContainsAny(c.Image, " \n\r\t") {
 			return fmt.Errorf("%w: container image URL holds whitespace", ErrBadField)
 		}

@@ -31,7 +31,7 @@ func (m *Manager) ImageDir(digest string) string { return filepath.Join(m.images
 // matches. A mismatch is a permanent error wrapping ErrDigestMismatch and
 // leaves nothing behind.
 func (m *Manager) ensureImage(ctx context.Context, src, digest string) (string, error) {
-	if !isURL(src) {
+	if !provision.IsImageURL(src) {
 		// Checked before the cache too: a path the node does not serve
 		// is refused even when the image of its digest is unpacked.
 		if _, err := m.localRel(src); err != nil {
@@ -99,7 +99,7 @@ func (m *Manager) ensureImage(ctx context.Context, src, digest string) (string, 
 
 // open opens a local image or starts its download.
 func (m *Manager) open(ctx context.Context, src string) (io.ReadCloser, error) {
-	if !isURL(src) {
+	if !provision.IsImageURL(src) {
 		return m.openLocal(src)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
@@ -170,12 +170,6 @@ func (m *Manager) openLocal(src string) (io.ReadCloser, error) {
 		return nil, provision.Permanentf("%w: %s is not a regular file (%s)", ErrBadImage, src, st.Mode().Type())
 	}
 	return f, nil
-}
-
-// isURL tells whether an image source is an http(s) URL (else it is a
-// local path).
-func isURL(src string) bool {
-	return strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://")
 }
 
 // localRel returns the local image path src relative to the node's local
