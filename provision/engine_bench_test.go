@@ -3,15 +3,13 @@ package provision_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/shirou/gopsutil/v3/cpu"
 	"golang.org/x/time/rate"
 
 	"github.com/edgeprov/provisiond/cache"
@@ -79,7 +77,7 @@ func BenchmarkEngineThroughput(b *testing.B) {
 			go func() { done <- eng.Run(ctx) }()
 			b.ResetTimer()
 			cpu0 := cpuTime(b)
-			steal0, ticks0, stealOK := stealTicks()
+			steal0, total0, stealOK := stealTime()
 			start := time.Now()
 			go func() {
 				for _, r := range rs {
@@ -99,8 +97,8 @@ func BenchmarkEngineThroughput(b *testing.B) {
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "reservations/s")
 			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/reservation")
 			b.ReportMetric(cpu.Seconds()/elapsed.Seconds(), "cores")
-			if steal1, ticks1, ok := stealTicks(); ok && stealOK && ticks1 > ticks0 {
-				b.ReportMetric(100*float64(steal1-steal0)/float64(ticks1-ticks0), "steal-%")
+			if steal1, total1, ok := stealTime(); ok && stealOK && total1 > total0 {
+				b.ReportMetric(100*(steal1-steal0)/(total1-total0), "steal-%")
 			}
 		})
 	}
@@ -115,33 +113,18 @@ func cpuTime(b *testing.B) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// stealTicks returns the machine's CPU time stolen by the hypervisor and
-// its CPU time in all, in ticks since boot, from /proc/stat; ok is false
-// where that is not available. On a shared virtual machine the engine's
-// rate drops by the share stolen during the run.
-func stealTicks() (steal, total uint64, ok bool) {
-	data, err := os.ReadFile("/proc/stat")
-	if err != nil {
+// stealTime returns the machine's CPU time stolen by the hypervisor and
+// its CPU time in all, in seconds since boot (gopsutil's reading of
+// /proc/stat); ok is false where that is not available. On a shared
+// virtual machine the engine's rate drops by the share stolen during the
+// run.
+func stealTime() (steal, total float64, ok bool) {
+	ts, err := cpu.Times(false)
+	if err != nil || len(ts) != 1 {
 		return 0, 0, false
 	}
-	line, _, _ := strings.Cut(string(data), "\n")
-	fields := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal …
-	if len(fields) < 9 || fields[0] != "cpu" {
-		return 0, 0, false
-	}
-	for i, f := range fields[1:] {
-		v, err := strconv.ParseUint(f, 10, 64)
-		if err != nil {
-			return 0, 0, false
-		}
-		if i < 8 { // guest and guest_nice are counted in user and nice already
-			total += v
-		}
-		if i == 7 {
-			steal = v
-		}
-	}
-	return steal, total, true
+	t := ts[0] // guest time is counted in user and nice already
+	return t.Steal, t.User + t.Nice + t.System + t.Idle + t.Iowait + t.Irq + t.Softirq + t.Steal, true
 }
 
 func openBolt(b *testing.B, noSync bool) provision.Store {
