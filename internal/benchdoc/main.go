@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"regexp"
@@ -77,13 +78,80 @@ var targets = []target{
 
 var line = regexp.MustCompile(`^(Benchmark\S+?)(-\d+)?\s+(\d+)\s+(.+)$`)
 
+// result is every run of one benchmark name, summed up: a name run once
+// holds that run's figures, a name run several times (go test -count, or
+// several go test commands in one input) the median of each figure.
 type result struct {
 	name    string
-	n       int
-	metrics map[string]float64
-	order   []string
+	n       int                  // iterations: the median over the runs
+	runs    int                  // how many lines of this name the input had
+	metrics map[string]float64   // each metric's median over the runs
+	samples map[string][]float64 // each metric's value in every run, sorted
+	order   []string             // metrics in the order the benchmark reports them
+	iters   []float64            // iterations of every run, sorted once parsed
 }
 
+// add records one run's iterations and figures. A unit reported twice on
+// one line counts once, with its last value, as when the last run won.
+func (r *result) add(n int, fields []string) {
+	r.runs++
+	r.iters = append(r.iters, float64(n))
+	got := map[string]float64{}
+	for i := 0; i+1 < len(fields); i += 2 {
+		v, err := strconv.ParseFloat(fields[i], 64)
+		if err != nil {
+			continue
+		}
+		u := fields[i+1]
+		if _, ok := got[u]; !ok {
+			if _, known := r.samples[u]; !known {
+				r.order = append(r.order, u)
+			}
+		}
+		got[u] = v
+	}
+	for u, v := range got {
+		r.samples[u] = append(r.samples[u], v)
+	}
+}
+
+// finish sorts the samples and sets n and metrics to their medians.
+func (r *result) finish() {
+	sort.Float64s(r.iters)
+	r.n = int(math.Round(median(r.iters)))
+	for u, s := range r.samples {
+		sort.Float64s(s)
+		r.metrics[u] = median(s)
+	}
+}
+
+// spread returns the least and the greatest value of metric u and the
+// number of runs that reported it.
+func (r *result) spread(u string) (lo, hi float64, k int) {
+	s := r.samples[u]
+	if len(s) == 0 {
+		return 0, 0, 0
+	}
+	return s[0], s[len(s)-1], len(s)
+}
+
+// median returns the middle of sorted values, or the mean of the two
+// middle ones for an even count; 0 for none.
+func median(sorted []float64) float64 {
+	k := len(sorted)
+	switch {
+	case k == 0:
+		return 0
+	case k%2 == 1:
+		return sorted[k/2]
+	default:
+		return (sorted[k/2-1] + sorted[k/2]) / 2
+	}
+}
+
+// parse reads `go test -bench` output and returns a result for every
+// benchmark name (the -N GOMAXPROCS suffix dropped) with its runs summed
+// up, and the names in the order they first appeared.
 func parse(r io.Reader) (map[string]*result, []string, error) {
 	res := map[string]*result{}
 	var names []string
@@ -95,24 +163,22 @@ func parse(r io.Reader) (map[string]*result, []string, error) {
 			continue
 		}
 		n, _ := strconv.Atoi(m[3])
-		f := strings.Fields(m[4])
-		r := &result{name: m[1], n: n, metrics: map[string]float64{}}
-		for i := 0; i+1 < len(f); i += 2 {
-			v, err := strconv.ParseFloat(f[i], 64)
-			if err != nil {
-				continue
-			}
-			r.metrics[f[i+1]] = v
-			r.order = append(r.order, f[i+1])
-		}
-		if _, seen := res[r.name]; !seen {
+		r, seen := res[m[1]]
+		if !seen {
+			r = &result{name: m[1], metrics: map[string]float64{}, samples: map[string][]float64{}}
+			res[r.name] = r
 			names = append(names, r.name)
 		}
-		res[r.name] = r // the last run of a name wins
+		r.add(n, strings.Fields(m[4]))
+	}
+	for _, r := range res {
+		r.finish()
 	}
 	return res, names, sc.Err()
 }
 
+// value returns the target's figure in display units, from the medians of
+// its benchmark's runs, and whether the input had it.
 func (t target) value(res map[string]*result) (float64, bool) {
 	r, ok := res[t.bench]
 	if !ok {
@@ -130,6 +196,31 @@ func (t target) value(res map[string]*result) (float64, bool) {
 		return v / d.metrics[t.metric], true
 	}
 	return v * t.scale, true
+}
+
+// measured returns the target's "measured" cell for figure v: the figure
+// and its unit, and, when its benchmark ran more than once, how many runs
+// the median is of and their range. A ratio shows no range; it only says
+// it divides medians when either side ran more than once.
+func (t target) measured(res map[string]*result, v float64) string {
+	s := format(v) + " " + t.unit
+	r := res[t.bench]
+	if t.ratio != "" {
+		if _, _, k := r.spread(t.metric); k > 1 {
+			return s + " (ratio of medians)"
+		}
+		if d := res[t.ratio]; d != nil {
+			if _, _, k := d.spread(t.metric); k > 1 {
+				return s + " (ratio of medians)"
+			}
+		}
+		return s
+	}
+	lo, hi, k := r.spread(t.metric)
+	if k < 2 {
+		return s
+	}
+	return fmt.Sprintf("%s (median of %d runs, %s–%s)", s, k, format(lo*t.scale), format(hi*t.scale))
 }
 
 func (t target) met(v float64) bool {
@@ -193,12 +284,12 @@ func write(w io.Writer, res map[string]*result, names []string, raw string) {
 		case !ok:
 			fmt.Fprintf(w, "| %s | %s | not run | |\n", t.figure, want)
 		case t.cmp == "":
-			fmt.Fprintf(w, "| %s | %s | %s %s | |\n", t.figure, want, format(v), t.unit)
+			fmt.Fprintf(w, "| %s | %s | %s | |\n", t.figure, want, t.measured(res, v))
 		case t.met(v):
-			fmt.Fprintf(w, "| %s | %s | %s %s | met |\n", t.figure, want, format(v), t.unit)
+			fmt.Fprintf(w, "| %s | %s | %s | met |\n", t.figure, want, t.measured(res, v))
 		default:
-			fmt.Fprintf(w, "| %s | %s | %s %s | **missed** |\n", t.figure, want, format(v), t.unit)
-			misses = append(misses, fmt.Sprintf("- %s: %s %s against %s. Why, and what would fix it: %s.", t.figure, format(v), t.unit, want, t.why))
+			fmt.Fprintf(w, "| %s | %s | %s | **missed** |\n", t.figure, want, t.measured(res, v))
+			misses = append(misses, fmt.Sprintf("- %s: %s against %s. Why, and what would fix it: %s.", t.figure, t.measured(res, v), want, t.why))
 		}
 	}
 	if len(misses) > 0 {
@@ -210,9 +301,17 @@ func write(w io.Writer, res map[string]*result, names []string, raw string) {
 		r := res[n]
 		var f []string
 		for _, u := range r.order {
-			f = append(f, format(r.metrics[u])+" "+u)
+			if lo, hi, k := r.spread(u); k > 1 {
+				f = append(f, fmt.Sprintf("%s (%s–%s) %s", format(r.metrics[u]), format(lo), format(hi), u))
+			} else {
+				f = append(f, format(r.metrics[u])+" "+u)
+			}
 		}
-		fmt.Fprintf(w, "| %s | %d | %s |\n", strings.TrimPrefix(n, "Benchmark"), r.n, strings.Join(f, ", "))
+		runs := strconv.Itoa(r.n)
+		if r.runs > 1 {
+			runs += fmt.Sprintf(" ×%d runs", r.runs)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s |\n", strings.TrimPrefix(n, "Benchmark"), runs, strings.Join(f, ", "))
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -35,5 +36,92 @@ func TestParseAndWrite(t *testing.T) {
 		if !strings.Contains(doc, want) {
 			t.Errorf("document lacks %q\n%s", want, doc)
 		}
+	}
+}
+
+// TestRepeatedRuns feeds several runs of one name and checks that the
+// figures are the medians over them, with the least and greatest value
+// and the run count, and that the targets are decided on the median, not
+// on the last run.
+func TestRepeatedRuns(t *testing.T) {
+	const bbolt = "BenchmarkEngineThroughput/bbolt"
+	run := func(n int, rate float64) string {
+		return fmt.Sprintf("BenchmarkEngineThroughput/bbolt-2\t%d\t1 ns/op\t%g reservations/s\n", n, rate)
+	}
+	for _, c := range []struct {
+		name             string
+		in               string
+		n, runs          int
+		median, min, max float64
+		want, not        []string
+	}{{
+		name: "odd count, last run would miss",
+		in:   "goos: linux\n" + run(100, 5200) + run(300, 6000) + run(200, 4000) + "PASS\n",
+		n:    200, runs: 3, median: 5200, min: 4000, max: 6000,
+		want: []string{
+			"| engine: reservations/s, instant provisioner, bbolt (fsync) | >= 5000 /s | 5200 /s (median of 3 runs, 4000–6000) | met |",
+			"| EngineThroughput/bbolt | 200 ×3 runs | 1.00 (1.00–1.00) ns/op, 5200 (4000–6000) reservations/s |",
+		},
+		not: []string{"### Missed"},
+	}, {
+		name: "odd count, last run would meet",
+		in:   run(100, 4000) + run(100, 4500) + run(100, 6000),
+		n:    100, runs: 3, median: 4500, min: 4000, max: 6000,
+		want: []string{
+			"| engine: reservations/s, instant provisioner, bbolt (fsync) | >= 5000 /s | 4500 /s (median of 3 runs, 4000–6000) | **missed** |",
+			"- engine: reservations/s, instant provisioner, bbolt (fsync): 4500 /s (median of 3 runs, 4000–6000) against >= 5000 /s.",
+		},
+	}, {
+		name: "even count takes the mean of the middle two",
+		in:   run(100, 3000) + run(200, 7000) + run(300, 4000) + run(400, 6000),
+		n:    250, runs: 4, median: 5000, min: 3000, max: 7000,
+		want: []string{
+			"| >= 5000 /s | 5000 /s (median of 4 runs, 3000–7000) | met |",
+			"| EngineThroughput/bbolt | 250 ×4 runs | 1.00 (1.00–1.00) ns/op, 5000 (3000–7000) reservations/s |",
+		},
+	}, {
+		name: "a ratio divides medians and shows no range",
+		in: run(100, 5000) +
+			"BenchmarkContainerProvision-2\t5\t1 ns/op\t260.0 p50-ms\n" +
+			"BenchmarkContainerProvision-2\t5\t1 ns/op\t300.0 p50-ms\n" +
+			"BenchmarkContainerProvision-2\t5\t1 ns/op\t280.0 p50-ms\n" +
+			"BenchmarkRawRuncRun-2\t5\t1 ns/op\t200.0 p50-ms\n",
+		n: 100, runs: 1, median: 5000, min: 5000, max: 5000,
+		want: []string{
+			"| container provision ÷ raw runc (median) | <= 1.3 × | 1.40 × (ratio of medians) | **missed** |",
+			"| container provision + decommission (cached image), median | — | 280 ms (median of 3 runs, 260–300) | |",
+			"| engine: reservations/s, instant provisioner, bbolt (fsync) | >= 5000 /s | 5000 /s | met |",
+			"| EngineThroughput/bbolt | 100 | 1.00 ns/op, 5000 reservations/s |",
+			"| ContainerProvision | 5 ×3 runs | 1.00 (1.00–1.00) ns/op, 280 (260–300) p50-ms |",
+		},
+	}} {
+		t.Run(c.name, func(t *testing.T) {
+			res, names, err := parse(strings.NewReader(c.in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := res[bbolt]
+			if r == nil || names[0] != bbolt {
+				t.Fatalf("parsed %v", names)
+			}
+			lo, hi, k := r.spread("reservations/s")
+			if r.n != c.n || r.runs != c.runs || k != c.runs || r.metrics["reservations/s"] != c.median || lo != c.min || hi != c.max {
+				t.Errorf("n %d runs %d, reservations/s median %g of %d, range %g–%g; want n %d runs %d, median %g, range %g–%g",
+					r.n, r.runs, r.metrics["reservations/s"], k, lo, hi, c.n, c.runs, c.median, c.min, c.max)
+			}
+			var out bytes.Buffer
+			write(&out, res, names, "test")
+			doc := out.String()
+			for _, want := range c.want {
+				if !strings.Contains(doc, want) {
+					t.Errorf("document lacks %q\n%s", want, doc)
+				}
+			}
+			for _, not := range c.not {
+				if strings.Contains(doc, not) {
+					t.Errorf("document has %q\n%s", not, doc)
+				}
+			}
+		})
 	}
 }
