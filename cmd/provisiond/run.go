@@ -21,6 +21,7 @@ import (
 	"github.com/edgeprov/provisiond/cache"
 	"github.com/edgeprov/provisiond/explorer"
 	"github.com/edgeprov/provisiond/identity"
+	"github.com/edgeprov/provisiond/internal/idlemem"
 	"github.com/edgeprov/provisiond/internal/version"
 	"github.com/edgeprov/provisiond/metrics"
 	"github.com/edgeprov/provisiond/primitives"
@@ -143,6 +144,7 @@ func run(ctx context.Context, cfg *config) error {
 		goWithErr("metrics", func() error { return m.Serve(ctx, metricsLn) })
 	}
 	wg.Go(func() { register(ctx, gated, node, log) })
+	wg.Go(func() { idlemem.Run(ctx, idlemem.Options{Idle: d.idle, Log: log}) })
 	wg.Go(func() {
 		if !waitRunning(ctx, engine) {
 			return
@@ -293,6 +295,14 @@ func (d *daemon) status(context.Context) (*admin.Status, error) {
 func (d *daemon) stats(context.Context) (*provision.Stats, error) {
 	s := d.engine.Status().Stats
 	return &s, nil
+}
+
+// idle reports whether the engine runs and has nothing to do: no
+// operation running or queued (containers waiting for their dependencies
+// only sleep).
+func (d *daemon) idle() bool {
+	st := d.engine.Status()
+	return st.Running && st.Busy == 0 && st.Queued == 0
 }
 
 // healthy is what the watchdog feeds on: the engine is running.
