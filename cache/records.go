@@ -36,14 +36,7 @@ func (s *Store) QueueAdd(rec *provision.Record, out ...*provision.OutboxEntry) (
 		return func() error { return fmt.Errorf("adding record: %w", err) }
 	}
 	x := indexOf(rec)
-	var seqs []uint64
-	var txid uint64
-	kept := cloneRecord(rec)
-	done := s.queueThen("adding record "+x.id, func(tx *bolt.Tx) error {
-		recs, err := bucket(tx, bucketRecords)
-		if err != nil {
-			return err
-		}
+	return s.queueRecord("adding record", x, v, rec, out, enc, func(tx *bolt.Tx, recs *bolt.Bucket) error {
 		if recs.Get([]byte(x.id)) != nil {
 			return provision.ErrExists
 		}
@@ -53,25 +46,38 @@ func (s *Store) QueueAdd(rec *provision.Record, out ...*provision.OutboxEntry) (
 		if err := recs.Put([]byte(x.id), v); err != nil {
 			return err
 		}
-		if err := putIndexes(tx, x); err != nil {
+		return putIndexes(tx, x)
+	})
+}
+
+// queueRecord queues the write of record x.id, stored as v (the encoding
+// of rec), with the outbox entries out (encoded as enc): put checks and
+// writes the record and its indexes, and the entries are enqueued after
+// it in the same transaction. Once the transaction committed, the read
+// cache holds a copy of rec (in commit order, see readCache); wait returns
+// the write's outcome once it is durable and sets the entries' Seq.
+func (s *Store) queueRecord(op string, x indexed, v []byte, rec *provision.Record, out []*provision.OutboxEntry, enc []queuedEntry,
+	put func(tx *bolt.Tx, recs *bolt.Bucket) error) (wait func() error) {
+	var seqs []uint64
+	var txid uint64
+	kept := cloneRecord(rec)
+	done := s.queueThen(op+" "+x.id, func(tx *bolt.Tx) error {
+		recs, err := bucket(tx, bucketRecords)
+		if err != nil {
+			return err
+		}
+		if err := put(tx, recs); err != nil {
 			return err
 		}
 		seqs, err = enqueue(tx, enc)
 		txid = uint64(tx.ID())
 		return err
 	}, func() { s.reads.written(x.id, v, kept, txid) })
-	return s.written(done, out, &seqs)
-}
-
-// written returns the wait of a queued write with the outbox entries out:
-// once the write is durable, it sets their Seq from seqs. (The write's
-// after function has given the read cache the record by then.)
-func (s *Store) written(done func() error, out []*provision.OutboxEntry, seqs *[]uint64) (wait func() error) {
 	return func() error {
 		if err := done(); err != nil {
 			return err
 		}
-		setSeqs(out, *seqs)
+		setSeqs(out, seqs)
 		return nil
 	}
 }
@@ -106,14 +112,7 @@ func (s *Store) QueueSave(rec *provision.Record, out ...*provision.OutboxEntry) 
 	}
 	x := indexOf(rec)
 	seen, seenx := s.peekIndex(x.id)
-	var seqs []uint64
-	var txid uint64
-	kept := cloneRecord(rec)
-	done := s.queueThen("saving record "+x.id, func(tx *bolt.Tx) error {
-		recs, err := bucket(tx, bucketRecords)
-		if err != nil {
-			return err
-		}
+	return s.queueRecord("saving record", x, v, rec, out, enc, func(tx *bolt.Tx, recs *bolt.Bucket) error {
 		oldv := recs.Get([]byte(x.id))
 		if oldv == nil {
 			return provision.ErrNotFound
@@ -132,14 +131,8 @@ func (s *Store) QueueSave(rec *provision.Record, out ...*provision.OutboxEntry) 
 		if err := moveIndexes(tx, old, x); err != nil {
 			return err
 		}
-		if err := recs.Put([]byte(x.id), v); err != nil {
-			return err
-		}
-		seqs, err = enqueue(tx, enc)
-		txid = uint64(tx.ID())
-		return err
-	}, func() { s.reads.written(x.id, v, kept, txid) })
-	return s.written(done, out, &seqs)
+		return recs.Put([]byte(x.id), v)
+	})
 }
 
 // peekIndex returns the stored value of record id and its index entries:
