@@ -31,10 +31,12 @@ func (m *Manager) ImageDir(digest string) string { return filepath.Join(m.images
 // matches. A mismatch is a permanent error wrapping ErrDigestMismatch and
 // leaves nothing behind.
 func (m *Manager) ensureImage(ctx context.Context, src, digest string) (string, error) {
+	var rel string // a local image's path below the local image directory
 	if !provision.IsImageURL(src) {
 		// Checked before the cache too: a path the node does not serve
 		// is refused even when the image of its digest is unpacked.
-		if _, err := m.localRel(src); err != nil {
+		var err error
+		if rel, err = m.localRel(src); err != nil {
 			return "", err
 		}
 	}
@@ -45,7 +47,7 @@ func (m *Manager) ensureImage(ctx context.Context, src, digest string) (string, 
 	if err := os.MkdirAll(m.imagesDir, 0o700); err != nil {
 		return "", fmt.Errorf("creating image directory: %w", err)
 	}
-	rc, err := m.open(ctx, src)
+	rc, err := m.open(ctx, src, rel)
 	if err != nil {
 		return "", err
 	}
@@ -97,10 +99,11 @@ func (m *Manager) ensureImage(ctx context.Context, src, digest string) (string, 
 	return dir, nil
 }
 
-// open opens a local image or starts its download.
-func (m *Manager) open(ctx context.Context, src string) (io.ReadCloser, error) {
-	if !provision.IsImageURL(src) {
-		return m.openLocal(src)
+// open opens the local image src, at rel below the local image directory
+// (see localRel), or, when rel is "", starts the download of src.
+func (m *Manager) open(ctx context.Context, src, rel string) (io.ReadCloser, error) {
+	if rel != "" {
+		return m.openLocal(src, rel)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
 	if err != nil {
@@ -121,20 +124,16 @@ func (m *Manager) open(ctx context.Context, src string) (io.ReadCloser, error) {
 	return resp.Body, nil
 }
 
-// openLocal opens the local image src. It is served only from below the
-// node's local image directory (Options.LocalImages), and opened through
-// an os.Root of it, so neither a path outside nor a symlink inside that
+// openLocal opens the local image src, at rel below the node's local image
+// directory (Options.LocalImages; see localRel). It is opened through an
+// os.Root of that directory, so neither a path outside nor a symlink inside that
 // leads outside reaches another file of the node: a user would otherwise
 // learn from the signed error whether any path exists, is a directory, or
 // has a given sha256. The image must be a regular file: it is opened
 // without blocking (a FIFO would block the open itself) and refused when
 // it is a device, a FIFO, a socket or a directory, which would never end
 // or never start. Messages name only src, never the directory.
-func (m *Manager) openLocal(src string) (io.ReadCloser, error) {
-	rel, err := m.localRel(src)
-	if err != nil {
-		return nil, err
-	}
+func (m *Manager) openLocal(src, rel string) (io.ReadCloser, error) {
 	root, err := os.OpenRoot(m.local)
 	if err != nil {
 		m.log.Warn().Err(err).Str("image", src).Msg("local image directory unusable")
