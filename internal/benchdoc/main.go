@@ -84,17 +84,18 @@ var line = regexp.MustCompile(`^(Benchmark\S+?)(-\d+)?\s+(\d+)\s+(.+)$`)
 type result struct {
 	name    string
 	n       int                  // iterations: the median over the runs
-	runs    int                  // how many lines of this name the input had
 	metrics map[string]float64   // each metric's median over the runs
 	samples map[string][]float64 // each metric's value in every run, sorted
 	order   []string             // metrics in the order the benchmark reports them
 	iters   []float64            // iterations of every run, sorted once parsed
 }
 
+// runs returns how many lines of this name the input had.
+func (r *result) runs() int { return len(r.iters) }
+
 // add records one run's iterations and figures. A unit reported twice on
 // one line counts once, with its last value, as when the last run won.
 func (r *result) add(n int, fields []string) {
-	r.runs++
 	r.iters = append(r.iters, float64(n))
 	got := map[string]float64{}
 	for i := 0; i+1 < len(fields); i += 2 {
@@ -126,8 +127,11 @@ func (r *result) finish() {
 }
 
 // spread returns the least and the greatest value of metric u and the
-// number of runs that reported it.
+// number of runs that reported it; none for a nil result.
 func (r *result) spread(u string) (lo, hi float64, k int) {
+	if r == nil {
+		return 0, 0, 0
+	}
 	s := r.samples[u]
 	if len(s) == 0 {
 		return 0, 0, 0
@@ -206,11 +210,8 @@ func (t target) measured(res map[string]*result, v float64) string {
 	s := format(v) + " " + t.unit
 	r := res[t.bench]
 	if t.ratio != "" {
-		if _, _, k := r.spread(t.metric); k > 1 {
-			return s + " (ratio of medians)"
-		}
-		if d := res[t.ratio]; d != nil {
-			if _, _, k := d.spread(t.metric); k > 1 {
+		for _, side := range []*result{r, res[t.ratio]} {
+			if _, _, k := side.spread(t.metric); k > 1 {
 				return s + " (ratio of medians)"
 			}
 		}
@@ -308,8 +309,8 @@ func write(w io.Writer, res map[string]*result, names []string, raw string) {
 			}
 		}
 		runs := strconv.Itoa(r.n)
-		if r.runs > 1 {
-			runs += fmt.Sprintf(" ×%d runs", r.runs)
+		if k := r.runs(); k > 1 {
+			runs += fmt.Sprintf(" ×%d runs", k)
 		}
 		fmt.Fprintf(w, "| %s | %s | %s |\n", strings.TrimPrefix(n, "Benchmark"), runs, strings.Join(f, ", "))
 	}

@@ -105,9 +105,9 @@ func TestRepeatedRuns(t *testing.T) {
 				t.Fatalf("parsed %v", names)
 			}
 			lo, hi, k := r.spread("reservations/s")
-			if r.n != c.n || r.runs != c.runs || k != c.runs || r.metrics["reservations/s"] != c.median || lo != c.min || hi != c.max {
+			if r.n != c.n || r.runs() != c.runs || k != c.runs || r.metrics["reservations/s"] != c.median || lo != c.min || hi != c.max {
 				t.Errorf("n %d runs %d, reservations/s median %g of %d, range %g–%g; want n %d runs %d, median %g, range %g–%g",
-					r.n, r.runs, r.metrics["reservations/s"], k, lo, hi, c.n, c.runs, c.median, c.min, c.max)
+					r.n, r.runs(), r.metrics["reservations/s"], k, lo, hi, c.n, c.runs, c.median, c.min, c.max)
 			}
 			var out bytes.Buffer
 			write(&out, res, names, "test")
