@@ -219,17 +219,12 @@ func (w *keyWalker) str() []byte {
 func (w *keyWalker) key() []byte {
 	q := w.str()
 	raw := q[1 : len(q)-1]
-	for _, c := range raw {
-		if c == '\\' || c >= utf8.RuneSelf {
-			if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
-				break
-			}
-			var k string
-			_ = json.Unmarshal(q, &k)
-			return []byte(k)
-		}
+	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+		return raw
 	}
-	return raw
+	var k string
+	_ = json.Unmarshal(q, &k)
+	return []byte(k)
 }
 
 func (w *keyWalker) object(s *shape) error {
