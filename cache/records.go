@@ -60,7 +60,10 @@ func (s *Store) queueRecord(op string, x indexed, v []byte, rec *provision.Recor
 	put func(tx *bolt.Tx, recs *bolt.Bucket) error) (wait func() error) {
 	var seqs []uint64
 	var txid uint64
-	kept := cloneRecord(rec)
+	var kept *provision.Record // what the read cache keeps: none of a value too large for it
+	if len(v) <= readMaxValue {
+		kept = cloneRecord(rec)
+	}
 	done := s.queueThen(op+" "+x.id, func(tx *bolt.Tx) error {
 		recs, err := bucket(tx, bucketRecords)
 		if err != nil {
