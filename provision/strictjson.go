@@ -232,16 +232,7 @@ func (w *keyWalker) object(s *shape) error {
 	var buf [16][]byte
 	seen := buf[:0]
 	var many map[string]bool // seen, once there are more than len(buf)
-	for {
-		w.space()
-		switch w.data[w.pos] {
-		case '}':
-			w.pos++
-			return nil
-		case ',':
-			w.pos++
-			w.space()
-		}
+	for w.next('}') {
 		k := w.key()
 		w.space()
 		w.pos++ // :
@@ -282,21 +273,30 @@ func (w *keyWalker) object(s *shape) error {
 			return within(err, pathKey(string(k)))
 		}
 	}
+	return nil
 }
 
 func (w *keyWalker) array(s *shape) error {
 	w.pos++ // [
-	for i := 0; ; i++ {
-		w.space()
-		switch w.data[w.pos] {
-		case ']':
-			w.pos++
-			return nil
-		case ',':
-			w.pos++
-		}
+	for i := 0; w.next(']'); i++ {
 		if err := w.value(s.elem); err != nil {
 			return within(err, "["+strconv.Itoa(i)+"]")
 		}
 	}
+	return nil
+}
+
+// next moves to the next member of the object or array being walked, past
+// a comma, and reports true; or past its closing end, and reports false.
+func (w *keyWalker) next(end byte) bool {
+	w.space()
+	switch w.data[w.pos] {
+	case end:
+		w.pos++
+		return false
+	case ',':
+		w.pos++
+		w.space()
+	}
+	return true
 }
