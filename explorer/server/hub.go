@@ -7,7 +7,7 @@ import "sync"
 // one channel, closed and replaced on publish; a topic without waiters has
 // no entry.
 type hub struct {
-	mu    sync.Mutex
+	mu     sync.Mutex
 	topics map[string]*waiters
 }
 
