@@ -13,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/edgeprov/provisiond/explorer/server"
+	"github.com/edgeprov/provisiond/explorer/server/pgstore"
 	"github.com/edgeprov/provisiond/internal/version"
 	"github.com/edgeprov/provisiond/systemd"
 )
@@ -21,8 +22,13 @@ import (
 type config struct {
 	// Listen is the address served (default 127.0.0.1:8090).
 	Listen string
-	// DataDir holds explorer.db (default /var/lib/explorerd).
+	// DataDir holds explorer.db (default /var/lib/explorerd); unused with
+	// DatabaseURL.
 	DataDir string
+	// DatabaseURL, when set, keeps everything in PostgreSQL instead of
+	// bbolt (postgres://…), so that several explorerd processes can serve
+	// one database (default empty: bbolt).
+	DatabaseURL string
 	// LogFormat is json, console or auto (default auto).
 	LogFormat string
 	// LogLevel is debug, info, warn or error (default info).
@@ -45,6 +51,7 @@ func newApp() *cli.App {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Usage: "`ADDR` to serve the API on", Value: "127.0.0.1:8090", EnvVars: env("LISTEN")},
 			&cli.StringFlag{Name: "data-dir", Usage: "`DIR` of the database", Value: "/var/lib/explorerd", EnvVars: env("DATA_DIR")},
+			&cli.StringFlag{Name: "database-url", Usage: "PostgreSQL `URL` (postgres://…) to keep everything in, shared by several explorerd processes, instead of bbolt in --data-dir", EnvVars: env("DATABASE_URL")},
 			&cli.StringFlag{Name: "log-format", Usage: "`FORMAT` of logs: json, console, or auto (console on a terminal)", Value: "auto", EnvVars: env("LOG_FORMAT")},
 			&cli.StringFlag{Name: "log-level", Usage: "`LEVEL`: debug, info, warn, error", Value: "info", EnvVars: env("LOG_LEVEL")},
 			&cli.DurationFlag{Name: "shutdown-timeout", Usage: "how long a graceful shutdown may take", Value: 10 * time.Second, EnvVars: env("SHUTDOWN_TIMEOUT")},
@@ -56,6 +63,7 @@ func newApp() *cli.App {
 			return run(c.Context, &config{
 				Listen:          c.String("listen"),
 				DataDir:         c.String("data-dir"),
+				DatabaseURL:     c.String("database-url"),
 				LogFormat:       c.String("log-format"),
 				LogLevel:        c.String("log-level"),
 				ShutdownTimeout: c.Duration("shutdown-timeout"),
@@ -74,11 +82,22 @@ func run(ctx context.Context, cfg *config) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+	scfg := server.Config{DataDir: cfg.DataDir, Logger: log, ShutdownTimeout: cfg.ShutdownTimeout}
+	where := cfg.DataDir
+	if cfg.DatabaseURL != "" {
+		st, err := pgstore.Open(ctx, pgstore.Config{URL: cfg.DatabaseURL, Logger: log})
+		if err != nil {
+			return fmt.Errorf("opening the PostgreSQL database: %w", err)
+		}
+		scfg.Store, where = st, "postgresql"
+	} else if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data directory: %w", err)
 	}
-	srv, err := server.New(server.Config{DataDir: cfg.DataDir, Logger: log, ShutdownTimeout: cfg.ShutdownTimeout})
+	srv, err := server.New(scfg)
 	if err != nil {
+		if scfg.Store != nil {
+			scfg.Store.Close()
+		}
 		return err
 	}
 	defer func() {
@@ -90,7 +109,7 @@ func run(ctx context.Context, cfg *config) (err error) {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
-	log.Info().Str("listen", ln.Addr().String()).Str("data_dir", cfg.DataDir).Str("version", version.String()).Msg("explorerd serving")
+	log.Info().Str("listen", ln.Addr().String()).Str("database", where).Str("version", version.String()).Msg("explorerd serving")
 	if cfg.onListen != nil {
 		cfg.onListen(ln.Addr())
 	}

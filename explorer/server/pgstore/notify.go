@@ -80,11 +80,12 @@ const listenCheck = 10 * time.Second
 // topic notified by any explorerd on the database. It calls wakeAll when it
 // (re)connects, since notifications sent while it was not listening are
 // lost, and every second while it cannot connect: the waiters then query
-// the database themselves. It returns when ctx ends.
+// the database themselves. A dropped connection is replaced at once, then
+// every second while connecting fails. It returns when ctx ends.
 func (s *Store) Listen(ctx context.Context, wake func(topic string), wakeAll func()) {
 	down := false
 	for {
-		err := s.listenOnce(ctx, wake, wakeAll, &down)
+		connected, err := s.listenOnce(ctx, wake, wakeAll, &down)
 		if ctx.Err() != nil {
 			return
 		}
@@ -93,6 +94,9 @@ func (s *Store) Listen(ctx context.Context, wake func(topic string), wakeAll fun
 			down = true
 		}
 		wakeAll()
+		if connected {
+			continue // it worked a moment ago: try again at once
+		}
 		select {
 		case <-time.After(time.Second):
 		case <-ctx.Done():
@@ -102,17 +106,17 @@ func (s *Store) Listen(ctx context.Context, wake func(topic string), wakeAll fun
 }
 
 // listenOnce connects, listens and delivers notifications until the
-// connection fails.
-func (s *Store) listenOnce(ctx context.Context, wake func(string), wakeAll func(), down *bool) error {
+// connection fails; connected says whether it got as far as listening.
+func (s *Store) listenOnce(ctx context.Context, wake func(string), wakeAll func(), down *bool) (connected bool, err error) {
 	cctx, cancel := context.WithTimeout(ctx, time.Second)
 	conn, err := pgx.ConnectConfig(cctx, s.listen)
 	cancel()
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer conn.Close(context.Background())
 	if _, err := conn.Exec(ctx, "listen "+channel); err != nil {
-		return err
+		return false, err
 	}
 	if *down {
 		s.log.Info().Msg("listener reconnected")
@@ -127,16 +131,16 @@ func (s *Store) listenOnce(ctx context.Context, wake func(string), wakeAll func(
 		case err == nil:
 			wake(n.Payload)
 		case ctx.Err() != nil:
-			return ctx.Err()
+			return true, ctx.Err()
 		case errors.Is(err, context.DeadlineExceeded) && !conn.IsClosed():
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			err = conn.Ping(pctx)
 			cancel()
 			if err != nil {
-				return err
+				return true, err
 			}
 		default:
-			return err
+			return true, err
 		}
 	}
 }
