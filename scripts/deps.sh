@@ -5,6 +5,8 @@ need=()
 for cmd in runc:runc busybox:busybox-static mkfs.ext4:e2fsprogs ip:iproute2 openssl:openssl losetup:mount systemd-analyze:systemd; do
   command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd##*:}")
 done
+# The explorer's PostgreSQL tests (internal/pgtest) run Debian's server binaries.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "deps: missing packages ${need[*]}; run as root to install them" >&2

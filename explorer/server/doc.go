@@ -6,7 +6,11 @@
 //
 // # Database
 //
-// One bbolt file, <data-dir>/explorer.db, schema version 1:
+// The server keeps its state in a Store: BoltStore by default, or the one
+// Config.Store names (pgstore.Store: PostgreSQL, shared by several
+// explorerd processes). Both pass the conformance suite storetest.Run.
+//
+// BoltStore is one bbolt file, <data-dir>/explorer.db, schema version 1:
 //
 //	meta/
 //	  version        → "1"
@@ -35,7 +39,18 @@
 // # Long-poll
 //
 // A poll that finds no event after its cursor subscribes to its node's
-// notification (a channel that a publish closes and replaces) and waits for
-// it, the asked wait, the client going away, or the server shutting down.
-// No goroutine exists per idle node beyond the held request itself.
+// topic (NodeTopic; a channel that a publish closes and replaces), queries
+// again (the waiter is registered before the query, so a commit between
+// the two is not missed) and waits for the topic, the asked wait, the
+// client going away, or the server shutting down; a wake-up that finds no
+// event waits again. The server publishes the topic after its own writes;
+// a store that is a Notifier also delivers the writes of other processes
+// (LISTEN/NOTIFY), and wakes every waiter to query while it cannot. No
+// goroutine exists per idle node beyond the held request itself.
+//
+// # Retention
+//
+// A store that is a Pruner drops events older than Config.EventRetention;
+// a poll from a cursor below a node's low-water mark gets 410 Gone (ErrGone)
+// and the node reconciles from GET /api/v1/nodes/{node}/state.
 package server
