@@ -32,14 +32,13 @@ import (
 
 // Cluster is a running PostgreSQL cluster in a temporary directory.
 type Cluster struct {
-	bin  string // the directory of initdb, pg_ctl, postgres
-	dir  string // holds data/, the socket and server.log
-	uid  int
-	gid  int
-	mu   sync.Mutex
-	up   bool
-	dbs  atomic.Int64
-	opts []string
+	bin string // the directory of initdb, pg_ctl, postgres
+	dir string // holds data/, the socket and server.log
+	uid int
+	gid int
+	mu  sync.Mutex
+	up  bool
+	dbs atomic.Int64
 }
 
 // Binaries returns the directory of Debian's PostgreSQL server binaries
