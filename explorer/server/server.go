@@ -273,7 +273,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, who role, 
 		if !pub.Equal(signed.Key) {
 			return nil, fmt.Errorf("%w: request signed by %s, not by node %s", ErrForbidden, signed.KeyID, node)
 		}
-		if err := s.registered(node); err != nil {
+		if err := s.registered(r.Context(), node); err != nil {
 			return nil, err
 		}
 		s.touch(node, now)
@@ -281,11 +281,11 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, who role, 
 	return &call{signed: signed, body: body}, nil
 }
 
-func (s *Server) registered(node string) error {
+func (s *Server) registered(ctx context.Context, node string) error {
 	if _, ok := s.known.Load(node); ok {
 		return nil
 	}
-	if _, _, err := s.db.Node(context.Background(), node); err != nil {
+	if _, _, err := s.db.Node(ctx, node); err != nil {
 		if errors.Is(err, ErrUnknownNode) {
 			return fmt.Errorf("%w: node %s is not registered (POST /api/v1/nodes first)", ErrForbidden, node)
 		}
