@@ -29,6 +29,10 @@ type config struct {
 	// bbolt (postgres://…), so that several explorerd processes can serve
 	// one database (default empty: bbolt).
 	DatabaseURL string
+	// EventRetention is how long PostgreSQL keeps events; a node whose
+	// cursor fell below them reconciles from its state snapshot (default
+	// 720h, 30 days; bbolt keeps every event).
+	EventRetention time.Duration
 	// LogFormat is json, console or auto (default auto).
 	LogFormat string
 	// LogLevel is debug, info, warn or error (default info).
@@ -52,6 +56,7 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "listen", Usage: "`ADDR` to serve the API on", Value: "127.0.0.1:8090", EnvVars: env("LISTEN")},
 			&cli.StringFlag{Name: "data-dir", Usage: "`DIR` of the database", Value: "/var/lib/explorerd", EnvVars: env("DATA_DIR")},
 			&cli.StringFlag{Name: "database-url", Usage: "PostgreSQL `URL` (postgres://…) to keep everything in, shared by several explorerd processes, instead of bbolt in --data-dir", EnvVars: env("DATABASE_URL")},
+			&cli.DurationFlag{Name: "event-retention", Usage: "how long PostgreSQL keeps events (bbolt keeps all)", Value: 30 * 24 * time.Hour, EnvVars: env("EVENT_RETENTION")},
 			&cli.StringFlag{Name: "log-format", Usage: "`FORMAT` of logs: json, console, or auto (console on a terminal)", Value: "auto", EnvVars: env("LOG_FORMAT")},
 			&cli.StringFlag{Name: "log-level", Usage: "`LEVEL`: debug, info, warn, error", Value: "info", EnvVars: env("LOG_LEVEL")},
 			&cli.DurationFlag{Name: "shutdown-timeout", Usage: "how long a graceful shutdown may take", Value: 10 * time.Second, EnvVars: env("SHUTDOWN_TIMEOUT")},
@@ -64,6 +69,7 @@ func newApp() *cli.App {
 				Listen:          c.String("listen"),
 				DataDir:         c.String("data-dir"),
 				DatabaseURL:     c.String("database-url"),
+				EventRetention:  c.Duration("event-retention"),
 				LogFormat:       c.String("log-format"),
 				LogLevel:        c.String("log-level"),
 				ShutdownTimeout: c.Duration("shutdown-timeout"),
@@ -82,7 +88,7 @@ func run(ctx context.Context, cfg *config) (err error) {
 	if err != nil {
 		return err
 	}
-	scfg := server.Config{DataDir: cfg.DataDir, Logger: log, ShutdownTimeout: cfg.ShutdownTimeout}
+	scfg := server.Config{DataDir: cfg.DataDir, Logger: log, ShutdownTimeout: cfg.ShutdownTimeout, EventRetention: cfg.EventRetention}
 	where := cfg.DataDir
 	if cfg.DatabaseURL != "" {
 		st, err := pgstore.Open(ctx, pgstore.Config{URL: cfg.DatabaseURL, Logger: log})

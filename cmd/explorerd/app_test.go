@@ -89,6 +89,7 @@ func TestAppRefusesBadFlags(t *testing.T) {
 		{"bad-log-format", []string{"--log-format", "xml", "--data-dir", t.TempDir()}, "--log-format"},
 		{"bad-log-level", []string{"--log-level", "loud", "--data-dir", t.TempDir()}, "--log-level"},
 		{"stray-argument", []string{"serve"}, "unexpected argument"},
+		{"bad-database-url", []string{"--database-url", "postgres://%zz", "--log-format", "json", "--log-level", "error"}, "PostgreSQL"},
 		{"bad-listen", []string{"--listen", "127.0.0.1:99999", "--data-dir", t.TempDir(), "--log-format", "json", "--log-level", "error"}, "listening on"},
 	}
 	for _, tt := range tests {
