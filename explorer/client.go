@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -313,6 +314,10 @@ func (c *Client) Poll(ctx context.Context, from uint64) ([]provision.Event, uint
 	path := fmt.Sprintf("/api/v1/nodes/%s/events?from=%d&wait=%s", url.PathEscape(c.node), from, c.opts.PollWait)
 	reply := &eventsReply{from: from}
 	if err := c.do(ctx, http.MethodGet, path, nil, reply, c.opts.PollWait+c.opts.Timeout); err != nil {
+		var apiErr *APIError
+		if errors.As(err, &apiErr) && apiErr.Status == http.StatusGone {
+			err = fmt.Errorf("%w: %w", ErrCursorGone, err) // reconcile from State
+		}
 		return nil, from, err
 	}
 	return reply.events, reply.next, nil
@@ -637,4 +642,56 @@ func (c *Client) DeleteReservation(ctx context.Context, id string) (*provision.R
 		return nil, err
 	}
 	return &out, nil
+}
+
+// State returns the explorer's full-state snapshot of the node: its active
+// reservations (ID, digest, version) and the sequence number they are as
+// of. A node reconciles from it when Poll fails with ErrCursorGone, and
+// compares it with what it holds to find drift.
+func (c *Client) State(ctx context.Context) (*NodeState, error) {
+	reply := &stateReply{node: c.node}
+	if err := c.do(ctx, http.MethodGet, "/api/v1/nodes/"+url.PathEscape(c.node)+"/state", nil, reply, c.opts.Timeout); err != nil {
+		return nil, err
+	}
+	return reply.state, nil
+}
+
+// stateReply decodes a state reply for State.
+type stateReply struct {
+	node  string
+	state *NodeState
+}
+
+func (s *stateReply) decodeReply(raw []byte) error {
+	var err error
+	s.state, err = decodeState(raw, s.node)
+	return err
+}
+
+// decodeState decodes node's state snapshot and checks its shape: it names
+// node, its low-water mark is not past its seq, and its reservations have
+// IDs in increasing order (none twice) and sha256 digests in hex.
+func decodeState(raw []byte, node string) (*NodeState, error) {
+	var st NodeState
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return nil, err
+	}
+	if st.NodeID != node {
+		return nil, fmt.Errorf("the snapshot is of node %q, not %q", st.NodeID, node)
+	}
+	if st.Low > st.Seq {
+		return nil, fmt.Errorf("low-water mark %d past the seq %d", st.Low, st.Seq)
+	}
+	for i, e := range st.Reservations {
+		if e.ID == "" || (i > 0 && e.ID <= st.Reservations[i-1].ID) {
+			return nil, fmt.Errorf("reservation %d: ID %q empty or out of order", i, e.ID)
+		}
+		if d, err := hex.DecodeString(e.Digest); err != nil || len(d) != sha256.Size {
+			return nil, fmt.Errorf("reservation %s: digest %q is not a hex sha256", e.ID, e.Digest)
+		}
+	}
+	if st.Reservations == nil {
+		st.Reservations = []StateEntry{}
+	}
+	return &st, nil
 }

@@ -3,7 +3,6 @@ package pgstore_test
 import (
 	"context"
 	"crypto/ed25519"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -178,28 +177,6 @@ func TestListenerBackendTerminated(t *testing.T) {
 	}
 }
 
-// getState reads GET /api/v1/nodes/{node}/state signed by the node.
-func getState(t *testing.T, rp *replica, node ed25519.PrivateKey) *explorer.NodeState {
-	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), "GET", rp.hs.URL+"/api/v1/nodes/"+explorertest.NodeID(node)+"/state", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := explorer.SignRequest(req, node, explorertest.NodeID(node), nil, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var st explorer.NodeState
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET state: %d, %v", resp.StatusCode, err)
-	}
-	return &st
-}
-
 // TestPrunedCursorGone prunes a node's events: a poll from below the
 // low-water mark gets 410 Gone, the state snapshot gives the active
 // reservations and the seq to poll from, and a poll from there works.
@@ -254,10 +231,16 @@ func TestPrunedCursorGone(t *testing.T) {
 
 	_, _, err = nc.Poll(t.Context(), 2)
 	var apiErr *explorer.APIError
-	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusGone {
-		t.Fatalf("poll from a pruned cursor: %v, want 410 Gone", err)
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusGone || !errors.Is(err, explorer.ErrCursorGone) {
+		t.Fatalf("poll from a pruned cursor: %v, want 410 Gone (ErrCursorGone)", err)
 	}
-	state := getState(t, a, node)
+	if _, _, err := nc.Poll(t.Context(), 5); err != nil && errors.Is(err, explorer.ErrCursorGone) {
+		t.Fatalf("poll from the low-water mark itself: %v", err)
+	}
+	state, err := nc.State(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if state.Seq != 5 || state.Low != 5 || len(state.Reservations) != 3 {
 		t.Fatalf("state %+v; want seq 5, low 5 and the 3 reservations not deleted", state)
 	}
