@@ -25,6 +25,7 @@ var (
 	ErrConflict           = errors.New("provision: conflicting state")
 	ErrNoCapacity         = errors.New("provision: not enough capacity")
 	ErrPollEOS            = errors.New("provision: end of poll stream")
+	ErrCursorGone         = errors.New("provision: the source no longer has the events after the cursor")
 	ErrVanished           = errors.New("provision: workload vanished")
 )
 

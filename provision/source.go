@@ -3,6 +3,7 @@ package provision
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -28,6 +29,15 @@ type PollOptions struct {
 	OnError func(err error)
 	// Log receives the source's log lines. Default: disabled.
 	Log zerolog.Logger
+	// Held lists the node's live reservations (not deleted, not being
+	// deleted, not expired) for the comparison with a Snapshotter's
+	// snapshot. Without it the source cannot reconcile: a poll that fails
+	// with ErrCursorGone is retried like any failure. Default: nil.
+	Held func() ([]SnapshotEntry, error)
+	// CheckEvery is how often a caught-up source compares the snapshot of
+	// a Snapshotter with Held (anti-entropy); drift is logged, reported to
+	// OnError and repaired. Default (0): never.
+	CheckEvery time.Duration
 }
 
 // PollSource is the ReservationSource of an explorer's event stream. It
@@ -43,6 +53,8 @@ type PollSource struct {
 	backoff backoff
 	onError func(error)
 	log     zerolog.Logger
+	held    func() ([]SnapshotEntry, error)
+	every   time.Duration
 }
 
 var _ ReservationSource = (*PollSource)(nil)
@@ -56,7 +68,8 @@ func NewPollSource(p Poller, c Cursors, name string, opts PollOptions) *PollSour
 	b := backoff{base: positive(opts.BackoffBase, DefaultPollBackoffBase), max: positive(opts.BackoffMax, DefaultPollBackoffMax)}
 	b.max = max(b.max, b.base)
 	return &PollSource{p: p, c: c, name: name, backoff: b, onError: opts.OnError,
-		log: opts.Log.With().Str("component", "poll").Str("source", name).Logger()}
+		log:  opts.Log.With().Str("component", "poll").Str("source", name).Logger(),
+		held: opts.Held, every: opts.CheckEvery}
 }
 
 // Reservations starts polling and returns the jobs. The channel is closed
@@ -108,11 +121,35 @@ func (s *PollSource) run(ctx context.Context, ch chan<- ReservationJob) {
 			return false
 		}
 	}
+	sn, _ := s.p.(Snapshotter)
+	if s.held == nil {
+		sn = nil
+	}
+	lastCheck := time.Now()
 	for ctx.Err() == nil {
 		events, next, err := s.p.Poll(ctx, cursor)
 		switch {
 		case ctx.Err() != nil:
 			return
+		case errors.Is(err, ErrCursorGone) && sn != nil:
+			// The source dropped the events after the cursor: take its
+			// full state instead, then follow the stream from there.
+			seq, err := s.reconcile(ctx, sn, send)
+			if err != nil {
+				if !pause(err, "reconciling from the source's snapshot failed") {
+					return
+				}
+				continue
+			}
+			if err := s.c.SetCursor(s.name, seq); err != nil {
+				if !pause(err, "storing cursor failed") {
+					return
+				}
+				continue
+			}
+			s.log.Info().Uint64("from", cursor).Uint64("cursor", seq).Msg("reconciled from the source's snapshot")
+			cursor, failures, lastCheck = seq, 0, time.Now()
+			continue
 		case errors.Is(err, ErrPollEOS):
 			s.log.Info().Uint64("cursor", cursor).Msg("event stream ended")
 			if !caughtUp {
@@ -140,6 +177,13 @@ func (s *PollSource) run(ctx context.Context, ch chan<- ReservationJob) {
 				caughtUp = true
 				if !send(ReservationJob{Last: true}) {
 					return
+				}
+			}
+			if sn != nil && s.every > 0 && time.Since(lastCheck) >= s.every {
+				lastCheck = time.Now()
+				if err := s.check(ctx, sn, cursor, send); err != nil {
+					s.report(err)
+					s.log.Warn().Err(err).Msg("anti-entropy check failed")
 				}
 			}
 			continue
@@ -365,4 +409,35 @@ func (c *Combined) Wake() {
 			w.Wake()
 		}
 	}
+}
+
+// reconcile brings the node to the source's snapshot (see repair) and
+// returns the sequence number to poll from next.
+func (s *PollSource) reconcile(ctx context.Context, sn Snapshotter, send func(ReservationJob) bool) (uint64, error) {
+	d, err := s.snapshot(ctx, sn)
+	if err != nil {
+		return 0, err
+	}
+	s.log.Warn().Uint64("seq", d.Seq).Int("missing", len(d.Missing)).Int("changed", len(d.Changed)).Int("extra", len(d.Extra)).
+		Msg("the source pruned the events after the cursor; reconciling from its snapshot")
+	if err := s.repair(ctx, sn, d, send); err != nil {
+		return 0, err
+	}
+	return d.Seq, nil
+}
+
+// check compares the source's snapshot with the node's records while the
+// source is caught up at cursor; drift is reported (as a *Drift error) and
+// repaired. A snapshot taken at another sequence number than the cursor
+// is not comparable and is skipped.
+func (s *PollSource) check(ctx context.Context, sn Snapshotter, cursor uint64, send func(ReservationJob) bool) error {
+	d, err := s.snapshot(ctx, sn)
+	if err != nil || d.Seq != cursor || d.Empty() {
+		return err
+	}
+	s.log.Warn().Uint64("seq", d.Seq).Strs("missing", d.Missing).Strs("changed", d.Changed).Strs("extra", d.Extra).Msg("drift from the source")
+	if err := s.repair(ctx, sn, d, send); err != nil {
+		return errors.Join(d, fmt.Errorf("repairing the drift: %w", err))
+	}
+	return d
 }
