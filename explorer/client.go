@@ -695,3 +695,24 @@ func decodeState(raw []byte, node string) (*NodeState, error) {
 	}
 	return &st, nil
 }
+
+var _ provision.Snapshotter = (*Client)(nil)
+
+// Snapshot returns State as the node's provision.Snapshotter does.
+func (c *Client) Snapshot(ctx context.Context) (*provision.Snapshot, error) {
+	st, err := c.State(ctx)
+	if err != nil {
+		return nil, err
+	}
+	snap := &provision.Snapshot{Seq: st.Seq, Reservations: make([]provision.SnapshotEntry, len(st.Reservations))}
+	for i, e := range st.Reservations {
+		snap.Reservations[i] = provision.SnapshotEntry{ID: e.ID, Digest: e.Digest, Version: e.Version}
+	}
+	return snap, nil
+}
+
+// Fetch returns reservation id (GetReservation) for the node's
+// provision.Snapshotter; the Engine verifies it as any event.
+func (c *Client) Fetch(ctx context.Context, id string) (*provision.Reservation, error) {
+	return c.GetReservation(ctx, id)
+}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/edgeprov/provisiond/provision"
 )
 
 // Errors of the explorer package.
@@ -14,7 +16,9 @@ var (
 	ErrStale        = errors.New("explorer: request timestamp outside the allowed skew")
 	ErrBadReply     = errors.New("explorer: malformed reply")
 	ErrBadEvent     = errors.New("explorer: malformed event")
-	ErrCursorGone   = errors.New("explorer: the events after the cursor were pruned (410 Gone)")
+	// ErrCursorGone is what Poll wraps a 410 Gone in: the explorer pruned
+	// the events after the cursor, and the node reconciles from State.
+	ErrCursorGone = provision.ErrCursorGone
 )
 
 // APIError is a refusal the explorer answered with a status code and a

@@ -99,8 +99,10 @@ func run(ctx context.Context, cfg *config) error {
 		},
 	})
 	poll := provision.NewPollSource(gated, store, pollCursor, provision.PollOptions{
-		OnError: func(err error) { engine.ObservePoll(err) },
-		Log:     log,
+		OnError:    func(err error) { engine.ObservePoll(err) },
+		Log:        log,
+		Held:       func() ([]provision.SnapshotEntry, error) { return heldRecords(store, time.Now()) },
+		CheckEvery: antiEntropyEvery,
 	})
 	expiry := provision.NewDecommissionSource(store, nil, provision.DecommissionOptions{Log: log})
 	d := &daemon{store: store, started: time.Now(), nodeID: nodeID, cfg: cfg}
@@ -231,6 +233,7 @@ type registered struct {
 
 var (
 	_ provision.Poller          = (*registered)(nil)
+	_ provision.Snapshotter     = (*registered)(nil)
 	_ provision.Feedbacker      = (*registered)(nil)
 	_ provision.BatchFeedbacker = (*registered)(nil)
 )
@@ -240,6 +243,39 @@ func (g *registered) Poll(ctx context.Context, from uint64) ([]provision.Event, 
 		return nil, from, errNotRegistered
 	}
 	return g.c.Poll(ctx, from)
+}
+
+func (g *registered) Snapshot(ctx context.Context) (*provision.Snapshot, error) {
+	if !g.ok.Load() {
+		return nil, errNotRegistered
+	}
+	return g.c.Snapshot(ctx)
+}
+
+func (g *registered) Fetch(ctx context.Context, id string) (*provision.Reservation, error) {
+	if !g.ok.Load() {
+		return nil, errNotRegistered
+	}
+	return g.c.Fetch(ctx, id)
+}
+
+// antiEntropyEvery is how often the poll source compares the explorer's
+// snapshot of the node with its records (provision.PollOptions.CheckEvery).
+const antiEntropyEvery = 10 * time.Minute
+
+// heldRecords lists the reservations the node holds for the comparison
+// with the explorer's snapshot: the records neither deleted, being
+// deleted, marked for deletion nor expired at now (failed ones included:
+// the explorer lists them as active too).
+func heldRecords(store *cache.Store, now time.Time) ([]provision.SnapshotEntry, error) {
+	var held []provision.SnapshotEntry
+	err := store.Scan(func(rec *provision.Record) error {
+		if r := rec.Reservation; !r.ToDelete && !r.Expired(now) {
+			held = append(held, provision.SnapshotEntry{ID: r.ID, Digest: rec.Digest, Version: r.Version})
+		}
+		return nil
+	}, provision.Accepted, provision.Provisioning, provision.Deployed, provision.Failed)
+	return held, err
 }
 
 func (g *registered) Feedback(ctx context.Context, nodeID string, r *provision.Result) error {

@@ -18,6 +18,7 @@ import (
 	"github.com/edgeprov/provisiond/explorer/server/pgstore"
 	"github.com/edgeprov/provisiond/internal/pgtest"
 	"github.com/edgeprov/provisiond/provision"
+	"github.com/edgeprov/provisiond/provision/provisiontest"
 )
 
 // replica is one explorer process's worth of server on a shared database.
@@ -369,5 +370,95 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 	t.Logf("%d accepted (%d delivered before the crash), %d refused during the outage, %d delivered", len(accepted), before, refused, len(seen))
 	if before == 0 || len(seen) <= before || refused == 0 {
 		t.Fatalf("the load did not span the restart: %d delivered before, %d after, %d refused", before, len(seen), refused)
+	}
+}
+
+// TestNodeReconcilesFromSnapshot runs a node's poll source against a
+// replica whose events were pruned past the node's cursor: the poll gets
+// 410, the source reconciles from the state snapshot (the reservations the
+// node lacks, fetched and verified like events; the owner-signed delete of
+// one it holds) and then follows the stream from the snapshot's seq.
+func TestNodeReconcilesFromSnapshot(t *testing.T) {
+	dsn := pgtest.Shared(t).NewDB(t)
+	a := startReplica(t, dsn)
+	st, err := pgstore.Open(t.Context(), pgstore.Config{URL: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	node, user := explorertest.NewKey(t), explorertest.NewKey(t)
+	nodeID := explorertest.NodeID(node)
+	nc := a.node(node)
+	if err := nc.Register(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var rs []*provision.Reservation
+	for i := range 4 {
+		r := explorertest.Volume(nodeID, int64(i+1))
+		r.Sign(user)
+		if _, err := a.user(user).CreateReservation(t.Context(), r); err != nil {
+			t.Fatal(err)
+		}
+		rs = append(rs, r)
+	}
+	// The node persisted the first event, then was away while the second
+	// was deleted and the events were pruned.
+	if _, err := a.user(user).DeleteReservation(t.Context(), rs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := st.Prune(t.Context(), time.Now().Add(time.Hour)); err != nil || n != 5 {
+		t.Fatalf("prune: %d, %v", n, err)
+	}
+	store := provisiontest.NewStore()
+	if err := store.SetCursor("explorer", 1); err != nil {
+		t.Fatal(err)
+	}
+	held := []provision.SnapshotEntry{{ID: rs[0].ID, Digest: rs[0].Digest(), Version: rs[0].Version}}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	jobs := provision.NewPollSource(nc, store, "explorer", provision.PollOptions{
+		Held: func() ([]provision.SnapshotEntry, error) { return held, nil },
+	}).Reservations(ctx)
+	got := map[string]bool{} // ID → a delete
+	for len(got) < 4 {
+		select {
+		case j := <-jobs:
+			if j.Last {
+				continue
+			}
+			if err := provision.Validate(j.Reservation, nodeID, time.Now()); err != nil {
+				t.Fatalf("job %s would be refused by the node: %v", j.Reservation.ID, err)
+			}
+			got[j.Reservation.ID] = j.Reservation.ToDelete
+			j.Ack(nil)
+		case <-ctx.Done():
+			t.Fatalf("got %v, want the 3 active reservations and the delete of %s", got, rs[0].ID)
+		}
+	}
+	for i, r := range rs {
+		if del, ok := got[r.ID]; !ok || del != (i == 0) {
+			t.Fatalf("reservation %d: job %v (delete %v)", i, ok, del)
+		}
+	}
+	// Then it follows the stream from the snapshot's seq.
+	more := explorertest.Volume(nodeID, 9)
+	more.Sign(user)
+	if _, err := a.user(user).CreateReservation(t.Context(), more); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		select {
+		case j := <-jobs:
+			if j.Last {
+				continue
+			}
+			if j.Reservation.ID != more.ID {
+				t.Fatalf("after reconciling: job %s, want %s", j.Reservation.ID, more.ID)
+			}
+			j.Ack(nil)
+			return
+		case <-ctx.Done():
+			t.Fatal("the new reservation never came after reconciling")
+		}
 	}
 }
