@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -109,10 +110,15 @@ func start() (*Cluster, error) {
 	}
 	uid, _ := strconv.Atoi(pg.Uid)
 	gid, _ := strconv.Atoi(pg.Gid)
+	reapOrphans(bin)
 	// Not t.TempDir: its parents are private to root, and the socket path
 	// must stay short (108 bytes at most).
-	dir, err := os.MkdirTemp("", "prv-pg-")
+	dir, err := os.MkdirTemp("", dirPrefix)
 	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		os.RemoveAll(dir)
 		return nil, err
 	}
 	c := &Cluster{bin: bin, dir: dir, uid: uid, gid: gid}
@@ -125,6 +131,32 @@ func start() (*Cluster, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+const (
+	dirPrefix = "pgtest-"
+	ownerFile = "owner.pid" // the test process that made the cluster
+)
+
+// reapOrphans stops and removes the clusters left behind by test processes
+// that died without cleaning up (a test timeout ends the process without
+// running cleanups). A cluster whose owner is alive is left alone: other
+// test processes may be using theirs.
+func reapOrphans(bin string) {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), dirPrefix+"*"))
+	for _, dir := range dirs {
+		raw, err := os.ReadFile(filepath.Join(dir, ownerFile))
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(string(raw))
+		if err != nil || pid <= 0 || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue
+		}
+		c := &Cluster{bin: bin, dir: dir, up: true}
+		c.Stop("immediate")
+		os.RemoveAll(dir)
+	}
 }
 
 func (c *Cluster) init() error {

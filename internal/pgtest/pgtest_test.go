@@ -3,6 +3,9 @@ package pgtest
 import (
 	"context"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -52,5 +55,29 @@ func TestStopAndStart(t *testing.T) {
 	}
 	if n := query(t, dsn); n != 42 {
 		t.Fatalf("select gave %d after a restart", n)
+	}
+}
+
+// A cluster whose test process died is stopped and removed by the next
+// start; one whose owner lives is left alone.
+func TestReapsOrphans(t *testing.T) {
+	live, orphan := New(t), New(t)
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(orphan.dir, ownerFile), []byte(strconv.Itoa(dead.Process.Pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dsn := orphan.NewDB(t)
+	reapOrphans(orphan.bin)
+	if _, err := os.Stat(orphan.dir); !os.IsNotExist(err) {
+		t.Fatalf("the orphan's directory is still there: %v", err)
+	}
+	if _, err := pgx.Connect(t.Context(), dsn); err == nil {
+		t.Fatal("the orphan cluster still serves")
+	}
+	if n := query(t, live.NewDB(t)); n != 42 {
+		t.Fatalf("the live cluster answered %d", n)
 	}
 }
