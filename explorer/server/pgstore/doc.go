@@ -29,9 +29,10 @@
 // After a write commits, its topic (server.NodeTopic) is queued for
 // NOTIFY; one goroutine sends all queued topics in one statement, outside
 // the write transactions. Listen holds LISTEN on a direct connection (not
-// from the pool), reconnects every second when it drops, and while it is
-// disconnected wakes every waiter every second, so that they query the
-// database: the polling fallback.
+// from the pool); when it drops it reconnects at once, then every second,
+// and while it is disconnected it wakes every waiter every second, so that
+// they query the database: the polling fallback. On (re)connecting it wakes
+// every waiter once, for the notifications it missed.
 //
 // Prune drops the events older than a cutoff as a prefix of each node's
 // stream and raises the node's low-water mark (low_seq); a poll from a
