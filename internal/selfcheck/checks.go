@@ -44,9 +44,9 @@ func checkLoop(_ context.Context, o *Options) Result {
 		return failed(fixLoopModule, "opening %s: %v", o.LoopControl, err)
 	}
 	defer ctl.Close()
-	dir := o.Scratch
-	if dir == "" {
-		dir = os.TempDir()
+	dir := os.TempDir()
+	if o.Scratch != "" {
+		dir = existing(o.Scratch)
 	}
 	img, err := os.CreateTemp(dir, "provisiond-selfcheck-*.img")
 	if err != nil {

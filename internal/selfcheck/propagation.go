@@ -36,6 +36,10 @@ func checkPropagation(_ context.Context, o *Options) Result {
 	}
 	var visible, hidden []string
 	for _, dir := range o.ProbeDirs {
+		// A directory the daemon has not made yet: its nearest parent
+		// is where its mounts would go. The check creates no directory
+		// the daemon would create with its own mode.
+		dir = existing(dir)
 		seen, err := probe(dir, o.HostMountinfo)
 		if err != nil {
 			return failed(fixPropagationProbe(err), "probing mounts below %s: %v (%s)", dir, err, ns)
@@ -77,9 +81,6 @@ func namespaces(o *Options) string {
 // probe mounts a uniquely named tmpfs in a fresh directory below dir and
 // reports whether hostMountinfo lists it. It leaves nothing behind.
 func probe(dir, hostMountinfo string) (bool, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return false, err
-	}
 	target, err := os.MkdirTemp(dir, ".selfcheck-")
 	if err != nil {
 		return false, err
@@ -117,4 +118,19 @@ func listed(path, source string) (bool, error) {
 		return false, fmt.Errorf("reading the host's mount table %s: %w", filepath.Clean(path), err)
 	}
 	return len(ms) > 0, nil
+}
+
+// existing returns dir, or its nearest parent that exists.
+func existing(dir string) string {
+	dir = filepath.Clean(dir)
+	for {
+		if _, err := os.Stat(dir); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return dir
+		}
+		dir = parent
+	}
 }

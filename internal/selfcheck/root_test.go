@@ -27,6 +27,18 @@ func TestRealMachine(t *testing.T) {
 			t.Errorf("%s: %s: %s (fix: %s)", r.Name, r.Status, r.Detail, r.Fix)
 		}
 	}
+	// A probe directory that does not exist yet is probed through its
+	// parent, and not created.
+	missing := filepath.Join(t.TempDir(), "data")
+	rep = Run(t.Context(), Options{ProbeDirs: []string{missing}, Scratch: missing})
+	for _, r := range rep.Results {
+		if (r.Name == MountPropagation || r.Name == Loop) && r.Status != OK {
+			t.Errorf("with a missing data directory: %+v", r)
+		}
+	}
+	if _, err := os.Stat(missing); err == nil {
+		t.Errorf("the checks created %s", missing)
+	}
 	if len(rep.Results) != len(checks()) {
 		t.Fatalf("%d results for %d checks", len(rep.Results), len(checks()))
 	}

@@ -98,12 +98,13 @@ type Options struct {
 	By string
 	// ProbeDirs are the directories the daemon mounts into; the
 	// mount-propagation check mounts a small tmpfs in a fresh directory
-	// below each (creating the directory itself when missing) and looks
-	// for it in HostMountinfo. Required for that check: without any it
+	// below each (below its nearest existing parent when it does not
+	// exist yet) and looks for it in HostMountinfo. Required for that check: without any it
 	// fails with a message saying so.
 	ProbeDirs []string
-	// Scratch is where the loop check writes its 1 MiB sparse image.
-	// Default os.TempDir().
+	// Scratch is where the loop check writes its 1 MiB sparse image (its
+	// nearest existing parent when it does not exist yet). Default
+	// os.TempDir().
 	Scratch string
 	// Runc is the runc binary. Default "runc".
 	Runc string

@@ -236,3 +236,16 @@ func TestRunReport(t *testing.T) {
 		t.Fatalf("Failed() = %s", got)
 	}
 }
+
+func TestExisting(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ in, want string }{
+		{dir, dir},
+		{filepath.Join(dir, "a", "b"), dir},
+		{"/nonexistent-provisiond/x", "/"},
+	} {
+		if got := existing(tc.in); got != tc.want {
+			t.Errorf("existing(%s) = %s, want %s", tc.in, got, tc.want)
+		}
+	}
+}
