@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -85,4 +86,29 @@ func printChecks(w io.Writer, rep *selfcheck.Report) error {
 func checksFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "checks", Value: true,
 		Usage: "when no daemon runs, run the self-check from this command (as root: it attaches a loop device and mounts a tmpfs for a moment); --checks=false skips it"}
+}
+
+// statusCmd is `provisiond status`. On a node where the daemon never ran
+// there is no status to read, but the self-check still tells the operator
+// whether it can run: it is printed before the error.
+func statusCmd(c *cli.Context) error {
+	cfg := configFrom(c)
+	r, closeFn, err := openReader(c.Context, cfg)
+	if errors.Is(err, errNoDatabase) && c.Bool("checks") {
+		rep := selfcheck.Run(c.Context, checkOptions(cfg, "cli"))
+		var perr error
+		if c.Bool("json") {
+			perr = printJSON(c.App.Writer, struct {
+				Checks *selfcheck.Report `json:"checks"`
+			}{rep})
+		} else {
+			perr = printChecks(c.App.Writer, rep)
+		}
+		return errors.Join(err, perr)
+	}
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	return showStatus(c, r)
 }

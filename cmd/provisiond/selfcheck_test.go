@@ -138,3 +138,30 @@ func TestStatusShowsDaemonChecks(t *testing.T) {
 		t.Fatalf("%d self-check failures with a fix in the log, want 2:\n%s", failures, logs.String())
 	}
 }
+
+// TestStatusChecksBeforeFirstRun: on a node where the daemon never ran,
+// status still runs the self-check and prints it before the error, and
+// creates nothing.
+func TestStatusChecksBeforeFirstRun(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	out, errOut, code := provisiond(t, dir, "status")
+	if code != 1 || !strings.Contains(errOut, "no database at") {
+		t.Fatalf("exit %d, stderr %q; want 1 and no database", code, errOut)
+	}
+	for _, name := range checkNames {
+		if !strings.Contains(out, " "+name+" ") {
+			t.Errorf("status lacks the %s check:\n%s", name, out)
+		}
+	}
+	out, _, _ = provisiond(t, dir, "status", "--json")
+	var s struct{ Checks *selfcheck.Report }
+	if err := json.Unmarshal([]byte(out), &s); err != nil || s.Checks == nil || len(s.Checks.Results) != len(checkNames) {
+		t.Fatalf("status --json before the first run: %v\n%s", err, out)
+	}
+	if out, _, _ = provisiond(t, dir, "status", "--checks=false"); out != "" {
+		t.Fatalf("--checks=false printed:\n%s", out)
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Fatalf("status created the data directory %s", dir)
+	}
+}
