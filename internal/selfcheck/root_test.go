@@ -167,9 +167,11 @@ func TestPropagationPrivateNamespace(t *testing.T) {
 }
 
 // TestPropagationSharedNamespace starts the check in a mount namespace of
-// its own whose probe directory is a shared mount (MountFlags=shared in a
-// unit): its mounts reach the host, so the check passes although the
-// namespaces differ.
+// its own whose probe directory is a shared mount of the host. With the
+// propagation unchanged (MountFlags=shared in a unit) its mounts reach the
+// host and the check passes although the namespaces differ; as a slave
+// (what ProtectSystem= and the other sandboxing options give a unit: the
+// host's mounts come in, the daemon's do not go out) it fails.
 func TestPropagationSharedNamespace(t *testing.T) {
 	testutil.RequiresRoot(t)
 	testutil.RequiresCommand(t, "unshare")
@@ -186,12 +188,25 @@ func TestPropagationSharedNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	probeDir := filepath.Join(dir, "data")
-	r := inChild(t, helperCmd("unshare", "--mount", "--propagation", "unchanged", os.Args[0]), probeDir)
-	if r.Status != OK || !strings.Contains(r.Detail, "mount namespace") {
-		t.Fatalf("in a namespace with shared propagation: %+v, want ok", r)
+	if err := os.Mkdir(probeDir, 0o700); err != nil {
+		t.Fatal(err)
 	}
-	if n := mountsBelow(t, dir); n != 0 {
-		t.Fatalf("the probe's unmount did not propagate back: %d mounts below %s", n, dir)
+	for _, tc := range []struct {
+		propagation string
+		want        Status
+	}{
+		{"unchanged", OK},
+		{"slave", Failed},
+	} {
+		t.Run(tc.propagation, func(t *testing.T) {
+			r := inChild(t, helperCmd("unshare", "--mount", "--propagation", tc.propagation, os.Args[0]), probeDir)
+			t.Log(r.Detail)
+			if r.Status != tc.want || !strings.Contains(r.Detail, probeDir) {
+				t.Fatalf("in a namespace with %s propagation: %+v, want %s", tc.propagation, r, tc.want)
+			}
+			if n := mountsBelow(t, dir); n != 0 {
+				t.Fatalf("%d mounts left below %s", n, dir)
+			}
+		})
 	}
-	t.Log(r.Detail)
 }
