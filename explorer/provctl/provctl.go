@@ -34,7 +34,7 @@ import (
 // Errors of provctl.
 var (
 	ErrUsage      = errors.New("provctl: usage")
-	ErrUnverified = errors.New("provctl: result does not verify")
+	ErrUnverified = errors.New("provctl: does not verify")
 	ErrWatch      = errors.New("provctl: watch ended")
 )
 
@@ -272,10 +272,14 @@ func (s *session) submit(ctx context.Context, typ provision.ReservationType, w a
 		return fmt.Errorf("encoding %s: %w", typ, err)
 	}
 	r := &provision.Reservation{
-		NodeID:    node,
-		Type:      typ,
-		Data:      data,
-		Created:   time.Now().UTC().Truncate(time.Second),
+		NodeID: node,
+		Type:   typ,
+		Data:   data,
+		// Full precision (RFC 3339 nanoseconds in the signed bytes): two
+		// reservations of the same content made one right after the other
+		// have different digests, so the explorer's replay refusal does
+		// not take the second for a replay of the first.
+		Created:   time.Now().UTC(),
 		Duration:  s.c.Duration("duration"),
 		Reference: s.c.String("reference"),
 	}
@@ -354,16 +358,40 @@ func list(ctx context.Context, s *session) error {
 	if err != nil {
 		return err
 	}
+	// Every listed reservation must be the caller's own and verify: a
+	// mismatch is an error after the listing, and its row says so.
+	var bad []string
+	problems := make([]error, len(rs))
+	for i, r := range rs {
+		if problems[i] = verify(r); problems[i] == nil && r.UserID != s.client.KeyID() {
+			problems[i] = fmt.Errorf("%w: owned by %s, not by your key", ErrUnverified, r.UserID)
+		}
+		if problems[i] != nil {
+			bad = append(bad, fmt.Sprintf("%s: %v", r.ID, problems[i]))
+		}
+	}
 	if s.c.Bool("json") {
-		return printJSON(s.c.App.Writer, rs)
+		err = printJSON(s.c.App.Writer, rs)
+	} else {
+		tw := tabwriter.NewWriter(s.c.App.Writer, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tTYPE\tNODE\tSTATE\tCREATED\tEXPIRES")
+		for i, r := range rs {
+			st := state(r)
+			if problems[i] != nil {
+				st += " (NOT VERIFIED)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Type, r.NodeID, st,
+				r.Created.UTC().Format(time.RFC3339), r.Expires().UTC().Format(time.RFC3339))
+		}
+		err = tw.Flush()
 	}
-	tw := tabwriter.NewWriter(s.c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tTYPE\tNODE\tSTATE\tCREATED\tEXPIRES")
-	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Type, r.NodeID, state(r),
-			r.Created.UTC().Format(time.RFC3339), r.Expires().UTC().Format(time.RFC3339))
+	if err != nil {
+		return err
 	}
-	return tw.Flush()
+	if len(bad) > 0 {
+		return fmt.Errorf("%w: %d of %d reservations: %s", ErrUnverified, len(bad), len(rs), strings.Join(bad, "; "))
+	}
+	return nil
 }
 
 func argID(c *cli.Context) (string, error) {
@@ -373,29 +401,49 @@ func argID(c *cli.Context) (string, error) {
 	return c.Args().First(), nil
 }
 
-// verify checks the node's result of r: signed by r's node, for r's ID,
-// node and digest.
+// verify checks everything provctl shows of r: the owner's signature over
+// the reservation's canonical bytes (whose hash is the digest a result
+// answers), the owner's delete signature when a delete is marked, and the
+// node's result when there is one: for r's ID, node and digest, signed by
+// r's node. Every failure wraps ErrUnverified.
 func verify(r *provision.Reservation) error {
+	if err := r.Verify(); err != nil {
+		return fmt.Errorf("%w: the reservation's owner signature: %w", ErrUnverified, err)
+	}
+	if r.ToDelete {
+		if err := r.VerifyDelete(); err != nil {
+			return fmt.Errorf("%w: the delete's owner signature: %w", ErrUnverified, err)
+		}
+	}
 	res := r.Result
 	if res == nil {
 		return nil
 	}
 	pub, err := identity.PublicKey(r.NodeID)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrUnverified, err)
+		return fmt.Errorf("%w: the result's node: %w", ErrUnverified, err)
 	}
 	switch {
 	case res.ID != r.ID:
-		return fmt.Errorf("%w: it answers reservation %q", ErrUnverified, res.ID)
+		return fmt.Errorf("%w: the result answers reservation %q", ErrUnverified, res.ID)
 	case res.NodeID != r.NodeID:
-		return fmt.Errorf("%w: it names node %q", ErrUnverified, res.NodeID)
+		return fmt.Errorf("%w: the result names node %q", ErrUnverified, res.NodeID)
 	case res.Digest != r.Digest():
-		return fmt.Errorf("%w: it answers digest %s, the reservation's is %s", ErrUnverified, res.Digest, r.Digest())
+		return fmt.Errorf("%w: the result answers digest %s, the reservation's is %s", ErrUnverified, res.Digest, r.Digest())
 	}
 	if err := res.Verify(pub); err != nil {
-		return fmt.Errorf("%w: %w", ErrUnverified, err)
+		return fmt.Errorf("%w: the result: %w", ErrUnverified, err)
 	}
 	return nil
+}
+
+// owner says whose r is, as get shows it: the caller's own, or plainly
+// someone else's.
+func (s *session) owner(r *provision.Reservation) (string, bool) {
+	if r.UserID == s.client.KeyID() {
+		return r.UserID + " (you)", true
+	}
+	return r.UserID + " (NOT YOU: someone else's reservation; your key is " + s.client.KeyID() + ")", false
 }
 
 func get(ctx context.Context, s *session) error {
@@ -409,11 +457,14 @@ func get(ctx context.Context, s *session) error {
 	}
 	verr := verify(r)
 	if s.c.Bool("json") {
+		_, mine := s.owner(r)
 		out := struct {
 			*provision.Reservation
-			Verified bool   `json:"result_verified"`
-			Problem  string `json:"result_problem,omitempty"`
-		}{Reservation: r, Verified: r.Result != nil && verr == nil}
+			Verified bool   `json:"verified"`
+			Result   bool   `json:"result_verified"`
+			Mine     bool   `json:"owner_is_caller"`
+			Problem  string `json:"problem,omitempty"`
+		}{Reservation: r, Verified: verr == nil, Result: r.Result != nil && verr == nil, Mine: mine}
 		if verr != nil {
 			out.Problem = verr.Error()
 		}
@@ -426,9 +477,10 @@ func get(ctx context.Context, s *session) error {
 	fmt.Fprintf(tw, "id:\t%s\n", r.ID)
 	fmt.Fprintf(tw, "type:\t%s\n", r.Type)
 	fmt.Fprintf(tw, "node:\t%s\n", r.NodeID)
-	fmt.Fprintf(tw, "user:\t%s\n", r.UserID)
+	who, _ := s.owner(r)
+	fmt.Fprintf(tw, "user:\t%s\n", who)
 	fmt.Fprintf(tw, "state:\t%s\n", state(r))
-	fmt.Fprintf(tw, "created:\t%s\n", r.Created.UTC().Format(time.RFC3339))
+	fmt.Fprintf(tw, "created:\t%s\n", r.Created.UTC().Format(time.RFC3339Nano))
 	fmt.Fprintf(tw, "expires:\t%s\n", r.Expires().UTC().Format(time.RFC3339))
 	if r.Reference != "" {
 		fmt.Fprintf(tw, "reference:\t%s\n", r.Reference)
@@ -448,11 +500,13 @@ func get(ctx context.Context, s *session) error {
 		if len(res.Data) > 0 {
 			fmt.Fprintf(tw, "result data:\t%s\n", res.Data)
 		}
-		if verr != nil {
-			fmt.Fprintf(tw, "signature:\tNOT VERIFIED: %v\n", verr)
-		} else {
-			fmt.Fprintf(tw, "signature:\tverified (node %s)\n", r.NodeID)
-		}
+	}
+	if verr != nil {
+		fmt.Fprintf(tw, "signatures:\tNOT VERIFIED: %v\n", verr)
+	} else if r.Result != nil {
+		fmt.Fprintf(tw, "signatures:\tverified (owner %s, node %s, digest bound)\n", r.UserID, r.NodeID)
+	} else {
+		fmt.Fprintf(tw, "signatures:\tverified (owner %s)\n", r.UserID)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

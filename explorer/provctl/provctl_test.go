@@ -118,7 +118,7 @@ func TestProvctlAgainstExplorer(t *testing.T) {
 		t.Fatalf("get before a result:\n%s", out)
 	}
 	answer(t, xs, node, vol, provision.StateOk)
-	if out := c.must("get", vol); !strings.Contains(out, "signature:") || !strings.Contains(out, "verified (node "+nodeID) {
+	if out := c.must("get", vol); !strings.Contains(out, "signatures:") || !strings.Contains(out, "node "+nodeID+", digest bound") || !strings.Contains(out, "(you)") {
 		t.Fatalf("get after the result:\n%s", out)
 	}
 	if out := c.must("watch", vol, "--until", "ok", "--timeout", "10s", "--interval", "10ms"); !strings.Contains(out, "ok (signature verified)") {
@@ -199,5 +199,173 @@ func TestGetDetectsForgedResult(t *testing.T) {
 	out, err := c.run("get", "abc")
 	if !errors.Is(err, provctl.ErrUnverified) || !strings.Contains(out, "NOT VERIFIED") {
 		t.Fatalf("get of a forged result: %v\n%s", err, out)
+	}
+}
+
+// fakeExplorer serves rs as the explorer would: GET /api/v1/reservations/ID
+// and the user's list.
+func fakeExplorer(t testing.TB, rs ...*provision.Reservation) string {
+	t.Helper()
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/api/v1/reservations" {
+			json.NewEncoder(w).Encode(map[string]any{"reservations": rs})
+			return
+		}
+		for _, r := range rs {
+			if strings.HasSuffix(req.URL.Path, "/"+r.ID) {
+				json.NewEncoder(w).Encode(r)
+				return
+			}
+		}
+		http.NotFound(w, req)
+	}))
+	t.Cleanup(fake.Close)
+	return fake.URL
+}
+
+// signedResult returns node's result for r, answering r's digest.
+func signedResult(t testing.TB, r *provision.Reservation, node ed25519.PrivateKey) *provision.Result {
+	t.Helper()
+	res := &provision.Result{Type: r.Type, ID: r.ID, NodeID: r.NodeID, Digest: r.Digest(), Created: time.Now().UTC(), State: provision.StateOk}
+	if err := res.Sign(provision.KeySigner(node)); err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func TestGetChecksTheOwnerSignature(t *testing.T) {
+	c := cli{t: t, key: filepath.Join(t.TempDir(), "key")}
+	c.must("key", "new")
+	key, err := identity.Load(c.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := explorertest.NewKey(t)
+	tests := []struct {
+		name   string
+		tamper func(*provision.Reservation)
+		want   string
+	}{
+		{"data-changed-after-signing", func(r *provision.Reservation) { r.Data = []byte(`{"size":99,"type":"ssd"}`) }, "owner signature"},
+		{"signature-of-another-key", func(r *provision.Reservation) {
+			r.Sign(explorertest.NewKey(t))
+			r.UserID = identity.UserID(key.Public().(ed25519.PublicKey))
+		}, "owner signature"},
+		{"no-signature", func(r *provision.Reservation) { r.Signature = "" }, "owner signature"},
+		{"forged-delete", func(r *provision.Reservation) { r.ToDelete, r.DeleteSignature = true, strings.Repeat("00", 64) }, "delete's owner signature"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := explorertest.Volume(explorertest.NodeID(node), 1)
+			r.Sign(key)
+			r.ID = "abc"
+			tt.tamper(r)
+			// The node answers the reservation as it is now: only the owner's
+			// signature can tell that it is not what the user signed.
+			r.Result = signedResult(t, r, node)
+			c := c
+			c.explorer = fakeExplorer(t, r)
+			out, err := c.run("get", "abc")
+			if !errors.Is(err, provctl.ErrUnverified) || !strings.Contains(err.Error(), tt.want) || !strings.Contains(out, "NOT VERIFIED") {
+				t.Fatalf("get: %v\n%s", err, out)
+			}
+			jout, err := c.run("get", "abc", "--json")
+			if !errors.Is(err, provctl.ErrUnverified) || !strings.Contains(jout, `"verified": false`) {
+				t.Fatalf("get --json: %v\n%s", err, jout)
+			}
+			if _, err := c.run("watch", "abc", "--timeout", "5s", "--interval", "10ms"); !errors.Is(err, provctl.ErrUnverified) {
+				t.Fatalf("watch: %v", err)
+			}
+			if _, err := c.run("ls"); !errors.Is(err, provctl.ErrUnverified) {
+				t.Fatalf("ls: %v", err)
+			}
+		})
+	}
+}
+
+func TestGetSaysWhoseReservationItIs(t *testing.T) {
+	stranger, node := explorertest.NewKey(t), explorertest.NewKey(t)
+	r := explorertest.Volume(explorertest.NodeID(node), 1)
+	r.Sign(stranger)
+	r.ID = "abc"
+	r.Result = signedResult(t, r, node)
+	c := cli{t: t, explorer: fakeExplorer(t, r), key: filepath.Join(t.TempDir(), "key")}
+	c.must("key", "new")
+	// Someone else's reservation that verifies is shown, and says so plainly.
+	out := c.must("get", "abc")
+	if !strings.Contains(out, "NOT YOU: someone else's reservation") || strings.Contains(out, "NOT VERIFIED") {
+		t.Fatalf("get of another user's reservation:\n%s", out)
+	}
+	var got struct {
+		Verified bool `json:"verified"`
+		Mine     bool `json:"owner_is_caller"`
+	}
+	if err := json.Unmarshal([]byte(c.must("get", "abc", "--json")), &got); err != nil || !got.Verified || got.Mine {
+		t.Fatalf("get --json: %+v %v", got, err)
+	}
+	// A listing of "your" reservations that holds another user's is an error.
+	out, err := c.run("ls")
+	if !errors.Is(err, provctl.ErrUnverified) || !strings.Contains(err.Error(), "not by your key") || !strings.Contains(out, "NOT VERIFIED") {
+		t.Fatalf("ls with another user's reservation: %v\n%s", err, out)
+	}
+}
+
+func TestIdenticalReservationsInOneSecondAreTwo(t *testing.T) {
+	xs := explorertest.New(t)
+	node := explorertest.NewKey(t)
+	xs.RegisterNode(t, node)
+	c := cli{t: t, explorer: xs.URL(), key: filepath.Join(t.TempDir(), "key")}
+	c.must("key", "new")
+	args := []string{"reserve", "volume", "--node", explorertest.NodeID(node), "--size", "1", "--type", "ssd"}
+	seen := map[string]bool{}
+	for range 5 {
+		id := strings.TrimSpace(c.must(args...))
+		if seen[id] {
+			t.Fatalf("reservation %s returned twice", id)
+		}
+		seen[id] = true
+	}
+	digests := map[string]bool{}
+	for id := range seen {
+		r := xs.Reservation(t, id)
+		if err := r.Verify(); err != nil {
+			t.Fatal(err)
+		}
+		digests[r.Digest()] = true
+	}
+	if len(digests) != 5 {
+		t.Fatalf("%d digests for 5 reservations", len(digests))
+	}
+}
+
+func TestWholeSecondReservationsStillVerify(t *testing.T) {
+	// An older provctl cut created to whole seconds; its signature covers
+	// the same RFC 3339 text, so it still verifies, and its replay is
+	// still refused by digest.
+	xs := explorertest.New(t)
+	c := cli{t: t, explorer: xs.URL(), key: filepath.Join(t.TempDir(), "key")}
+	c.must("key", "new")
+	user, err := identity.Load(c.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := explorertest.NewKey(t)
+	xs.RegisterNode(t, node)
+	r := explorertest.Volume(explorertest.NodeID(node), 1)
+	r.Created = time.Now().UTC().Truncate(time.Second)
+	r.Sign(user)
+	uc := xs.UserClient(user)
+	id, err := uc.CreateReservation(t.Context(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := *r
+	again.ID = ""
+	if _, err := uc.CreateReservation(t.Context(), &again); err == nil || !strings.Contains(err.Error(), "409") {
+		t.Fatalf("replay of a whole-second reservation: %v, want 409", err)
+	}
+	answer(t, xs, node, id, provision.StateOk)
+	if out := c.must("get", id); !strings.Contains(out, "digest bound") {
+		t.Fatalf("get of an old provctl's reservation:\n%s", out)
 	}
 }
