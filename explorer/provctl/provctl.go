@@ -52,11 +52,19 @@ func DefaultKeyPath() string {
 // name), writing to stdout and stderr. Flags may follow a command's
 // arguments.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	// urfave/cli completes only when its flag is the last argument.
+	if n := len(args); n > 1 && args[n-1] == completionFlag {
+		return App(stdout, stderr).RunContext(ctx, append(flagsFirst(args[:n-1]), completionFlag))
+	}
 	return App(stdout, stderr).RunContext(ctx, flagsFirst(args))
 }
 
+// completionFlag is the hidden flag with which the shell scripts of
+// `provctl completion` ask for the words that may come next.
+const completionFlag = "--generate-bash-completion"
+
 // boolFlags are the flags that take no value.
-var boolFlags = map[string]bool{"json": true, "help": true, "h": true, "version": true, "v": true}
+var boolFlags = map[string]bool{"json": true, "help": true, "h": true, "version": true, "v": true, "generate-bash-completion": true}
 
 // flagsFirst moves the positional arguments of a command after its flags,
 // so that urfave/cli parses `watch ID --until ok` like `watch --until ok ID`.
@@ -113,6 +121,7 @@ func flagsFirst(args []string) []string {
 // App returns the provctl command line writing to stdout and stderr.
 func App(stdout, stderr io.Writer) *cli.App {
 	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print JSON for scripts"}
+	outputFlag := &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "`FORMAT`: table, wide (more columns) or json (--json is the same)", Value: "table"}
 	nodeFlag := &cli.StringFlag{Name: "node", Usage: "`NODE` ID the workload runs on", Required: true}
 	durationFlag := &cli.DurationFlag{Name: "duration", Usage: "how long the workload lives", Value: 24 * time.Hour}
 	refFlag := &cli.StringFlag{Name: "reference", Usage: "free `TEXT` kept with the reservation (signed)"}
@@ -181,7 +190,7 @@ func App(stdout, stderr io.Writer) *cli.App {
 					},
 				},
 			},
-			{Name: "ls", Usage: "list your reservations", Flags: []cli.Flag{jsonFlag}, Action: withClient(list)},
+			{Name: "ls", Usage: "list your reservations", Flags: []cli.Flag{jsonFlag, outputFlag}, Action: withClient(list)},
 			{Name: "get", Usage: "show a reservation and its node's signed result, verified", ArgsUsage: "ID", Flags: []cli.Flag{jsonFlag}, Action: withClient(get)},
 			{
 				Name:      "watch",
@@ -195,6 +204,14 @@ func App(stdout, stderr io.Writer) *cli.App {
 				Action: withClient(watch),
 			},
 			{Name: "delete", Usage: "sign and submit the early deletion of a reservation you own", ArgsUsage: "ID", Action: withClient(deleteReservation)},
+			{
+				Name:      "completion",
+				Usage:     "print the shell completion script for bash or zsh",
+				ArgsUsage: "bash|zsh",
+				Description: "bash: source <(provctl completion bash)  (or save it in /etc/bash_completion.d/provctl)\n" +
+					"zsh:  source <(provctl completion zsh)   (or save it as _provctl in a directory of $fpath)",
+				Action: completion,
+			},
 			{
 				Name:  "version",
 				Usage: "print the version",
@@ -370,18 +387,37 @@ func list(ctx context.Context, s *session) error {
 			bad = append(bad, fmt.Sprintf("%s: %v", r.ID, problems[i]))
 		}
 	}
-	if s.c.Bool("json") {
+	format, err := outputFormat(s.c)
+	if err != nil {
+		return err
+	}
+	if format == "json" {
 		err = printJSON(s.c.App.Writer, rs)
 	} else {
 		tw := tabwriter.NewWriter(s.c.App.Writer, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tTYPE\tNODE\tSTATE\tCREATED\tEXPIRES")
+		if format == "wide" {
+			fmt.Fprintln(tw, "ID\tTYPE\tNODE\tSTATE\tCREATED\tEXPIRES\tVERSION\tRESULT AT\tVERIFIED\tDIGEST\tREFERENCE")
+		} else {
+			fmt.Fprintln(tw, "ID\tTYPE\tNODE\tSTATE\tCREATED\tEXPIRES")
+		}
 		for i, r := range rs {
 			st := state(r)
 			if problems[i] != nil {
 				st += " (NOT VERIFIED)"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Type, r.NodeID, st,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s", r.ID, r.Type, r.NodeID, st,
 				r.Created.UTC().Format(time.RFC3339), r.Expires().UTC().Format(time.RFC3339))
+			if format == "wide" {
+				at, verified := "-", "yes"
+				if r.Result != nil {
+					at = r.Result.Created.UTC().Format(time.RFC3339)
+				}
+				if problems[i] != nil {
+					verified = "NO"
+				}
+				fmt.Fprintf(tw, "\t%d\t%s\t%s\t%s\t%s", r.Version, at, verified, r.Digest(), r.Reference)
+			}
+			fmt.Fprintln(tw)
 		}
 		err = tw.Flush()
 	}
@@ -571,5 +607,70 @@ func deleteReservation(ctx context.Context, s *session) error {
 		return err
 	}
 	_, err = fmt.Fprintf(s.c.App.Writer, "%s: delete signed and sent\n", id)
+	return err
+}
+
+// outputFormat returns the format a list prints in: --output, or json when
+// --json is set.
+func outputFormat(c *cli.Context) (string, error) {
+	if c.Bool("json") {
+		return "json", nil
+	}
+	switch f := c.String("output"); f {
+	case "table", "wide", "json":
+		return f, nil
+	default:
+		return "", fmt.Errorf("%w: --output %q: want table, wide or json", ErrUsage, f)
+	}
+}
+
+// completionScripts are the scripts `provctl completion` prints. Both ask
+// provctl itself for the words that may follow what is typed so far
+// (urfave/cli's --generate-bash-completion), so they follow the commands
+// and flags of the provctl that runs them.
+var completionScripts = map[string]string{
+	"bash": `# bash completion for provctl: source <(provctl completion bash)
+_provctl_complete() {
+  local cur words
+  COMPREPLY=()
+  cur="${COMP_WORDS[COMP_CWORD]}"
+  if [[ "$cur" == -* ]]; then
+    words=$("${COMP_WORDS[@]:0:$COMP_CWORD}" "$cur" --generate-bash-completion 2>/dev/null)
+  else
+    words=$("${COMP_WORDS[@]:0:$COMP_CWORD}" --generate-bash-completion 2>/dev/null)
+  fi
+  COMPREPLY=($(compgen -W "$words" -- "$cur"))
+  return 0
+}
+complete -o bashdefault -o default -F _provctl_complete provctl
+`,
+	"zsh": `#compdef provctl
+# zsh completion for provctl: source <(provctl completion zsh), or save as _provctl in $fpath
+_provctl() {
+  local -a opts
+  local cur=${words[-1]}
+  if [[ "$cur" == -* ]]; then
+    opts=("${(@f)$(${words[@]:0:#words[@]-1} "$cur" --generate-bash-completion 2>/dev/null)}")
+  else
+    opts=("${(@f)$(${words[@]:0:#words[@]-1} --generate-bash-completion 2>/dev/null)}")
+  fi
+  if [[ "${opts[1]}" != "" ]]; then
+    _describe 'values' opts
+  else
+    _files
+  fi
+}
+if [[ "$(basename -- ${(%):-%x})" != "_provctl" ]]; then
+  compdef _provctl provctl
+fi
+`,
+}
+
+func completion(c *cli.Context) error {
+	script, ok := completionScripts[c.Args().First()]
+	if c.NArg() != 1 || !ok {
+		return fmt.Errorf("%w: completion needs one shell: bash or zsh", ErrUsage)
+	}
+	_, err := io.WriteString(c.App.Writer, script)
 	return err
 }

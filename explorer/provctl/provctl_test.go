@@ -5,9 +5,13 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -367,5 +371,103 @@ func TestWholeSecondReservationsStillVerify(t *testing.T) {
 	answer(t, xs, node, id, provision.StateOk)
 	if out := c.must("get", id); !strings.Contains(out, "digest bound") {
 		t.Fatalf("get of an old provctl's reservation:\n%s", out)
+	}
+}
+
+func TestListOutputFormats(t *testing.T) {
+	xs := explorertest.New(t)
+	node := explorertest.NewKey(t)
+	xs.RegisterNode(t, node)
+	c := cli{t: t, explorer: xs.URL(), key: filepath.Join(t.TempDir(), "key")}
+	c.must("key", "new")
+	id := strings.TrimSpace(c.must("reserve", "volume", "--node", explorertest.NodeID(node), "--size", "1", "--type", "ssd", "--reference", "ref-1"))
+	answer(t, xs, node, id, provision.StateOk)
+	digest := xs.Reservation(t, id).Digest()
+
+	table := c.must("ls")
+	if !strings.Contains(table, id) || strings.Contains(table, digest) || strings.Contains(table, "VERIFIED") {
+		t.Fatalf("ls:\n%s", table)
+	}
+	if again := c.must("ls", "--output", "table"); again != table {
+		t.Fatalf("ls --output table differs from ls:\n%s", again)
+	}
+	wide := c.must("ls", "-o", "wide")
+	for _, want := range []string{"DIGEST", "VERIFIED", digest, "ref-1", " yes "} {
+		if !strings.Contains(wide, want) {
+			t.Fatalf("ls -o wide lacks %q:\n%s", want, wide)
+		}
+	}
+	for _, args := range [][]string{{"ls", "--json"}, {"ls", "--output", "json"}} {
+		var rs []provision.Reservation
+		if err := json.Unmarshal([]byte(c.must(args...)), &rs); err != nil || len(rs) != 1 || rs[0].ID != id {
+			t.Fatalf("%v: %v %+v", args, err, rs)
+		}
+	}
+	if _, err := c.run("ls", "--output", "yaml"); !errors.Is(err, provctl.ErrUsage) {
+		t.Fatalf("ls --output yaml: %v", err)
+	}
+}
+
+func TestCompletionScripts(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "provctl")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/edgeprov/provisiond/cmd/provctl").CombinedOutput(); err != nil {
+		t.Fatalf("building provctl: %v\n%s", err, out)
+	}
+	script := func(shell string) string {
+		out, err := exec.Command(bin, "completion", shell).Output()
+		if err != nil {
+			t.Fatalf("provctl completion %s: %v", shell, err)
+		}
+		return string(out)
+	}
+	tests := []struct {
+		shell, words, want string
+	}{
+		{"bash", "provctl re", "reserve"},
+		{"bash", "provctl reserve c", "container"},
+		{"bash", "provctl ls --o", "--output"},
+		{"zsh", "provctl reserve ''", "volume"}, // zsh's words end with the word being completed
+		{"zsh", "provctl ls --o", "--output"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.shell+"-"+strings.NewReplacer(" ", "-", "'", "").Replace(tt.words), func(t *testing.T) {
+			sh, err := exec.LookPath(tt.shell)
+			if err != nil {
+				if os.Getenv("CI") != "" {
+					t.Fatalf("%s is not installed (scripts/deps.sh installs it)", tt.shell)
+				}
+				t.Skipf("%s is not installed", tt.shell)
+			}
+			words := strings.Fields(tt.words)
+			words[0] = bin
+			var prog string
+			if tt.shell == "bash" {
+				// Call the completion function as bash does, then print its answer.
+				prog = fmt.Sprintf("COMP_WORDS=(%s); COMP_CWORD=%d; _provctl_complete; printf '%%s\\n' \"${COMPREPLY[@]}\"",
+					strings.Join(words, " "), len(words)-1)
+			} else {
+				// zsh's completion system needs a terminal; stand in for _describe.
+				prog = fmt.Sprintf("words=(%s); _describe() { print -l -- \"${opts[@]}\"; }; _provctl",
+					strings.Join(words, " "))
+			}
+			dir := t.TempDir()
+			file := filepath.Join(dir, "completion")
+			if err := os.WriteFile(file, []byte(script(tt.shell)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			src := "source " + file + "; " + prog
+			if tt.shell == "zsh" {
+				src = "autoload -U compinit; compinit -u; " + src
+			}
+			cmd := exec.Command(sh, "-c", src)
+			cmd.Env = append(os.Environ(), "HOME="+dir, "ZDOTDIR="+dir)
+			out, err := cmd.CombinedOutput()
+			if err != nil || !slices.Contains(strings.Fields(string(out)), tt.want) {
+				t.Fatalf("%s completion of %q: %v, want %q among:\n%s", tt.shell, tt.words, err, tt.want, out)
+			}
+		})
+	}
+	if _, err := exec.Command(bin, "completion", "fish").Output(); err == nil {
+		t.Fatal("completion fish: no error")
 	}
 }
