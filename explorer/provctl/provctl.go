@@ -13,6 +13,7 @@ package provctl
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -443,6 +444,9 @@ func argID(c *cli.Context) (string, error) {
 // node's result when there is one: for r's ID, node and digest, signed by
 // r's node. Every failure wraps ErrUnverified.
 func verify(r *provision.Reservation) error {
+	if pub, err := hex.DecodeString(r.UserID); err != nil || identity.CheckPublicKey(pub) != nil {
+		return fmt.Errorf("%w: the reservation's user_id %q is not a usable ed25519 key", ErrUnverified, r.UserID)
+	}
 	if err := r.Verify(); err != nil {
 		return fmt.Errorf("%w: the reservation's owner signature: %w", ErrUnverified, err)
 	}

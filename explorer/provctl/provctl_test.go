@@ -3,6 +3,7 @@ package provctl_test
 import (
 	"bytes"
 	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -470,4 +471,48 @@ func TestCompletionScripts(t *testing.T) {
 	if _, err := exec.Command(bin, "completion", "fish").Output(); err == nil {
 		t.Fatal("completion fish: no error")
 	}
+}
+
+// TestSmallOrderKeysAreNotVerified: with the identity point as a public
+// key, one signature (R = identity, S = 0) verifies for every message in
+// crypto/ed25519, so a node or user "registered" with it could have
+// anything forged in its name. provctl refuses to call such a result or
+// reservation verified.
+func TestSmallOrderKeysAreNotVerified(t *testing.T) {
+	weak := make(ed25519.PublicKey, ed25519.PublicKeySize)
+	weak[0] = 1 // the identity point
+	forgery := hex.EncodeToString(append(bytes.Clone(weak), make([]byte, 32)...))
+	c := cli{t: t, key: filepath.Join(t.TempDir(), "key")}
+	c.must("key", "new")
+	user, err := identity.Load(c.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("node-key", func(t *testing.T) {
+		r := explorertest.Volume(identity.NodeID(weak), 1)
+		r.Sign(user)
+		r.ID = "abc"
+		r.Result = &provision.Result{Type: r.Type, ID: r.ID, NodeID: r.NodeID, Digest: r.Digest(), Created: time.Now().UTC(), State: provision.StateOk, Signature: forgery}
+		if err := r.Result.Verify(weak); err != nil {
+			t.Fatalf("the premise fails: the forgery does not verify: %v", err)
+		}
+		c := c
+		c.explorer = fakeExplorer(t, r)
+		if out, err := c.run("get", "abc"); !errors.Is(err, provctl.ErrUnverified) || !strings.Contains(out, "NOT VERIFIED") {
+			t.Fatalf("get of a result forged for a small-order node key: %v\n%s", err, out)
+		}
+	})
+	t.Run("user-key", func(t *testing.T) {
+		r := explorertest.Volume(explorertest.NodeID(explorertest.NewKey(t)), 1)
+		r.UserID, r.Signature, r.ID = hex.EncodeToString(weak), forgery, "abc"
+		if err := r.Verify(); err != nil {
+			t.Fatalf("the premise fails: the forgery does not verify: %v", err)
+		}
+		c := c
+		c.explorer = fakeExplorer(t, r)
+		if _, err := c.run("get", "abc"); !errors.Is(err, provctl.ErrUnverified) || !strings.Contains(err.Error(), "not a usable ed25519 key") {
+			t.Fatalf("get of a reservation forged for a small-order user key: %v", err)
+		}
+	})
 }
