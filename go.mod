@@ -3,6 +3,7 @@ module github.com/edgeprov/provisiond
 go 1.26.8
 
 require (
+	filippo.io/edwards25519 v1.2.0
 	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/moby/sys/mountinfo v0.7.2
 	github.com/mr-tron/base58 v1.3.0
