@@ -3,8 +3,10 @@ module github.com/edgeprov/provisiond
 go 1.26.8
 
 require (
+	filippo.io/edwards25519 v1.2.0
 	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/jackc/pgx/v5 v5.13.0
+	github.com/moby/sys/mountinfo v0.7.2
 	github.com/mr-tron/base58 v1.3.0
 	github.com/oasisprotocol/curve25519-voi v0.0.0-20230904125328-1f23a7beb09a
 	github.com/opencontainers/runtime-spec v1.3.0

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/edgeprov/provisiond/internal/selfcheck"
 	"github.com/edgeprov/provisiond/provision"
 )
 
@@ -55,6 +56,9 @@ type Status struct {
 	Records map[provision.State]int `json:"records"`
 	// Database is the path of the database.
 	Database string `json:"database"`
+	// Checks is the self-check: the daemon's at its start, or, when no
+	// daemon runs, the status command's own (Checks.By says which).
+	Checks *selfcheck.Report `json:"checks,omitempty"`
 }
 
 // Filter selects records; empty fields match everything.

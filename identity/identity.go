@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"filippo.io/edwards25519"
 	"github.com/mr-tron/base58"
 )
 
@@ -24,6 +25,7 @@ var (
 	ErrPermissions = errors.New("identity: key file readable by group or others")
 	ErrMalformed   = errors.New("identity: malformed key file")
 	ErrBadNodeID   = errors.New("identity: malformed node id")
+	ErrWeakKey     = errors.New("identity: public key refused")
 )
 
 // Load reads the seed file at path and returns its private key. It fails
@@ -109,13 +111,52 @@ func NodeID(pub ed25519.PublicKey) string {
 	return base58.Encode(pub)
 }
 
-// PublicKey decodes a node ID back into the node's public key.
+// PublicKey decodes a node ID back into the node's public key. A key
+// CheckPublicKey refuses is an error wrapping both ErrBadNodeID and
+// ErrWeakKey.
 func PublicKey(nodeID string) (ed25519.PublicKey, error) {
+	b, err := decodeNodeID(nodeID)
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckPublicKey(b); err != nil {
+		return nil, fmt.Errorf("%w: %q: %w", ErrBadNodeID, nodeID, err)
+	}
+	return ed25519.PublicKey(b), nil
+}
+
+// decodeNodeID decodes the base58 of a node ID into its 32 bytes.
+func decodeNodeID(nodeID string) ([]byte, error) {
 	b, err := base58.Decode(nodeID)
 	if err != nil || len(b) != ed25519.PublicKeySize {
 		return nil, fmt.Errorf("%w: %q", ErrBadNodeID, nodeID)
 	}
-	return ed25519.PublicKey(b), nil
+	return b, nil
+}
+
+// CheckPublicKey refuses, with an error wrapping ErrWeakKey, an ed25519
+// public key that no honestly made key pair has: one that is not the
+// canonical encoding of a curve point, or a point of small order (the
+// identity among them). crypto/ed25519 verifies against such keys, and
+// for a small-order key one signature verifies for many messages, so
+// whoever registered it could have results or reservations "signed" by it
+// forged by anyone. Registrations and the verification of what an explorer
+// relays check keys with it.
+func CheckPublicKey(pub []byte) error {
+	if len(pub) != ed25519.PublicKeySize {
+		return fmt.Errorf("%w: %d bytes, want %d", ErrWeakKey, len(pub), ed25519.PublicKeySize)
+	}
+	p, err := new(edwards25519.Point).SetBytes(pub)
+	if err != nil {
+		return fmt.Errorf("%w: not a curve point", ErrWeakKey)
+	}
+	if string(p.Bytes()) != string(pub) {
+		return fmt.Errorf("%w: not the canonical encoding of its point", ErrWeakKey)
+	}
+	if new(edwards25519.Point).MultByCofactor(p).Equal(edwards25519.NewIdentityPoint()) == 1 {
+		return fmt.Errorf("%w: a point of small order", ErrWeakKey)
+	}
+	return nil
 }
 
 // UserID returns the user ID of a public key: its hex encoding.

@@ -206,12 +206,14 @@ func TestNodeID(t *testing.T) {
 		{"all-ones", allOnes},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			// The encoding round-trips any 32 bytes; PublicKey then also
+			// refuses those that are no usable key (TestCheckPublicKey).
 			id := NodeID(tt.pub)
-			got, err := PublicKey(id)
+			got, err := decodeNodeID(id)
 			if err != nil {
-				t.Fatalf("PublicKey(%q) = %v", id, err)
+				t.Fatalf("decodeNodeID(%q) = %v", id, err)
 			}
-			if !got.Equal(tt.pub) {
+			if !tt.pub.Equal(ed25519.PublicKey(got)) {
 				t.Fatalf("PublicKey(NodeID(pub)) = %x, want %x", got, tt.pub)
 			}
 		})
@@ -296,4 +298,106 @@ func FuzzLoad(f *testing.F) {
 			t.Fatalf("Load(%q) accepted content that is not the key's seed", content)
 		}
 	})
+}
+
+// smallOrder are the encodings of the eight points of order dividing 8,
+// as the curve's references list them (libsodium's blocklist).
+var smallOrder = []string{
+	"0100000000000000000000000000000000000000000000000000000000000000", // the identity
+	"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // order 2
+	"0000000000000000000000000000000000000000000000000000000000000000", // order 4
+	"0000000000000000000000000000000000000000000000000000000000000080", // order 4
+	"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a", // order 8
+	"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa", // order 8
+	"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05", // order 8
+	"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85", // order 8
+}
+
+func TestCheckPublicKey(t *testing.T) {
+	for i := range 200 {
+		seed := make([]byte, ed25519.SeedSize)
+		seed[0], seed[1] = byte(i), byte(i>>8)
+		pub := ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)
+		if err := CheckPublicKey(pub); err != nil {
+			t.Fatalf("a real key refused: %v", err)
+		}
+		if _, err := PublicKey(NodeID(pub)); err != nil {
+			t.Fatalf("a real node ID refused: %v", err)
+		}
+	}
+	for _, h := range smallOrder {
+		pub, _ := hex.DecodeString(h)
+		err := CheckPublicKey(pub)
+		if !errors.Is(err, ErrWeakKey) || !strings.Contains(err.Error(), "small order") {
+			t.Errorf("%s: %v, want a small-order refusal", h, err)
+		}
+		// The identity forges: one signature (R = identity, S = 0) verifies
+		// for every message under it, which is why it is refused.
+		if _, err := PublicKey(NodeID(pub)); !errors.Is(err, ErrBadNodeID) || !errors.Is(err, ErrWeakKey) {
+			t.Errorf("node ID of %s: %v", h, err)
+		}
+	}
+	identity, _ := hex.DecodeString(smallOrder[0])
+	forged := append(bytes.Clone(identity), make([]byte, 32)...)
+	if !ed25519.Verify(identity, []byte("any result"), forged) || !ed25519.Verify(identity, []byte("another"), forged) {
+		t.Fatal("the premise fails: crypto/ed25519 refuses the identity's forgery")
+	}
+	// Non-canonical: y ≥ p, written y - p + p, for the few y on the curve.
+	nonCanonical := 0
+	for k := range 19 {
+		pub := make([]byte, 32)
+		for i := range pub {
+			pub[i] = 0xff
+		}
+		pub[0] = 0xed + byte(k) // p = 2^255 - 19 = 0x7fff…ffed
+		pub[31] = 0x7f
+		err := CheckPublicKey(pub)
+		if err == nil {
+			t.Fatalf("non-canonical y = p + %d accepted", k)
+		}
+		if strings.Contains(err.Error(), "canonical") {
+			nonCanonical++
+		}
+	}
+	if nonCanonical == 0 {
+		t.Fatal("no non-canonical encoding of a point was tried")
+	}
+	for _, bad := range [][]byte{nil, make([]byte, 31), make([]byte, 33)} {
+		if err := CheckPublicKey(bad); !errors.Is(err, ErrWeakKey) {
+			t.Errorf("%d bytes: %v", len(bad), err)
+		}
+	}
+}
+
+// FuzzCheckPublicKey checks arbitrary keys: never a panic, and an accepted
+// key is what crypto/ed25519 and our checks agree is a usable key: the
+// canonical encoding of a point outside the small-order subgroup.
+func FuzzCheckPublicKey(f *testing.F) {
+	for _, h := range smallOrder {
+		b, _ := hex.DecodeString(h)
+		f.Add(b)
+	}
+	f.Add([]byte(ed25519.NewKeyFromSeed(testSeed()).Public().(ed25519.PublicKey)))
+	f.Fuzz(func(t *testing.T, pub []byte) {
+		if CheckPublicKey(pub) != nil {
+			return
+		}
+		for _, h := range smallOrder {
+			if hex.EncodeToString(pub) == h {
+				t.Fatalf("small-order key %s accepted", h)
+			}
+		}
+		if len(pub) != 32 || pub[31]&0x7f == 0x7f && pub[0] >= 0xed && allFF(pub[1:31]) {
+			t.Fatalf("non-canonical or short key %x accepted", pub)
+		}
+	})
+}
+
+func allFF(b []byte) bool {
+	for _, c := range b {
+		if c != 0xff {
+			return false
+		}
+	}
+	return true
 }

@@ -20,6 +20,9 @@
 //	result:      "provisiond/result/v1", node_id, id, digest,
 //	             version (decimal), state, created, message, data
 //
-// The digest of a reservation is the hex sha256 of its challenge. Golden
-// vectors live in testdata/vectors.json.
+// The digest of a reservation is the hex sha256 of its challenge. The
+// complete rules (timestamp form, data compaction, absent fields) are in
+// docs/explorer-api.md, for verifiers that do not use this code; golden
+// vectors live in testdata/vectors.json, and scripts/verify-vectors.py
+// checks them from that document alone.
 package provision

@@ -49,8 +49,10 @@ type Reservation struct {
 	UserID string `json:"user_id"`
 	// Type selects the primitive.
 	Type ReservationType `json:"type"`
-	// Data is the type's specification (Network, Volume or Container) as JSON.
-	Data json.RawMessage `json:"data"`
+	// Data is the type's specification (Network, Volume or Container) as
+	// JSON. Absent data stays absent when encoded (omitempty): `null` would
+	// be other signed bytes than the empty field absent data signs.
+	Data json.RawMessage `json:"data,omitempty"`
 	// Created is when the user created the reservation.
 	Created time.Time `json:"created"`
 	// Duration is how long the workload lives after Created.

@@ -157,6 +157,24 @@ type Vectors struct {
 	NodeID       string              `json:"node_id"`
 	Reservations []ReservationVector `json:"reservations"`
 	Results      []ResultVector      `json:"results"`
+	// Encodings are reservations whose signatures verify, chosen for the
+	// encodings a verifier must get right: created in another zone with
+	// trailing zeros in its nanoseconds, a whole second, absent data and
+	// an empty reference. Not every one passes the node's validation.
+	Encodings []ReservationVector `json:"encodings"`
+	// Forgeries are signed documents changed after signing: a verifier must
+	// refuse each one.
+	Forgeries []Forgery `json:"forgeries"`
+}
+
+// Forgery is a signed document changed after signing.
+type Forgery struct {
+	// Name says what was changed.
+	Name string `json:"name"`
+	// Reservation is set for a forged reservation or delete.
+	Reservation *provision.Reservation `json:"reservation,omitempty"`
+	// Result is set for a forged result.
+	Result *provision.Result `json:"result,omitempty"`
 }
 
 // ReservationVector is one signed reservation and its derived bytes.
@@ -224,6 +242,62 @@ func makeVectors(tb testing.TB) *Vectors {
 			Signature: res.r.Signature,
 		})
 	}
+	for _, enc := range []struct {
+		name   string
+		change func(*provision.Reservation)
+	}{
+		{"created-in-another-zone", func(r *provision.Reservation) {
+			r.Created = time.Date(2025, 1, 2, 5, 4, 5, 123400000, time.FixedZone("", 2*3600))
+		}},
+		{"created-whole-second", func(r *provision.Reservation) {
+			r.Created = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+		}},
+		{"data-absent-reference-empty", func(r *provision.Reservation) { r.Data, r.Reference = nil, "" }},
+	} {
+		r := f.unsigned(provision.VolumeReservation)
+		r.ID = "r-" + enc.name
+		enc.change(r)
+		r.Sign(f.user)
+		del := *r
+		del.SignDelete(f.user)
+		v.Encodings = append(v.Encodings, ReservationVector{
+			Name:            enc.name,
+			Reservation:     r,
+			CanonicalData:   string(provision.CanonicalData(r.Data)),
+			Challenge:       hex.EncodeToString(r.Challenge()),
+			Digest:          r.Digest(),
+			Signature:       r.Signature,
+			DeleteChallenge: hex.EncodeToString(provision.DeleteChallenge(r.ID, r.Digest())),
+			DeleteSignature: del.DeleteSignature,
+		})
+	}
+	forge := func(name string, change func(*provision.Reservation)) {
+		r := f.signed(tb, provision.NetworkReservation)
+		change(r)
+		v.Forgeries = append(v.Forgeries, Forgery{Name: name, Reservation: r})
+	}
+	forge("reservation-data-changed", func(r *provision.Reservation) {
+		r.Data = json.RawMessage(`{"name": "office", "ip_range": "10.20.0.0/16", "subnet": "10.20.4.0/24"}`)
+	})
+	forge("reservation-created-a-nanosecond-later", func(r *provision.Reservation) { r.Created = r.Created.Add(time.Nanosecond) })
+	forge("reservation-signed-by-another-user", func(r *provision.Reservation) {
+		r.Signature = f.signed(tb, provision.NetworkReservation).Signature
+		other := *r
+		other.Sign(f.other)
+		r.Signature = other.Signature
+	})
+	forge("delete-of-another-digest", func(r *provision.Reservation) {
+		other := f.signed(tb, provision.VolumeReservation)
+		other.ID = r.ID
+		other.SignDelete(f.user)
+		r.ToDelete, r.DeleteSignature = true, other.DeleteSignature
+	})
+	res := f.result(tb, vol, provision.StateError, "no space", "")
+	res.State = provision.StateOk
+	v.Forgeries = append(v.Forgeries, Forgery{Name: "result-state-changed", Result: res})
+	res = f.result(tb, vol, provision.StateOk, "", `{"path": "/a"}`)
+	res.Data = json.RawMessage(`{"path": "/b"}`)
+	v.Forgeries = append(v.Forgeries, Forgery{Name: "result-data-changed", Result: res})
 	return v
 }
 
@@ -242,11 +316,16 @@ func loadVectors(tb testing.TB) *Vectors {
 }
 
 func TestVectors(t *testing.T) {
-	want, err := json.MarshalIndent(makeVectors(t), "", "  ")
-	if err != nil {
+	// Without HTML escaping, data keeps its literal <, >, & and U+2028 in
+	// the file: an independent verifier must escape them as signing does.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(makeVectors(t)); err != nil {
 		t.Fatal(err)
 	}
-	want = append(want, '\n')
+	want := buf.Bytes()
 	if updating() {
 		if err := os.MkdirAll(filepath.Dir(vectorsFile), 0o755); err != nil {
 			t.Fatal(err)
@@ -301,6 +380,44 @@ func TestVectorsVerify(t *testing.T) {
 			del.ToDelete, del.DeleteSignature = true, rv.DeleteSignature
 			if err := provision.Validate(&del, v.NodeID, r.Expires().Add(time.Hour)); err != nil {
 				t.Errorf("Validate(delete after expiry) = %v", err)
+			}
+		})
+	}
+	if len(v.Encodings) == 0 || len(v.Forgeries) == 0 {
+		t.Fatalf("vectors hold %d encodings and %d forgeries", len(v.Encodings), len(v.Forgeries))
+	}
+	for _, rv := range v.Encodings {
+		t.Run(rv.Name, func(t *testing.T) {
+			r := rv.Reservation
+			if got := hex.EncodeToString(r.Challenge()); got != rv.Challenge || r.Digest() != rv.Digest {
+				t.Errorf("Challenge() = %s, want %s", got, rv.Challenge)
+			}
+			if err := r.Verify(); err != nil {
+				t.Errorf("Verify() = %v", err)
+			}
+			del := *r
+			del.DeleteSignature = rv.DeleteSignature
+			if err := del.VerifyDelete(); err != nil {
+				t.Errorf("VerifyDelete() = %v", err)
+			}
+		})
+	}
+	for _, fv := range v.Forgeries {
+		t.Run(fv.Name, func(t *testing.T) {
+			var err error
+			switch {
+			case fv.Result != nil:
+				err = fv.Result.Verify(nodePub)
+			case fv.Reservation.ToDelete:
+				if err = fv.Reservation.Verify(); err != nil {
+					t.Fatalf("the reservation under a forged delete must verify: %v", err)
+				}
+				err = fv.Reservation.VerifyDelete()
+			default:
+				err = fv.Reservation.Verify()
+			}
+			if err == nil {
+				t.Fatal("a forgery verifies")
 			}
 		})
 	}
@@ -794,5 +911,36 @@ func TestReservationSignSurvivesJSON(t *testing.T) {
 				t.Fatalf("Digest after a JSON round trip = %s, want %s", got.Digest(), r.Digest())
 			}
 		})
+	}
+}
+
+// TestVectorsIndependentVerifier runs scripts/verify-vectors.py, a verifier
+// written from docs/explorer-api.md in Python and openssl, on the golden
+// vectors, and on a copy in which a forgery stands in for a genuine
+// reservation, which it must refuse.
+func TestVectorsIndependentVerifier(t *testing.T) {
+	python := testutil.RequiresCommand(t, "python3")
+	testutil.RequiresCommand(t, "openssl")
+	script := filepath.Join("..", "scripts", "verify-vectors.py")
+	out, err := exec.Command(python, script, vectorsFile).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), " passed, 0 failed") {
+		t.Fatalf("the independent verifier refused the vectors: %v\n%s", err, out)
+	}
+	t.Logf("verify-vectors.py: %s", bytes.TrimSpace(out))
+
+	v := loadVectors(t)
+	forged := v.Forgeries[0]
+	if forged.Reservation == nil {
+		t.Fatalf("forgery %s is not a reservation", forged.Name)
+	}
+	v.Reservations[0].Reservation = forged.Reservation
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := writeFile(t, t.TempDir(), "vectors.json", b)
+	out, err = exec.Command(python, script, bad).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "FAIL reservations/") {
+		t.Fatalf("the independent verifier accepted %s as a genuine reservation: %v\n%s", forged.Name, err, out)
 	}
 }

@@ -50,7 +50,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				},
 			},
 			{Name: "stats", Usage: "show used vs capacity per unit and workload counts", Flags: withGlobal(jsonFlag), Action: withReader(showStats)},
-			{Name: "status", Usage: "show the daemon's state, cursor, outbox depth and last poll error", Flags: withGlobal(jsonFlag), Action: withReader(showStatus)},
+			{Name: "status", Usage: "show the daemon's state, cursor, outbox depth, last poll error and self-check", Flags: withGlobal(jsonFlag, checksFlag()), Action: statusCmd},
 			{
 				Name:        "key",
 				Usage:       "the node's identity",

@@ -155,7 +155,7 @@ func TestCLIGolden(t *testing.T) {
 		{"cache-show", []string{"cache", "show", "r2"}},
 		{"cache-show-json", []string{"cache", "show", "--json", "r3"}},
 		{"cache-export", []string{"cache", "export"}},
-		{"status", []string{"status"}},
+		{"status", []string{"status", "--checks=false"}},
 		{"key-show", []string{"key", "show"}},
 		{"key-show-json", []string{"key", "show", "--json"}},
 	} {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/edgeprov/provisiond/admin"
 	"github.com/edgeprov/provisiond/identity"
+	"github.com/edgeprov/provisiond/internal/selfcheck"
 	"github.com/edgeprov/provisiond/provision"
 )
 
@@ -271,6 +272,10 @@ func showStatus(c *cli.Context, r admin.Reader) error {
 	if err != nil {
 		return err
 	}
+	if !s.Running && s.Checks == nil && c.Bool("checks") {
+		// No daemon to ask: the command checks the machine itself.
+		s.Checks = selfcheck.Run(c.Context, checkOptions(configFrom(c), "cli"))
+	}
 	w := c.App.Writer
 	if c.Bool("json") {
 		return printJSON(w, s)
@@ -302,7 +307,10 @@ func showStatus(c *cli.Context, r admin.Reader) error {
 		counts = append(counts, fmt.Sprintf("%s=%d", st, s.Records[st]))
 	}
 	fmt.Fprintf(tw, "records:\t%s\n", strings.Join(counts, " "))
-	return tw.Flush()
+	if err := tw.Flush(); err != nil || s.Checks == nil {
+		return err
+	}
+	return printChecks(w, s.Checks)
 }
 
 func keyShow(c *cli.Context) error {

@@ -19,6 +19,9 @@ import (
 // pollCursor is the name under which the explorer poll source keeps its cursor.
 const pollCursor = "explorer"
 
+// errNoDatabase is openReader's answer on a node where no daemon ran yet.
+var errNoDatabase = errors.New("no database")
+
 // openReader returns what the read commands look through: the running
 // daemon's admin socket when it answers, else the database opened
 // read-only. Each failure is one clear sentence.
@@ -32,7 +35,7 @@ func openReader(ctx context.Context, cfg *config) (admin.Reader, func(), error) 
 	}
 	path := cfg.dbPath()
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-		return nil, nil, fmt.Errorf("no database at %s: provisiond has not run on this node yet (or --data-dir is wrong)", path)
+		return nil, nil, fmt.Errorf("%w at %s: provisiond has not run on this node yet (or --data-dir is wrong)", errNoDatabase, path)
 	}
 	st, err := cache.Open(path, cache.Options{ReadOnly: true, Timeout: time.Second})
 	switch {

@@ -22,6 +22,7 @@ import (
 	"github.com/edgeprov/provisiond/explorer"
 	"github.com/edgeprov/provisiond/identity"
 	"github.com/edgeprov/provisiond/internal/idlemem"
+	"github.com/edgeprov/provisiond/internal/selfcheck"
 	"github.com/edgeprov/provisiond/internal/version"
 	"github.com/edgeprov/provisiond/metrics"
 	"github.com/edgeprov/provisiond/primitives"
@@ -76,6 +77,9 @@ func run(ctx context.Context, cfg *config) error {
 		defer metricsLn.Close()
 	}
 
+	checks := selfcheck.Run(ctx, checkOptions(cfg, "daemon"))
+	logChecks(log, checks)
+
 	client := explorer.NewClient(cfg.Explorer, key, explorer.ClientOptions{PollWait: cfg.PollWait, Logger: log})
 	gated := &registered{c: client}
 	node := newNode(cfg)
@@ -105,8 +109,9 @@ func run(ctx context.Context, cfg *config) error {
 		CheckEvery: antiEntropyEvery,
 	})
 	expiry := provision.NewDecommissionSource(store, nil, provision.DecommissionOptions{Log: log})
-	d := &daemon{store: store, started: time.Now(), nodeID: nodeID, cfg: cfg}
+	d := &daemon{store: store, started: time.Now(), nodeID: nodeID, cfg: cfg, checks: checks}
 	m := metrics.New(d)
+	m.SelfCheck(checks)
 	engine = provision.NewEngine(provision.Options{
 		NodeID:            nodeID,
 		Source:            provision.CombinedSource(poll, expiry),
@@ -306,6 +311,7 @@ type daemon struct {
 	started time.Time
 	nodeID  string
 	cfg     *config
+	checks  *selfcheck.Report
 }
 
 var _ metrics.Source = (*daemon)(nil)
@@ -325,6 +331,7 @@ func (d *daemon) status(context.Context) (*admin.Status, error) {
 	s.Busy = es.Busy
 	s.LastPollError = es.LastPollError
 	s.LastPollErrorAt = es.LastPollErrorAt
+	s.Checks = d.checks
 	return s, nil
 }
 

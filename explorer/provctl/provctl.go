@@ -13,6 +13,7 @@ package provctl
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,7 +35,7 @@ import (
 // Errors of provctl.
 var (
 	ErrUsage      = errors.New("provctl: usage")
-	ErrUnverified = errors.New("provctl: result does not verify")
+	ErrUnverified = errors.New("provctl: does not verify")
 	ErrWatch      = errors.New("provctl: watch ended")
 )
 
@@ -52,11 +53,19 @@ func DefaultKeyPath() string {
 // name), writing to stdout and stderr. Flags may follow a command's
 // arguments.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	// urfave/cli completes only when its flag is the last argument.
+	if n := len(args); n > 1 && args[n-1] == completionFlag {
+		return App(stdout, stderr).RunContext(ctx, append(flagsFirst(args[:n-1]), completionFlag))
+	}
 	return App(stdout, stderr).RunContext(ctx, flagsFirst(args))
 }
 
+// completionFlag is the hidden flag with which the shell scripts of
+// `provctl completion` ask for the words that may come next.
+const completionFlag = "--generate-bash-completion"
+
 // boolFlags are the flags that take no value.
-var boolFlags = map[string]bool{"json": true, "help": true, "h": true, "version": true, "v": true}
+var boolFlags = map[string]bool{"json": true, "help": true, "h": true, "version": true, "v": true, "generate-bash-completion": true}
 
 // flagsFirst moves the positional arguments of a command after its flags,
 // so that urfave/cli parses `watch ID --until ok` like `watch --until ok ID`.
@@ -113,6 +122,7 @@ func flagsFirst(args []string) []string {
 // App returns the provctl command line writing to stdout and stderr.
 func App(stdout, stderr io.Writer) *cli.App {
 	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print JSON for scripts"}
+	outputFlag := &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "`FORMAT`: table, wide (more columns) or json (--json is the same)", Value: "table"}
 	nodeFlag := &cli.StringFlag{Name: "node", Usage: "`NODE` ID the workload runs on", Required: true}
 	durationFlag := &cli.DurationFlag{Name: "duration", Usage: "how long the workload lives", Value: 24 * time.Hour}
 	refFlag := &cli.StringFlag{Name: "reference", Usage: "free `TEXT` kept with the reservation (signed)"}
@@ -181,7 +191,7 @@ func App(stdout, stderr io.Writer) *cli.App {
 					},
 				},
 			},
-			{Name: "ls", Usage: "list your reservations", Flags: []cli.Flag{jsonFlag}, Action: withClient(list)},
+			{Name: "ls", Usage: "list your reservations", Flags: []cli.Flag{jsonFlag, outputFlag}, Action: withClient(list)},
 			{Name: "get", Usage: "show a reservation and its node's signed result, verified", ArgsUsage: "ID", Flags: []cli.Flag{jsonFlag}, Action: withClient(get)},
 			{
 				Name:      "watch",
@@ -195,6 +205,14 @@ func App(stdout, stderr io.Writer) *cli.App {
 				Action: withClient(watch),
 			},
 			{Name: "delete", Usage: "sign and submit the early deletion of a reservation you own", ArgsUsage: "ID", Action: withClient(deleteReservation)},
+			{
+				Name:      "completion",
+				Usage:     "print the shell completion script for bash or zsh",
+				ArgsUsage: "bash|zsh",
+				Description: "bash: source <(provctl completion bash)  (or save it in /etc/bash_completion.d/provctl)\n" +
+					"zsh:  source <(provctl completion zsh)   (or save it as _provctl in a directory of $fpath)",
+				Action: completion,
+			},
 			{
 				Name:  "version",
 				Usage: "print the version",
@@ -272,10 +290,14 @@ func (s *session) submit(ctx context.Context, typ provision.ReservationType, w a
 		return fmt.Errorf("encoding %s: %w", typ, err)
 	}
 	r := &provision.Reservation{
-		NodeID:    node,
-		Type:      typ,
-		Data:      data,
-		Created:   time.Now().UTC().Truncate(time.Second),
+		NodeID: node,
+		Type:   typ,
+		Data:   data,
+		// Full precision (RFC 3339 nanoseconds in the signed bytes): two
+		// reservations of the same content made one right after the other
+		// have different digests, so the explorer's replay refusal does
+		// not take the second for a replay of the first.
+		Created:   time.Now().UTC(),
 		Duration:  s.c.Duration("duration"),
 		Reference: s.c.String("reference"),
 	}
@@ -354,16 +376,59 @@ func list(ctx context.Context, s *session) error {
 	if err != nil {
 		return err
 	}
-	if s.c.Bool("json") {
-		return printJSON(s.c.App.Writer, rs)
+	// Every listed reservation must be the caller's own and verify: a
+	// mismatch is an error after the listing, and its row says so.
+	var bad []string
+	problems := make([]error, len(rs))
+	for i, r := range rs {
+		if problems[i] = verify(r); problems[i] == nil && r.UserID != s.client.KeyID() {
+			problems[i] = fmt.Errorf("%w: owned by %s, not by your key", ErrUnverified, r.UserID)
+		}
+		if problems[i] != nil {
+			bad = append(bad, fmt.Sprintf("%s: %v", r.ID, problems[i]))
+		}
 	}
-	tw := tabwriter.NewWriter(s.c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tTYPE\tNODE\tSTATE\tCREATED\tEXPIRES")
-	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Type, r.NodeID, state(r),
-			r.Created.UTC().Format(time.RFC3339), r.Expires().UTC().Format(time.RFC3339))
+	format, err := outputFormat(s.c)
+	if err != nil {
+		return err
 	}
-	return tw.Flush()
+	if format == "json" {
+		err = printJSON(s.c.App.Writer, rs)
+	} else {
+		tw := tabwriter.NewWriter(s.c.App.Writer, 0, 4, 2, ' ', 0)
+		if format == "wide" {
+			fmt.Fprintln(tw, "ID\tTYPE\tNODE\tSTATE\tCREATED\tEXPIRES\tVERSION\tRESULT AT\tVERIFIED\tDIGEST\tREFERENCE")
+		} else {
+			fmt.Fprintln(tw, "ID\tTYPE\tNODE\tSTATE\tCREATED\tEXPIRES")
+		}
+		for i, r := range rs {
+			st := state(r)
+			if problems[i] != nil {
+				st += " (NOT VERIFIED)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s", r.ID, r.Type, r.NodeID, st,
+				r.Created.UTC().Format(time.RFC3339), r.Expires().UTC().Format(time.RFC3339))
+			if format == "wide" {
+				at, verified := "-", "yes"
+				if r.Result != nil {
+					at = r.Result.Created.UTC().Format(time.RFC3339)
+				}
+				if problems[i] != nil {
+					verified = "NO"
+				}
+				fmt.Fprintf(tw, "\t%d\t%s\t%s\t%s\t%s", r.Version, at, verified, r.Digest(), r.Reference)
+			}
+			fmt.Fprintln(tw)
+		}
+		err = tw.Flush()
+	}
+	if err != nil {
+		return err
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("%w: %d of %d reservations: %s", ErrUnverified, len(bad), len(rs), strings.Join(bad, "; "))
+	}
+	return nil
 }
 
 func argID(c *cli.Context) (string, error) {
@@ -373,29 +438,52 @@ func argID(c *cli.Context) (string, error) {
 	return c.Args().First(), nil
 }
 
-// verify checks the node's result of r: signed by r's node, for r's ID,
-// node and digest.
+// verify checks everything provctl shows of r: the owner's signature over
+// the reservation's canonical bytes (whose hash is the digest a result
+// answers), the owner's delete signature when a delete is marked, and the
+// node's result when there is one: for r's ID, node and digest, signed by
+// r's node. Every failure wraps ErrUnverified.
 func verify(r *provision.Reservation) error {
+	if pub, err := hex.DecodeString(r.UserID); err != nil || identity.CheckPublicKey(pub) != nil {
+		return fmt.Errorf("%w: the reservation's user_id %q is not a usable ed25519 key", ErrUnverified, r.UserID)
+	}
+	if err := r.Verify(); err != nil {
+		return fmt.Errorf("%w: the reservation's owner signature: %w", ErrUnverified, err)
+	}
+	if r.ToDelete {
+		if err := r.VerifyDelete(); err != nil {
+			return fmt.Errorf("%w: the delete's owner signature: %w", ErrUnverified, err)
+		}
+	}
 	res := r.Result
 	if res == nil {
 		return nil
 	}
 	pub, err := identity.PublicKey(r.NodeID)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrUnverified, err)
+		return fmt.Errorf("%w: the result's node: %w", ErrUnverified, err)
 	}
 	switch {
 	case res.ID != r.ID:
-		return fmt.Errorf("%w: it answers reservation %q", ErrUnverified, res.ID)
+		return fmt.Errorf("%w: the result answers reservation %q", ErrUnverified, res.ID)
 	case res.NodeID != r.NodeID:
-		return fmt.Errorf("%w: it names node %q", ErrUnverified, res.NodeID)
+		return fmt.Errorf("%w: the result names node %q", ErrUnverified, res.NodeID)
 	case res.Digest != r.Digest():
-		return fmt.Errorf("%w: it answers digest %s, the reservation's is %s", ErrUnverified, res.Digest, r.Digest())
+		return fmt.Errorf("%w: the result answers digest %s, the reservation's is %s", ErrUnverified, res.Digest, r.Digest())
 	}
 	if err := res.Verify(pub); err != nil {
-		return fmt.Errorf("%w: %w", ErrUnverified, err)
+		return fmt.Errorf("%w: the result: %w", ErrUnverified, err)
 	}
 	return nil
+}
+
+// owner says whose r is, as get shows it: the caller's own, or plainly
+// someone else's.
+func (s *session) owner(r *provision.Reservation) (string, bool) {
+	if r.UserID == s.client.KeyID() {
+		return r.UserID + " (you)", true
+	}
+	return r.UserID + " (NOT YOU: someone else's reservation; your key is " + s.client.KeyID() + ")", false
 }
 
 func get(ctx context.Context, s *session) error {
@@ -409,11 +497,14 @@ func get(ctx context.Context, s *session) error {
 	}
 	verr := verify(r)
 	if s.c.Bool("json") {
+		_, mine := s.owner(r)
 		out := struct {
 			*provision.Reservation
-			Verified bool   `json:"result_verified"`
-			Problem  string `json:"result_problem,omitempty"`
-		}{Reservation: r, Verified: r.Result != nil && verr == nil}
+			Verified bool   `json:"verified"`
+			Result   bool   `json:"result_verified"`
+			Mine     bool   `json:"owner_is_caller"`
+			Problem  string `json:"problem,omitempty"`
+		}{Reservation: r, Verified: verr == nil, Result: r.Result != nil && verr == nil, Mine: mine}
 		if verr != nil {
 			out.Problem = verr.Error()
 		}
@@ -426,9 +517,10 @@ func get(ctx context.Context, s *session) error {
 	fmt.Fprintf(tw, "id:\t%s\n", r.ID)
 	fmt.Fprintf(tw, "type:\t%s\n", r.Type)
 	fmt.Fprintf(tw, "node:\t%s\n", r.NodeID)
-	fmt.Fprintf(tw, "user:\t%s\n", r.UserID)
+	who, _ := s.owner(r)
+	fmt.Fprintf(tw, "user:\t%s\n", who)
 	fmt.Fprintf(tw, "state:\t%s\n", state(r))
-	fmt.Fprintf(tw, "created:\t%s\n", r.Created.UTC().Format(time.RFC3339))
+	fmt.Fprintf(tw, "created:\t%s\n", r.Created.UTC().Format(time.RFC3339Nano))
 	fmt.Fprintf(tw, "expires:\t%s\n", r.Expires().UTC().Format(time.RFC3339))
 	if r.Reference != "" {
 		fmt.Fprintf(tw, "reference:\t%s\n", r.Reference)
@@ -448,11 +540,13 @@ func get(ctx context.Context, s *session) error {
 		if len(res.Data) > 0 {
 			fmt.Fprintf(tw, "result data:\t%s\n", res.Data)
 		}
-		if verr != nil {
-			fmt.Fprintf(tw, "signature:\tNOT VERIFIED: %v\n", verr)
-		} else {
-			fmt.Fprintf(tw, "signature:\tverified (node %s)\n", r.NodeID)
-		}
+	}
+	if verr != nil {
+		fmt.Fprintf(tw, "signatures:\tNOT VERIFIED: %v\n", verr)
+	} else if r.Result != nil {
+		fmt.Fprintf(tw, "signatures:\tverified (owner %s, node %s, digest bound)\n", r.UserID, r.NodeID)
+	} else {
+		fmt.Fprintf(tw, "signatures:\tverified (owner %s)\n", r.UserID)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -517,5 +611,70 @@ func deleteReservation(ctx context.Context, s *session) error {
 		return err
 	}
 	_, err = fmt.Fprintf(s.c.App.Writer, "%s: delete signed and sent\n", id)
+	return err
+}
+
+// outputFormat returns the format a list prints in: --output, or json when
+// --json is set.
+func outputFormat(c *cli.Context) (string, error) {
+	if c.Bool("json") {
+		return "json", nil
+	}
+	switch f := c.String("output"); f {
+	case "table", "wide", "json":
+		return f, nil
+	default:
+		return "", fmt.Errorf("%w: --output %q: want table, wide or json", ErrUsage, f)
+	}
+}
+
+// completionScripts are the scripts `provctl completion` prints. Both ask
+// provctl itself for the words that may follow what is typed so far
+// (urfave/cli's --generate-bash-completion), so they follow the commands
+// and flags of the provctl that runs them.
+var completionScripts = map[string]string{
+	"bash": `# bash completion for provctl: source <(provctl completion bash)
+_provctl_complete() {
+  local cur words
+  COMPREPLY=()
+  cur="${COMP_WORDS[COMP_CWORD]}"
+  if [[ "$cur" == -* ]]; then
+    words=$("${COMP_WORDS[@]:0:$COMP_CWORD}" "$cur" --generate-bash-completion 2>/dev/null)
+  else
+    words=$("${COMP_WORDS[@]:0:$COMP_CWORD}" --generate-bash-completion 2>/dev/null)
+  fi
+  COMPREPLY=($(compgen -W "$words" -- "$cur"))
+  return 0
+}
+complete -o bashdefault -o default -F _provctl_complete provctl
+`,
+	"zsh": `#compdef provctl
+# zsh completion for provctl: source <(provctl completion zsh), or save as _provctl in $fpath
+_provctl() {
+  local -a opts
+  local cur=${words[-1]}
+  if [[ "$cur" == -* ]]; then
+    opts=("${(@f)$(${words[@]:0:#words[@]-1} "$cur" --generate-bash-completion 2>/dev/null)}")
+  else
+    opts=("${(@f)$(${words[@]:0:#words[@]-1} --generate-bash-completion 2>/dev/null)}")
+  fi
+  if [[ "${opts[1]}" != "" ]]; then
+    _describe 'values' opts
+  else
+    _files
+  fi
+}
+if [[ "$(basename -- ${(%):-%x})" != "_provctl" ]]; then
+  compdef _provctl provctl
+fi
+`,
+}
+
+func completion(c *cli.Context) error {
+	script, ok := completionScripts[c.Args().First()]
+	if c.NArg() != 1 || !ok {
+		return fmt.Errorf("%w: completion needs one shell: bash or zsh", ErrUsage)
+	}
+	_, err := io.WriteString(c.App.Writer, script)
 	return err
 }

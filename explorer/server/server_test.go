@@ -464,3 +464,27 @@ func TestBatchResults(t *testing.T) {
 		}
 	}
 }
+
+// TestAbsentDataStaysAbsent: a reservation signed without data is served
+// without a data member, not as "data":null, which would be other signed
+// bytes: its owner signature still verifies after the explorer relays it.
+func TestAbsentDataStaysAbsent(t *testing.T) {
+	xs := explorertest.New(t)
+	node, user := explorertest.NewKey(t), explorertest.NewKey(t)
+	xs.RegisterNode(t, node)
+	r := explorertest.Volume(explorertest.NodeID(node), 1)
+	r.Data = nil
+	r.Sign(user)
+	id := xs.Reserve(t, user, r)
+	got := do(t, raw{method: http.MethodGet, path: "/api/v1/reservations/" + id, key: user, keyID: explorertest.UserID(user)}.build(t, xs.URL()))
+	if got.status != http.StatusOK || bytes.Contains(got.body, []byte(`"data"`)) {
+		t.Fatalf("GET: %d %s", got.status, got.body)
+	}
+	var back provision.Reservation
+	if err := json.Unmarshal(got.body, &back); err != nil {
+		t.Fatal(err)
+	}
+	if err := back.Verify(); err != nil || back.Digest() != r.Digest() {
+		t.Fatalf("relayed reservation: %v, digest %s, want %s", err, back.Digest(), r.Digest())
+	}
+}
