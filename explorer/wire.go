@@ -130,3 +130,30 @@ type ErrorReply struct {
 	// Error says what was wrong.
 	Error string `json:"error"`
 }
+
+// NodeState is the body of GET /api/v1/nodes/{node}/state: the full-state
+// snapshot a node reconciles from when its cursor is below the retained
+// events (410 Gone), and compares with what it holds (anti-entropy).
+type NodeState struct {
+	// NodeID is the node's base58 ID.
+	NodeID string `json:"node_id"`
+	// Seq is the node's last event sequence number the snapshot is as of:
+	// poll from it after reconciling.
+	Seq uint64 `json:"seq"`
+	// Low is the low-water mark: the events up to and including Low were
+	// pruned, and a poll from a cursor below Low is answered 410 Gone.
+	Low uint64 `json:"low"`
+	// Reservations are the node's active reservations (neither deleted by
+	// their owner nor expired), ordered by ID.
+	Reservations []StateEntry `json:"reservations"`
+}
+
+// StateEntry is one active reservation of a NodeState.
+type StateEntry struct {
+	// ID is the reservation's ID.
+	ID string `json:"id"`
+	// Digest is the reservation's digest (provision.Reservation.Digest).
+	Digest string `json:"digest"`
+	// Version is the reservation's version.
+	Version uint32 `json:"version"`
+}

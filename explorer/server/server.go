@@ -35,12 +35,23 @@ var (
 	ErrBadRequest  = errors.New("server: bad request")
 	ErrConflict    = errors.New("server: conflict")
 	ErrTooLarge    = errors.New("server: request body too large")
+	ErrGone        = errors.New("server: cursor below the retained events")
 )
 
 // Config configures a Server.
 type Config struct {
-	// DataDir holds the database explorer.db (required).
+	// DataDir holds the database explorer.db (required unless Store is set).
 	DataDir string
+	// Store, when set, is the database instead of DataDir/explorer.db (for
+	// example a pgstore.Store); the server closes it in Close (default nil).
+	Store Store
+	// EventRetention is how long a store that prunes (a Pruner) keeps
+	// events; a node whose cursor fell below them reconciles from
+	// GET /api/v1/nodes/{node}/state (default 30 days).
+	EventRetention time.Duration
+	// PruneInterval is how often the server asks a Pruner to prune
+	// (default 1 minute).
+	PruneInterval time.Duration
 	// Logger receives the server's logs (default: none).
 	Logger zerolog.Logger
 	// Now is the clock request timestamps are checked against (default time.Now).
@@ -68,12 +79,15 @@ type Config struct {
 type Server struct {
 	cfg    Config
 	log    zerolog.Logger
-	db     *store
+	db     Store
 	mux    *http.ServeMux
 	replay *replaySet
 	hub    *hub
 
 	known sync.Map // node ID → struct{}: registered nodes seen since start
+
+	stopJobs context.CancelFunc // stops the listener and the pruner
+	jobs     sync.WaitGroup
 
 	seenMu sync.Mutex
 	seen   map[string]time.Time // node ID → last request
@@ -84,9 +98,11 @@ type Server struct {
 
 var _ http.Handler = (*Server)(nil)
 
-// New opens (or creates) the database in cfg.DataDir and returns the server.
+// New opens (or creates) the database in cfg.DataDir, or takes cfg.Store,
+// and returns the server. A store that is a Notifier gets its listener
+// started, a Pruner its periodic pruning; Close stops both.
 func New(cfg Config) (*Server, error) {
-	if cfg.DataDir == "" {
+	if cfg.DataDir == "" && cfg.Store == nil {
 		return nil, fmt.Errorf("%w: no data directory", ErrBadRequest)
 	}
 	if cfg.Now == nil {
@@ -107,9 +123,19 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
-	db, err := openStore(cfg.DataDir, cfg.NoSync)
-	if err != nil {
-		return nil, err
+	if cfg.EventRetention <= 0 {
+		cfg.EventRetention = 30 * 24 * time.Hour
+	}
+	if cfg.PruneInterval <= 0 {
+		cfg.PruneInterval = time.Minute
+	}
+	db := cfg.Store
+	if db == nil {
+		bs, err := OpenBolt(cfg.DataDir, cfg.NoSync)
+		if err != nil {
+			return nil, err
+		}
+		db = bs
 	}
 	s := &Server{
 		cfg:     cfg,
@@ -122,7 +148,42 @@ func New(cfg Config) (*Server, error) {
 		closing: make(chan struct{}),
 	}
 	s.routes()
+	s.startJobs()
 	return s, nil
+}
+
+// startJobs starts the store's listener (a Notifier) and the periodic
+// pruning (a Pruner), owned by the server until Close.
+func (s *Server) startJobs() {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopJobs = cancel
+	if n, ok := s.db.(Notifier); ok {
+		s.jobs.Go(func() { n.Listen(ctx, s.hub.publish, s.hub.publishAll) })
+	}
+	if p, ok := s.db.(Pruner); ok {
+		s.jobs.Go(func() { s.pruneLoop(ctx, p) })
+	}
+}
+
+// pruneLoop asks p to prune the events older than EventRetention at once
+// and then every PruneInterval.
+func (s *Server) pruneLoop(ctx context.Context, p Pruner) {
+	t := time.NewTicker(s.cfg.PruneInterval)
+	defer t.Stop()
+	for {
+		n, err := p.Prune(ctx, s.cfg.Now().Add(-s.cfg.EventRetention))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.log.Warn().Err(err).Msg("pruning events failed")
+		case n > 0:
+			s.log.Info().Int64("events", n).Msg("old events pruned")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // role says who may send a request.
@@ -147,6 +208,7 @@ func (s *Server) routes() {
 	s.handle("PUT /api/v1/nodes/{node}/capacity", roleNode, s.putCapacity)
 	s.handle("PUT /api/v1/nodes/{node}/stats", roleNode, s.putStats)
 	s.handle("GET /api/v1/nodes/{node}/events", roleNode, s.events)
+	s.handle("GET /api/v1/nodes/{node}/state", roleNode, s.state)
 	s.handle("PUT /api/v1/nodes/{node}/results/{id}", roleNode, s.putResult)
 	s.handleBody("POST /api/v1/nodes/{node}/results", roleNode, explorer.MaxBatchBodySize, s.postResults)
 	s.handle("POST /api/v1/reservations", roleAny, s.createReservation)
@@ -223,7 +285,7 @@ func (s *Server) registered(node string) error {
 	if _, ok := s.known.Load(node); ok {
 		return nil
 	}
-	if _, _, err := s.db.node(node); err != nil {
+	if _, _, err := s.db.Node(context.Background(), node); err != nil {
 		if errors.Is(err, ErrUnknownNode) {
 			return fmt.Errorf("%w: node %s is not registered (POST /api/v1/nodes first)", ErrForbidden, node)
 		}
@@ -261,6 +323,8 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, ErrDuplicate), errors.Is(err, ErrConflict):
 		return http.StatusConflict
+	case errors.Is(err, ErrGone):
+		return http.StatusGone
 	case errors.Is(err, ErrTooLarge):
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, ErrBadRequest):
@@ -320,7 +384,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, c *call) error
 		return fmt.Errorf("%w: a node registers itself: the request must be signed by the key of %s", ErrForbidden, req.NodeID)
 	}
 	now := s.cfg.Now()
-	created, err := s.db.registerNode(req.NodeID, now)
+	created, err := s.db.RegisterNode(r.Context(), req.NodeID, now)
 	if err != nil {
 		return err
 	}
@@ -331,7 +395,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, c *call) error
 		status = http.StatusCreated
 		s.log.Info().Str("node", req.NodeID).Msg("node registered")
 	}
-	info, err := s.nodeInfo(req.NodeID)
+	info, err := s.nodeInfo(r.Context(), req.NodeID)
 	if err != nil {
 		return err
 	}
@@ -339,8 +403,8 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, c *call) error
 	return nil
 }
 
-func (s *Server) nodeInfo(node string) (*explorer.NodeInfo, error) {
-	rec, seq, err := s.db.node(node)
+func (s *Server) nodeInfo(ctx context.Context, node string) (*explorer.NodeInfo, error) {
+	rec, seq, err := s.db.Node(ctx, node)
 	if err != nil {
 		return nil, err
 	}
@@ -355,7 +419,7 @@ func (s *Server) nodeInfo(node string) (*explorer.NodeInfo, error) {
 }
 
 func (s *Server) getNode(w http.ResponseWriter, r *http.Request, _ *call) error {
-	info, err := s.nodeInfo(r.PathValue("node"))
+	info, err := s.nodeInfo(r.Context(), r.PathValue("node"))
 	if err != nil {
 		return err
 	}
@@ -369,7 +433,7 @@ func (s *Server) putCapacity(w http.ResponseWriter, r *http.Request, c *call) er
 		return err
 	}
 	now := s.cfg.Now().UTC()
-	if err := s.db.updateNode(r.PathValue("node"), func(rec *nodeRecord) {
+	if err := s.db.UpdateNode(r.Context(), r.PathValue("node"), func(rec *NodeRecord) {
 		rec.Capacity, rec.LastSeen = &capacity, now
 	}); err != nil {
 		return fmt.Errorf("storing capacity: %w", err)
@@ -384,7 +448,7 @@ func (s *Server) putStats(w http.ResponseWriter, r *http.Request, c *call) error
 		return err
 	}
 	now := s.cfg.Now().UTC()
-	if err := s.db.updateNode(r.PathValue("node"), func(rec *nodeRecord) {
+	if err := s.db.UpdateNode(r.Context(), r.PathValue("node"), func(rec *NodeRecord) {
 		if rec.Stats == nil || !stats.Updated.Before(rec.Stats.Updated) {
 			rec.Stats = &stats
 		}
@@ -418,34 +482,47 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, _ *call) error {
 		}
 		wait = min(d, s.cfg.MaxWait)
 	}
-	evs, next, err := s.db.events(node, from, s.cfg.PageLimit)
+	ctx := r.Context()
+	evs, next, err := s.db.Events(ctx, node, from, s.cfg.PageLimit)
 	if err != nil {
 		return err
 	}
 	if len(evs) == 0 && wait > 0 {
-		ch, done := s.hub.subscribe(node)
-		defer done()
-		// Read again: an event published before the subscription is found
-		// here, one published after it closes ch.
-		if evs, next, err = s.db.events(node, from, s.cfg.PageLimit); err != nil {
-			return err
-		}
-		if len(evs) == 0 {
-			if s.cfg.OnHold != nil {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		held := false
+	hold:
+		for len(evs) == 0 {
+			// Register the waiter before the query: an event committed
+			// before the subscription is found by the query, one committed
+			// after it wakes ch. A wake-up without a new event (the
+			// store's polling fallback) just queries again.
+			ch, done := s.hub.subscribe(NodeTopic(node))
+			evs, next, err = s.db.Events(ctx, node, from, s.cfg.PageLimit)
+			if err != nil || len(evs) > 0 {
+				done()
+				break
+			}
+			if !held && s.cfg.OnHold != nil {
 				s.cfg.OnHold(node)
 			}
-			t := time.NewTimer(wait)
-			defer t.Stop()
+			held = true
 			select {
 			case <-ch:
-				if evs, next, err = s.db.events(node, from, s.cfg.PageLimit); err != nil {
-					return err
-				}
+				done()
 			case <-t.C:
+				done()
+				break hold
 			case <-s.closing:
-			case <-r.Context().Done():
+				done()
+				break hold
+			case <-ctx.Done():
+				done()
 				return nil
 			}
+		}
+		if err != nil {
+			return err
 		}
 	}
 	if evs == nil {
@@ -467,11 +544,15 @@ func (s *Server) putResult(w http.ResponseWriter, r *http.Request, c *call) erro
 	if err := checkResult(node, c.signed.Key, &res); err != nil {
 		return err
 	}
-	stored, err := s.db.putResult(&res, matchReservation(node, &res))
+	check := matchReservation(node, &res)
+	stored, errs, err := s.db.PutResults(r.Context(), []*provision.Result{&res}, func(_ int, rv *provision.Reservation) error { return check(rv) })
 	if err != nil {
 		return err
 	}
-	if stored {
+	if errs[0] != nil {
+		return errs[0]
+	}
+	if stored[0] {
 		s.log.Debug().Str("node", node).Str("id", id).Str("state", string(res.State)).Msg("result stored")
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -528,7 +609,7 @@ func (s *Server) postResults(w http.ResponseWriter, r *http.Request, c *call) er
 			rs[i] = nil // refused already: not for the database
 		}
 	}
-	stored, dbErrs, err := s.db.putResults(rs, func(i int, rv *provision.Reservation) error {
+	stored, dbErrs, err := s.db.PutResults(r.Context(), rs, func(i int, rv *provision.Reservation) error {
 		return matchReservation(node, rs[i])(rv)
 	})
 	if err != nil {
@@ -653,18 +734,18 @@ func (s *Server) createReservation(w http.ResponseWriter, r *http.Request, c *ca
 	if err := s.checkReservation(&rv, s.cfg.Now()); err != nil {
 		return err
 	}
-	seq, err := s.db.createReservation(&rv)
+	seq, err := s.db.CreateReservation(r.Context(), &rv)
 	if err != nil {
 		return err
 	}
-	s.hub.publish(rv.NodeID)
+	s.hub.publish(NodeTopic(rv.NodeID))
 	s.log.Info().Str("id", rv.ID).Str("node", rv.NodeID).Str("user", rv.UserID).Str("type", string(rv.Type)).Uint64("seq", seq).Msg("reservation created")
 	writeJSON(w, http.StatusCreated, explorer.CreateReply{ID: rv.ID})
 	return nil
 }
 
 func (s *Server) getReservation(w http.ResponseWriter, r *http.Request, _ *call) error {
-	rv, err := s.db.reservation(r.PathValue("id"))
+	rv, err := s.db.Reservation(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
 	}
@@ -680,7 +761,7 @@ func (s *Server) listReservations(w http.ResponseWriter, r *http.Request, c *cal
 	if _, err := userKeyOf(user); err != nil {
 		return err
 	}
-	list, err := s.db.reservationsOf(user)
+	list, err := s.db.ReservationsOf(r.Context(), user)
 	if err != nil {
 		return err
 	}
@@ -700,7 +781,7 @@ func (s *Server) deleteReservation(w http.ResponseWriter, r *http.Request, c *ca
 	if req.ID != id {
 		return fmt.Errorf("%w: body id %q is not the path's %q", ErrBadRequest, req.ID, id)
 	}
-	rv, seq, err := s.db.markDelete(id, func(rv *provision.Reservation) error {
+	rv, seq, err := s.db.MarkDelete(r.Context(), id, func(rv *provision.Reservation) error {
 		owner, err := userKeyOf(rv.UserID)
 		if err != nil {
 			return err
@@ -718,7 +799,7 @@ func (s *Server) deleteReservation(w http.ResponseWriter, r *http.Request, c *ca
 		return err
 	}
 	if seq > 0 {
-		s.hub.publish(rv.NodeID)
+		s.hub.publish(NodeTopic(rv.NodeID))
 		s.log.Info().Str("id", id).Str("node", rv.NodeID).Uint64("seq", seq).Msg("reservation deleted by owner")
 	}
 	writeJSON(w, http.StatusAccepted, rv)
@@ -729,11 +810,11 @@ func (s *Server) deleteReservation(w http.ResponseWriter, r *http.Request, c *ca
 // without any check. It exists for tests of how nodes handle events they
 // cannot decode; the API offers no way to do this.
 func (s *Server) InjectEvent(node string, raw json.RawMessage) (uint64, error) {
-	seq, err := s.db.injectEvent(node, raw)
+	seq, err := s.db.InjectEvent(context.Background(), node, raw)
 	if err != nil {
 		return 0, err
 	}
-	s.hub.publish(node)
+	s.hub.publish(NodeTopic(node))
 	return seq, nil
 }
 
@@ -775,9 +856,23 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// Close releases held long-polls and closes the database. Call it after
-// Serve returned (or the httptest server closed).
+// Close releases held long-polls, stops the store's listener and pruning
+// and closes the database (Config.Store too). Call it after Serve returned
+// (or the httptest server closed).
 func (s *Server) Close() error {
 	s.Release()
-	return s.db.close()
+	s.stopJobs()
+	s.jobs.Wait()
+	return s.db.Close()
+}
+
+// state serves the node's full-state snapshot: its active reservations
+// (id, digest, version) and the sequence number they are as of.
+func (s *Server) state(w http.ResponseWriter, r *http.Request, _ *call) error {
+	st, err := s.db.State(r.Context(), r.PathValue("node"), s.cfg.Now())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -9,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"sort"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -34,23 +34,20 @@ var (
 	keyVersion         = []byte("version")
 )
 
-// nodeRecord is what the explorer keeps about a node.
-type nodeRecord struct {
-	NodeID     string              `json:"node_id"`
-	Registered time.Time           `json:"registered"`
-	LastSeen   time.Time           `json:"last_seen"`
-	Capacity   *provision.Capacity `json:"capacity,omitempty"`
-	Stats      *provision.Stats    `json:"stats,omitempty"`
-}
-
-// store is the explorer's bbolt database. Every write goes through its
-// group commit: concurrent requests share transactions and fsyncs.
-type store struct {
+// BoltStore is the explorer's bbolt database, <dir>/explorer.db (drawn in
+// doc.go): the default, for one explorerd process. Every write goes through
+// its group commit: concurrent requests share transactions and fsyncs.
+type BoltStore struct {
 	db     *bolt.DB
 	commit *commit.Group
 }
 
-func openStore(dir string, noSync bool) (*store, error) {
+var _ Store = (*BoltStore)(nil)
+
+// OpenBolt opens (or creates) dir/explorer.db; noSync skips fsync on commit
+// (tests and benchmarks only). A second process on the same file fails
+// after a second with a clear error.
+func OpenBolt(dir string, noSync bool) (*BoltStore, error) {
 	path := filepath.Join(dir, "explorer.db")
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoSync: noSync})
 	if err != nil {
@@ -78,11 +75,11 @@ func openStore(dir string, noSync bool) (*store, error) {
 		db.Close()
 		return nil, fmt.Errorf("initialising %s: %w", path, err)
 	}
-	return &store{db: db, commit: commit.NewGroup(db)}, nil
+	return &BoltStore{db: db, commit: commit.NewGroup(db)}, nil
 }
 
-// close commits the writes still queued, then closes the database.
-func (s *store) close() error {
+// Close commits the writes still queued, then closes the database.
+func (s *BoltStore) Close() error {
 	s.commit.Close()
 	return s.db.Close()
 }
@@ -90,7 +87,7 @@ func (s *store) close() error {
 // update runs fn in a write transaction of the group commit (see
 // commit.Group): fn may run more than once and must set, not append to, what
 // it reports.
-func (s *store) update(fn func(tx *bolt.Tx) error) error { return s.commit.Update(fn) }
+func (s *BoltStore) update(fn func(tx *bolt.Tx) error) error { return s.commit.Update(fn) }
 
 func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
 
@@ -113,9 +110,9 @@ func putJSON(b *bolt.Bucket, key []byte, v any) error {
 	return b.Put(key, raw)
 }
 
-// registerNode records a node; registering again changes nothing and
+// RegisterNode records a node; registering again changes nothing and
 // reports false.
-func (s *store) registerNode(id string, now time.Time) (bool, error) {
+func (s *BoltStore) RegisterNode(_ context.Context, id string, now time.Time) (bool, error) {
 	created := false
 	err := s.update(func(tx *bolt.Tx) error {
 		created = false
@@ -127,7 +124,7 @@ func (s *store) registerNode(id string, now time.Time) (bool, error) {
 		if _, err := tx.Bucket(bucketEvents).CreateBucketIfNotExists([]byte(id)); err != nil {
 			return err
 		}
-		return putJSON(b, []byte(id), &nodeRecord{NodeID: id, Registered: now.UTC(), LastSeen: now.UTC()})
+		return putJSON(b, []byte(id), &NodeRecord{NodeID: id, Registered: now.UTC(), LastSeen: now.UTC()})
 	})
 	if err != nil {
 		return false, fmt.Errorf("registering node %s: %w", id, err)
@@ -135,9 +132,9 @@ func (s *store) registerNode(id string, now time.Time) (bool, error) {
 	return created, nil
 }
 
-// node returns a node's record and its last event sequence number.
-func (s *store) node(id string) (*nodeRecord, uint64, error) {
-	var rec nodeRecord
+// Node returns a node's record and its last event sequence number.
+func (s *BoltStore) Node(_ context.Context, id string) (*NodeRecord, uint64, error) {
+	var rec NodeRecord
 	var seq uint64
 	err := s.db.View(func(tx *bolt.Tx) error {
 		ok, err := getJSON(tx.Bucket(bucketNodes), []byte(id), &rec)
@@ -158,11 +155,11 @@ func (s *store) node(id string) (*nodeRecord, uint64, error) {
 	return &rec, seq, nil
 }
 
-// updateNode applies fn to a registered node's record.
-func (s *store) updateNode(id string, fn func(*nodeRecord)) error {
+// UpdateNode applies fn to a registered node's record.
+func (s *BoltStore) UpdateNode(_ context.Context, id string, fn func(*NodeRecord)) error {
 	return s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketNodes)
-		var rec nodeRecord
+		var rec NodeRecord
 		ok, err := getJSON(b, []byte(id), &rec)
 		if err != nil {
 			return err
@@ -202,10 +199,10 @@ func newID(b *bolt.Bucket) (string, error) {
 	}
 }
 
-// createReservation assigns r an ID, stores it with its indexes and
+// CreateReservation assigns r an ID, stores it with its indexes and
 // publishes it to its node, in one transaction. It fails with
 // ErrUnknownNode or ErrDuplicate (another reservation holds the digest).
-func (s *store) createReservation(r *provision.Reservation) (uint64, error) {
+func (s *BoltStore) CreateReservation(_ context.Context, r *provision.Reservation) (uint64, error) {
 	digest := r.Digest()
 	var seq uint64
 	err := s.update(func(tx *bolt.Tx) error {
@@ -271,8 +268,8 @@ func loadReservation(tx *bolt.Tx, id string) (*provision.Reservation, error) {
 	return &r, nil
 }
 
-// reservation returns a reservation with its latest result.
-func (s *store) reservation(id string) (*provision.Reservation, error) {
+// Reservation returns a reservation with its latest result.
+func (s *BoltStore) Reservation(_ context.Context, id string) (*provision.Reservation, error) {
 	var r *provision.Reservation
 	err := s.db.View(func(tx *bolt.Tx) error {
 		var err error
@@ -282,8 +279,8 @@ func (s *store) reservation(id string) (*provision.Reservation, error) {
 	return r, err
 }
 
-// reservationsOf returns a user's reservations with their results, oldest first.
-func (s *store) reservationsOf(user string) ([]*provision.Reservation, error) {
+// ReservationsOf returns a user's reservations with their results, oldest first.
+func (s *BoltStore) ReservationsOf(_ context.Context, user string) ([]*provision.Reservation, error) {
 	var list []*provision.Reservation
 	err := s.db.View(func(tx *bolt.Tx) error {
 		prefix := userKey(user, "")
@@ -300,19 +297,14 @@ func (s *store) reservationsOf(user string) ([]*provision.Reservation, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing reservations of %s: %w", user, err)
 	}
-	sort.SliceStable(list, func(i, j int) bool {
-		if !list[i].Created.Equal(list[j].Created) {
-			return list[i].Created.Before(list[j].Created)
-		}
-		return list[i].ID < list[j].ID
-	})
+	SortReservations(list)
 	return list, nil
 }
 
-// markDelete sets the delete signature of reservation id after check
+// MarkDelete sets the delete signature of reservation id after check
 // accepted it, and publishes the updated reservation to its node. A repeat
 // of the same signed delete changes nothing and publishes nothing (seq 0).
-func (s *store) markDelete(id string, check func(*provision.Reservation) error) (*provision.Reservation, uint64, error) {
+func (s *BoltStore) MarkDelete(_ context.Context, id string, check func(*provision.Reservation) error) (*provision.Reservation, uint64, error) {
 	var r *provision.Reservation
 	var seq uint64
 	err := s.update(func(tx *bolt.Tx) error {
@@ -347,24 +339,6 @@ func (s *store) markDelete(id string, check func(*provision.Reservation) error) 
 	return r, seq, nil
 }
 
-// putResult stores a node's result after check accepted it against the
-// stored reservation. It reports whether the result replaced what was
-// stored: a repeat or an older result is acknowledged and kept out.
-func (s *store) putResult(res *provision.Result, check func(*provision.Reservation) error) (bool, error) {
-	stored := false
-	err := s.update(func(tx *bolt.Tx) error {
-		var err error
-		if stored, err = newerResult(tx, res, check); err != nil || !stored {
-			return err
-		}
-		return putJSON(tx.Bucket(bucketResults), []byte(res.ID), res)
-	})
-	if err != nil {
-		return false, fmt.Errorf("storing result of %s: %w", res.ID, err)
-	}
-	return stored, nil
-}
-
 // newerResult reads the reservation res answers, runs check on it and
 // reports whether res is to be stored: false for a repeat of the stored
 // result or an older one. It writes nothing.
@@ -376,18 +350,15 @@ func newerResult(tx *bolt.Tx, res *provision.Result, check func(*provision.Reser
 	if err := check(r); err != nil {
 		return false, err
 	}
-	if old := r.Result; old != nil && (old.Signature == res.Signature || res.Created.Before(old.Created)) {
-		return false, nil
-	}
-	return true, nil
+	return Supersedes(r.Result, res), nil
 }
 
-// putResults stores a batch of a node's results in one transaction, each
-// as putResult would: check(i) is the check of rs[i], and a nil rs[i] is
-// skipped. It returns, per result, whether it was stored and why it was
-// refused (nil when stored or acknowledged as a repeat); err is set only
-// when the transaction as a whole failed, and then nothing was stored.
-func (s *store) putResults(rs []*provision.Result, check func(i int, r *provision.Reservation) error) (stored []bool, errs []error, err error) {
+// PutResults stores a batch of a node's results in one transaction:
+// check(i) is the check of rs[i], and a nil rs[i] is skipped. It returns,
+// per result, whether it was stored and why it was refused (nil when stored
+// or acknowledged as a repeat); err is set only when the transaction as a
+// whole failed, and then nothing was stored.
+func (s *BoltStore) PutResults(_ context.Context, rs []*provision.Result, check func(i int, r *provision.Reservation) error) (stored []bool, errs []error, err error) {
 	stored, errs = make([]bool, len(rs)), make([]error, len(rs))
 	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketResults)
@@ -416,9 +387,9 @@ func (s *store) putResults(rs []*provision.Result, check func(i int, r *provisio
 	return stored, errs, nil
 }
 
-// events returns up to limit events of node after from, and the cursor to
-// ask from next.
-func (s *store) events(node string, from uint64, limit int) ([]explorer.WireEvent, uint64, error) {
+// Events returns up to limit events of node after from, and the cursor to
+// ask from next. bbolt keeps every event, so no cursor is ever gone.
+func (s *BoltStore) Events(_ context.Context, node string, from uint64, limit int) ([]explorer.WireEvent, uint64, error) {
 	var evs []explorer.WireEvent
 	next := from
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -443,8 +414,8 @@ func (s *store) events(node string, from uint64, limit int) ([]explorer.WireEven
 	return evs, next, nil
 }
 
-// injectEvent publishes raw to node without any check.
-func (s *store) injectEvent(node string, raw []byte) (uint64, error) {
+// InjectEvent publishes raw to node without any check.
+func (s *BoltStore) InjectEvent(_ context.Context, node string, raw []byte) (uint64, error) {
 	var seq uint64
 	err := s.update(func(tx *bolt.Tx) error {
 		var err error
@@ -455,4 +426,44 @@ func (s *store) injectEvent(node string, raw []byte) (uint64, error) {
 		return 0, fmt.Errorf("injecting event for %s: %w", node, err)
 	}
 	return seq, nil
+}
+
+// State returns node's active reservations as of its last event. bbolt
+// keeps every event, so the node's event stream names every reservation it
+// was ever sent; the stored reservation says whether it is still active.
+func (s *BoltStore) State(_ context.Context, node string, now time.Time) (*explorer.NodeState, error) {
+	st := &explorer.NodeState{NodeID: node, Reservations: []explorer.StateEntry{}}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		eb := tx.Bucket(bucketEvents).Bucket([]byte(node))
+		if eb == nil {
+			return fmt.Errorf("%w: %s", ErrUnknownNode, node)
+		}
+		st.Seq = eb.Sequence()
+		seen := map[string]bool{}
+		return eb.ForEach(func(_, v []byte) error {
+			var ev struct {
+				ID string `json:"id"`
+			}
+			if json.Unmarshal(v, &ev) != nil || ev.ID == "" || seen[ev.ID] {
+				return nil // an injected undecodable event names no reservation
+			}
+			seen[ev.ID] = true
+			r, err := loadReservation(tx, ev.ID)
+			if errors.Is(err, ErrNotFound) || (err == nil && r.NodeID != node) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if Active(r, now) {
+				st.Reservations = append(st.Reservations, explorer.StateEntry{ID: r.ID, Digest: r.Digest(), Version: r.Version})
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the state of %s: %w", node, err)
+	}
+	SortState(st)
+	return st, nil
 }

@@ -1,0 +1,530 @@
+package pgstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/edgeprov/provisiond/explorer"
+	"github.com/edgeprov/provisiond/explorer/server"
+	"github.com/edgeprov/provisiond/provision"
+)
+
+// channel is the LISTEN/NOTIFY channel of the explorer's topics.
+const channel = "provisiond_explorer"
+
+// Config configures a Store.
+type Config struct {
+	// URL is the database, a postgres:// URL or a key=value DSN (required).
+	URL string
+	// Logger receives the store's logs (default: none).
+	Logger zerolog.Logger
+	// MaxConns bounds the connection pool (default 16); the listener uses
+	// one more connection of its own.
+	MaxConns int32
+}
+
+// Store is the explorer's database on PostgreSQL. It implements
+// server.Store, server.Notifier and server.Pruner.
+type Store struct {
+	pool   *pgxpool.Pool
+	listen *pgx.ConnConfig
+	log    zerolog.Logger
+
+	mu      sync.Mutex
+	pending map[string]struct{} // topics to NOTIFY
+	kick    chan struct{}
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+var (
+	_ server.Store    = (*Store)(nil)
+	_ server.Notifier = (*Store)(nil)
+	_ server.Pruner   = (*Store)(nil)
+)
+
+// Open connects to cfg.URL, applies the migrations the database lacks and
+// returns the store. It fails with server.ErrSchema when the database has
+// a newer schema than this explorerd knows.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.URL == "" {
+		return nil, fmt.Errorf("%w: no database URL", server.ErrBadRequest)
+	}
+	pcfg, err := pgxpool.ParseConfig(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("parsing the database URL: %w", err)
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 16
+	}
+	pcfg.MaxConns = cfg.MaxConns
+	if pcfg.ConnConfig.ConnectTimeout == 0 {
+		pcfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	pcfg.ConnConfig.RuntimeParams["application_name"] = "explorerd"
+	lcfg := pcfg.ConnConfig.Copy()
+	lcfg.RuntimeParams["application_name"] = "explorerd-listener"
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the database: %w", err)
+	}
+	if err := migrate(ctx, pool); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("migrating the database: %w", err)
+	}
+	nctx, stop := context.WithCancel(context.Background())
+	s := &Store{
+		pool:    pool,
+		listen:  lcfg,
+		log:     cfg.Logger.With().Str("component", "pgstore").Logger(),
+		pending: map[string]struct{}{},
+		kick:    make(chan struct{}, 1),
+		stop:    stop,
+	}
+	s.wg.Go(func() { s.notifyLoop(nctx) })
+	return s, nil
+}
+
+// Close sends the notifications still queued, then closes the pool.
+func (s *Store) Close() error {
+	s.stop()
+	s.wg.Wait()
+	s.pool.Close()
+	return nil
+}
+
+// tx runs fn in a transaction.
+func (s *Store) tx(ctx context.Context, fn func(pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, s.pool, fn)
+}
+
+func isUnique(err error, constraint string) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == constraint
+}
+
+// RegisterNode records a node; registering again changes nothing and
+// reports false.
+func (s *Store) RegisterNode(ctx context.Context, id string, now time.Time) (bool, error) {
+	rec, err := json.Marshal(&server.NodeRecord{NodeID: id, Registered: now.UTC(), LastSeen: now.UTC()})
+	if err != nil {
+		return false, err
+	}
+	tag, err := s.pool.Exec(ctx, "insert into nodes (id, record) values ($1, $2) on conflict (id) do nothing", id, rec)
+	if err != nil {
+		return false, fmt.Errorf("registering node %s: %w", id, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// Node returns a node's record and its last event sequence number.
+func (s *Store) Node(ctx context.Context, id string) (*server.NodeRecord, uint64, error) {
+	var raw []byte
+	var seq int64
+	err := s.pool.QueryRow(ctx, "select record, last_seq from nodes where id = $1", id).Scan(&raw, &seq)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, 0, fmt.Errorf("%w: %s", server.ErrUnknownNode, id)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading node %s: %w", id, err)
+	}
+	var rec server.NodeRecord
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return nil, 0, fmt.Errorf("decoding node %s: %w", id, err)
+	}
+	return &rec, uint64(seq), nil
+}
+
+// UpdateNode applies fn to a registered node's record.
+func (s *Store) UpdateNode(ctx context.Context, id string, fn func(*server.NodeRecord)) error {
+	return s.tx(ctx, func(tx pgx.Tx) error {
+		var raw []byte
+		err := tx.QueryRow(ctx, "select record from nodes where id = $1 for update", id).Scan(&raw)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w: %s", server.ErrUnknownNode, id)
+		}
+		if err != nil {
+			return fmt.Errorf("reading node %s: %w", id, err)
+		}
+		var rec server.NodeRecord
+		if err := json.Unmarshal(raw, &rec); err != nil {
+			return fmt.Errorf("decoding node %s: %w", id, err)
+		}
+		fn(&rec)
+		if raw, err = json.Marshal(&rec); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "update nodes set record = $2 where id = $1", id, raw); err != nil {
+			return fmt.Errorf("updating node %s: %w", id, err)
+		}
+		return nil
+	})
+}
+
+// nextSeq takes node's next event sequence number under its row lock.
+func nextSeq(ctx context.Context, tx pgx.Tx, node string) (uint64, error) {
+	var seq int64
+	err := tx.QueryRow(ctx, "update nodes set last_seq = last_seq + 1 where id = $1 returning last_seq", node).Scan(&seq)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("%w: %s", server.ErrUnknownNode, node)
+	}
+	return uint64(seq), err
+}
+
+// publish appends an event carrying raw to node's stream inside tx and
+// returns its sequence number.
+func publish(ctx context.Context, tx pgx.Tx, node string, raw []byte) (uint64, error) {
+	seq, err := nextSeq(ctx, tx, node)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := tx.Exec(ctx, "insert into events (node_id, seq, reservation) values ($1, $2, $3)", node, int64(seq), raw); err != nil {
+		return 0, fmt.Errorf("inserting event %d of %s: %w", seq, node, err)
+	}
+	return seq, nil
+}
+
+func newID() (string, error) {
+	var buf [8]byte
+	if _, err := rand.Read(buf[:]); err != nil {
+		return "", fmt.Errorf("drawing reservation id: %w", err)
+	}
+	return hex.EncodeToString(buf[:]), nil
+}
+
+// CreateReservation assigns r an ID, stores it and publishes it to its
+// node, in one transaction.
+func (s *Store) CreateReservation(ctx context.Context, r *provision.Reservation) (uint64, error) {
+	digest := r.Digest()
+	var seq uint64
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		// The node's row lock first: it orders the node's events and
+		// serialises two submissions of one digest (the digest covers
+		// the node).
+		var err error
+		if seq, err = nextSeq(ctx, tx, r.NodeID); err != nil {
+			return err
+		}
+		var other string
+		err = tx.QueryRow(ctx, "select id from reservations where digest = $1", digest).Scan(&other)
+		if err == nil {
+			return fmt.Errorf("%w: reservation %s has the same digest %s", server.ErrDuplicate, other, digest)
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		r.Result = nil
+		var raw []byte
+		for {
+			if r.ID, err = newID(); err != nil {
+				return err
+			}
+			if raw, err = json.Marshal(r); err != nil {
+				return err
+			}
+			tag, err := tx.Exec(ctx, `insert into reservations (id, node_id, user_id, digest, created, expires, version, body)
+				values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (id) do nothing`,
+				r.ID, r.NodeID, r.UserID, digest, r.Created, r.Expires(), int64(r.Version), raw)
+			if isUnique(err, "reservations_digest_key") {
+				return fmt.Errorf("%w: another reservation has the digest %s", server.ErrDuplicate, digest)
+			}
+			if err != nil {
+				return fmt.Errorf("inserting reservation: %w", err)
+			}
+			if tag.RowsAffected() == 1 {
+				break
+			}
+		}
+		_, err = tx.Exec(ctx, "insert into events (node_id, seq, reservation) values ($1, $2, $3)", r.NodeID, int64(seq), raw)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("creating reservation: %w", err)
+	}
+	s.notify(server.NodeTopic(r.NodeID))
+	return seq, nil
+}
+
+// decodeReservation decodes a stored reservation and its result.
+func decodeReservation(body, result []byte) (*provision.Reservation, error) {
+	var r provision.Reservation
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, fmt.Errorf("decoding reservation: %w", err)
+	}
+	r.Result = nil
+	if result != nil {
+		var res provision.Result
+		if err := json.Unmarshal(result, &res); err != nil {
+			return nil, fmt.Errorf("decoding the result of %s: %w", r.ID, err)
+		}
+		r.Result = &res
+	}
+	return &r, nil
+}
+
+// Reservation returns a reservation with its latest result.
+func (s *Store) Reservation(ctx context.Context, id string) (*provision.Reservation, error) {
+	var body, result []byte
+	err := s.pool.QueryRow(ctx, "select body, result from reservations where id = $1", id).Scan(&body, &result)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("%w: reservation %s", server.ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading reservation %s: %w", id, err)
+	}
+	return decodeReservation(body, result)
+}
+
+// ReservationsOf returns a user's reservations with their results, oldest first.
+func (s *Store) ReservationsOf(ctx context.Context, user string) ([]*provision.Reservation, error) {
+	rows, err := s.pool.Query(ctx, "select body, result from reservations where user_id = $1 order by created, id", user)
+	if err != nil {
+		return nil, fmt.Errorf("listing reservations of %s: %w", user, err)
+	}
+	var list []*provision.Reservation
+	var body, result []byte
+	_, err = pgx.ForEachRow(rows, []any{&body, &result}, func() error {
+		r, err := decodeReservation(body, result)
+		if err != nil {
+			return err
+		}
+		list = append(list, r)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing reservations of %s: %w", user, err)
+	}
+	server.SortReservations(list) // nanoseconds: PostgreSQL keeps microseconds
+	return list, nil
+}
+
+// MarkDelete sets the delete signature of reservation id after check
+// accepted it, and publishes the updated reservation to its node. A repeat
+// of the same signed delete changes nothing and publishes nothing (seq 0).
+func (s *Store) MarkDelete(ctx context.Context, id string, check func(*provision.Reservation) error) (*provision.Reservation, uint64, error) {
+	var r *provision.Reservation
+	var seq uint64
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		var body, result []byte
+		err := tx.QueryRow(ctx, "select body, result from reservations where id = $1 for update", id).Scan(&body, &result)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w: reservation %s", server.ErrNotFound, id)
+		}
+		if err != nil {
+			return err
+		}
+		if r, err = decodeReservation(body, result); err != nil {
+			return err
+		}
+		before := *r
+		if err := check(r); err != nil {
+			return err
+		}
+		if before.ToDelete && before.DeleteSignature == r.DeleteSignature {
+			return nil
+		}
+		res := r.Result
+		r.Result = nil
+		raw, err := json.Marshal(r)
+		r.Result = res
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "update reservations set body = $2, to_delete = $3 where id = $1", id, raw, r.ToDelete); err != nil {
+			return err
+		}
+		seq, err = publish(ctx, tx, r.NodeID, raw)
+		return err
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("deleting reservation %s: %w", id, err)
+	}
+	if seq > 0 {
+		s.notify(server.NodeTopic(r.NodeID))
+	}
+	return r, seq, nil
+}
+
+// PutResults stores a batch of a node's results in one transaction. The
+// rows are locked in ID order, so two batches never deadlock.
+func (s *Store) PutResults(ctx context.Context, rs []*provision.Result, check func(i int, r *provision.Reservation) error) (stored []bool, errs []error, err error) {
+	var ids []string
+	for _, res := range rs {
+		if res != nil {
+			ids = append(ids, res.ID)
+		}
+	}
+	err = s.tx(ctx, func(tx pgx.Tx) error {
+		stored, errs = make([]bool, len(rs)), make([]error, len(rs))
+		if len(ids) == 0 {
+			return nil
+		}
+		rows, err := tx.Query(ctx, "select body, result from reservations where id = any($1) order by id for update", ids)
+		if err != nil {
+			return err
+		}
+		byID := map[string]*provision.Reservation{}
+		var body, result []byte
+		if _, err := pgx.ForEachRow(rows, []any{&body, &result}, func() error {
+			r, err := decodeReservation(body, result)
+			if err == nil {
+				byID[r.ID] = r
+			}
+			return err
+		}); err != nil {
+			return err
+		}
+		for i, res := range rs {
+			if res == nil {
+				continue
+			}
+			r := byID[res.ID]
+			if r == nil {
+				errs[i] = fmt.Errorf("storing result of %s: %w: reservation %s", res.ID, server.ErrNotFound, res.ID)
+				continue
+			}
+			if err := check(i, r); err != nil {
+				errs[i] = fmt.Errorf("storing result of %s: %w", res.ID, err)
+				continue
+			}
+			if !server.Supersedes(r.Result, res) {
+				continue
+			}
+			raw, err := json.Marshal(res)
+			if err != nil {
+				return fmt.Errorf("storing result of %s: %w", res.ID, err)
+			}
+			if _, err := tx.Exec(ctx, "update reservations set result = $2 where id = $1", res.ID, raw); err != nil {
+				return fmt.Errorf("storing result of %s: %w", res.ID, err)
+			}
+			r.Result = res
+			stored[i] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("storing %d results: %w", len(rs), err)
+	}
+	return stored, errs, nil
+}
+
+// Events returns up to limit events of node after from, and the cursor to
+// ask from next; a cursor below the node's low-water mark fails with
+// server.ErrGone. One statement reads the mark and the events, so a
+// concurrent Prune cannot open a hole between them.
+func (s *Store) Events(ctx context.Context, node string, from uint64, limit int) ([]explorer.WireEvent, uint64, error) {
+	rows, err := s.pool.Query(ctx, `select n.low_seq, e.seq, e.reservation from nodes n
+		left join lateral (select seq, reservation from events
+			where node_id = n.id and seq > $2 order by seq limit $3) e on true
+		where n.id = $1 order by e.seq`, node, int64(from), limit)
+	if err != nil {
+		return nil, from, fmt.Errorf("reading events of %s: %w", node, err)
+	}
+	var evs []explorer.WireEvent
+	next, found, low := from, false, int64(0)
+	var seq *int64
+	var raw []byte
+	_, err = pgx.ForEachRow(rows, []any{&low, &seq, &raw}, func() error {
+		found = true
+		if seq != nil {
+			evs = append(evs, explorer.WireEvent{Seq: uint64(*seq), Reservation: raw})
+			next = uint64(*seq)
+		}
+		return nil
+	})
+	switch {
+	case err != nil:
+		return nil, from, fmt.Errorf("reading events of %s: %w", node, err)
+	case !found:
+		return nil, from, fmt.Errorf("reading events of %s: %w: %s", node, server.ErrUnknownNode, node)
+	case from < uint64(low):
+		return nil, from, fmt.Errorf("%w: events up to %d of node %s were pruned; reconcile from GET /api/v1/nodes/%s/state and poll from its seq", server.ErrGone, low, node, node)
+	}
+	return evs, next, nil
+}
+
+// State returns node's active reservations and the sequence number they
+// are as of, read in one repeatable-read transaction.
+func (s *Store) State(ctx context.Context, node string, now time.Time) (*explorer.NodeState, error) {
+	st := &explorer.NodeState{NodeID: node, Reservations: []explorer.StateEntry{}}
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		var seq, low int64
+		err := tx.QueryRow(ctx, "select last_seq, low_seq from nodes where id = $1", node).Scan(&seq, &low)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w: %s", server.ErrUnknownNode, node)
+		}
+		if err != nil {
+			return err
+		}
+		st.Seq, st.Low = uint64(seq), uint64(low)
+		rows, err := tx.Query(ctx, `select id, digest, version from reservations
+			where node_id = $1 and not to_delete and expires >= $2 order by id`, node, now)
+		if err != nil {
+			return err
+		}
+		var e explorer.StateEntry
+		var version int64
+		_, err = pgx.ForEachRow(rows, []any{&e.ID, &e.Digest, &version}, func() error {
+			e.Version = uint32(version)
+			st.Reservations = append(st.Reservations, e)
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the state of %s: %w", node, err)
+	}
+	return st, nil
+}
+
+// InjectEvent publishes raw to node without any check.
+func (s *Store) InjectEvent(ctx context.Context, node string, raw []byte) (uint64, error) {
+	var seq uint64
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		var err error
+		seq, err = publish(ctx, tx, node, raw)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("injecting event for %s: %w", node, err)
+	}
+	s.notify(server.NodeTopic(node))
+	return seq, nil
+}
+
+// Prune drops, for each node, the prefix of its events up to the last one
+// published before cutoff, and raises its low-water mark to that event. It
+// runs on one replica at a time: when another holds the prune lock, it
+// returns 0 at once.
+func (s *Store) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
+	var n int64
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		var locked bool
+		if err := tx.QueryRow(ctx, "select pg_try_advisory_xact_lock($1)", lockPrune).Scan(&locked); err != nil || !locked {
+			return err
+		}
+		return tx.QueryRow(ctx, `with m as (
+				select node_id, max(seq) as seq from events where created < $1 group by node_id
+			), d as (
+				delete from events e using m where e.node_id = m.node_id and e.seq <= m.seq returning 1
+			), u as (
+				update nodes n set low_seq = m.seq from m where n.id = m.node_id and n.low_seq < m.seq returning 1
+			)
+			select (select count(*) from d) + 0 * (select count(*) from u)`, cutoff).Scan(&n)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("pruning events: %w", err)
+	}
+	return n, nil
+}
