@@ -69,6 +69,14 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// NoSync skips fsync on commit: for tests and benchmarks only (default false).
 	NoSync bool
+	// DownAfter is the status rule of GET /api/v1/nodes: a node whose last
+	// request is older than this is down (default DefaultDownAfter, 3m).
+	DownAfter time.Duration
+	// SeenFlush is how often the times nodes were last seen are stored,
+	// in one transaction (default DefaultSeenFlush, 15s); between flushes
+	// they are in memory, and another explorerd on the same database sees
+	// them up to this late.
+	SeenFlush time.Duration
 	// OnHold, when set, is called each time a long-poll of a node starts
 	// waiting for an event (tests synchronise on it; default none).
 	OnHold func(node string)
@@ -91,6 +99,7 @@ type Server struct {
 
 	seenMu sync.Mutex
 	seen   map[string]time.Time // node ID → last request
+	dirty  map[string]time.Time // node ID → last request not yet stored (seenLoop)
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -129,6 +138,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.PruneInterval <= 0 {
 		cfg.PruneInterval = time.Minute
 	}
+	if cfg.DownAfter <= 0 {
+		cfg.DownAfter = DefaultDownAfter
+	}
+	if cfg.SeenFlush <= 0 {
+		cfg.SeenFlush = DefaultSeenFlush
+	}
 	db := cfg.Store
 	if db == nil {
 		bs, err := OpenBolt(cfg.DataDir, cfg.NoSync)
@@ -145,6 +160,7 @@ func New(cfg Config) (*Server, error) {
 		replay:  newReplaySet(cfg.MaxSkew, cfg.MaxReplay),
 		hub:     newHub(),
 		seen:    map[string]time.Time{},
+		dirty:   map[string]time.Time{},
 		closing: make(chan struct{}),
 	}
 	s.routes()
@@ -163,6 +179,7 @@ func (s *Server) startJobs() {
 	if p, ok := s.db.(Pruner); ok {
 		s.jobs.Go(func() { s.pruneLoop(ctx, p) })
 	}
+	s.jobs.Go(func() { s.seenLoop(ctx) })
 }
 
 // pruneLoop asks p to prune the events older than EventRetention at once
@@ -204,6 +221,7 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request, c *call) error
 
 func (s *Server) routes() {
 	s.handle("POST /api/v1/nodes", roleAny, s.register)
+	s.handle("GET /api/v1/nodes", roleAny, s.listNodes)
 	s.handle("GET /api/v1/nodes/{node}", roleAny, s.getNode)
 	s.handle("PUT /api/v1/nodes/{node}/capacity", roleNode, s.putCapacity)
 	s.handle("PUT /api/v1/nodes/{node}/stats", roleNode, s.putStats)
@@ -298,6 +316,7 @@ func (s *Server) registered(node string) error {
 func (s *Server) touch(node string, now time.Time) {
 	s.seenMu.Lock()
 	s.seen[node] = now.UTC()
+	s.dirty[node] = now.UTC()
 	s.seenMu.Unlock()
 }
 
@@ -415,6 +434,7 @@ func (s *Server) nodeInfo(ctx context.Context, node string) (*explorer.NodeInfo,
 		Capacity:   rec.Capacity,
 		Stats:      rec.Stats,
 		Events:     seq,
+		Version:    rec.Version,
 	}, nil
 }
 
@@ -424,21 +444,6 @@ func (s *Server) getNode(w http.ResponseWriter, r *http.Request, _ *call) error 
 		return err
 	}
 	writeJSON(w, http.StatusOK, info)
-	return nil
-}
-
-func (s *Server) putCapacity(w http.ResponseWriter, r *http.Request, c *call) error {
-	var capacity provision.Capacity
-	if err := decode(c.body, &capacity); err != nil {
-		return err
-	}
-	now := s.cfg.Now().UTC()
-	if err := s.db.UpdateNode(r.Context(), r.PathValue("node"), func(rec *NodeRecord) {
-		rec.Capacity, rec.LastSeen = &capacity, now
-	}); err != nil {
-		return fmt.Errorf("storing capacity: %w", err)
-	}
-	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
