@@ -85,12 +85,13 @@ type Config struct {
 // Server is the reference explorer. It is an http.Handler; Serve runs it on
 // a listener with a graceful shutdown.
 type Server struct {
-	cfg    Config
-	log    zerolog.Logger
-	db     Store
-	mux    *http.ServeMux
-	replay *replaySet
-	hub    *hub
+	cfg     Config
+	log     zerolog.Logger
+	db      Store // the database, timed (metrics)
+	metrics *metrics
+	mux     *http.ServeMux
+	replay  *replaySet
+	hub     *hub
 
 	known sync.Map // node ID → struct{}: registered nodes seen since start
 
@@ -152,10 +153,12 @@ func New(cfg Config) (*Server, error) {
 		}
 		db = bs
 	}
+	m := newMetrics()
 	s := &Server{
 		cfg:     cfg,
 		log:     cfg.Logger.With().Str("component", "explorer").Logger(),
-		db:      db,
+		db:      &timedStore{Store: db, m: m},
+		metrics: m,
 		mux:     http.NewServeMux(),
 		replay:  newReplaySet(cfg.MaxSkew, cfg.MaxReplay),
 		hub:     newHub(),
@@ -164,19 +167,19 @@ func New(cfg Config) (*Server, error) {
 		closing: make(chan struct{}),
 	}
 	s.routes()
-	s.startJobs()
+	s.startJobs(db)
 	return s, nil
 }
 
 // startJobs starts the store's listener (a Notifier) and the periodic
 // pruning (a Pruner), owned by the server until Close.
-func (s *Server) startJobs() {
+func (s *Server) startJobs(db Store) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopJobs = cancel
-	if n, ok := s.db.(Notifier); ok {
+	if n, ok := db.(Notifier); ok {
 		s.jobs.Go(func() { n.Listen(ctx, s.hub.publish, s.hub.publishAll) })
 	}
-	if p, ok := s.db.(Pruner); ok {
+	if p, ok := db.(Pruner); ok {
 		s.jobs.Go(func() { s.pruneLoop(ctx, p) })
 	}
 	s.jobs.Go(func() { s.seenLoop(ctx) })
@@ -240,7 +243,7 @@ func (s *Server) routes() {
 
 // ServeHTTP serves the Explorer API v1.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.mux.ServeHTTP(w, r)
+	s.metrics.observe(s.mux, w, r)
 }
 
 // handle routes pattern to h, for callers of role who, with bodies of up
@@ -508,8 +511,12 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, _ *call) error {
 				done()
 				break
 			}
-			if !held && s.cfg.OnHold != nil {
-				s.cfg.OnHold(node)
+			if !held {
+				s.metrics.longpolls.Inc()
+				defer s.metrics.longpolls.Dec()
+				if s.cfg.OnHold != nil {
+					s.cfg.OnHold(node)
+				}
 			}
 			held = true
 			select {
