@@ -90,6 +90,9 @@ func TestAppRefusesBadFlags(t *testing.T) {
 		{"bad-log-level", []string{"--log-level", "loud", "--data-dir", t.TempDir()}, "--log-level"},
 		{"stray-argument", []string{"serve"}, "unexpected argument"},
 		{"bad-listen", []string{"--listen", "127.0.0.1:99999", "--data-dir", t.TempDir(), "--log-format", "json", "--log-level", "error"}, "listening on"},
+		{"tls-cert-alone", []string{"--tls-cert", "cert.pem", "--data-dir", t.TempDir(), "--log-format", "json"}, "go together"},
+		{"tls-files-missing", []string{"--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem", "--data-dir", t.TempDir(), "--log-format", "json"}, "--tls-cert/--tls-key"},
+		{"bad-metrics-listen", []string{"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:99999", "--data-dir", t.TempDir(), "--log-format", "json", "--log-level", "error"}, "metrics listener"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
