@@ -145,4 +145,3 @@ func TestExplorerCAFileRefused(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q; want a refusal naming --explorer-ca", code, stderr)
 	}
 }
-
