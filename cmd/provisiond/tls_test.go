@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"crypto/tls"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -39,7 +41,7 @@ func tlsExplorer(t *testing.T, ca *certstest.CA) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := &http.Server{Handler: srv}
+	hs := &http.Server{Handler: srv, ErrorLog: log.New(io.Discard, "", 0)}
 	done := make(chan struct{})
 	go func() { defer close(done); hs.Serve(tls.NewListener(ln, r.ServerConfig())) }()
 	t.Cleanup(func() {
