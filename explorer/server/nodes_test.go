@@ -1,7 +1,13 @@
 package server_test
 
 import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/json"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -203,4 +209,86 @@ func TestReportCapacityVersion(t *testing.T) {
 	if err != nil || info.Capacity == nil || info.Capacity.Total.CRU != 2 || info.Version != "" {
 		t.Fatalf("after an old node's report: %+v, %v", info, err)
 	}
+}
+
+// FuzzListNodesQuery sends signed GET /api/v1/nodes requests with
+// arbitrary queries. The server never answers 5xx, refuses with a message,
+// and an answer holds at most the page's limit of nodes, each of a known
+// status and with at least the free units asked for.
+func FuzzListNodesQuery(f *testing.F) {
+	// Room for every request of a long run in the replay set (not 503).
+	srv, err := server.New(server.Config{DataDir: f.TempDir(), NoSync: true, MaxReplay: 1 << 23})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { srv.Close() })
+	user := explorertest.NewKey(f)
+	send := func(t testing.TB, method, target string, key ed25519.PrivateKey, keyID string, body []byte) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(method, "http://explorer"+target, bytes.NewReader(body))
+		if err := explorer.SignRequest(req, key, keyID, body, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, req)
+		return rec
+	}
+	for i, capacity := range []string{`{"total":{"cru":8,"mru":32,"sru":500},"reserved":{"mru":2},"version":"v1"}`, `{"total":{"cru":2,"mru":2.5,"hru":100}}`, ``} {
+		key := explorertest.NewKey(f)
+		id := explorertest.NodeID(key)
+		if rec := send(f, "POST", "/api/v1/nodes", key, id, []byte(`{"node_id":"`+id+`"}`)); rec.Code != http.StatusCreated {
+			f.Fatalf("register %d: %d %s", i, rec.Code, rec.Body)
+		}
+		if capacity != "" {
+			if rec := send(f, "PUT", "/api/v1/nodes/"+id+"/capacity", key, id, []byte(capacity)); rec.Code != http.StatusNoContent {
+				f.Fatalf("capacity %d: %d %s", i, rec.Code, rec.Body)
+			}
+		}
+	}
+	for _, q := range []string{"", "free_cru=2", "free_mru=2.5&free_hru=1", "limit=1", "limit=1&after=A", "status=up", "status=unreported", "free_sru=1e308", "free_cru=1e300", "limit=500", "free_mru=-0"} {
+		f.Add(q)
+	}
+	f.Fuzz(func(t *testing.T, query string) {
+		target := "/api/v1/nodes?" + query
+		if _, err := http.NewRequest("GET", "http://explorer"+target, nil); err != nil || strings.ContainsFunc(query, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '#' }) {
+			return
+		}
+		rec := send(t, "GET", target, user, explorertest.UserID(user), nil)
+		switch {
+		case rec.Code >= 500:
+			t.Fatalf("%s answered %d: %s", target, rec.Code, rec.Body)
+		case rec.Code != http.StatusOK:
+			var er explorer.ErrorReply
+			if err := json.Unmarshal(rec.Body.Bytes(), &er); err != nil || er.Error == "" {
+				t.Fatalf("refusal %d without an error message: %q", rec.Code, rec.Body)
+			}
+			return
+		}
+		var reply explorer.NodesReply
+		if err := json.Unmarshal(rec.Body.Bytes(), &reply); err != nil {
+			t.Fatalf("%s: %v: %s", target, err, rec.Body)
+		}
+		v, _ := url.ParseQuery(query)
+		limit := explorer.NodesPageDefault
+		if n, err := strconv.Atoi(v.Get("limit")); err == nil {
+			limit = n
+		}
+		if len(reply.Nodes) > limit || len(reply.Nodes) > explorer.NodesPageMax {
+			t.Fatalf("%s: %d nodes, limit %d", target, len(reply.Nodes), limit)
+		}
+		for _, n := range reply.Nodes {
+			switch n.Status {
+			case explorer.NodeUp, explorer.NodeDown, explorer.NodeUnreported:
+			default:
+				t.Fatalf("%s: status %q", target, n.Status)
+			}
+			if s := v.Get("status"); s != "" && n.Status != s {
+				t.Fatalf("%s: a node of status %q", target, n.Status)
+			}
+			for name, free := range map[string]float64{"free_cru": n.Units.CRU.Free, "free_mru": n.Units.MRU.Free, "free_sru": n.Units.SRU.Free, "free_hru": n.Units.HRU.Free} {
+				if want, err := strconv.ParseFloat(v.Get(name), 64); err == nil && free < want {
+					t.Fatalf("%s: node %s has %s %v", target, n.NodeID, name, free)
+				}
+			}
+		}
+	})
 }
