@@ -96,6 +96,18 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
+// Unwrap returns the wrapped writer, for http.ResponseController
+// (deadlines, flushes) of handlers behind the metrics.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Flush sends what is buffered (http.Flusher), when the wrapped writer can.
+func (w *statusWriter) Flush() {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
 // observe serves r through the mux and counts it by the pattern the mux
 // matched (r.Pattern, set by the mux) and the status answered.
 func (m *metrics) observe(mux *http.ServeMux, w http.ResponseWriter, r *http.Request) {
