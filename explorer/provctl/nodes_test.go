@@ -80,7 +80,18 @@ func TestNodesAndAutoPlacement(t *testing.T) {
 	c.must("key", "new")
 
 	table := c.must("nodes")
-	for _, want := range []string{down + "  down", big + "  up", small + "  up", fresh + "  unreported", "v0.0.1", "26 / 32", "4 nodes as of", "more than 1m0s"} {
+	rows := map[string]string{}
+	for _, line := range strings.Split(table, "\n") {
+		if f := strings.Fields(line); len(f) > 1 {
+			rows[f[0]] = f[1]
+		}
+	}
+	for id, want := range map[string]string{down: "down", big: "up", small: "up", fresh: "unreported"} {
+		if rows[id] != want {
+			t.Errorf("nodes table: %s is %q, want %q:\n%s", id, rows[id], want, table)
+		}
+	}
+	for _, want := range []string{"v0.0.1", "26 / 32", "4 nodes as of", "more than 1m0s"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("nodes table lacks %q:\n%s", want, table)
 		}
