@@ -123,6 +123,9 @@ type NodeInfo struct {
 	Stats *provision.Stats `json:"stats,omitempty"`
 	// Events is the node's last event sequence number.
 	Events uint64 `json:"events"`
+	// Version is the provisiond version the node reported with its
+	// capacity (absent: not reported).
+	Version string `json:"version,omitempty"`
 }
 
 // ErrorReply is the body of every refusal.

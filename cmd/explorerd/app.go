@@ -2,10 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
+	"os/signal"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -14,6 +20,8 @@ import (
 
 	"github.com/edgeprov/provisiond/explorer/server"
 	"github.com/edgeprov/provisiond/explorer/server/pgstore"
+	"github.com/edgeprov/provisiond/internal/certs"
+	"github.com/edgeprov/provisiond/internal/httpserve"
 	"github.com/edgeprov/provisiond/internal/version"
 	"github.com/edgeprov/provisiond/systemd"
 )
@@ -39,6 +47,13 @@ type config struct {
 	LogLevel string
 	// ShutdownTimeout bounds the graceful shutdown (default 10s).
 	ShutdownTimeout time.Duration
+	// TLSCert and TLSKey, when set (both or neither), serve the API over
+	// TLS with this PEM certificate chain and key, read again on SIGHUP
+	// (default empty: plain HTTP, for loopback and tests).
+	TLSCert, TLSKey string
+	// MetricsListen is the address serving Prometheus /metrics (default
+	// empty: no metrics listener).
+	MetricsListen string
 
 	logOut   io.Writer      // default os.Stderr
 	onListen func(net.Addr) // tests learn the address
@@ -60,6 +75,9 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "log-format", Usage: "`FORMAT` of logs: json, console, or auto (console on a terminal)", Value: "auto", EnvVars: env("LOG_FORMAT")},
 			&cli.StringFlag{Name: "log-level", Usage: "`LEVEL`: debug, info, warn, error", Value: "info", EnvVars: env("LOG_LEVEL")},
 			&cli.DurationFlag{Name: "shutdown-timeout", Usage: "how long a graceful shutdown may take", Value: 10 * time.Second, EnvVars: env("SHUTDOWN_TIMEOUT")},
+			&cli.StringFlag{Name: "tls-cert", Usage: "PEM certificate chain `FILE` to serve the API over TLS with (with --tls-key; read again on SIGHUP); empty: plain HTTP", EnvVars: env("TLS_CERT")},
+			&cli.StringFlag{Name: "tls-key", Usage: "PEM private key `FILE` of --tls-cert", EnvVars: env("TLS_KEY")},
+			&cli.StringFlag{Name: "metrics-listen", Usage: "`ADDR` serving Prometheus /metrics, apart from the API (e.g. 127.0.0.1:9110); empty: none", EnvVars: env("METRICS_LISTEN")},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -73,6 +91,9 @@ func newApp() *cli.App {
 				LogFormat:       c.String("log-format"),
 				LogLevel:        c.String("log-level"),
 				ShutdownTimeout: c.Duration("shutdown-timeout"),
+				TLSCert:         c.String("tls-cert"),
+				TLSKey:          c.String("tls-key"),
+				MetricsListen:   c.String("metrics-listen"),
 			})
 		},
 	}
@@ -87,6 +108,15 @@ func run(ctx context.Context, cfg *config) (err error) {
 	log, err := newLogger(cfg.LogFormat, cfg.LogLevel, out)
 	if err != nil {
 		return err
+	}
+	var tlsCerts *certs.Reloader
+	if cfg.TLSCert != "" || cfg.TLSKey != "" {
+		if cfg.TLSCert == "" || cfg.TLSKey == "" {
+			return errors.New("--tls-cert and --tls-key go together")
+		}
+		if tlsCerts, err = loadCerts(cfg.TLSCert, cfg.TLSKey); err != nil {
+			return err
+		}
 	}
 	scfg := server.Config{DataDir: cfg.DataDir, Logger: log, ShutdownTimeout: cfg.ShutdownTimeout, EventRetention: cfg.EventRetention}
 	where := cfg.DataDir
@@ -115,7 +145,36 @@ func run(ctx context.Context, cfg *config) (err error) {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
-	log.Info().Str("listen", ln.Addr().String()).Str("database", where).Str("version", version.String()).Msg("explorerd serving")
+	scheme := "http"
+	if tlsCerts != nil {
+		ln, scheme = tls.NewListener(ln, tlsCerts.ServerConfig()), "https"
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel below: the goroutines end with ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// SIGHUP is caught before the API is served: uncaught, it would end
+	// the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	wg.Go(func() { reloadOnHangup(ctx, hup, tlsCerts, log) })
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+		log.Info().Str("addr", mln.Addr().String()).Msg("serving metrics")
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", srv.Metrics())
+		wg.Go(func() {
+			if err := httpserve.Serve(ctx, mln, mux); err != nil {
+				log.Error().Err(err).Msg("serving metrics failed")
+			}
+		})
+	}
+	log.Info().Str("listen", ln.Addr().String()).Str("scheme", scheme).Str("database", where).Str("version", version.String()).Msg("explorerd serving")
 	if cfg.onListen != nil {
 		cfg.onListen(ln.Addr())
 	}
@@ -123,6 +182,7 @@ func run(ctx context.Context, cfg *config) (err error) {
 		log.Warn().Err(err).Msg("sd_notify failed")
 	}
 	err = srv.Serve(ctx, ln)
+	cancel()
 	systemd.Stopping()
 	if err != nil {
 		return err
@@ -154,4 +214,38 @@ func newLogger(format, level string, w io.Writer) (zerolog.Logger, error) {
 		return zerolog.Nop(), fmt.Errorf("--log-format %q: want json, console or auto", format)
 	}
 	return zerolog.New(out).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// loadCerts reads the served certificate and key, naming the flags when
+// they do not load.
+func loadCerts(certFile, keyFile string) (*certs.Reloader, error) {
+	r, err := certs.NewReloader(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+	}
+	return r, nil
+}
+
+// reloadOnHangup reads the TLS certificate and key again at each SIGHUP
+// received on hup until ctx ends; a pair that does not load is logged and the served one
+// stays. Without TLS, SIGHUP is logged and ignored (it would otherwise end
+// the process).
+func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, r *certs.Reloader, log zerolog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		if r == nil {
+			log.Info().Msg("SIGHUP: no TLS certificate to reload")
+			continue
+		}
+		if err := r.Reload(); err != nil {
+			log.Error().Err(err).Str("serving_serial", r.Leaf().SerialNumber.String()).Msg("reloading the TLS certificate failed; the served one stays")
+			continue
+		}
+		leaf := r.Leaf()
+		log.Info().Str("serial", leaf.SerialNumber.String()).Time("not_after", leaf.NotAfter).Msg("TLS certificate reloaded")
+	}
 }

@@ -91,6 +91,9 @@ func TestAppRefusesBadFlags(t *testing.T) {
 		{"stray-argument", []string{"serve"}, "unexpected argument"},
 		{"bad-database-url", []string{"--database-url", "postgres://%zz", "--log-format", "json", "--log-level", "error"}, "PostgreSQL"},
 		{"bad-listen", []string{"--listen", "127.0.0.1:99999", "--data-dir", t.TempDir(), "--log-format", "json", "--log-level", "error"}, "listening on"},
+		{"tls-cert-alone", []string{"--tls-cert", "cert.pem", "--data-dir", t.TempDir(), "--log-format", "json"}, "go together"},
+		{"tls-files-missing", []string{"--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem", "--data-dir", t.TempDir(), "--log-format", "json"}, "--tls-cert/--tls-key"},
+		{"bad-metrics-listen", []string{"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:99999", "--data-dir", t.TempDir(), "--log-format", "json", "--log-level", "error"}, "metrics listener"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -26,6 +26,7 @@ const defaultConfigFile = "/etc/provisiond/provisiond.conf"
 type config struct {
 	DataDir       string
 	Explorer      string
+	ExplorerCA    string
 	Identity      string
 	Socket        string
 	MetricsListen string
@@ -80,6 +81,7 @@ func globalFlags() []cli.Flag {
 func runFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "explorer", Usage: "explorer base `URL` (required)", EnvVars: env("EXPLORER")},
+		&cli.StringFlag{Name: "explorer-ca", Usage: "PEM `FILE` of the CA(s) to trust for an https explorer instead of the system's roots", EnvVars: env("EXPLORER_CA")},
 		&cli.StringFlag{Name: "metrics-listen", Usage: "`ADDR` serving Prometheus /metrics; empty disables", Value: "127.0.0.1:9109", EnvVars: env("METRICS_LISTEN")},
 		&cli.IntFlag{Name: "workers", Usage: "operations run at the same time", Value: 4, EnvVars: env("WORKERS")},
 		&cli.DurationFlag{Name: "op-timeout", Usage: "time limit of one provision or decommission", Value: 5 * time.Minute, EnvVars: env("OP_TIMEOUT")},
@@ -179,6 +181,7 @@ func configFrom(c *cli.Context) *config {
 	cfg := &config{
 		DataDir:       str("data-dir"),
 		Explorer:      c.String("explorer"),
+		ExplorerCA:    c.String("explorer-ca"),
 		Identity:      str("identity"),
 		Socket:        str("socket"),
 		MetricsListen: c.String("metrics-listen"),

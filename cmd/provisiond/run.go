@@ -21,6 +21,7 @@ import (
 	"github.com/edgeprov/provisiond/cache"
 	"github.com/edgeprov/provisiond/explorer"
 	"github.com/edgeprov/provisiond/identity"
+	"github.com/edgeprov/provisiond/internal/certs"
 	"github.com/edgeprov/provisiond/internal/idlemem"
 	"github.com/edgeprov/provisiond/internal/selfcheck"
 	"github.com/edgeprov/provisiond/internal/version"
@@ -41,8 +42,16 @@ func run(ctx context.Context, cfg *config) error {
 	if cfg.Explorer == "" {
 		return errors.New("run: --explorer (PROVISIOND_EXPLORER) is required: the explorer URL to take reservations from")
 	}
-	if u, err := url.Parse(cfg.Explorer); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	u, err := url.Parse(cfg.Explorer)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("run: --explorer %q is not an http(s) URL", cfg.Explorer)
+	}
+	transport, err := certs.Transport(cfg.ExplorerCA)
+	if err != nil {
+		return fmt.Errorf("run: --explorer-ca: %w", err)
+	}
+	if u.Scheme == "http" && !loopback(u.Hostname()) {
+		log.Warn().Str("explorer", cfg.Explorer).Msg("the explorer is reached over plain http: requests are signed but not private; use https (--explorer-ca for an operator's CA)")
 	}
 	for _, dir := range []string{cfg.DataDir, cfg.SSDPath, cfg.HDDPath} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -80,7 +89,7 @@ func run(ctx context.Context, cfg *config) error {
 	checks := selfcheck.Run(ctx, checkOptions(cfg, "daemon"))
 	logChecks(log, checks)
 
-	client := explorer.NewClient(cfg.Explorer, key, explorer.ClientOptions{PollWait: cfg.PollWait, Logger: log})
+	client := explorer.NewClient(cfg.Explorer, key, explorer.ClientOptions{PollWait: cfg.PollWait, Transport: transport, Logger: log})
 	gated := &registered{c: client}
 	node := newNode(cfg)
 	var engine *provision.Engine // set below; the closures run only after Run started
@@ -203,7 +212,7 @@ func register(ctx context.Context, g *registered, node interface {
 		if err == nil {
 			var capacity provision.Capacity
 			if capacity, err = node.Capacity(ctx); err == nil {
-				err = g.c.PutCapacity(ctx, capacity)
+				err = g.c.ReportCapacity(ctx, capacity, version.String())
 			}
 		}
 		if err == nil {
@@ -402,4 +411,14 @@ func checkLocalImages(cfg *config, log zerolog.Logger) error {
 		}
 	}
 	return nil
+}
+
+// loopback reports whether host (a URL's host name) is a loopback address
+// or localhost.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -28,6 +28,7 @@ import (
 
 	"github.com/edgeprov/provisiond/explorer"
 	"github.com/edgeprov/provisiond/identity"
+	"github.com/edgeprov/provisiond/internal/certs"
 	"github.com/edgeprov/provisiond/internal/version"
 	"github.com/edgeprov/provisiond/provision"
 )
@@ -37,6 +38,7 @@ var (
 	ErrUsage      = errors.New("provctl: usage")
 	ErrUnverified = errors.New("provctl: does not verify")
 	ErrWatch      = errors.New("provctl: watch ended")
+	ErrNoNode     = errors.New("provctl: no node fits")
 )
 
 // DefaultKeyPath returns ~/.config/provctl/key (or a relative path when the
@@ -123,7 +125,7 @@ func flagsFirst(args []string) []string {
 func App(stdout, stderr io.Writer) *cli.App {
 	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print JSON for scripts"}
 	outputFlag := &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "`FORMAT`: table, wide (more columns) or json (--json is the same)", Value: "table"}
-	nodeFlag := &cli.StringFlag{Name: "node", Usage: "`NODE` ID the workload runs on", Required: true}
+	nodeFlag := &cli.StringFlag{Name: "node", Usage: "`NODE` ID the workload runs on, or auto: a node that is up with the units free (and, for a container, holds its network and volumes); provctl prints which", Required: true}
 	durationFlag := &cli.DurationFlag{Name: "duration", Usage: "how long the workload lives", Value: 24 * time.Hour}
 	refFlag := &cli.StringFlag{Name: "reference", Usage: "free `TEXT` kept with the reservation (signed)"}
 	return &cli.App{
@@ -139,6 +141,7 @@ func App(stdout, stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: "explorer", Usage: "explorer base `URL`", Value: "http://127.0.0.1:8090", EnvVars: []string{"PROVCTL_EXPLORER"}},
 			&cli.StringFlag{Name: "key", Usage: "user key seed `FILE`", Value: DefaultKeyPath(), EnvVars: []string{"PROVCTL_KEY"}},
 			&cli.DurationFlag{Name: "request-timeout", Usage: "time limit of one request to the explorer", Value: 30 * time.Second, EnvVars: []string{"PROVCTL_REQUEST_TIMEOUT"}},
+			&cli.StringFlag{Name: "ca", Usage: "PEM `FILE` of the CA(s) to trust for an https explorer instead of the system's roots", EnvVars: []string{"PROVCTL_CA"}},
 		},
 		Commands: []*cli.Command{
 			{
@@ -192,6 +195,18 @@ func App(stdout, stderr io.Writer) *cli.App {
 				},
 			},
 			{Name: "ls", Usage: "list your reservations", Flags: []cli.Flag{jsonFlag, outputFlag}, Action: withClient(list)},
+			{
+				Name:  "nodes",
+				Usage: "list the explorer's nodes: status (computed by the explorer), version, last seen, free and total units",
+				Flags: []cli.Flag{jsonFlag, outputFlag,
+					&cli.Uint64Flag{Name: "cru", Usage: "only nodes with at least `CORES` free"},
+					&cli.Float64Flag{Name: "mru", Usage: "only nodes with at least `GIB` of memory free"},
+					&cli.Float64Flag{Name: "sru", Usage: "only nodes with at least `GIB` of SSD free"},
+					&cli.Float64Flag{Name: "hru", Usage: "only nodes with at least `GIB` of HDD free"},
+					&cli.StringFlag{Name: "status", Usage: "only nodes of `STATUS`: up, down or unreported"},
+				},
+				Action: withClient(listNodes),
+			},
 			{Name: "get", Usage: "show a reservation and its node's signed result, verified", ArgsUsage: "ID", Flags: []cli.Flag{jsonFlag}, Action: withClient(get)},
 			{
 				Name:      "watch",
@@ -241,7 +256,11 @@ func withClient(fn func(ctx context.Context, s *session) error) cli.ActionFunc {
 			}
 			return err
 		}
-		client := explorer.NewUserClient(c.String("explorer"), key, explorer.ClientOptions{Timeout: c.Duration("request-timeout"), MaxAttempts: 2})
+		tr, err := certs.Transport(c.String("ca"))
+		if err != nil {
+			return fmt.Errorf("--ca: %w", err)
+		}
+		client := explorer.NewUserClient(c.String("explorer"), key, explorer.ClientOptions{Timeout: c.Duration("request-timeout"), MaxAttempts: 2, Transport: tr})
 		return fn(c.Context, &session{c: c, key: key, client: client})
 	}
 }
@@ -282,8 +301,8 @@ func printKey(c *cli.Context, path string, key ed25519.PrivateKey) error {
 // submit fills the common fields, checks the workload, signs and submits.
 func (s *session) submit(ctx context.Context, typ provision.ReservationType, w any) error {
 	node := s.c.String("node")
-	if _, err := identity.PublicKey(node); err != nil {
-		return fmt.Errorf("--node: %w", err)
+	if _, err := identity.PublicKey(node); err != nil && node != autoNode {
+		return fmt.Errorf("--node: %w (or auto)", err)
 	}
 	data, err := json.Marshal(w)
 	if err != nil {
@@ -303,6 +322,11 @@ func (s *session) submit(ctx context.Context, typ provision.ReservationType, w a
 	}
 	if _, err := r.Workload(); err != nil {
 		return err
+	}
+	if node == autoNode {
+		if r.NodeID, err = s.placeOn(ctx, r); err != nil {
+			return err
+		}
 	}
 	r.Sign(s.key)
 	id, err := s.client.CreateReservation(ctx, r)

@@ -15,7 +15,7 @@
 //	meta/
 //	  version        → "1"
 //	nodes/
-//	  <node id>      → nodeRecord JSON (registered, last seen, capacity, stats)
+//	  <node id>      → NodeRecord JSON (registered, last seen, capacity, stats, version)
 //	reservations/
 //	  <id>           → provision.Reservation JSON (without its result)
 //	results/
@@ -35,6 +35,14 @@
 // together in the next one, with one fsync, each keeping its own outcome
 // (a refused write is rolled back alone). A lone write commits at once. A
 // request is answered only after its write is durable.
+//
+// # Nodes
+//
+// Every signed request of a node marks it seen, in memory; the times are
+// stored every Config.SeenFlush (15 s) in one transaction (TouchNodes) and
+// at Close. GET /api/v1/nodes pages through the node records by ID and
+// computes each node's status (up, down, unreported) at the server's clock
+// from when it was last seen (Config.DownAfter, 3 minutes).
 //
 // # Long-poll
 //

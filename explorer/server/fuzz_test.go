@@ -63,6 +63,9 @@ func FuzzServeSigned(f *testing.F) {
 	f.Add("GET", "/api/v1/nodes/"+nodeID+"/events?from=18446744073709551615&wait=1ns", []byte(nil), false, uint8(0))
 	f.Add("POST", "/api/v1/reservations/abc/delete", []byte(`{"id":"abc","delete_signature":""}`), true, uint8(0))
 	f.Add("GET", "/api/v1/reservations?user=%zz", []byte(nil), true, uint8(0))
+	f.Add("PUT", "/api/v1/nodes/"+nodeID+"/capacity", []byte(`{"total":{"cru":4,"mru":8},"reserved":{},"version":"v1"}`), false, uint8(0))
+	f.Add("PUT", "/api/v1/nodes/"+nodeID+"/capacity", []byte(`{"total":{"cru":-1},"version":"v 1"}`), false, uint8(0))
+	f.Add("GET", "/api/v1/nodes?free_cru=1&free_mru=0.5&status=up&limit=2&after=A", []byte(nil), true, uint8(0))
 	f.Fuzz(func(t *testing.T, method, target string, body []byte, asUser bool, corrupt uint8) {
 		if method != "GET" && method != "PUT" && method != "POST" {
 			return

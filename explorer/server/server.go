@@ -69,6 +69,14 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// NoSync skips fsync on commit: for tests and benchmarks only (default false).
 	NoSync bool
+	// DownAfter is the status rule of GET /api/v1/nodes: a node whose last
+	// request is older than this is down (default DefaultDownAfter, 3m).
+	DownAfter time.Duration
+	// SeenFlush is how often the times nodes were last seen are stored,
+	// in one transaction (default DefaultSeenFlush, 15s); between flushes
+	// they are in memory, and another explorerd on the same database sees
+	// them up to this late.
+	SeenFlush time.Duration
 	// OnHold, when set, is called each time a long-poll of a node starts
 	// waiting for an event (tests synchronise on it; default none).
 	OnHold func(node string)
@@ -77,12 +85,13 @@ type Config struct {
 // Server is the reference explorer. It is an http.Handler; Serve runs it on
 // a listener with a graceful shutdown.
 type Server struct {
-	cfg    Config
-	log    zerolog.Logger
-	db     Store
-	mux    *http.ServeMux
-	replay *replaySet
-	hub    *hub
+	cfg     Config
+	log     zerolog.Logger
+	db      Store // the database, timed (metrics)
+	metrics *metrics
+	mux     *http.ServeMux
+	replay  *replaySet
+	hub     *hub
 
 	known sync.Map // node ID → struct{}: registered nodes seen since start
 
@@ -91,6 +100,7 @@ type Server struct {
 
 	seenMu sync.Mutex
 	seen   map[string]time.Time // node ID → last request
+	dirty  map[string]time.Time // node ID → last request not yet stored (seenLoop)
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -129,6 +139,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.PruneInterval <= 0 {
 		cfg.PruneInterval = time.Minute
 	}
+	if cfg.DownAfter <= 0 {
+		cfg.DownAfter = DefaultDownAfter
+	}
+	if cfg.SeenFlush <= 0 {
+		cfg.SeenFlush = DefaultSeenFlush
+	}
 	db := cfg.Store
 	if db == nil {
 		bs, err := OpenBolt(cfg.DataDir, cfg.NoSync)
@@ -137,32 +153,36 @@ func New(cfg Config) (*Server, error) {
 		}
 		db = bs
 	}
+	m := newMetrics()
 	s := &Server{
 		cfg:     cfg,
 		log:     cfg.Logger.With().Str("component", "explorer").Logger(),
-		db:      db,
+		db:      &timedStore{Store: db, m: m},
+		metrics: m,
 		mux:     http.NewServeMux(),
 		replay:  newReplaySet(cfg.MaxSkew, cfg.MaxReplay),
 		hub:     newHub(),
 		seen:    map[string]time.Time{},
+		dirty:   map[string]time.Time{},
 		closing: make(chan struct{}),
 	}
 	s.routes()
-	s.startJobs()
+	s.startJobs(db)
 	return s, nil
 }
 
 // startJobs starts the store's listener (a Notifier) and the periodic
 // pruning (a Pruner), owned by the server until Close.
-func (s *Server) startJobs() {
+func (s *Server) startJobs(db Store) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopJobs = cancel
-	if n, ok := s.db.(Notifier); ok {
+	if n, ok := db.(Notifier); ok {
 		s.jobs.Go(func() { n.Listen(ctx, s.hub.publish, s.hub.publishAll) })
 	}
-	if p, ok := s.db.(Pruner); ok {
+	if p, ok := db.(Pruner); ok {
 		s.jobs.Go(func() { s.pruneLoop(ctx, p) })
 	}
+	s.jobs.Go(func() { s.seenLoop(ctx) })
 }
 
 // pruneLoop asks p to prune the events older than EventRetention at once
@@ -204,6 +224,7 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request, c *call) error
 
 func (s *Server) routes() {
 	s.handle("POST /api/v1/nodes", roleAny, s.register)
+	s.handle("GET /api/v1/nodes", roleAny, s.listNodes)
 	s.handle("GET /api/v1/nodes/{node}", roleAny, s.getNode)
 	s.handle("PUT /api/v1/nodes/{node}/capacity", roleNode, s.putCapacity)
 	s.handle("PUT /api/v1/nodes/{node}/stats", roleNode, s.putStats)
@@ -222,7 +243,7 @@ func (s *Server) routes() {
 
 // ServeHTTP serves the Explorer API v1.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.mux.ServeHTTP(w, r)
+	s.metrics.observe(s.mux, w, r)
 }
 
 // handle routes pattern to h, for callers of role who, with bodies of up
@@ -298,6 +319,7 @@ func (s *Server) registered(ctx context.Context, node string) error {
 func (s *Server) touch(node string, now time.Time) {
 	s.seenMu.Lock()
 	s.seen[node] = now.UTC()
+	s.dirty[node] = now.UTC()
 	s.seenMu.Unlock()
 }
 
@@ -415,6 +437,7 @@ func (s *Server) nodeInfo(ctx context.Context, node string) (*explorer.NodeInfo,
 		Capacity:   rec.Capacity,
 		Stats:      rec.Stats,
 		Events:     seq,
+		Version:    rec.Version,
 	}, nil
 }
 
@@ -424,21 +447,6 @@ func (s *Server) getNode(w http.ResponseWriter, r *http.Request, _ *call) error 
 		return err
 	}
 	writeJSON(w, http.StatusOK, info)
-	return nil
-}
-
-func (s *Server) putCapacity(w http.ResponseWriter, r *http.Request, c *call) error {
-	var capacity provision.Capacity
-	if err := decode(c.body, &capacity); err != nil {
-		return err
-	}
-	now := s.cfg.Now().UTC()
-	if err := s.db.UpdateNode(r.Context(), r.PathValue("node"), func(rec *NodeRecord) {
-		rec.Capacity, rec.LastSeen = &capacity, now
-	}); err != nil {
-		return fmt.Errorf("storing capacity: %w", err)
-	}
-	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
@@ -503,8 +511,12 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, _ *call) error {
 				done()
 				break
 			}
-			if !held && s.cfg.OnHold != nil {
-				s.cfg.OnHold(node)
+			if !held {
+				s.metrics.longpolls.Inc()
+				defer s.metrics.longpolls.Dec()
+				if s.cfg.OnHold != nil {
+					s.cfg.OnHold(node)
+				}
 			}
 			held = true
 			select {

@@ -21,6 +21,63 @@ type NodeRecord struct {
 	Capacity *provision.Capacity `json:"capacity,omitempty"`
 	// Stats are the node's last reported stats, if any.
 	Stats *provision.Stats `json:"stats,omitempty"`
+	// Version is the provisiond version the node last reported with its
+	// capacity; empty for a node older than that report.
+	Version string `json:"version,omitempty"`
+}
+
+// NodeUnits are a node's resource units as the explorer last heard them.
+type NodeUnits struct {
+	// Total is measured on the node's hardware.
+	Total provision.Units
+	// System is the node's system reserve, kept out of every workload.
+	System provision.Units
+	// Reserved is what the node's active workloads take.
+	Reserved provision.Units
+	// Free is Total − System − Reserved, each unit floored at zero: what a
+	// new workload may still take.
+	Free provision.Units
+}
+
+// Units returns the node's units: capacity and system reserve from its
+// latest stats (computed by the node at each change) or, before any
+// stats, from its reported capacity; reserved from its stats. A node that
+// reported neither has all zero.
+func (n *NodeRecord) Units() NodeUnits {
+	var u NodeUnits
+	switch {
+	case n.Stats != nil:
+		u.Total, u.System, u.Reserved = n.Stats.Capacity.Total, n.Stats.Capacity.Reserved, n.Stats.Used
+	case n.Capacity != nil:
+		u.Total, u.System = n.Capacity.Total, n.Capacity.Reserved
+	}
+	u.Free = u.Total.Sub(u.System).Sub(u.Reserved)
+	return u
+}
+
+// Fits reports whether each free unit of the node is at least want's.
+func (n *NodeRecord) Fits(want provision.Units) bool {
+	return len(want.Short(n.Units().Free)) == 0
+}
+
+// NodeQuery selects a page of nodes for Store.Nodes.
+type NodeQuery struct {
+	// MinFree keeps the nodes whose free units (NodeRecord.Units) are each
+	// at least these; the zero Units keeps every node.
+	MinFree provision.Units
+	// SeenSince, when not zero, keeps the nodes whose stored LastSeen is
+	// not before it.
+	SeenSince time.Time
+	// After keeps the nodes whose ID sorts after it (byte order): the
+	// last ID of the page before; empty starts from the first.
+	After string
+	// Limit is the most nodes returned (at least 1).
+	Limit int
+}
+
+// Keep reports whether rec passes q's filters (not its cursor or limit).
+func (q *NodeQuery) Keep(rec *NodeRecord) bool {
+	return (q.SeenSince.IsZero() || !rec.LastSeen.Before(q.SeenSince)) && rec.Fits(q.MinFree)
 }
 
 // Store is the explorer's database. BoltStore (one bbolt file, the default
@@ -66,6 +123,13 @@ type Store interface {
 	// (neither deleted nor expired at now) and the sequence number the
 	// snapshot is as of, read in one consistent view.
 	State(ctx context.Context, node string, now time.Time) (*explorer.NodeState, error)
+	// Nodes returns up to q.Limit registered nodes that pass q's filters,
+	// ordered by ID, after q.After.
+	Nodes(ctx context.Context, q NodeQuery) ([]*NodeRecord, error)
+	// TouchNodes raises the stored LastSeen of each registered node in
+	// seen to its time when that is later, in one transaction; nodes not
+	// registered are skipped.
+	TouchNodes(ctx context.Context, seen map[string]time.Time) error
 	// InjectEvent publishes raw to node without any check (for tests).
 	InjectEvent(ctx context.Context, node string, raw []byte) (uint64, error)
 	// Close releases the store; writes still queued are committed first.

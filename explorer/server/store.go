@@ -467,3 +467,67 @@ func (s *BoltStore) State(_ context.Context, node string, now time.Time) (*explo
 	SortState(st)
 	return st, nil
 }
+
+// Nodes returns up to q.Limit nodes that pass q's filters, by ID after
+// q.After. It reads the node records in key order and decodes each: a scan
+// of the nodes bucket, which a fleet of thousands of nodes keeps in a few
+// MiB.
+func (s *BoltStore) Nodes(_ context.Context, q NodeQuery) ([]*NodeRecord, error) {
+	if q.Limit < 1 {
+		return nil, fmt.Errorf("%w: listing nodes: limit %d", ErrBadRequest, q.Limit)
+	}
+	var list []*NodeRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketNodes).Cursor()
+		k, v := c.First()
+		if q.After != "" {
+			k, v = c.Seek([]byte(q.After))
+			if k != nil && string(k) == q.After {
+				k, v = c.Next()
+			}
+		}
+		for ; k != nil && len(list) < q.Limit; k, v = c.Next() {
+			var rec NodeRecord
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("decoding node %s: %w", k, err)
+			}
+			if q.Keep(&rec) {
+				list = append(list, &rec)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	return list, nil
+}
+
+// TouchNodes raises the stored LastSeen of each registered node in seen.
+func (s *BoltStore) TouchNodes(_ context.Context, seen map[string]time.Time) error {
+	if len(seen) == 0 {
+		return nil
+	}
+	err := s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketNodes)
+		for id, at := range seen {
+			var rec NodeRecord
+			ok, err := getJSON(b, []byte(id), &rec)
+			if err != nil {
+				return err
+			}
+			if !ok || !at.After(rec.LastSeen) {
+				continue
+			}
+			rec.LastSeen = at.UTC()
+			if err := putJSON(b, []byte(id), &rec); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storing when %d nodes were last seen: %w", len(seen), err)
+	}
+	return nil
+}

@@ -9,12 +9,19 @@
 // Ordered SQL migrations (migrations/NNNN_name.sql, embedded) are applied
 // at Open, one transaction each, under an advisory lock; the table
 // schema_version records each version applied, and a database whose
-// schema is newer than this explorerd knows is refused. Schema 1:
+// schema is newer than this explorerd knows is refused. Schema 2:
 //
-//	nodes(id, record jsonb, last_seq, low_seq)
+//	nodes(id, record jsonb, last_seq, low_seq,
+//	      last_seen, free_cru, free_mru, free_sru, free_hru)   (2: the node list)
 //	reservations(id, node_id, user_id, digest unique, created, expires,
 //	             to_delete, version, body bytea, result bytea)
 //	events(node_id, seq, created, reservation bytea)  primary key (node_id, seq)
+//
+// The node list (Nodes) filters and pages in SQL: free_* are the node's
+// free units (server.NodeRecord.Units), written with every record, and
+// last_seen is raised by TouchNodes (never lowered; a reader takes the
+// later of it and the record's own). Node IDs are compared and ordered
+// with collation "C", byte order, as bbolt orders its keys.
 //
 // # Events
 //

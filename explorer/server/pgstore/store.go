@@ -121,7 +121,7 @@ func (s *Store) RegisterNode(ctx context.Context, id string, now time.Time) (boo
 	if err != nil {
 		return false, err
 	}
-	tag, err := s.pool.Exec(ctx, "insert into nodes (id, record) values ($1, $2) on conflict (id) do nothing", id, rec)
+	tag, err := s.pool.Exec(ctx, "insert into nodes (id, record, last_seen) values ($1, $2, $3) on conflict (id) do nothing", id, rec, now.UTC())
 	if err != nil {
 		return false, fmt.Errorf("registering node %s: %w", id, err)
 	}
@@ -132,7 +132,8 @@ func (s *Store) RegisterNode(ctx context.Context, id string, now time.Time) (boo
 func (s *Store) Node(ctx context.Context, id string) (*server.NodeRecord, uint64, error) {
 	var raw []byte
 	var seq int64
-	err := s.pool.QueryRow(ctx, "select record, last_seq from nodes where id = $1", id).Scan(&raw, &seq)
+	var seen time.Time
+	err := s.pool.QueryRow(ctx, "select record, last_seq, last_seen from nodes where id = $1", id).Scan(&raw, &seq, &seen)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, 0, fmt.Errorf("%w: %s", server.ErrUnknownNode, id)
 	}
@@ -143,6 +144,7 @@ func (s *Store) Node(ctx context.Context, id string) (*server.NodeRecord, uint64
 	if err := json.Unmarshal(raw, &rec); err != nil {
 		return nil, 0, fmt.Errorf("decoding node %s: %w", id, err)
 	}
+	rec.LastSeen = later(rec.LastSeen, seen)
 	return &rec, uint64(seq), nil
 }
 
@@ -150,7 +152,8 @@ func (s *Store) Node(ctx context.Context, id string) (*server.NodeRecord, uint64
 func (s *Store) UpdateNode(ctx context.Context, id string, fn func(*server.NodeRecord)) error {
 	return s.tx(ctx, func(tx pgx.Tx) error {
 		var raw []byte
-		err := tx.QueryRow(ctx, "select record from nodes where id = $1 for update", id).Scan(&raw)
+		var seen time.Time
+		err := tx.QueryRow(ctx, "select record, last_seen from nodes where id = $1 for update", id).Scan(&raw, &seen)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("%w: %s", server.ErrUnknownNode, id)
 		}
@@ -161,11 +164,15 @@ func (s *Store) UpdateNode(ctx context.Context, id string, fn func(*server.NodeR
 		if err := json.Unmarshal(raw, &rec); err != nil {
 			return fmt.Errorf("decoding node %s: %w", id, err)
 		}
+		rec.LastSeen = later(rec.LastSeen, seen)
 		fn(&rec)
 		if raw, err = json.Marshal(&rec); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "update nodes set record = $2 where id = $1", id, raw); err != nil {
+		free := rec.Units().Free
+		if _, err := tx.Exec(ctx, `update nodes set record = $2, last_seen = greatest(last_seen, $3),
+			free_cru = $4, free_mru = $5, free_sru = $6, free_hru = $7 where id = $1`,
+			id, raw, rec.LastSeen.UTC(), float64(free.CRU), free.MRU, free.SRU, free.HRU); err != nil {
 			return fmt.Errorf("updating node %s: %w", id, err)
 		}
 		return nil
@@ -527,4 +534,75 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
 		return 0, fmt.Errorf("pruning events: %w", err)
 	}
 	return n, nil
+}
+
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// Nodes returns up to q.Limit nodes that pass q's filters, by ID (byte
+// order: collation "C") after q.After. The free units and last seen are
+// columns, so the filters run in the database.
+func (s *Store) Nodes(ctx context.Context, q server.NodeQuery) ([]*server.NodeRecord, error) {
+	if q.Limit < 1 {
+		return nil, fmt.Errorf("%w: listing nodes: limit %d", server.ErrBadRequest, q.Limit)
+	}
+	var since *time.Time
+	if !q.SeenSince.IsZero() {
+		t := q.SeenSince.UTC()
+		since = &t
+	}
+	rows, err := s.pool.Query(ctx, `select record, last_seen from nodes
+		where id > $1 collate "C"
+		and free_cru >= $2 and free_mru >= $3 and free_sru >= $4 and free_hru >= $5
+		and ($6::timestamptz is null or last_seen >= $6)
+		order by id collate "C" limit $7`,
+		q.After, float64(q.MinFree.CRU), q.MinFree.MRU, q.MinFree.SRU, q.MinFree.HRU, since, q.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	var list []*server.NodeRecord
+	var raw []byte
+	var seen time.Time
+	_, err = pgx.ForEachRow(rows, []any{&raw, &seen}, func() error {
+		var rec server.NodeRecord
+		if err := json.Unmarshal(raw, &rec); err != nil {
+			return fmt.Errorf("decoding a node: %w", err)
+		}
+		rec.LastSeen = later(rec.LastSeen, seen)
+		list = append(list, &rec)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	return list, nil
+}
+
+// TouchNodes raises the last_seen column of each registered node in seen,
+// in one statement.
+func (s *Store) TouchNodes(ctx context.Context, seen map[string]time.Time) error {
+	if len(seen) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(seen))
+	ats := make([]time.Time, 0, len(seen))
+	for id, at := range seen {
+		ids = append(ids, id)
+		ats = append(ats, at.UTC())
+	}
+	// The rows are locked in ID order first, so two replicas flushing
+	// the same nodes never deadlock.
+	_, err := s.pool.Exec(ctx, `with t as (select * from unnest($1::text[], $2::timestamptz[]) as t(id, at)),
+		l as (select n.id from nodes n join t on n.id = t.id order by n.id for update of n)
+		update nodes n set last_seen = greatest(n.last_seen, t.at)
+		from t where n.id = t.id and n.id in (select id from l)`, ids, ats)
+	if err != nil {
+		return fmt.Errorf("storing when %d nodes were last seen: %w", len(seen), err)
+	}
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -37,6 +38,8 @@ func Run(t *testing.T, open Open) {
 		{"state-snapshot", testState},
 		{"inject-event", testInjectEvent},
 		{"concurrent-appends-gapless", testConcurrentAppends},
+		{"nodes-filter-and-pages", testNodes},
+		{"touch-nodes", testTouchNodes},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -472,4 +475,163 @@ func testConcurrentAppends(t *testing.T, s server.Store) {
 	if n != writers*each || len(seen) != n {
 		t.Fatalf("%d accepted, %d seen; want %d", n, len(seen), writers*each)
 	}
+}
+
+func testNodes(t *testing.T, s server.Store) {
+	ctx := t.Context()
+	u := func(cru uint64, mru, sru, hru float64) provision.Units {
+		return provision.Units{CRU: cru, MRU: mru, SRU: sru, HRU: hru}
+	}
+	at := time.Now().UTC().Truncate(time.Microsecond)
+	nodes := []struct {
+		name string
+		set  func(*server.NodeRecord)
+		free provision.Units
+	}{
+		{"stats", func(r *server.NodeRecord) {
+			r.Capacity = &provision.Capacity{Total: u(1, 1, 1, 1)} // older: the stats win
+			r.Stats = &provision.Stats{Used: u(2, 8, 100, 0), Updated: at,
+				Capacity: provision.Capacity{Total: u(8, 32, 500, 0), Reserved: u(0, 4, 0, 0)}}
+			r.Version = "v1.2.3"
+		}, u(6, 20, 400, 0)},
+		{"capacity-only", func(r *server.NodeRecord) {
+			r.Capacity = &provision.Capacity{Total: u(4, 16, 100, 1000), Reserved: u(1, 2, 0, 0)}
+		}, u(3, 14, 100, 1000)},
+		{"nothing-reported", func(*server.NodeRecord) {}, u(0, 0, 0, 0)},
+		{"overcommitted", func(r *server.NodeRecord) {
+			r.Stats = &provision.Stats{Used: u(4, 8, 0, 0), Updated: at,
+				Capacity: provision.Capacity{Total: u(2, 4, 10, 0), Reserved: u(0, 1, 0, 0)}}
+		}, u(0, 0, 10, 0)},
+	}
+	byName := map[string]string{}
+	free := map[string]provision.Units{}
+	var ids []string
+	for _, n := range nodes {
+		f := newFixture(t, s)
+		if err := s.UpdateNode(ctx, f.node, n.set); err != nil {
+			t.Fatal(err)
+		}
+		byName[n.name], free[f.node] = f.node, n.free
+		ids = append(ids, f.node)
+	}
+	sort.Strings(ids)
+	all, err := s.Nodes(ctx, server.NodeQuery{Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := recordIDs(all); !equalStrings(got, ids) {
+		t.Fatalf("all nodes: %v, want %v (byte order)", got, ids)
+	}
+	for _, rec := range all {
+		if got := rec.Units().Free; got != free[rec.NodeID] {
+			t.Fatalf("free units of %s: %+v, want %+v", rec.NodeID, got, free[rec.NodeID])
+		}
+	}
+	if rec, _, err := s.Node(ctx, byName["stats"]); err != nil || rec.Version != "v1.2.3" {
+		t.Fatalf("version: %+v, %v", rec, err)
+	}
+	filters := []struct {
+		name string
+		min  provision.Units
+		want []string
+	}{
+		{"cru-4", u(4, 0, 0, 0), []string{"stats"}},
+		{"mru-14", u(0, 14, 0, 0), []string{"stats", "capacity-only"}},
+		{"mru-just-above", u(0, 14.0001, 0, 0), []string{"stats"}},
+		{"hru-1", u(0, 0, 0, 1), []string{"capacity-only"}},
+		{"sru-10", u(0, 0, 10, 0), []string{"stats", "capacity-only", "overcommitted"}},
+		{"cru-and-sru", u(1, 0, 200, 0), []string{"stats"}},
+		{"nothing-fits", u(100, 0, 0, 0), nil},
+	}
+	for _, tt := range filters {
+		var want []string
+		for _, n := range tt.want {
+			want = append(want, byName[n])
+		}
+		sort.Strings(want)
+		got, err := s.Nodes(ctx, server.NodeQuery{MinFree: tt.min, Limit: 10})
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if !equalStrings(recordIDs(got), want) {
+			t.Fatalf("%s: %v, want %v", tt.name, recordIDs(got), want)
+		}
+		// The same, one node per page.
+		var paged []string
+		after := ""
+		for range 10 {
+			page, err := s.Nodes(ctx, server.NodeQuery{MinFree: tt.min, After: after, Limit: 1})
+			if err != nil {
+				t.Fatalf("%s: %v", tt.name, err)
+			}
+			if len(page) == 0 {
+				break
+			}
+			paged = append(paged, page[0].NodeID)
+			after = page[0].NodeID
+		}
+		if !equalStrings(paged, want) {
+			t.Fatalf("%s, one per page: %v, want %v", tt.name, paged, want)
+		}
+	}
+	if _, err := s.Nodes(ctx, server.NodeQuery{}); !errors.Is(err, server.ErrBadRequest) {
+		t.Fatalf("limit 0: %v, want ErrBadRequest", err)
+	}
+}
+
+func testTouchNodes(t *testing.T, s server.Store) {
+	ctx := t.Context()
+	f := newFixture(t, s)
+	other := newFixture(t, s)
+	rec, _, err := s.Node(ctx, f.node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := rec.LastSeen
+	later := t0.Add(time.Hour).Truncate(time.Microsecond)
+	unknown := explorertest.NodeID(explorertest.NewKey(t))
+	if err := s.TouchNodes(ctx, map[string]time.Time{f.node: later, unknown: later}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Node(ctx, unknown); !errors.Is(err, server.ErrUnknownNode) {
+		t.Fatalf("touching an unknown node registered it: %v", err)
+	}
+	// An earlier time never lowers it; an update keeps it.
+	if err := s.TouchNodes(ctx, map[string]time.Time{f.node: t0.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UpdateNode(ctx, f.node, func(r *server.NodeRecord) { r.Version = "v9" }); err != nil {
+		t.Fatal(err)
+	}
+	rec, _, err = s.Node(ctx, f.node)
+	if err != nil || !rec.LastSeen.Equal(later) || rec.Version != "v9" {
+		t.Fatalf("after touches: %+v, %v; want last seen %s", rec, err, later)
+	}
+	got, err := s.Nodes(ctx, server.NodeQuery{SeenSince: later.Add(-time.Minute), Limit: 10})
+	if err != nil || !equalStrings(recordIDs(got), []string{f.node}) || !got[0].LastSeen.Equal(later) {
+		t.Fatalf("seen since: %v, %v; want only %s (not %s)", recordIDs(got), err, f.node, other.node)
+	}
+	if got, err := s.Nodes(ctx, server.NodeQuery{SeenSince: later.Add(time.Second), Limit: 10}); err != nil || len(got) != 0 {
+		t.Fatalf("seen since after every node: %v, %v", recordIDs(got), err)
+	}
+}
+
+func recordIDs(recs []*server.NodeRecord) []string {
+	var ids []string
+	for _, r := range recs {
+		ids = append(ids, r.NodeID)
+	}
+	return ids
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }

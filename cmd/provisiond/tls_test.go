@@ -1,0 +1,149 @@
+package main
+
+import (
+	"bytes"
+	"crypto/tls"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgeprov/provisiond/explorer"
+	"github.com/edgeprov/provisiond/explorer/explorertest"
+	"github.com/edgeprov/provisiond/explorer/server"
+	"github.com/edgeprov/provisiond/internal/certs"
+	"github.com/edgeprov/provisiond/internal/certs/certstest"
+	"github.com/edgeprov/provisiond/internal/version"
+)
+
+// tlsExplorer serves an explorer over TLS on 127.0.0.1 with a certificate
+// of ca, until the test ends; it returns its https URL.
+func tlsExplorer(t *testing.T, ca *certstest.CA) string {
+	t.Helper()
+	certFile, keyFile := certstest.Files(t)
+	ca.Issue(t, 7, certFile, keyFile)
+	r, err := certs.NewReloader(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.Config{DataDir: t.TempDir(), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: srv, ErrorLog: log.New(io.Discard, "", 0)}
+	done := make(chan struct{})
+	go func() { defer close(done); hs.Serve(tls.NewListener(ln, r.ServerConfig())) }()
+	t.Cleanup(func() {
+		srv.Release()
+		hs.Close()
+		<-done
+		srv.Close()
+	})
+	return "https://" + ln.Addr().String()
+}
+
+// syncBuf is a log sink for a child process read while it runs.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// startDaemon runs `provisiond run` against url with extra args until the
+// test ends and returns its log.
+func startDaemon(t *testing.T, url string, args ...string) *syncBuf {
+	t.Helper()
+	dir := t.TempDir()
+	full := append([]string{"run", "--config", os.DevNull, "--data-dir", filepath.Join(dir, "data"),
+		"--socket", filepath.Join(dir, "admin.sock"), "--explorer", url, "--metrics-listen", "",
+		"--log-format", "json", "--poll-wait", "1s"}, args...)
+	cmd := exec.Command(binary, full...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	logs := &syncBuf{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(time.Minute):
+			cmd.Process.Kill()
+			<-exited
+			t.Errorf("provisiond did not stop:\n%s", logs)
+		}
+	})
+	return logs
+}
+
+// TestExplorerCA runs the daemon against an https explorer whose
+// certificate a CA made here signed: with --explorer-ca it registers and
+// reports its capacity and version; without, it refuses the certificate
+// and keeps retrying.
+func TestExplorerCA(t *testing.T) {
+	ca := certstest.NewCA(t)
+	url := tlsExplorer(t, ca)
+	startDaemon(t, url, "--explorer-ca", ca.File)
+	opts := explorertest.ClientOptions()
+	tr, err := certs.Transport(ca.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Transport = tr
+	user := explorer.NewUserClient(url, explorertest.NewKey(t), opts)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		reply, err := user.ListNodes(t.Context(), explorer.NodeFilter{})
+		if err == nil && len(reply.Nodes) == 1 && reply.Nodes[0].Status == explorer.NodeUp {
+			n := reply.Nodes[0]
+			if n.Version != version.String() || n.Units.CRU.Total < 1 {
+				t.Fatalf("node as the explorer lists it: %+v; want version %q and its cores", n, version.String())
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the node did not register over TLS within a minute: %+v, %v", reply, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	other := tlsExplorer(t, ca)
+	logs := startDaemon(t, other, "--explorer-ca", certstest.NewCA(t).File)
+	deadline = time.Now().Add(60 * time.Second)
+	for !strings.Contains(logs.String(), "registering with the explorer failed") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no failed registration logged:\n%s", logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "certificate") {
+		t.Fatalf("the failure does not name the certificate:\n%s", logs)
+	}
+}
+
+func TestExplorerCAFileRefused(t *testing.T) {
+	empty := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(empty, []byte("nothing\n"), 0o600)
+	dir := t.TempDir()
+	_, stderr, code := runEnv(t, nil, "run", "--config", os.DevNull, "--data-dir", filepath.Join(dir, "data"),
+		"--socket", filepath.Join(dir, "admin.sock"), "--explorer", "https://127.0.0.1:1", "--explorer-ca", empty, "--metrics-listen", "")
+	if code == 0 || !strings.Contains(stderr, "--explorer-ca") {
+		t.Fatalf("exit %d, stderr %q; want a refusal naming --explorer-ca", code, stderr)
+	}
+}
