@@ -6,10 +6,11 @@
 //
 // # Database
 //
-// One bbolt file, <data-dir>/explorer.db, schema version 1:
+// One bbolt file, <data-dir>/explorer.db, schema version 2 (schema 1
+// lacked the delivery buckets; opening it migrates it):
 //
 //	meta/
-//	  version        → "1"
+//	  version        → "2"
 //	nodes/
 //	  <node id>      → nodeRecord JSON (registered, last seen, capacity, stats)
 //	reservations/
@@ -23,6 +24,11 @@
 //	events/
 //	  <node id>/     (one bucket per node; its bbolt sequence is the node's cursor)
 //	    <seq uint64 big-endian> → reservation JSON as published
+//	undelivered/
+//	  <node id>/     (the node's reservations it has not polled past yet)
+//	    <seq uint64 big-endian> → <id>  (the event that created it)
+//	delivered/
+//	  <id>           → RFC 3339 time the node polled past it (delivered_at)
 //
 // # Writes
 //

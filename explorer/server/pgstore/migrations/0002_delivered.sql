@@ -1,0 +1,10 @@
+-- Schema 2: when each reservation was delivered to its node.
+--
+-- seq is the node's event that created the reservation; delivered_at is
+-- when the node first polled from a cursor at or past it (it had stored the
+-- reservation). Reservations of schema 1 get seq 0: the node's next poll
+-- marks them delivered at that time (schema 1 did not keep when it was).
+alter table reservations
+	add column seq bigint not null default 0,
+	add column delivered_at timestamptz;
+create index reservations_undelivered on reservations (node_id, seq) where delivered_at is null;
