@@ -252,7 +252,7 @@ func (s *Store) CreateReservation(ctx context.Context, r *provision.Reservation)
 	if err != nil {
 		return 0, fmt.Errorf("creating reservation: %w", err)
 	}
-	s.notify(server.NodeTopic(r.NodeID))
+	s.notify(server.NodeTopic(r.NodeID), server.UserTopic(r.UserID))
 	return seq, nil
 }
 
