@@ -2,9 +2,9 @@ package provctl_test
 
 import (
 	"bytes"
-	"fmt"
 	"context"
 	"crypto/ed25519"
+	"fmt"
 	"path/filepath"
 	"regexp"
 	"strings"
