@@ -5,6 +5,7 @@ need=()
 for cmd in runc:runc busybox:busybox-static mkfs.ext4:e2fsprogs ip:iproute2 openssl:openssl losetup:mount systemd-analyze:systemd zsh:zsh python3:python3; do
   command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd##*:}")
 done
+command -v chromium >/dev/null 2>&1 || need+=(chromium) # the explorer's pages are tested in headless Chromium
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "deps: missing packages ${need[*]}; run as root to install them" >&2

@@ -72,6 +72,14 @@ type Store interface {
 	// returns the reservations it marked; a repeat, or an unknown node,
 	// marks nothing.
 	MarkDelivered(ctx context.Context, node string, upTo uint64, now time.Time) ([]Delivery, error)
+	// NodePage returns up to limit registered nodes whose ID sorts after
+	// after (byte order), ordered by ID: the fleet pages walk it.
+	NodePage(ctx context.Context, after string, limit int) ([]*NodeRecord, error)
+	// NodeReservations returns up to limit of node's reservations with
+	// their results and deliveries, the last submitted first (in the
+	// reverse order of the node's events that created them); an unknown
+	// node has none.
+	NodeReservations(ctx context.Context, node string, limit int) ([]*provision.Reservation, error)
 	// InjectEvent publishes raw to node without any check (for tests).
 	InjectEvent(ctx context.Context, node string, raw []byte) (uint64, error)
 	// Close releases the store; writes still queued are committed first.

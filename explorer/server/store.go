@@ -571,3 +571,69 @@ func (s *BoltStore) State(_ context.Context, node string, now time.Time) (*explo
 	SortState(st)
 	return st, nil
 }
+
+// NodePage returns up to limit nodes after after, ordered by ID.
+func (s *BoltStore) NodePage(_ context.Context, after string, limit int) ([]*NodeRecord, error) {
+	var out []*NodeRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketNodes).Cursor()
+		k, v := c.Seek([]byte(after))
+		if k != nil && string(k) == after {
+			k, v = c.Next()
+		}
+		for ; k != nil && len(out) < limit; k, v = c.Next() {
+			var rec NodeRecord
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("decoding node %s: %w", k, err)
+			}
+			out = append(out, &rec)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	return out, nil
+}
+
+// NodeReservations returns up to limit of node's reservations, the last
+// submitted first. bbolt has no index by node: the node's event stream,
+// read from its end, names its reservations in that order (a delete's
+// event, to_delete set, names an older one again: it is skipped); the
+// walk stops after limit of them or 8×limit events.
+func (s *BoltStore) NodeReservations(_ context.Context, node string, limit int) ([]*provision.Reservation, error) {
+	var out []*provision.Reservation
+	err := s.db.View(func(tx *bolt.Tx) error {
+		eb := tx.Bucket(bucketEvents).Bucket([]byte(node))
+		if eb == nil {
+			return nil
+		}
+		seen := map[string]bool{}
+		c := eb.Cursor()
+		n := 0
+		for k, v := c.Last(); k != nil && len(out) < limit && n < 8*limit; k, v = c.Prev() {
+			n++
+			var ev struct {
+				ID       string `json:"id"`
+				ToDelete bool   `json:"to_delete"`
+			}
+			if json.Unmarshal(v, &ev) != nil || ev.ID == "" || ev.ToDelete || seen[ev.ID] {
+				continue
+			}
+			seen[ev.ID] = true
+			r, err := loadReservation(tx, ev.ID)
+			if errors.Is(err, ErrNotFound) || (err == nil && r.NodeID != node) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing the reservations of %s: %w", node, err)
+	}
+	return out, nil
+}

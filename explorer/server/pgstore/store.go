@@ -507,6 +507,51 @@ func (s *Store) State(ctx context.Context, node string, now time.Time) (*explore
 	return st, nil
 }
 
+// NodePage returns up to limit nodes after after, ordered by ID.
+func (s *Store) NodePage(ctx context.Context, after string, limit int) ([]*server.NodeRecord, error) {
+	rows, err := s.pool.Query(ctx, "select record from nodes where id > $1 order by id collate \"C\" limit $2", after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	var out []*server.NodeRecord
+	var raw []byte
+	if _, err := pgx.ForEachRow(rows, []any{&raw}, func() error {
+		var rec server.NodeRecord
+		if err := json.Unmarshal(raw, &rec); err != nil {
+			return fmt.Errorf("decoding a node: %w", err)
+		}
+		out = append(out, &rec)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	return out, nil
+}
+
+// NodeReservations returns up to limit of node's reservations, the last
+// submitted first (by the seq of the event that created them; those of
+// schema 1, seq 0, last, newest first).
+func (s *Store) NodeReservations(ctx context.Context, node string, limit int) ([]*provision.Reservation, error) {
+	rows, err := s.pool.Query(ctx, `select body, result, delivered_at from reservations
+		where node_id = $1 order by seq desc, created desc, id desc limit $2`, node, limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing the reservations of %s: %w", node, err)
+	}
+	var out []*provision.Reservation
+	var body, result []byte
+	var delivered *time.Time
+	if _, err := pgx.ForEachRow(rows, []any{&body, &result, &delivered}, func() error {
+		r, err := decodeReservation(body, result, delivered)
+		if err == nil {
+			out = append(out, r)
+		}
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("listing the reservations of %s: %w", node, err)
+	}
+	return out, nil
+}
+
 // MarkDelivered marks delivered, at now, node's reservations created by an
 // event at or below upTo, and notifies their watchers.
 func (s *Store) MarkDelivered(ctx context.Context, node string, upTo uint64, now time.Time) ([]server.Delivery, error) {

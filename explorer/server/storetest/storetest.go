@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -38,6 +39,8 @@ func Run(t *testing.T, open Open) {
 		{"state-snapshot", testState},
 		{"inject-event", testInjectEvent},
 		{"mark-delivered", testMarkDelivered},
+		{"node-page", testNodePage},
+		{"node-reservations", testNodeReservations},
 		{"concurrent-appends-gapless", testConcurrentAppends},
 	}
 	for _, tt := range tests {
@@ -572,5 +575,90 @@ func testMarkDelivered(t *testing.T, s server.Store) {
 	}
 	if d := delivered(a.ID); d == nil || !d.Equal(t1) {
 		t.Fatalf("a delivered at %v after the delete, want %v", d, t1)
+	}
+}
+
+func testNodePage(t *testing.T, s server.Store) {
+	ctx := t.Context()
+	var ids []string
+	for range 5 {
+		ids = append(ids, newFixture(t, s).node)
+	}
+	sort.Strings(ids)
+	var got []string
+	after := ""
+	for pages := 0; ; pages++ {
+		page, err := s.NodePage(ctx, after, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) > 2 || pages > 5 {
+			t.Fatalf("page of %d nodes (limit 2), page %d", len(page), pages)
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, rec := range page {
+			got = append(got, rec.NodeID)
+			if rec.Registered.IsZero() {
+				t.Fatalf("node %s has no registration time", rec.NodeID)
+			}
+		}
+		after = page[len(page)-1].NodeID
+	}
+	if strings.Join(got, ",") != strings.Join(ids, ",") {
+		t.Fatalf("paged %v, want %v", got, ids)
+	}
+	page, err := s.NodePage(ctx, ids[2], 10)
+	if err != nil || len(page) != 2 || page[0].NodeID != ids[3] {
+		t.Fatalf("after %s: %v %d", ids[2], err, len(page))
+	}
+}
+
+func testNodeReservations(t *testing.T, s server.Store) {
+	ctx := t.Context()
+	f := newFixture(t, s)
+	other := newFixture(t, s)
+	base := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	var made []*provision.Reservation
+	for i := range 4 {
+		r, _ := f.create(t, s, func(r *provision.Reservation) { r.Created = base.Add(time.Duration(i) * time.Minute) })
+		made = append(made, r)
+	}
+	other.create(t, s, nil)
+	// A delete publishes the oldest again: it is listed once, in its place.
+	if _, _, err := s.MarkDelete(ctx, made[0].ID, deleteCheck(hex.EncodeToString(ed25519.Sign(f.user, provision.DeleteChallenge(made[0].ID, made[0].Digest()))))); err != nil {
+		t.Fatal(err)
+	}
+	res := f.result(t, made[1], time.Now())
+	if _, _, err := s.PutResults(ctx, []*provision.Result{res}, func(int, *provision.Reservation) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.MarkDelivered(ctx, f.node, 100, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.NodeReservations(ctx, f.node, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 4 {
+		t.Fatalf("%d reservations, want 4", len(list))
+	}
+	for i, r := range list {
+		if want := made[3-i].ID; r.ID != want {
+			t.Fatalf("reservation %d is %s, want %s (newest first)", i, r.ID, want)
+		}
+		if r.Delivered == nil {
+			t.Fatalf("%s: no delivery time", r.ID)
+		}
+	}
+	if list[2].Result == nil || list[2].Result.Signature != res.Signature || !list[3].ToDelete {
+		t.Fatalf("results or deletes missing: %+v %+v", list[2].Result, list[3])
+	}
+	if list, err = s.NodeReservations(ctx, f.node, 2); err != nil || len(list) != 2 || list[0].ID != made[3].ID || list[1].ID != made[2].ID {
+		t.Fatalf("limit 2: %v %d", err, len(list))
+	}
+	if list, err = s.NodeReservations(ctx, explorertest.NodeID(explorertest.NewKey(t)), 10); err != nil || len(list) != 0 {
+		t.Fatalf("unknown node: %v %d", err, len(list))
 	}
 }
