@@ -56,6 +56,10 @@ SOAK_TIMEOUT ?= 60m
 soak: ## run the reliability proofs with the long kill -9 soak (SOAK_KILLS=100; root; about 10 minutes)
 	SOAK_KILLS=$(SOAK_KILLS) $(GO) test -race -count=1 -v -timeout $(SOAK_TIMEOUT) ./reliability/
 
+.PHONY: screenshots
+screenshots: ## rewrite docs/ui-*.png: the explorer's pages in headless Chromium (chromium)
+	$(GO) test -count=1 -run 'TestUIInBrowser' ./explorer/server/ -args -screenshots $(CURDIR)/docs
+
 demo: build ## start explorerd and provisiond locally, reserve a network, a volume and a container (root)
 	./scripts/demo.sh
 

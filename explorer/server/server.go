@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/edgeprov/provisiond/explorer"
+	"github.com/edgeprov/provisiond/explorer/ui"
 	"github.com/edgeprov/provisiond/identity"
 	"github.com/edgeprov/provisiond/provision"
 )
@@ -77,6 +78,13 @@ type Config struct {
 	// OnWatch, when set, is called each time a user's long-poll starts
 	// waiting on topic (tests synchronise on it; default none).
 	OnWatch func(topic string)
+	// DownAfter is how long a node may stay silent before the pages call
+	// it down (default DefaultDownAfter).
+	DownAfter time.Duration
+	// NoUI turns off the read-only pages at /ui/ (default false: served).
+	NoUI bool
+	// UI configures the pages' rate limits (defaults: see ui.Options).
+	UI ui.Options
 	// OnHold, when set, is called each time a long-poll of a node starts
 	// waiting for an event (tests synchronise on it; default none).
 	OnHold func(node string)
@@ -142,6 +150,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.PruneInterval <= 0 {
 		cfg.PruneInterval = time.Minute
+	}
+	if cfg.DownAfter <= 0 {
+		cfg.DownAfter = DefaultDownAfter
 	}
 	if cfg.MaxWatches <= 0 {
 		cfg.MaxWatches = 8
@@ -235,6 +246,12 @@ func (s *Server) routes() {
 	s.handle("GET /api/v1/reservations", roleAny, s.listReservations)
 	s.handle("GET /api/v1/reservations/{id}", roleAny, s.getReservation)
 	s.handle("POST /api/v1/reservations/{id}/delete", roleAny, s.deleteReservation)
+	if !s.cfg.NoUI {
+		opts := s.cfg.UI
+		opts.Logger = s.log
+		s.mux.Handle("GET /ui/", ui.New(uiSource{s}, opts))
+		s.mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path))
 	})
