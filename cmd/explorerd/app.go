@@ -29,6 +29,8 @@ type config struct {
 	LogLevel string
 	// ShutdownTimeout bounds the graceful shutdown (default 10s).
 	ShutdownTimeout time.Duration
+	// NoUI turns off the read-only pages at /ui/ (default false).
+	NoUI bool
 
 	logOut   io.Writer      // default os.Stderr
 	onListen func(net.Addr) // tests learn the address
@@ -48,6 +50,7 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "log-format", Usage: "`FORMAT` of logs: json, console, or auto (console on a terminal)", Value: "auto", EnvVars: env("LOG_FORMAT")},
 			&cli.StringFlag{Name: "log-level", Usage: "`LEVEL`: debug, info, warn, error", Value: "info", EnvVars: env("LOG_LEVEL")},
 			&cli.DurationFlag{Name: "shutdown-timeout", Usage: "how long a graceful shutdown may take", Value: 10 * time.Second, EnvVars: env("SHUTDOWN_TIMEOUT")},
+			&cli.BoolFlag{Name: "no-ui", Usage: "do not serve the read-only pages at /ui/", EnvVars: env("NO_UI")},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -59,6 +62,7 @@ func newApp() *cli.App {
 				LogFormat:       c.String("log-format"),
 				LogLevel:        c.String("log-level"),
 				ShutdownTimeout: c.Duration("shutdown-timeout"),
+				NoUI:            c.Bool("no-ui"),
 			})
 		},
 	}
@@ -77,7 +81,7 @@ func run(ctx context.Context, cfg *config) (err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data directory: %w", err)
 	}
-	srv, err := server.New(server.Config{DataDir: cfg.DataDir, Logger: log, ShutdownTimeout: cfg.ShutdownTimeout})
+	srv, err := server.New(server.Config{DataDir: cfg.DataDir, Logger: log, ShutdownTimeout: cfg.ShutdownTimeout, NoUI: cfg.NoUI})
 	if err != nil {
 		return err
 	}
