@@ -130,8 +130,11 @@ func BenchmarkUserWait(b *testing.B) {
 	b.ReportMetric(p50(theirs), "podman-p50-ms")
 	b.ReportMetric(p50(ours)/p50(theirs), "ratio")
 	for _, step := range []string{"submitted", "delivered", "ok"} {
-		b.ReportMetric(p50(steps[step]), step+"-p50-ms")
+		if len(steps[step]) > 0 {
+			b.ReportMetric(p50(steps[step]), step+"-p50-ms")
+		}
 	}
+	b.ReportMetric(float64(len(steps["delivered"])), "delivered-seen")
 	b.ReportMetric(float64(len(ours)), "samples")
 	b.Logf("provctl reserve --wait ok, ms: %v", ours)
 	b.Logf("podman run -d, ms: %v", theirs)
@@ -153,8 +156,10 @@ func parseSteps(b *testing.B, out string) map[string]float64 {
 			got[m[2]] = v * 1000
 		}
 	}
-	if len(got) != 3 {
-		b.Fatalf("provctl printed steps %v, want submitted, delivered and ok:\n%s", got, out)
+	// delivered is missing when the result came before the node's next
+	// poll told the explorer it had the reservation.
+	if _, ok := got["submitted"]; !ok || got["ok"] == 0 {
+		b.Fatalf("provctl printed steps %v, want submitted, (delivered) and ok:\n%s", got, out)
 	}
 	return got
 }
