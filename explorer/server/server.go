@@ -75,6 +75,9 @@ type Config struct {
 	// MaxWatches bounds the long-polls on reservations and lists one key
 	// may hold at once; one more is refused with 429 (default 8).
 	MaxWatches int
+	// MaxWatchesTotal bounds those long-polls of all keys together; one
+	// more is refused with 429 (default 4096).
+	MaxWatchesTotal int
 	// OnWatch, when set, is called each time a user's long-poll starts
 	// waiting on topic (tests synchronise on it; default none).
 	OnWatch func(topic string)
@@ -108,8 +111,9 @@ type Server struct {
 	seenMu sync.Mutex
 	seen   map[string]time.Time // node ID → last request
 
-	watchMu sync.Mutex
-	watches map[string]int // key ID → users' long-polls held
+	watchMu  sync.Mutex
+	watches  map[string]int // key ID → users' long-polls held
+	watching int            // their sum
 
 	deliveredMu sync.Mutex
 	deliveredTo map[string]uint64 // node ID → highest cursor recorded delivered
@@ -156,6 +160,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxWatches <= 0 {
 		cfg.MaxWatches = 8
+	}
+	if cfg.MaxWatchesTotal <= 0 {
+		cfg.MaxWatchesTotal = 4096
 	}
 	db := cfg.Store
 	if db == nil {

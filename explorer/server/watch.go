@@ -28,7 +28,8 @@ func (s *Server) waitParam(r *http.Request) (time.Duration, error) {
 	return min(d, s.cfg.MaxWait), nil
 }
 
-// watchSlot takes one of key's MaxWatches long-polls on users' topics, or
+// watchSlot takes one of key's MaxWatches long-polls on users' topics
+// (and one of the server's MaxWatchesTotal: keys cost nothing to make), or
 // fails with ErrTooManyWaits; release gives it back.
 func (s *Server) watchSlot(key string) (release func(), err error) {
 	s.watchMu.Lock()
@@ -36,10 +37,15 @@ func (s *Server) watchSlot(key string) (release func(), err error) {
 	if s.watches[key] >= s.cfg.MaxWatches {
 		return nil, fmt.Errorf("%w: %s already holds %d", ErrTooManyWaits, key, s.cfg.MaxWatches)
 	}
+	if s.watching >= s.cfg.MaxWatchesTotal {
+		return nil, fmt.Errorf("%w: the explorer holds %d, its most", ErrTooManyWaits, s.cfg.MaxWatchesTotal)
+	}
 	s.watches[key]++
+	s.watching++
 	return func() {
 		s.watchMu.Lock()
 		defer s.watchMu.Unlock()
+		s.watching--
 		if s.watches[key]--; s.watches[key] <= 0 {
 			delete(s.watches, key)
 		}
@@ -51,11 +57,7 @@ func (s *Server) watchSlot(key string) (release func(), err error) {
 func (s *Server) Watching() int {
 	s.watchMu.Lock()
 	defer s.watchMu.Unlock()
-	n := 0
-	for _, c := range s.watches {
-		n += c
-	}
-	return n
+	return s.watching
 }
 
 // hold waits until changed reports true, wait passes, the client leaves or

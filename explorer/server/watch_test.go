@@ -158,10 +158,11 @@ func TestWatchWaitPasses(t *testing.T) {
 }
 
 // TestWatchesPerKeyBounded: one key holds at most MaxWatches long-polls;
-// the next is refused with 429, and another key is not affected.
+// the next is refused with 429, and another key is not affected, until
+// all keys together hold MaxWatchesTotal.
 func TestWatchesPerKeyBounded(t *testing.T) {
 	cfg, held := watches()
-	cfg.MaxWatches = 2
+	cfg.MaxWatches, cfg.MaxWatchesTotal = 2, 3
 	xs := explorertest.NewWithConfig(t, cfg)
 	nodeKey, userKey, other := explorertest.NewKey(t), explorertest.NewKey(t), explorertest.NewKey(t)
 	xs.RegisterNode(t, nodeKey)
@@ -188,10 +189,17 @@ func TestWatchesPerKeyBounded(t *testing.T) {
 	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusTooManyRequests {
 		t.Fatalf("third watch: %v, want 429", err)
 	}
-	// Another key still gets its own.
+	// Another key still gets its own, up to the server's total of 3.
 	oc := explorer.NewUserClient(xs.URL(), other, opts)
 	if _, err := oc.WaitReservation(t.Context(), id, tok, 10*time.Millisecond); err != nil {
 		t.Fatalf("another key's watch: %v", err)
+	}
+	awaitWatch(t, held, server.ReservationTopic(id)) // that one's
+	go oc.WaitReservation(ctx, id, tok, time.Minute)
+	awaitWatch(t, held, server.ReservationTopic(id))
+	third := explorer.NewUserClient(xs.URL(), explorertest.NewKey(t), opts)
+	if _, err = third.WaitReservation(t.Context(), id, tok, time.Minute); !errors.As(err, &apiErr) || apiErr.Status != http.StatusTooManyRequests {
+		t.Fatalf("a fourth watch beyond the total of 3: %v, want 429", err)
 	}
 	cancel()
 	for range 2 {
