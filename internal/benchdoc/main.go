@@ -278,8 +278,12 @@ func machine() string {
 	return strings.Join(parts, ", ")
 }
 
-func write(w io.Writer, res map[string]*result, names []string, raw string) {
-	fmt.Fprintf(w, "# Benchmarks\n\nWritten by `make bench` (internal/benchdoc); do not edit by hand.\n\n")
+func write(w io.Writer, res map[string]*result, names []string, raw, only string) {
+	if only != "" {
+		fmt.Fprintf(w, "# Benchmarks: %s\n\nWritten by internal/benchdoc from a run of %s alone (`-only %s`); `make bench` runs it with all the others into benchmarks.md. Do not edit by hand.\n\n", only, only, only)
+	} else {
+		fmt.Fprintf(w, "# Benchmarks\n\nWritten by `make bench` (internal/benchdoc); do not edit by hand.\n\n")
+	}
 	fmt.Fprintf(w, "- date: %s\n- machine: %s\n- Go: %s\n- command: `%s`\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), machine(), runtime.Version(), raw)
 	fmt.Fprintf(w, "## Targets\n\n| figure | target | measured | |\n|---|---|---|---|\n")
 	var misses []string
@@ -346,7 +350,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "benchdoc:", err)
 		os.Exit(1)
 	}
-	write(f, res, names, *cmd)
+	write(f, res, names, *cmd, *only)
 	if err := f.Close(); err != nil {
 		fmt.Fprintln(os.Stderr, "benchdoc:", err)
 		os.Exit(1)

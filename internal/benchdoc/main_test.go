@@ -24,7 +24,7 @@ func TestParseAndWrite(t *testing.T) {
 		t.Fatalf("parsed %v: %+v", names, res["BenchmarkExpired1kOf1M"])
 	}
 	var out bytes.Buffer
-	write(&out, res, names, "test")
+	write(&out, res, names, "test", "")
 	doc := out.String()
 	for _, want := range []string{
 		"| store: expiry lookup, 1k expired among 1M records | < 5 ms | 0.046 ms | met |",
@@ -110,7 +110,7 @@ func TestRepeatedRuns(t *testing.T) {
 					r.n, r.runs(), r.metrics["reservations/s"], k, lo, hi, c.n, c.runs, c.median, c.min, c.max)
 			}
 			var out bytes.Buffer
-			write(&out, res, names, "test")
+			write(&out, res, names, "test", "")
 			doc := out.String()
 			for _, want := range c.want {
 				if !strings.Contains(doc, want) {
