@@ -81,9 +81,6 @@ type Config struct {
 	// OnWatch, when set, is called each time a user's long-poll starts
 	// waiting on topic (tests synchronise on it; default none).
 	OnWatch func(topic string)
-	// DownAfter is how long a node may stay silent before the pages call
-	// it down (default DefaultDownAfter).
-	DownAfter time.Duration
 	// NoUI turns off the read-only pages at /ui/ (default false: served).
 	NoUI bool
 	// UI configures the pages' rate limits (defaults: see ui.Options).
@@ -154,9 +151,6 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.PruneInterval <= 0 {
 		cfg.PruneInterval = time.Minute
-	}
-	if cfg.DownAfter <= 0 {
-		cfg.DownAfter = DefaultDownAfter
 	}
 	if cfg.MaxWatches <= 0 {
 		cfg.MaxWatches = 8

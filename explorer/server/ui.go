@@ -7,6 +7,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/edgeprov/provisiond/explorer"
 	"github.com/edgeprov/provisiond/explorer/ui"
 	"github.com/edgeprov/provisiond/identity"
 	"github.com/edgeprov/provisiond/provision"
@@ -20,10 +21,10 @@ const (
 	uiFleetPage = 200
 	// uiNodeReservations is how many of a node's reservations its page lists.
 	uiNodeReservations = 200
-	// DefaultDownAfter is Config.DownAfter's default: three times the
-	// longest long-poll hold, so a node is down only after several
-	// missed polls.
-	DefaultDownAfter = 3 * time.Minute
+	// uiDownAfter is how long a node may stay silent before the pages
+	// call it down: three times the longest long-poll hold, so a node is
+	// down only after several missed polls.
+	uiDownAfter = 3 * explorer.MaxWait
 )
 
 // uiSource computes the pages' view models for s.
@@ -44,7 +45,7 @@ func (u uiSource) summary(rec *NodeRecord, now time.Time) ui.NodeSummary {
 	}
 	sum.Units = ui.FromUnits(total, system, reserved)
 	switch {
-	case now.Sub(seen) > u.s.cfg.DownAfter:
+	case now.Sub(seen) > uiDownAfter:
 		sum.Status = ui.StatusDown
 	case rec.Capacity == nil && rec.Stats == nil:
 		sum.Status = ui.StatusUnreported
@@ -66,7 +67,7 @@ func (u uiSource) Fleet(ctx context.Context, after string) (*ui.FleetPage, error
 		return nil, err
 	}
 	now := u.s.cfg.Now().UTC()
-	p := &ui.FleetPage{AsOf: now, DownAfterSeconds: u.s.cfg.DownAfter.Seconds(), Nodes: []ui.NodeSummary{}, After: after}
+	p := &ui.FleetPage{AsOf: now, DownAfterSeconds: uiDownAfter.Seconds(), Nodes: []ui.NodeSummary{}, After: after}
 	if len(recs) > uiFleetPage {
 		recs = recs[:uiFleetPage]
 		p.Next = recs[len(recs)-1].NodeID
