@@ -158,6 +158,7 @@ func (s *session) follow(ctx context.Context, id string, until provision.ResultS
 				return nil, fmt.Errorf("%w: %s did not reach %s in time", ErrWatch, id, until)
 			}
 		}
+		asked := time.Now()
 		r, err := s.client.WaitReservation(ctx, id, token, wait)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -176,7 +177,19 @@ func (s *session) follow(ctx context.Context, id string, until provision.ResultS
 			continue
 		}
 		retry = 100 * time.Millisecond
-		token = explorer.ChangeToken(r)
+		if next := explorer.ChangeToken(r); next != token {
+			token = next
+		} else if time.Since(asked) < time.Second {
+			// Unchanged and answered early: an explorer shutting down, or
+			// one without the long-poll. Look again a second later, as
+			// a plain poll would.
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%w: %s did not reach %s in time", ErrWatch, id, until)
+			case <-time.After(time.Second):
+			}
+			continue
+		}
 		if r.Delivered != nil && !delivered {
 			delivered = true
 			p.step("✓", "delivered to node "+r.NodeID, "waiting for the node's result")

@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -168,4 +172,37 @@ func TestReserveWaitBadState(t *testing.T) {
 // fmtSscan reads the elapsed seconds at the start of a plain step line.
 func fmtSscan(line string, sec *float64) (int, error) {
 	return fmt.Sscanf(strings.TrimSpace(line), "%fs", sec)
+}
+
+// TestWatchAgainstExplorerWithoutLongPoll: an explorer that ignores after=
+// and wait= answers at once; the watch then looks once a second, not in a
+// busy loop, and still sees the result.
+func TestWatchAgainstExplorerWithoutLongPoll(t *testing.T) {
+	userKey, nodeKey := explorertest.NewKey(t), explorertest.NewKey(t)
+	r := explorertest.Volume(explorertest.NodeID(nodeKey), 1)
+	r.ID = "0123456789abcdef"
+	r.Sign(userKey)
+	cp := *r
+	done := &cp
+	done.Result = signedResult(t, r, nodeKey)
+	var asked atomic.Int64
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		n := asked.Add(1)
+		if n >= 3 { // the result is there from the third look
+			json.NewEncoder(w).Encode(done)
+			return
+		}
+		json.NewEncoder(w).Encode(r)
+	}))
+	t.Cleanup(fake.Close)
+	c := cli{t: t, explorer: fake.URL, key: filepath.Join(t.TempDir(), "key")}
+	c.must("key", "new")
+	start := time.Now()
+	out := c.must("watch", r.ID, "--timeout", "10s", "--progress", "none")
+	if !strings.Contains(out, "ok (signature verified)") {
+		t.Fatalf("watch: %s", out)
+	}
+	if n, took := asked.Load(), time.Since(start); n != 3 || took < time.Second {
+		t.Fatalf("%d requests in %s: want 3, the last a second after the second", n, took)
+	}
 }
