@@ -44,4 +44,14 @@
 // notification (a channel that a publish closes and replaces) and waits for
 // it, the asked wait, the client going away, or the server shutting down.
 // No goroutine exists per idle node beyond the held request itself.
+//
+// Users long-poll the same way on a reservation (ReservationTopic) or on
+// their list (UserTopic): a stored result, a delivery (the node polled
+// past the reservation's event: MarkDelivered) or a delete publishes
+// both. Each key holds at most Config.MaxWatches such polls.
+//
+// # Pages
+//
+// The read-only pages at /ui/ (package ui) render view models the server
+// computes from the store (ui.go): the fleet, a node, a reservation.
 package server

@@ -16,6 +16,11 @@
 //	             to_delete, version, body bytea, result bytea)
 //	events(node_id, seq, created, reservation bytea)  primary key (node_id, seq)
 //
+// Schema 2 adds to reservations seq (the node's event that created it; 0
+// for those of schema 1) and delivered_at (when the node polled past that
+// event: MarkDelivered), with an index of the undelivered ones by node and
+// one of each node's reservations by seq (NodeReservations).
+//
 // # Events
 //
 // Every node has its own gapless sequence: a write that publishes an event
@@ -26,8 +31,10 @@
 // cursor would lose events to late commits). A rolled-back write gives its
 // number back.
 //
-// After a write commits, its topic (server.NodeTopic) is queued for
-// NOTIFY; one goroutine sends all queued topics in one statement, outside
+// After a write commits, its topics are queued for NOTIFY: the node's
+// (server.NodeTopic) for a new event; the reservation's and its owner's
+// (server.ReservationTopic, server.UserTopic) for a stored result, a
+// delivery or a delete, which users' long-polls wait on; one goroutine sends all queued topics in one statement, outside
 // the write transactions. Listen holds LISTEN on a direct connection (not
 // from the pool), reconnects every second when it drops, and while it is
 // disconnected wakes every waiter every second, so that they query the
