@@ -846,7 +846,8 @@ func (s *Server) InjectEvent(node string, raw json.RawMessage) (uint64, error) {
 	return seq, nil
 }
 
-// Waiting returns how many nodes have a long-poll held right now.
+// Waiting returns how many topics have a long-poll held right now: nodes'
+// event streams, and reservations and lists users watch.
 func (s *Server) Waiting() int { return s.hub.size() }
 
 // Release answers every held long-poll at once (with the events it has,
