@@ -328,14 +328,21 @@ func write(w io.Writer, res map[string]*result, names []string, raw, only string
 	}
 }
 
+// onlyOf returns the targets of benchmarks whose name starts with prefix
+// (all of them when prefix is empty): the targets of a partial run.
+func onlyOf(ts []target, prefix string) []target {
+	if prefix == "" {
+		return ts
+	}
+	return slices.DeleteFunc(slices.Clone(ts), func(t target) bool { return !strings.HasPrefix(t.bench, prefix) })
+}
+
 func main() {
 	out := flag.String("out", "docs/benchmarks.md", "markdown `FILE` to write")
 	cmd := flag.String("command", "make bench", "the command that produced the input, for the record")
 	only := flag.String("only", "", "keep only the targets of benchmarks whose name starts with `PREFIX` (a partial run)")
 	flag.Parse()
-	if *only != "" {
-		targets = slices.DeleteFunc(targets, func(t target) bool { return !strings.HasPrefix(t.bench, *only) })
-	}
+	targets = onlyOf(targets, *only)
 	res, names, err := parse(os.Stdin)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "benchdoc:", err)
