@@ -40,12 +40,16 @@ lint: ## go vet, staticcheck and gofmt
 	$(STATICCHECK) $(PKGS)
 	@fmt=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$fmt" ]; then echo "not gofmt-ed:"; echo "$$fmt"; exit 1; fi
 
-bench: ## run every benchmark and write docs/benchmarks.md (BENCH_TIME=1s; BENCH_REPEAT=4 more engine throughput runs, the doc shows their median; root runs the container ones)
+bench: bench-deps ## run every benchmark and write docs/benchmarks.md (BENCH_TIME=1s; BENCH_REPEAT=4 more engine throughput runs, the doc shows their median; root runs the container ones)
 	@mkdir -p .bench
 	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCH_TIME) -timeout 90m $(PKGS) | tee .bench/out.txt
 	set -o pipefail; $(GO) test -run '^$$' -bench 'EngineThroughput' -benchmem -benchtime $(BENCH_TIME) -count $(BENCH_REPEAT) -timeout 30m ./provision/ | tee -a .bench/out.txt
 	$(GO) run ./internal/benchdoc -out docs/benchmarks.md -command "make bench BENCH_TIME=$(BENCH_TIME) BENCH_REPEAT=$(BENCH_REPEAT)" < .bench/out.txt
 	@echo "wrote docs/benchmarks.md"
+
+.PHONY: bench-deps
+bench-deps: ## install what the benchmarks compare against (podman; root)
+	./scripts/bench-deps.sh
 
 fuzz: ## run each fuzz target for FUZZ_TIME (default 10s)
 	@./scripts/fuzz.sh $${FUZZ_TIME:-10s}
@@ -55,6 +59,10 @@ SOAK_KILLS ?= 100
 SOAK_TIMEOUT ?= 60m
 soak: ## run the reliability proofs with the long kill -9 soak (SOAK_KILLS=100; root; about 10 minutes)
 	SOAK_KILLS=$(SOAK_KILLS) $(GO) test -race -count=1 -v -timeout $(SOAK_TIMEOUT) ./reliability/
+
+.PHONY: screenshots
+screenshots: ## rewrite docs/ui-*.png: the explorer's pages in headless Chromium (chromium)
+	$(GO) test -count=1 -run 'TestUIInBrowser' ./explorer/server/ -args -screenshots $(CURDIR)/docs
 
 demo: build ## start explorerd and provisiond locally, reserve a network, a volume and a container (root)
 	./scripts/demo.sh

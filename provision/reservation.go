@@ -69,6 +69,10 @@ type Reservation struct {
 	Result *Result `json:"result,omitempty"`
 	// Version increases when the user re-signs a changed reservation.
 	Version uint32 `json:"version"`
+	// Delivered is when the explorer saw the node poll past the
+	// reservation's event: the node had stored it. The explorer sets it in
+	// its answers to users; it is not signed and never sent to a node.
+	Delivered *time.Time `json:"delivered_at,omitempty"`
 }
 
 // Expires returns the moment the reservation ends: Created plus Duration.

@@ -7,6 +7,7 @@ for cmd in runc:runc busybox:busybox-static mkfs.ext4:e2fsprogs ip:iproute2 open
 done
 # The explorer's PostgreSQL tests (internal/pgtest) run Debian's server binaries.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+command -v chromium >/dev/null 2>&1 || need+=(chromium) # the explorer's pages are tested in headless Chromium
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "deps: missing packages ${need[*]}; run as root to install them" >&2

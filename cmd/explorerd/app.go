@@ -54,6 +54,8 @@ type config struct {
 	// MetricsListen is the address serving Prometheus /metrics (default
 	// empty: no metrics listener).
 	MetricsListen string
+	// NoUI turns off the read-only pages at /ui/ (default false).
+	NoUI bool
 
 	logOut   io.Writer      // default os.Stderr
 	onListen func(net.Addr) // tests learn the address
@@ -78,6 +80,7 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "tls-cert", Usage: "PEM certificate chain `FILE` to serve the API over TLS with (with --tls-key; read again on SIGHUP); empty: plain HTTP", EnvVars: env("TLS_CERT")},
 			&cli.StringFlag{Name: "tls-key", Usage: "PEM private key `FILE` of --tls-cert", EnvVars: env("TLS_KEY")},
 			&cli.StringFlag{Name: "metrics-listen", Usage: "`ADDR` serving Prometheus /metrics, apart from the API (e.g. 127.0.0.1:9110); empty: none", EnvVars: env("METRICS_LISTEN")},
+			&cli.BoolFlag{Name: "no-ui", Usage: "do not serve the read-only pages at /ui/", EnvVars: env("NO_UI")},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -94,6 +97,7 @@ func newApp() *cli.App {
 				TLSCert:         c.String("tls-cert"),
 				TLSKey:          c.String("tls-key"),
 				MetricsListen:   c.String("metrics-listen"),
+				NoUI:            c.Bool("no-ui"),
 			})
 		},
 	}
@@ -129,6 +133,7 @@ func run(ctx context.Context, cfg *config) (err error) {
 	} else if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data directory: %w", err)
 	}
+	scfg.NoUI = cfg.NoUI
 	srv, err := server.New(scfg)
 	if err != nil {
 		if scfg.Store != nil {

@@ -128,6 +128,12 @@ func App(stdout, stderr io.Writer) *cli.App {
 	nodeFlag := &cli.StringFlag{Name: "node", Usage: "`NODE` ID the workload runs on, or auto: a node that is up with the units free (and, for a container, holds its network and volumes); provctl prints which", Required: true}
 	durationFlag := &cli.DurationFlag{Name: "duration", Usage: "how long the workload lives", Value: 24 * time.Hour}
 	refFlag := &cli.StringFlag{Name: "reference", Usage: "free `TEXT` kept with the reservation (signed)"}
+	progressFlag := &cli.StringFlag{Name: "progress", Usage: "`MODE` of the steps shown on stderr: auto (tty on a terminal, else plain), tty, plain or none", Value: progressAuto}
+	waitFlags := []cli.Flag{
+		&cli.StringFlag{Name: "wait", Usage: "after submitting, wait until the node's verified result is `STATE` (ok, error or deleted), showing the steps"},
+		&cli.DurationFlag{Name: "timeout", Usage: "with --wait: give up after this long", Value: 5 * time.Minute},
+		progressFlag,
+	}
 	return &cli.App{
 		Name:                 "provctl",
 		Usage:                "create, watch and delete signed reservations on an explorer",
@@ -159,26 +165,26 @@ func App(stdout, stderr io.Writer) *cli.App {
 					{
 						Name:  "volume",
 						Usage: "a storage volume",
-						Flags: []cli.Flag{nodeFlag, durationFlag, refFlag,
+						Flags: append([]cli.Flag{nodeFlag, durationFlag, refFlag,
 							&cli.Int64Flag{Name: "size", Usage: "size in `GiB`", Required: true},
 							&cli.StringFlag{Name: "type", Usage: "disk `TYPE`: ssd or hdd", Value: "ssd"},
-						},
+						}, waitFlags...),
 						Action: withClient(reserveVolume),
 					},
 					{
 						Name:  "network",
 						Usage: "a network namespace with a bridge",
-						Flags: []cli.Flag{nodeFlag, durationFlag, refFlag,
+						Flags: append([]cli.Flag{nodeFlag, durationFlag, refFlag,
 							&cli.StringFlag{Name: "name", Usage: "network `NAME` (containers join it by this name)", Required: true},
 							&cli.StringFlag{Name: "ip-range", Usage: "whole range of the network (IPv4 `CIDR`)", Required: true},
 							&cli.StringFlag{Name: "subnet", Usage: "this node's part of the range (IPv4 `CIDR`)", Required: true},
-						},
+						}, waitFlags...),
 						Action: withClient(reserveNetwork),
 					},
 					{
 						Name:  "container",
 						Usage: "an OCI container from a rootfs tarball",
-						Flags: []cli.Flag{nodeFlag, durationFlag, refFlag,
+						Flags: append([]cli.Flag{nodeFlag, durationFlag, refFlag,
 							&cli.StringFlag{Name: "image", Usage: "rootfs tarball: http(s) URL, or `PATH` on the node below the directory it serves (provisiond run --local-images)", Required: true},
 							&cli.StringFlag{Name: "image-digest", Usage: "sha256 of the tarball (`HEX`)", Required: true},
 							&cli.StringSliceFlag{Name: "entrypoint", Usage: "command and arguments, one `ARG` per flag"},
@@ -189,7 +195,7 @@ func App(stdout, stderr io.Writer) *cli.App {
 							&cli.Int64Flag{Name: "cpu", Usage: "`CORES`", Value: 1},
 							&cli.Int64Flag{Name: "memory", Usage: "memory limit in `MiB`", Value: 256},
 							&cli.Int64Flag{Name: "disk", Usage: "root disk size in `MiB`", Value: 1024},
-						},
+						}, waitFlags...),
 						Action: withClient(reserveContainer),
 					},
 				},
@@ -210,12 +216,13 @@ func App(stdout, stderr io.Writer) *cli.App {
 			{Name: "get", Usage: "show a reservation and its node's signed result, verified", ArgsUsage: "ID", Flags: []cli.Flag{jsonFlag}, Action: withClient(get)},
 			{
 				Name:      "watch",
-				Usage:     "wait until the reservation's verified result reaches a state",
+				Usage:     "wait until the reservation's verified result reaches a state (a long-poll: it answers as soon as the explorer has it)",
 				ArgsUsage: "ID",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "until", Usage: "`STATE` to wait for: ok, error or deleted", Value: "ok"},
 					&cli.DurationFlag{Name: "timeout", Usage: "give up after this long", Value: 5 * time.Minute},
-					&cli.DurationFlag{Name: "interval", Usage: "time between two looks", Value: time.Second},
+					&cli.DurationFlag{Name: "interval", Usage: "ignored: the watch long-polls (kept for old scripts)", Hidden: true},
+					progressFlag,
 				},
 				Action: withClient(watch),
 			},
@@ -300,6 +307,11 @@ func printKey(c *cli.Context, path string, key ed25519.PrivateKey) error {
 
 // submit fills the common fields, checks the workload, signs and submits.
 func (s *session) submit(ctx context.Context, typ provision.ReservationType, w any) error {
+	start := time.Now()
+	until, err := waitState(s.c, "wait", true)
+	if err != nil {
+		return err
+	}
 	node := s.c.String("node")
 	if _, err := identity.PublicKey(node); err != nil && node != autoNode {
 		return fmt.Errorf("--node: %w (or auto)", err)
@@ -333,8 +345,34 @@ func (s *session) submit(ctx context.Context, typ provision.ReservationType, w a
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintln(s.c.App.Writer, id)
+	if _, err := fmt.Fprintln(s.c.App.Writer, id); err != nil || until == "" {
+		return err
+	}
+	p, err := newProgress(s.c.App.ErrWriter, s.c.String("progress"), start)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	p.step("✓", fmt.Sprintf("submitted %s %s to the explorer", typ, id), "waiting for node "+node+" to take it")
+	ctx, cancel := context.WithTimeout(ctx, s.c.Duration("timeout"))
+	defer cancel()
+	_, err = s.follow(ctx, id, until, p)
 	return err
+}
+
+// waitState reads the result state flag name: ok, error or deleted (or
+// empty when optional).
+func waitState(c *cli.Context, name string, optional bool) (provision.ResultState, error) {
+	st := provision.ResultState(c.String(name))
+	switch st {
+	case provision.StateOk, provision.StateError, provision.StateDeleted:
+		return st, nil
+	case "":
+		if optional {
+			return "", nil
+		}
+	}
+	return "", fmt.Errorf("%w: --%s %q: want ok, error or deleted", ErrUsage, name, st)
 }
 
 func reserveVolume(ctx context.Context, s *session) error {
@@ -583,47 +621,22 @@ func watch(ctx context.Context, s *session) error {
 	if err != nil {
 		return err
 	}
-	until := provision.ResultState(s.c.String("until"))
-	switch until {
-	case provision.StateOk, provision.StateError, provision.StateDeleted:
-	default:
-		return fmt.Errorf("%w: --until %q: want ok, error or deleted", ErrUsage, until)
+	until, err := waitState(s.c, "until", false)
+	if err != nil {
+		return err
 	}
+	p, err := newProgress(s.c.App.ErrWriter, s.c.String("progress"), time.Now())
+	if err != nil {
+		return err
+	}
+	defer p.Close()
 	ctx, cancel := context.WithTimeout(ctx, s.c.Duration("timeout"))
 	defer cancel()
-	tick := time.NewTicker(max(s.c.Duration("interval"), 10*time.Millisecond))
-	defer tick.Stop()
-	last := ""
-	for {
-		r, err := s.client.GetReservation(ctx, id)
-		if err != nil && (!provision.IsTemporary(err) || ctx.Err() != nil) {
-			return err
-		}
-		if err == nil && r.Result != nil {
-			if err := verify(r); err != nil {
-				return err
-			}
-			got := r.Result.State
-			if got == until {
-				_, err := fmt.Fprintf(s.c.App.Writer, "%s: %s (signature verified)\n", id, got)
-				return err
-			}
-			// An error result ends a wait for ok, and the other way round;
-			// while waiting for deleted, earlier results are steps on the way.
-			if until != provision.StateDeleted && (got == provision.StateOk || got == provision.StateError) || got == provision.StateDeleted {
-				return fmt.Errorf("%w: %s is %s, not %s: %s", ErrWatch, id, got, until, r.Result.Message)
-			}
-			if string(got) != last {
-				fmt.Fprintf(s.c.App.ErrWriter, "%s: %s\n", id, got)
-				last = string(got)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w: %s did not reach %s within %s", ErrWatch, id, until, s.c.Duration("timeout"))
-		case <-tick.C:
-		}
+	if _, err := s.follow(ctx, id, until, p); err != nil {
+		return err
 	}
+	_, err = fmt.Fprintf(s.c.App.Writer, "%s: %s (signature verified)\n", id, until)
+	return err
 }
 
 func deleteReservation(ctx context.Context, s *session) error {

@@ -10,10 +10,11 @@
 // Config.Store names (pgstore.Store: PostgreSQL, shared by several
 // explorerd processes). Both pass the conformance suite storetest.Run.
 //
-// BoltStore is one bbolt file, <data-dir>/explorer.db, schema version 1:
+// BoltStore is one bbolt file, <data-dir>/explorer.db, schema version 2
+// (schema 1 lacked the delivery buckets; opening it migrates it):
 //
 //	meta/
-//	  version        → "1"
+//	  version        → "2"
 //	nodes/
 //	  <node id>      → NodeRecord JSON (registered, last seen, capacity, stats, version)
 //	reservations/
@@ -27,6 +28,11 @@
 //	events/
 //	  <node id>/     (one bucket per node; its bbolt sequence is the node's cursor)
 //	    <seq uint64 big-endian> → reservation JSON as published
+//	undelivered/
+//	  <node id>/     (the node's reservations it has not polled past yet)
+//	    <seq uint64 big-endian> → <id>  (the event that created it)
+//	delivered/
+//	  <id>           → RFC 3339 time the node polled past it (delivered_at)
 //
 // # Writes
 //
@@ -56,9 +62,19 @@
 // (LISTEN/NOTIFY), and wakes every waiter to query while it cannot. No
 // goroutine exists per idle node beyond the held request itself.
 //
+// Users long-poll the same way on a reservation (ReservationTopic) or on
+// their list (UserTopic): a stored result, a delivery (the node polled
+// past the reservation's event: MarkDelivered) or a delete publishes
+// both. Each key holds at most Config.MaxWatches such polls.
+//
 // # Retention
 //
 // A store that is a Pruner drops events older than Config.EventRetention;
 // a poll from a cursor below a node's low-water mark gets 410 Gone (ErrGone)
 // and the node reconciles from GET /api/v1/nodes/{node}/state.
+//
+// # Pages
+//
+// The read-only pages at /ui/ (package ui) render view models the server
+// computes from the store (ui.go): the fleet, a node, a reservation.
 package server

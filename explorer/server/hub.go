@@ -3,7 +3,8 @@ package server
 import "sync"
 
 // hub wakes the long-polls held on a topic (NodeTopic: a node's event
-// stream) when something is published on it. Each topic with waiters has
+// stream; ReservationTopic and UserTopic: what users watch) when
+// something is published on it. Each topic with waiters has
 // one channel, closed and replaced on publish; a topic without waiters has
 // no entry.
 type hub struct {

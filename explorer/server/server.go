@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/edgeprov/provisiond/explorer"
+	"github.com/edgeprov/provisiond/explorer/ui"
 	"github.com/edgeprov/provisiond/identity"
 	"github.com/edgeprov/provisiond/provision"
 )
@@ -36,6 +37,8 @@ var (
 	ErrConflict    = errors.New("server: conflict")
 	ErrTooLarge    = errors.New("server: request body too large")
 	ErrGone        = errors.New("server: cursor below the retained events")
+	// ErrTooManyWaits refuses a long-poll of a user who holds MaxWatches.
+	ErrTooManyWaits = errors.New("server: too many long-polls held by this key")
 )
 
 // Config configures a Server.
@@ -77,6 +80,19 @@ type Config struct {
 	// they are in memory, and another explorerd on the same database sees
 	// them up to this late.
 	SeenFlush time.Duration
+	// MaxWatches bounds the long-polls on reservations and lists one key
+	// may hold at once; one more is refused with 429 (default 8).
+	MaxWatches int
+	// MaxWatchesTotal bounds those long-polls of all keys together; one
+	// more is refused with 429 (default 4096).
+	MaxWatchesTotal int
+	// OnWatch, when set, is called each time a user's long-poll starts
+	// waiting on topic (tests synchronise on it; default none).
+	OnWatch func(topic string)
+	// NoUI turns off the read-only pages at /ui/ (default false: served).
+	NoUI bool
+	// UI configures the pages' rate limits (defaults: see ui.Options).
+	UI ui.Options
 	// OnHold, when set, is called each time a long-poll of a node starts
 	// waiting for an event (tests synchronise on it; default none).
 	OnHold func(node string)
@@ -101,6 +117,13 @@ type Server struct {
 	seenMu sync.Mutex
 	seen   map[string]time.Time // node ID → last request
 	dirty  map[string]time.Time // node ID → last request not yet stored (seenLoop)
+
+	watchMu  sync.Mutex
+	watches  map[string]int // key ID → users' long-polls held
+	watching int            // their sum
+
+	deliveredMu sync.Mutex
+	deliveredTo map[string]uint64 // node ID → highest cursor recorded delivered
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -145,6 +168,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.SeenFlush <= 0 {
 		cfg.SeenFlush = DefaultSeenFlush
 	}
+	if cfg.MaxWatches <= 0 {
+		cfg.MaxWatches = 8
+	}
+	if cfg.MaxWatchesTotal <= 0 {
+		cfg.MaxWatchesTotal = 4096
+	}
 	db := cfg.Store
 	if db == nil {
 		bs, err := OpenBolt(cfg.DataDir, cfg.NoSync)
@@ -165,6 +194,9 @@ func New(cfg Config) (*Server, error) {
 		seen:    map[string]time.Time{},
 		dirty:   map[string]time.Time{},
 		closing: make(chan struct{}),
+
+		watches:     map[string]int{},
+		deliveredTo: map[string]uint64{},
 	}
 	s.routes()
 	s.startJobs(db)
@@ -236,6 +268,12 @@ func (s *Server) routes() {
 	s.handle("GET /api/v1/reservations", roleAny, s.listReservations)
 	s.handle("GET /api/v1/reservations/{id}", roleAny, s.getReservation)
 	s.handle("POST /api/v1/reservations/{id}/delete", roleAny, s.deleteReservation)
+	if !s.cfg.NoUI {
+		opts := s.cfg.UI
+		opts.Logger = s.log
+		s.mux.Handle("GET /ui/", ui.New(uiSource{s}, opts))
+		s.mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path))
 	})
@@ -353,6 +391,8 @@ func statusOf(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, ErrBusy):
 		return http.StatusServiceUnavailable
+	case errors.Is(err, ErrTooManyWaits):
+		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
 }
@@ -491,6 +531,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, _ *call) error {
 		wait = min(d, s.cfg.MaxWait)
 	}
 	ctx := r.Context()
+	s.markDelivered(ctx, node, from)
 	evs, next, err := s.db.Events(ctx, node, from, s.cfg.PageLimit)
 	if err != nil {
 		return err
@@ -557,7 +598,11 @@ func (s *Server) putResult(w http.ResponseWriter, r *http.Request, c *call) erro
 		return err
 	}
 	check := matchReservation(node, &res)
-	stored, errs, err := s.db.PutResults(r.Context(), []*provision.Result{&res}, func(_ int, rv *provision.Reservation) error { return check(rv) })
+	var user string
+	stored, errs, err := s.db.PutResults(r.Context(), []*provision.Result{&res}, func(_ int, rv *provision.Reservation) error {
+		user = rv.UserID
+		return check(rv)
+	})
 	if err != nil {
 		return err
 	}
@@ -565,6 +610,7 @@ func (s *Server) putResult(w http.ResponseWriter, r *http.Request, c *call) erro
 		return errs[0]
 	}
 	if stored[0] {
+		s.publishChange(id, user)
 		s.log.Debug().Str("node", node).Str("id", id).Str("state", string(res.State)).Msg("result stored")
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -621,11 +667,18 @@ func (s *Server) postResults(w http.ResponseWriter, r *http.Request, c *call) er
 			rs[i] = nil // refused already: not for the database
 		}
 	}
+	users := make([]string, len(rs)) // the owners, for the wake-ups
 	stored, dbErrs, err := s.db.PutResults(r.Context(), rs, func(i int, rv *provision.Reservation) error {
+		users[i] = rv.UserID
 		return matchReservation(node, rs[i])(rv)
 	})
 	if err != nil {
 		return err
+	}
+	for i, ok := range stored {
+		if ok {
+			s.publishChange(rs[i].ID, users[i])
+		}
 	}
 	reply := explorer.ResultsReply{Results: make([]explorer.ResultStatus, len(items))}
 	n := 0
@@ -746,41 +799,15 @@ func (s *Server) createReservation(w http.ResponseWriter, r *http.Request, c *ca
 	if err := s.checkReservation(&rv, s.cfg.Now()); err != nil {
 		return err
 	}
+	rv.Delivered = nil // the explorer's to say
 	seq, err := s.db.CreateReservation(r.Context(), &rv)
 	if err != nil {
 		return err
 	}
 	s.hub.publish(NodeTopic(rv.NodeID))
+	s.hub.publish(UserTopic(rv.UserID))
 	s.log.Info().Str("id", rv.ID).Str("node", rv.NodeID).Str("user", rv.UserID).Str("type", string(rv.Type)).Uint64("seq", seq).Msg("reservation created")
 	writeJSON(w, http.StatusCreated, explorer.CreateReply{ID: rv.ID})
-	return nil
-}
-
-func (s *Server) getReservation(w http.ResponseWriter, r *http.Request, _ *call) error {
-	rv, err := s.db.Reservation(r.Context(), r.PathValue("id"))
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, rv)
-	return nil
-}
-
-func (s *Server) listReservations(w http.ResponseWriter, r *http.Request, c *call) error {
-	user := r.URL.Query().Get("user")
-	if user == "" {
-		user = hex.EncodeToString(c.signed.Key)
-	}
-	if _, err := userKeyOf(user); err != nil {
-		return err
-	}
-	list, err := s.db.ReservationsOf(r.Context(), user)
-	if err != nil {
-		return err
-	}
-	if list == nil {
-		list = []*provision.Reservation{}
-	}
-	writeJSON(w, http.StatusOK, explorer.ReservationsReply{Reservations: list})
 	return nil
 }
 
@@ -812,6 +839,7 @@ func (s *Server) deleteReservation(w http.ResponseWriter, r *http.Request, c *ca
 	}
 	if seq > 0 {
 		s.hub.publish(NodeTopic(rv.NodeID))
+		s.publishChange(id, rv.UserID)
 		s.log.Info().Str("id", id).Str("node", rv.NodeID).Uint64("seq", seq).Msg("reservation deleted by owner")
 	}
 	writeJSON(w, http.StatusAccepted, rv)
@@ -830,7 +858,8 @@ func (s *Server) InjectEvent(node string, raw json.RawMessage) (uint64, error) {
 	return seq, nil
 }
 
-// Waiting returns how many nodes have a long-poll held right now.
+// Waiting returns how many topics have a long-poll held right now: nodes'
+// event streams, and reservations and lists users watch.
 func (s *Server) Waiting() int { return s.hub.size() }
 
 // Release answers every held long-poll at once (with the events it has,

@@ -130,10 +130,30 @@ type Store interface {
 	// seen to its time when that is later, in one transaction; nodes not
 	// registered are skipped.
 	TouchNodes(ctx context.Context, seen map[string]time.Time) error
+	// MarkDelivered records that node stored its events up to seq upTo
+	// (it polled from upTo): each of its reservations created by an event
+	// at or below upTo and not yet delivered gets Delivered = now. It
+	// returns the reservations it marked; a repeat, or an unknown node,
+	// marks nothing.
+	MarkDelivered(ctx context.Context, node string, upTo uint64, now time.Time) ([]Delivery, error)
+	// NodeReservations returns up to limit of node's reservations with
+	// their results and deliveries, the last submitted first (in the
+	// reverse order of the node's events that created them); an unknown
+	// node has none.
+	NodeReservations(ctx context.Context, node string, limit int) ([]*provision.Reservation, error)
 	// InjectEvent publishes raw to node without any check (for tests).
 	InjectEvent(ctx context.Context, node string, raw []byte) (uint64, error)
 	// Close releases the store; writes still queued are committed first.
 	Close() error
+}
+
+// Delivery names a reservation MarkDelivered marked, for the wake-ups of
+// its watchers.
+type Delivery struct {
+	// ID is the reservation's ID.
+	ID string
+	// UserID is its owner.
+	UserID string
 }
 
 // Notifier is implemented by a store that several explorerd processes
@@ -141,7 +161,8 @@ type Store interface {
 // all of them.
 type Notifier interface {
 	// Listen calls wake(topic) for each topic published on the database by
-	// any process (the server's topics: NodeTopic), and wakeAll whenever
+	// any process (the server's topics: NodeTopic, ReservationTopic,
+	// UserTopic), and wakeAll whenever
 	// notifications may have been missed: on (re)connecting, and every
 	// second while the listener is disconnected. It returns when ctx ends.
 	Listen(ctx context.Context, wake func(topic string), wakeAll func())
@@ -159,6 +180,14 @@ type Pruner interface {
 
 // NodeTopic is the notification topic of node's event stream.
 func NodeTopic(node string) string { return "node:" + node }
+
+// ReservationTopic is the notification topic of what users watch of a
+// reservation: a stored result, its delivery to the node, a delete.
+func ReservationTopic(id string) string { return "reservation:" + id }
+
+// UserTopic is the notification topic of a change to any of user's
+// reservations (the same changes as ReservationTopic).
+func UserTopic(user string) string { return "user:" + user }
 
 // Supersedes reports whether res is to replace stored, the result a
 // reservation holds (nil when none): a repeat of the stored result or an

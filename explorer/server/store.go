@@ -21,7 +21,7 @@ import (
 )
 
 // schemaVersion is the version of the bucket tree drawn in doc.go.
-const schemaVersion = "1"
+const schemaVersion = "2"
 
 var (
 	bucketMeta         = []byte("meta")
@@ -31,6 +31,8 @@ var (
 	bucketDigests      = []byte("digests")
 	bucketUsers        = []byte("users")
 	bucketEvents       = []byte("events")
+	bucketUndelivered  = []byte("undelivered")
+	bucketDelivered    = []byte("delivered")
 	keyVersion         = []byte("version")
 )
 
@@ -57,25 +59,68 @@ func OpenBolt(dir string, noSync bool) (*BoltStore, error) {
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketNodes, bucketReservations, bucketResults, bucketDigests, bucketUsers, bucketEvents} {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		v := meta.Get(keyVersion)
+		switch {
+		case v == nil:
+		case string(v) == "1":
+			if err := migrate1to2(tx); err != nil {
+				return fmt.Errorf("migrating schema 1 to 2: %w", err)
+			}
+		case string(v) != schemaVersion:
+			return fmt.Errorf("%w: database schema %q, this explorerd knows %q", ErrSchema, v, schemaVersion)
+		}
+		for _, b := range [][]byte{bucketNodes, bucketReservations, bucketResults, bucketDigests, bucketUsers, bucketEvents, bucketUndelivered, bucketDelivered} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		meta := tx.Bucket(bucketMeta)
-		switch v := meta.Get(keyVersion); {
-		case v == nil:
-			return meta.Put(keyVersion, []byte(schemaVersion))
-		case string(v) != schemaVersion:
-			return fmt.Errorf("%w: database schema %q, this explorerd knows %q", ErrSchema, v, schemaVersion)
-		}
-		return nil
+		return meta.Put(keyVersion, []byte(schemaVersion))
 	})
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("initialising %s: %w", path, err)
 	}
 	return &BoltStore{db: db, commit: commit.NewGroup(db)}, nil
+}
+
+// migrate1to2 adds the delivery buckets of schema 2: every reservation of
+// schema 1 enters undelivered/ under the event that created it, so the
+// node's next poll marks it delivered (at that time: schema 1 did not
+// keep when the node polled past it).
+func migrate1to2(tx *bolt.Tx) error {
+	ub, err := tx.CreateBucketIfNotExists(bucketUndelivered)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.CreateBucketIfNotExists(bucketDelivered); err != nil {
+		return err
+	}
+	events := tx.Bucket(bucketEvents)
+	if events == nil {
+		return nil
+	}
+	return events.ForEachBucket(func(node []byte) error {
+		nb, err := ub.CreateBucketIfNotExists(node)
+		if err != nil {
+			return err
+		}
+		seen := map[string]bool{}
+		return events.Bucket(node).ForEach(func(k, v []byte) error {
+			var ev struct {
+				ID     string `json:"id"`
+				NodeID string `json:"node_id"`
+			}
+			if json.Unmarshal(v, &ev) != nil || ev.ID == "" || ev.NodeID != string(node) || seen[ev.ID] {
+				return nil // an injected event, or a later one (a delete)
+			}
+			seen[ev.ID] = true
+			return nb.Put(k, []byte(ev.ID))
+		})
+	})
 }
 
 // Close commits the writes still queued, then closes the database.
@@ -122,6 +167,9 @@ func (s *BoltStore) RegisterNode(_ context.Context, id string, now time.Time) (b
 		}
 		created = true
 		if _, err := tx.Bucket(bucketEvents).CreateBucketIfNotExists([]byte(id)); err != nil {
+			return err
+		}
+		if _, err := tx.Bucket(bucketUndelivered).CreateBucketIfNotExists([]byte(id)); err != nil {
 			return err
 		}
 		return putJSON(b, []byte(id), &NodeRecord{NodeID: id, Registered: now.UTC(), LastSeen: now.UTC()})
@@ -218,7 +266,7 @@ func (s *BoltStore) CreateReservation(_ context.Context, r *provision.Reservatio
 		if err != nil {
 			return err
 		}
-		r.ID, r.Result = id, nil
+		r.ID, r.Result, r.Delivered = id, nil, nil
 		raw, err := json.Marshal(r)
 		if err != nil {
 			return err
@@ -232,8 +280,14 @@ func (s *BoltStore) CreateReservation(_ context.Context, r *provision.Reservatio
 		if err := tx.Bucket(bucketUsers).Put(userKey(r.UserID, id), nil); err != nil {
 			return err
 		}
-		seq, err = publish(tx, r.NodeID, raw)
-		return err
+		if seq, err = publish(tx, r.NodeID, raw); err != nil {
+			return err
+		}
+		ub, err := tx.Bucket(bucketUndelivered).CreateBucketIfNotExists([]byte(r.NodeID))
+		if err != nil {
+			return err
+		}
+		return ub.Put(seqKey(seq), []byte(id))
 	})
 	if err != nil {
 		return 0, fmt.Errorf("creating reservation: %w", err)
@@ -264,6 +318,14 @@ func loadReservation(tx *bolt.Tx, id string) (*provision.Reservation, error) {
 	}
 	if ok {
 		r.Result = &res
+	}
+	r.Delivered = nil
+	if raw := tx.Bucket(bucketDelivered).Get([]byte(id)); raw != nil {
+		t, err := time.Parse(time.RFC3339Nano, string(raw))
+		if err != nil {
+			return nil, fmt.Errorf("decoding the delivery time of %s: %w", id, err)
+		}
+		r.Delivered = &t
 	}
 	return &r, nil
 }
@@ -320,13 +382,13 @@ func (s *BoltStore) MarkDelete(_ context.Context, id string, check func(*provisi
 		if before.ToDelete && before.DeleteSignature == r.DeleteSignature {
 			return nil
 		}
-		result := r.Result
-		r.Result = nil
+		result, delivered := r.Result, r.Delivered
+		r.Result, r.Delivered = nil, nil
 		raw, err := json.Marshal(r)
 		if err != nil {
 			return err
 		}
-		r.Result = result
+		r.Result, r.Delivered = result, delivered
 		if err := tx.Bucket(bucketReservations).Put([]byte(id), raw); err != nil {
 			return err
 		}
@@ -412,6 +474,60 @@ func (s *BoltStore) Events(_ context.Context, node string, from uint64, limit in
 		return nil, from, fmt.Errorf("reading events of %s: %w", node, err)
 	}
 	return evs, next, nil
+}
+
+// MarkDelivered marks delivered, at now, node's reservations created by an
+// event at or below upTo.
+func (s *BoltStore) MarkDelivered(_ context.Context, node string, upTo uint64, now time.Time) ([]Delivery, error) {
+	var out []Delivery
+	// Most polls have nothing new to mark: a read transaction finds out
+	// without a commit (and its fsync).
+	pending := false
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		if ub := tx.Bucket(bucketUndelivered).Bucket([]byte(node)); ub != nil {
+			k, _ := ub.Cursor().First()
+			pending = k != nil && binary.BigEndian.Uint64(k) <= upTo
+		}
+		return nil
+	}); err != nil || !pending {
+		return nil, err
+	}
+	stamp := []byte(now.UTC().Format(time.RFC3339Nano))
+	err := s.update(func(tx *bolt.Tx) error {
+		out = nil
+		ub := tx.Bucket(bucketUndelivered).Bucket([]byte(node))
+		if ub == nil {
+			return nil // an unknown node has nothing to deliver
+		}
+		db := tx.Bucket(bucketDelivered)
+		var done [][]byte
+		c := ub.Cursor()
+		for k, v := c.First(); k != nil && binary.BigEndian.Uint64(k) <= upTo; k, v = c.Next() {
+			done = append(done, bytes.Clone(k))
+			var r provision.Reservation
+			ok, err := getJSON(tx.Bucket(bucketReservations), v, &r)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				continue
+			}
+			if err := db.Put(v, stamp); err != nil {
+				return err
+			}
+			out = append(out, Delivery{ID: r.ID, UserID: r.UserID})
+		}
+		for _, k := range done {
+			if err := ub.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("marking the events of %s delivered up to %d: %w", node, upTo, err)
+	}
+	return out, nil
 }
 
 // InjectEvent publishes raw to node without any check.
@@ -530,4 +646,46 @@ func (s *BoltStore) TouchNodes(_ context.Context, seen map[string]time.Time) err
 		return fmt.Errorf("storing when %d nodes were last seen: %w", len(seen), err)
 	}
 	return nil
+}
+
+// NodeReservations returns up to limit of node's reservations, the last
+// submitted first. bbolt has no index by node: the node's event stream,
+// read from its end, names its reservations in that order (a delete's
+// event, to_delete set, names an older one again: it is skipped); the
+// walk stops after limit of them or 8×limit events.
+func (s *BoltStore) NodeReservations(_ context.Context, node string, limit int) ([]*provision.Reservation, error) {
+	var out []*provision.Reservation
+	err := s.db.View(func(tx *bolt.Tx) error {
+		eb := tx.Bucket(bucketEvents).Bucket([]byte(node))
+		if eb == nil {
+			return nil
+		}
+		seen := map[string]bool{}
+		c := eb.Cursor()
+		n := 0
+		for k, v := c.Last(); k != nil && len(out) < limit && n < 8*limit; k, v = c.Prev() {
+			n++
+			var ev struct {
+				ID       string `json:"id"`
+				ToDelete bool   `json:"to_delete"`
+			}
+			if json.Unmarshal(v, &ev) != nil || ev.ID == "" || ev.ToDelete || seen[ev.ID] {
+				continue
+			}
+			seen[ev.ID] = true
+			r, err := loadReservation(tx, ev.ID)
+			if errors.Is(err, ErrNotFound) || (err == nil && r.NodeID != node) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing the reservations of %s: %w", node, err)
+	}
+	return out, nil
 }

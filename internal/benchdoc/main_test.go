@@ -24,7 +24,7 @@ func TestParseAndWrite(t *testing.T) {
 		t.Fatalf("parsed %v: %+v", names, res["BenchmarkExpired1kOf1M"])
 	}
 	var out bytes.Buffer
-	write(&out, res, names, "test")
+	write(&out, res, names, "test", "")
 	doc := out.String()
 	for _, want := range []string{
 		"| store: expiry lookup, 1k expired among 1M records | < 5 ms | 0.046 ms | met |",
@@ -110,7 +110,7 @@ func TestRepeatedRuns(t *testing.T) {
 					r.n, r.runs(), r.metrics["reservations/s"], k, lo, hi, c.n, c.runs, c.median, c.min, c.max)
 			}
 			var out bytes.Buffer
-			write(&out, res, names, "test")
+			write(&out, res, names, "test", "")
 			doc := out.String()
 			for _, want := range c.want {
 				if !strings.Contains(doc, want) {
@@ -123,5 +123,32 @@ func TestRepeatedRuns(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestOnlyKeepsThePartialRunsTargets(t *testing.T) {
+	got := onlyOf(targets, "BenchmarkUserWait")
+	if len(got) == 0 || len(got) >= len(targets) {
+		t.Fatalf("%d of %d targets kept", len(got), len(targets))
+	}
+	for _, tg := range got {
+		if !strings.HasPrefix(tg.bench, "BenchmarkUserWait") {
+			t.Fatalf("kept %s", tg.bench)
+		}
+	}
+	if all := onlyOf(targets, ""); len(all) != len(targets) {
+		t.Fatalf("no prefix kept %d of %d", len(all), len(targets))
+	}
+	var out strings.Builder
+	res, names, err := parse(strings.NewReader("BenchmarkUserWait-2 1 100 ns/op 0.5 ratio\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := targets
+	targets = got
+	defer func() { targets = saved }()
+	write(&out, res, names, "test", "BenchmarkUserWait")
+	if s := out.String(); !strings.Contains(s, "# Benchmarks: BenchmarkUserWait") || !strings.Contains(s, "0.5 × | met") || strings.Contains(s, "store:") {
+		t.Fatalf("partial doc:\n%s", s)
 	}
 }

@@ -114,11 +114,6 @@ type Process struct {
 	done chan error
 }
 
-func start(t testing.TB, name, logPath string, args ...string) *Process {
-	t.Helper()
-	return startCmd(t, name, logPath, Bin(t, name), args...)
-}
-
 // startCmd starts path with args, its output appended to logPath.
 func startCmd(t testing.TB, name, logPath, path string, args ...string) *Process {
 	t.Helper()
@@ -188,7 +183,10 @@ func tail(path string) string {
 type Explorer struct {
 	Dir  string
 	Addr string
-	proc *Process
+	// Plain runs explorerd built without -race (PlainBin), for
+	// measurements. Default false: the -race build.
+	Plain bool
+	proc  *Process
 }
 
 // StartExplorer starts explorerd with a fresh data directory and stops it
@@ -201,6 +199,16 @@ func StartExplorer(t testing.TB) *Explorer {
 	return e
 }
 
+// StartPlainExplorer is StartExplorer with explorerd built as `make
+// build` builds it (no -race): for measurements.
+func StartPlainExplorer(t testing.TB) *Explorer {
+	t.Helper()
+	e := &Explorer{Dir: t.TempDir(), Addr: freeAddr(t), Plain: true}
+	e.Start(t)
+	t.Cleanup(func() { e.proc.Stop(t) })
+	return e
+}
+
 // URL is the explorer's base URL.
 func (e *Explorer) URL() string { return "http://" + e.Addr }
 
@@ -208,7 +216,11 @@ func (e *Explorer) URL() string { return "http://" + e.Addr }
 // waits until it accepts connections.
 func (e *Explorer) Start(t testing.TB) {
 	t.Helper()
-	e.proc = start(t, "explorerd", filepath.Join(e.Dir, "explorerd.log"),
+	bin := Bin(t, "explorerd")
+	if e.Plain {
+		bin = PlainBin(t, "explorerd")
+	}
+	e.proc = startCmd(t, "explorerd", filepath.Join(e.Dir, "explorerd.log"), bin,
 		"--listen", e.Addr, "--data-dir", filepath.Join(e.Dir, "data"), "--log-format", "json")
 	Eventually(t, 30*time.Second, "explorerd listening", func() error {
 		c, err := net.DialTimeout("tcp", e.Addr, time.Second)

@@ -9,12 +9,13 @@
 // Ordered SQL migrations (migrations/NNNN_name.sql, embedded) are applied
 // at Open, one transaction each, under an advisory lock; the table
 // schema_version records each version applied, and a database whose
-// schema is newer than this explorerd knows is refused. Schema 2:
+// schema is newer than this explorerd knows is refused. Schema 3:
 //
 //	nodes(id, record jsonb, last_seq, low_seq,
 //	      last_seen, free_cru, free_mru, free_sru, free_hru)   (2: the node list)
 //	reservations(id, node_id, user_id, digest unique, created, expires,
-//	             to_delete, version, body bytea, result bytea)
+//	             to_delete, version, body bytea, result bytea,
+//	             seq, delivered_at)                            (3: deliveries)
 //	events(node_id, seq, created, reservation bytea)  primary key (node_id, seq)
 //
 // The node list (Nodes) filters and pages in SQL: free_* are the node's
@@ -22,6 +23,11 @@
 // last_seen is raised by TouchNodes (never lowered; a reader takes the
 // later of it and the record's own). Node IDs are compared and ordered
 // with collation "C", byte order, as bbolt orders its keys.
+//
+// Schema 3 adds to reservations seq (the node's event that created it; 0
+// for those of earlier schemas) and delivered_at (when the node polled past that
+// event: MarkDelivered), with an index of the undelivered ones by node and
+// one of each node's reservations by seq (NodeReservations).
 //
 // # Events
 //
@@ -33,8 +39,10 @@
 // cursor would lose events to late commits). A rolled-back write gives its
 // number back.
 //
-// After a write commits, its topic (server.NodeTopic) is queued for
-// NOTIFY; one goroutine sends all queued topics in one statement, outside
+// After a write commits, its topics are queued for NOTIFY: the node's
+// (server.NodeTopic) for a new event; the reservation's and its owner's
+// (server.ReservationTopic, server.UserTopic) for a stored result, a
+// delivery or a delete, which users' long-polls wait on; one goroutine sends all queued topics in one statement, outside
 // the write transactions. Listen holds LISTEN on a direct connection (not
 // from the pool); when it drops it reconnects at once, then every second,
 // and while it is disconnected it wakes every waiter every second, so that

@@ -8,13 +8,18 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// notify queues topic for the next NOTIFY. It is called after a write
+// notify queues topics for the next NOTIFY. It is called after a write
 // committed: a NOTIFY inside the write transaction would hold the
 // transaction (and the node's row lock) longer and serialise the commits
 // of every writer on PostgreSQL's notification queue lock.
-func (s *Store) notify(topic string) {
+func (s *Store) notify(topics ...string) {
+	if len(topics) == 0 {
+		return
+	}
 	s.mu.Lock()
-	s.pending[topic] = struct{}{}
+	for _, t := range topics {
+		s.pending[t] = struct{}{}
+	}
 	s.mu.Unlock()
 	select {
 	case s.kick <- struct{}{}:

@@ -231,7 +231,7 @@ func (s *Store) CreateReservation(ctx context.Context, r *provision.Reservation)
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return err
 		}
-		r.Result = nil
+		r.Result, r.Delivered = nil, nil
 		var raw []byte
 		for {
 			if r.ID, err = newID(); err != nil {
@@ -240,9 +240,9 @@ func (s *Store) CreateReservation(ctx context.Context, r *provision.Reservation)
 			if raw, err = json.Marshal(r); err != nil {
 				return err
 			}
-			tag, err := tx.Exec(ctx, `insert into reservations (id, node_id, user_id, digest, created, expires, version, body)
-				values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (id) do nothing`,
-				r.ID, r.NodeID, r.UserID, digest, r.Created, r.Expires(), int64(r.Version), raw)
+			tag, err := tx.Exec(ctx, `insert into reservations (id, node_id, user_id, digest, created, expires, version, body, seq)
+				values ($1, $2, $3, $4, $5, $6, $7, $8, $9) on conflict (id) do nothing`,
+				r.ID, r.NodeID, r.UserID, digest, r.Created, r.Expires(), int64(r.Version), raw, int64(seq))
 			if isUnique(err, "reservations_digest_key") {
 				return fmt.Errorf("%w: another reservation has the digest %s", server.ErrDuplicate, digest)
 			}
@@ -259,17 +259,22 @@ func (s *Store) CreateReservation(ctx context.Context, r *provision.Reservation)
 	if err != nil {
 		return 0, fmt.Errorf("creating reservation: %w", err)
 	}
-	s.notify(server.NodeTopic(r.NodeID))
+	s.notify(server.NodeTopic(r.NodeID), server.UserTopic(r.UserID))
 	return seq, nil
 }
 
-// decodeReservation decodes a stored reservation and its result.
-func decodeReservation(body, result []byte) (*provision.Reservation, error) {
+// decodeReservation decodes a stored reservation, its result and when it
+// was delivered (nil: not yet).
+func decodeReservation(body, result []byte, delivered *time.Time) (*provision.Reservation, error) {
 	var r provision.Reservation
 	if err := json.Unmarshal(body, &r); err != nil {
 		return nil, fmt.Errorf("decoding reservation: %w", err)
 	}
-	r.Result = nil
+	r.Result, r.Delivered = nil, nil
+	if delivered != nil {
+		t := delivered.UTC()
+		r.Delivered = &t
+	}
 	if result != nil {
 		var res provision.Result
 		if err := json.Unmarshal(result, &res); err != nil {
@@ -283,26 +288,28 @@ func decodeReservation(body, result []byte) (*provision.Reservation, error) {
 // Reservation returns a reservation with its latest result.
 func (s *Store) Reservation(ctx context.Context, id string) (*provision.Reservation, error) {
 	var body, result []byte
-	err := s.pool.QueryRow(ctx, "select body, result from reservations where id = $1", id).Scan(&body, &result)
+	var delivered *time.Time
+	err := s.pool.QueryRow(ctx, "select body, result, delivered_at from reservations where id = $1", id).Scan(&body, &result, &delivered)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("%w: reservation %s", server.ErrNotFound, id)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading reservation %s: %w", id, err)
 	}
-	return decodeReservation(body, result)
+	return decodeReservation(body, result, delivered)
 }
 
 // ReservationsOf returns a user's reservations with their results, oldest first.
 func (s *Store) ReservationsOf(ctx context.Context, user string) ([]*provision.Reservation, error) {
-	rows, err := s.pool.Query(ctx, "select body, result from reservations where user_id = $1 order by created, id", user)
+	rows, err := s.pool.Query(ctx, "select body, result, delivered_at from reservations where user_id = $1 order by created, id", user)
 	if err != nil {
 		return nil, fmt.Errorf("listing reservations of %s: %w", user, err)
 	}
 	var list []*provision.Reservation
 	var body, result []byte
-	_, err = pgx.ForEachRow(rows, []any{&body, &result}, func() error {
-		r, err := decodeReservation(body, result)
+	var delivered *time.Time
+	_, err = pgx.ForEachRow(rows, []any{&body, &result, &delivered}, func() error {
+		r, err := decodeReservation(body, result, delivered)
 		if err != nil {
 			return err
 		}
@@ -324,14 +331,15 @@ func (s *Store) MarkDelete(ctx context.Context, id string, check func(*provision
 	var seq uint64
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		var body, result []byte
-		err := tx.QueryRow(ctx, "select body, result from reservations where id = $1 for update", id).Scan(&body, &result)
+		var delivered *time.Time
+		err := tx.QueryRow(ctx, "select body, result, delivered_at from reservations where id = $1 for update", id).Scan(&body, &result, &delivered)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("%w: reservation %s", server.ErrNotFound, id)
 		}
 		if err != nil {
 			return err
 		}
-		if r, err = decodeReservation(body, result); err != nil {
+		if r, err = decodeReservation(body, result, delivered); err != nil {
 			return err
 		}
 		before := *r
@@ -341,10 +349,10 @@ func (s *Store) MarkDelete(ctx context.Context, id string, check func(*provision
 		if before.ToDelete && before.DeleteSignature == r.DeleteSignature {
 			return nil
 		}
-		res := r.Result
-		r.Result = nil
+		res, delivered := r.Result, r.Delivered
+		r.Result, r.Delivered = nil, nil
 		raw, err := json.Marshal(r)
-		r.Result = res
+		r.Result, r.Delivered = res, delivered
 		if err != nil {
 			return err
 		}
@@ -358,7 +366,7 @@ func (s *Store) MarkDelete(ctx context.Context, id string, check func(*provision
 		return nil, 0, fmt.Errorf("deleting reservation %s: %w", id, err)
 	}
 	if seq > 0 {
-		s.notify(server.NodeTopic(r.NodeID))
+		s.notify(server.NodeTopic(r.NodeID), server.ReservationTopic(id), server.UserTopic(r.UserID))
 	}
 	return r, seq, nil
 }
@@ -372,19 +380,22 @@ func (s *Store) PutResults(ctx context.Context, rs []*provision.Result, check fu
 			ids = append(ids, res.ID)
 		}
 	}
+	users := map[string]string{} // reservation ID → owner, of the stored results
 	err = s.tx(ctx, func(tx pgx.Tx) error {
 		stored, errs = make([]bool, len(rs)), make([]error, len(rs))
+		clear(users)
 		if len(ids) == 0 {
 			return nil
 		}
-		rows, err := tx.Query(ctx, "select body, result from reservations where id = any($1) order by id for update", ids)
+		rows, err := tx.Query(ctx, "select body, result, delivered_at from reservations where id = any($1) order by id for update", ids)
 		if err != nil {
 			return err
 		}
 		byID := map[string]*provision.Reservation{}
 		var body, result []byte
-		if _, err := pgx.ForEachRow(rows, []any{&body, &result}, func() error {
-			r, err := decodeReservation(body, result)
+		var delivered *time.Time
+		if _, err := pgx.ForEachRow(rows, []any{&body, &result, &delivered}, func() error {
+			r, err := decodeReservation(body, result, delivered)
 			if err == nil {
 				byID[r.ID] = r
 			}
@@ -417,12 +428,20 @@ func (s *Store) PutResults(ctx context.Context, rs []*provision.Result, check fu
 			}
 			r.Result = res
 			stored[i] = true
+			users[res.ID] = r.UserID
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("storing %d results: %w", len(rs), err)
 	}
+	var topics []string
+	for i, res := range rs {
+		if stored[i] {
+			topics = append(topics, server.ReservationTopic(res.ID), server.UserTopic(users[res.ID]))
+		}
+	}
+	s.notify(topics...)
 	return stored, errs, nil
 }
 
@@ -493,6 +512,54 @@ func (s *Store) State(ctx context.Context, node string, now time.Time) (*explore
 		return nil, fmt.Errorf("reading the state of %s: %w", node, err)
 	}
 	return st, nil
+}
+
+// NodeReservations returns up to limit of node's reservations, the last
+// submitted first (by the seq of the event that created them; those of
+// schema 1, seq 0, last, newest first).
+func (s *Store) NodeReservations(ctx context.Context, node string, limit int) ([]*provision.Reservation, error) {
+	rows, err := s.pool.Query(ctx, `select body, result, delivered_at from reservations
+		where node_id = $1 order by seq desc, created desc, id desc limit $2`, node, limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing the reservations of %s: %w", node, err)
+	}
+	var out []*provision.Reservation
+	var body, result []byte
+	var delivered *time.Time
+	if _, err := pgx.ForEachRow(rows, []any{&body, &result, &delivered}, func() error {
+		r, err := decodeReservation(body, result, delivered)
+		if err == nil {
+			out = append(out, r)
+		}
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("listing the reservations of %s: %w", node, err)
+	}
+	return out, nil
+}
+
+// MarkDelivered marks delivered, at now, node's reservations created by an
+// event at or below upTo, and notifies their watchers.
+func (s *Store) MarkDelivered(ctx context.Context, node string, upTo uint64, now time.Time) ([]server.Delivery, error) {
+	rows, err := s.pool.Query(ctx, `update reservations set delivered_at = $3
+		where node_id = $1 and seq <= $2 and delivered_at is null returning id, user_id`, node, int64(upTo), now.UTC())
+	if err != nil {
+		return nil, fmt.Errorf("marking the events of %s delivered up to %d: %w", node, upTo, err)
+	}
+	var out []server.Delivery
+	var d server.Delivery
+	if _, err := pgx.ForEachRow(rows, []any{&d.ID, &d.UserID}, func() error {
+		out = append(out, d)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("marking the events of %s delivered up to %d: %w", node, upTo, err)
+	}
+	var topics []string
+	for _, d := range out {
+		topics = append(topics, server.ReservationTopic(d.ID), server.UserTopic(d.UserID))
+	}
+	s.notify(topics...)
+	return out, nil
 }
 
 // InjectEvent publishes raw to node without any check.

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -37,6 +38,8 @@ func Run(t *testing.T, open Open) {
 		{"put-results", testPutResults},
 		{"state-snapshot", testState},
 		{"inject-event", testInjectEvent},
+		{"mark-delivered", testMarkDelivered},
+		{"node-reservations", testNodeReservations},
 		{"concurrent-appends-gapless", testConcurrentAppends},
 		{"nodes-filter-and-pages", testNodes},
 		{"touch-nodes", testTouchNodes},
@@ -634,4 +637,151 @@ func equalStrings(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+func testMarkDelivered(t *testing.T, s server.Store) {
+	ctx := t.Context()
+	f := newFixture(t, s)
+	other := newFixture(t, s)
+	a, seqA := f.create(t, s, func(r *provision.Reservation) {
+		at := time.Now()
+		r.Delivered = &at // a user cannot set it: it is the explorer's
+	})
+	b, seqB := f.create(t, s, nil)
+	o, _ := other.create(t, s, nil)
+	if seqB != seqA+1 {
+		t.Fatalf("seqs %d, %d: want consecutive", seqA, seqB)
+	}
+	delivered := func(id string) *time.Time {
+		t.Helper()
+		r, err := s.Reservation(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Delivered
+	}
+	if d := delivered(a.ID); d != nil {
+		t.Fatalf("a new reservation is delivered at %v", d)
+	}
+	evs, _, err := s.Events(ctx, f.node, 0, 10)
+	if err != nil || len(evs) != 2 {
+		t.Fatalf("events: %d, %v", len(evs), err)
+	}
+	if bytes := string(evs[0].Reservation); strings.Contains(bytes, "delivered_at") {
+		t.Fatalf("the event sent to the node carries delivered_at: %s", bytes)
+	}
+	ids := func(ds []server.Delivery) map[string]string {
+		m := map[string]string{}
+		for _, d := range ds {
+			m[d.ID] = d.UserID
+		}
+		return m
+	}
+	user := hex.EncodeToString(f.user.Public().(ed25519.PublicKey))
+	t1 := time.Now().Add(time.Second).Truncate(time.Microsecond)
+	t2 := t1.Add(time.Minute)
+	tests := []struct {
+		name string
+		node string
+		upTo uint64
+		at   time.Time
+		want map[string]string
+	}{
+		{"before-any", f.node, seqA - 1, t1, map[string]string{}},
+		{"first", f.node, seqA, t1, map[string]string{a.ID: user}},
+		{"repeat-marks-nothing", f.node, seqA, t2, map[string]string{}},
+		{"second", f.node, seqB + 5, t2, map[string]string{b.ID: user}},
+		{"unknown-node", explorertest.NodeID(explorertest.NewKey(t)), 100, t2, map[string]string{}},
+	}
+	for _, tt := range tests {
+		ds, err := s.MarkDelivered(ctx, tt.node, tt.upTo, tt.at)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if got := ids(ds); len(got) != len(tt.want) || len(ds) != len(tt.want) {
+			t.Fatalf("%s: marked %v, want %v", tt.name, got, tt.want)
+		} else {
+			for id, u := range tt.want {
+				if got[id] != u {
+					t.Fatalf("%s: marked %v, want %v", tt.name, got, tt.want)
+				}
+			}
+		}
+	}
+	if d := delivered(a.ID); d == nil || !d.Equal(t1) {
+		t.Fatalf("a delivered at %v, want %v", d, t1)
+	}
+	if d := delivered(b.ID); d == nil || !d.Equal(t2) {
+		t.Fatalf("b delivered at %v, want %v", d, t2)
+	}
+	if d := delivered(o.ID); d != nil {
+		t.Fatalf("another node's reservation delivered at %v", d)
+	}
+	list, err := s.ReservationsOf(ctx, user)
+	if err != nil || len(list) != 2 || list[0].Delivered == nil || list[1].Delivered == nil {
+		t.Fatalf("the list does not show the deliveries: %v %+v", err, list)
+	}
+	// A signed delete keeps the delivery time and does not publish it.
+	r, _, err := s.MarkDelete(ctx, a.ID, func(r *provision.Reservation) error {
+		r.ToDelete, r.DeleteSignature = true, "sig"
+		return nil
+	})
+	if err != nil || r.Delivered == nil || !r.Delivered.Equal(t1) {
+		t.Fatalf("mark delete: %v, delivered %v", err, r.Delivered)
+	}
+	evs, _, err = s.Events(ctx, f.node, seqB, 10)
+	if err != nil || len(evs) != 1 || strings.Contains(string(evs[0].Reservation), "delivered_at") {
+		t.Fatalf("the delete event: %v %v", err, evs)
+	}
+	if d := delivered(a.ID); d == nil || !d.Equal(t1) {
+		t.Fatalf("a delivered at %v after the delete, want %v", d, t1)
+	}
+}
+
+func testNodeReservations(t *testing.T, s server.Store) {
+	ctx := t.Context()
+	f := newFixture(t, s)
+	other := newFixture(t, s)
+	base := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	var made []*provision.Reservation
+	for i := range 4 {
+		r, _ := f.create(t, s, func(r *provision.Reservation) { r.Created = base.Add(time.Duration(i) * time.Minute) })
+		made = append(made, r)
+	}
+	other.create(t, s, nil)
+	// A delete publishes the oldest again: it is listed once, in its place.
+	if _, _, err := s.MarkDelete(ctx, made[0].ID, deleteCheck(hex.EncodeToString(ed25519.Sign(f.user, provision.DeleteChallenge(made[0].ID, made[0].Digest()))))); err != nil {
+		t.Fatal(err)
+	}
+	res := f.result(t, made[1], time.Now())
+	if _, _, err := s.PutResults(ctx, []*provision.Result{res}, func(int, *provision.Reservation) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.MarkDelivered(ctx, f.node, 100, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.NodeReservations(ctx, f.node, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 4 {
+		t.Fatalf("%d reservations, want 4", len(list))
+	}
+	for i, r := range list {
+		if want := made[3-i].ID; r.ID != want {
+			t.Fatalf("reservation %d is %s, want %s (newest first)", i, r.ID, want)
+		}
+		if r.Delivered == nil {
+			t.Fatalf("%s: no delivery time", r.ID)
+		}
+	}
+	if list[2].Result == nil || list[2].Result.Signature != res.Signature || !list[3].ToDelete {
+		t.Fatalf("results or deletes missing: %+v %+v", list[2].Result, list[3])
+	}
+	if list, err = s.NodeReservations(ctx, f.node, 2); err != nil || len(list) != 2 || list[0].ID != made[3].ID || list[1].ID != made[2].ID {
+		t.Fatalf("limit 2: %v %d", err, len(list))
+	}
+	if list, err = s.NodeReservations(ctx, explorertest.NodeID(explorertest.NewKey(t)), 10); err != nil || len(list) != 0 {
+		t.Fatalf("unknown node: %v %d", err, len(list))
+	}
 }

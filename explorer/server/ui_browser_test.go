@@ -1,0 +1,162 @@
+package server_test
+
+import (
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/edgeprov/provisiond/explorer/server"
+	"github.com/edgeprov/provisiond/internal/testutil"
+)
+
+var screenshots = flag.String("screenshots", "", "write the pages' screenshots (ui-*.png) into this `directory` (make screenshots: docs)")
+
+// browser starts headless Chromium (Debian's chromium) with a fresh
+// profile and no network of its own, and returns the context of one tab
+// and what its pages log as errors or warnings.
+func browser(t *testing.T) (context.Context, *consoleLog) {
+	t.Helper()
+	path := testutil.RequiresCommand(t, "chromium")
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("hide-scrollbars", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1600, 900),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(t.Context(), opts...)
+	ctx, cancelTab := chromedp.NewContext(actx)
+	logs := &consoleLog{}
+	lctx, stopLog := context.WithCancel(ctx)
+	msgs := chromedp.Console(lctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for m, err := range msgs {
+			if err != nil {
+				return
+			}
+			if m.Type == chromedp.ConsoleError || m.Type == chromedp.ConsoleWarning || m.IsException() {
+				logs.add(m.String() + " " + m.URL)
+			}
+		}
+	}()
+	t.Cleanup(func() { stopLog(); <-done; cancelTab(); cancelAlloc() })
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("starting chromium: %v", err)
+	}
+	return ctx, logs
+}
+
+// consoleLog gathers what the pages logged as errors or warnings.
+type consoleLog struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (c *consoleLog) add(m string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.msgs = append(c.msgs, m)
+}
+
+func (c *consoleLog) take() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.msgs
+	c.msgs = nil
+	return m
+}
+
+// TestUIInBrowser loads each page in headless Chromium: it loads with no
+// console error or warning (a blocked resource, a CSP violation, a missing
+// file would log one), shows the figures the API shows, and is captured
+// as a screenshot (into -screenshots DIR when set).
+func TestUIInBrowser(t *testing.T) {
+	ctx, logs := browser(t)
+	f := newFleet(t, server.Config{})
+	api := apiUnits(t, f, f.up)
+	errAPI := f.xs.Reservation(t, f.ids["error"])
+
+	pages := []struct {
+		name   string
+		path   string
+		checks map[string]string // selector → text it must show
+	}{
+		{"fleet", "/ui/", map[string]string{
+			`tr[data-node="` + f.up + `"] td[data-unit="cru"] .figs`: figures(api.CRU),
+			`tr[data-node="` + f.up + `"] td[data-unit="mru"] .figs`: figures(api.MRU),
+			`tr[data-node="` + f.up + `"] td[data-unit="sru"] .figs`: figures(api.SRU),
+			`tr[data-node="` + f.up + `"] td[data-unit="hru"] .figs`: figures(api.HRU),
+			`tr[data-node="` + f.up + `"] .st`:                       "up",
+			`tr[data-node="` + f.old + `"] .st`:                      "down",
+		}},
+		{"node", "/ui/nodes/" + f.up, map[string]string{
+			`#units tr[data-unit="cru"] .figs`:                           figures(api.CRU),
+			`#units tr[data-unit="mru"] .figs`:                           figures(api.MRU),
+			`#reservations tr[data-id="` + f.ids["ok"] + `"] .st`:        "ok",
+			`#reservations tr[data-id="` + f.ids["pending"] + `"] .st`:   "pending",
+			`#reservations tr[data-id="` + f.ids["delivered"] + `"] .st`: "delivered",
+		}},
+		{"reservation", "/ui/reservations/" + f.ids["error"], map[string]string{
+			`#state`:                         string(errAPI.Result.State),
+			`#verified`:                      "signatures verified by the explorer",
+			`#result .id.sig`:                errAPI.Result.Signature,
+			`#history li:nth-child(2) .what`: "delivered to node " + f.up,
+			`#history li:nth-child(2) time`:  errAPI.Delivered.UTC().Format("2006-01-02 15:04:05.000 UTC"),
+		}},
+	}
+	for _, p := range pages {
+		t.Run(p.name, func(t *testing.T) {
+			tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			if err := chromedp.Do(tctx, chromedp.Navigate(f.xs.URL()+p.path), chromedp.WaitVisible(chromedp.CSS("#as-of"))); err != nil {
+				t.Fatalf("loading %s: %v", p.path, err)
+			}
+			for sel, want := range p.checks {
+				got, err := chromedp.Run(tctx, chromedp.Text(chromedp.CSS(sel)))
+				if err != nil {
+					t.Fatalf("%s: reading %q: %v", p.path, sel, err)
+				}
+				if got = strings.TrimSpace(got); got != want {
+					t.Errorf("%s: %q shows %q, want %q", p.path, sel, got, want)
+				}
+			}
+			if p.name == "node" {
+				dots, err := chromedp.Run(tctx, chromedp.Evaluate[int](`document.querySelectorAll('#timeline circle.dot').length`))
+				if err != nil || dots != 3 {
+					t.Errorf("the timeline has %d results (%v), want 3", dots, err)
+				}
+			}
+			shot, err := chromedp.Run(tctx, chromedp.FullScreenshot(100))
+			if err != nil {
+				t.Fatalf("screenshot of %s: %v", p.path, err)
+			}
+			if msgs := logs.take(); len(msgs) > 0 {
+				t.Errorf("%s logged:\n%s", p.path, strings.Join(msgs, "\n"))
+			}
+			if len(shot) < 1000 || string(shot[1:4]) != "PNG" {
+				t.Fatalf("screenshot of %s: %d bytes, not a PNG", p.path, len(shot))
+			}
+			dir := *screenshots
+			if dir == "" {
+				dir = t.TempDir()
+			}
+			out := filepath.Join(dir, "ui-"+p.name+".png")
+			if err := os.WriteFile(out, shot, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s: %d bytes → %s", p.path, len(shot), out)
+		})
+	}
+}

@@ -1,0 +1,204 @@
+package server
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/edgeprov/provisiond/explorer"
+	"github.com/edgeprov/provisiond/provision"
+)
+
+// This file is what users watch: the long-polls on a reservation or a
+// user's list, woken by ReservationTopic and UserTopic, and the delivery
+// marks that events polls leave.
+
+// waitParam reads the wait= of a long-poll, capped at MaxWait.
+func (s *Server) waitParam(r *http.Request) (time.Duration, error) {
+	v := r.URL.Query().Get("wait")
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%w: wait=%q is not a duration like 30s", ErrBadRequest, v)
+	}
+	return min(d, s.cfg.MaxWait), nil
+}
+
+// watchSlot takes one of key's MaxWatches long-polls on users' topics
+// (and one of the server's MaxWatchesTotal: keys cost nothing to make), or
+// fails with ErrTooManyWaits; release gives it back.
+func (s *Server) watchSlot(key string) (release func(), err error) {
+	s.watchMu.Lock()
+	defer s.watchMu.Unlock()
+	if s.watches[key] >= s.cfg.MaxWatches {
+		return nil, fmt.Errorf("%w: %s already holds %d", ErrTooManyWaits, key, s.cfg.MaxWatches)
+	}
+	if s.watching >= s.cfg.MaxWatchesTotal {
+		return nil, fmt.Errorf("%w: the explorer holds %d, its most", ErrTooManyWaits, s.cfg.MaxWatchesTotal)
+	}
+	s.watches[key]++
+	s.watching++
+	return func() {
+		s.watchMu.Lock()
+		defer s.watchMu.Unlock()
+		s.watching--
+		if s.watches[key]--; s.watches[key] <= 0 {
+			delete(s.watches, key)
+		}
+	}, nil
+}
+
+// Watching returns how many users' long-polls (on a reservation or a
+// list) are held right now.
+func (s *Server) Watching() int {
+	s.watchMu.Lock()
+	defer s.watchMu.Unlock()
+	return s.watching
+}
+
+// hold waits until changed reports true, wait passes, the client leaves or
+// the server shuts down; changed runs first at once and then after each
+// wake-up of topic. It registers the waiter before each query, so a change
+// committed between a query and the wait still wakes it. It returns
+// changed's last error, or ctx's when the client left.
+func (s *Server) hold(ctx context.Context, topic, key string, wait time.Duration, changed func() (bool, error)) error {
+	ok, err := changed()
+	if err != nil || ok || wait <= 0 {
+		return err
+	}
+	release, err := s.watchSlot(key)
+	if err != nil {
+		return err
+	}
+	defer release()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for first := true; ; first = false {
+		ch, done := s.hub.subscribe(topic)
+		ok, err := changed()
+		if err != nil || ok {
+			done()
+			return err
+		}
+		if first && s.cfg.OnWatch != nil {
+			s.cfg.OnWatch(topic)
+		}
+		select {
+		case <-ch:
+			done()
+		case <-t.C:
+			done()
+			return nil
+		case <-s.closing:
+			done()
+			return nil
+		case <-ctx.Done():
+			done()
+			return ctx.Err()
+		}
+	}
+}
+
+// getReservation serves a reservation with its result and delivery time.
+// With after= (a ChangeToken) and wait=, it is a long-poll: it answers
+// when the reservation's token differs from after, or when wait passed.
+func (s *Server) getReservation(w http.ResponseWriter, r *http.Request, c *call) error {
+	id := r.PathValue("id")
+	wait, err := s.waitParam(r)
+	if err != nil {
+		return err
+	}
+	after := r.URL.Query().Get("after")
+	ctx := r.Context()
+	var rv *provision.Reservation
+	err = s.hold(ctx, ReservationTopic(id), c.signed.KeyID, wait, func() (bool, error) {
+		var err error
+		rv, err = s.db.Reservation(ctx, id)
+		return err != nil || after == "" || explorer.ChangeToken(rv) != after, err
+	})
+	if ctx.Err() != nil {
+		return nil // the client left
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, rv)
+	return nil
+}
+
+// listReservations serves a user's reservations (the caller's when user=
+// is empty). With after= (a ListToken) and wait=, it is a long-poll like
+// getReservation's.
+func (s *Server) listReservations(w http.ResponseWriter, r *http.Request, c *call) error {
+	user := r.URL.Query().Get("user")
+	if user == "" {
+		user = hex.EncodeToString(c.signed.Key)
+	}
+	if _, err := userKeyOf(user); err != nil {
+		return err
+	}
+	wait, err := s.waitParam(r)
+	if err != nil {
+		return err
+	}
+	after := r.URL.Query().Get("after")
+	ctx := r.Context()
+	var list []*provision.Reservation
+	err = s.hold(ctx, UserTopic(user), c.signed.KeyID, wait, func() (bool, error) {
+		var err error
+		list, err = s.db.ReservationsOf(ctx, user)
+		return err != nil || after == "" || explorer.ListToken(list) != after, err
+	})
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if list == nil {
+		list = []*provision.Reservation{}
+	}
+	writeJSON(w, http.StatusOK, explorer.ReservationsReply{Reservations: list})
+	return nil
+}
+
+// markDelivered records that node polled from cursor from: it stored its
+// events up to there. Each replica remembers the highest cursor it
+// recorded per node and skips the write below it; MarkDelivered is
+// idempotent anyway. The reservations it marks wake their watchers. A
+// failure is logged: the next poll tries again.
+func (s *Server) markDelivered(ctx context.Context, node string, from uint64) {
+	if from == 0 {
+		return
+	}
+	s.deliveredMu.Lock()
+	done := s.deliveredTo[node] >= from
+	s.deliveredMu.Unlock()
+	if done {
+		return
+	}
+	ds, err := s.db.MarkDelivered(ctx, node, from, s.cfg.Now())
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn().Err(err).Str("node", node).Uint64("from", from).Msg("recording deliveries failed")
+		}
+		return
+	}
+	s.deliveredMu.Lock()
+	s.deliveredTo[node] = max(s.deliveredTo[node], from)
+	s.deliveredMu.Unlock()
+	for _, d := range ds {
+		s.publishChange(d.ID, d.UserID)
+	}
+}
+
+// publishChange wakes the watchers of reservation id and of its owner's
+// list on this replica (a Notifier store wakes the other replicas).
+func (s *Server) publishChange(id, user string) {
+	s.hub.publish(ReservationTopic(id))
+	s.hub.publish(UserTopic(user))
+}
