@@ -6,10 +6,10 @@
 //
 // # Database
 //
-// One bbolt file, <data-dir>/explorer.db, schema version 1:
+// One bbolt file, <data-dir>/explorer.db, schema version 2:
 //
 //	meta/
-//	  version        → "1"
+//	  version        → "2"
 //	nodes/
 //	  <node id>      → nodeRecord JSON (registered, last seen, capacity, stats)
 //	reservations/
@@ -20,9 +20,18 @@
 //	  <digest>       → <id>  (refuses a second reservation with the same digest)
 //	users/
 //	  <user id> 0x00 <id> → ""  (lists a user's reservations)
+//	pages/                                            (schema 2)
+//	  <user id> 0x00 <created µs> 0x00 <id> → ""  (a user's list in pages, by created)
+//	active/                                           (schema 2)
+//	  <user id> 0x00 <expires µs> 0x00 <id> → ""  (not marked for deletion: the quota
+//	                                              counts the keys from now on)
 //	events/
 //	  <node id>/     (one bucket per node; its bbolt sequence is the node's cursor)
 //	    <seq uint64 big-endian> → reservation JSON as published
+//
+// Times in keys are microseconds since the epoch as a big-endian uint64 with
+// the sign bit flipped, so that keys sort as times do. Opening a schema 1
+// database creates pages/ and active/ and fills them from reservations/.
 //
 // # Writes
 //

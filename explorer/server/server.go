@@ -36,6 +36,8 @@ var (
 	ErrConflict    = errors.New("server: conflict")
 	ErrTooLarge    = errors.New("server: request body too large")
 	ErrGone        = errors.New("server: cursor below the retained events")
+	ErrQuota       = errors.New("server: quota exceeded")
+	ErrTooMany     = errors.New("server: too many requests")
 )
 
 // Config configures a Server.
