@@ -14,6 +14,7 @@ var (
 	ErrStale        = errors.New("explorer: request timestamp outside the allowed skew")
 	ErrBadReply     = errors.New("explorer: malformed reply")
 	ErrBadEvent     = errors.New("explorer: malformed event")
+	ErrTruncated    = errors.New("explorer: list truncated")
 )
 
 // APIError is a refusal the explorer answered with a status code and a
