@@ -29,6 +29,9 @@ type config struct {
 	LogLevel string
 	// ShutdownTimeout bounds the graceful shutdown (default 10s).
 	ShutdownTimeout time.Duration
+	// Limits bound what one caller may make the explorer do (server.Limits;
+	// each flag's default is the server's).
+	Limits server.Limits
 
 	logOut   io.Writer      // default os.Stderr
 	onListen func(net.Addr) // tests learn the address
@@ -36,6 +39,7 @@ type config struct {
 
 func newApp() *cli.App {
 	env := func(name string) []string { return []string{"EXPLORERD_" + name} }
+	def := server.DefaultLimits()
 	return &cli.App{
 		Name:            "explorerd",
 		Usage:           "reference explorer for provisiond nodes",
@@ -48,6 +52,17 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "log-format", Usage: "`FORMAT` of logs: json, console, or auto (console on a terminal)", Value: "auto", EnvVars: env("LOG_FORMAT")},
 			&cli.StringFlag{Name: "log-level", Usage: "`LEVEL`: debug, info, warn, error", Value: "info", EnvVars: env("LOG_LEVEL")},
 			&cli.DurationFlag{Name: "shutdown-timeout", Usage: "how long a graceful shutdown may take", Value: 10 * time.Second, EnvVars: env("SHUTDOWN_TIMEOUT")},
+			&cli.Float64Flag{Name: "key-rate", Usage: "requests a second one key (user or node) may send, sustained", Value: def.KeyRate, EnvVars: env("KEY_RATE")},
+			&cli.IntFlag{Name: "key-burst", Usage: "burst of --key-rate", Value: def.KeyBurst, EnvVars: env("KEY_BURST")},
+			&cli.Float64Flag{Name: "addr-rate", Usage: "requests a second one remote address (IPv4, IPv6 /64) may send, sustained", Value: def.AddrRate, EnvVars: env("ADDR_RATE")},
+			&cli.IntFlag{Name: "addr-burst", Usage: "burst of --addr-rate", Value: def.AddrBurst, EnvVars: env("ADDR_BURST")},
+			&cli.Float64Flag{Name: "register-rate", Usage: "new node registrations a second from one remote address, sustained", Value: def.RegisterRate, EnvVars: env("REGISTER_RATE")},
+			&cli.IntFlag{Name: "register-burst", Usage: "burst of --register-rate", Value: def.RegisterBurst, EnvVars: env("REGISTER_BURST")},
+			&cli.IntFlag{Name: "max-polls-per-node", Usage: "long-polls one node may hold at once", Value: def.MaxPollsPerNode, EnvVars: env("MAX_POLLS_PER_NODE")},
+			&cli.IntFlag{Name: "max-reservations-per-user", Usage: "active reservations one user may have (-1: no quota)", Value: def.MaxActivePerUser, EnvVars: env("MAX_RESERVATIONS_PER_USER")},
+			&cli.IntFlag{Name: "max-conns-per-addr", Usage: "connections one remote address may hold open", Value: def.MaxConnsPerAddr, EnvVars: env("MAX_CONNS_PER_ADDR")},
+			&cli.DurationFlag{Name: "body-timeout", Usage: "how long a request body may take to arrive", Value: def.BodyTimeout, EnvVars: env("BODY_TIMEOUT")},
+			&cli.DurationFlag{Name: "write-timeout", Usage: "how long an answer may take to be written (after a long-poll's hold)", Value: def.WriteTimeout, EnvVars: env("WRITE_TIMEOUT")},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -59,6 +74,19 @@ func newApp() *cli.App {
 				LogFormat:       c.String("log-format"),
 				LogLevel:        c.String("log-level"),
 				ShutdownTimeout: c.Duration("shutdown-timeout"),
+				Limits: server.Limits{
+					KeyRate:          c.Float64("key-rate"),
+					KeyBurst:         c.Int("key-burst"),
+					AddrRate:         c.Float64("addr-rate"),
+					AddrBurst:        c.Int("addr-burst"),
+					RegisterRate:     c.Float64("register-rate"),
+					RegisterBurst:    c.Int("register-burst"),
+					MaxPollsPerNode:  c.Int("max-polls-per-node"),
+					MaxActivePerUser: c.Int("max-reservations-per-user"),
+					MaxConnsPerAddr:  c.Int("max-conns-per-addr"),
+					BodyTimeout:      c.Duration("body-timeout"),
+					WriteTimeout:     c.Duration("write-timeout"),
+				},
 			})
 		},
 	}
@@ -77,7 +105,7 @@ func run(ctx context.Context, cfg *config) (err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data directory: %w", err)
 	}
-	srv, err := server.New(server.Config{DataDir: cfg.DataDir, Logger: log, ShutdownTimeout: cfg.ShutdownTimeout})
+	srv, err := server.New(server.Config{DataDir: cfg.DataDir, Logger: log, ShutdownTimeout: cfg.ShutdownTimeout, Limits: cfg.Limits})
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"sync"
 	"time"
 
@@ -68,6 +67,13 @@ type Limits struct {
 	MaxBodyBytes int64
 	// MaxBodyBytesPerAddr is the same for one remote address (default 16 MiB).
 	MaxBodyBytesPerAddr int64
+	// AddrBodyRate is the sustained rate of request body bytes one remote
+	// address may send, per second (default 16 MiB): reading and hashing
+	// a body costs CPU before its signature can be checked.
+	AddrBodyRate float64
+	// AddrBodyBurst is the burst of AddrBodyRate, at least the largest
+	// body (default 32 MiB).
+	AddrBodyBurst int
 	// MaxConnsPerAddr is how many connections one remote address may hold
 	// open to Serve's listener; more are closed at once (default 256).
 	MaxConnsPerAddr int
@@ -80,6 +86,9 @@ type Limits struct {
 	// a page holds at least one (default 4 MiB).
 	MaxListBytes int
 }
+
+// DefaultLimits returns the limits a zero Limits stands for.
+func DefaultLimits() Limits { return Limits{}.withDefaults() }
 
 // withDefaults returns l with its zero fields set to their defaults.
 func (l Limits) withDefaults() Limits {
@@ -119,6 +128,8 @@ func (l Limits) withDefaults() Limits {
 	setI64(&l.MaxBodyBytes, 64<<20)
 	setI64(&l.MaxBodyBytesPerAddr, 16<<20)
 	setI(&l.MaxConnsPerAddr, 256)
+	setF(&l.AddrBodyRate, 16<<20)
+	setI(&l.AddrBodyBurst, 32<<20)
 	setI(&l.ListLimit, 100)
 	setI(&l.MaxListLimit, 500)
 	setI(&l.MaxListBytes, 4<<20)
@@ -208,16 +219,26 @@ func (k *keyed) until(lim *rate.Limiter, now time.Time) time.Duration {
 // take takes one of key's tokens at now; when there is none it takes
 // nothing and returns how long until there is one.
 func (k *keyed) take(key string, now time.Time) time.Duration {
-	if k == nil {
+	return k.takeN(key, now, 1)
+}
+
+// takeN takes n of key's tokens at now; when there are fewer it takes
+// nothing and returns how long until there are n (n above the burst:
+// never, reported as an hour).
+func (k *keyed) takeN(key string, now time.Time, n int) time.Duration {
+	if k == nil || n <= 0 {
 		return 0
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	lim := k.get(key)
-	if lim.AllowN(now, 1) {
+	if lim.AllowN(now, n) {
 		return 0
 	}
-	return k.until(lim, now)
+	if n > k.burst || k.limit <= 0 {
+		return time.Hour
+	}
+	return max(time.Millisecond, time.Duration((float64(n)-lim.TokensAt(now))/float64(k.limit)*float64(time.Second)))
 }
 
 // check returns how long after now key has a token, taking none.
@@ -333,9 +354,4 @@ type limitedConn struct {
 func (c *limitedConn) Close() error {
 	c.release()
 	return c.Conn.Close()
-}
-
-// secondsString is d in whole seconds, at least 1, for Retry-After.
-func secondsString(d time.Duration) string {
-	return strconv.Itoa(max(1, int(math.Ceil(d.Seconds()))))
 }

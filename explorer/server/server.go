@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
@@ -96,6 +97,7 @@ type Server struct {
 	keyRate  *keyed   // requests per key
 	addrRate *keyed   // requests per remote address
 	regRate  *keyed   // new node registrations per remote address
+	bodyRate *keyed   // request body bytes per remote address
 	polls    *counter // long-polls held per node
 	bodies   *counter // request body bytes held per remote address
 
@@ -173,6 +175,7 @@ func New(cfg Config) (*Server, error) {
 		s.keyRate = newKeyed(lim.KeyRate, lim.KeyBurst, lim.Tracked)
 		s.addrRate = newKeyed(lim.AddrRate, lim.AddrBurst, lim.Tracked)
 		s.regRate = newKeyed(lim.RegisterRate, lim.RegisterBurst, lim.Tracked)
+		s.bodyRate = newKeyed(lim.AddrBodyRate, max(lim.AddrBodyBurst, explorer.MaxBatchBodySize), lim.Tracked)
 	}
 	s.routes()
 	s.startJobs()
@@ -268,6 +271,12 @@ func (s *Server) handleBody(pattern string, who role, maxBody int64, h handlerFu
 		if err == nil {
 			defer s.bodies.release(addr, c.held)
 			err = h(w, r, c)
+		} else if r.ContentLength != 0 {
+			// Refused before or while its body was read: net/http would
+			// read what is left of it before answering, as slowly as it
+			// comes. Not a byte more: the connection ends with the answer.
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+			w.Header().Set("Connection", "close")
 		}
 		if err != nil {
 			s.fail(w, r, err)
@@ -346,15 +355,23 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, addr string, m
 	if r.ContentLength >= 0 {
 		held = r.ContentLength
 	}
+	if d := s.bodyRate.takeN(addr, s.cfg.Now(), int(held)); d > 0 {
+		return nil, 0, tooMany(d, "address %s sends more than %g body bytes a second", addr, s.lim.AddrBodyRate)
+	}
 	if held > 0 && !s.bodies.acquire(addr, held) {
 		return nil, 0, &retryError{err: fmt.Errorf("%w: request bodies of %s or of everyone fill their memory", ErrBusy, addr), after: time.Second}
 	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(s.lim.BodyTimeout)) // not every ResponseWriter has one
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-	_ = rc.SetReadDeadline(time.Time{}) // the connection's reads after the body: its own affair
+	buf := bytes.NewBuffer(make([]byte, 0, min(held, maxBody)+1))
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, maxBody))
+	body := buf.Bytes()
 	_ = rc.SetWriteDeadline(time.Now().Add(s.lim.WriteTimeout))
 	if err != nil {
+		// The read deadline stays: net/http reads what is left of a body
+		// before it answers, and must not wait for it. The connection
+		// ends with the answer.
+		w.Header().Set("Connection", "close")
 		s.bodies.release(addr, held)
 		var tooLarge *http.MaxBytesError
 		var ne net.Error
@@ -366,6 +383,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, addr string, m
 		}
 		return nil, 0, fmt.Errorf("%w: reading body: %v", ErrBadRequest, err)
 	}
+	_ = rc.SetReadDeadline(time.Time{}) // the connection's reads after the body: its own affair
 	return body, held, nil
 }
 

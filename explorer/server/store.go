@@ -279,13 +279,11 @@ func (s *BoltStore) CreateReservation(ctx context.Context, r *provision.Reservat
 // active index in the same transaction as the insert.
 func (s *BoltStore) CreateReservationWithin(_ context.Context, r *provision.Reservation, now time.Time, maxActive int) (uint64, error) {
 	digest := r.Digest()
-	var seq uint64
-	err := s.update(func(tx *bolt.Tx) error {
+	check := func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketNodes).Get([]byte(r.NodeID)) == nil {
 			return fmt.Errorf("%w: %s", ErrUnknownNode, r.NodeID)
 		}
-		digests := tx.Bucket(bucketDigests)
-		if other := digests.Get([]byte(digest)); other != nil {
+		if other := tx.Bucket(bucketDigests).Get([]byte(digest)); other != nil {
 			return fmt.Errorf("%w: reservation %s has the same digest %s", ErrDuplicate, other, digest)
 		}
 		if maxActive > 0 {
@@ -293,6 +291,22 @@ func (s *BoltStore) CreateReservationWithin(_ context.Context, r *provision.Rese
 				return fmt.Errorf("%w: user %s has %d active reservations, at most %d (delete one or wait until one expires)", ErrQuota, r.UserID, n, maxActive)
 			}
 		}
+		return nil
+	}
+	// Refuse in a read transaction first: a write refused inside the
+	// group commit makes the group's other writes apply again, so
+	// refusals must not reach it in numbers (one caller's flood of
+	// refused writes would slow everyone's). The check runs again in the
+	// write, where it is atomic with the insert.
+	if err := s.db.View(check); err != nil {
+		return 0, fmt.Errorf("creating reservation: %w", err)
+	}
+	var seq uint64
+	err := s.update(func(tx *bolt.Tx) error {
+		if err := check(tx); err != nil {
+			return err
+		}
+		digests := tx.Bucket(bucketDigests)
 		rb := tx.Bucket(bucketReservations)
 		id, err := newID(rb)
 		if err != nil {
@@ -445,9 +459,21 @@ func (s *BoltStore) ReservationsPage(_ context.Context, user string, p Page) ([]
 // accepted it, and publishes the updated reservation to its node. A repeat
 // of the same signed delete changes nothing and publishes nothing (seq 0).
 func (s *BoltStore) MarkDelete(_ context.Context, id string, check func(*provision.Reservation) error) (*provision.Reservation, uint64, error) {
+	// Refused deletes (not the owner, a bad signature) are refused in a
+	// read transaction, out of the group commit (see CreateReservationWithin).
+	err := s.db.View(func(tx *bolt.Tx) error {
+		r, err := loadReservation(tx, id)
+		if err != nil {
+			return err
+		}
+		return check(r)
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("deleting reservation %s: %w", id, err)
+	}
 	var r *provision.Reservation
 	var seq uint64
-	err := s.update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		seq = 0
 		var err error
 		if r, err = loadReservation(tx, id); err != nil {
