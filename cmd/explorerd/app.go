@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -32,6 +33,10 @@ type config struct {
 	// Limits bound what one caller may make the explorer do (server.Limits;
 	// each flag's default is the server's).
 	Limits server.Limits
+	// MemoryLimit is the Go runtime's soft memory limit in bytes
+	// (debug.SetMemoryLimit; default 128 MiB; 0: none): the collector
+	// works harder as the heap nears it. GOMEMLIMIT, when set, wins.
+	MemoryLimit int64
 
 	logOut   io.Writer      // default os.Stderr
 	onListen func(net.Addr) // tests learn the address
@@ -62,6 +67,7 @@ func newApp() *cli.App {
 			&cli.IntFlag{Name: "max-reservations-per-user", Usage: "active reservations one user may have (-1: no quota)", Value: def.MaxActivePerUser, EnvVars: env("MAX_RESERVATIONS_PER_USER")},
 			&cli.IntFlag{Name: "max-conns-per-addr", Usage: "connections one remote address may hold open", Value: def.MaxConnsPerAddr, EnvVars: env("MAX_CONNS_PER_ADDR")},
 			&cli.DurationFlag{Name: "body-timeout", Usage: "how long a request body may take to arrive", Value: def.BodyTimeout, EnvVars: env("BODY_TIMEOUT")},
+			&cli.Int64Flag{Name: "memory-limit", Usage: "soft memory limit of the Go runtime in `BYTES` (0: none; GOMEMLIMIT wins)", Value: 128 << 20, EnvVars: env("MEMORY_LIMIT")},
 			&cli.DurationFlag{Name: "write-timeout", Usage: "how long an answer may take to be written (after a long-poll's hold)", Value: def.WriteTimeout, EnvVars: env("WRITE_TIMEOUT")},
 		},
 		Action: func(c *cli.Context) error {
@@ -74,6 +80,7 @@ func newApp() *cli.App {
 				LogFormat:       c.String("log-format"),
 				LogLevel:        c.String("log-level"),
 				ShutdownTimeout: c.Duration("shutdown-timeout"),
+				MemoryLimit:     c.Int64("memory-limit"),
 				Limits: server.Limits{
 					KeyRate:          c.Float64("key-rate"),
 					KeyBurst:         c.Int("key-burst"),
@@ -101,6 +108,9 @@ func run(ctx context.Context, cfg *config) (err error) {
 	log, err := newLogger(cfg.LogFormat, cfg.LogLevel, out)
 	if err != nil {
 		return err
+	}
+	if cfg.MemoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(cfg.MemoryLimit)
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data directory: %w", err)

@@ -62,7 +62,7 @@ type Limits struct {
 	// after the body was read or a long-poll's hold ended (default 30s).
 	WriteTimeout time.Duration
 	// MaxBodyBytes is the most request body bytes held in memory at once
-	// by all requests together (default 64 MiB); a request that would pass
+	// by all requests together (default 32 MiB); a request that would pass
 	// it is refused with 503.
 	MaxBodyBytes int64
 	// MaxBodyBytesPerAddr is the same for one remote address (default 16 MiB).
@@ -83,7 +83,7 @@ type Limits struct {
 	// MaxListLimit is the largest ?limit= (default 500).
 	MaxListLimit int
 	// MaxListBytes bounds the stored bytes of one page of reservations;
-	// a page holds at least one (default 4 MiB).
+	// a page holds at least one (default 2 MiB).
 	MaxListBytes int
 }
 
@@ -125,14 +125,14 @@ func (l Limits) withDefaults() Limits {
 	setI(&l.MaxActivePerUser, 1000)
 	setD(&l.BodyTimeout, 30*time.Second)
 	setD(&l.WriteTimeout, 30*time.Second)
-	setI64(&l.MaxBodyBytes, 64<<20)
+	setI64(&l.MaxBodyBytes, 32<<20)
 	setI64(&l.MaxBodyBytesPerAddr, 16<<20)
 	setI(&l.MaxConnsPerAddr, 256)
 	setF(&l.AddrBodyRate, 16<<20)
 	setI(&l.AddrBodyBurst, 32<<20)
 	setI(&l.ListLimit, 100)
 	setI(&l.MaxListLimit, 500)
-	setI(&l.MaxListBytes, 4<<20)
+	setI(&l.MaxListBytes, 2<<20)
 	l.ListLimit = min(l.ListLimit, l.MaxListLimit)
 	if l.Off {
 		l.MaxActivePerUser = -1

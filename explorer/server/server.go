@@ -475,7 +475,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	w.Write(append(raw, '\n'))
+	w.Write(raw)
+	w.Write([]byte{'\n'})
 }
 
 // decode decodes a request body into v under the node's own strict rule
