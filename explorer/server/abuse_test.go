@@ -551,3 +551,122 @@ func TestSlowBodiesCostNoReading(t *testing.T) {
 		})
 	}
 }
+
+// weakPub is the identity point, a small-order ed25519 "key": with it,
+// the signature R = weakPub, s = 0 verifies for every message under
+// crypto/ed25519, so whoever registered it could be impersonated by all.
+var weakPub = ed25519.PublicKey(append([]byte{1}, make([]byte, 31)...))
+
+// forgedBy returns a request whose signature headers name pub and carry
+// the universal forgery for a small-order key.
+func forgedBy(t *testing.T, method, url, keyID string, body []byte) *http.Request {
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := make([]byte, ed25519.SignatureSize)
+	copy(sig, weakPub)
+	var nonce [16]byte
+	req.Header.Set(explorer.HeaderKey, keyID)
+	req.Header.Set(explorer.HeaderTimestamp, strconv.FormatInt(time.Now().Unix(), 10))
+	req.Header.Set(explorer.HeaderNonce, hex.EncodeToString(nonce[:]))
+	req.Header.Set(explorer.HeaderSignature, hex.EncodeToString(sig))
+	if !ed25519.Verify(weakPub, []byte("any message"), sig) {
+		t.Fatal("the forgery does not verify: the test proves nothing")
+	}
+	return req
+}
+
+// TestWeakKeysAndLooseBodiesRefused: small-order keys are refused as a
+// node's ID at registration, as a user's request key and as a
+// reservation's user_id; bodies with invalid UTF-8, case-folded or
+// duplicate field names are refused with 400, as the node refuses them.
+func TestWeakKeysAndLooseBodiesRefused(t *testing.T) {
+	xs := explorertest.New(t)
+	node, user := explorertest.NewKey(t), explorertest.NewKey(t)
+	xs.RegisterNode(t, node)
+	nodeID := explorertest.NodeID(node)
+	weakNode := base58Encode(weakPub)
+	weakUser := hex.EncodeToString(weakPub)
+
+	good := explorertest.Volume(nodeID, 1)
+	good.Sign(user)
+	goodJSON, _ := json.Marshal(good)
+	swap := func(old, new string) []byte {
+		if !bytes.Contains(goodJSON, []byte(old)) {
+			t.Fatalf("%q not in %s", old, goodJSON)
+		}
+		return bytes.Replace(goodJSON, []byte(old), []byte(new), 1)
+	}
+	post := func(body []byte) *http.Request {
+		return signedReq(t, http.MethodPost, xs.URL()+"/api/v1/reservations", user, false, body)
+	}
+	weakOwned := explorertest.Volume(nodeID, 2)
+	weakOwned.UserID = weakUser
+	weakOwned.Signature = hex.EncodeToString(append(append([]byte{}, weakPub...), make([]byte, 32)...))
+	weakOwnedJSON, _ := json.Marshal(weakOwned)
+
+	tests := []struct {
+		name   string
+		req    *http.Request
+		status int
+		msg    string
+	}{
+		{"register-small-order-node", forgedBy(t, http.MethodPost, xs.URL()+"/api/v1/nodes", weakNode,
+			testutilJSON(explorer.RegisterRequest{NodeID: weakNode})), http.StatusUnauthorized, "small order"},
+		{"small-order-user-key", forgedBy(t, http.MethodGet, xs.URL()+"/api/v1/reservations", weakUser, nil), http.StatusUnauthorized, "small order"},
+		{"small-order-user-id", forgedBy(t, http.MethodPost, xs.URL()+"/api/v1/reservations", weakUser, weakOwnedJSON), http.StatusUnauthorized, "small order"},
+		{"small-order-user-id-signed-by-another", post(weakOwnedJSON), http.StatusBadRequest, "small order"},
+		{"list-of-small-order-user", signedReq(t, http.MethodGet, xs.URL()+"/api/v1/reservations?user="+weakUser, user, false, nil), http.StatusBadRequest, "small order"},
+		{"invalid-utf8-in-data", post(swap(`"ssd"`, "\"s\xffd\"")), http.StatusBadRequest, "UTF-8"},
+		{"invalid-utf8-in-reference", post(swap(`"version"`, "\"reference\":\"\xc0\",\"version\"")), http.StatusBadRequest, "UTF-8"},
+		{"case-folded-field", post(swap(`"user_id"`, `"User_ID"`)), http.StatusBadRequest, `use "user_id"`},
+		{"duplicate-field", post(swap(`"type":"volume"`, `"type":"volume","type":"container"`)), http.StatusBadRequest, "duplicate key"},
+		{"case-folded-field-in-data", post(swap(`"size"`, `"Size"`)), http.StatusBadRequest, `use "size"`},
+		{"duplicate-field-in-data", post(swap(`"size":1`, `"size":1,"size":9`)), http.StatusBadRequest, "duplicate key"},
+		{"unknown-field", post(swap(`"user_id"`, `"owner":"x","user_id"`)), http.StatusBadRequest, "unknown field"},
+		{"the-good-one", post(goodJSON), http.StatusCreated, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := do(t, tt.req)
+			if got.status != tt.status || !strings.Contains(got.msg, tt.msg) {
+				t.Fatalf("got %d %q, want %d with %q", got.status, got.msg, tt.status, tt.msg)
+			}
+		})
+	}
+}
+
+func testutilJSON(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
+}
+
+// base58Encode is the node ID of a public key (identity.NodeID), written
+// here so that the weak key needs no help from the code under test.
+func base58Encode(b []byte) string {
+	const alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+	var out []byte
+	num := append([]byte{}, b...)
+	for len(num) > 0 {
+		var rem int
+		var q []byte
+		for _, d := range num {
+			acc := rem*256 + int(d)
+			if len(q) > 0 || acc/58 > 0 {
+				q = append(q, byte(acc/58))
+			}
+			rem = acc % 58
+		}
+		out = append(out, alphabet[rem])
+		num = q
+	}
+	for _, d := range b {
+		if d != 0 {
+			break
+		}
+		out = append(out, '1')
+	}
+	slices.Reverse(out)
+	return string(out)
+}
