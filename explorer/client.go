@@ -273,7 +273,9 @@ func (c *Client) once(ctx context.Context, op, method, path string, body []byte,
 // classify wraps a refusal in its retry class: 429 and 5xx are temporary,
 // any other status permanent.
 func classify(e *APIError) error {
-	if e.Status == http.StatusTooManyRequests || e.Status >= 500 {
+	// 408: the body did not reach the explorer in time, a matter of the
+	// connection, not of the request.
+	if e.Status == http.StatusTooManyRequests || e.Status == http.StatusRequestTimeout || e.Status >= 500 {
 		return provision.Temporary(e)
 	}
 	return provision.Permanent(e)

@@ -272,6 +272,7 @@ func TestErrorClassification(t *testing.T) {
 		{"404-permanent", refuse(http.StatusNotFound, ""), nil, false, nil},
 		{"409-permanent", refuse(http.StatusConflict, ""), nil, false, nil},
 		{"413-permanent", refuse(http.StatusRequestEntityTooLarge, ""), nil, false, nil},
+		{"408-temporary", refuse(http.StatusRequestTimeout, ""), nil, true, nil},
 		{"429-temporary", refuse(http.StatusTooManyRequests, ""), nil, true, nil},
 		{"500-temporary", refuse(http.StatusInternalServerError, ""), nil, true, nil},
 		{"502-temporary", refuse(http.StatusBadGateway, ""), nil, true, nil},
