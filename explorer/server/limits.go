@@ -17,8 +17,8 @@ import (
 // Limits bound what one caller can make the explorer do, so that one
 // caller's flood never spends another's budget: every door a stranger can
 // knock on has a per-identity budget (a key, a remote address, a node, a
-// user). A zero field takes its default; docs/explorer-api.md "Limits"
-// lists them all.
+// user). A zero field takes its default, a negative rate turns that rate
+// limit off; docs/explorer-api.md "Limits" lists them all.
 type Limits struct {
 	// Off turns the rate limits, the poll limit and the quota off: for
 	// benchmarks only (default false).

@@ -252,8 +252,12 @@ func (s *Server) routes() {
 	})
 }
 
-// ServeHTTP serves the Explorer API v1.
+// ServeHTTP serves the Explorer API v1. Every answer must be written
+// within BodyTimeout and WriteTimeout of the request's start (a long-poll:
+// of its hold's end); a deadline a handler set for an earlier request of
+// the connection does not carry over.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.lim.BodyTimeout + s.lim.WriteTimeout))
 	s.mux.ServeHTTP(w, r)
 }
 
