@@ -41,6 +41,16 @@
 // (a refused write is rolled back alone). A lone write commits at once. A
 // request is answered only after its write is durable.
 //
+// # Admission
+//
+// A request is admitted cheapest check first (Server.authenticate): the
+// remote address's rate; the signature headers' shape, the timestamp's
+// skew and the key's rate before a byte of the body is read; the body
+// within a deadline and a memory and byte-rate budget; the signature; a
+// token of the key; the replay set, of which each key and each address has
+// a share. Every budget belongs to one identity (Limits), kept in maps of
+// bounded size, so that one caller's flood is refused for that caller.
+//
 // # Long-poll
 //
 // A poll that finds no event after its cursor subscribes to its node's
