@@ -186,3 +186,24 @@ func TestDecodeDataSelfEmbedding(t *testing.T) {
 		t.Fatalf("DecodeData() = %v, want ErrBadData", err)
 	}
 }
+
+// TestDecodeDataAmbiguous: what other JSON readers would read differently
+// (a key twice, a name in another case, bytes that are not UTF-8) wraps
+// ErrAmbiguousJSON; other malformed data only ErrBadData.
+func TestDecodeDataAmbiguous(t *testing.T) {
+	for in, ambiguous := range map[string]bool{
+		`{"size":1,"size":2}`:           true,
+		`{"SIZE":1}`:                    true,
+		"{\"type\":\"s\xffd\"}":         true,
+		`{"size":1,"path":"/etc"}`:      false,
+		`{"size":"big"}`:                false,
+		`{"size":1.5}`:                  false,
+		`[1]`:                           false,
+		`{"size":1,"type":"ssd"} {"x"}`: false,
+	} {
+		err := provision.DecodeData([]byte(in), new(provision.Volume))
+		if !errors.Is(err, provision.ErrBadData) || errors.Is(err, provision.ErrAmbiguousJSON) != ambiguous {
+			t.Errorf("DecodeData(%s) = %v; want ErrBadData, ErrAmbiguousJSON %v", in, err, ambiguous)
+		}
+	}
+}

@@ -126,13 +126,15 @@ func ValidName(what, name string) error {
 // DecodeData decodes JSON data strictly into v: bytes that are not UTF-8,
 // unknown fields, trailing data, a key that occurs twice in an object and a
 // field name spelt in another case than the field's JSON name are errors
-// wrapping ErrBadData. Keys of maps may differ only in case. It is the one
+// wrapping ErrBadData. Those that other JSON readers would read otherwise
+// than encoding/json does (not UTF-8, a key twice, a name in another case)
+// also wrap ErrAmbiguousJSON. Keys of maps may differ only in case. It is the one
 // rule of the node (a reservation's data) and of the explorer (every
 // request body): encoding/json would silently turn invalid UTF-8 into
 // U+FFFD, let the last of duplicate keys win and match names in any case.
 func DecodeData(data []byte, v any) error {
 	if !utf8.Valid(data) {
-		return fmt.Errorf("%w: not valid UTF-8 (at byte %d)", ErrBadData, firstInvalid(data))
+		return fmt.Errorf("%w: %w: not valid UTF-8 (at byte %d)", ErrBadData, ErrAmbiguousJSON, firstInvalid(data))
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -145,7 +147,7 @@ func DecodeData(data []byte, v any) error {
 		return fmt.Errorf("%w: trailing data after the JSON object", ErrBadData)
 	}
 	if err := checkKeys(data, reflect.TypeOf(v)); err != nil {
-		return fmt.Errorf("%w: %v", ErrBadData, err)
+		return fmt.Errorf("%w: %w: %v", ErrBadData, ErrAmbiguousJSON, err)
 	}
 	return nil
 }

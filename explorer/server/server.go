@@ -859,10 +859,12 @@ func (s *Server) checkReservation(r *provision.Reservation, now time.Time) error
 		return fmt.Errorf("%w: a new reservation cannot be marked for deletion", ErrBadRequest)
 	}
 	if r.Type.Known() && len(r.Data) > 0 {
-		// The node decodes a known type's data strictly (case-folded,
-		// duplicate or unknown names refused): refuse what it would.
-		// Other validation is the node's, answered by a signed result.
-		if _, err := r.Workload(); errors.Is(err, provision.ErrBadData) {
+		// Data that JSON readers would read differently (a name in
+		// another case than its field's, a key twice, not UTF-8: the
+		// body's own check covers most of it) is refused here as the
+		// node refuses it. Everything else about the workload is the
+		// node's to judge, in a signed result.
+		if _, err := r.Workload(); errors.Is(err, provision.ErrAmbiguousJSON) {
 			return fmt.Errorf("%w: data: %v", ErrBadRequest, err)
 		}
 	}
