@@ -117,7 +117,7 @@ type pipeline struct {
 
 func newPipeline(b *testing.B, want int) *pipeline {
 	b.Helper()
-	xs := explorertest.NewWithConfig(b, server.Config{})
+	xs := explorertest.NewWithConfig(b, server.Config{Limits: server.Limits{Off: true}})
 	nodeKey := explorertest.NewKey(b)
 	client := xs.RegisterNode(b, nodeKey)
 	store, err := cache.Open(filepath.Join(b.TempDir(), "provisiond.db"), cache.Options{})

@@ -274,7 +274,9 @@ func (c *Client) once(ctx context.Context, op, method, path string, body []byte,
 // classify wraps a refusal in its retry class: 429 and 5xx are temporary,
 // any other status permanent.
 func classify(e *APIError) error {
-	if e.Status == http.StatusTooManyRequests || e.Status >= 500 {
+	// 408: the body did not reach the explorer in time, a matter of the
+	// connection, not of the request.
+	if e.Status == http.StatusTooManyRequests || e.Status == http.StatusRequestTimeout || e.Status >= 500 {
 		return provision.Temporary(e)
 	}
 	return provision.Permanent(e)
@@ -612,17 +614,57 @@ func (c *Client) GetReservation(ctx context.Context, id string) (*provision.Rese
 	return &r, nil
 }
 
-// ListReservations returns the reservations of user (the client's own user
-// ID when empty), oldest first, with their results.
-func (c *Client) ListReservations(ctx context.Context, user string) ([]*provision.Reservation, error) {
+// MaxListed is the most reservations ListReservations collects, over all
+// the pages it follows.
+const MaxListed = 10000
+
+// ListReservationsPage returns one page of the reservations of user (the
+// client's own user ID when empty), oldest first, with their results:
+// those after cursor ("" for the first page), at most limit of them (0:
+// the explorer's default page size). reply.Next is the cursor of the next
+// page, "" after the last.
+func (c *Client) ListReservationsPage(ctx context.Context, user, cursor string, limit int) (*ReservationsReply, error) {
 	if user == "" {
 		user = hex.EncodeToString(c.key.Public().(ed25519.PublicKey))
 	}
+	q := url.Values{"user": {user}}
+	if cursor != "" {
+		q.Set("cursor", cursor)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
 	var reply ReservationsReply
-	if err := c.do(ctx, http.MethodGet, "/api/v1/reservations?user="+url.QueryEscape(user), nil, &reply, c.opts.Timeout); err != nil {
+	if err := c.do(ctx, http.MethodGet, "/api/v1/reservations?"+q.Encode(), nil, &reply, c.opts.Timeout); err != nil {
 		return nil, err
 	}
-	return reply.Reservations, nil
+	return &reply, nil
+}
+
+// ListReservations returns the reservations of user (the client's own user
+// ID when empty), oldest first, with their results, following the pages
+// of the explorer. It stops after MaxListed reservations: more is an error
+// wrapping ErrTruncated, returned with the first MaxListed.
+func (c *Client) ListReservations(ctx context.Context, user string) ([]*provision.Reservation, error) {
+	var all []*provision.Reservation
+	cursor := ""
+	for {
+		reply, err := c.ListReservationsPage(ctx, user, cursor, 0)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, reply.Reservations...)
+		if len(all) > MaxListed {
+			return all[:MaxListed], fmt.Errorf("%w: more than %d reservations (ListReservationsPage reads them all)", ErrTruncated, MaxListed)
+		}
+		if reply.Next == "" {
+			return all, nil
+		}
+		if reply.Next == cursor || len(reply.Reservations) == 0 {
+			return nil, provision.Permanent(fmt.Errorf("listing reservations: %w: the explorer's next page %q does not advance", ErrBadReply, reply.Next))
+		}
+		cursor = reply.Next
+	}
 }
 
 // DeleteReservation asks for the early deletion of reservation id: it

@@ -19,6 +19,7 @@ import (
 
 	"github.com/edgeprov/provisiond/explorer"
 	"github.com/edgeprov/provisiond/explorer/explorertest"
+	"github.com/edgeprov/provisiond/explorer/server"
 	"github.com/edgeprov/provisiond/identity"
 	"github.com/edgeprov/provisiond/provision"
 )
@@ -271,6 +272,7 @@ func TestErrorClassification(t *testing.T) {
 		{"404-permanent", refuse(http.StatusNotFound, ""), nil, false, nil},
 		{"409-permanent", refuse(http.StatusConflict, ""), nil, false, nil},
 		{"413-permanent", refuse(http.StatusRequestEntityTooLarge, ""), nil, false, nil},
+		{"408-temporary", refuse(http.StatusRequestTimeout, ""), nil, true, nil},
 		{"429-temporary", refuse(http.StatusTooManyRequests, ""), nil, true, nil},
 		{"500-temporary", refuse(http.StatusInternalServerError, ""), nil, true, nil},
 		{"502-temporary", refuse(http.StatusBadGateway, ""), nil, true, nil},
@@ -567,4 +569,41 @@ func TestFeedbackBatchSplitsRequests(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestListReservationsFollowsPages: the explorer answers pages of 3; the
+// client follows them to the end, in order, and reads one page on asking.
+func TestListReservationsFollowsPages(t *testing.T) {
+	xs := explorertest.NewWithConfig(t, server.Config{NoSync: true, Limits: server.Limits{ListLimit: 3}})
+	node, user := explorertest.NewKey(t), explorertest.NewKey(t)
+	xs.RegisterNode(t, node)
+	var ids []string
+	for i := range 8 {
+		r := explorertest.Volume(explorertest.NodeID(node), int64(i+1))
+		r.Created = r.Created.Add(time.Duration(i-10) * time.Second)
+		ids = append(ids, xs.Reserve(t, user, r))
+	}
+	uc := xs.UserClient(user)
+	list, err := uc.ListReservations(t.Context(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range list {
+		got = append(got, r.ID)
+	}
+	if !slices.Equal(got, ids) {
+		t.Fatalf("listed %v, want %v", got, ids)
+	}
+	page, err := uc.ListReservationsPage(t.Context(), "", "", 5)
+	if err != nil || len(page.Reservations) != 5 || page.Next == "" {
+		t.Fatalf("a page of 5: %d, next %q, %v", len(page.Reservations), page.Next, err)
+	}
+	rest, err := uc.ListReservationsPage(t.Context(), "", page.Next, 5)
+	if err != nil || len(rest.Reservations) != 3 || rest.Next != "" || rest.Reservations[0].ID != ids[5] {
+		t.Fatalf("the page after: %d, next %q, %v", len(rest.Reservations), rest.Next, err)
+	}
+	if _, err := uc.ListReservationsPage(t.Context(), "", "", 501); err == nil {
+		t.Fatal("a page of 501 was served")
+	}
 }

@@ -19,6 +19,7 @@ var (
 	// ErrCursorGone is what Poll wraps a 410 Gone in: the explorer pruned
 	// the events after the cursor, and the node reconciles from State.
 	ErrCursorGone = provision.ErrCursorGone
+	ErrTruncated  = errors.New("explorer: list truncated")
 )
 
 // APIError is a refusal the explorer answered with a status code and a

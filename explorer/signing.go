@@ -49,14 +49,22 @@ func SignRequest(req *http.Request, key ed25519.PrivateKey, keyID string, body [
 }
 
 // ParseKey returns the public key a key ID names: a user's 64-character hex
-// public key, or a node's base58 node ID.
+// public key, or a node's base58 node ID. A key identity.CheckPublicKey
+// refuses (a small-order point, a non-canonical encoding) fails with
+// ErrBadKey: whoever holds such a "key" lets anyone sign in its name.
 func ParseKey(keyID string) (ed25519.PublicKey, error) {
 	if len(keyID) == 2*ed25519.PublicKeySize {
 		b, err := hex.DecodeString(keyID)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %q is neither hex nor base58", ErrBadKey, keyID)
 		}
+		if err := identity.CheckPublicKey(b); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrBadKey, keyID, err)
+		}
 		return ed25519.PublicKey(b), nil
+	}
+	if len(keyID) > maxNodeIDLen {
+		return nil, fmt.Errorf("%w: %d characters, neither a user ID nor a node ID", ErrBadKey, len(keyID))
 	}
 	pub, err := identity.PublicKey(keyID)
 	if err != nil {
@@ -64,6 +72,12 @@ func ParseKey(keyID string) (ed25519.PublicKey, error) {
 	}
 	return pub, nil
 }
+
+// maxNodeIDLen is the longest base58 encoding of 32 bytes.
+const maxNodeIDLen = 44
+
+// maxTimestampLen is the longest decimal timestamp header accepted.
+const maxTimestampLen = 20
 
 // Signed describes a request whose signature verified.
 type Signed struct {
@@ -77,13 +91,28 @@ type Signed struct {
 	Timestamp time.Time
 }
 
-// VerifyRequest checks the signature headers of a request with the given
-// method, request URI (as on the request line) and body at now. It fails
-// with ErrUnsigned when a header is missing, ErrBadKey when the key ID does
-// not parse, ErrStale when the timestamp is further than skew from now and
-// ErrBadSignature when the signature does not verify. It does not detect
-// replays: the caller remembers Signed.Signature until it is stale.
-func VerifyRequest(method, requestURI string, h http.Header, body []byte, now time.Time, skew time.Duration) (*Signed, error) {
+// Headers are the signature headers of a request whose shape and timestamp
+// CheckHeaders accepted; the signature is not verified yet. A server checks
+// them before it reads a body, so that a request that can never verify
+// costs it no body.
+type Headers struct {
+	// Key is the public key X-Provisiond-Key names.
+	Key ed25519.PublicKey
+	// KeyID is the X-Provisiond-Key header as sent.
+	KeyID string
+	// Timestamp is the request's timestamp.
+	Timestamp time.Time
+
+	ts, nonce string
+	sig       []byte
+}
+
+// CheckHeaders checks the signature headers of h at now, everything but
+// the signature itself: it fails with ErrUnsigned when a header is missing,
+// ErrBadKey when the key ID does not name a usable key, ErrBadSignature
+// when the timestamp, nonce or signature is malformed and ErrStale when the
+// timestamp is further than skew from now.
+func CheckHeaders(h http.Header, now time.Time, skew time.Duration) (*Headers, error) {
 	keyID, ts, nonce, sigHex := h.Get(HeaderKey), h.Get(HeaderTimestamp), h.Get(HeaderNonce), h.Get(HeaderSignature)
 	for _, f := range []struct{ name, v string }{{HeaderKey, keyID}, {HeaderTimestamp, ts}, {HeaderNonce, nonce}, {HeaderSignature, sigHex}} {
 		if f.v == "" {
@@ -94,11 +123,14 @@ func VerifyRequest(method, requestURI string, h http.Header, body []byte, now ti
 	if err != nil {
 		return nil, err
 	}
+	if len(ts) > maxTimestampLen {
+		return nil, fmt.Errorf("%w: %s is longer than %d characters", ErrBadSignature, HeaderTimestamp, maxTimestampLen)
+	}
 	secs, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s %q is not unix seconds", ErrBadSignature, HeaderTimestamp, ts)
 	}
-	if len(nonce) != 2*nonceSize {
+	if n, err := hex.DecodeString(nonce); err != nil || len(n) != nonceSize {
 		return nil, fmt.Errorf("%w: %s is not %d hex-encoded bytes", ErrBadSignature, HeaderNonce, nonceSize)
 	}
 	at := time.Unix(secs, 0)
@@ -106,12 +138,34 @@ func VerifyRequest(method, requestURI string, h http.Header, body []byte, now ti
 		return nil, fmt.Errorf("%w: timestamp %s is %s away from the server's clock %s (at most %s)",
 			ErrStale, at.UTC().Format(time.RFC3339), d.Round(time.Second), now.UTC().Format(time.RFC3339), skew)
 	}
-	sig, err := hex.DecodeString(sigHex)
-	if err != nil || len(sig) != ed25519.SignatureSize {
+	if len(sigHex) != 2*ed25519.SignatureSize {
 		return nil, fmt.Errorf("%w: %s is not %d hex-encoded bytes", ErrBadSignature, HeaderSignature, ed25519.SignatureSize)
 	}
-	if !ed25519.Verify(pub, RequestChallenge(method, requestURI, ts, nonce, body), sig) {
-		return nil, fmt.Errorf("%w: does not verify against %s %s", ErrBadSignature, HeaderKey, keyID)
+	sig, err := hex.DecodeString(sigHex)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s is not %d hex-encoded bytes", ErrBadSignature, HeaderSignature, ed25519.SignatureSize)
 	}
-	return &Signed{Key: pub, KeyID: keyID, Signature: hex.EncodeToString(sig), Timestamp: at}, nil
+	return &Headers{Key: pub, KeyID: keyID, Timestamp: at, ts: ts, nonce: nonce, sig: sig}, nil
+}
+
+// Verify checks the signature of the request the headers came with, whose
+// method, request URI (as on the request line) and body are given. It
+// fails with ErrBadSignature when the signature does not verify.
+func (hd *Headers) Verify(method, requestURI string, body []byte) (*Signed, error) {
+	if !ed25519.Verify(hd.Key, RequestChallenge(method, requestURI, hd.ts, hd.nonce, body), hd.sig) {
+		return nil, fmt.Errorf("%w: does not verify against %s %s", ErrBadSignature, HeaderKey, hd.KeyID)
+	}
+	return &Signed{Key: hd.Key, KeyID: hd.KeyID, Signature: hex.EncodeToString(hd.sig), Timestamp: hd.Timestamp}, nil
+}
+
+// VerifyRequest checks the signature headers of a request with the given
+// method, request URI (as on the request line) and body at now: it is
+// CheckHeaders, then Headers.Verify. It does not detect replays: the
+// caller remembers Signed.Signature until it is stale.
+func VerifyRequest(method, requestURI string, h http.Header, body []byte, now time.Time, skew time.Duration) (*Signed, error) {
+	hd, err := CheckHeaders(h, now, skew)
+	if err != nil {
+		return nil, err
+	}
+	return hd.Verify(method, requestURI, body)
 }

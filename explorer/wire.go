@@ -94,10 +94,14 @@ type CreateReply struct {
 	ID string `json:"id"`
 }
 
-// ReservationsReply is the body of GET /api/v1/reservations?user=.
+// ReservationsReply is the body of GET /api/v1/reservations: one page of
+// a user's reservations.
 type ReservationsReply struct {
-	// Reservations are the user's reservations with their results, oldest first.
+	// Reservations are the user's reservations with their results, oldest
+	// first (by created to the microsecond, then by ID).
 	Reservations []*provision.Reservation `json:"reservations"`
+	// Next is the cursor of the next page (?cursor=), empty on the last.
+	Next string `json:"next,omitempty"`
 }
 
 // DeleteRequest is the body of POST /api/v1/reservations/{id}/delete.

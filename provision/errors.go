@@ -19,6 +19,7 @@ var (
 	ErrExpired            = errors.New("provision: reservation expired")
 	ErrBadField           = errors.New("provision: field out of range")
 	ErrBadData            = errors.New("provision: malformed reservation data")
+	ErrAmbiguousJSON      = errors.New("provision: ambiguous JSON")
 	ErrNotFound           = errors.New("provision: not found")
 	ErrExists             = errors.New("provision: already exists")
 	ErrReplay             = errors.New("provision: replay of a known reservation under another id")

@@ -101,8 +101,16 @@ func TestDecodeDataKeys(t *testing.T) {
 			nil, `duplicate key "PATH" in env`},
 		{"duplicate-env-escaped", func() any { return new(provision.Container) }, containerJSON(`{"PATH":"/bin","P\u0041TH":"/evil"}`, `[]`),
 			nil, `duplicate key "PATH" in env`},
-		{"duplicate-env-invalid-utf8", func() any { return new(provision.Container) }, containerJSON("{\"A\xff\":\"1\",\"A\xfe\":\"2\"}", `[]`),
+		{"duplicate-env-escaped-replacement", func() any { return new(provision.Container) }, containerJSON(`{"A\ufffd":"1","A\uFFFD":"2"}`, `[]`),
 			nil, "duplicate key \"A\ufffd\" in env"},
+
+		// Bytes that are not UTF-8, anywhere: encoding/json would read them
+		// as U+FFFD, a strict reader would refuse the document.
+		{"invalid-utf8-key", func() any { return new(provision.Container) }, containerJSON("{\"A\xff\":\"1\",\"A\xfe\":\"2\"}", `[]`),
+			nil, "not valid UTF-8"},
+		{"invalid-utf8-value", func() any { return new(provision.Volume) }, "{\"size\":1,\"type\":\"ss\xffd\"}", nil, "not valid UTF-8 (at byte 20)"},
+		{"invalid-utf8-in-raw", func() any { return new(strictOuter) }, "{\"raw\":\"\xc0\x80\"}", nil, "not valid UTF-8 (at byte 8)"},
+		{"truncated-utf8", func() any { return new(map[string]string) }, "{\"a\":\"\xe2\x82\"}", nil, "not valid UTF-8"},
 		{"duplicate-env-after-many", func() any { return new(provision.Container) }, containerJSON(manyEnv(40, `"K3":"again"`), `[]`),
 			nil, `duplicate key "K3" in env`},
 		{"duplicate-env-many-at-boundary", func() any { return new(map[string]string) }, manyEnv(16, `"K15":"again"`),
@@ -176,5 +184,26 @@ func TestDecodeDataSelfEmbedding(t *testing.T) {
 	}
 	if err := provision.DecodeData([]byte(`{"Name":"a"}`), &v); !errors.Is(err, provision.ErrBadData) {
 		t.Fatalf("DecodeData() = %v, want ErrBadData", err)
+	}
+}
+
+// TestDecodeDataAmbiguous: what other JSON readers would read differently
+// (a key twice, a name in another case, bytes that are not UTF-8) wraps
+// ErrAmbiguousJSON; other malformed data only ErrBadData.
+func TestDecodeDataAmbiguous(t *testing.T) {
+	for in, ambiguous := range map[string]bool{
+		`{"size":1,"size":2}`:           true,
+		`{"SIZE":1}`:                    true,
+		"{\"type\":\"s\xffd\"}":         true,
+		`{"size":1,"path":"/etc"}`:      false,
+		`{"size":"big"}`:                false,
+		`{"size":1.5}`:                  false,
+		`[1]`:                           false,
+		`{"size":1,"type":"ssd"} {"x"}`: false,
+	} {
+		err := provision.DecodeData([]byte(in), new(provision.Volume))
+		if !errors.Is(err, provision.ErrBadData) || errors.Is(err, provision.ErrAmbiguousJSON) != ambiguous {
+			t.Errorf("DecodeData(%s) = %v; want ErrBadData, ErrAmbiguousJSON %v", in, err, ambiguous)
+		}
 	}
 }

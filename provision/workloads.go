@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 )
 
 // Limits on workload specifications.
@@ -122,11 +123,19 @@ func ValidName(what, name string) error {
 	return nil
 }
 
-// DecodeData decodes JSON data strictly into v: unknown fields, trailing
-// data, a key that occurs twice in an object and a field name spelt in
-// another case than the field's JSON name are errors wrapping ErrBadData.
-// Keys of maps may differ only in case.
+// DecodeData decodes JSON data strictly into v: bytes that are not UTF-8,
+// unknown fields, trailing data, a key that occurs twice in an object and a
+// field name spelt in another case than the field's JSON name are errors
+// wrapping ErrBadData. Those that other JSON readers would read otherwise
+// than encoding/json does (not UTF-8, a key twice, a name in another case)
+// also wrap ErrAmbiguousJSON. Keys of maps may differ only in case. It is the one
+// rule of the node (a reservation's data) and of the explorer (every
+// request body): encoding/json would silently turn invalid UTF-8 into
+// U+FFFD, let the last of duplicate keys win and match names in any case.
 func DecodeData(data []byte, v any) error {
+	if !utf8.Valid(data) {
+		return fmt.Errorf("%w: %w: not valid UTF-8 (at byte %d)", ErrBadData, ErrAmbiguousJSON, firstInvalid(data))
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -138,9 +147,22 @@ func DecodeData(data []byte, v any) error {
 		return fmt.Errorf("%w: trailing data after the JSON object", ErrBadData)
 	}
 	if err := checkKeys(data, reflect.TypeOf(v)); err != nil {
-		return fmt.Errorf("%w: %v", ErrBadData, err)
+		return fmt.Errorf("%w: %w: %v", ErrBadData, ErrAmbiguousJSON, err)
 	}
 	return nil
+}
+
+// firstInvalid returns the offset of the first byte of data that is not
+// part of valid UTF-8.
+func firstInvalid(data []byte) int {
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && size == 1 {
+			return i
+		}
+		i += size
+	}
+	return len(data)
 }
 
 // Workload decodes and validates the reservation's Data into the struct of

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -56,6 +57,13 @@ type config struct {
 	MetricsListen string
 	// NoUI turns off the read-only pages at /ui/ (default false).
 	NoUI bool
+	// Limits bound what one caller may make the explorer do (server.Limits;
+	// each flag's default is the server's).
+	Limits server.Limits
+	// MemoryLimit is the Go runtime's soft memory limit in bytes
+	// (debug.SetMemoryLimit; default 128 MiB; 0: none): the collector
+	// works harder as the heap nears it. GOMEMLIMIT, when set, wins.
+	MemoryLimit int64
 
 	logOut   io.Writer      // default os.Stderr
 	onListen func(net.Addr) // tests learn the address
@@ -63,6 +71,7 @@ type config struct {
 
 func newApp() *cli.App {
 	env := func(name string) []string { return []string{"EXPLORERD_" + name} }
+	def := server.DefaultLimits()
 	return &cli.App{
 		Name:            "explorerd",
 		Usage:           "reference explorer for provisiond nodes",
@@ -81,6 +90,18 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "tls-key", Usage: "PEM private key `FILE` of --tls-cert", EnvVars: env("TLS_KEY")},
 			&cli.StringFlag{Name: "metrics-listen", Usage: "`ADDR` serving Prometheus /metrics, apart from the API (e.g. 127.0.0.1:9110); empty: none", EnvVars: env("METRICS_LISTEN")},
 			&cli.BoolFlag{Name: "no-ui", Usage: "do not serve the read-only pages at /ui/", EnvVars: env("NO_UI")},
+			&cli.Float64Flag{Name: "key-rate", Usage: "requests a second one key (user or node) may send, sustained", Value: def.KeyRate, EnvVars: env("KEY_RATE")},
+			&cli.IntFlag{Name: "key-burst", Usage: "burst of --key-rate", Value: def.KeyBurst, EnvVars: env("KEY_BURST")},
+			&cli.Float64Flag{Name: "addr-rate", Usage: "requests a second one remote address (IPv4, IPv6 /64) may send, sustained", Value: def.AddrRate, EnvVars: env("ADDR_RATE")},
+			&cli.IntFlag{Name: "addr-burst", Usage: "burst of --addr-rate", Value: def.AddrBurst, EnvVars: env("ADDR_BURST")},
+			&cli.Float64Flag{Name: "register-rate", Usage: "new node registrations a second from one remote address, sustained", Value: def.RegisterRate, EnvVars: env("REGISTER_RATE")},
+			&cli.IntFlag{Name: "register-burst", Usage: "burst of --register-rate", Value: def.RegisterBurst, EnvVars: env("REGISTER_BURST")},
+			&cli.IntFlag{Name: "max-polls-per-node", Usage: "long-polls one node may hold at once", Value: def.MaxPollsPerNode, EnvVars: env("MAX_POLLS_PER_NODE")},
+			&cli.IntFlag{Name: "max-reservations-per-user", Usage: "active reservations one user may have (-1: no quota)", Value: def.MaxActivePerUser, EnvVars: env("MAX_RESERVATIONS_PER_USER")},
+			&cli.IntFlag{Name: "max-conns-per-addr", Usage: "connections one remote address may hold open", Value: def.MaxConnsPerAddr, EnvVars: env("MAX_CONNS_PER_ADDR")},
+			&cli.DurationFlag{Name: "body-timeout", Usage: "how long a request body may take to arrive", Value: def.BodyTimeout, EnvVars: env("BODY_TIMEOUT")},
+			&cli.Int64Flag{Name: "memory-limit", Usage: "soft memory limit of the Go runtime in `BYTES` (0: none; GOMEMLIMIT wins)", Value: 128 << 20, EnvVars: env("MEMORY_LIMIT")},
+			&cli.DurationFlag{Name: "write-timeout", Usage: "how long an answer may take to be written (after a long-poll's hold)", Value: def.WriteTimeout, EnvVars: env("WRITE_TIMEOUT")},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -98,6 +119,20 @@ func newApp() *cli.App {
 				TLSKey:          c.String("tls-key"),
 				MetricsListen:   c.String("metrics-listen"),
 				NoUI:            c.Bool("no-ui"),
+				MemoryLimit:     c.Int64("memory-limit"),
+				Limits: server.Limits{
+					KeyRate:          c.Float64("key-rate"),
+					KeyBurst:         c.Int("key-burst"),
+					AddrRate:         c.Float64("addr-rate"),
+					AddrBurst:        c.Int("addr-burst"),
+					RegisterRate:     c.Float64("register-rate"),
+					RegisterBurst:    c.Int("register-burst"),
+					MaxPollsPerNode:  c.Int("max-polls-per-node"),
+					MaxActivePerUser: c.Int("max-reservations-per-user"),
+					MaxConnsPerAddr:  c.Int("max-conns-per-addr"),
+					BodyTimeout:      c.Duration("body-timeout"),
+					WriteTimeout:     c.Duration("write-timeout"),
+				},
 			})
 		},
 	}
@@ -113,6 +148,9 @@ func run(ctx context.Context, cfg *config) (err error) {
 	if err != nil {
 		return err
 	}
+	if cfg.MemoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(cfg.MemoryLimit)
+	}
 	var tlsCerts *certs.Reloader
 	if cfg.TLSCert != "" || cfg.TLSKey != "" {
 		if cfg.TLSCert == "" || cfg.TLSKey == "" {
@@ -122,7 +160,7 @@ func run(ctx context.Context, cfg *config) (err error) {
 			return err
 		}
 	}
-	scfg := server.Config{DataDir: cfg.DataDir, Logger: log, ShutdownTimeout: cfg.ShutdownTimeout, EventRetention: cfg.EventRetention}
+	scfg := server.Config{DataDir: cfg.DataDir, Logger: log, ShutdownTimeout: cfg.ShutdownTimeout, EventRetention: cfg.EventRetention, Limits: cfg.Limits}
 	where := cfg.DataDir
 	if cfg.DatabaseURL != "" {
 		st, err := pgstore.Open(ctx, pgstore.Config{URL: cfg.DatabaseURL, Logger: log})

@@ -435,7 +435,9 @@ func state(r *provision.Reservation) string {
 
 func list(ctx context.Context, s *session) error {
 	rs, err := s.client.ListReservations(ctx, "")
-	if err != nil {
+	if errors.Is(err, explorer.ErrTruncated) {
+		fmt.Fprintf(s.c.App.ErrWriter, "warning: %v; showing the oldest %d\n", err, len(rs))
+	} else if err != nil {
 		return err
 	}
 	// Every listed reservation must be the caller's own and verify: a

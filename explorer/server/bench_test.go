@@ -63,7 +63,7 @@ func benchLongPoll(b *testing.B, n int) {
 	allHeld := make(chan struct{})
 	var once sync.Once
 	heapBefore := heapInUse()
-	xs := explorertest.NewWithConfig(b, server.Config{NoSync: true, OnHold: func(string) {
+	xs := explorertest.NewWithConfig(b, server.Config{NoSync: true, Limits: server.Limits{Off: true}, OnHold: func(string) {
 		if held.Add(1) == int64(n) {
 			once.Do(func() { close(allHeld) })
 		}
@@ -180,7 +180,7 @@ func BenchmarkCreateReservation(b *testing.B) {
 		noSync bool
 	}{{"fsync", false}, {"nosync", true}} {
 		b.Run(tt.name, func(b *testing.B) {
-			xs := explorertest.NewWithConfig(b, server.Config{NoSync: tt.noSync})
+			xs := explorertest.NewWithConfig(b, server.Config{NoSync: tt.noSync, Limits: server.Limits{Off: true}})
 			node, user := explorertest.NewKey(b), explorertest.NewKey(b)
 			xs.RegisterNode(b, node)
 			uc := xs.UserClient(user)
@@ -217,7 +217,7 @@ func BenchmarkResults(b *testing.B) {
 }
 
 func benchResults(b *testing.B, batch, conns int) {
-	xs := explorertest.NewWithConfig(b, server.Config{})
+	xs := explorertest.NewWithConfig(b, server.Config{Limits: server.Limits{Off: true}})
 	node, user := explorertest.NewKey(b), explorertest.NewKey(b)
 	nc := xs.RegisterNode(b, node)
 	nodeID := explorertest.NodeID(node)

@@ -10,11 +10,12 @@
 // Config.Store names (pgstore.Store: PostgreSQL, shared by several
 // explorerd processes). Both pass the conformance suite storetest.Run.
 //
-// BoltStore is one bbolt file, <data-dir>/explorer.db, schema version 2
-// (schema 1 lacked the delivery buckets; opening it migrates it):
+// BoltStore is one bbolt file, <data-dir>/explorer.db, schema version 3
+// (schema 1 lacked the delivery buckets, schema 2 the pages and active
+// indexes; opening an older file migrates it):
 //
 //	meta/
-//	  version        → "2"
+//	  version        → "3"
 //	nodes/
 //	  <node id>      → NodeRecord JSON (registered, last seen, capacity, stats, version)
 //	reservations/
@@ -25,14 +26,25 @@
 //	  <digest>       → <id>  (refuses a second reservation with the same digest)
 //	users/
 //	  <user id> 0x00 <id> → ""  (lists a user's reservations)
+//	pages/                                            (schema 3)
+//	  <user id> 0x00 <created µs> 0x00 <id> → ""  (a user's list in pages, by created)
+//	active/                                           (schema 3)
+//	  <user id> 0x00 <expires µs> 0x00 <id> → ""  (not marked for deletion: the quota
+//	                                              counts the keys from now on)
 //	events/
 //	  <node id>/     (one bucket per node; its bbolt sequence is the node's cursor)
 //	    <seq uint64 big-endian> → reservation JSON as published
-//	undelivered/
+//	undelivered/                                      (schema 2)
 //	  <node id>/     (the node's reservations it has not polled past yet)
 //	    <seq uint64 big-endian> → <id>  (the event that created it)
-//	delivered/
+//	delivered/                                        (schema 2)
 //	  <id>           → RFC 3339 time the node polled past it (delivered_at)
+//
+// Times in keys are microseconds since the epoch as a big-endian uint64 with
+// the sign bit flipped, so that keys sort as times do. Opening a schema 1
+// database files its reservations under undelivered/ by their events;
+// opening a schema 1 or 2 database creates pages/ and active/ and fills
+// them from reservations/.
 //
 // # Writes
 //
@@ -49,6 +61,15 @@
 // at Close. GET /api/v1/nodes pages through the node records by ID and
 // computes each node's status (up, down, unreported) at the server's clock
 // from when it was last seen (Config.DownAfter, 3 minutes).
+// # Admission
+//
+// A request is admitted cheapest check first (Server.authenticate): the
+// remote address's rate; the signature headers' shape, the timestamp's
+// skew and the key's rate before a byte of the body is read; the body
+// within a deadline and a memory and byte-rate budget; the signature; a
+// token of the key; the replay set, of which each key and each address has
+// a share. Every budget belongs to one identity (Limits), kept in maps of
+// bounded size, so that one caller's flood is refused for that caller.
 //
 // # Long-poll
 //

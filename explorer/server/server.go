@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"runtime"
@@ -39,6 +41,9 @@ var (
 	ErrGone        = errors.New("server: cursor below the retained events")
 	// ErrTooManyWaits refuses a long-poll of a user who holds MaxWatches.
 	ErrTooManyWaits = errors.New("server: too many long-polls held by this key")
+	ErrQuota        = errors.New("server: quota exceeded")
+	ErrTooMany      = errors.New("server: too many requests")
+	ErrTimeout      = errors.New("server: request body timed out")
 )
 
 // Config configures a Server.
@@ -66,8 +71,12 @@ type Config struct {
 	// PageLimit is the most events one poll returns (default explorer.PageLimit).
 	PageLimit int
 	// MaxReplay bounds the remembered request signatures; when full, requests
-	// are refused with 503 until old ones go stale (default 262144).
+	// are refused with 503 until old ones go stale (default 262144). Each
+	// key and each address has a share of its own (Limits).
 	MaxReplay int
+	// Limits bound what one caller may make the explorer do (see Limits
+	// for each default).
+	Limits Limits
 	// ShutdownTimeout bounds the graceful shutdown of Serve (default 10s).
 	ShutdownTimeout time.Duration
 	// NoSync skips fsync on commit: for tests and benchmarks only (default false).
@@ -108,6 +117,14 @@ type Server struct {
 	mux     *http.ServeMux
 	replay  *replaySet
 	hub     *hub
+	lim     Limits
+
+	keyRate  *keyed   // requests per key
+	addrRate *keyed   // requests per remote address
+	regRate  *keyed   // new node registrations per remote address
+	bodyRate *keyed   // request body bytes per remote address
+	polls    *counter // long-polls held per node
+	bodies   *counter // request body bytes held per remote address
 
 	known sync.Map // node ID → struct{}: registered nodes seen since start
 
@@ -127,6 +144,8 @@ type Server struct {
 
 	closeOnce sync.Once
 	closing   chan struct{}
+
+	lastRefused atomic.Int64 // unix second of the last refused-connection log
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -183,20 +202,31 @@ func New(cfg Config) (*Server, error) {
 		db = bs
 	}
 	m := newMetrics()
+	lim := cfg.Limits.withDefaults()
+	cfg.Limits = lim
 	s := &Server{
 		cfg:     cfg,
 		log:     cfg.Logger.With().Str("component", "explorer").Logger(),
 		db:      &timedStore{Store: db, m: m},
 		metrics: m,
 		mux:     http.NewServeMux(),
-		replay:  newReplaySet(cfg.MaxSkew, cfg.MaxReplay),
+		replay:  newReplaySet(cfg.MaxSkew, cfg.MaxReplay, lim.MaxReplayPerKey, lim.MaxReplayPerAddr),
 		hub:     newHub(),
+		lim:     lim,
+		polls:   newCounter(int64(lim.MaxPollsPerNode), 0),
+		bodies:  newCounter(lim.MaxBodyBytesPerAddr, lim.MaxBodyBytes),
 		seen:    map[string]time.Time{},
 		dirty:   map[string]time.Time{},
 		closing: make(chan struct{}),
 
 		watches:     map[string]int{},
 		deliveredTo: map[string]uint64{},
+	}
+	if !lim.Off {
+		s.keyRate = newKeyed(lim.KeyRate, lim.KeyBurst, lim.Tracked)
+		s.addrRate = newKeyed(lim.AddrRate, lim.AddrBurst, lim.Tracked)
+		s.regRate = newKeyed(lim.RegisterRate, lim.RegisterBurst, lim.Tracked)
+		s.bodyRate = newKeyed(lim.AddrBodyRate, max(lim.AddrBodyBurst, explorer.MaxBatchBodySize), lim.Tracked)
 	}
 	s.routes()
 	s.startJobs(db)
@@ -250,6 +280,8 @@ const (
 type call struct {
 	signed *explorer.Signed
 	body   []byte
+	held   int64  // body memory held until the request ends
+	addr   string // the remote address's rate-limit identity
 }
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request, c *call) error
@@ -279,8 +311,12 @@ func (s *Server) routes() {
 	})
 }
 
-// ServeHTTP serves the Explorer API v1.
+// ServeHTTP serves the Explorer API v1. Every answer must be written
+// within BodyTimeout and WriteTimeout of the request's start (a long-poll:
+// of its hold's end); a deadline a handler set for an earlier request of
+// the connection does not carry over.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.lim.BodyTimeout + s.lim.WriteTimeout))
 	s.metrics.observe(s.mux, w, r)
 }
 
@@ -293,9 +329,17 @@ func (s *Server) handle(pattern string, who role, h handlerFunc) {
 // handleBody is handle with a body limit of maxBody bytes.
 func (s *Server) handleBody(pattern string, who role, maxBody int64, h handlerFunc) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		c, err := s.authenticate(w, r, who, maxBody)
+		addr := addrOf(r)
+		c, err := s.authenticate(w, r, who, addr, maxBody)
 		if err == nil {
+			defer s.bodies.release(addr, c.held)
 			err = h(w, r, c)
+		} else if r.ContentLength != 0 {
+			// Refused before or while its body was read: net/http would
+			// read what is left of it before answering, as slowly as it
+			// comes. Not a byte more: the connection ends with the answer.
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+			w.Header().Set("Connection", "close")
 		}
 		if err != nil {
 			s.fail(w, r, err)
@@ -303,24 +347,46 @@ func (s *Server) handleBody(pattern string, who role, maxBody int64, h handlerFu
 	})
 }
 
-// authenticate reads the body, verifies the request signature, refuses a
-// replay and, for node requests, checks that the signer is the registered
-// node of the path.
-func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, who role, maxBody int64) (*call, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return nil, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, maxBody)
-		}
-		return nil, fmt.Errorf("%w: reading body: %v", ErrBadRequest, err)
-	}
+// authenticate admits a request, cheapest checks first, so that what a
+// stranger sends costs little before it is known to be signed: the
+// address's rate; the signature headers' shape and timestamp, and the
+// key's rate, before a byte of the body is read; the body, read within
+// BodyTimeout and a share of the body memory; the signature; a token of
+// the key; the replay set. For node requests it then checks that the
+// signer is the registered node of the path.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, who role, addr string, maxBody int64) (*call, error) {
 	now := s.cfg.Now()
-	signed, err := explorer.VerifyRequest(r.Method, r.URL.RequestURI(), r.Header, body, now, s.cfg.MaxSkew)
+	if d := s.addrRate.take(addr, now); d > 0 {
+		return nil, tooMany(d, "address %s sends more than %g requests a second", addr, s.lim.AddrRate)
+	}
+	hd, err := explorer.CheckHeaders(r.Header, now, s.cfg.MaxSkew)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.replay.add(signed.Signature, now); err != nil {
+	key := hex.EncodeToString(hd.Key)
+	if d := s.keyRate.check(key, now); d > 0 {
+		return nil, tooMany(d, "key %s sends more than %g requests a second", hd.KeyID, s.lim.KeyRate)
+	}
+	body, held, err := s.readBody(w, r, addr, maxBody)
+	if err != nil {
+		return nil, err
+	}
+	c := &call{body: body, held: held}
+	defer func() {
+		if c.signed == nil {
+			s.bodies.release(addr, held)
+		}
+	}()
+	signed, err := hd.Verify(r.Method, r.URL.RequestURI(), body)
+	if err != nil {
+		return nil, err
+	}
+	now = s.cfg.Now()
+	if d := s.keyRate.take(key, now); d > 0 {
+		return nil, tooMany(d, "key %s sends more than %g requests a second", hd.KeyID, s.lim.KeyRate)
+	}
+	sig, _ := hex.DecodeString(signed.Signature) // hex made by Verify
+	if err := s.replay.add(key, addr, sig, now); err != nil {
 		return nil, err
 	}
 	if who == roleNode {
@@ -337,7 +403,51 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, who role, 
 		}
 		s.touch(node, now)
 	}
-	return &call{signed: signed, body: body}, nil
+	c.signed, c.addr = signed, addr
+	return c, nil
+}
+
+// readBody reads the body of r, at most maxBody bytes, within BodyTimeout
+// and a share of the memory for bodies (held bytes, which the caller
+// releases), then sets the write deadline of the answer.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, addr string, maxBody int64) ([]byte, int64, error) {
+	if r.ContentLength > maxBody {
+		return nil, 0, fmt.Errorf("%w: %d bytes, more than %d", ErrTooLarge, r.ContentLength, maxBody)
+	}
+	held := maxBody // a body of unknown length may use it all
+	if r.ContentLength >= 0 {
+		held = r.ContentLength
+	}
+	if d := s.bodyRate.takeN(addr, s.cfg.Now(), int(held)); d > 0 {
+		return nil, 0, tooMany(d, "address %s sends more than %g body bytes a second", addr, s.lim.AddrBodyRate)
+	}
+	if held > 0 && !s.bodies.acquire(addr, held) {
+		return nil, 0, &retryError{err: fmt.Errorf("%w: request bodies of %s or of everyone fill their memory", ErrBusy, addr), after: time.Second}
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(s.lim.BodyTimeout)) // not every ResponseWriter has one
+	buf := bytes.NewBuffer(make([]byte, 0, min(held, maxBody)+1))
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, maxBody))
+	body := buf.Bytes()
+	_ = rc.SetWriteDeadline(time.Now().Add(s.lim.WriteTimeout))
+	if err != nil {
+		// The read deadline stays: net/http reads what is left of a body
+		// before it answers, and must not wait for it. The connection
+		// ends with the answer.
+		w.Header().Set("Connection", "close")
+		s.bodies.release(addr, held)
+		var tooLarge *http.MaxBytesError
+		var ne net.Error
+		switch {
+		case errors.As(err, &tooLarge):
+			return nil, 0, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, maxBody)
+		case errors.As(err, &ne) && ne.Timeout():
+			return nil, 0, fmt.Errorf("%w: the body did not arrive within %s", ErrTimeout, s.lim.BodyTimeout)
+		}
+		return nil, 0, fmt.Errorf("%w: reading body: %v", ErrBadRequest, err)
+	}
+	_ = rc.SetReadDeadline(time.Time{}) // the connection's reads after the body: its own affair
+	return body, held, nil
 }
 
 func (s *Server) registered(ctx context.Context, node string) error {
@@ -391,8 +501,12 @@ func statusOf(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, ErrBusy):
 		return http.StatusServiceUnavailable
-	case errors.Is(err, ErrTooManyWaits):
+	case errors.Is(err, ErrTooManyWaits), errors.Is(err, ErrTooMany):
 		return http.StatusTooManyRequests
+	case errors.Is(err, ErrQuota):
+		return http.StatusForbidden
+	case errors.Is(err, ErrTimeout):
+		return http.StatusRequestTimeout
 	}
 	return http.StatusInternalServerError
 }
@@ -406,7 +520,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	} else {
 		s.log.Debug().Err(err).Int("status", status).Str("method", r.Method).Str("path", r.URL.Path).Msg("request refused")
 	}
-	if status == http.StatusServiceUnavailable {
+	if after := retryAfter(err); after > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(after))
+	} else if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "5")
 	}
 	writeError(w, status, msg)
@@ -423,11 +539,16 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	w.Write(append(raw, '\n'))
+	w.Write(raw)
+	w.Write([]byte{'\n'})
 }
 
+// decode decodes a request body into v under the node's own strict rule
+// (provision.DecodeData): invalid UTF-8, unknown, duplicate or case-folded
+// field names and trailing data are refused, so that what the explorer
+// stores and relays reads the same to every reader.
 func decode(body []byte, v any) error {
-	if err := json.Unmarshal(body, v); err != nil {
+	if err := provision.DecodeData(body, v); err != nil {
 		return fmt.Errorf("%w: decoding body: %v", ErrBadRequest, err)
 	}
 	return nil
@@ -446,6 +567,15 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, c *call) error
 		return fmt.Errorf("%w: a node registers itself: the request must be signed by the key of %s", ErrForbidden, req.NodeID)
 	}
 	now := s.cfg.Now()
+	if _, _, err := s.db.Node(r.Context(), req.NodeID); errors.Is(err, ErrUnknownNode) {
+		// A new node: registrations from one address are rate limited
+		// (a node registering again is not).
+		if d := s.regRate.take(c.addr, now); d > 0 {
+			return tooMany(d, "address %s registers more than %g new nodes a second", c.addr, s.lim.RegisterRate)
+		}
+	} else if err != nil {
+		return err
+	}
 	created, err := s.db.RegisterNode(r.Context(), req.NodeID, now)
 	if err != nil {
 		return err
@@ -537,6 +667,14 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, _ *call) error {
 		return err
 	}
 	if len(evs) == 0 && wait > 0 {
+		if !s.lim.Off {
+			if !s.polls.acquire(node, 1) {
+				return tooMany(time.Second, "node %s has %d long-polls held already, at most %d", node, s.lim.MaxPollsPerNode, s.lim.MaxPollsPerNode)
+			}
+			defer s.polls.release(node, 1)
+		}
+		rc := http.NewResponseController(w)
+		_ = rc.SetWriteDeadline(time.Now().Add(wait + s.lim.WriteTimeout))
 		t := time.NewTimer(wait)
 		defer t.Stop()
 		held := false
@@ -741,10 +879,15 @@ func (s *Server) refusal(r *http.Request, err error) (int, string) {
 	return status, err.Error()
 }
 
+// userKeyOf returns the public key of a user ID: 64 lowercase hex
+// characters of a key identity.CheckPublicKey accepts.
 func userKeyOf(userID string) (ed25519.PublicKey, error) {
 	b, err := hex.DecodeString(userID)
-	if err != nil || len(b) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("%w: user_id %q is not a hex-encoded ed25519 public key", ErrBadRequest, userID)
+	if err != nil || len(b) != ed25519.PublicKeySize || hex.EncodeToString(b) != userID {
+		return nil, fmt.Errorf("%w: user_id %q is not a lowercase hex-encoded ed25519 public key", ErrBadRequest, userID)
+	}
+	if err := identity.CheckPublicKey(b); err != nil {
+		return nil, fmt.Errorf("%w: user_id %s: %v", ErrBadRequest, userID, err)
 	}
 	return ed25519.PublicKey(b), nil
 }
@@ -778,6 +921,16 @@ func (s *Server) checkReservation(r *provision.Reservation, now time.Time) error
 	if r.ToDelete || r.DeleteSignature != "" {
 		return fmt.Errorf("%w: a new reservation cannot be marked for deletion", ErrBadRequest)
 	}
+	if r.Type.Known() && len(r.Data) > 0 {
+		// Data that JSON readers would read differently (a name in
+		// another case than its field's, a key twice, not UTF-8: the
+		// body's own check covers most of it) is refused here as the
+		// node refuses it. Everything else about the workload is the
+		// node's to judge, in a signed result.
+		if _, err := r.Workload(); errors.Is(err, provision.ErrAmbiguousJSON) {
+			return fmt.Errorf("%w: data: %v", ErrBadRequest, err)
+		}
+	}
 	if err := r.Verify(); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
@@ -796,11 +949,12 @@ func (s *Server) createReservation(w http.ResponseWriter, r *http.Request, c *ca
 	if !owner.Equal(c.signed.Key) {
 		return fmt.Errorf("%w: the request is signed by %s, not by the reservation's user %s", ErrForbidden, c.signed.KeyID, rv.UserID)
 	}
-	if err := s.checkReservation(&rv, s.cfg.Now()); err != nil {
+	now := s.cfg.Now()
+	if err := s.checkReservation(&rv, now); err != nil {
 		return err
 	}
 	rv.Delivered = nil // the explorer's to say
-	seq, err := s.db.CreateReservation(r.Context(), &rv)
+	seq, err := s.db.CreateReservationWithin(r.Context(), &rv, now, s.lim.MaxActivePerUser)
 	if err != nil {
 		return err
 	}
@@ -876,8 +1030,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          nil,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          log.New(io.Discard, "", 0),
+	}
+	if !s.lim.Off {
+		ln = &connLimiter{Listener: ln, counts: newCounter(int64(s.lim.MaxConnsPerAddr), 0), log: s.refusedConn}
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
@@ -895,6 +1053,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("shutting down: %w", err)
 	}
 	return nil
+}
+
+// refusedConn logs, at most once a second, a connection closed because
+// its address holds too many.
+func (s *Server) refusedConn(addr string) {
+	now := time.Now().Unix()
+	if last := s.lastRefused.Load(); now > last && s.lastRefused.CompareAndSwap(last, now) {
+		s.log.Warn().Str("addr", addr).Int("max", s.lim.MaxConnsPerAddr).Msg("connection refused: too many from one address")
+	}
 }
 
 // Close releases held long-polls, stops the store's listener and pruning

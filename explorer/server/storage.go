@@ -2,7 +2,10 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/edgeprov/provisiond/explorer"
@@ -99,11 +102,24 @@ type Store interface {
 	// fails with ErrUnknownNode or ErrDuplicate (another reservation holds
 	// the digest).
 	CreateReservation(ctx context.Context, r *provision.Reservation) (uint64, error)
+	// CreateReservationWithin is CreateReservation under a quota: it fails
+	// with ErrQuota, storing nothing, when r's user already has maxActive
+	// or more active reservations (Active at now). The count and the
+	// insert are one atomic step: concurrent submissions of one user never
+	// pass the quota together. maxActive ≤ 0 means no quota.
+	CreateReservationWithin(ctx context.Context, r *provision.Reservation, now time.Time, maxActive int) (uint64, error)
 	// Reservation returns a reservation with its latest result, or ErrNotFound.
 	Reservation(ctx context.Context, id string) (*provision.Reservation, error)
 	// ReservationsOf returns a user's reservations with their results,
 	// oldest first (by created, then ID).
 	ReservationsOf(ctx context.Context, user string) ([]*provision.Reservation, error)
+	// ReservationsPage returns one page of a user's reservations with their
+	// results, ordered by created (to the microsecond), then ID: those
+	// after p.After (the zero cursor: from the first), at most p.Limit of
+	// them and, past the first, no more than p.MaxBytes of stored
+	// reservation and result bytes. next is the cursor of the page's last
+	// reservation, or the zero cursor when no reservation follows it.
+	ReservationsPage(ctx context.Context, user string, p Page) (list []*provision.Reservation, next Cursor, err error)
 	// MarkDelete runs check on reservation id (check sets the delete
 	// signature or refuses), then stores it and publishes it to its node.
 	// A repeat of the same signed delete changes nothing and publishes
@@ -176,6 +192,69 @@ type Pruner interface {
 	// node's low-water mark past them; a cursor below it then gets ErrGone.
 	// It returns how many events it dropped.
 	Prune(ctx context.Context, cutoff time.Time) (int64, error)
+}
+
+// Page selects a page of a user's reservations (Store.ReservationsPage).
+type Page struct {
+	// After is the cursor the page follows; the zero cursor starts at the
+	// first reservation.
+	After Cursor
+	// Limit is the most reservations the page holds (at least 1).
+	Limit int
+	// MaxBytes bounds the stored bytes (reservation and result) of a page:
+	// a reservation that would pass it ends the page, unless it is the
+	// first (0: no bound).
+	MaxBytes int
+}
+
+// Cursor is a position in the list of a user's reservations: the created
+// time (to the microsecond) and the ID of the last reservation seen. The
+// zero Cursor is the start of the list.
+type Cursor struct {
+	// Micros is the reservation's created time, in microseconds since the
+	// Unix epoch.
+	Micros int64
+	// ID is the reservation's ID.
+	ID string
+}
+
+// CursorOf returns the cursor of r: the position right after it.
+func CursorOf(r *provision.Reservation) Cursor {
+	return Cursor{Micros: r.Created.UnixMicro(), ID: r.ID}
+}
+
+// IsZero reports whether c is the start of the list.
+func (c Cursor) IsZero() bool { return c == Cursor{} }
+
+// String returns c as it travels in ?cursor= and "next": the
+// microseconds, a dot and the ID; "" for the zero cursor.
+func (c Cursor) String() string {
+	if c.IsZero() {
+		return ""
+	}
+	return strconv.FormatInt(c.Micros, 10) + "." + c.ID
+}
+
+// maxCursorID is the longest reservation ID a cursor may name.
+const maxCursorID = 64
+
+// ParseCursor parses what Cursor.String returns; "" is the zero cursor.
+// Anything else fails with ErrBadRequest.
+func ParseCursor(s string) (Cursor, error) {
+	if s == "" {
+		return Cursor{}, nil
+	}
+	num, id, ok := strings.Cut(s, ".")
+	micros, err := strconv.ParseInt(num, 10, 64)
+	if !ok || err != nil || id == "" || len(id) > maxCursorID || strconv.FormatInt(micros, 10) != num {
+		return Cursor{}, fmt.Errorf("%w: cursor %q is not one this explorer returned", ErrBadRequest, s)
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return Cursor{}, fmt.Errorf("%w: cursor %q is not one this explorer returned", ErrBadRequest, s)
+		}
+	}
+	return Cursor{Micros: micros, ID: id}, nil
 }
 
 // NodeTopic is the notification topic of node's event stream.

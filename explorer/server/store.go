@@ -21,7 +21,7 @@ import (
 )
 
 // schemaVersion is the version of the bucket tree drawn in doc.go.
-const schemaVersion = "2"
+const schemaVersion = "3"
 
 var (
 	bucketMeta         = []byte("meta")
@@ -33,6 +33,8 @@ var (
 	bucketEvents       = []byte("events")
 	bucketUndelivered  = []byte("undelivered")
 	bucketDelivered    = []byte("delivered")
+	bucketPages        = []byte("pages")
+	bucketActive       = []byte("active")
 	keyVersion         = []byte("version")
 )
 
@@ -66,14 +68,20 @@ func OpenBolt(dir string, noSync bool) (*BoltStore, error) {
 		v := meta.Get(keyVersion)
 		switch {
 		case v == nil:
-		case string(v) == "1":
-			if err := migrate1to2(tx); err != nil {
-				return fmt.Errorf("migrating schema 1 to 2: %w", err)
+		case string(v) == "1" || string(v) == "2":
+			if string(v) == "1" {
+				if err := migrate1to2(tx); err != nil {
+					return fmt.Errorf("migrating schema 1 to 2: %w", err)
+				}
+			}
+			if err := migrate2to3(tx); err != nil {
+				return fmt.Errorf("migrating schema 2 to 3: %w", err)
 			}
 		case string(v) != schemaVersion:
 			return fmt.Errorf("%w: database schema %q, this explorerd knows %q", ErrSchema, v, schemaVersion)
 		}
-		for _, b := range [][]byte{bucketNodes, bucketReservations, bucketResults, bucketDigests, bucketUsers, bucketEvents, bucketUndelivered, bucketDelivered} {
+		for _, b := range [][]byte{bucketNodes, bucketReservations, bucketResults, bucketDigests, bucketUsers, bucketEvents,
+			bucketUndelivered, bucketDelivered, bucketPages, bucketActive} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -121,6 +129,58 @@ func migrate1to2(tx *bolt.Tx) error {
 			return nb.Put(k, []byte(ev.ID))
 		})
 	})
+}
+
+// migrate2to3 brings a schema 2 database to schema 3: it creates the
+// pages and active indexes and fills them from the stored reservations.
+func migrate2to3(tx *bolt.Tx) error {
+	for _, b := range [][]byte{bucketPages, bucketActive} {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return err
+		}
+	}
+	return tx.Bucket(bucketReservations).ForEach(func(k, v []byte) error {
+		var r provision.Reservation
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("decoding reservation %s: %w", k, err)
+		}
+		return indexUser(tx, &r)
+	})
+}
+
+// indexUser adds r to its user's pages and, unless it is marked for
+// deletion, to the user's active index.
+func indexUser(tx *bolt.Tx, r *provision.Reservation) error {
+	if err := tx.Bucket(bucketPages).Put(pageKey(r.UserID, CursorOf(r)), nil); err != nil {
+		return err
+	}
+	if r.ToDelete {
+		return nil
+	}
+	return tx.Bucket(bucketActive).Put(activeKey(r.UserID, r.Expires(), r.ID), nil)
+}
+
+// timeKey is t in microseconds as a big-endian uint64 with the sign bit
+// flipped, so that keys sort as times do.
+func timeKey(micros int64) []byte {
+	return binary.BigEndian.AppendUint64(nil, uint64(micros)^(1<<63))
+}
+
+// pageKey is user 0x00 created 0x00 id: the position of a reservation in
+// its user's list, or of a cursor.
+func pageKey(user string, c Cursor) []byte {
+	k := make([]byte, 0, len(user)+1+8+1+len(c.ID))
+	k = append(k, user...)
+	k = append(k, 0)
+	k = append(k, timeKey(c.Micros)...)
+	k = append(k, 0)
+	return append(k, c.ID...)
+}
+
+// activeKey is user 0x00 expires 0x00 id: a reservation not marked for
+// deletion, found by its expiry.
+func activeKey(user string, expires time.Time, id string) []byte {
+	return pageKey(user, Cursor{Micros: expires.UnixMicro(), ID: id})
 }
 
 // Close commits the writes still queued, then closes the database.
@@ -250,17 +310,43 @@ func newID(b *bolt.Bucket) (string, error) {
 // CreateReservation assigns r an ID, stores it with its indexes and
 // publishes it to its node, in one transaction. It fails with
 // ErrUnknownNode or ErrDuplicate (another reservation holds the digest).
-func (s *BoltStore) CreateReservation(_ context.Context, r *provision.Reservation) (uint64, error) {
+func (s *BoltStore) CreateReservation(ctx context.Context, r *provision.Reservation) (uint64, error) {
+	return s.CreateReservationWithin(ctx, r, time.Time{}, 0)
+}
+
+// CreateReservationWithin is CreateReservation under a quota of maxActive
+// active reservations of r's user at now (≤ 0: none); the count reads the
+// active index in the same transaction as the insert.
+func (s *BoltStore) CreateReservationWithin(_ context.Context, r *provision.Reservation, now time.Time, maxActive int) (uint64, error) {
 	digest := r.Digest()
-	var seq uint64
-	err := s.update(func(tx *bolt.Tx) error {
+	check := func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketNodes).Get([]byte(r.NodeID)) == nil {
 			return fmt.Errorf("%w: %s", ErrUnknownNode, r.NodeID)
 		}
-		digests := tx.Bucket(bucketDigests)
-		if other := digests.Get([]byte(digest)); other != nil {
+		if other := tx.Bucket(bucketDigests).Get([]byte(digest)); other != nil {
 			return fmt.Errorf("%w: reservation %s has the same digest %s", ErrDuplicate, other, digest)
 		}
+		if maxActive > 0 {
+			if n := countActive(tx, r.UserID, now, maxActive); n >= maxActive {
+				return fmt.Errorf("%w: user %s has %d active reservations, at most %d (delete one or wait until one expires)", ErrQuota, r.UserID, n, maxActive)
+			}
+		}
+		return nil
+	}
+	// Refuse in a read transaction first: a write refused inside the
+	// group commit makes the group's other writes apply again, so
+	// refusals must not reach it in numbers (one caller's flood of
+	// refused writes would slow everyone's). The check runs again in the
+	// write, where it is atomic with the insert.
+	if err := s.db.View(check); err != nil {
+		return 0, fmt.Errorf("creating reservation: %w", err)
+	}
+	var seq uint64
+	err := s.update(func(tx *bolt.Tx) error {
+		if err := check(tx); err != nil {
+			return err
+		}
+		digests := tx.Bucket(bucketDigests)
 		rb := tx.Bucket(bucketReservations)
 		id, err := newID(rb)
 		if err != nil {
@@ -280,6 +366,9 @@ func (s *BoltStore) CreateReservation(_ context.Context, r *provision.Reservatio
 		if err := tx.Bucket(bucketUsers).Put(userKey(r.UserID, id), nil); err != nil {
 			return err
 		}
+		if err := indexUser(tx, r); err != nil {
+			return err
+		}
 		if seq, err = publish(tx, r.NodeID, raw); err != nil {
 			return err
 		}
@@ -293,6 +382,20 @@ func (s *BoltStore) CreateReservation(_ context.Context, r *provision.Reservatio
 		return 0, fmt.Errorf("creating reservation: %w", err)
 	}
 	return seq, nil
+}
+
+// countActive counts user's reservations that are not marked for deletion
+// and expire after now, up to limit: a walk of at most limit keys.
+func countActive(tx *bolt.Tx, user string, now time.Time, limit int) int {
+	prefix := append([]byte(user), 0)
+	c := tx.Bucket(bucketActive).Cursor()
+	n := 0
+	// Expired at now: now after expires, so an entry with expires ≥ now
+	// (to the microsecond) is active.
+	for k, _ := c.Seek(append(bytes.Clone(prefix), timeKey(now.UnixMicro())...)); k != nil && bytes.HasPrefix(k, prefix) && n < limit; k, _ = c.Next() {
+		n++
+	}
+	return n
 }
 
 func userKey(user, id string) []byte {
@@ -363,13 +466,68 @@ func (s *BoltStore) ReservationsOf(_ context.Context, user string) ([]*provision
 	return list, nil
 }
 
+// ReservationsPage returns one page of a user's reservations, read from
+// the pages index.
+func (s *BoltStore) ReservationsPage(_ context.Context, user string, p Page) ([]*provision.Reservation, Cursor, error) {
+	var list []*provision.Reservation
+	var next Cursor
+	err := s.db.View(func(tx *bolt.Tx) error {
+		list, next = nil, Cursor{}
+		prefix := append([]byte(user), 0)
+		c := tx.Bucket(bucketPages).Cursor()
+		k, _ := c.Seek(prefix)
+		if !p.After.IsZero() {
+			after := pageKey(user, p.After)
+			if k, _ = c.Seek(after); k != nil && bytes.Equal(k, after) {
+				k, _ = c.Next()
+			}
+		}
+		rb, resb := tx.Bucket(bucketReservations), tx.Bucket(bucketResults)
+		size := 0
+		for ; k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			if len(list) == max(p.Limit, 1) {
+				return nil
+			}
+			id := k[len(prefix)+8+1:]
+			size += len(rb.Get(id)) + len(resb.Get(id))
+			if len(list) > 0 && p.MaxBytes > 0 && size > p.MaxBytes {
+				return nil
+			}
+			r, err := loadReservation(tx, string(id))
+			if err != nil {
+				return err
+			}
+			list = append(list, r)
+			next = CursorOf(r)
+		}
+		next = Cursor{} // the list ended within the page
+		return nil
+	})
+	if err != nil {
+		return nil, Cursor{}, fmt.Errorf("listing reservations of %s: %w", user, err)
+	}
+	return list, next, nil
+}
+
 // MarkDelete sets the delete signature of reservation id after check
 // accepted it, and publishes the updated reservation to its node. A repeat
 // of the same signed delete changes nothing and publishes nothing (seq 0).
 func (s *BoltStore) MarkDelete(_ context.Context, id string, check func(*provision.Reservation) error) (*provision.Reservation, uint64, error) {
+	// Refused deletes (not the owner, a bad signature) are refused in a
+	// read transaction, out of the group commit (see CreateReservationWithin).
+	err := s.db.View(func(tx *bolt.Tx) error {
+		r, err := loadReservation(tx, id)
+		if err != nil {
+			return err
+		}
+		return check(r)
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("deleting reservation %s: %w", id, err)
+	}
 	var r *provision.Reservation
 	var seq uint64
-	err := s.update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		seq = 0
 		var err error
 		if r, err = loadReservation(tx, id); err != nil {
@@ -391,6 +549,11 @@ func (s *BoltStore) MarkDelete(_ context.Context, id string, check func(*provisi
 		r.Result, r.Delivered = result, delivered
 		if err := tx.Bucket(bucketReservations).Put([]byte(id), raw); err != nil {
 			return err
+		}
+		if !before.ToDelete && r.ToDelete {
+			if err := tx.Bucket(bucketActive).Delete(activeKey(r.UserID, r.Expires(), r.ID)); err != nil {
+				return err
+			}
 		}
 		seq, err = publish(tx, r.NodeID, raw)
 		return err

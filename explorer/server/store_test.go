@@ -1,6 +1,9 @@
 package server_test
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -10,6 +13,7 @@ import (
 	"github.com/edgeprov/provisiond/explorer/explorertest"
 	"github.com/edgeprov/provisiond/explorer/server"
 	"github.com/edgeprov/provisiond/explorer/server/storetest"
+	"github.com/edgeprov/provisiond/provision"
 )
 
 func TestBoltStoreConformance(t *testing.T) {
@@ -76,5 +80,86 @@ func TestBoltMigrate1to2(t *testing.T) {
 	got, err := s.Reservation(ctx, r.ID)
 	if err != nil || got.Delivered == nil || !got.Delivered.Equal(at) {
 		t.Fatalf("delivered %v, %v; want %v", got.Delivered, err, at)
+	}
+}
+
+// TestBoltMigrateV1: a schema 1 database (no pages, active or delivery
+// index) is brought to the current schema on open, its reservations listed in pages and counted
+// by the quota, a deleted one not.
+func TestBoltMigrateV1(t *testing.T) {
+	dir := t.TempDir()
+	node := explorertest.NewKey(t)
+	user := explorertest.NewKey(t)
+	var rs []*provision.Reservation
+	for i := range 3 {
+		r := explorertest.Volume(explorertest.NodeID(node), int64(i+1))
+		r.Created = r.Created.Add(time.Duration(i) * time.Second)
+		r.ID = fmt.Sprintf("%016x", i+1)
+		r.ToDelete = i == 2
+		r.Sign(user)
+		rs = append(rs, r)
+	}
+	db, err := bolt.Open(filepath.Join(dir, "explorer.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range []string{"meta", "nodes", "reservations", "results", "digests", "users", "events"} {
+			if _, err := tx.CreateBucket([]byte(b)); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket([]byte("meta")).Put([]byte("version"), []byte("1")); err != nil {
+			return err
+		}
+		nid := explorertest.NodeID(node)
+		if err := tx.Bucket([]byte("nodes")).Put([]byte(nid), []byte(`{"node_id":"`+nid+`"}`)); err != nil {
+			return err
+		}
+		if _, err := tx.Bucket([]byte("events")).CreateBucket([]byte(nid)); err != nil {
+			return err
+		}
+		for _, r := range rs {
+			raw, _ := json.Marshal(r)
+			if err := tx.Bucket([]byte("reservations")).Put([]byte(r.ID), raw); err != nil {
+				return err
+			}
+			if err := tx.Bucket([]byte("digests")).Put([]byte(r.Digest()), []byte(r.ID)); err != nil {
+				return err
+			}
+			if err := tx.Bucket([]byte("users")).Put([]byte(r.UserID+"\x00"+r.ID), nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s, err := server.OpenBolt(dir, true)
+	if err != nil {
+		t.Fatalf("opening a schema 1 database: %v", err)
+	}
+	defer s.Close()
+	list, next, err := s.ReservationsPage(t.Context(), explorertest.UserID(user), server.Page{Limit: 10})
+	if err != nil || len(list) != 3 || !next.IsZero() {
+		t.Fatalf("pages after the migration: %d, %v, %v", len(list), next, err)
+	}
+	for i, r := range list {
+		if r.ID != rs[i].ID {
+			t.Fatalf("reservation %d is %s, want %s", i, r.ID, rs[i].ID)
+		}
+	}
+	// Two active (the third is deleted): a quota of 3 takes one more.
+	more := explorertest.Volume(explorertest.NodeID(node), 10)
+	more.Sign(user)
+	if _, err := s.CreateReservationWithin(t.Context(), more, time.Now(), 3); err != nil {
+		t.Fatalf("the third active of 3: %v", err)
+	}
+	again := explorertest.Volume(explorertest.NodeID(node), 11)
+	again.Sign(user)
+	if _, err := s.CreateReservationWithin(t.Context(), again, time.Now(), 3); !errors.Is(err, server.ErrQuota) {
+		t.Fatalf("the fourth active of 3: %v, want ErrQuota", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/edgeprov/provisiond/explorer"
@@ -130,27 +131,43 @@ func (s *Server) getReservation(w http.ResponseWriter, r *http.Request, c *call)
 	return nil
 }
 
-// listReservations serves a user's reservations (the caller's when user=
-// is empty). With after= (a ListToken) and wait=, it is a long-poll like
-// getReservation's.
+// listReservations serves one page of a user's reservations: ?user=
+// (default the signer), ?limit= (default ListLimit, at most MaxListLimit),
+// ?cursor= (the "next" of the page before). With after= (a ListToken of
+// that page) and wait=, it is a long-poll like getReservation's, on the
+// page asked.
 func (s *Server) listReservations(w http.ResponseWriter, r *http.Request, c *call) error {
-	user := r.URL.Query().Get("user")
+	q := r.URL.Query()
+	user := q.Get("user")
 	if user == "" {
 		user = hex.EncodeToString(c.signed.Key)
 	}
 	if _, err := userKeyOf(user); err != nil {
 		return err
 	}
+	p := Page{Limit: s.lim.ListLimit, MaxBytes: s.lim.MaxListBytes}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > s.lim.MaxListLimit {
+			return fmt.Errorf("%w: limit=%q is not a number from 1 to %d", ErrBadRequest, v, s.lim.MaxListLimit)
+		}
+		p.Limit = n
+	}
+	var err error
+	if p.After, err = ParseCursor(q.Get("cursor")); err != nil {
+		return err
+	}
 	wait, err := s.waitParam(r)
 	if err != nil {
 		return err
 	}
-	after := r.URL.Query().Get("after")
+	after := q.Get("after")
 	ctx := r.Context()
 	var list []*provision.Reservation
+	var next Cursor
 	err = s.hold(ctx, UserTopic(user), c.signed.KeyID, wait, func() (bool, error) {
 		var err error
-		list, err = s.db.ReservationsOf(ctx, user)
+		list, next, err = s.db.ReservationsPage(ctx, user, p)
 		return err != nil || after == "" || explorer.ListToken(list) != after, err
 	})
 	if ctx.Err() != nil {
@@ -162,7 +179,7 @@ func (s *Server) listReservations(w http.ResponseWriter, r *http.Request, c *cal
 	if list == nil {
 		list = []*provision.Reservation{}
 	}
-	writeJSON(w, http.StatusOK, explorer.ReservationsReply{Reservations: list})
+	writeJSON(w, http.StatusOK, explorer.ReservationsReply{Reservations: list, Next: next.String()})
 	return nil
 }
 

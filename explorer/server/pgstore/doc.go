@@ -9,13 +9,15 @@
 // Ordered SQL migrations (migrations/NNNN_name.sql, embedded) are applied
 // at Open, one transaction each, under an advisory lock; the table
 // schema_version records each version applied, and a database whose
-// schema is newer than this explorerd knows is refused. Schema 3:
+// schema is newer than this explorerd knows is refused. Schema 4:
 //
 //	nodes(id, record jsonb, last_seq, low_seq,
 //	      last_seen, free_cru, free_mru, free_sru, free_hru)   (2: the node list)
 //	reservations(id, node_id, user_id, digest unique, created, expires,
 //	             to_delete, version, body bytea, result bytea,
 //	             seq, delivered_at)                            (3: deliveries)
+//	index reservations_user_active (user_id, expires) where not to_delete
+//	                                                           (4: the user quota)
 //	events(node_id, seq, created, reservation bytea)  primary key (node_id, seq)
 //
 // The node list (Nodes) filters and pages in SQL: free_* are the node's

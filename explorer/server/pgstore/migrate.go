@@ -33,6 +33,10 @@ const (
 	lockPrune   int64 = 0x70727600_00000002
 )
 
+// lockQuota is the first key of the two-key advisory lock that serialises
+// one user's submissions (the second is hashtext of the user ID).
+const lockQuota int32 = 0x70727603
+
 // migrations returns the embedded migrations in version order; versions
 // must be 1, 2, 3… without holes.
 func migrations() ([]migration, error) {

@@ -213,10 +213,33 @@ func newID() (string, error) {
 // CreateReservation assigns r an ID, stores it and publishes it to its
 // node, in one transaction.
 func (s *Store) CreateReservation(ctx context.Context, r *provision.Reservation) (uint64, error) {
+	return s.CreateReservationWithin(ctx, r, time.Time{}, 0)
+}
+
+// CreateReservationWithin is CreateReservation under a quota of maxActive
+// active reservations of r's user at now (≤ 0: none). A transaction-scoped
+// advisory lock on the user serialises the count and the insert of one
+// user's submissions across every replica; it is taken before the node's
+// row lock, always in that order.
+func (s *Store) CreateReservationWithin(ctx context.Context, r *provision.Reservation, now time.Time, maxActive int) (uint64, error) {
 	digest := r.Digest()
 	var seq uint64
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		// The node's row lock first: it orders the node's events and
+		if maxActive > 0 {
+			if _, err := tx.Exec(ctx, "select pg_advisory_xact_lock($1, hashtext($2))", lockQuota, r.UserID); err != nil {
+				return fmt.Errorf("locking the quota of %s: %w", r.UserID, err)
+			}
+			var n int
+			err := tx.QueryRow(ctx, `select count(*) from (select 1 from reservations
+				where user_id = $1 and not to_delete and expires >= $2 limit $3) a`, r.UserID, now, maxActive).Scan(&n)
+			if err != nil {
+				return fmt.Errorf("counting the reservations of %s: %w", r.UserID, err)
+			}
+			if n >= maxActive {
+				return fmt.Errorf("%w: user %s has %d active reservations, at most %d (delete one or wait until one expires)", server.ErrQuota, r.UserID, n, maxActive)
+			}
+		}
+		// The node's row lock next: it orders the node's events and
 		// serialises two submissions of one digest (the digest covers
 		// the node).
 		var err error
@@ -321,6 +344,51 @@ func (s *Store) ReservationsOf(ctx context.Context, user string) ([]*provision.R
 	}
 	server.SortReservations(list) // nanoseconds: PostgreSQL keeps microseconds
 	return list, nil
+}
+
+// ReservationsPage returns one page of a user's reservations, by created
+// (PostgreSQL keeps microseconds), then ID, read with the user index.
+func (s *Store) ReservationsPage(ctx context.Context, user string, p server.Page) ([]*provision.Reservation, server.Cursor, error) {
+	limit := max(p.Limit, 1)
+	after := time.UnixMicro(p.After.Micros)
+	if p.After.IsZero() {
+		after = time.Time{}
+	}
+	// One row more than the page: it says whether a next page exists.
+	rows, err := s.pool.Query(ctx, `select body, result, delivered_at from reservations
+		where user_id = $1 and (created, id) > ($2, $3) order by created, id limit $4`,
+		user, after, p.After.ID, limit+1)
+	if err != nil {
+		return nil, server.Cursor{}, fmt.Errorf("listing reservations of %s: %w", user, err)
+	}
+	defer rows.Close()
+	var list []*provision.Reservation
+	size, more := 0, false
+	for rows.Next() {
+		var body, result []byte
+		var delivered *time.Time
+		if err := rows.Scan(&body, &result, &delivered); err != nil {
+			return nil, server.Cursor{}, fmt.Errorf("listing reservations of %s: %w", user, err)
+		}
+		size += len(body) + len(result)
+		if len(list) == limit || (len(list) > 0 && p.MaxBytes > 0 && size > p.MaxBytes) {
+			more = true
+			break
+		}
+		r, err := decodeReservation(body, result, delivered)
+		if err != nil {
+			return nil, server.Cursor{}, err
+		}
+		list = append(list, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, server.Cursor{}, fmt.Errorf("listing reservations of %s: %w", user, err)
+	}
+	if !more {
+		return list, server.Cursor{}, nil
+	}
+	return list, server.CursorOf(list[len(list)-1]), nil
 }
 
 // MarkDelete sets the delete signature of reservation id after check

@@ -9,9 +9,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,6 +38,10 @@ func Run(t *testing.T, open Open) {
 		{"create-reservation", testCreateReservation},
 		{"events-pages", testEventsPages},
 		{"reservations-of-user", testReservationsOf},
+		{"reservations-pages", testReservationsPage},
+		{"reservations-page-bytes", testReservationsPageBytes},
+		{"quota", testQuota},
+		{"quota-concurrent", testQuotaConcurrent},
 		{"mark-delete", testMarkDelete},
 		{"put-results", testPutResults},
 		{"state-snapshot", testState},
@@ -783,5 +791,215 @@ func testNodeReservations(t *testing.T, s server.Store) {
 	}
 	if list, err = s.NodeReservations(ctx, explorertest.NodeID(explorertest.NewKey(t)), 10); err != nil || len(list) != 0 {
 		t.Fatalf("unknown node: %v %d", err, len(list))
+	}
+}
+
+// pageAll reads every page of user's reservations with the given page
+// size and returns the IDs in order.
+func pageAll(t *testing.T, s server.Store, user string, p server.Page) []string {
+	t.Helper()
+	var ids []string
+	for pages := 0; ; pages++ {
+		if pages > 100 {
+			t.Fatalf("more than 100 pages: the cursor does not advance (at %v)", p.After)
+		}
+		list, next, err := s.ReservationsPage(t.Context(), user, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) > max(p.Limit, 1) {
+			t.Fatalf("page of %d reservations, limit %d", len(list), p.Limit)
+		}
+		for _, r := range list {
+			ids = append(ids, r.ID)
+		}
+		if next.IsZero() {
+			return ids
+		}
+		if len(list) == 0 || next != server.CursorOf(list[len(list)-1]) {
+			t.Fatalf("next %v is not the cursor of the page's last reservation", next)
+		}
+		// The cursor travels as text.
+		if p.After, err = server.ParseCursor(next.String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func testReservationsPage(t *testing.T, s server.Store) {
+	f := newFixture(t, s)
+	base := time.Now().UTC().Truncate(time.Second)
+	// Out of order, several in one microsecond, one with a result.
+	var made []*provision.Reservation
+	for i, off := range []time.Duration{5, 1, 3, 1, 1, 0, 4, 2, 1, 3} {
+		r, _ := f.create(t, s, func(r *provision.Reservation) {
+			r.Created = base.Add(off*time.Second - time.Minute).Add(time.Duration(i%2) * time.Nanosecond)
+		})
+		made = append(made, r)
+	}
+	if _, errs, err := s.PutResults(t.Context(), []*provision.Result{f.result(t, made[3], time.Now())},
+		func(int, *provision.Reservation) error { return nil }); err != nil || errs[0] != nil {
+		t.Fatalf("storing a result: %v %v", err, errs)
+	}
+	g := newFixture(t, s)
+	g.create(t, s, nil) // another user's
+	sort.Slice(made, func(i, j int) bool {
+		a, b := server.CursorOf(made[i]), server.CursorOf(made[j])
+		return a.Micros < b.Micros || a.Micros == b.Micros && a.ID < b.ID
+	})
+	var want []string
+	for _, r := range made {
+		want = append(want, r.ID)
+	}
+	user := explorertest.UserID(f.user)
+	for _, limit := range []int{1, 3, 4, 10, 11, 500} {
+		if got := pageAll(t, s, user, server.Page{Limit: limit}); !slices.Equal(got, want) {
+			t.Fatalf("pages of %d: %v, want %v", limit, got, want)
+		}
+	}
+	list, next, err := s.ReservationsPage(t.Context(), user, server.Page{Limit: 10})
+	if err != nil || len(list) != 10 || !next.IsZero() {
+		t.Fatalf("one page of all 10: %d, next %v, %v; want 10 and no next", len(list), next, err)
+	}
+	for _, r := range list {
+		if r.Verify() != nil {
+			t.Fatalf("listed reservation %s does not verify", r.ID)
+		}
+	}
+	withResult := 0
+	for _, r := range list {
+		if r.Result != nil {
+			withResult++
+		}
+	}
+	if withResult != 1 {
+		t.Fatalf("%d listed reservations carry a result, want 1", withResult)
+	}
+	// A cursor past the end, and a user without reservations.
+	last := server.CursorOf(made[len(made)-1])
+	if list, next, err := s.ReservationsPage(t.Context(), user, server.Page{After: last, Limit: 5}); err != nil || len(list) != 0 || !next.IsZero() {
+		t.Fatalf("after the last: %d, %v, %v", len(list), next, err)
+	}
+	if list, _, err := s.ReservationsPage(t.Context(), explorertest.UserID(explorertest.NewKey(t)), server.Page{Limit: 5}); err != nil || len(list) != 0 {
+		t.Fatalf("a user without reservations: %d, %v", len(list), err)
+	}
+}
+
+// testReservationsPageBytes: a page stops before the reservation that
+// would pass MaxBytes, but always holds one.
+func testReservationsPageBytes(t *testing.T, s server.Store) {
+	f := newFixture(t, s)
+	big := func(n int) func(*provision.Reservation) {
+		return func(r *provision.Reservation) {
+			r.Type = "blob"
+			r.Data = json.RawMessage(fmt.Sprintf("%q", strings.Repeat("x", n)))
+			r.Reference = fmt.Sprint(len(r.Reference), r.Created.UnixNano(), rand.Int64()) // a digest of its own
+		}
+	}
+	for range 6 {
+		f.create(t, s, big(10_000))
+	}
+	user := explorertest.UserID(f.user)
+	list, next, err := s.ReservationsPage(t.Context(), user, server.Page{Limit: 100, MaxBytes: 25_000})
+	if err != nil || len(list) != 2 || next.IsZero() {
+		t.Fatalf("a page of 25,000 bytes of 10,000-byte reservations: %d, next %v, %v; want 2 and a next", len(list), next, err)
+	}
+	list, _, err = s.ReservationsPage(t.Context(), user, server.Page{Limit: 100, MaxBytes: 10})
+	if err != nil || len(list) != 1 {
+		t.Fatalf("a page smaller than one reservation: %d, %v; want 1", len(list), err)
+	}
+	if got := pageAll(t, s, user, server.Page{Limit: 100, MaxBytes: 25_000}); len(got) != 6 {
+		t.Fatalf("all pages: %d reservations, want 6", len(got))
+	}
+}
+
+func testQuota(t *testing.T, s server.Store) {
+	ctx := t.Context()
+	f := newFixture(t, s)
+	now := time.Now()
+	// An expired one and a deleted one do not count.
+	f.create(t, s, func(r *provision.Reservation) { r.Created = now.Add(-2 * time.Hour).UTC() })
+	del, _ := f.create(t, s, nil)
+	sig := func() string { d := *del; d.SignDelete(f.user); return d.DeleteSignature }()
+	if _, _, err := s.MarkDelete(ctx, del.ID, deleteCheck(sig)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := s.CreateReservationWithin(ctx, f.reservation(nil), now, 3); err != nil {
+			t.Fatalf("reservation %d of a quota of 3: %v", i+1, err)
+		}
+	}
+	_, seq, _ := s.Node(ctx, f.node)
+	if _, err := s.CreateReservationWithin(ctx, f.reservation(nil), now, 3); !errors.Is(err, server.ErrQuota) {
+		t.Fatalf("the fourth active reservation: %v, want ErrQuota", err)
+	}
+	if _, seq2, _ := s.Node(ctx, f.node); seq2 != seq {
+		t.Fatalf("a refusal took sequence number %d", seq2)
+	}
+	// Another user has a quota of their own; no quota is no limit.
+	g := newFixture(t, s)
+	if _, err := s.CreateReservationWithin(ctx, g.reservation(nil), now, 3); err != nil {
+		t.Fatalf("another user: %v", err)
+	}
+	if _, err := s.CreateReservationWithin(ctx, f.reservation(nil), now, 0); err != nil {
+		t.Fatalf("no quota: %v", err)
+	}
+	// Later, when the first three have expired, there is room again.
+	if _, err := s.CreateReservationWithin(ctx, f.reservation(nil), now.Add(2*time.Hour), 3); err != nil {
+		t.Fatalf("after expiry: %v", err)
+	}
+	// Deleting one frees its place.
+	h := newFixture(t, s)
+	var first *provision.Reservation
+	for i := range 2 {
+		r := h.reservation(nil)
+		if _, err := s.CreateReservationWithin(ctx, r, now, 2); err != nil {
+			t.Fatalf("reservation %d of a quota of 2: %v", i+1, err)
+		}
+		if first == nil {
+			first = r
+		}
+	}
+	if _, err := s.CreateReservationWithin(ctx, h.reservation(nil), now, 2); !errors.Is(err, server.ErrQuota) {
+		t.Fatalf("the third of 2: %v, want ErrQuota", err)
+	}
+	d := *first
+	d.SignDelete(h.user)
+	if _, _, err := s.MarkDelete(ctx, first.ID, deleteCheck(d.DeleteSignature)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateReservationWithin(ctx, h.reservation(nil), now, 2); err != nil {
+		t.Fatalf("after a delete: %v", err)
+	}
+}
+
+// testQuotaConcurrent: concurrent submissions of one user never pass the
+// quota together.
+func testQuotaConcurrent(t *testing.T, s server.Store) {
+	f := newFixture(t, s)
+	const quota, tries = 5, 24
+	rs := make([]*provision.Reservation, tries)
+	for i := range rs {
+		rs[i] = f.reservation(nil)
+	}
+	now := time.Now()
+	var ok, refused atomic.Int32
+	var wg sync.WaitGroup
+	for _, r := range rs {
+		wg.Go(func() {
+			_, err := s.CreateReservationWithin(t.Context(), r, now, quota)
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case errors.Is(err, server.ErrQuota):
+				refused.Add(1)
+			default:
+				t.Errorf("create: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if ok.Load() != quota || refused.Load() != tries-quota {
+		t.Fatalf("%d accepted, %d refused; want %d and %d", ok.Load(), refused.Load(), quota, tries-quota)
 	}
 }
