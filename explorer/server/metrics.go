@@ -166,6 +166,30 @@ func (t *timedStore) CreateReservation(ctx context.Context, r *provision.Reserva
 	return seq, err
 }
 
+func (t *timedStore) CreateReservationWithin(ctx context.Context, r *provision.Reservation, now time.Time, maxActive int) (seq uint64, err error) {
+	defer func(start time.Time) { t.time("create_reservation", start, err) }(time.Now())
+	seq, err = t.Store.CreateReservationWithin(ctx, r, now, maxActive)
+	if err == nil {
+		t.m.events.Inc()
+	}
+	return seq, err
+}
+
+func (t *timedStore) ReservationsPage(ctx context.Context, user string, p Page) (list []*provision.Reservation, next Cursor, err error) {
+	defer func(start time.Time) { t.time("reservations_page", start, err) }(time.Now())
+	return t.Store.ReservationsPage(ctx, user, p)
+}
+
+func (t *timedStore) MarkDelivered(ctx context.Context, node string, upTo uint64, now time.Time) (ds []Delivery, err error) {
+	defer func(start time.Time) { t.time("mark_delivered", start, err) }(time.Now())
+	return t.Store.MarkDelivered(ctx, node, upTo, now)
+}
+
+func (t *timedStore) NodeReservations(ctx context.Context, node string, limit int) (list []*provision.Reservation, err error) {
+	defer func(start time.Time) { t.time("node_reservations", start, err) }(time.Now())
+	return t.Store.NodeReservations(ctx, node, limit)
+}
+
 func (t *timedStore) Reservation(ctx context.Context, id string) (r *provision.Reservation, err error) {
 	defer func(start time.Time) { t.time("reservation", start, err) }(time.Now())
 	return t.Store.Reservation(ctx, id)
