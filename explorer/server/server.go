@@ -35,6 +35,10 @@ var (
 	ErrBadRequest  = errors.New("server: bad request")
 	ErrConflict    = errors.New("server: conflict")
 	ErrTooLarge    = errors.New("server: request body too large")
+	// ErrNotRegistered refuses a node endpoint of a node that never
+	// registered (403, code explorer.CodeNotRegistered); it wraps
+	// ErrForbidden.
+	ErrNotRegistered = fmt.Errorf("%w: node not registered", ErrForbidden)
 )
 
 // Config configures a Server.
@@ -225,7 +229,7 @@ func (s *Server) registered(node string) error {
 	}
 	if _, _, err := s.db.node(node); err != nil {
 		if errors.Is(err, ErrUnknownNode) {
-			return fmt.Errorf("%w: node %s is not registered (POST /api/v1/nodes first)", ErrForbidden, node)
+			return fmt.Errorf("%w: node %s is not registered (POST /api/v1/nodes first)", ErrNotRegistered, node)
 		}
 		return err
 	}
@@ -283,7 +287,11 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "5")
 	}
-	writeError(w, status, msg)
+	reply := explorer.ErrorReply{Error: msg}
+	if errors.Is(err, ErrNotRegistered) {
+		reply.Code = explorer.CodeNotRegistered
+	}
+	writeJSON(w, status, reply)
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {
@@ -448,11 +456,65 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, _ *call) error {
 			}
 		}
 	}
+	evs, next = page(evs, next)
+	writeJSON(w, http.StatusOK, explorer.EventsReply{Events: evs, Next: next})
+	return nil
+}
+
+// pageFrame is the most an events reply takes besides its events: the
+// object, the largest next and writeJSON's newline.
+const pageFrame = len(`{"events":[],"next":18446744073709551615}`) + 1
+
+// page returns the longest prefix of evs whose reply stays within
+// explorer.MaxPageSize bytes, and the cursor after it (next when every
+// event fits). An event larger than explorer.MaxEventSize (one stored
+// before the limit, or injected) goes as a stub holding only its id, so
+// the node can answer it with an error result and move on; so the first
+// event always fits.
+func page(evs []explorer.WireEvent, next uint64) ([]explorer.WireEvent, uint64) {
+	size := pageFrame
+	for i := range evs {
+		n, err := eventSize(evs[i])
+		if err != nil || n > explorer.MaxEventSize+eventFrame {
+			evs[i].Reservation = stub(evs[i].Reservation)
+			n, _ = eventSize(evs[i])
+		}
+		if i > 0 {
+			n++ // the comma
+		}
+		if size+n > explorer.MaxPageSize {
+			return evs[:i], evs[i-1].Seq
+		}
+		size += n
+	}
 	if evs == nil {
 		evs = []explorer.WireEvent{}
 	}
-	writeJSON(w, http.StatusOK, explorer.EventsReply{Events: evs, Next: next})
-	return nil
+	return evs, next
+}
+
+// eventFrame is the most an event takes besides its reservation.
+const eventFrame = len(`{"seq":18446744073709551615,"reservation":}`)
+
+// eventSize is the size of ev in a reply: encoding/json compacts and
+// escapes the raw reservation again.
+func eventSize(ev explorer.WireEvent) (int, error) {
+	raw, err := json.Marshal(ev)
+	return len(raw), err
+}
+
+// stub returns the reservation of an oversized event as an object holding
+// only its id (null when even that is too long).
+func stub(raw json.RawMessage) json.RawMessage {
+	var partial struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal(raw, &partial) // best effort: the ID lets the node answer
+	if len(partial.ID) > 256 {
+		return json.RawMessage("null")
+	}
+	b, _ := json.Marshal(partial)
+	return b
 }
 
 func (s *Server) putResult(w http.ResponseWriter, r *http.Request, c *call) error {
@@ -653,6 +715,9 @@ func (s *Server) createReservation(w http.ResponseWriter, r *http.Request, c *ca
 	if err := s.checkReservation(&rv, s.cfg.Now()); err != nil {
 		return err
 	}
+	if err := checkEventSize(&rv); err != nil {
+		return err
+	}
 	seq, err := s.db.createReservation(&rv)
 	if err != nil {
 		return err
@@ -660,6 +725,27 @@ func (s *Server) createReservation(w http.ResponseWriter, r *http.Request, c *ca
 	s.hub.publish(rv.NodeID)
 	s.log.Info().Str("id", rv.ID).Str("node", rv.NodeID).Str("user", rv.UserID).Str("type", string(rv.Type)).Uint64("seq", seq).Msg("reservation created")
 	writeJSON(w, http.StatusCreated, explorer.CreateReply{ID: rv.ID})
+	return nil
+}
+
+// eventMargin is what a reservation's JSON may grow by after the check of
+// checkEventSize: its id and, on a delete, to_delete and the delete
+// signature.
+const eventMargin = 512
+
+// checkEventSize refuses a reservation whose JSON, as the store keeps and
+// relays it, would not fit an event (explorer.MaxEventSize): a node reads
+// no more of a page than explorer.MaxPageSize.
+func checkEventSize(rv *provision.Reservation) error {
+	c := *rv
+	c.ID, c.Result = "", nil
+	raw, err := json.Marshal(&c)
+	if err != nil {
+		return fmt.Errorf("%w: encoding the reservation: %v", ErrBadRequest, err)
+	}
+	if len(raw)+eventMargin > explorer.MaxEventSize {
+		return fmt.Errorf("%w: the reservation takes %d bytes as JSON, at most %d", ErrTooLarge, len(raw), explorer.MaxEventSize-eventMargin)
+	}
 	return nil
 }
 
