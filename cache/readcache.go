@@ -133,6 +133,10 @@ func cloneRecord(rec *provision.Record) *provision.Record {
 	}
 	c.Result = cloneResult(rec.Result)
 	c.History = slices.Clone(rec.History)
+	if rec.Refused != nil {
+		r := *rec.Refused
+		c.Refused = &r
+	}
 	return &c
 }
 
