@@ -76,7 +76,7 @@ func run(ctx context.Context, cfg *config) error {
 		defer metricsLn.Close()
 	}
 
-	client := explorer.NewClient(cfg.Explorer, key, explorer.ClientOptions{PollWait: cfg.PollWait, Logger: log})
+	client := explorer.NewClient(cfg.Explorer, key, explorer.ClientOptions{PollWait: cfg.PollWait, Timeout: cfg.ExplorerTimeout, Logger: log})
 	gated := newRegistered(client)
 	node := newNode(cfg)
 	var engine *provision.Engine // set below; the closures run only after Run started
