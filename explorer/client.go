@@ -521,6 +521,9 @@ func decodeEvent(we WireEvent) provision.Event {
 	ev := provision.Event{Seq: we.Seq}
 	var r provision.Reservation
 	err := json.Unmarshal(we.Reservation, &r)
+	if we.Oversized > 0 {
+		err = fmt.Errorf("the reservation takes %d bytes of JSON, more than %d: the explorer relays only its id", we.Oversized, MaxEventSize)
+	}
 	if err == nil && (len(we.Reservation) == 0 || bytes.Equal(bytes.TrimSpace(we.Reservation), []byte("null"))) {
 		err = errors.New("no reservation")
 	}

@@ -82,8 +82,11 @@ func FuzzDecodeEvents(f *testing.F) {
 	f.Add([]byte(`{"events":[{"seq":1},{"seq":1}],"next":1}`), uint64(0))
 	f.Add([]byte(`{"events":[{"seq":2,"reservation":{"id":7}}],"next":2}`), uint64(1))
 	f.Add([]byte(`[`), uint64(0))
+	f.Add([]byte(`{"events":[{"seq":1,"reservation":{"id":"big"},"oversized":900000}],"next":1}`), uint64(0))
 	f.Fuzz(func(t *testing.T, raw []byte, from uint64) {
 		evs, next, err := decodeEvents(raw, from)
+		var reply EventsReply
+		_ = json.Unmarshal(raw, &reply)
 		if err != nil {
 			if next != from || evs != nil {
 				t.Fatalf("failed decode returned next %d and %d events", next, len(evs))
@@ -101,6 +104,11 @@ func FuzzDecodeEvents(f *testing.F) {
 			last = ev.Seq
 			if ev.Reservation == nil {
 				t.Fatal("event without a reservation")
+			}
+			for _, we := range reply.Events {
+				if we.Seq == ev.Seq && we.Oversized > 0 && ev.Err == nil {
+					t.Fatalf("an oversized event %d decoded without an error", ev.Seq)
+				}
 			}
 			if ev.Err != nil && provision.IsTemporary(ev.Err) {
 				t.Fatalf("a malformed event is temporary: %v", ev.Err)

@@ -77,6 +77,10 @@ type WireEvent struct {
 	Seq uint64 `json:"seq"`
 	// Reservation is the reservation JSON (new, or with a signed delete).
 	Reservation json.RawMessage `json:"reservation"`
+	// Oversized, when set, is the size in bytes of a reservation too large
+	// to relay (more than MaxEventSize): Reservation then holds only its
+	// id, and the node answers it with an error result.
+	Oversized int `json:"oversized,omitempty"`
 }
 
 // EventsReply is the body of GET /api/v1/nodes/{node}/events.

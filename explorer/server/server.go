@@ -468,15 +468,15 @@ const pageFrame = len(`{"events":[],"next":18446744073709551615}`) + 1
 // page returns the longest prefix of evs whose reply stays within
 // explorer.MaxPageSize bytes, and the cursor after it (next when every
 // event fits). An event larger than explorer.MaxEventSize (one stored
-// before the limit, or injected) goes as a stub holding only its id, so
-// the node can answer it with an error result and move on; so the first
-// event always fits.
+// before the limit, or injected) goes as a stub holding only its id, with
+// Oversized set, so the node can answer it with an error result and move
+// on; so the first event always fits.
 func page(evs []explorer.WireEvent, next uint64) ([]explorer.WireEvent, uint64) {
 	size := pageFrame
 	for i := range evs {
 		n, err := eventSize(evs[i])
 		if err != nil || n > explorer.MaxEventSize+eventFrame {
-			evs[i].Reservation = stub(evs[i].Reservation)
+			evs[i].Reservation, evs[i].Oversized = stub(evs[i].Reservation), max(n-eventFrame, 1)
 			n, _ = eventSize(evs[i])
 		}
 		if i > 0 {
@@ -493,7 +493,8 @@ func page(evs []explorer.WireEvent, next uint64) ([]explorer.WireEvent, uint64) 
 	return evs, next
 }
 
-// eventFrame is the most an event takes besides its reservation.
+// eventFrame is the most an event takes besides its reservation (and an
+// oversized one's size).
 const eventFrame = len(`{"seq":18446744073709551615,"reservation":}`)
 
 // eventSize is the size of ev in a reply: encoding/json compacts and
