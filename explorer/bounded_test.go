@@ -2,6 +2,7 @@ package explorer_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -207,6 +208,35 @@ func TestDeliveryRequestFailuresAreTemporary(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// TestFeedbackUnsendable refuses, without a request, a result no request
+// can carry: it would otherwise be retried for ever.
+func TestFeedbackUnsendable(t *testing.T) {
+	s := &stub{t: t, answers: func(_ int, w http.ResponseWriter) { w.WriteHeader(http.StatusNoContent) }}
+	c := stubClient(t, s, 1)
+	tests := []struct {
+		name   string
+		data   json.RawMessage
+		reason string
+	}{
+		{"unencodable", json.RawMessage(`{"broken`), "unencodable"},
+		{"too-large", json.RawMessage(`"` + strings.Repeat("x", explorer.MaxBodySize) + `"`), "too-large"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := results(1)[0]
+			r.Data = tt.data
+			err := c.Feedback(t.Context(), c.KeyID(), r)
+			var refusal *provision.Refusal
+			if !errors.As(err, &refusal) || refusal.Reason != tt.reason || provision.IsTemporary(err) {
+				t.Fatalf("err = %v, want a permanent refusal %q", err, tt.reason)
+			}
+		})
+	}
+	if len(s.at) != 0 {
+		t.Fatalf("%d requests sent", len(s.at))
 	}
 }
 

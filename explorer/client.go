@@ -541,13 +541,23 @@ func decodeEvent(we WireEvent) provision.Event {
 }
 
 // Feedback delivers a signed result. The explorer verifies it against the
-// node's key; a repeat is acknowledged. Every failure is temporary: the
-// status of a request of its own cannot tell a verdict on the result from
-// a refusal of the request (a proxy's 403, an explorer that forgot the
-// node), so only FeedbackBatch's per-result statuses drop a result.
+// node's key; a repeat is acknowledged. Every failure of the request is
+// temporary: the status of a request of its own cannot tell a verdict on
+// the result from a refusal of the request (a proxy's 403, an explorer
+// that forgot the node), so only FeedbackBatch's per-result statuses drop
+// a result. A result that cannot be sent at all (it does not encode, or
+// is larger than MaxBodySize) is a permanent Refusal without a request.
 func (c *Client) Feedback(ctx context.Context, nodeID string, r *provision.Result) error {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return provision.Permanent(&provision.Refusal{Reason: "unencodable", Err: fmt.Errorf("encoding result %s: %w", r.ID, err)})
+	}
+	if len(body) > MaxBodySize {
+		return provision.Permanent(&provision.Refusal{Reason: "too-large",
+			Err: fmt.Errorf("result %s: %d bytes of JSON, more than a request may carry (%d)", r.ID, len(body), MaxBodySize)})
+	}
 	path := "/api/v1/nodes/" + url.PathEscape(nodeID) + "/results/" + url.PathEscape(r.ID)
-	return delivery(c.do(ctx, http.MethodPut, path, r, nil, c.opts.Timeout, MaxReplySize))
+	return delivery(c.doBody(ctx, http.MethodPut, path, body, nil, c.opts.Timeout, MaxReplySize))
 }
 
 // FeedbackBatch delivers signed results with as few requests as it can:
