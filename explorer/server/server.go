@@ -456,46 +456,59 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, _ *call) error {
 			}
 		}
 	}
-	evs, next = page(evs, next)
-	writeJSON(w, http.StatusOK, explorer.EventsReply{Events: evs, Next: next})
+	body, err := page(evs, next)
+	if err != nil {
+		return fmt.Errorf("encoding the events of %s: %w", node, err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	w.Write(append(body, '\n'))
 	return nil
 }
 
 // pageFrame is the most an events reply takes besides its events: the
-// object, the largest next and writeJSON's newline.
+// object, the largest next and the newline.
 const pageFrame = len(`{"events":[],"next":18446744073709551615}`) + 1
 
-// page returns the longest prefix of evs whose reply stays within
-// explorer.MaxPageSize bytes, and the cursor after it (next when every
-// event fits). An event larger than explorer.MaxEventSize (one stored
-// before the limit, or injected) goes as a stub holding only its id, with
-// Oversized set, so the node can answer it with an error result and move
-// on; so the first event always fits.
-func page(evs []explorer.WireEvent, next uint64) ([]explorer.WireEvent, uint64) {
+// page returns the body of the events reply for evs and next: the longest
+// prefix of evs whose reply stays within explorer.MaxPageSize bytes, with
+// the cursor after it (next when every event fits). An event larger than
+// explorer.MaxEventSize (one stored before the limit, or injected) goes as
+// a stub holding only its id, with Oversized set, so the node can answer
+// it with an error result and move on. An event of at most MaxEventSize
+// takes at most 6 times that once encoding/json escapes it again, so the
+// first event always fits. The reply is encoded once when it fits, which
+// is the rule; only an overfull page measures its events one by one.
+func page(evs []explorer.WireEvent, next uint64) ([]byte, error) {
+	for i := range evs {
+		if n := len(evs[i].Reservation); n > explorer.MaxEventSize {
+			evs[i].Reservation, evs[i].Oversized = stub(evs[i].Reservation), n
+		}
+	}
+	if evs == nil {
+		evs = []explorer.WireEvent{}
+	}
+	body, err := json.Marshal(explorer.EventsReply{Events: evs, Next: next})
+	if err != nil || len(body)+1 <= explorer.MaxPageSize {
+		return body, err
+	}
 	size := pageFrame
 	for i := range evs {
 		n, err := eventSize(evs[i])
-		if err != nil || n > explorer.MaxEventSize+eventFrame {
-			evs[i].Reservation, evs[i].Oversized = stub(evs[i].Reservation), max(n-eventFrame, 1)
-			n, _ = eventSize(evs[i])
+		if err != nil {
+			return nil, err
 		}
 		if i > 0 {
 			n++ // the comma
 		}
 		if size+n > explorer.MaxPageSize {
-			return evs[:i], evs[i-1].Seq
+			evs, next = evs[:i], evs[i-1].Seq
+			break
 		}
 		size += n
 	}
-	if evs == nil {
-		evs = []explorer.WireEvent{}
-	}
-	return evs, next
+	return json.Marshal(explorer.EventsReply{Events: evs, Next: next})
 }
-
-// eventFrame is the most an event takes besides its reservation (and an
-// oversized one's size).
-const eventFrame = len(`{"seq":18446744073709551615,"reservation":}`)
 
 // eventSize is the size of ev in a reply: encoding/json compacts and
 // escapes the raw reservation again.
