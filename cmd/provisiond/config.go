@@ -42,11 +42,12 @@ type config struct {
 	LocalImages   string
 	Resync        time.Duration
 	PollWait      time.Duration
+	LogFormat     string
+	LogLevel      string
+
 	// ExplorerTimeout bounds one request to the explorer, its reply read
 	// included; a poll gets PollWait + ExplorerTimeout (default 30s).
 	ExplorerTimeout time.Duration
-	LogFormat       string
-	LogLevel        string
 }
 
 func (c *config) dbPath() string { return filepath.Join(c.DataDir, "provisiond.db") }
@@ -181,28 +182,28 @@ func configFrom(c *cli.Context) *config {
 	str := func(n string) string { return flagContext(c, n).String(n) }
 	f64 := func(n string) float64 { return flagContext(c, n).Float64(n) }
 	cfg := &config{
-		DataDir:         str("data-dir"),
-		Explorer:        c.String("explorer"),
-		Identity:        str("identity"),
-		Socket:          str("socket"),
-		MetricsListen:   c.String("metrics-listen"),
-		Workers:         c.Int("workers"),
-		SSDPath:         str("ssd-path"),
-		HDDPath:         str("hdd-path"),
-		ReserveCRU:      flagContext(c, "reserve-cru").Uint64("reserve-cru"),
-		ReserveMRU:      f64("reserve-mru"),
-		ReserveSRU:      f64("reserve-sru"),
-		ReserveHRU:      f64("reserve-hru"),
-		OpTimeout:       c.Duration("op-timeout"),
-		DepTimeout:      c.Duration("dependency-timeout"),
-		MaxImageMiB:     c.Int64("max-image-mib"),
-		LocalImages:     c.String("local-images"),
-		Resync:          c.Duration("resync"),
-		PollWait:        c.Duration("poll-wait"),
-		ExplorerTimeout: c.Duration("explorer-timeout"),
-		LogFormat:       str("log-format"),
-		LogLevel:        str("log-level"),
+		DataDir:       str("data-dir"),
+		Explorer:      c.String("explorer"),
+		Identity:      str("identity"),
+		Socket:        str("socket"),
+		MetricsListen: c.String("metrics-listen"),
+		Workers:       c.Int("workers"),
+		SSDPath:       str("ssd-path"),
+		HDDPath:       str("hdd-path"),
+		ReserveCRU:    flagContext(c, "reserve-cru").Uint64("reserve-cru"),
+		ReserveMRU:    f64("reserve-mru"),
+		ReserveSRU:    f64("reserve-sru"),
+		ReserveHRU:    f64("reserve-hru"),
+		OpTimeout:     c.Duration("op-timeout"),
+		DepTimeout:    c.Duration("dependency-timeout"),
+		MaxImageMiB:   c.Int64("max-image-mib"),
+		LocalImages:   c.String("local-images"),
+		Resync:        c.Duration("resync"),
+		PollWait:      c.Duration("poll-wait"),
+		LogFormat:     str("log-format"),
+		LogLevel:      str("log-level"),
 	}
+	cfg.ExplorerTimeout = c.Duration("explorer-timeout")
 	if cfg.SSDPath == "" {
 		cfg.SSDPath = filepath.Join(cfg.DataDir, "volumes", "ssd")
 	}
