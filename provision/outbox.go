@@ -147,14 +147,16 @@ func refusalReason(err error) string {
 }
 
 // noteRefusal records on the record of res that the explorer refused res
-// for good. A record that is gone (collected) needs no note; a store
-// failure is logged: the refusal is in the log and the metric already.
+// for good. A record that is gone (collected), or that holds another
+// reservation under the same id (res answered a refused replay or
+// impostor, whose digest differs), needs no note; a store failure is
+// logged: the refusal is in the log and the metric already.
 func (e *Engine) noteRefusal(res *Result, reason string, cause error) {
 	mu := e.lock(res.ID)
 	mu.Lock()
 	defer mu.Unlock()
 	rec, err := e.store.Get(res.ID)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, ErrNotFound) || err == nil && rec.Digest != res.Digest {
 		return
 	}
 	if err == nil {

@@ -295,3 +295,32 @@ func TestOutboxRefusalRecordedAndTemporaryRetriedForever(t *testing.T) {
 		})
 	}
 }
+
+// A refused result that answers another reservation under a live record's
+// id (a replay or an impostor the node refused) is counted, but leaves the
+// live record alone.
+func TestOutboxRefusalOfAnotherDigestLeavesTheRecord(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hooks := &refusals{n: map[string]int{}}
+		h := newHarness(t, func(o *provision.Options) { o.Hooks = hooks })
+		h.start(nil)
+		h.deliver(h.user.Volume("v0", testNode, 1, time.Now(), 48*time.Hour))
+		settle(time.Minute)
+		h.wantState("v0", provision.Deployed)
+		h.fb.Refuse("v0")
+		h.stop() // the outbox reads the entry at the next start
+		other := &provision.Result{Type: provision.VolumeReservation, ID: "v0", NodeID: testNode, Digest: "another-digest",
+			State: provision.StateError, Created: time.Now()}
+		if err := h.store.Enqueue(&provision.OutboxEntry{Kind: provision.OutboxResult, Result: other, Created: other.Created}); err != nil {
+			t.Fatal(err)
+		}
+		h.start(nil)
+		settle(time.Minute)
+		if n := hooks.count("result/test-refused"); n != 1 {
+			t.Fatalf("%d refusals counted, want 1", n)
+		}
+		if rec := h.wantState("v0", provision.Deployed); rec.Refused != nil {
+			t.Fatalf("the live record took another reservation's refusal: %+v", rec.Refused)
+		}
+	})
+}
