@@ -52,6 +52,9 @@ type Status struct {
 	LastPollError string `json:"last_poll_error,omitempty"`
 	// LastPollErrorAt is when it happened.
 	LastPollErrorAt time.Time `json:"last_poll_error_at,omitzero"`
+	// ClockSkew is set when the explorer's clock (the Date header of its
+	// last reply) was more than MaxClockSkew from the node's.
+	ClockSkew *ClockSkew `json:"clock_skew,omitempty"`
 	// Records counts records per state.
 	Records map[provision.State]int `json:"records"`
 	// Database is the path of the database.
@@ -59,6 +62,21 @@ type Status struct {
 	// Checks is the self-check: the daemon's at its start, or, when no
 	// daemon runs, the status command's own (Checks.By says which).
 	Checks *selfcheck.Report `json:"checks,omitempty"`
+}
+
+// MaxClockSkew is how far the explorer's clock may be from the node's
+// before Status reports it (30 s).
+const MaxClockSkew = 30 * time.Second
+
+// ClockSkew is a gap between the node's clock and the explorer's.
+type ClockSkew struct {
+	// Seconds is the explorer's time minus the node's: positive when the
+	// node's clock is behind.
+	Seconds float64 `json:"seconds"`
+	// MeasuredAt is when the reply that showed it came, by the node's clock.
+	MeasuredAt time.Time `json:"measured_at"`
+	// Hint says what it breaks and how to fix it.
+	Hint string `json:"hint"`
 }
 
 // Filter selects records; empty fields match everything.

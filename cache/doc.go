@@ -49,6 +49,10 @@
 // (version 0: new, or empty) is initialised by the 0 → 1 step. A file with a
 // version newer than this build knows is refused with ErrSchemaTooNew. Every
 // change of this tree adds a migration, a test for it, and a new drawing.
+// An optional field added to the record's JSON is no change of the tree:
+// older builds ignore it and a record written before it reads as its zero
+// value (provision.Record.Refused came so, without a new version;
+// TestRecordRefusedSurvivesReopen).
 //
 // # Locking
 //

@@ -129,10 +129,18 @@ func cloneRecord(rec *provision.Record) *provision.Record {
 		r := *rec.Reservation
 		r.Data = slices.Clone(r.Data)
 		r.Result = cloneResult(r.Result)
+		if r.Delivered != nil {
+			d := *r.Delivered
+			r.Delivered = &d
+		}
 		c.Reservation = &r
 	}
 	c.Result = cloneResult(rec.Result)
 	c.History = slices.Clone(rec.History)
+	if rec.Refused != nil {
+		r := *rec.Refused
+		c.Refused = &r
+	}
 	return &c
 }
 

@@ -52,3 +52,37 @@ func mustAddRecord(t testing.TB, s *Store, rec *provision.Record) {
 		t.Fatal(err)
 	}
 }
+
+// A record keeps the explorer's refusal of its result across a reopen,
+// and a record written before the field existed reads with none: the
+// optional field needs no schema version.
+func TestRecordRefusedSurvivesReopen(t *testing.T) {
+	path := tempPath(t)
+	s, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := provisiontest.NewRecord("old", provision.Deployed, time.Hour, "")
+	mustAddRecord(t, s, old)
+	rec := provisiontest.NewRecord("refused", provision.Deployed, time.Hour, "")
+	at := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
+	rec.Refused = &provision.ResultRefusal{State: provision.StateOk, Created: at.Add(-time.Minute), Reason: "digest-conflict", Message: "explorer answered 409", At: at}
+	mustAddRecord(t, s, rec)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, path, Options{NoSync: true})
+	got, err := s.Get("refused")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Refused == nil || *got.Refused != *rec.Refused {
+		t.Fatalf("refusal read back as %+v, want %+v", got.Refused, rec.Refused)
+	}
+	if got, err := s.Get("old"); err != nil || got.Refused != nil {
+		t.Fatalf("a record without a refusal: %+v, %v", got, err)
+	}
+	if v, err := decodeRecord([]byte(`{"reservation":{"id":"x"},"state":"deployed","digest":"d"}`)); err != nil || v.Refused != nil {
+		t.Fatalf("a record of the previous build: %+v, %v", v, err)
+	}
+}

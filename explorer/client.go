@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -26,9 +27,13 @@ import (
 	"github.com/edgeprov/provisiond/provision"
 )
 
-// maxReplySize bounds what the client reads of a reply: a full page of
-// events with the largest reservations fits.
-const maxReplySize = 64 << 20
+// maxUserReplySize bounds the replies of the user's calls, which list or
+// return whole reservations with their results (provctl, not the daemon).
+const maxUserReplySize = 64 << 20
+
+// maxResponseHeaderBytes bounds the headers of a reply on the client's own
+// transport.
+const maxResponseHeaderBytes = 64 << 10
 
 // ClientOptions configures a Client. The zero value gives the defaults.
 type ClientOptions struct {
@@ -36,13 +41,15 @@ type ClientOptions struct {
 	// its Timeout zero: every call sets its own deadline.
 	HTTPClient *http.Client
 	// Transport is used when HTTPClient is nil (default: a clone of
-	// http.DefaultTransport).
+	// http.DefaultTransport that reads at most 64 KiB of reply headers).
 	Transport http.RoundTripper
 	// PollWait is how long Poll asks the server to hold the request when
 	// there is no event (default 30s; the server caps it at MaxWait).
 	PollWait time.Duration
-	// Timeout bounds one request; a poll gets PollWait + Timeout, so the
-	// client never gives up before the server's hold ends (default 30s).
+	// Timeout bounds one request, reading its reply included; a poll gets
+	// PollWait + Timeout, so the client never gives up before the server's
+	// hold ends (default 30s). An explorer that sends headers and then
+	// nothing, or drips its body, fails the call when it passes.
 	Timeout time.Duration
 	// ReadLimit is the rate of GET requests per second (default 10; rate.Inf: unlimited).
 	ReadLimit rate.Limit
@@ -84,6 +91,21 @@ type Client struct {
 	// results with 404 or 405 (an explorer older than the batch
 	// endpoint): until then, FeedbackBatch sends one result per request.
 	singleUntil atomic.Int64
+
+	// skew is the explorer's clock against ours, from the Date header of
+	// its last reply.
+	skew atomic.Pointer[ClockSkew]
+}
+
+// ClockSkew is how far the explorer's clock (the Date header of its last
+// reply) was from the client's when the reply came.
+type ClockSkew struct {
+	// Skew is the explorer's time minus the client's: positive when the
+	// node's clock is behind. Date has a resolution of one second, so
+	// Skew is within half a second of the truth plus the reply's latency.
+	Skew time.Duration
+	// At is when the reply came, by the client's clock.
+	At time.Time
 }
 
 var (
@@ -153,7 +175,9 @@ func newClient(baseURL string, key ed25519.PrivateKey, opts ClientOptions) *Clie
 	if hc == nil {
 		tr := opts.Transport
 		if tr == nil {
-			tr = http.DefaultTransport.(*http.Transport).Clone()
+			t := http.DefaultTransport.(*http.Transport).Clone()
+			t.MaxResponseHeaderBytes = maxResponseHeaderBytes
+			tr = t
 		}
 		hc = &http.Client{Transport: tr}
 	}
@@ -172,11 +196,33 @@ func newClient(baseURL string, key ed25519.PrivateKey, opts ClientOptions) *Clie
 // the user ID.
 func (c *Client) KeyID() string { return c.keyID }
 
-// do sends one signed request and decodes a 2xx reply into out (when not
-// nil). 429, 5xx and network failures are retried up to MaxAttempts with
-// backoff, honouring Retry-After, and end in a provision.Temporary error;
-// any other 4xx is a provision.Permanent *APIError.
-func (c *Client) do(ctx context.Context, method, path string, in, out any, timeout time.Duration) error {
+// ClockSkew returns the explorer's clock against the client's, as of the
+// last reply that carried a Date header; false before any.
+func (c *Client) ClockSkew() (ClockSkew, bool) {
+	if s := c.skew.Load(); s != nil {
+		return *s, true
+	}
+	return ClockSkew{}, false
+}
+
+// noteDate records the skew of a reply's Date header received at now.
+func (c *Client) noteDate(date string, now time.Time) {
+	if date == "" {
+		return
+	}
+	t, err := http.ParseTime(date)
+	if err != nil {
+		return
+	}
+	// Date is cut to the second: the explorer's clock was in [t, t+1s).
+	c.skew.Store(&ClockSkew{Skew: t.Add(500 * time.Millisecond).Sub(now), At: now})
+}
+
+// do sends one signed request and decodes a 2xx reply of at most limit
+// bytes into out (when not nil). Failures are classified by classify and
+// temporary ones retried up to MaxAttempts with backoff, honouring
+// Retry-After.
+func (c *Client) do(ctx context.Context, method, path string, in, out any, timeout time.Duration, limit int64) error {
 	var body []byte
 	if in != nil {
 		var err error
@@ -184,12 +230,12 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any, timeo
 			return provision.Permanent(fmt.Errorf("%s %s: encoding body: %w", method, path, err))
 		}
 	}
-	return c.doBody(ctx, method, path, body, out, timeout)
+	return c.doBody(ctx, method, path, body, out, timeout, limit)
 }
 
 // doBody is do with the body already encoded (nil: none). Every attempt
 // waits for one token of the read (GET) or write limiter.
-func (c *Client) doBody(ctx context.Context, method, path string, body []byte, out any, timeout time.Duration) error {
+func (c *Client) doBody(ctx context.Context, method, path string, body []byte, out any, timeout time.Duration, limit int64) error {
 	op := method + " " + path
 	lim := c.write
 	if method == http.MethodGet {
@@ -200,7 +246,7 @@ func (c *Client) doBody(ctx context.Context, method, path string, body []byte, o
 		if err := lim.Wait(ctx); err != nil {
 			return provision.Temporary(fmt.Errorf("%s: waiting for the rate limiter: %w", op, err))
 		}
-		retryAfter, err := c.once(ctx, op, method, path, body, out, timeout)
+		retryAfter, err := c.once(ctx, op, method, path, body, out, timeout, limit)
 		if err == nil || !provision.IsTemporary(err) || ctx.Err() != nil {
 			return err
 		}
@@ -221,8 +267,11 @@ func (c *Client) doBody(ctx context.Context, method, path string, body []byte, o
 	}
 }
 
-// once sends one attempt; it returns the server's Retry-After, if any.
-func (c *Client) once(ctx context.Context, op, method, path string, body []byte, out any, timeout time.Duration) (time.Duration, error) {
+// once sends one attempt; it returns the server's Retry-After, if any. The
+// whole attempt, reading the reply included, runs under timeout; a 2xx
+// body larger than limit, or a refusal's beyond MaxErrorSize, is not read
+// further.
+func (c *Client) once(ctx context.Context, op, method, path string, body []byte, out any, timeout time.Duration, limit int64) (time.Duration, error) {
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(rctx, method, c.base+path, bytes.NewReader(body))
@@ -240,17 +289,18 @@ func (c *Client) once(ctx context.Context, op, method, path string, body []byte,
 		return 0, provision.Temporary(fmt.Errorf("%s: %w", op, err))
 	}
 	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxReplySize))
-	if err != nil {
-		return 0, provision.Temporary(fmt.Errorf("%s: reading reply: %w", op, err))
-	}
+	c.noteDate(resp.Header.Get("Date"), c.opts.Now())
 	if resp.StatusCode/100 == 2 {
-		if out == nil || len(raw) == 0 {
-			return 0, nil
+		raw, err := readReply(resp, limit)
+		if err != nil {
+			return 0, provision.Temporary(fmt.Errorf("%s: reading reply: %w", op, err))
 		}
+		// A reply decoder judges every body, an empty one too: a 200
+		// without a body (a proxy's) must not read as a page of no
+		// events at cursor 0, nor as a batch with no statuses.
 		if dec, ok := out.(interface{ decodeReply([]byte) error }); ok {
 			err = dec.decodeReply(raw)
-		} else {
+		} else if out != nil && len(raw) > 0 {
 			err = json.Unmarshal(raw, out)
 		}
 		if err != nil {
@@ -258,11 +308,7 @@ func (c *Client) once(ctx context.Context, op, method, path string, body []byte,
 		}
 		return 0, nil
 	}
-	apiErr := &APIError{Status: resp.StatusCode, Op: op, Message: http.StatusText(resp.StatusCode)}
-	var er ErrorReply
-	if json.Unmarshal(raw, &er) == nil && er.Error != "" {
-		apiErr.Message = er.Error
-	}
+	apiErr := refusal(resp, op)
 	apiErr.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), c.opts.Now())
 	err = classify(apiErr)
 	if provision.IsTemporary(err) {
@@ -271,15 +317,131 @@ func (c *Client) once(ctx context.Context, op, method, path string, body []byte,
 	return 0, err
 }
 
-// classify wraps a refusal in its retry class: 429 and 5xx are temporary,
-// any other status permanent.
+// readReply reads a 2xx body of at most limit bytes: a larger one (by its
+// Content-Length or as it streams) fails with ErrReplyTooLarge after
+// reading at most limit+1 bytes. Its buffer grows by doubling up to
+// limit+1, so a reply costs at most twice the limit in allocations.
+func readReply(resp *http.Response, limit int64) ([]byte, error) {
+	if resp.ContentLength > limit {
+		return nil, fmt.Errorf("%w: %d bytes announced, at most %d", ErrReplyTooLarge, resp.ContentLength, limit)
+	}
+	size := int64(512)
+	if resp.ContentLength >= 0 {
+		size = resp.ContentLength + 1 // room to see the end
+	}
+	buf := make([]byte, 0, min(size, limit+1))
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) > limit {
+				return nil, fmt.Errorf("%w: more than %d bytes", ErrReplyTooLarge, limit)
+			}
+			buf = slices.Grow(buf, int(min(int64(cap(buf)), limit+1-int64(cap(buf)))))
+		}
+		n, err := resp.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			if int64(len(buf)) > limit {
+				return nil, fmt.Errorf("%w: more than %d bytes", ErrReplyTooLarge, limit)
+			}
+			return buf, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// refusal reads a non-2xx reply into an *APIError: the explorer's message
+// and code when the body (at most MaxErrorSize of it) is its JSON refusal,
+// else the status text, marked Foreign.
+func refusal(resp *http.Response, op string) *APIError {
+	e := &APIError{Status: resp.StatusCode, Op: op, Message: http.StatusText(resp.StatusCode)}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, MaxErrorSize))
+	var er ErrorReply
+	if err == nil && json.Unmarshal(raw, &er) == nil && er.Error != "" {
+		e.Message, e.Code = er.Error, er.Code
+		return e
+	}
+	e.Foreign = true
+	what := "an empty body"
+	switch {
+	case err != nil:
+		what = "a body that failed to read: " + err.Error()
+	case len(raw) > 0:
+		what = "a body that is not the explorer's JSON refusal"
+		if ct := resp.Header.Get("Content-Type"); ct != "" {
+			what += " (" + short(ct, 64) + ")"
+		}
+	}
+	e.Message += " with " + what
+	return e
+}
+
+// short cuts s to at most n bytes.
+func short(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// classify wraps a refusal of a whole request in its retry class: 408,
+// 425, 429 and 5xx are temporary, and so is any status whose body is not
+// the explorer's JSON refusal (a proxy's error page), and the explorer's
+// CodeNotRegistered (the node registers again); any other refusal of the
+// explorer is permanent for the call. The node's deliveries of
+// results and stats make every refusal of a request temporary (see
+// delivery): only a verdict on one result may drop it.
 func classify(e *APIError) error {
 	// 408: the body did not reach the explorer in time, a matter of the
 	// connection, not of the request.
-	if e.Status == http.StatusTooManyRequests || e.Status == http.StatusRequestTimeout || e.Status >= 500 {
+	switch {
+	case e.Foreign, e.Code == CodeNotRegistered, e.Status >= 500,
+		e.Status == http.StatusRequestTimeout, e.Status == http.StatusTooEarly, e.Status == http.StatusTooManyRequests:
 		return provision.Temporary(e)
 	}
 	return provision.Permanent(e)
+}
+
+// delivery returns the error of a delivery request (results, stats) as
+// temporary whatever the request's refusal: a 401, a 403, a 404 or a
+// reset is the node's or the path's trouble, never the result's, and the
+// outbox retries it until it is delivered. A refusal of one result in a
+// batch reply is judged apart (classifyResult).
+func delivery(err error) error {
+	if err == nil || provision.IsTemporary(err) {
+		return err
+	}
+	return provision.Temporary(err)
+}
+
+// classifyResult wraps the explorer's refusal of one result of a batch in
+// its class: the verdicts on the result itself are permanent
+// provision.Refusals (400 malformed, 403 bad signature or another node's,
+// 404 unknown reservation, 409 digest conflict, 410 gone, 413 too large,
+// 422 unprocessable); anything else (401, 408, 429, 5xx, a code this
+// client does not know) is temporary and retried.
+func classifyResult(e *APIError) error {
+	reason := ""
+	switch e.Status {
+	case http.StatusBadRequest:
+		reason = "malformed"
+	case http.StatusForbidden:
+		reason = "forbidden"
+	case http.StatusNotFound:
+		reason = "unknown-reservation"
+	case http.StatusConflict:
+		reason = "digest-conflict"
+	case http.StatusGone:
+		reason = "gone"
+	case http.StatusRequestEntityTooLarge:
+		reason = "too-large"
+	case http.StatusUnprocessableEntity:
+		reason = "unprocessable"
+	default:
+		return provision.Temporary(e)
+	}
+	return provision.Permanent(&provision.Refusal{Reason: reason, Err: e})
 }
 
 // retryAfter parses a Retry-After header: seconds or an HTTP date.
@@ -299,23 +461,24 @@ func retryAfter(v string, now time.Time) time.Duration {
 // Register registers the node with the explorer; registering again is
 // harmless.
 func (c *Client) Register(ctx context.Context) error {
-	return c.do(ctx, http.MethodPost, "/api/v1/nodes", RegisterRequest{NodeID: c.node}, nil, c.opts.Timeout)
+	return c.do(ctx, http.MethodPost, "/api/v1/nodes", RegisterRequest{NodeID: c.node}, nil, c.opts.Timeout, MaxReplySize)
 }
 
 // PutCapacity reports the node's capacity.
 func (c *Client) PutCapacity(ctx context.Context, capacity provision.Capacity) error {
-	return c.do(ctx, http.MethodPut, "/api/v1/nodes/"+url.PathEscape(c.node)+"/capacity", capacity, nil, c.opts.Timeout)
+	return c.do(ctx, http.MethodPut, "/api/v1/nodes/"+url.PathEscape(c.node)+"/capacity", capacity, nil, c.opts.Timeout, MaxReplySize)
 }
 
 // Poll returns the node's events after from, waiting up to PollWait for
 // one, and the cursor to ask from next. An event whose reservation does not
 // decode is returned with Err set (a permanent error wrapping ErrBadEvent)
 // and a Reservation holding whatever ID could be read, so the caller can
-// answer it and move on.
+// answer it and move on. The reply is read up to MaxPageSize bytes within
+// PollWait + Timeout; a larger or slower one is a temporary error.
 func (c *Client) Poll(ctx context.Context, from uint64) ([]provision.Event, uint64, error) {
 	path := fmt.Sprintf("/api/v1/nodes/%s/events?from=%d&wait=%s", url.PathEscape(c.node), from, c.opts.PollWait)
 	reply := &eventsReply{from: from}
-	if err := c.do(ctx, http.MethodGet, path, nil, reply, c.opts.PollWait+c.opts.Timeout); err != nil {
+	if err := c.do(ctx, http.MethodGet, path, nil, reply, c.opts.PollWait+c.opts.Timeout, MaxPageSize); err != nil {
 		var apiErr *APIError
 		if errors.As(err, &apiErr) && apiErr.Status == http.StatusGone {
 			err = fmt.Errorf("%w: %w", ErrCursorGone, err) // reconcile from State
@@ -365,6 +528,9 @@ func decodeEvent(we WireEvent) provision.Event {
 	ev := provision.Event{Seq: we.Seq}
 	var r provision.Reservation
 	err := json.Unmarshal(we.Reservation, &r)
+	if we.Oversized > 0 {
+		err = fmt.Errorf("the reservation takes %d bytes of JSON, more than %d: the explorer relays only its id", we.Oversized, MaxEventSize)
+	}
 	if err == nil && (len(we.Reservation) == 0 || bytes.Equal(bytes.TrimSpace(we.Reservation), []byte("null"))) {
 		err = errors.New("no reservation")
 	}
@@ -382,10 +548,23 @@ func decodeEvent(we WireEvent) provision.Event {
 }
 
 // Feedback delivers a signed result. The explorer verifies it against the
-// node's key; a repeat is acknowledged.
+// node's key; a repeat is acknowledged. Every failure of the request is
+// temporary: the status of a request of its own cannot tell a verdict on
+// the result from a refusal of the request (a proxy's 403, an explorer
+// that forgot the node), so only FeedbackBatch's per-result statuses drop
+// a result. A result that cannot be sent at all (it does not encode, or
+// is larger than MaxBodySize) is a permanent Refusal without a request.
 func (c *Client) Feedback(ctx context.Context, nodeID string, r *provision.Result) error {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return provision.Permanent(&provision.Refusal{Reason: "unencodable", Err: fmt.Errorf("encoding result %s: %w", r.ID, err)})
+	}
+	if len(body) > MaxBodySize {
+		return provision.Permanent(&provision.Refusal{Reason: "too-large",
+			Err: fmt.Errorf("result %s: %d bytes of JSON, more than a request may carry (%d)", r.ID, len(body), MaxBodySize)})
+	}
 	path := "/api/v1/nodes/" + url.PathEscape(nodeID) + "/results/" + url.PathEscape(r.ID)
-	return c.do(ctx, http.MethodPut, path, r, nil, c.opts.Timeout)
+	return delivery(c.doBody(ctx, http.MethodPut, path, body, nil, c.opts.Timeout, MaxReplySize))
 }
 
 // FeedbackBatch delivers signed results with as few requests as it can:
@@ -395,19 +574,21 @@ func (c *Client) Feedback(ctx context.Context, nodeID string, r *provision.Resul
 // transaction.
 //
 // errs has one entry per result: nil when the explorer stored or already
-// held it; otherwise an error classified as Feedback's would be for that
-// result alone (permanent for a refusal such as a bad signature or an
-// unknown reservation, temporary for 429 or 5xx), wrapping an *APIError
-// with the explorer's status and message. A result that cannot be sent at
-// all (it does not encode, or is larger than a batch body) gets a
-// permanent error without a request.
+// held it; otherwise the explorer's verdict on that result alone,
+// wrapping an *APIError with its status and message: a permanent
+// provision.Refusal for a refusal of the result itself (see
+// classifyResult: a bad signature, an unknown reservation, a digest
+// conflict), temporary for anything else (429, 5xx). A result that cannot
+// be sent at all (it does not encode, or is larger than a batch body) gets
+// a permanent Refusal ("too-large", "unencodable") without a request.
 //
-// err is set, and errs nil, when the first request failed as a whole:
-// classified and retried within the call like any other call (429, 5xx
-// and network errors are temporary and retried with backoff up to
-// MaxAttempts). When a later request of the same call fails, its results
-// and those after it get that error as a temporary one (the explorer did
-// not judge them), so the caller retries them.
+// err is set, and errs nil, when the first request failed as a whole; it
+// is always temporary (see delivery): a refusal of the request (401, 403,
+// 5xx, a proxy's page, a reset, a timeout, a reply that is not a
+// well-formed batch reply) judges no result. 429, 5xx and network errors
+// are retried within the call up to MaxAttempts first. When a later
+// request of the same call fails, its results and those after it get that
+// error as a temporary one, so the caller retries them.
 //
 // Each request takes one token of the write limiter, like every other
 // call: the limiter bounds requests, which is what costs the explorer (a
@@ -429,7 +610,7 @@ func (c *Client) FeedbackBatch(ctx context.Context, nodeID string, rs []*provisi
 	chunks := chunkResults(rs, errs, MaxBatchResults, MaxBatchBodySize)
 	for k, ch := range chunks {
 		reply := &resultsReply{ids: ch.ids, op: http.MethodPost + " " + path}
-		err := c.doBody(ctx, http.MethodPost, path, ch.body(), reply, c.opts.Timeout)
+		err := delivery(c.doBody(ctx, http.MethodPost, path, ch.body(), reply, c.opts.Timeout, MaxReplySize))
 		if err == nil {
 			for j, i := range ch.index {
 				errs[i] = reply.errs[j]
@@ -500,11 +681,12 @@ func chunkResults(rs []*provision.Result, errs []error, maxCount, maxBody int) [
 	for i, r := range rs {
 		enc, err := json.Marshal(r)
 		if err != nil {
-			errs[i] = provision.Permanent(fmt.Errorf("encoding result %d: %w", i, err))
+			errs[i] = provision.Permanent(&provision.Refusal{Reason: "unencodable", Err: fmt.Errorf("encoding result %d: %w", i, err)})
 			continue
 		}
 		if resultsFrame+len(enc) > maxBody {
-			errs[i] = provision.Permanent(fmt.Errorf("result %s: %d bytes of JSON do not fit a request of at most %d", r.ID, len(enc), maxBody))
+			errs[i] = provision.Permanent(&provision.Refusal{Reason: "too-large",
+				Err: fmt.Errorf("result %s: %d bytes of JSON do not fit a request of at most %d", r.ID, len(enc), maxBody)})
 			continue
 		}
 		if cur == nil || len(cur.enc) == maxCount || cur.size+1+len(enc) > maxBody {
@@ -545,9 +727,10 @@ func (r *resultsReply) decodeReply(raw []byte) error {
 
 // decodeResultsReply decodes the reply to a batch of results with the
 // given IDs, sent by request op, into one error per result: nil for a 2xx
-// code, else an *APIError classified as a request's refusal would be. The
-// reply must hold one status per result, in order, each naming the ID
-// sent and a code between 200 and 599.
+// code, else an *APIError classified by classifyResult. The reply must
+// hold one status per result, in order, each naming the ID sent and a
+// code between 200 and 599; a reply that does not is an error of the
+// whole request (temporary), never a verdict on a result.
 func decodeResultsReply(raw []byte, ids []string, op string) ([]error, error) {
 	var reply ResultsReply
 	if err := json.Unmarshal(raw, &reply); err != nil {
@@ -571,20 +754,21 @@ func decodeResultsReply(raw []byte, ids []string, op string) ([]error, error) {
 		if msg == "" {
 			msg = http.StatusText(st.Code)
 		}
-		errs[i] = classify(&APIError{Status: st.Code, Message: msg, Op: op + ": result " + st.ID})
+		errs[i] = classifyResult(&APIError{Status: st.Code, Message: msg, Op: op + ": result " + st.ID})
 	}
 	return errs, nil
 }
 
-// UpdateStats delivers the node's stats.
+// UpdateStats delivers the node's stats. Like Feedback, every failure is
+// temporary: the outbox keeps the latest stats until they are delivered.
 func (c *Client) UpdateStats(ctx context.Context, nodeID string, s *provision.Stats) error {
-	return c.do(ctx, http.MethodPut, "/api/v1/nodes/"+url.PathEscape(nodeID)+"/stats", s, nil, c.opts.Timeout)
+	return delivery(c.do(ctx, http.MethodPut, "/api/v1/nodes/"+url.PathEscape(nodeID)+"/stats", s, nil, c.opts.Timeout, MaxReplySize))
 }
 
 // Node returns what the explorer knows of a node.
 func (c *Client) Node(ctx context.Context, nodeID string) (*NodeInfo, error) {
 	var info NodeInfo
-	if err := c.do(ctx, http.MethodGet, "/api/v1/nodes/"+url.PathEscape(nodeID), nil, &info, c.opts.Timeout); err != nil {
+	if err := c.do(ctx, http.MethodGet, "/api/v1/nodes/"+url.PathEscape(nodeID), nil, &info, c.opts.Timeout, MaxReplySize); err != nil {
 		return nil, err
 	}
 	return &info, nil
@@ -594,7 +778,7 @@ func (c *Client) Node(ctx context.Context, nodeID string) (*NodeInfo, error) {
 // (Reservation.Sign), and sets r.ID to the ID the explorer assigned.
 func (c *Client) CreateReservation(ctx context.Context, r *provision.Reservation) (string, error) {
 	var reply CreateReply
-	if err := c.do(ctx, http.MethodPost, "/api/v1/reservations", r, &reply, c.opts.Timeout); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/api/v1/reservations", r, &reply, c.opts.Timeout, MaxReplySize); err != nil {
 		return "", err
 	}
 	if reply.ID == "" {
@@ -608,7 +792,7 @@ func (c *Client) CreateReservation(ctx context.Context, r *provision.Reservation
 // result (not verified here: see provision.Result.Verify).
 func (c *Client) GetReservation(ctx context.Context, id string) (*provision.Reservation, error) {
 	var r provision.Reservation
-	if err := c.do(ctx, http.MethodGet, "/api/v1/reservations/"+url.PathEscape(id), nil, &r, c.opts.Timeout); err != nil {
+	if err := c.do(ctx, http.MethodGet, "/api/v1/reservations/"+url.PathEscape(id), nil, &r, c.opts.Timeout, maxUserReplySize); err != nil {
 		return nil, err
 	}
 	return &r, nil
@@ -635,7 +819,7 @@ func (c *Client) ListReservationsPage(ctx context.Context, user, cursor string, 
 		q.Set("limit", strconv.Itoa(limit))
 	}
 	var reply ReservationsReply
-	if err := c.do(ctx, http.MethodGet, "/api/v1/reservations?"+q.Encode(), nil, &reply, c.opts.Timeout); err != nil {
+	if err := c.do(ctx, http.MethodGet, "/api/v1/reservations?"+q.Encode(), nil, &reply, c.opts.Timeout, maxUserReplySize); err != nil {
 		return nil, err
 	}
 	return &reply, nil
@@ -680,7 +864,7 @@ func (c *Client) DeleteReservation(ctx context.Context, id string) (*provision.R
 	r.SignDelete(c.key)
 	var out provision.Reservation
 	req := DeleteRequest{ID: id, DeleteSignature: r.DeleteSignature}
-	if err := c.do(ctx, http.MethodPost, "/api/v1/reservations/"+url.PathEscape(id)+"/delete", req, &out, c.opts.Timeout); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/api/v1/reservations/"+url.PathEscape(id)+"/delete", req, &out, c.opts.Timeout, maxUserReplySize); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -692,7 +876,7 @@ func (c *Client) DeleteReservation(ctx context.Context, id string) (*provision.R
 // compares it with what it holds to find drift.
 func (c *Client) State(ctx context.Context) (*NodeState, error) {
 	reply := &stateReply{node: c.node}
-	if err := c.do(ctx, http.MethodGet, "/api/v1/nodes/"+url.PathEscape(c.node)+"/state", nil, reply, c.opts.Timeout); err != nil {
+	if err := c.do(ctx, http.MethodGet, "/api/v1/nodes/"+url.PathEscape(c.node)+"/state", nil, reply, c.opts.Timeout, MaxStateSize); err != nil {
 		return nil, err
 	}
 	return reply.state, nil

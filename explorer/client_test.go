@@ -111,8 +111,11 @@ func TestNodeClientAgainstExplorer(t *testing.T) {
 	forged.State = provision.StateError
 	err = nc.Feedback(t.Context(), nodeID, &forged)
 	var apiErr *explorer.APIError
-	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusForbidden || provision.IsTemporary(err) {
-		t.Fatalf("forged feedback: %v; want a permanent 403", err)
+	// A request of its own cannot tell a verdict on the result from a
+	// refusal of the request: it stays temporary; only a batch reply's
+	// per-result status (TestFeedbackBatchAgainstExplorer) is final.
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusForbidden || !provision.IsTemporary(err) {
+		t.Fatalf("forged feedback: %v; want a temporary 403", err)
 	}
 }
 
@@ -236,7 +239,7 @@ func TestRetryHonoursRetryAfter(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				s := &stub{t: t, answers: tt.answers}
 				c := stubClient(t, s, 3)
-				err := c.UpdateStats(t.Context(), c.KeyID(), &provision.Stats{})
+				err := c.PutCapacity(t.Context(), provision.Capacity{})
 				if (err != nil) != tt.wantErr {
 					t.Fatalf("err = %v, want error %v", err, tt.wantErr)
 				}
@@ -273,6 +276,12 @@ func TestErrorClassification(t *testing.T) {
 		{"409-permanent", refuse(http.StatusConflict, ""), nil, false, nil},
 		{"413-permanent", refuse(http.StatusRequestEntityTooLarge, ""), nil, false, nil},
 		{"408-temporary", refuse(http.StatusRequestTimeout, ""), nil, true, nil},
+		{"not-registered-temporary", notRegistered, nil, true, explorer.ErrNotRegistered},
+		{"proxy-html-401-temporary", htmlPage(http.StatusUnauthorized), nil, true, nil},
+		{"proxy-html-404-temporary", htmlPage(http.StatusNotFound), nil, true, nil},
+		{"proxy-empty-400-temporary", func(_ int, w http.ResponseWriter) { w.WriteHeader(http.StatusBadRequest) }, nil, true, nil},
+		{"empty-200-temporary", ok(""), nil, true, explorer.ErrBadReply},
+		{"html-200-temporary", ok("<html>hello</html>"), nil, true, explorer.ErrBadReply},
 		{"429-temporary", refuse(http.StatusTooManyRequests, ""), nil, true, nil},
 		{"500-temporary", refuse(http.StatusInternalServerError, ""), nil, true, nil},
 		{"502-temporary", refuse(http.StatusBadGateway, ""), nil, true, nil},
@@ -304,6 +313,21 @@ func TestErrorClassification(t *testing.T) {
 				t.Fatalf("err = %v, want an *APIError with the server's message", err)
 			}
 		})
+	}
+}
+
+// notRegistered answers as an explorer that does not know the node.
+func notRegistered(_ int, w http.ResponseWriter) {
+	w.WriteHeader(http.StatusForbidden)
+	fmt.Fprintf(w, `{"error":"server: forbidden: node not registered","code":%q}`, explorer.CodeNotRegistered)
+}
+
+// htmlPage answers as a proxy does: an HTML page with status.
+func htmlPage(status int) func(int, http.ResponseWriter) {
+	return func(_ int, w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(status)
+		fmt.Fprintf(w, "<html><body><h1>%d %s</h1></body></html>", status, http.StatusText(status))
 	}
 }
 
@@ -387,8 +411,9 @@ func TestFeedbackBatchAgainstExplorer(t *testing.T) {
 				return
 			}
 			var apiErr *explorer.APIError
-			if !errors.As(tt.err, &apiErr) || apiErr.Status != tt.status || apiErr.Message == "" || provision.IsTemporary(tt.err) {
-				t.Fatalf("err = %v, want a permanent %d with the explorer's message", tt.err, tt.status)
+			var refusal *provision.Refusal
+			if !errors.As(tt.err, &apiErr) || apiErr.Status != tt.status || apiErr.Message == "" || provision.IsTemporary(tt.err) || !errors.As(tt.err, &refusal) {
+				t.Fatalf("err = %v, want a permanent refusal %d with the explorer's message", tt.err, tt.status)
 			}
 		})
 	}
@@ -457,9 +482,15 @@ func TestFeedbackBatchClasses(t *testing.T) {
 		{"500-exhausts-attempts", func(_ testing.TB, n int, _ *http.Request, _ []byte, w http.ResponseWriter) {
 			refuse(http.StatusInternalServerError, "")(n, w)
 		}, 3, true, true, nil},
-		{"400-not-retried", func(_ testing.TB, n int, _ *http.Request, _ []byte, w http.ResponseWriter) {
+		{"400-not-retried-but-temporary", func(_ testing.TB, n int, _ *http.Request, _ []byte, w http.ResponseWriter) {
 			refuse(http.StatusBadRequest, "")(n, w)
-		}, 1, true, false, nil},
+		}, 1, true, true, nil},
+		{"401-temporary", func(_ testing.TB, n int, _ *http.Request, _ []byte, w http.ResponseWriter) {
+			refuse(http.StatusUnauthorized, "")(n, w)
+		}, 1, true, true, nil},
+		{"empty-200-temporary", func(_ testing.TB, _ int, _ *http.Request, _ []byte, w http.ResponseWriter) {
+			w.WriteHeader(http.StatusOK)
+		}, 3, true, true, nil},
 		{"wrong-count-temporary", func(_ testing.TB, _ int, _ *http.Request, _ []byte, w http.ResponseWriter) {
 			fmt.Fprint(w, `{"results":[{"id":"r0","code":200}]}`)
 		}, 3, true, true, nil},
@@ -508,8 +539,13 @@ func TestFeedbackBatchClasses(t *testing.T) {
 					if e != nil && !errors.As(e, &apiErr) {
 						t.Errorf("result %d: %v carries no *APIError", i, e)
 					}
-					if e != nil && apiErr != nil && provision.IsTemporary(e) != (apiErr.Status == 429 || apiErr.Status >= 500) {
-						t.Errorf("result %d: %v has the wrong class", i, e)
+					final := apiErr != nil && apiErr.Status != 429 && apiErr.Status < 500
+					if tt.name == "no-batch-endpoint-falls-back" {
+						final = false // a request of its own judges no result
+					}
+					var refusal *provision.Refusal
+					if e != nil && (provision.IsTemporary(e) == final || errors.As(e, &refusal) != final) {
+						t.Errorf("result %d: %v has the wrong class (want final %v)", i, e, final)
 					}
 				}
 			})

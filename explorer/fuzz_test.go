@@ -1,11 +1,14 @@
 package explorer
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -79,8 +82,11 @@ func FuzzDecodeEvents(f *testing.F) {
 	f.Add([]byte(`{"events":[{"seq":1},{"seq":1}],"next":1}`), uint64(0))
 	f.Add([]byte(`{"events":[{"seq":2,"reservation":{"id":7}}],"next":2}`), uint64(1))
 	f.Add([]byte(`[`), uint64(0))
+	f.Add([]byte(`{"events":[{"seq":1,"reservation":{"id":"big"},"oversized":900000}],"next":1}`), uint64(0))
 	f.Fuzz(func(t *testing.T, raw []byte, from uint64) {
 		evs, next, err := decodeEvents(raw, from)
+		var reply EventsReply
+		_ = json.Unmarshal(raw, &reply)
 		if err != nil {
 			if next != from || evs != nil {
 				t.Fatalf("failed decode returned next %d and %d events", next, len(evs))
@@ -98,6 +104,11 @@ func FuzzDecodeEvents(f *testing.F) {
 			last = ev.Seq
 			if ev.Reservation == nil {
 				t.Fatal("event without a reservation")
+			}
+			for _, we := range reply.Events {
+				if we.Seq == ev.Seq && we.Oversized > 0 && ev.Err == nil {
+					t.Fatalf("an oversized event %d decoded without an error", ev.Seq)
+				}
 			}
 			if ev.Err != nil && provision.IsTemporary(ev.Err) {
 				t.Fatalf("a malformed event is temporary: %v", ev.Err)
@@ -119,6 +130,7 @@ func FuzzDecodeEvents(f *testing.F) {
 func FuzzDecodeResultsReply(f *testing.F) {
 	f.Add([]byte(`{"results":[{"id":"a","code":200},{"id":"b","code":403,"error":"forged"}]}`), "a,b")
 	f.Add([]byte(`{"results":[{"id":"a","code":503}]}`), "a")
+	f.Add([]byte(`{"results":[{"id":"a","code":401},{"id":"b","code":409}]}`), "a,b")
 	f.Add([]byte(`{"results":[{"id":"a","code":200}]}`), "b")
 	f.Add([]byte(`{"results":[{"id":"a","code":99}]}`), "a")
 	f.Add([]byte(`{"results":[]}`), "a")
@@ -154,9 +166,47 @@ func FuzzDecodeResultsReply(f *testing.F) {
 			if !errors.As(e, &apiErr) || apiErr.Status != st.Code {
 				t.Fatalf("outcome %v does not carry status %d", e, st.Code)
 			}
-			if want := st.Code == 429 || st.Code >= 500; provision.IsTemporary(e) != want {
-				t.Fatalf("code %d: temporary %v, want %v", st.Code, !want, want)
+			// Final only for a verdict on the result itself, and then a Refusal.
+			final := slices.Contains([]int{400, 403, 404, 409, 410, 413, 422}, st.Code)
+			var refusal *provision.Refusal
+			if provision.IsTemporary(e) == final || errors.As(e, &refusal) != final {
+				t.Fatalf("code %d: outcome %v, want final %v", st.Code, e, final)
 			}
+			if final && refusal.Reason == "" {
+				t.Fatalf("code %d: a refusal without a reason", st.Code)
+			}
+		}
+	})
+}
+
+func FuzzRefusal(f *testing.F) {
+	f.Add(403, []byte(`{"error":"server: forbidden: node not registered","code":"not_registered"}`), "application/json")
+	f.Add(401, []byte(`<html><body>401 Authorization Required</body></html>`), "text/html")
+	f.Add(502, []byte(``), "")
+	f.Add(400, []byte(`{"error":""}`), "application/json")
+	f.Fuzz(func(t *testing.T, status int, body []byte, contentType string) {
+		if status < 100 || status > 999 {
+			return
+		}
+		resp := &http.Response{StatusCode: status, Header: http.Header{}, Body: io.NopCloser(bytes.NewReader(body))}
+		resp.Header.Set("Content-Type", contentType)
+		e := refusal(resp, "GET /x")
+		if e.Status != status || e.Message == "" {
+			t.Fatalf("refusal %+v of status %d", e, status)
+		}
+		var er ErrorReply
+		ours := json.Unmarshal(body[:min(len(body), MaxErrorSize)], &er) == nil && er.Error != "" // the client reads no more
+		if e.Foreign == ours {
+			t.Fatalf("body %q: foreign %v", body, e.Foreign)
+		}
+		if len(e.Message) > MaxErrorSize+200 {
+			t.Fatalf("a message of %d bytes", len(e.Message))
+		}
+		if errors.Is(e, ErrNotRegistered) != (ours && er.Code == CodeNotRegistered) {
+			t.Fatalf("body %q: not registered %v", body, errors.Is(e, ErrNotRegistered))
+		}
+		if err := classify(e); e.Foreign && !provision.IsTemporary(err) {
+			t.Fatalf("a foreign refusal %d is permanent", status)
 		}
 	})
 }

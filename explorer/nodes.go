@@ -161,7 +161,7 @@ func (f NodeFilter) Query() url.Values {
 // runs (PUT /api/v1/nodes/{node}/capacity).
 func (c *Client) ReportCapacity(ctx context.Context, capacity provision.Capacity, version string) error {
 	return c.do(ctx, http.MethodPut, "/api/v1/nodes/"+url.PathEscape(c.node)+"/capacity",
-		CapacityReport{Capacity: capacity, Version: version}, nil, c.opts.Timeout)
+		CapacityReport{Capacity: capacity, Version: version}, nil, c.opts.Timeout, MaxReplySize)
 }
 
 // ListNodes returns one page of the explorer's nodes that pass f.
@@ -171,7 +171,7 @@ func (c *Client) ListNodes(ctx context.Context, f NodeFilter) (*NodesReply, erro
 		path += "?" + q
 	}
 	var reply NodesReply
-	if err := c.do(ctx, http.MethodGet, path, nil, &reply, c.opts.Timeout); err != nil {
+	if err := c.do(ctx, http.MethodGet, path, nil, &reply, c.opts.Timeout, maxUserReplySize); err != nil {
 		return nil, err
 	}
 	return &reply, nil

@@ -74,7 +74,7 @@ func (c *Client) WaitReservation(ctx context.Context, id, after string, wait tim
 		path += "?" + q.Encode()
 	}
 	var r provision.Reservation
-	if err := c.do(ctx, http.MethodGet, path, nil, &r, min(wait, MaxWait)+c.opts.Timeout); err != nil {
+	if err := c.do(ctx, http.MethodGet, path, nil, &r, min(wait, MaxWait)+c.opts.Timeout, maxUserReplySize); err != nil {
 		return nil, err
 	}
 	if r.ID != id {
@@ -95,7 +95,7 @@ func (c *Client) WaitReservations(ctx context.Context, user, after string, wait 
 		q.Set("wait", wait.String())
 	}
 	var reply ReservationsReply
-	if err := c.do(ctx, http.MethodGet, "/api/v1/reservations?"+q.Encode(), nil, &reply, min(wait, MaxWait)+c.opts.Timeout); err != nil {
+	if err := c.do(ctx, http.MethodGet, "/api/v1/reservations?"+q.Encode(), nil, &reply, min(wait, MaxWait)+c.opts.Timeout, maxUserReplySize); err != nil {
 		return nil, err
 	}
 	return reply.Reservations, nil

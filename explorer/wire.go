@@ -34,6 +34,37 @@ const (
 	// MaxBatchBodySize is the largest body of POST
 	// /api/v1/nodes/{node}/results a server reads (4 MiB).
 	MaxBatchBodySize = 4 << 20
+	// MaxEventSize is the largest reservation JSON one event carries
+	// (512 KiB): a server refuses to create a reservation whose stored JSON
+	// is larger (data is at most 64 KiB, but re-encoding may escape each
+	// of its bytes as \u00XX), and sends an older oversized event as a stub
+	// holding only its id, which the node answers with an error result.
+	MaxEventSize = 512 << 10
+	// MaxPageSize is the largest body of an events reply (4 MiB): a server
+	// stops adding events to a page before it would grow past it (one
+	// event of MaxEventSize always fits), and a client reads no more. With
+	// PageLimit events per page, pages of large reservations are shorter.
+	MaxPageSize = 4 << 20
+	// MaxReplySize is the largest body of any other reply a node reads
+	// (1 MiB): a node, a batch of result statuses (MaxBatchResults of at
+	// most a few hundred bytes each), a registration.
+	MaxReplySize = 1 << 20
+	// MaxStateSize is the largest full-state snapshot a node reads
+	// (16 MiB): about 100,000 active reservations of ID, digest and
+	// version.
+	MaxStateSize = 16 << 20
+	// MaxErrorSize is how much of a refusal's body a client reads (4 KiB):
+	// the message is cut there.
+	MaxErrorSize = 4 << 10
+)
+
+// Codes of ErrorReply.Code: what a client may act on without reading the
+// message.
+const (
+	// CodeNotRegistered says the explorer does not know the node of a
+	// node endpoint (status 403): the node registers again (POST
+	// /api/v1/nodes) and retries.
+	CodeNotRegistered = "not_registered"
 )
 
 // RegisterRequest is the body of POST /api/v1/nodes. The node's public key
@@ -50,6 +81,10 @@ type WireEvent struct {
 	Seq uint64 `json:"seq"`
 	// Reservation is the reservation JSON (new, or with a signed delete).
 	Reservation json.RawMessage `json:"reservation"`
+	// Oversized, when set, is the size in bytes of a reservation too large
+	// to relay (more than MaxEventSize): Reservation then holds only its
+	// id, and the node answers it with an error result.
+	Oversized int `json:"oversized,omitempty"`
 }
 
 // EventsReply is the body of GET /api/v1/nodes/{node}/events.
@@ -136,6 +171,8 @@ type NodeInfo struct {
 type ErrorReply struct {
 	// Error says what was wrong.
 	Error string `json:"error"`
+	// Code, when set, names a refusal a client acts on (CodeNotRegistered).
+	Code string `json:"code,omitempty"`
 }
 
 // NodeState is the body of GET /api/v1/nodes/{node}/state: the full-state

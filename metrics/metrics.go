@@ -38,6 +38,7 @@ type Metrics struct {
 	pollErrors   prometheus.Counter
 	outboxErrors *prometheus.CounterVec
 	delivered    *prometheus.CounterVec
+	refused      *prometheus.CounterVec
 }
 
 // New registers the collectors in a fresh registry (with the Go and
@@ -66,8 +67,12 @@ func New(src Source) *Metrics {
 			Namespace: namespace, Name: "outbox_delivered_total",
 			Help: "Outbox entries the explorer acknowledged, by kind.",
 		}, []string{"kind"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "outbox_refused_total",
+			Help: "Outbox entries the explorer refused for good and the node dropped, by kind and reason (see provisiond cache show).",
+		}, []string{"kind", "reason"}),
 	}
-	m.reg.MustRegister(m.transitions, m.operations, m.pollErrors, m.outboxErrors, m.delivered,
+	m.reg.MustRegister(m.transitions, m.operations, m.pollErrors, m.outboxErrors, m.delivered, m.refused,
 		&gauges{src: src},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -111,6 +116,11 @@ func (m *Metrics) OutboxError(kind provision.OutboxKind, err error) {
 // Delivered counts an acknowledged outbox entry.
 func (m *Metrics) Delivered(kind provision.OutboxKind) {
 	m.delivered.WithLabelValues(string(kind)).Inc()
+}
+
+// Refused counts an outbox entry the explorer refused for good.
+func (m *Metrics) Refused(kind provision.OutboxKind, reason string) {
+	m.refused.WithLabelValues(string(kind), reason).Inc()
 }
 
 // Serve serves /metrics on ln until ctx ends.

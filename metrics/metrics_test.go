@@ -73,6 +73,7 @@ func TestScrape(t *testing.T) {
 	m.PollError(errors.New("down"))
 	m.OutboxError(provision.OutboxResult, provision.Temporary(errors.New("503")))
 	m.Delivered(provision.OutboxStats)
+	m.Refused(provision.OutboxResult, "digest-conflict")
 	out := scrape(t, m)
 	for _, want := range []string{
 		`provisiond_reservations{state="deployed",type="volume"} 2`,
@@ -91,6 +92,7 @@ func TestScrape(t *testing.T) {
 		`provisiond_poll_errors_total 1`,
 		`provisiond_outbox_errors_total{class="temporary",kind="result"} 1`,
 		`provisiond_outbox_delivered_total{kind="stats"} 1`,
+		`provisiond_outbox_refused_total{kind="result",reason="digest-conflict"} 1`,
 		`provisiond_scrape_error 0`,
 		`go_goroutines`,
 	} {

@@ -43,6 +43,10 @@ type Hooks interface {
 	OutboxError(kind OutboxKind, err error)
 	// Delivered reports an outbox entry the explorer acknowledged.
 	Delivered(kind OutboxKind)
+	// Refused reports an outbox entry the explorer refused for good and
+	// the outbox dropped, with the Refusal's reason ("undeliverable" for
+	// a permanent error that carries none).
+	Refused(kind OutboxKind, reason string)
 }
 
 // NopHooks is Hooks that does nothing: the default of Options.Hooks.
@@ -64,6 +68,9 @@ func (NopHooks) OutboxError(OutboxKind, error) {}
 
 // Delivered does nothing.
 func (NopHooks) Delivered(OutboxKind) {}
+
+// Refused does nothing.
+func (NopHooks) Refused(OutboxKind, string) {}
 
 // Waker is the optional part of a ReservationSource that re-checks its
 // timing when the Engine ingested something new (the decommission source

@@ -84,3 +84,29 @@ func IsTemporary(err error) bool {
 	}
 	return true
 }
+
+// Refusal is a receiver's final verdict on one outbox entry: the explorer
+// judged the entry itself (not the request that carried it) and will never
+// take it — a bad signature, a digest conflict, an unknown reservation. A
+// Feedbacker returns it wrapped in a permanent Error; the outbox records
+// it on the reservation's record (Record.Refused), counts it by Reason and
+// moves on. Anything else (an authentication failure, a timeout, a 5xx, a
+// proxy's error page) is about the request and stays temporary.
+type Refusal struct {
+	// Reason is a short kebab-case label for metrics ("bad-signature",
+	// "digest-conflict", "unknown-reservation", "malformed", …).
+	Reason string
+	// Err is the receiver's answer.
+	Err error
+}
+
+// Error returns the reason and the receiver's answer.
+func (r *Refusal) Error() string {
+	if r.Err == nil {
+		return "refused: " + r.Reason
+	}
+	return "refused (" + r.Reason + "): " + r.Err.Error()
+}
+
+// Unwrap returns the receiver's answer.
+func (r *Refusal) Unwrap() error { return r.Err }

@@ -136,7 +136,10 @@ type Store interface {
 }
 
 // Feedbacker delivers results and stats to the explorer. An error marked
-// Permanent means the explorer refused the message for good.
+// Permanent means the explorer refused the message for good (a *Refusal,
+// with its reason, when the explorer judged the entry itself): the outbox
+// drops it. Every other error is retried until the entry is delivered, so
+// a Feedbacker must never mark a failure of the request permanent.
 type Feedbacker interface {
 	Feedback(ctx context.Context, nodeID string, r *Result) error
 	UpdateStats(ctx context.Context, nodeID string, s *Stats) error
@@ -147,7 +150,7 @@ type Feedbacker interface {
 // round trip per result. errs has one entry per result, in order: nil when
 // the explorer stored (or already held) it, an error (Permanent when the
 // explorer refused it for good) otherwise. err is set when the request as
-// a whole failed; errs is then nil.
+// a whole failed; errs is then nil, and err should be temporary.
 type BatchFeedbacker interface {
 	FeedbackBatch(ctx context.Context, nodeID string, rs []*Result) (errs []error, err error)
 }

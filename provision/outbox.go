@@ -2,6 +2,7 @@ package provision
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -32,11 +33,16 @@ func (e *Engine) wakeOutbox() {
 // A temporary failure stops the pass at the failed entry: the entries
 // before it are acknowledged, it and every entry after it (even ones the
 // same batch request delivered) are delivered again after a jittered
-// exponential backoff (reset on success), so the last delivery of each
-// entry follows the order of the outbox and nothing is lost however long
-// the explorer is away. A permanent refusal of an entry is logged at
-// error level, reported to Hooks and acknowledged: an entry the explorer
-// will never take must not block every entry behind it.
+// exponential backoff (reset on success), for as long as it takes, so the
+// last delivery of each entry follows the order of the outbox and nothing
+// is lost however long the explorer is away or refuses the node's
+// requests. The Feedbacker decides what is final: explorer.Client makes
+// every failure of a request temporary, and only a verdict on one result
+// (a Refusal) permanent. A permanent refusal of an entry is logged at
+// error level, reported to Hooks (Refused, by reason), recorded on the
+// reservation's record (Record.Refused, shown by `provisiond cache show`)
+// and acknowledged: an entry the explorer will never take must not block
+// every entry behind it.
 //
 // OutboxRate counts entries, not requests: a request carrying n results
 // waits for n tokens, and (unless the rate is unlimited) carries at most
@@ -105,8 +111,13 @@ func (e *Engine) sendOutbox(ctx context.Context) {
 					retry, wait = true, e.backoff.delay(failures)
 					e.outboxLog(zerolog.WarnLevel, en).Err(err).Int("failures", failures).Dur("retry_in", wait).Msg("delivery failed; retrying")
 				default:
+					reason := refusalReason(err)
 					e.hooks.OutboxError(en.Kind, err)
-					e.outboxLog(zerolog.ErrorLevel, en).Err(err).Msg("explorer refused the entry for good; dropping it")
+					e.hooks.Refused(en.Kind, reason)
+					e.outboxLog(zerolog.ErrorLevel, en).Err(err).Str("reason", reason).Msg("explorer refused the entry for good; dropping it")
+					if en.Kind == OutboxResult && en.Result != nil {
+						e.noteRefusal(en.Result, reason, err)
+					}
 				}
 				if retry {
 					break
@@ -122,6 +133,44 @@ func (e *Engine) sendOutbox(ctx context.Context) {
 		if retry && !sleep(ctx, wait) {
 			return
 		}
+	}
+}
+
+// refusalReason is the reason of a permanent delivery error: its
+// Refusal's, or "undeliverable".
+func refusalReason(err error) string {
+	var r *Refusal
+	if errors.As(err, &r) && r.Reason != "" {
+		return r.Reason
+	}
+	return "undeliverable"
+}
+
+// noteRefusal records on the record of res that the explorer refused res
+// for good. A record that is gone (collected), or that holds another
+// reservation under the same id (res answered a refused replay or
+// impostor, whose digest differs), needs no note; a store failure is
+// logged: the refusal is in the log and the metric already.
+func (e *Engine) noteRefusal(res *Result, reason string, cause error) {
+	mu := e.lock(res.ID)
+	mu.Lock()
+	defer mu.Unlock()
+	rec, err := e.store.Get(res.ID)
+	if errors.Is(err, ErrNotFound) || err == nil && rec.Digest != res.Digest {
+		return
+	}
+	if err == nil {
+		msg := cause.Error()
+		if len(msg) > MaxRefusalMessage {
+			msg = msg[:MaxRefusalMessage]
+		}
+		now := e.now()
+		rec.Refused = &ResultRefusal{State: res.State, Created: res.Created, Reason: reason, Message: msg, At: now}
+		rec.Updated = now
+		err = e.commit(rec, rec.State, nil, false)
+	}
+	if err != nil {
+		e.log.Error().Err(err).Str("id", res.ID).Msg("recording the explorer's refusal of a result failed")
 	}
 }
 

@@ -233,3 +233,94 @@ func TestOutboxBatchExplorerDown(t *testing.T) {
 		}
 	})
 }
+
+// refusals counts the Refused hooks per reason.
+type refusals struct {
+	provision.NopHooks
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (h *refusals) Refused(kind provision.OutboxKind, reason string) {
+	h.mu.Lock()
+	h.n[string(kind)+"/"+reason]++
+	h.mu.Unlock()
+}
+
+func (h *refusals) count(key string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n[key]
+}
+
+// A result the explorer refuses for good is dropped from the outbox, and
+// the refusal is counted and kept on the reservation's record; a result
+// the explorer keeps failing temporarily is retried until it is taken,
+// however many times that takes.
+func TestOutboxRefusalRecordedAndTemporaryRetriedForever(t *testing.T) {
+	for _, fb := range feedbackers {
+		t.Run(fb.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				hooks := &refusals{n: map[string]int{}}
+				h := newHarness(t, func(o *provision.Options) { o.Hooks = hooks })
+				useFeedbacker(h, fb.batch)
+				h.fb.Refuse("v0")
+				h.fb.Flaky("v1", 40) // far beyond any attempt count, hours of backoff
+				h.start(nil)
+				for i := range 3 {
+					h.deliver(h.user.Volume(fmt.Sprintf("v%d", i), testNode, 1, time.Now(), 48*time.Hour))
+				}
+				settle(40 * provision.DefaultBackoffMax)
+				rec := h.wantState("v0", provision.Deployed)
+				if rec.Refused == nil || rec.Refused.Reason != "test-refused" || rec.Refused.State != provision.StateOk ||
+					!rec.Refused.Created.Equal(rec.Result.Created) || rec.Refused.Message == "" || rec.Refused.At.IsZero() {
+					t.Fatalf("record of the refused result: %+v", rec.Refused)
+				}
+				if n := hooks.count("result/test-refused"); n != 1 {
+					t.Fatalf("%d refusals counted, want 1", n)
+				}
+				for _, id := range []string{"v1", "v2"} {
+					rec := h.wantState(id, provision.Deployed)
+					if rec.Refused != nil {
+						t.Errorf("%s: refused %+v", id, rec.Refused)
+					}
+					if last := h.lastResult(id); last == nil || last.Signature != rec.Result.Signature {
+						t.Errorf("%s: its result never arrived", id)
+					}
+				}
+				if d, _ := h.store.Depth(); d != 0 {
+					t.Errorf("outbox depth %d, want 0", d)
+				}
+			})
+		})
+	}
+}
+
+// A refused result that answers another reservation under a live record's
+// id (a replay or an impostor the node refused) is counted, but leaves the
+// live record alone.
+func TestOutboxRefusalOfAnotherDigestLeavesTheRecord(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hooks := &refusals{n: map[string]int{}}
+		h := newHarness(t, func(o *provision.Options) { o.Hooks = hooks })
+		h.start(nil)
+		h.deliver(h.user.Volume("v0", testNode, 1, time.Now(), 48*time.Hour))
+		settle(time.Minute)
+		h.wantState("v0", provision.Deployed)
+		h.fb.Refuse("v0")
+		h.stop() // the outbox reads the entry at the next start
+		other := &provision.Result{Type: provision.VolumeReservation, ID: "v0", NodeID: testNode, Digest: "another-digest",
+			State: provision.StateError, Created: time.Now()}
+		if err := h.store.Enqueue(&provision.OutboxEntry{Kind: provision.OutboxResult, Result: other, Created: other.Created}); err != nil {
+			t.Fatal(err)
+		}
+		h.start(nil)
+		settle(time.Minute)
+		if n := hooks.count("result/test-refused"); n != 1 {
+			t.Fatalf("%d refusals counted, want 1", n)
+		}
+		if rec := h.wantState("v0", provision.Deployed); rec.Refused != nil {
+			t.Fatalf("the live record took another reservation's refusal: %+v", rec.Refused)
+		}
+	})
+}

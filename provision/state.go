@@ -96,7 +96,28 @@ type Record struct {
 	History []Transition `json:"history,omitempty"`
 	// Updated is when the record last changed.
 	Updated time.Time `json:"updated"`
+	// Refused is the explorer's last final refusal of one of the record's
+	// results, which the outbox then dropped; nil when none was refused.
+	Refused *ResultRefusal `json:"refused,omitempty"`
 }
+
+// ResultRefusal records that the explorer refused a result for good (a
+// Refusal in the reply to a batch): the node's state and the explorer's
+// then differ, and an operator must look.
+type ResultRefusal struct {
+	// State and Created identify the refused result.
+	State   ResultState `json:"state"`
+	Created time.Time   `json:"created"`
+	// Reason is the refusal's label (Refusal.Reason).
+	Reason string `json:"reason"`
+	// Message is the explorer's answer, cut to MaxRefusalMessage bytes.
+	Message string `json:"message"`
+	// At is when the node learnt of it.
+	At time.Time `json:"at"`
+}
+
+// MaxRefusalMessage bounds ResultRefusal.Message (1 KiB).
+const MaxRefusalMessage = 1 << 10
 
 // ID returns the reservation ID.
 func (rec *Record) ID() string { return rec.Reservation.ID }

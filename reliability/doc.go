@@ -18,6 +18,13 @@
 //   - TestRebootRecreates removes every runtime object behind a stopped
 //     daemon's back and checks that the next start re-creates them with
 //     their data.
+//   - TestNoResultDropped fails every delivery of the node with 401, a
+//     proxy's 503 page and closed connections, each for a while, in front
+//     of explorerd: afterwards every result is there, taken exactly once.
+//   - TestBadExplorerBoundedMemory answers the plain daemon's long-polls
+//     with endless bytes, a 200 MB JSON string, or headers and silence:
+//     its peak RSS stays under 64 MB and it recovers; a Date an hour
+//     ahead shows as clock skew in `provisiond status`.
 //
 // `make test` runs the short variant (SOAK_KILLS unset: 10 kills);
 // `make soak` sets SOAK_KILLS=100. docs/reliability.md has the figures.

@@ -736,7 +736,9 @@ func TestHostileInput(t *testing.T) {
 		inj("empty-type", func(r *provision.Reservation) { r.Type = "" }, alice.key, "unknown reservation type"),
 		inj("user-id-garbage", func(r *provision.Reservation) { r.UserID = "root" }, nil, "user_id"),
 		inj("created-in-future", func(r *provision.Reservation) { r.Created = time.Now().Add(time.Hour) }, alice.key, "future"),
-		inj("huge-reference", func(r *provision.Reservation) { r.Reference = strings.Repeat("r", 1<<20) }, alice.key, "reference"),
+		inj("huge-reference", func(r *provision.Reservation) { r.Reference = strings.Repeat("r", 4<<10) }, alice.key, "reference"),
+		// Larger than an event: the explorer relays only its id.
+		inj("larger-than-an-event", func(r *provision.Reservation) { r.Reference = strings.Repeat("r", 1<<20) }, alice.key, "explorer relays only its id"),
 		inj("absurd-duration", func(r *provision.Reservation) { r.Duration = 200 * 365 * 24 * time.Hour }, alice.key, "duration"),
 		inj("delete-of-unknown-forged", func(r *provision.Reservation) {
 			r.Sign(alice.key)

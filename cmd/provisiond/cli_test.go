@@ -94,6 +94,10 @@ func fillNode(t *testing.T) string {
 		}
 		rec.Move(f.state, r.Created.Add(time.Second), f.msg)
 		rec.Result = res
+		if i == 0 { // the explorer refused its result for good
+			rec.Refused = &provision.ResultRefusal{State: res.State, Created: res.Created, Reason: "digest-conflict",
+				Message: "explorer answered 409: result answers another digest", At: res.Created.Add(time.Minute)}
+		}
 		if err := st.Save(rec); err != nil {
 			t.Fatal(err)
 		}
@@ -154,6 +158,8 @@ func TestCLIGolden(t *testing.T) {
 		{"cache-ls-deployed-volumes", []string{"cache", "ls", "--state", "deployed", "--type", "volume"}},
 		{"cache-show", []string{"cache", "show", "r2"}},
 		{"cache-show-json", []string{"cache", "show", "--json", "r3"}},
+		{"cache-show-refused", []string{"cache", "show", "r1"}},
+		{"cache-show-refused-json", []string{"cache", "show", "--json", "r1"}},
 		{"cache-export", []string{"cache", "export"}},
 		{"status", []string{"status", "--checks=false"}},
 		{"key-show", []string{"key", "show"}},

@@ -45,6 +45,10 @@ type config struct {
 	PollWait      time.Duration
 	LogFormat     string
 	LogLevel      string
+
+	// ExplorerTimeout bounds one request to the explorer, its reply read
+	// included; a poll gets PollWait + ExplorerTimeout (default 30s).
+	ExplorerTimeout time.Duration
 }
 
 func (c *config) dbPath() string { return filepath.Join(c.DataDir, "provisiond.db") }
@@ -90,6 +94,7 @@ func runFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "dependency-timeout", Usage: "how long a container waits, from its acceptance, for the network and volumes it names to be deployed before it fails", Value: provision.DefaultDependencyTimeout, EnvVars: env("DEPENDENCY_TIMEOUT")},
 		&cli.DurationFlag{Name: "resync", Usage: "interval between inspections of deployed workloads", Value: 5 * time.Minute, EnvVars: env("RESYNC")},
 		&cli.DurationFlag{Name: "poll-wait", Usage: "how long the explorer may hold a long-poll", Value: 30 * time.Second, EnvVars: env("POLL_WAIT")},
+		&cli.DurationFlag{Name: "explorer-timeout", Usage: "how long one request to the explorer may take, reading its reply included (a long-poll gets poll-wait more)", Value: 30 * time.Second, EnvVars: env("EXPLORER_TIMEOUT")},
 	}
 }
 
@@ -201,6 +206,7 @@ func configFrom(c *cli.Context) *config {
 		LogFormat:     str("log-format"),
 		LogLevel:      str("log-level"),
 	}
+	cfg.ExplorerTimeout = c.Duration("explorer-timeout")
 	if cfg.SSDPath == "" {
 		cfg.SSDPath = filepath.Join(cfg.DataDir, "volumes", "ssd")
 	}

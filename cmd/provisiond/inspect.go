@@ -217,6 +217,10 @@ func cacheShow(c *cli.Context, r admin.Reader) error {
 	} else {
 		fmt.Fprintf(tw, "signature:\tNOT VERIFIED: %v\n", verr)
 	}
+	if rf := rec.Refused; rf != nil {
+		fmt.Fprintf(tw, "delivery:\tresult refused by the explorer: %s, at %s (the %s result of %s; %s)\n",
+			rf.Reason, ts(rf.At), rf.State, ts(rf.Created), rf.Message)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -298,6 +302,9 @@ func showStatus(c *cli.Context, r admin.Reader) error {
 			lastErr = ts(s.LastPollErrorAt) + " " + s.LastPollError
 		}
 		fmt.Fprintf(tw, "last poll error:\t%s\n", lastErr)
+		if sk := s.ClockSkew; sk != nil {
+			fmt.Fprintf(tw, "clock skew:\t%+.0fs (explorer minus node, at %s): %s\n", sk.Seconds, ts(sk.MeasuredAt), sk.Hint)
+		}
 	}
 	fmt.Fprintf(tw, "cursor:\t%d\n", s.Cursor)
 	fmt.Fprintf(tw, "outbox depth:\t%d\n", s.OutboxDepth)

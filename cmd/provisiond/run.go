@@ -89,8 +89,8 @@ func run(ctx context.Context, cfg *config) error {
 	checks := selfcheck.Run(ctx, checkOptions(cfg, "daemon"))
 	logChecks(log, checks)
 
-	client := explorer.NewClient(cfg.Explorer, key, explorer.ClientOptions{PollWait: cfg.PollWait, Transport: transport, Logger: log})
-	gated := &registered{c: client}
+	client := explorer.NewClient(cfg.Explorer, key, explorer.ClientOptions{PollWait: cfg.PollWait, Timeout: cfg.ExplorerTimeout, Transport: transport, Logger: log})
+	gated := newRegistered(client)
 	node := newNode(cfg)
 	var engine *provision.Engine // set below; the closures run only after Run started
 	prims := primitives.New(primitives.Options{
@@ -118,7 +118,7 @@ func run(ctx context.Context, cfg *config) error {
 		CheckEvery: antiEntropyEvery,
 	})
 	expiry := provision.NewDecommissionSource(store, nil, provision.DecommissionOptions{Log: log})
-	d := &daemon{store: store, started: time.Now(), nodeID: nodeID, cfg: cfg, checks: checks}
+	d := &daemon{store: store, started: time.Now(), nodeID: nodeID, cfg: cfg, checks: checks, client: client}
 	m := metrics.New(d)
 	m.SelfCheck(checks)
 	engine = provision.NewEngine(provision.Options{
@@ -203,9 +203,26 @@ func waitRunning(ctx context.Context, e *provision.Engine) bool {
 // register announces the node and its capacity to the explorer, retrying
 // with jittered backoff until it succeeds or ctx ends: an explorer outage
 // at start must not keep the daemon from serving what it already holds.
+// It registers again each time the explorer says it does not know the
+// node (an explorer whose database was replaced), until ctx ends.
 func register(ctx context.Context, g *registered, node interface {
 	Capacity(context.Context) (provision.Capacity, error)
 }, log zerolog.Logger) {
+	for registerOnce(ctx, g, node, log) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-g.again:
+			log.Warn().Msg("the explorer does not know this node; registering again")
+		}
+	}
+}
+
+// registerOnce registers the node and its capacity; false when ctx ended
+// first.
+func registerOnce(ctx context.Context, g *registered, node interface {
+	Capacity(context.Context) (provision.Capacity, error)
+}, log zerolog.Logger) bool {
 	delay := time.Second
 	for {
 		err := g.c.Register(ctx)
@@ -218,15 +235,15 @@ func register(ctx context.Context, g *registered, node interface {
 		if err == nil {
 			g.ok.Store(true)
 			log.Info().Msg("registered with the explorer")
-			return
+			return true
 		}
 		if ctx.Err() != nil {
-			return
+			return false
 		}
 		log.Warn().Err(err).Dur("retry_in", delay).Msg("registering with the explorer failed")
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-time.After(delay/2 + rand.N(delay/2+1)):
 		}
 		delay = min(delay*2, time.Minute)
@@ -234,15 +251,34 @@ func register(ctx context.Context, g *registered, node interface {
 }
 
 // errNotRegistered holds back polls and deliveries until the node is
-// registered: the explorer would refuse them, and a refused delivery is
-// dropped as permanent.
+// registered: the explorer would refuse them.
 var errNotRegistered = provision.Temporary(errors.New("not yet registered with the explorer"))
 
 // registered passes polls and deliveries to the explorer client once the
-// node is registered, and answers errNotRegistered before.
+// node is registered, and answers errNotRegistered before. When the
+// explorer answers that it does not know the node (explorer.ErrNotRegistered),
+// it holds them back again and asks register to register anew.
 type registered struct {
-	c  *explorer.Client
-	ok atomic.Bool
+	c     *explorer.Client
+	ok    atomic.Bool
+	again chan struct{} // a registration is wanted; capacity 1
+}
+
+func newRegistered(c *explorer.Client) *registered {
+	return &registered{c: c, again: make(chan struct{}, 1)}
+}
+
+// check looks at the outcome of a call: a not-registered refusal clears
+// ok and wakes register. It returns err.
+func (g *registered) check(err error) error {
+	if errors.Is(err, explorer.ErrNotRegistered) {
+		g.ok.Store(false)
+		select {
+		case g.again <- struct{}{}:
+		default:
+		}
+	}
+	return err
 }
 
 var (
@@ -256,7 +292,8 @@ func (g *registered) Poll(ctx context.Context, from uint64) ([]provision.Event, 
 	if !g.ok.Load() {
 		return nil, from, errNotRegistered
 	}
-	return g.c.Poll(ctx, from)
+	evs, next, err := g.c.Poll(ctx, from)
+	return evs, next, g.check(err)
 }
 
 func (g *registered) Snapshot(ctx context.Context) (*provision.Snapshot, error) {
@@ -296,21 +333,22 @@ func (g *registered) Feedback(ctx context.Context, nodeID string, r *provision.R
 	if !g.ok.Load() {
 		return errNotRegistered
 	}
-	return g.c.Feedback(ctx, nodeID, r)
+	return g.check(g.c.Feedback(ctx, nodeID, r))
 }
 
 func (g *registered) FeedbackBatch(ctx context.Context, nodeID string, rs []*provision.Result) ([]error, error) {
 	if !g.ok.Load() {
 		return nil, errNotRegistered
 	}
-	return g.c.FeedbackBatch(ctx, nodeID, rs)
+	errs, err := g.c.FeedbackBatch(ctx, nodeID, rs)
+	return errs, g.check(err)
 }
 
 func (g *registered) UpdateStats(ctx context.Context, nodeID string, s *provision.Stats) error {
 	if !g.ok.Load() {
 		return errNotRegistered
 	}
-	return g.c.UpdateStats(ctx, nodeID, s)
+	return g.check(g.c.UpdateStats(ctx, nodeID, s))
 }
 
 // daemon is the running daemon's view for the admin socket and metrics.
@@ -321,6 +359,7 @@ type daemon struct {
 	nodeID  string
 	cfg     *config
 	checks  *selfcheck.Report
+	client  *explorer.Client
 }
 
 var _ metrics.Source = (*daemon)(nil)
@@ -341,7 +380,30 @@ func (d *daemon) status(context.Context) (*admin.Status, error) {
 	s.LastPollError = es.LastPollError
 	s.LastPollErrorAt = es.LastPollErrorAt
 	s.Checks = d.checks
+	if sk, ok := d.client.ClockSkew(); ok {
+		s.ClockSkew = clockSkew(sk)
+	}
 	return s, nil
+}
+
+// clockSkew returns what Status says of a skew: nil within
+// admin.MaxClockSkew.
+func clockSkew(sk explorer.ClockSkew) *admin.ClockSkew {
+	if sk.Skew.Abs() <= admin.MaxClockSkew {
+		return nil
+	}
+	way := "behind"
+	if sk.Skew < 0 {
+		way = "ahead of"
+	}
+	hint := fmt.Sprintf("the node's clock is %s %s the explorer's; ", sk.Skew.Abs().Round(time.Second), way)
+	if sk.Skew.Abs() > explorer.MaxSkew {
+		hint += fmt.Sprintf("beyond %s the explorer refuses every request of the node (401): ", explorer.MaxSkew)
+	} else {
+		hint += fmt.Sprintf("beyond %s the explorer will refuse every request of the node (401): ", explorer.MaxSkew)
+	}
+	hint += "synchronise it (timedatectl set-ntp true, or chrony), or the explorer's"
+	return &admin.ClockSkew{Seconds: sk.Skew.Seconds(), MeasuredAt: sk.At, Hint: hint}
 }
 
 func (d *daemon) stats(context.Context) (*provision.Stats, error) {

@@ -44,6 +44,10 @@ var (
 	ErrQuota        = errors.New("server: quota exceeded")
 	ErrTooMany      = errors.New("server: too many requests")
 	ErrTimeout      = errors.New("server: request body timed out")
+	// ErrNotRegistered refuses a node endpoint of a node that never
+	// registered (403, code explorer.CodeNotRegistered); it wraps
+	// ErrForbidden.
+	ErrNotRegistered = fmt.Errorf("%w: node not registered", ErrForbidden)
 )
 
 // Config configures a Server.
@@ -456,7 +460,7 @@ func (s *Server) registered(ctx context.Context, node string) error {
 	}
 	if _, _, err := s.db.Node(ctx, node); err != nil {
 		if errors.Is(err, ErrUnknownNode) {
-			return fmt.Errorf("%w: node %s is not registered (POST /api/v1/nodes first)", ErrForbidden, node)
+			return fmt.Errorf("%w: node %s is not registered (POST /api/v1/nodes first)", ErrNotRegistered, node)
 		}
 		return err
 	}
@@ -525,7 +529,11 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	} else if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "5")
 	}
-	writeError(w, status, msg)
+	reply := explorer.ErrorReply{Error: msg}
+	if errors.Is(err, ErrNotRegistered) {
+		reply.Code = explorer.CodeNotRegistered
+	}
+	writeJSON(w, status, reply)
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {
@@ -716,11 +724,79 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, _ *call) error {
 			return err
 		}
 	}
+	body, err := page(evs, next)
+	if err != nil {
+		return fmt.Errorf("encoding the events of %s: %w", node, err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	w.Write(append(body, '\n'))
+	return nil
+}
+
+// pageFrame is the most an events reply takes besides its events: the
+// object, the largest next and the newline.
+const pageFrame = len(`{"events":[],"next":18446744073709551615}`) + 1
+
+// page returns the body of the events reply for evs and next: the longest
+// prefix of evs whose reply stays within explorer.MaxPageSize bytes, with
+// the cursor after it (next when every event fits). An event larger than
+// explorer.MaxEventSize (one stored before the limit, or injected) goes as
+// a stub holding only its id, with Oversized set, so the node can answer
+// it with an error result and move on. An event of at most MaxEventSize
+// takes at most 6 times that once encoding/json escapes it again, so the
+// first event always fits. The reply is encoded once when it fits, which
+// is the rule; only an overfull page measures its events one by one.
+func page(evs []explorer.WireEvent, next uint64) ([]byte, error) {
+	for i := range evs {
+		if n := len(evs[i].Reservation); n > explorer.MaxEventSize {
+			evs[i].Reservation, evs[i].Oversized = stub(evs[i].Reservation), n
+		}
+	}
 	if evs == nil {
 		evs = []explorer.WireEvent{}
 	}
-	writeJSON(w, http.StatusOK, explorer.EventsReply{Events: evs, Next: next})
-	return nil
+	body, err := json.Marshal(explorer.EventsReply{Events: evs, Next: next})
+	if err != nil || len(body)+1 <= explorer.MaxPageSize {
+		return body, err
+	}
+	size := pageFrame
+	for i := range evs {
+		n, err := eventSize(evs[i])
+		if err != nil {
+			return nil, err
+		}
+		if i > 0 {
+			n++ // the comma
+		}
+		if size+n > explorer.MaxPageSize {
+			evs, next = evs[:i], evs[i-1].Seq
+			break
+		}
+		size += n
+	}
+	return json.Marshal(explorer.EventsReply{Events: evs, Next: next})
+}
+
+// eventSize is the size of ev in a reply: encoding/json compacts and
+// escapes the raw reservation again.
+func eventSize(ev explorer.WireEvent) (int, error) {
+	raw, err := json.Marshal(ev)
+	return len(raw), err
+}
+
+// stub returns the reservation of an oversized event as an object holding
+// only its id (null when even that is too long).
+func stub(raw json.RawMessage) json.RawMessage {
+	var partial struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal(raw, &partial) // best effort: the ID lets the node answer
+	if len(partial.ID) > 256 {
+		return json.RawMessage("null")
+	}
+	b, _ := json.Marshal(partial)
+	return b
 }
 
 func (s *Server) putResult(w http.ResponseWriter, r *http.Request, c *call) error {
@@ -954,6 +1030,9 @@ func (s *Server) createReservation(w http.ResponseWriter, r *http.Request, c *ca
 		return err
 	}
 	rv.Delivered = nil // the explorer's to say
+	if err := checkEventSize(&rv); err != nil {
+		return err
+	}
 	seq, err := s.db.CreateReservationWithin(r.Context(), &rv, now, s.lim.MaxActivePerUser)
 	if err != nil {
 		return err
@@ -962,6 +1041,27 @@ func (s *Server) createReservation(w http.ResponseWriter, r *http.Request, c *ca
 	s.hub.publish(UserTopic(rv.UserID))
 	s.log.Info().Str("id", rv.ID).Str("node", rv.NodeID).Str("user", rv.UserID).Str("type", string(rv.Type)).Uint64("seq", seq).Msg("reservation created")
 	writeJSON(w, http.StatusCreated, explorer.CreateReply{ID: rv.ID})
+	return nil
+}
+
+// eventMargin is what a reservation's JSON may grow by after the check of
+// checkEventSize: its id and, on a delete, to_delete and the delete
+// signature.
+const eventMargin = 512
+
+// checkEventSize refuses a reservation whose JSON, as the store keeps and
+// relays it, would not fit an event (explorer.MaxEventSize): a node reads
+// no more of a page than explorer.MaxPageSize.
+func checkEventSize(rv *provision.Reservation) error {
+	c := *rv
+	c.ID, c.Result = "", nil
+	raw, err := json.Marshal(&c)
+	if err != nil {
+		return fmt.Errorf("%w: encoding the reservation: %v", ErrBadRequest, err)
+	}
+	if len(raw)+eventMargin > explorer.MaxEventSize {
+		return fmt.Errorf("%w: the reservation takes %d bytes as JSON, at most %d", ErrTooLarge, len(raw), explorer.MaxEventSize-eventMargin)
+	}
 	return nil
 }
 

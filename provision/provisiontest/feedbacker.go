@@ -69,7 +69,7 @@ func (f *Feedbacker) feedbackLocked(r *provision.Result) error {
 	switch {
 	case f.refused[r.ID]:
 		f.fails++
-		return provision.Permanent(fmt.Errorf("delivering result %s: %w", r.ID, ErrRefused))
+		return provision.Permanent(&provision.Refusal{Reason: "test-refused", Err: fmt.Errorf("delivering result %s: %w", r.ID, ErrRefused)})
 	case f.flaky[r.ID] > 0:
 		f.flaky[r.ID]--
 		f.fails++
