@@ -255,6 +255,11 @@ func TestLimitsAndVolume(t *testing.T) {
 	if got := cgroupFile(t, "memory", id, "memory.limit_in_bytes"); got != fmt.Sprint(64<<20) {
 		t.Fatalf("memory limit = %s, want 64 MiB", got)
 	}
+	// Tenants die before the daemon: their OOM score comes from the spec,
+	// whatever the daemon's own.
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", runcPid(t, e, id))); err != nil || strings.TrimSpace(string(b)) != fmt.Sprint(container.OOMScoreAdj) {
+		t.Fatalf("container oom_score_adj = %q, %v; want %d", b, err, container.OOMScoreAdj)
+	}
 
 	// The volume is writable from inside and visible on the host.
 	if out, err := e.exec(t, id, "sh", "-c", "echo from-inside > /data/hello"); err != nil {
