@@ -203,8 +203,8 @@ type Engine struct {
 	maxInspectFailures int
 	limiter            *rate.Limiter
 
-	sched   *scheduler
-	busy    atomic.Int64 // workers running an operation
+	sched *scheduler
+	busy  atomic.Int64 // workers running an operation
 	// opStart holds, per worker, when its running operation started
 	// (UnixNano; 0 while it waits), and lastOp when a worker last started
 	// or ended one: the watchdog's measure of progress (Status).

@@ -39,8 +39,8 @@ func notify(state string) error {
 // Watchdog feeds systemd's watchdog (WatchdogSec) at half its interval for
 // as long as healthy returns nil, until ctx ends. When healthy reports an
 // error (the engine makes no progress with work queued) it stops feeding,
-// so systemd restarts
-// the service. It returns at once when the watchdog is not enabled.
+// so systemd restarts the service. It returns at once when the watchdog is
+// not enabled.
 func Watchdog(ctx context.Context, healthy func() error) error {
 	interval, err := daemon.SdWatchdogEnabled(false)
 	if err != nil {
