@@ -546,3 +546,32 @@ func TestSurvivesDaemonRestart(t *testing.T) {
 		t.Fatalf("images = %v, %v; want only %s", images, err, e.digest)
 	}
 }
+
+// TestUnderNotifySocket is the daemon under its Type=notify unit: systemd
+// sets NOTIFY_SOCKET. Handed to runc, `runc run --detach` passes it into
+// the container and waits for a READY=1 no tenant sends, so Provision
+// hung until its timeout. runc must not see it.
+func TestUnderNotifySocket(t *testing.T) {
+	e := newEnv(t, container.Options{})
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	id := "notify-" + testutil.RandHex(t, 3)
+	t.Cleanup(func() {
+		if err := e.m.Decommission(context.Background(), id); err != nil {
+			t.Errorf("Decommission %s: %v", id, err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	if _, err := e.m.Provision(ctx, id, e.spec("sleep", "3600")); err != nil {
+		t.Fatalf("Provision with NOTIFY_SOCKET set: %v", err)
+	}
+	if err := e.m.Inspect(ctx, id); err != nil {
+		t.Fatalf("Inspect: %v", err)
+	}
+}
