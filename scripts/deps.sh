@@ -2,7 +2,8 @@
 # Installs what provisiond's tests and daemon need on a Debian machine.
 set -euo pipefail
 need=()
-for cmd in runc:runc busybox:busybox-static mkfs.ext4:e2fsprogs ip:iproute2 openssl:openssl losetup:mount systemd-analyze:systemd; do
+for cmd in runc:runc busybox:busybox-static mkfs.ext4:e2fsprogs ip:iproute2 openssl:openssl losetup:mount systemd-analyze:systemd \
+  systemd-nspawn:systemd-container mmdebstrap:mmdebstrap; do
   command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -1,7 +1,9 @@
-// Package systemd holds the unit files of provisiond and explorerd
-// (provisiond.service, explorerd.service: Type=notify, hardened) and the
-// sd_notify glue the daemons use: READY once they can serve, STOPPING on
-// shutdown and WATCHDOG keep-alives while their main loop makes progress.
+// Package systemd holds the unit files of provisiond and explorerd (both
+// Type=notify; provisiond.service shares the host's namespaces, since its
+// mounts and containers must outlive the daemon; explorerd.service is
+// sandboxed) and the sd_notify glue the daemons use: READY once they can
+// serve, STOPPING on shutdown and WATCHDOG keep-alives while their main
+// loop makes progress.
 // Outside systemd (NOTIFY_SOCKET unset) every call is a no-op.
 package systemd
 

@@ -259,6 +259,13 @@ func (l *lab) upgrade(t *testing.T, repo string) {
 	if v := n.must(t, "provisiond version"); strings.Contains(v, releaseCommit) {
 		t.Fatalf("provisiond is still the release after make install: %q", v)
 	}
+	// Type=notify: systemd saw the unit started only once the daemon said
+	// it was ready.
+	started := n.must(t, "journalctl -u provisiond --since '"+strings.TrimSpace(since)+"' -o cat")
+	ready, active := strings.Index(started, "recovery done; ready"), strings.Index(started, "Started provisiond.service")
+	if ready < 0 || active < 0 || ready > active {
+		t.Fatalf("journal of the start: ready at %d, started at %d, want ready first:\n%s", ready, active, started)
+	}
 	l.check(t)
 	// Let the start's inspections run, then nothing may have changed.
 	eventually(t, 30*time.Second, "inspections after the upgrade", func() error {
