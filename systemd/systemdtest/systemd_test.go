@@ -164,14 +164,13 @@ func (n *node) setup(t *testing.T, release, image string) {
 type lab struct {
 	n      *node
 	digest string
-	node   string            // node ID
-	net    string            // network reservation
-	vol    string            // volume reservation
-	a, b   string            // containers: a mounts the volume and reaches b
-	base   snapshot          // what the host showed once everything ran
-	seq    int               // last line of a's log seen
-	extra  []string          // reservations deployed by the busy watchdog phase
-	export map[string]string // id → record, from the release's database
+	node   string   // node ID
+	net    string   // network reservation
+	vol    string   // volume reservation
+	a, b   string   // containers: a mounts the volume and reaches b
+	base   snapshot // what the host showed once everything ran
+	seq    int      // last line of a's log seen
+	extra  []string // reservations deployed by the busy watchdog phase
 }
 
 // snapshot is what the container's host namespace shows of the workloads.
