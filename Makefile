@@ -71,5 +71,5 @@ clean: ## remove build output and the demo state
 	rm -rf $(BIN) .demo
 
 .PHONY: systemd-test
-systemd-test: ## boot systemd (systemd-nspawn, Debian rootfs cached in /var/cache) and prove provisiond under its unit (root; about 6 minutes)
+systemd-test: ## boot systemd (systemd-nspawn, Debian rootfs cached in /var/cache) and prove provisiond under its unit (root; about 3 minutes, 5 with the first rootfs build)
 	PROVISIOND_SYSTEMD_TEST=1 $(GO) test -race -count=1 -v -timeout 30m ./systemd/systemdtest/ $(SYSTEMD_TEST_FLAGS)
