@@ -108,10 +108,22 @@ func attachedLoop(img string) (*os.File, error) {
 // interrupted attach elsewhere, or attached by hand); they are not mounted
 // any more once the volume is unmounted. Autoclear devices whose mount is
 // gone have detached already.
+//
+// Loop devices are the machine's, and a backing file's path is shown as
+// the kernel sees it: from inside a container, a loop the host bound to a
+// file of the same path looks like ours. So while img exists, only devices
+// bound to that very file (device and inode) are detached, and none once
+// it is gone.
 func detachLoops(img string) error {
 	devs, err := loopsOf(img)
 	if err != nil {
 		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(img, &st); errors.Is(err, unix.ENOENT) {
+		return nil // no image, no device of ours to detach
+	} else if err != nil {
+		return fmt.Errorf("checking image: %w", err)
 	}
 	for _, d := range devs {
 		f, err := os.OpenFile(d, os.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -120,6 +132,10 @@ func detachLoops(img string) error {
 		}
 		if err != nil {
 			return fmt.Errorf("opening %s: %w", d, err)
+		}
+		if info, err := unix.IoctlLoopGetStatus64(int(f.Fd())); err == nil && (info.Inode != st.Ino || info.Device != st.Dev) {
+			f.Close()
+			continue // another file of the same path: not ours
 		}
 		err = unix.IoctlSetInt(int(f.Fd()), unix.LOOP_CLR_FD, 0)
 		f.Close()

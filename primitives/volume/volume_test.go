@@ -234,6 +234,58 @@ func TestRemountReusesAttachedLoop(t *testing.T) {
 	_ = holder.Wait()
 }
 
+// TestDecommissionLeavesForeignLoop: loop devices are the machine's, and
+// the path the kernel shows for a backing file is the path in the mount
+// namespace that bound it. A loop another namespace (the host, or another
+// node's container) bound to a file at our image's path must survive our
+// Decommission.
+func TestDecommissionLeavesForeignLoop(t *testing.T) {
+	e := newEnv(t)
+	testutil.RequiresCommand(t, "unshare")
+	ctx := t.Context()
+	id := randID(t, "foreign")
+	e.cleanup(t, id)
+	if _, err := e.m.Provision(ctx, id, provision.SSD, 64*mib); err != nil {
+		t.Fatalf("Provision: %v", err)
+	}
+	img := filepath.Join(e.dir, "volumes", "ssd", "prv-"+id+".img")
+	tmp := t.TempDir()
+	other, devFile := filepath.Join(tmp, "other.img"), filepath.Join(tmp, "dev")
+	if err := os.WriteFile(other, make([]byte, mib), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Another mount namespace, kept alive by a process as a container
+	// would, binds its own file at our image's path and attaches it there.
+	holder := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
+		fmt.Sprintf("mount --bind %s %s && losetup --find --show %s > %s.tmp && mv %s.tmp %s && exec sleep 3600", other, img, img, devFile, devFile, devFile))
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
+	var dev string
+	eventually(t, 5*time.Second, func() error {
+		b, err := os.ReadFile(devFile)
+		dev = strings.TrimSpace(string(b))
+		return err
+	})
+	t.Cleanup(func() { _, _ = execOut("losetup", "-d", dev) })
+	backing := func() string {
+		b, _ := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "loop", "backing_file"))
+		return strings.TrimSpace(string(b))
+	}
+	if got := backing(); got != img {
+		t.Fatalf("the foreign loop %s shows backing file %q, want our path %s", dev, got, img)
+	}
+	if err := e.m.Decommission(ctx, id); err != nil {
+		t.Fatalf("Decommission: %v", err)
+	}
+	// (The unlinked image takes the other namespace's bind mount on it
+	// along, so the loop's path reads "/" now; it must still be bound.)
+	if _, err := os.Stat(filepath.Join("/sys/block", filepath.Base(dev), "loop", "backing_file")); err != nil {
+		t.Fatalf("Decommission detached the foreign loop %s: %v", dev, err)
+	}
+}
+
 // loops returns the loop devices bound to img, as losetup -j lists them.
 func loops(t testing.TB, img string) []string {
 	t.Helper()
