@@ -156,6 +156,13 @@ type Status struct {
 	OutboxDepth int `json:"outbox_depth"`
 	// Stats is the latest computed Stats.
 	Stats Stats `json:"stats"`
+	// OldestOp is when the longest-running operation now running started;
+	// zero when no worker runs one. Operations are bounded by OpTimeout, so
+	// one much older than that is stuck.
+	OldestOp time.Time `json:"oldest_op,omitzero"`
+	// LastProgress is when a worker last started or ended an operation
+	// (zero before the first).
+	LastProgress time.Time `json:"last_progress,omitzero"`
 }
 
 // ingestShards is how many jobs of the source are ingested at once: each
@@ -203,8 +210,13 @@ type Engine struct {
 	maxInspectFailures int
 	limiter            *rate.Limiter
 
-	sched   *scheduler
-	busy    atomic.Int64 // workers running an operation
+	sched *scheduler
+	busy  atomic.Int64 // workers running an operation
+	// opStart holds, per worker, when its running operation started
+	// (UnixNano; 0 while it waits), and lastOp when a worker last started
+	// or ended one: the watchdog's measure of progress (Status).
+	opStart []atomic.Int64
+	lastOp  atomic.Int64
 	seed    maphash.Seed
 	locks   idLocks
 	started atomic.Bool
@@ -273,6 +285,7 @@ func NewEngine(opts Options) *Engine {
 		outboxWake:         make(chan struct{}, 1),
 		subs:               make(map[chan Stats]struct{}),
 	}
+	e.opStart = make([]atomic.Int64, e.workers)
 	e.insp, _ = opts.Primitives.(Inspector)
 	e.lister, _ = opts.Primitives.(Lister)
 	if e.hooks == nil {
@@ -321,8 +334,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer cancel()
 	finishing := make(chan pendingOp, finishQueue)
 	var workers sync.WaitGroup
-	for range e.workers {
-		workers.Go(func() { e.work(ctx, finishing) })
+	for i := range e.workers {
+		workers.Go(func() { e.work(ctx, &e.opStart[i], finishing) })
 	}
 	wg.Go(func() {
 		workers.Wait()
@@ -482,6 +495,15 @@ func (e *Engine) ObservePoll(err error) {
 func (e *Engine) Status() Status {
 	queued, waiting := e.sched.counts()
 	busy := int(e.busy.Load())
+	var oldest, last time.Time
+	for i := range e.opStart {
+		if t := e.opStart[i].Load(); t != 0 && (oldest.IsZero() || t < oldest.UnixNano()) {
+			oldest = time.Unix(0, t)
+		}
+	}
+	if t := e.lastOp.Load(); t != 0 {
+		last = time.Unix(0, t)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return Status{
@@ -495,6 +517,8 @@ func (e *Engine) Status() Status {
 		LastPollErrorAt: e.pollErrAt,
 		OutboxDepth:     e.depth,
 		Stats:           cloneStats(e.stats),
+		OldestOp:        oldest,
+		LastProgress:    last,
 	}
 }
 

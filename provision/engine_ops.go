@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -41,13 +42,15 @@ func (o outcome) merge(p outcome) outcome {
 // ends. An operation whose last write is pending in the store goes to the
 // finisher (see finish), which ends it once the write is durable; the
 // reservation stays taken (no other operation of it runs) until then.
-func (e *Engine) work(ctx context.Context, finishing chan<- pendingOp) {
+// started is this worker's slot of Engine.opStart.
+func (e *Engine) work(ctx context.Context, started *atomic.Int64, finishing chan<- pendingOp) {
 	for {
 		id, ops, ok := e.sched.next(ctx)
 		if !ok {
 			return
 		}
 		e.busy.Add(1)
+		e.opBegan(started)
 		var o outcome
 		if ops&opDrive != 0 {
 			d := e.drive(ctx, id)
@@ -56,6 +59,7 @@ func (e *Engine) work(ctx context.Context, finishing chan<- pendingOp) {
 					e.sched.request(id, rest, rest&opPurge != 0) // after it
 				}
 				e.busy.Add(-1)
+				e.opEnded(started)
 				p := pendingOp{id: id, rest: d.pending}
 				select {
 				case finishing <- p:
@@ -73,10 +77,24 @@ func (e *Engine) work(ctx context.Context, finishing chan<- pendingOp) {
 			e.purge(ctx, id)
 		}
 		e.busy.Add(-1)
+		e.opEnded(started)
 		if e.sched.done(id, o.retry, o.ops, o.urgent, o.deps) {
 			e.idle()
 		}
 	}
+}
+
+// opBegan and opEnded record a worker's operation for Status: its start in
+// the worker's slot, and the time of the latest start or end.
+func (e *Engine) opBegan(started *atomic.Int64) {
+	now := e.now().UnixNano()
+	started.Store(now)
+	e.lastOp.Store(now)
+}
+
+func (e *Engine) opEnded(started *atomic.Int64) {
+	started.Store(0)
+	e.lastOp.Store(e.now().UnixNano())
 }
 
 // idle tells a store that keeps caches (a Trimmer) that the Engine has

@@ -128,10 +128,21 @@ func TestEngineHungProvisioner(t *testing.T) {
 			h.wantState(fmt.Sprintf("v%d", i), provision.Deployed)
 		}
 		h.wantState("stuck", provision.Provisioning)
-		if st := h.eng.Status(); st.Busy != 1 {
+		st := h.eng.Status()
+		if st.Busy != 1 {
 			t.Errorf("%d workers busy, want 1 (the stuck one)", st.Busy)
 		}
-		settle(time.Minute) // first attempt times out
+		// The watchdog's measure: the stuck operation's start stays put
+		// while time passes, and no operation starts or ends meanwhile.
+		if st.OldestOp.IsZero() || st.LastProgress.Before(st.OldestOp) {
+			t.Fatalf("status of a running operation: oldest %v, last progress %v", st.OldestOp, st.LastProgress)
+		}
+		settle(30 * time.Second)
+		later := h.eng.Status()
+		if !later.OldestOp.Equal(st.OldestOp) || !later.LastProgress.Equal(st.LastProgress) || time.Since(later.OldestOp) < 30*time.Second {
+			t.Fatalf("after 30 s stuck: oldest %v, last progress %v (were %v, %v; now %v)", later.OldestOp, later.LastProgress, st.OldestOp, st.LastProgress, time.Now())
+		}
+		settle(30 * time.Second) // first attempt times out
 		rec := h.record("stuck")
 		if rec.State != provision.Provisioning || rec.Attempts != 1 {
 			t.Fatalf("after the timeout: %s with %d attempts, want provisioning with 1", rec.State, rec.Attempts)
@@ -144,6 +155,9 @@ func TestEngineHungProvisioner(t *testing.T) {
 		}
 		if !strings.Contains(rec.Result.Message, "giving up after 2 attempts") {
 			t.Errorf("message %q does not say it gave up", rec.Result.Message)
+		}
+		if st := h.eng.Status(); !st.OldestOp.IsZero() || st.Busy != 0 || !st.LastProgress.After(later.LastProgress) {
+			t.Errorf("status once idle: oldest %v, busy %d, last progress %v (want zero, 0, after %v)", st.OldestOp, st.Busy, st.LastProgress, later.LastProgress)
 		}
 		h.checkStats(h.store)
 	})

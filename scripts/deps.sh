@@ -2,7 +2,8 @@
 # Installs what provisiond's tests and daemon need on a Debian machine.
 set -euo pipefail
 need=()
-for cmd in runc:runc busybox:busybox-static mkfs.ext4:e2fsprogs ip:iproute2 openssl:openssl losetup:mount systemd-analyze:systemd zsh:zsh python3:python3; do
+for cmd in runc:runc busybox:busybox-static mkfs.ext4:e2fsprogs ip:iproute2 openssl:openssl losetup:mount systemd-analyze:systemd \
+  systemd-nspawn:systemd-container mmdebstrap:mmdebstrap zsh:zsh python3:python3; do
   command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd##*:}")
 done
 # The explorer's PostgreSQL tests (internal/pgtest) run Debian's server binaries.

@@ -1,7 +1,9 @@
-// Package systemd holds the unit files of provisiond and explorerd
-// (provisiond.service, explorerd.service: Type=notify, hardened) and the
-// sd_notify glue the daemons use: READY once they can serve, STOPPING on
-// shutdown and WATCHDOG keep-alives while their main loop makes progress.
+// Package systemd holds the unit files of provisiond and explorerd (both
+// Type=notify; provisiond.service shares the host's namespaces, since its
+// mounts and containers must outlive the daemon; explorerd.service is
+// sandboxed) and the sd_notify glue the daemons use: READY once they can
+// serve, STOPPING on shutdown and WATCHDOG keep-alives while their main
+// loop makes progress.
 // Outside systemd (NOTIFY_SOCKET unset) every call is a no-op.
 package systemd
 
@@ -38,8 +40,9 @@ func notify(state string) error {
 
 // Watchdog feeds systemd's watchdog (WatchdogSec) at half its interval for
 // as long as healthy returns nil, until ctx ends. When healthy reports an
-// error (the engine loop is stuck) it stops feeding, so systemd restarts
-// the service. It returns at once when the watchdog is not enabled.
+// error (the engine makes no progress with work queued) it stops feeding,
+// so systemd restarts the service. It returns at once when the watchdog is
+// not enabled.
 func Watchdog(ctx context.Context, healthy func() error) error {
 	interval, err := daemon.SdWatchdogEnabled(false)
 	if err != nil {

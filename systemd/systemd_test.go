@@ -60,6 +60,49 @@ func TestProvisiondUnitKeepsContainers(t *testing.T) {
 	}
 }
 
+// TestProvisiondUnitSharesHost checks that the unit gives the daemon no
+// mount namespace of its own (its volume mounts, overlays and /run/netns
+// bind mounts must stay in the host's, for the next instance and for the
+// host) and no sandbox its tenant containers would inherit.
+func TestProvisiondUnitSharesHost(t *testing.T) {
+	unit, err := os.ReadFile("provisiond.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := map[string]string{}
+	for line := range strings.Lines(string(unit)) {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, "[") {
+			continue
+		}
+		k, v, _ := strings.Cut(line, "=")
+		set[k] = v
+	}
+	// Options that make systemd set up a mount namespace for the service,
+	// and filters or scores every child inherits.
+	forbidden := []string{
+		"ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "PrivateMounts",
+		"ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups",
+		"ProtectHostname", "ProtectProc", "ProcSubset", "ReadOnlyPaths", "ReadWritePaths",
+		"InaccessiblePaths", "TemporaryFileSystem", "BindPaths", "BindReadOnlyPaths", "MountFlags",
+		"RootDirectory", "RootImage", "PrivateNetwork", "PrivateIPC", "PrivateUsers", "NetworkNamespacePath",
+		"DynamicUser", "RestrictNamespaces",
+		"RestrictSUIDSGID", "ProtectClock", "OOMScoreAdjust", "SystemCallFilter",
+		"SystemCallArchitectures", "RestrictAddressFamilies", "RestrictRealtime", "LockPersonality",
+		"MemoryDenyWriteExecute", "CapabilityBoundingSet",
+	}
+	for _, k := range forbidden {
+		if v, ok := set[k]; ok {
+			t.Errorf("provisiond.service sets %s=%s: the daemon must share the host's mounts and namespaces, and tenants must not inherit its sandbox", k, v)
+		}
+	}
+	for k, want := range map[string]string{"KillMode": "process", "Type": "notify"} {
+		if set[k] != want {
+			t.Errorf("provisiond.service: %s=%q, want %q", k, set[k], want)
+		}
+	}
+}
+
 func listen(t *testing.T) *net.UnixConn {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "notify.sock")

@@ -118,14 +118,19 @@ func run(ctx context.Context, cfg *config) error {
 		CheckEvery: antiEntropyEvery,
 	})
 	expiry := provision.NewDecommissionSource(store, nil, provision.DecommissionOptions{Log: log})
-	d := &daemon{store: store, started: time.Now(), nodeID: nodeID, cfg: cfg, checks: checks, client: client}
+	d := &daemon{store: store, started: time.Now(), nodeID: nodeID, cfg: cfg, checks: checks, client: client, log: log}
+	opTimeout := cfg.OpTimeout
+	if opTimeout <= 0 {
+		opTimeout = provision.DefaultOpTimeout
+	}
+	d.progress = &progress{limit: opTimeout + stallGrace, idle: d.started}
 	m := metrics.New(d)
 	m.SelfCheck(checks)
 	engine = provision.NewEngine(provision.Options{
 		NodeID:            nodeID,
 		Source:            provision.CombinedSource(poll, expiry),
 		Store:             store,
-		Primitives:        prims,
+		Primitives:        withFaults(prims, log),
 		Signer:            provision.KeySigner(key),
 		Statser:           node,
 		Feedbacker:        gated,
@@ -353,13 +358,16 @@ func (g *registered) UpdateStats(ctx context.Context, nodeID string, s *provisio
 
 // daemon is the running daemon's view for the admin socket and metrics.
 type daemon struct {
-	store   *cache.Store
-	engine  *provision.Engine
-	started time.Time
-	nodeID  string
-	cfg     *config
-	checks  *selfcheck.Report
-	client  *explorer.Client
+	store     *cache.Store
+	engine    *provision.Engine
+	started   time.Time
+	nodeID    string
+	cfg       *config
+	checks    *selfcheck.Report
+	client    *explorer.Client
+	log       zerolog.Logger
+	progress  *progress
+	unhealthy atomic.Bool
 }
 
 var _ metrics.Source = (*daemon)(nil)
@@ -419,10 +427,71 @@ func (d *daemon) idle() bool {
 	return st.Running && st.Busy == 0 && st.Queued == 0
 }
 
-// healthy is what the watchdog feeds on: the engine is running.
+// primitiveSet is what the engine is given: the primitives, which also
+// inspect and list what they own (wrapped with a fault in test builds).
+type primitiveSet interface {
+	provision.Primitives
+	provision.Inspector
+	provision.Lister
+}
+
+// stallGrace is how long past OpTimeout an operation may run, or queued
+// work may wait without any operation starting or ending, before the
+// watchdog stops being fed.
+const stallGrace = 10 * time.Second
+
+// healthy is what the watchdog feeds on: see progress.check. It logs when
+// the engine turns unhealthy and when it recovers.
 func (d *daemon) healthy() error {
-	if !d.engine.Status().Running {
+	err := d.progress.check(d.engine.Status(), time.Now())
+	if was := d.unhealthy.Swap(err != nil); was != (err != nil) {
+		if err != nil {
+			d.log.Error().Err(err).Msg("engine makes no progress; no longer feeding the watchdog")
+		} else {
+			d.log.Info().Msg("engine makes progress again")
+		}
+	}
+	return err
+}
+
+// progress tells a stuck engine from a busy or idle one. Every operation
+// is bounded by OpTimeout, so a healthy worker pool starts or ends one at
+// least that often while work is queued.
+type progress struct {
+	// limit is OpTimeout plus stallGrace.
+	limit time.Duration
+	mu    sync.Mutex
+	// idle is the last time the engine was seen with nothing queued or
+	// running (the daemon's start before that).
+	idle time.Time
+}
+
+// check returns nil while the engine runs and is idle (nothing queued,
+// no worker busy) or makes progress: no operation has run longer than
+// limit, and one started or ended (or the engine was idle) within limit.
+// Reservations that wait for a retry or a dependency only sleep and need
+// no progress.
+func (p *progress) check(st provision.Status, now time.Time) error {
+	if !st.Running {
 		return errors.New("engine not running")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if st.Queued == 0 && st.Busy == 0 {
+		p.idle = now
+		return nil
+	}
+	if !st.OldestOp.IsZero() && now.Sub(st.OldestOp) > p.limit {
+		return fmt.Errorf("an operation has run for %s, past the operation timeout and its grace (%s); %d busy, %d queued",
+			now.Sub(st.OldestOp).Round(time.Second), p.limit, st.Busy, st.Queued)
+	}
+	last := st.LastProgress
+	if p.idle.After(last) {
+		last = p.idle
+	}
+	if now.Sub(last) > p.limit {
+		return fmt.Errorf("no operation started or ended for %s with %d queued and %d busy",
+			now.Sub(last).Round(time.Second), st.Queued, st.Busy)
 	}
 	return nil
 }

@@ -16,6 +16,11 @@ const (
 	CPUPeriod = 100000
 	// PidsLimit caps the processes of a container (a fork bomb stays inside).
 	PidsLimit = 4096
+	// OOMScoreAdj is every container process's oom_score_adj: when the
+	// node runs out of memory the kernel kills tenants before the daemon
+	// (0) and the system's services. It is set here, in the spec, not
+	// inherited from the daemon's unit.
+	OOMScoreAdj = 500
 	// ociVersion is the runtime-spec version runc 1.1 implements.
 	ociVersion  = "1.0.2"
 	defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -49,6 +54,7 @@ func runtimeSpec(name string, s *Spec, rootfs, netns string, memsw bool) *specs.
 	quota := s.CPU * CPUPeriod
 	period := uint64(CPUPeriod)
 	pids := int64(PidsLimit)
+	oomScoreAdj := OOMScoreAdj
 	mem := &specs.LinuxMemory{Limit: &memory}
 	if memsw {
 		mem.Swap = &memory // memory+swap = memory: no swap
@@ -68,6 +74,7 @@ func runtimeSpec(name string, s *Spec, rootfs, netns string, memsw bool) *specs.
 			},
 			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}},
 			NoNewPrivileges: true,
+			OOMScoreAdj:     &oomScoreAdj,
 		},
 		Root:     &specs.Root{Path: rootfs},
 		Hostname: hostname,

@@ -255,6 +255,11 @@ func TestLimitsAndVolume(t *testing.T) {
 	if got := cgroupFile(t, "memory", id, "memory.limit_in_bytes"); got != fmt.Sprint(64<<20) {
 		t.Fatalf("memory limit = %s, want 64 MiB", got)
 	}
+	// Tenants die before the daemon: their OOM score comes from the spec,
+	// whatever the daemon's own.
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", runcPid(t, e, id))); err != nil || strings.TrimSpace(string(b)) != fmt.Sprint(container.OOMScoreAdj) {
+		t.Fatalf("container oom_score_adj = %q, %v; want %d", b, err, container.OOMScoreAdj)
+	}
 
 	// The volume is writable from inside and visible on the host.
 	if out, err := e.exec(t, id, "sh", "-c", "echo from-inside > /data/hello"); err != nil {
@@ -539,5 +544,34 @@ func TestSurvivesDaemonRestart(t *testing.T) {
 	images, err := os.ReadDir(filepath.Join(e.dir, "images"))
 	if err != nil || len(images) != 1 || images[0].Name() != e.digest {
 		t.Fatalf("images = %v, %v; want only %s", images, err, e.digest)
+	}
+}
+
+// TestUnderNotifySocket is the daemon under its Type=notify unit: systemd
+// sets NOTIFY_SOCKET. Handed to runc, `runc run --detach` passes it into
+// the container and waits for a READY=1 no tenant sends, so Provision
+// hung until its timeout. runc must not see it.
+func TestUnderNotifySocket(t *testing.T) {
+	e := newEnv(t, container.Options{})
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	id := "notify-" + testutil.RandHex(t, 3)
+	t.Cleanup(func() {
+		if err := e.m.Decommission(context.Background(), id); err != nil {
+			t.Errorf("Decommission %s: %v", id, err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	if _, err := e.m.Provision(ctx, id, e.spec("sleep", "3600")); err != nil {
+		t.Fatalf("Provision with NOTIFY_SOCKET set: %v", err)
+	}
+	if err := e.m.Inspect(ctx, id); err != nil {
+		t.Fatalf("Inspect: %v", err)
 	}
 }

@@ -28,7 +28,28 @@ type runc struct {
 }
 
 func (r runc) command(ctx context.Context, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, r.bin, append([]string{"--root", r.root}, args...)...)
+	cmd := exec.CommandContext(ctx, r.bin, append([]string{"--root", r.root}, args...)...)
+	cmd.Env = runcEnv(os.Environ())
+	return cmd
+}
+
+// runcEnv is the daemon's environment without what systemd gave the
+// daemon itself. With NOTIFY_SOCKET set, `runc run --detach` passes the
+// socket into the container and waits for the container to send READY=1,
+// which a tenant never does: under its Type=notify unit the daemon's
+// container starts hung (found by `make systemd-test`). The socket
+// activation and watchdog variables are the daemon's alone too.
+func runcEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID", "WATCHDOG_USEC":
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
 }
 
 // run runs the command and returns its combined output in the error.

@@ -74,14 +74,56 @@ func loopsOf(img string) ([]string, error) {
 	return devs, nil
 }
 
+// attachedLoop returns an open loop device already bound to img (the same
+// file, by device and inode, writable), or nil when there is none. After
+// a daemon restart, or when the previous instance mounted the volume in a
+// mount namespace that is gone, the device a container still writes
+// through is kept attached by that container's mount: the volume is then
+// mounted from it again rather than from a second loop device, which would
+// put two ext4 instances on one image.
+func attachedLoop(img string) (*os.File, error) {
+	devs, err := loopsOf(img)
+	if err != nil || len(devs) == 0 {
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(img, &st); err != nil {
+		return nil, fmt.Errorf("checking image: %w", err)
+	}
+	for _, d := range devs {
+		f, err := os.OpenFile(d, os.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue // detached meanwhile, or its node is missing
+		}
+		info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
+		if err == nil && info.Inode == st.Ino && info.Device == st.Dev && info.Flags&unix.LO_FLAGS_READ_ONLY == 0 {
+			return f, nil
+		}
+		f.Close()
+	}
+	return nil, nil
+}
+
 // detachLoops clears every loop device still bound to img (one left by an
 // interrupted attach elsewhere, or attached by hand); they are not mounted
 // any more once the volume is unmounted. Autoclear devices whose mount is
 // gone have detached already.
+//
+// Loop devices are the machine's, and a backing file's path is shown as
+// the kernel sees it: from inside a container, a loop the host bound to a
+// file of the same path looks like ours. So while img exists, only devices
+// bound to that very file (device and inode) are detached, and none once
+// it is gone.
 func detachLoops(img string) error {
 	devs, err := loopsOf(img)
 	if err != nil {
 		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(img, &st); errors.Is(err, unix.ENOENT) {
+		return nil // no image, no device of ours to detach
+	} else if err != nil {
+		return fmt.Errorf("checking image: %w", err)
 	}
 	for _, d := range devs {
 		f, err := os.OpenFile(d, os.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -90,6 +132,10 @@ func detachLoops(img string) error {
 		}
 		if err != nil {
 			return fmt.Errorf("opening %s: %w", d, err)
+		}
+		if info, err := unix.IoctlLoopGetStatus64(int(f.Fd())); err == nil && (info.Inode != st.Ino || info.Device != st.Dev) {
+			f.Close()
+			continue // another file of the same path: not ours
 		}
 		err = unix.IoctlSetInt(int(f.Fd()), unix.LOOP_CLR_FD, 0)
 		f.Close()

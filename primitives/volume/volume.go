@@ -253,8 +253,23 @@ func (m *Manager) mount(img, id string) (string, error) {
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return "", fmt.Errorf("creating mountpoint of volume %s: %w", id, err)
 	}
-	dev, err := attachLoop(img)
+	// A loop device still bound to the image (held by a container's mount
+	// of an earlier instance) is mounted again: one image, one device.
+	dev, err := attachedLoop(img)
 	if err != nil {
+		return "", fmt.Errorf("attaching volume %s: %w", id, err)
+	}
+	if dev != nil {
+		err := unix.Mount(dev.Name(), target, "ext4", unix.MS_NODEV|unix.MS_NOSUID, "")
+		dev.Close()
+		if err == nil {
+			m.log.Info().Str("volume", id).Str("device", dev.Name()).Msg("volume mounted from its attached loop device")
+			return target, nil
+		}
+		// Detached between the check and the mount: attach afresh.
+		m.log.Debug().Err(err).Str("volume", id).Str("device", dev.Name()).Msg("attached loop device not mountable")
+	}
+	if dev, err = attachLoop(img); err != nil {
 		return "", fmt.Errorf("attaching volume %s: %w", id, err)
 	}
 	// The open device keeps the autoclear loop alive until the mount holds

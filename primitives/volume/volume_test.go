@@ -174,6 +174,130 @@ func TestSizeEnforcedAndDataSurvivesRemount(t *testing.T) {
 	}
 }
 
+// TestRemountReusesAttachedLoop is a daemon restart after which the
+// volume's mount is gone from the daemon's mount namespace while a
+// container (here a process in a mount namespace of its own) still holds
+// it: Mount must mount the loop device the container writes through, not
+// attach the image a second time.
+func TestRemountReusesAttachedLoop(t *testing.T) {
+	e := newEnv(t)
+	testutil.RequiresCommand(t, "unshare")
+	ctx := t.Context()
+	id := randID(t, "reuse")
+	e.cleanup(t, id)
+	info, err := e.m.Provision(ctx, id, provision.SSD, 64*mib)
+	if err != nil {
+		t.Fatalf("Provision: %v", err)
+	}
+	img := filepath.Join(e.dir, "volumes", "ssd", "prv-"+id+".img")
+	before := loops(t, img)
+	if len(before) != 1 {
+		t.Fatalf("loop devices of a new volume: %v, want one", before)
+	}
+	holder := exec.Command("unshare", "--mount", "--propagation", "private", "sleep", "3600")
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
+	// The holder's copy of the mount is in place once its namespace differs.
+	eventually(t, 5*time.Second, func() error {
+		own, _ := os.Readlink("/proc/self/ns/mnt")
+		its, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", holder.Process.Pid))
+		if err != nil || its == own {
+			return fmt.Errorf("holder's mount namespace %q (ours %q): %v", its, own, err)
+		}
+		return nil
+	})
+	if err := unix.Unmount(info.Path, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := loops(t, img); !slices.Equal(got, before) {
+		t.Fatalf("loop devices while the holder keeps the mount: %v, want %v", got, before)
+	}
+	restarted := volume.New(volume.Options{DataDir: e.dir})
+	p, err := restarted.Mount(ctx, id)
+	if err != nil {
+		t.Fatalf("Mount after restart: %v", err)
+	}
+	if got := loops(t, img); !slices.Equal(got, before) {
+		t.Fatalf("loop devices after the remount: %v, want only %v (the image attached once)", got, before)
+	}
+	// One filesystem: what the holder writes is seen through the new mount.
+	theirs := filepath.Join(fmt.Sprintf("/proc/%d/root", holder.Process.Pid), info.Path, "from-holder")
+	if err := os.WriteFile(theirs, []byte("one image, one device"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(p, "from-holder")); err != nil || string(b) != "one image, one device" {
+		t.Fatalf("new mount reads %q, %v", b, err)
+	}
+	_ = holder.Process.Kill()
+	_ = holder.Wait()
+}
+
+// TestDecommissionLeavesForeignLoop: loop devices are the machine's, and
+// the path the kernel shows for a backing file is the path in the mount
+// namespace that bound it. A loop another namespace (the host, or another
+// node's container) bound to a file at our image's path must survive our
+// Decommission.
+func TestDecommissionLeavesForeignLoop(t *testing.T) {
+	e := newEnv(t)
+	testutil.RequiresCommand(t, "unshare")
+	ctx := t.Context()
+	id := randID(t, "foreign")
+	e.cleanup(t, id)
+	if _, err := e.m.Provision(ctx, id, provision.SSD, 64*mib); err != nil {
+		t.Fatalf("Provision: %v", err)
+	}
+	img := filepath.Join(e.dir, "volumes", "ssd", "prv-"+id+".img")
+	tmp := t.TempDir()
+	other, devFile := filepath.Join(tmp, "other.img"), filepath.Join(tmp, "dev")
+	if err := os.WriteFile(other, make([]byte, mib), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Another mount namespace, kept alive by a process as a container
+	// would, binds its own file at our image's path and attaches it there.
+	holder := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
+		fmt.Sprintf("mount --bind %s %s && losetup --find --show %s > %s.tmp && mv %s.tmp %s && exec sleep 3600", other, img, img, devFile, devFile, devFile))
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
+	var dev string
+	eventually(t, 5*time.Second, func() error {
+		b, err := os.ReadFile(devFile)
+		dev = strings.TrimSpace(string(b))
+		return err
+	})
+	t.Cleanup(func() { _, _ = execOut("losetup", "-d", dev) })
+	backing := func() string {
+		b, _ := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "loop", "backing_file"))
+		return strings.TrimSpace(string(b))
+	}
+	if got := backing(); got != img {
+		t.Fatalf("the foreign loop %s shows backing file %q, want our path %s", dev, got, img)
+	}
+	if err := e.m.Decommission(ctx, id); err != nil {
+		t.Fatalf("Decommission: %v", err)
+	}
+	// (The unlinked image takes the other namespace's bind mount on it
+	// along, so the loop's path reads "/" now; it must still be bound.)
+	if _, err := os.Stat(filepath.Join("/sys/block", filepath.Base(dev), "loop", "backing_file")); err != nil {
+		t.Fatalf("Decommission detached the foreign loop %s: %v", dev, err)
+	}
+}
+
+// loops returns the loop devices bound to img, as losetup -j lists them.
+func loops(t testing.TB, img string) []string {
+	t.Helper()
+	out, err := execOut("losetup", "-n", "-O", "NAME", "-j", img)
+	if err != nil {
+		t.Fatalf("losetup -j %s: %v: %s", img, err, out)
+	}
+	devs := strings.Fields(out)
+	slices.Sort(devs)
+	return devs
+}
+
 func TestIdempotent(t *testing.T) {
 	e := newEnv(t)
 	ctx := t.Context()
