@@ -100,6 +100,7 @@ func TestUIInBrowser(t *testing.T) {
 			`tr[data-node="` + f.up + `"] td[data-unit="hru"] .figs`: figures(api.HRU),
 			`tr[data-node="` + f.up + `"] .st`:                       "up",
 			`tr[data-node="` + f.old + `"] .st`:                      "down",
+			`tr[data-node="` + f.up + `"] .version`:                  "v1.0.0",
 		}},
 		{"node", "/ui/nodes/" + f.up, map[string]string{
 			`#units tr[data-unit="cru"] .figs`:                           figures(api.CRU),

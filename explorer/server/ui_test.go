@@ -42,7 +42,7 @@ func newFleet(t *testing.T, cfg server.Config) *fleet {
 	oldKey := explorertest.NewKey(t)
 	offset.Store(int64(-10 * time.Minute))
 	oc := f.xs.RegisterNode(t, oldKey)
-	if err := oc.PutCapacity(ctx, provision.Capacity{Total: provision.Units{CRU: 4, MRU: 15.5, SRU: 240}}); err != nil {
+	if err := oc.ReportCapacity(ctx, provision.Capacity{Total: provision.Units{CRU: 4, MRU: 15.5, SRU: 240}}, "v0.9.0"); err != nil {
 		t.Fatal(err)
 	}
 	offset.Store(0)
@@ -53,7 +53,7 @@ func newFleet(t *testing.T, cfg server.Config) *fleet {
 	f.up = explorertest.NodeID(f.upKey)
 	nc := f.xs.RegisterNode(t, f.upKey)
 	capacity := provision.Capacity{Total: provision.Units{CRU: 8, MRU: 31.25, SRU: 465.5, HRU: 1800}, Reserved: provision.Units{CRU: 1, MRU: 2, SRU: 20}}
-	if err := nc.PutCapacity(ctx, capacity); err != nil {
+	if err := nc.ReportCapacity(ctx, capacity, "v1.0.0"); err != nil {
 		t.Fatal(err)
 	}
 	stats := &provision.Stats{Used: provision.Units{CRU: 2, MRU: 4.5, SRU: 61, HRU: 100}, Capacity: capacity,
