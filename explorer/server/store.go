@@ -467,3 +467,56 @@ func (s *BoltStore) State(_ context.Context, node string, now time.Time) (*explo
 	SortState(st)
 	return st, nil
 }
+
+// Expire deletes the reservations that expired before cutoff, with their
+// results and their digest and user index entries, in one transaction. It
+// reads every reservation (the bucket has no expiry index): the server runs
+// it every Config.ExpireInterval. The node's events keep their copy of the
+// reservation (bbolt keeps every event); State skips what is gone.
+func (s *BoltStore) Expire(_ context.Context, cutoff time.Time) (int64, error) {
+	var n int64
+	err := s.update(func(tx *bolt.Tx) error {
+		n = 0
+		type gone struct{ id, user, digest string }
+		var list []gone
+		err := tx.Bucket(bucketReservations).ForEach(func(k, v []byte) error {
+			var r provision.Reservation
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("decoding reservation %s: %w", k, err)
+			}
+			if r.Expires().Before(cutoff) {
+				list = append(list, gone{string(k), r.UserID, r.Digest()})
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, g := range list {
+			for _, del := range []struct {
+				bucket []byte
+				key    []byte
+			}{
+				{bucketReservations, []byte(g.id)},
+				{bucketResults, []byte(g.id)},
+				{bucketUsers, userKey(g.user, g.id)},
+			} {
+				if err := tx.Bucket(del.bucket).Delete(del.key); err != nil {
+					return err
+				}
+			}
+			digests := tx.Bucket(bucketDigests)
+			if string(digests.Get([]byte(g.digest))) == g.id {
+				if err := digests.Delete([]byte(g.digest)); err != nil {
+					return err
+				}
+			}
+		}
+		n = int64(len(list))
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("deleting reservations expired before %s: %w", cutoff.UTC().Format(time.RFC3339), err)
+	}
+	return n, nil
+}
