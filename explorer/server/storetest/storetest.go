@@ -483,7 +483,7 @@ func testExpire(t *testing.T, s server.Store) {
 	f := newFixture(t, s)
 	now := time.Now().UTC().Truncate(time.Second)
 	gone, _ := f.create(t, s, func(r *provision.Reservation) { r.Created, r.Duration = now.Add(-3*time.Hour), time.Hour })
-	retained, _ := f.create(t, s, func(r *provision.Reservation) { r.Created, r.Duration = now.Add(-3*time.Hour), 150 * time.Minute })
+	retained, _ := f.create(t, s, func(r *provision.Reservation) { r.Created, r.Duration = now.Add(-3*time.Hour), 150*time.Minute })
 	active, _ := f.create(t, s, nil)
 	if _, errs, err := s.PutResults(ctx, []*provision.Result{f.result(t, gone, now.Add(-150*time.Minute))}, func(int, *provision.Reservation) error { return nil }); err != nil || errs[0] != nil {
 		t.Fatalf("storing a result: %v %v", err, errs)
