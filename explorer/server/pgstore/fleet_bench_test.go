@@ -240,6 +240,7 @@ func startReplicaProc(b *testing.B, spec string) *replicaProc {
 // fleet is the simulated nodes and what they saw.
 type fleet struct {
 	ids      []string
+	posted   []atomic.Int64 // unix ns the user sent it, per reservation
 	accepted []atomic.Int64 // unix ns of the 201, per reservation
 	seen     chan delivery
 }
@@ -251,7 +252,7 @@ type delivery struct {
 }
 
 func newFleet() *fleet {
-	return &fleet{ids: make([]string, fleetNodes), accepted: make([]atomic.Int64, 1<<22), seen: make(chan delivery, 1<<20)}
+	return &fleet{ids: make([]string, fleetNodes), posted: make([]atomic.Int64, 1<<22), accepted: make([]atomic.Int64, 1<<22), seen: make(chan delivery, 1<<20)}
 }
 
 func (f *fleet) run(b *testing.B, reps []*replicaProc) {
@@ -334,6 +335,7 @@ func (f *fleet) run(b *testing.B, reps []*replicaProc) {
 		r := explorertest.Volume(f.ids[node], 1)
 		r.Reference = strconv.Itoa(k)
 		r.Sign(user)
+		f.posted[k].Store(time.Now().UnixNano())
 		// The other replica than the node's: the delivery crosses by NOTIFY.
 		if _, err := users[(node+1)%len(urls)].CreateReservation(ctx, r); err != nil {
 			return err
@@ -383,7 +385,7 @@ func (f *fleet) run(b *testing.B, reps []*replicaProc) {
 			wk.Wait()
 			elapsed := time.Since(t0)
 			n := int(next.Load() - before)
-			lat, early, err := f.collect(n - int(errs.Load()))
+			lat, fromPost, early, err := f.collect(n - int(errs.Load()))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -392,6 +394,7 @@ func (f *fleet) run(b *testing.B, reps []*replicaProc) {
 			b.ReportMetric(pct(lat, 50), "p50-ms")
 			b.ReportMetric(pct(lat, 99), "p99-ms")
 			b.ReportMetric(pct(lat, 100), "max-ms")
+			b.ReportMetric(pct(fromPost, 99), "p99-post-ms")
 			b.ReportMetric(float64(heapHeld-min(heapBefore, heapHeld))/(1<<20), "client-heap-MB")
 			b.ReportMetric(float64(rssHeld)/(1<<20), "client-rss-MB")
 			b.ReportMetric(float64(rssServers)/(1<<20), "server-rss-MB")
@@ -437,18 +440,19 @@ func (f *fleet) drain() {
 }
 
 // collect waits for n deliveries and returns the time from each
-// reservation's 201 to its delivery, sorted, and how many reached their
-// node before the 201 reached the user (the explorer notifies on commit,
-// before it answers): those count as 0.
-func (f *fleet) collect(n int) (lat []time.Duration, early int, err error) {
-	lat = make([]time.Duration, 0, n)
+// reservation's 201 to its delivery and from its POST to its delivery,
+// both sorted, and how many reached their node before the 201 reached the
+// user (the explorer notifies on commit, before it answers): those count
+// as 0 in the first.
+func (f *fleet) collect(n int) (lat, fromPost []time.Duration, early int, err error) {
+	lat, fromPost = make([]time.Duration, 0, n), make([]time.Duration, 0, n)
 	timeout := time.After(2 * time.Minute)
 	for len(lat) < n {
 		select {
 		case d := <-f.seen:
 			acc := f.accepted[d.k].Load()
 			if acc == 0 {
-				return nil, 0, fmt.Errorf("reservation %d delivered but never accepted", d.k)
+				return nil, nil, 0, fmt.Errorf("reservation %d delivered but never accepted", d.k)
 			}
 			l := time.Duration(d.at - acc)
 			if l < 0 {
@@ -456,12 +460,14 @@ func (f *fleet) collect(n int) (lat []time.Duration, early int, err error) {
 				l = 0
 			}
 			lat = append(lat, l)
+			fromPost = append(fromPost, time.Duration(d.at-f.posted[d.k].Load()))
 		case <-timeout:
-			return nil, 0, fmt.Errorf("%d of %d reservations delivered within 2 minutes", len(lat), n)
+			return nil, nil, 0, fmt.Errorf("%d of %d reservations delivered within 2 minutes", len(lat), n)
 		}
 	}
 	slices.Sort(lat)
-	return lat, early, nil
+	slices.Sort(fromPost)
+	return lat, fromPost, early, nil
 }
 
 // pct returns the p-th percentile of sorted latencies in milliseconds.
