@@ -53,4 +53,10 @@
 // A store that is a Pruner drops events older than Config.EventRetention;
 // a poll from a cursor below a node's low-water mark gets 410 Gone (ErrGone)
 // and the node reconciles from GET /api/v1/nodes/{node}/state.
+//
+// Every store deletes, through Store.Expire, the reservations that expired
+// more than Config.ReservationRetention ago (30 days by default); until
+// then an expired reservation stays readable but is not Active. The server
+// runs the job at start and every Config.ExpireInterval; a store shared by
+// replicas lets one at a time do it.
 package server

@@ -16,6 +16,8 @@
 //	             to_delete, version, body bytea, result bytea)
 //	events(node_id, seq, created, reservation bytea)  primary key (node_id, seq)
 //
+// Schema 2 adds the index reservations_expires (expires), for Expire.
+//
 // # Events
 //
 // Every node has its own gapless sequence: a write that publishes an event
@@ -38,4 +40,8 @@
 // stream and raises the node's low-water mark (low_seq); a poll from a
 // cursor below it gets server.ErrGone (410) and the node reconciles from
 // State. Prune runs on one replica at a time (pg_try_advisory_xact_lock).
+//
+// Expire deletes the reservations that expired before a cutoff (results
+// are columns of their rows) under an advisory lock of its own, so one
+// replica at a time does it; events keep their copy until Prune.
 package pgstore
