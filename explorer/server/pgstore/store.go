@@ -203,57 +203,88 @@ func newID() (string, error) {
 	return hex.EncodeToString(buf[:]), nil
 }
 
+// errIDTaken reports that a drawn reservation ID was already used.
+var errIDTaken = errors.New("pgstore: reservation id taken")
+
 // CreateReservation assigns r an ID, stores it and publishes it to its
-// node, in one transaction.
+// node, in one transaction and one round trip: the statements go as one
+// batch, which PostgreSQL runs as one implicit transaction (up to its
+// Sync), so a failure of any of them rolls back all.
 func (s *Store) CreateReservation(ctx context.Context, r *provision.Reservation) (uint64, error) {
 	digest := r.Digest()
-	var seq uint64
-	err := s.tx(ctx, func(tx pgx.Tx) error {
-		// The node's row lock first: it orders the node's events and
-		// serialises two submissions of one digest (the digest covers
-		// the node).
-		var err error
-		if seq, err = nextSeq(ctx, tx, r.NodeID); err != nil {
-			return err
+	r.Result = nil
+	for {
+		seq, err := s.createOnce(ctx, r, digest)
+		if errors.Is(err, errIDTaken) {
+			continue // 1 in 2^64 per stored reservation: draw again
 		}
-		var other string
-		err = tx.QueryRow(ctx, "select id from reservations where digest = $1", digest).Scan(&other)
-		if err == nil {
-			return fmt.Errorf("%w: reservation %s has the same digest %s", server.ErrDuplicate, other, digest)
+		if isUnique(err, "reservations_digest_key") {
+			var other string
+			if s.pool.QueryRow(ctx, "select id from reservations where digest = $1", digest).Scan(&other) == nil {
+				return 0, fmt.Errorf("creating reservation: %w: reservation %s has the same digest %s", server.ErrDuplicate, other, digest)
+			}
+			return 0, fmt.Errorf("creating reservation: %w: another reservation has the digest %s", server.ErrDuplicate, digest)
 		}
-		if !errors.Is(err, pgx.ErrNoRows) {
-			return err
+		if err != nil {
+			return 0, fmt.Errorf("creating reservation: %w", err)
 		}
-		r.Result = nil
-		var raw []byte
-		for {
-			if r.ID, err = newID(); err != nil {
-				return err
-			}
-			if raw, err = json.Marshal(r); err != nil {
-				return err
-			}
-			tag, err := tx.Exec(ctx, `insert into reservations (id, node_id, user_id, digest, created, expires, version, body)
-				values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (id) do nothing`,
-				r.ID, r.NodeID, r.UserID, digest, r.Created, r.Expires(), int64(r.Version), raw)
-			if isUnique(err, "reservations_digest_key") {
-				return fmt.Errorf("%w: another reservation has the digest %s", server.ErrDuplicate, digest)
-			}
-			if err != nil {
-				return fmt.Errorf("inserting reservation: %w", err)
-			}
-			if tag.RowsAffected() == 1 {
-				break
-			}
-		}
-		_, err = tx.Exec(ctx, "insert into events (node_id, seq, reservation) values ($1, $2, $3)", r.NodeID, int64(seq), raw)
-		return err
-	})
-	if err != nil {
-		return 0, fmt.Errorf("creating reservation: %w", err)
+		s.notify(server.NodeTopic(r.NodeID))
+		return seq, nil
 	}
-	s.notify(server.NodeTopic(r.NodeID))
-	return seq, nil
+}
+
+// createOnce sends the batch of CreateReservation with a fresh ID. The
+// node's row lock comes first: it orders the node's events and serialises
+// two submissions of one digest (the digest covers the node).
+func (s *Store) createOnce(ctx context.Context, r *provision.Reservation, digest string) (uint64, error) {
+	var err error
+	if r.ID, err = newID(); err != nil {
+		return 0, err
+	}
+	raw, err := json.Marshal(r)
+	if err != nil {
+		return 0, err
+	}
+	b := &pgx.Batch{}
+	b.Queue("update nodes set last_seq = last_seq + 1 where id = $1 returning last_seq", r.NodeID)
+	b.Queue(`with ins as (
+			insert into reservations (id, node_id, user_id, digest, created, expires, version, body)
+			values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (id) do nothing returning id
+		)
+		insert into events (node_id, seq, reservation)
+		select $2, n.last_seq, $8 from ins, nodes n where n.id = $2`,
+		r.ID, r.NodeID, r.UserID, digest, r.Created, r.Expires(), int64(r.Version), raw)
+	// The ID check ends the batch: an ID already taken stored nothing, and
+	// failing here rolls back the sequence number taken above.
+	b.Queue("select 1 / (select count(*) from reservations where id = $1 and digest = $2)::int", r.ID, digest)
+	br := s.pool.SendBatch(ctx, b)
+	var seq int64
+	err = br.QueryRow().Scan(&seq)
+	if errors.Is(err, pgx.ErrNoRows) {
+		br.Close()
+		return 0, fmt.Errorf("%w: %s", server.ErrUnknownNode, r.NodeID)
+	}
+	if err == nil {
+		var tag pgconn.CommandTag
+		if tag, err = br.Exec(); err == nil && tag.RowsAffected() != 1 {
+			err = errIDTaken
+		}
+	}
+	if err == nil {
+		var one int
+		if err = br.QueryRow().Scan(&one); isDivisionByZero(err) {
+			err = errIDTaken
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return uint64(seq), err
+}
+
+func isDivisionByZero(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "22012"
 }
 
 // decodeReservation decodes a stored reservation and its result.
