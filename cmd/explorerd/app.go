@@ -42,6 +42,9 @@ type config struct {
 	// cursor fell below them reconciles from its state snapshot (default
 	// 720h, 30 days; bbolt keeps every event).
 	EventRetention time.Duration
+	// ReservationRetention is how long a reservation is kept after it
+	// expired before the expiry job deletes it (default 720h, 30 days).
+	ReservationRetention time.Duration
 	// LogFormat is json, console or auto (default auto).
 	LogFormat string
 	// LogLevel is debug, info, warn or error (default info).
@@ -83,6 +86,7 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "data-dir", Usage: "`DIR` of the database", Value: "/var/lib/explorerd", EnvVars: env("DATA_DIR")},
 			&cli.StringFlag{Name: "database-url", Usage: "PostgreSQL `URL` (postgres://…) to keep everything in, shared by several explorerd processes, instead of bbolt in --data-dir", EnvVars: env("DATABASE_URL")},
 			&cli.DurationFlag{Name: "event-retention", Usage: "how long PostgreSQL keeps events (bbolt keeps all)", Value: 30 * 24 * time.Hour, EnvVars: env("EVENT_RETENTION")},
+			&cli.DurationFlag{Name: "reservation-retention", Usage: "how long an expired reservation stays readable before it is deleted", Value: 30 * 24 * time.Hour, EnvVars: env("RESERVATION_RETENTION")},
 			&cli.StringFlag{Name: "log-format", Usage: "`FORMAT` of logs: json, console, or auto (console on a terminal)", Value: "auto", EnvVars: env("LOG_FORMAT")},
 			&cli.StringFlag{Name: "log-level", Usage: "`LEVEL`: debug, info, warn, error", Value: "info", EnvVars: env("LOG_LEVEL")},
 			&cli.DurationFlag{Name: "shutdown-timeout", Usage: "how long a graceful shutdown may take", Value: 10 * time.Second, EnvVars: env("SHUTDOWN_TIMEOUT")},
@@ -108,18 +112,19 @@ func newApp() *cli.App {
 				return fmt.Errorf("unexpected argument %q (see --help)", c.Args().First())
 			}
 			return run(c.Context, &config{
-				Listen:          c.String("listen"),
-				DataDir:         c.String("data-dir"),
-				DatabaseURL:     c.String("database-url"),
-				EventRetention:  c.Duration("event-retention"),
-				LogFormat:       c.String("log-format"),
-				LogLevel:        c.String("log-level"),
-				ShutdownTimeout: c.Duration("shutdown-timeout"),
-				TLSCert:         c.String("tls-cert"),
-				TLSKey:          c.String("tls-key"),
-				MetricsListen:   c.String("metrics-listen"),
-				NoUI:            c.Bool("no-ui"),
-				MemoryLimit:     c.Int64("memory-limit"),
+				Listen:               c.String("listen"),
+				DataDir:              c.String("data-dir"),
+				DatabaseURL:          c.String("database-url"),
+				EventRetention:       c.Duration("event-retention"),
+				ReservationRetention: c.Duration("reservation-retention"),
+				LogFormat:            c.String("log-format"),
+				LogLevel:             c.String("log-level"),
+				ShutdownTimeout:      c.Duration("shutdown-timeout"),
+				TLSCert:              c.String("tls-cert"),
+				TLSKey:               c.String("tls-key"),
+				MetricsListen:        c.String("metrics-listen"),
+				NoUI:                 c.Bool("no-ui"),
+				MemoryLimit:          c.Int64("memory-limit"),
 				Limits: server.Limits{
 					KeyRate:          c.Float64("key-rate"),
 					KeyBurst:         c.Int("key-burst"),
@@ -160,7 +165,7 @@ func run(ctx context.Context, cfg *config) (err error) {
 			return err
 		}
 	}
-	scfg := server.Config{DataDir: cfg.DataDir, Logger: log, ShutdownTimeout: cfg.ShutdownTimeout, EventRetention: cfg.EventRetention, Limits: cfg.Limits}
+	scfg := server.Config{DataDir: cfg.DataDir, Logger: log, ShutdownTimeout: cfg.ShutdownTimeout, EventRetention: cfg.EventRetention, ReservationRetention: cfg.ReservationRetention, Limits: cfg.Limits}
 	where := cfg.DataDir
 	if cfg.DatabaseURL != "" {
 		st, err := pgstore.Open(ctx, pgstore.Config{URL: cfg.DatabaseURL, Logger: log})

@@ -94,6 +94,12 @@
 // a poll from a cursor below a node's low-water mark gets 410 Gone (ErrGone)
 // and the node reconciles from GET /api/v1/nodes/{node}/state.
 //
+// Every store deletes, through Store.Expire, the reservations that expired
+// more than Config.ReservationRetention ago (30 days by default); until
+// then an expired reservation stays readable but is not Active. The server
+// runs the job at start and every Config.ExpireInterval; a store shared by
+// replicas lets one at a time do it.
+//
 // # Pages
 //
 // The read-only pages at /ui/ (package ui) render view models the server

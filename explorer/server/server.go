@@ -64,6 +64,14 @@ type Config struct {
 	// PruneInterval is how often the server asks a Pruner to prune
 	// (default 1 minute).
 	PruneInterval time.Duration
+	// ReservationRetention is how long the explorer keeps a reservation
+	// (and its result) after it expired, for its owner's history; the
+	// expiry job then deletes it (Store.Expire). An expired reservation is
+	// no longer Active: the node's state snapshot leaves it out (default
+	// 30 days).
+	ReservationRetention time.Duration
+	// ExpireInterval is how often the expiry job runs (default 10 minutes).
+	ExpireInterval time.Duration
 	// Logger receives the server's logs (default: none).
 	Logger zerolog.Logger
 	// Now is the clock request timestamps are checked against (default time.Now).
@@ -197,6 +205,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxWatchesTotal <= 0 {
 		cfg.MaxWatchesTotal = 4096
 	}
+	if cfg.ReservationRetention <= 0 {
+		cfg.ReservationRetention = 30 * 24 * time.Hour
+	}
+	if cfg.ExpireInterval <= 0 {
+		cfg.ExpireInterval = 10 * time.Minute
+	}
 	db := cfg.Store
 	if db == nil {
 		bs, err := OpenBolt(cfg.DataDir, cfg.NoSync)
@@ -249,6 +263,29 @@ func (s *Server) startJobs(db Store) {
 		s.jobs.Go(func() { s.pruneLoop(ctx, p) })
 	}
 	s.jobs.Go(func() { s.seenLoop(ctx) })
+	s.jobs.Go(func() { s.expireLoop(ctx) })
+}
+
+// expireLoop deletes the reservations that expired more than
+// ReservationRetention ago, at once and then every ExpireInterval. With
+// replicas, the store lets one at a time do it.
+func (s *Server) expireLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.ExpireInterval)
+	defer t.Stop()
+	for {
+		n, err := s.db.Expire(ctx, s.cfg.Now().Add(-s.cfg.ReservationRetention))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.log.Warn().Err(err).Msg("deleting expired reservations failed")
+		case n > 0:
+			s.log.Info().Int64("reservations", n).Msg("expired reservations deleted")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // pruneLoop asks p to prune the events older than EventRetention at once
@@ -1164,9 +1201,10 @@ func (s *Server) refusedConn(addr string) {
 	}
 }
 
-// Close releases held long-polls, stops the store's listener and pruning
-// and closes the database (Config.Store too). Call it after Serve returned
-// (or the httptest server closed).
+// Close releases held long-polls, stops the store's listener, pruning,
+// expiry job and the flush of last-seen times, and closes the database
+// (Config.Store too). Call it after Serve returned (or the httptest server
+// closed).
 func (s *Server) Close() error {
 	s.Release()
 	s.stopJobs()

@@ -157,6 +157,13 @@ type Store interface {
 	// reverse order of the node's events that created them); an unknown
 	// node has none.
 	NodeReservations(ctx context.Context, node string, limit int) ([]*provision.Reservation, error)
+	// Expire deletes the reservations that expired before cutoff (Expires,
+	// created plus duration, is before it) with their results and indexes,
+	// and returns how many it deleted. The server calls it with now minus
+	// Config.ReservationRetention, so an expired reservation stays readable
+	// for the retention period; while it stays it is no longer Active. A
+	// store shared by replicas makes sure only one at a time does the work.
+	Expire(ctx context.Context, cutoff time.Time) (int64, error)
 	// InjectEvent publishes raw to node without any check (for tests).
 	InjectEvent(ctx context.Context, node string, raw []byte) (uint64, error)
 	// Close releases the store; writes still queued are committed first.

@@ -852,3 +852,60 @@ func (s *BoltStore) NodeReservations(_ context.Context, node string, limit int) 
 	}
 	return out, nil
 }
+
+// Expire deletes the reservations that expired before cutoff, with their
+// results and every index entry (digest, user, pages, active, delivered),
+// in one transaction. It
+// reads every reservation (the bucket has no expiry index): the server runs
+// it every Config.ExpireInterval. The node's events keep their copy of the
+// reservation (bbolt keeps every event); State skips what is gone.
+func (s *BoltStore) Expire(_ context.Context, cutoff time.Time) (int64, error) {
+	var n int64
+	err := s.update(func(tx *bolt.Tx) error {
+		n = 0
+		var list []*provision.Reservation
+		err := tx.Bucket(bucketReservations).ForEach(func(k, v []byte) error {
+			var r provision.Reservation
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("decoding reservation %s: %w", k, err)
+			}
+			if r.Expires().Before(cutoff) {
+				r.ID = string(k)
+				list = append(list, &r)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, r := range list {
+			for _, del := range []struct {
+				bucket []byte
+				key    []byte
+			}{
+				{bucketReservations, []byte(r.ID)},
+				{bucketResults, []byte(r.ID)},
+				{bucketUsers, userKey(r.UserID, r.ID)},
+				{bucketDelivered, []byte(r.ID)},
+				{bucketPages, pageKey(r.UserID, CursorOf(r))},
+				{bucketActive, activeKey(r.UserID, r.Expires(), r.ID)},
+			} {
+				if err := tx.Bucket(del.bucket).Delete(del.key); err != nil {
+					return err
+				}
+			}
+			digests, digest := tx.Bucket(bucketDigests), r.Digest()
+			if string(digests.Get([]byte(digest))) == r.ID {
+				if err := digests.Delete([]byte(digest)); err != nil {
+					return err
+				}
+			}
+		}
+		n = int64(len(list))
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("deleting reservations expired before %s: %w", cutoff.UTC().Format(time.RFC3339), err)
+	}
+	return n, nil
+}

@@ -9,7 +9,7 @@
 // Ordered SQL migrations (migrations/NNNN_name.sql, embedded) are applied
 // at Open, one transaction each, under an advisory lock; the table
 // schema_version records each version applied, and a database whose
-// schema is newer than this explorerd knows is refused. Schema 4:
+// schema is newer than this explorerd knows is refused. Schema 5:
 //
 //	nodes(id, record jsonb, last_seq, low_seq,
 //	      last_seen, free_cru, free_mru, free_sru, free_hru)   (2: the node list)
@@ -18,6 +18,7 @@
 //	             seq, delivered_at)                            (3: deliveries)
 //	index reservations_user_active (user_id, expires) where not to_delete
 //	                                                           (4: the user quota)
+//	index reservations_expires (expires)                       (5: the expiry job)
 //	events(node_id, seq, created, reservation bytea)  primary key (node_id, seq)
 //
 // The node list (Nodes) filters and pages in SQL: free_* are the node's
@@ -30,6 +31,8 @@
 // for those of earlier schemas) and delivered_at (when the node polled past that
 // event: MarkDelivered), with an index of the undelivered ones by node and
 // one of each node's reservations by seq (NodeReservations).
+//
+// Schema 5 adds the index reservations_expires (expires), for Expire.
 //
 // # Events
 //
@@ -55,4 +58,8 @@
 // stream and raises the node's low-water mark (low_seq); a poll from a
 // cursor below it gets server.ErrGone (410) and the node reconciles from
 // State. Prune runs on one replica at a time (pg_try_advisory_xact_lock).
+//
+// Expire deletes the reservations that expired before a cutoff (results
+// are columns of their rows) under an advisory lock of its own, so one
+// replica at a time does it; events keep their copy until Prune.
 package pgstore

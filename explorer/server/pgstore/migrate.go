@@ -27,10 +27,12 @@ type migration struct {
 }
 
 // Advisory lock keys of the explorer (pg_advisory_xact_lock): one
-// migrating process at a time, one pruning replica at a time.
+// migrating process at a time, one pruning replica at a time, one
+// replica at a time deleting expired reservations.
 const (
 	lockMigrate int64 = 0x70727600_00000001
 	lockPrune   int64 = 0x70727600_00000002
+	lockExpire  int64 = 0x70727600_00000003
 )
 
 // lockQuota is the first key of the two-key advisory lock that serialises

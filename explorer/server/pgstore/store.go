@@ -741,3 +741,24 @@ func (s *Store) TouchNodes(ctx context.Context, seen map[string]time.Time) error
 	}
 	return nil
 }
+
+// Expire deletes the reservations that expired before cutoff (their
+// results go with their rows), found by the expires index. It runs on one
+// replica at a time: when another holds the expiry lock, it returns 0 at
+// once. Events keep their copy until Prune drops them.
+func (s *Store) Expire(ctx context.Context, cutoff time.Time) (int64, error) {
+	var n int64
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		var locked bool
+		if err := tx.QueryRow(ctx, "select pg_try_advisory_xact_lock($1)", lockExpire).Scan(&locked); err != nil || !locked {
+			return err
+		}
+		tag, err := tx.Exec(ctx, "delete from reservations where expires < $1", cutoff)
+		n = tag.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("deleting reservations expired before %s: %w", cutoff.UTC().Format(time.RFC3339), err)
+	}
+	return n, nil
+}

@@ -10,7 +10,12 @@ import (
 	"github.com/edgeprov/provisiond/internal/pgtest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(replicaEnv); spec != "" {
+		os.Exit(serveReplica(spec)) // a replica process of BenchmarkFleet
+	}
+	os.Exit(pgtest.Main(m))
+}
 
 // open returns a store on a fresh database of the shared cluster.
 func open(t *testing.T) *pgstore.Store {

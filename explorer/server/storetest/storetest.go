@@ -48,6 +48,7 @@ func Run(t *testing.T, open Open) {
 		{"inject-event", testInjectEvent},
 		{"mark-delivered", testMarkDelivered},
 		{"node-reservations", testNodeReservations},
+		{"expire", testExpire},
 		{"concurrent-appends-gapless", testConcurrentAppends},
 		{"nodes-filter-and-pages", testNodes},
 		{"touch-nodes", testTouchNodes},
@@ -1001,5 +1002,50 @@ func testQuotaConcurrent(t *testing.T, s server.Store) {
 	wg.Wait()
 	if ok.Load() != quota || refused.Load() != tries-quota {
 		t.Fatalf("%d accepted, %d refused; want %d and %d", ok.Load(), refused.Load(), quota, tries-quota)
+	}
+}
+
+// testExpire deletes what expired before the cutoff, with its result and
+// indexes, and keeps the rest: what expired after the cutoff (readable,
+// listed, but out of the state snapshot) and what is still active.
+func testExpire(t *testing.T, s server.Store) {
+	ctx := t.Context()
+	f := newFixture(t, s)
+	now := time.Now().UTC().Truncate(time.Second)
+	gone, _ := f.create(t, s, func(r *provision.Reservation) { r.Created, r.Duration = now.Add(-3*time.Hour), time.Hour })
+	retained, _ := f.create(t, s, func(r *provision.Reservation) { r.Created, r.Duration = now.Add(-3*time.Hour), 150*time.Minute })
+	active, _ := f.create(t, s, nil)
+	if _, errs, err := s.PutResults(ctx, []*provision.Result{f.result(t, gone, now.Add(-150*time.Minute))}, func(int, *provision.Reservation) error { return nil }); err != nil || errs[0] != nil {
+		t.Fatalf("storing a result: %v %v", err, errs)
+	}
+	n, err := s.Expire(ctx, now.Add(-time.Hour))
+	if err != nil || n != 1 {
+		t.Fatalf("expire: %d, %v; want 1 deleted", n, err)
+	}
+	if _, err := s.Reservation(ctx, gone.ID); !errors.Is(err, server.ErrNotFound) {
+		t.Fatalf("the reservation expired before the cutoff is still there: %v", err)
+	}
+	for _, r := range []*provision.Reservation{retained, active} {
+		if _, err := s.Reservation(ctx, r.ID); err != nil {
+			t.Fatalf("reservation %s: %v", r.ID, err)
+		}
+	}
+	list, err := s.ReservationsOf(ctx, explorertest.UserID(f.user))
+	if err != nil || len(list) != 2 || list[0].ID != retained.ID || list[1].ID != active.ID {
+		t.Fatalf("the user's reservations after expiry: %d, %v; want the retained one and the active one", len(list), err)
+	}
+	st, err := s.State(ctx, f.node, now)
+	if err != nil || len(st.Reservations) != 1 || st.Reservations[0].ID != active.ID || st.Seq != 3 {
+		t.Fatalf("state after expiry %+v, %v; want only the active reservation, as of seq 3", st, err)
+	}
+	if n, err := s.Expire(ctx, now.Add(-time.Hour)); err != nil || n != 0 {
+		t.Fatalf("expiring again: %d, %v; want nothing", n, err)
+	}
+	// The digest index forgot it too: the same signed reservation is
+	// accepted again (the server refuses it before: it has expired).
+	again := *gone
+	again.ID, again.Result = "", nil
+	if _, err := s.CreateReservation(ctx, &again); err != nil {
+		t.Fatalf("the deleted reservation's digest is still held: %v", err)
 	}
 }
