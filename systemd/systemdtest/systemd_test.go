@@ -213,8 +213,10 @@ func (l *lab) releaseDeploys(t *testing.T) {
 	l.vol = reserve("volume --size 1 --type ssd")
 	l.b = reserve(fmt.Sprintf("container --image /srv/images/busybox.tar --image-digest %s --network lab --ip %s --cpu 1 --memory 64 --disk 256"+
 		" --entrypoint /bin/sh --entrypoint -c --entrypoint 'mkdir -p /www && echo pong > /www/index.html && exec httpd -f -p 8080 -h /www'", l.digest, ipB))
-	// (busybox's static wget crashes with -T; nc -w bounds each try.)
-	loop := fmt.Sprintf(`i=0; while :; do i=$((i+1)); if printf "GET / HTTP/1.0\r\n\r\n" | nc -w 2 %s 8080 | grep -q pong; then r=ok; else r=fail; fi; echo "$i $r" >> /data/reach.log; sleep 0.2; done`, ipB)
+	// (busybox's static wget crashes with -T; nc -w bounds each try.) b's
+	// httpd may start listening a moment after b is deployed, so a waits
+	// for the first answer before it logs its tries.
+	loop := fmt.Sprintf(`until printf "GET / HTTP/1.0\r\n\r\n" | nc -w 2 %[1]s 8080 | grep -q pong; do sleep 0.1; done; i=0; while :; do i=$((i+1)); if printf "GET / HTTP/1.0\r\n\r\n" | nc -w 2 %[1]s 8080 | grep -q pong; then r=ok; else r=fail; fi; echo "$i $r" >> /data/reach.log; sleep 0.2; done`, ipB)
 	l.a = reserve(fmt.Sprintf("container --image /srv/images/busybox.tar --image-digest %s --network lab --ip %s --cpu 1 --memory 64 --disk 256"+
 		" --mount %s:/data --entrypoint /bin/sh --entrypoint -c --entrypoint '%s'", l.digest, ipA, l.vol, loop))
 	for _, id := range []string{l.net, l.vol, l.b, l.a} {
