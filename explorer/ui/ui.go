@@ -21,7 +21,7 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -288,11 +288,19 @@ var funcs = template.FuncMap{
 		if len(m) == 0 {
 			return "—"
 		}
-		var parts []string
-		for t, n := range m {
-			parts = append(parts, fmt.Sprintf("%d %s", n, t))
+		types := make([]provision.ReservationType, 0, len(m))
+		for t := range m {
+			types = append(types, t)
 		}
-		sort.Strings(parts)
+		slices.Sort(types)
+		parts := make([]string, 0, len(types))
+		for _, t := range types {
+			n, name := m[t], string(t)
+			if n != 1 {
+				name += "s"
+			}
+			parts = append(parts, fmt.Sprintf("%d %s", n, name))
+		}
 		return strings.Join(parts, ", ")
 	},
 	"timeline": timeline,

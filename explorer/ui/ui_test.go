@@ -148,3 +148,19 @@ func TestRateLimitPerClientAndBounded(t *testing.T) {
 		t.Fatalf("%d clients remembered, at most 2", len(h.clients))
 	}
 }
+
+func TestWorkloadCounts(t *testing.T) {
+	workloads := funcs["workloads"].(func(map[provision.ReservationType]uint64) string)
+	for _, tt := range []struct {
+		in   map[provision.ReservationType]uint64
+		want string
+	}{
+		{nil, "—"},
+		{map[provision.ReservationType]uint64{provision.VolumeReservation: 3, provision.ContainerReservation: 1}, "1 container, 3 volumes"},
+		{map[provision.ReservationType]uint64{provision.NetworkReservation: 12, provision.ContainerReservation: 2}, "2 containers, 12 networks"},
+	} {
+		if got := workloads(tt.in); got != tt.want {
+			t.Errorf("workloads(%v) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
