@@ -5,13 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/maphash"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
+
+	"github.com/edgeprov/provisiond/internal/backoff"
 )
 
 // Defaults of Options.
@@ -204,7 +205,7 @@ type Engine struct {
 	workers            int
 	opTimeout          time.Duration
 	maxAttempts        int
-	backoff            backoff
+	backoff            backoff.Policy
 	depTimeout         time.Duration
 	resync             time.Duration
 	maxInspectFailures int
@@ -274,7 +275,7 @@ func NewEngine(opts Options) *Engine {
 		workers:            positive(opts.Workers, DefaultWorkers),
 		opTimeout:          positive(opts.OpTimeout, DefaultOpTimeout),
 		maxAttempts:        positive(opts.MaxAttempts, DefaultMaxAttempts),
-		backoff:            backoff{base: positive(opts.BackoffBase, DefaultBackoffBase), max: positive(opts.BackoffMax, DefaultBackoffMax)},
+		backoff:            backoff.Policy{Base: positive(opts.BackoffBase, DefaultBackoffBase), Max: positive(opts.BackoffMax, DefaultBackoffMax)},
 		depTimeout:         positive(opts.DependencyTimeout, DefaultDependencyTimeout),
 		resync:             positive(opts.ResyncInterval, DefaultResyncInterval),
 		maxInspectFailures: positive(opts.MaxInspectFailures, DefaultMaxInspectFailures),
@@ -294,10 +295,15 @@ func NewEngine(opts Options) *Engine {
 	if e.now == nil {
 		e.now = time.Now
 	}
-	if e.backoff.max < e.backoff.base {
-		e.backoff.max = e.backoff.base
-	}
 	e.log = opts.Log.With().Str("component", "engine").Logger()
+	// The parts that call back into the Engine get it here, once it
+	// exists.
+	if g, ok := opts.Primitives.(GiveUpper); ok {
+		g.GiveUpTo(e)
+	}
+	if o, ok := opts.Source.(ObservedSource); ok {
+		o.ReportTo(e)
+	}
 	return e
 }
 
@@ -480,7 +486,8 @@ func (e *Engine) setCaughtUp() bool {
 }
 
 // ObservePoll records the outcome of a poll for Status and Hooks: a poll
-// source calls it through PollOptions.OnError. A nil err does nothing.
+// source calls it once NewEngine handed it the Engine (ObservedSource). A
+// nil err does nothing.
 func (e *Engine) ObservePoll(err error) {
 	if err == nil {
 		return
@@ -853,33 +860,4 @@ func (e *Engine) undoTally(rec *Record, from State) {
 	}
 	e.publish(stats, gen)
 	e.wakeOutbox()
-}
-
-// backoff is jittered exponential backoff with a cap.
-type backoff struct {
-	base, max time.Duration
-}
-
-// delay returns the wait before try attempt+1 (attempt ≥ 1): base·2^(attempt−1)
-// capped at max, of which a random half is jitter.
-func (b backoff) delay(attempt int) time.Duration {
-	d := b.base
-	for i := 1; i < attempt && d < b.max; i++ {
-		d *= 2
-	}
-	d = min(d, b.max)
-	half := d / 2
-	return half + rand.N(half+1)
-}
-
-// sleep waits for d or until ctx ends; false when ctx ended.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/edgeprov/provisiond/internal/backoff"
 )
 
 // outcome is what an operation asks of the scheduler: nothing (done), or
@@ -138,7 +140,7 @@ func (e *Engine) finish(p pendingOp) {
 // retryLater re-runs the drive of a record after a store error.
 func (e *Engine) retryLater(id string, urgent bool, err error) outcome {
 	e.log.Error().Err(err).Str("id", id).Str("type", "").Msg("store failed; retrying")
-	return outcome{retry: e.backoff.delay(1), ops: opDrive, urgent: urgent}
+	return outcome{retry: e.backoff.Delay(1), ops: opDrive, urgent: urgent}
 }
 
 // drive advances the record of id by its state.
@@ -231,7 +233,7 @@ func (e *Engine) start(ctx context.Context, rec *Record) outcome {
 			return outcome{}
 		}
 		e.logr(zerolog.WarnLevel, rec.Reservation).Err(err).Msg("reading capacity failed; retrying")
-		return outcome{retry: e.backoff.delay(1), ops: opDrive}
+		return outcome{retry: e.backoff.Delay(1), ops: opDrive}
 	}
 	mu := e.lock(id)
 	mu.Lock()
@@ -358,7 +360,7 @@ func (e *Engine) dependencies(rec *Record) (time.Duration, error) {
 		case errors.Is(err, ErrNotFound):
 			pending = append(pending, "network "+netID)
 		case err != nil:
-			return e.backoff.delay(1), nil
+			return e.backoff.Delay(1), nil
 		default:
 			if err := check("network "+netID, owner, NetworkReservation); err != nil {
 				return depErr(err, e.backoff)
@@ -382,9 +384,9 @@ func (e *Engine) dependencies(rec *Record) (time.Duration, error) {
 
 // depErr turns a store error met while checking dependencies into a
 // retry, and passes a refusal on.
-func depErr(err error, b backoff) (time.Duration, error) {
+func depErr(err error, b backoff.Policy) (time.Duration, error) {
 	if IsTemporary(err) {
-		return b.delay(1), nil
+		return b.Delay(1), nil
 	}
 	return 0, err
 }
@@ -478,7 +480,7 @@ func (e *Engine) settle(id string, data any, err error) (outcome, *Record) {
 		if cerr := e.commit(cur, Provisioning, nil, false); cerr != nil {
 			return e.retryLater(id, false, cerr), nil
 		}
-		wait := e.backoff.delay(cur.Attempts)
+		wait := e.backoff.Delay(cur.Attempts)
 		e.logr(zerolog.WarnLevel, r).Err(err).Int("attempt", cur.Attempts).Dur("retry_in", wait).Msg("provision failed; retrying")
 		return outcome{retry: wait, ops: opDrive}, nil
 	}
@@ -524,7 +526,7 @@ func (e *Engine) decommission(ctx context.Context, rec *Record) outcome {
 		if cerr := e.commit(cur, Deleting, nil, false); cerr != nil {
 			return e.retryLater(id, true, cerr)
 		}
-		wait := e.backoff.delay(cur.Attempts)
+		wait := e.backoff.Delay(cur.Attempts)
 		e.logr(zerolog.ErrorLevel, r).Err(err).Int("attempt", cur.Attempts).Dur("retry_in", wait).Msg("decommission failed; retrying")
 		return outcome{retry: wait, ops: opDrive, urgent: true}
 	}
