@@ -264,17 +264,11 @@ func (e *Engine) start(ctx context.Context, rec *Record) outcome {
 func (e *Engine) admit(rec *Record, from State, add bool, capacity Capacity) (finish func() error, refused, err error) {
 	e.tallyMu.Lock()
 	defer e.tallyMu.Unlock()
-	usable := capacity.Usable()
-	short := rec.Units.Add(e.tally.Total()).Short(usable)
-	if len(short) == 0 {
+	refused = capacity.Admit(e.tally.Total(), rec.Units)
+	if refused == nil {
 		rec.Move(Provisioning, e.now(), "")
 		return e.commitLocked(rec, from, nil, add), nil, nil
 	}
-	refused = fmt.Errorf("%w: %s", ErrNoCapacity, strings.Join(short, ", "))
-	if len(rec.Units.Short(usable)) > 0 {
-		refused = fmt.Errorf("%w (more than the node's usable capacity)", refused)
-	}
-	refused = Permanent(refused)
 	res, err := e.newResult(rec.Reservation, rec.Digest, StateError, refused.Error(), nil)
 	if err != nil {
 		return nil, nil, err
