@@ -167,16 +167,17 @@ type Status struct {
 }
 
 // ingestShards is how many jobs of the source are ingested at once: each
-// waits for its write to be durable (about a commit and a half, a few
-// milliseconds under load), so the more run at once, the more share a
-// commit and the busier the cores: 256 shards did about a fifth more
-// reservations per second than 32 in BenchmarkEngineThroughput. A job goes
+// waits for its write to be durable, so with one every accept waits for an
+// fsync of its own; with a few, writes share a commit. Side by side in
+// BenchmarkEngineThroughput (bbolt with fsync, 2 shared cores) 1 shard did
+// about a tenth of the reservations per second of 256, and 16 as many as
+// 256, within the noise. A job goes
 // to the shard of its reservation ID, which keeps the jobs of one ID in
 // the order the source sent them. A shard's goroutine runs only while it
 // has jobs, so an idle Engine holds none. ingestInFlight bounds the jobs
 // taken from the source and not yet ingested, whatever their shards.
 const (
-	ingestShards   = 256
+	ingestShards   = 16
 	ingestInFlight = 1024
 )
 
