@@ -13,6 +13,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/edgeprov/provisiond/internal/backoff"
+	"github.com/edgeprov/provisiond/internal/idlock"
 )
 
 // Defaults of Options.
@@ -220,7 +221,7 @@ type Engine struct {
 	opStart []atomic.Int64
 	lastOp  atomic.Int64
 	seed    maphash.Seed
-	locks   idLocks
+	locks   idlock.Set
 	started atomic.Bool
 
 	// tallyMu serialises the tally changes of the record writes that
@@ -590,56 +591,8 @@ func (e *Engine) statsLocked() (Stats, uint64) {
 // (until the write is durable), never across a side effect. Each ID has a
 // lock of its own, so that a record whose write waits never holds up
 // another's.
-func (e *Engine) lock(id string) idLock {
-	return idLock{set: &e.locks, id: id}
-}
-
-// idLocks holds a mutex per reservation ID while it is held or awaited.
-type idLocks struct {
-	mu sync.Mutex
-	m  map[string]*idMutex
-}
-
-// idMutex is the mutex of one ID and how many hold or await it.
-type idMutex struct {
-	sync.Mutex
-	refs int
-}
-
-// idLock is the lock of one ID in an idLocks. Unlock may be called from
-// another goroutine than Lock (a write's finisher).
-type idLock struct {
-	set *idLocks
-	id  string
-}
-
-// Lock takes the lock of the ID.
-func (l idLock) Lock() {
-	l.set.mu.Lock()
-	if l.set.m == nil {
-		l.set.m = make(map[string]*idMutex)
-	}
-	m := l.set.m[l.id]
-	if m == nil {
-		m = &idMutex{}
-		l.set.m[l.id] = m
-	}
-	m.refs++
-	l.set.mu.Unlock()
-	m.Lock()
-}
-
-// Unlock releases the lock of the ID, and forgets the ID when nobody else
-// holds or awaits it.
-func (l idLock) Unlock() {
-	l.set.mu.Lock()
-	m := l.set.m[l.id]
-	m.refs--
-	if m.refs == 0 {
-		delete(l.set.m, l.id)
-	}
-	l.set.mu.Unlock()
-	m.Unlock()
+func (e *Engine) lock(id string) idlock.Lock {
+	return e.locks.Of(id)
 }
 
 // recover rebuilds the tally from the store, enqueues a fresh Stats and

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/edgeprov/provisiond/internal/backoff"
+	"github.com/edgeprov/provisiond/internal/idlock"
 )
 
 // outcome is what an operation asks of the scheduler: nothing (done), or
@@ -111,7 +112,7 @@ func (e *Engine) idle() {
 // waits for, with the record lock mu still held: once the write is durable
 // (or failed) mu is released, a failed write drives the record again
 // later (urgently for a delete), and a durable one runs then.
-func (e *Engine) afterWrite(id string, urgent bool, mu idLock, finish func() error, then func()) outcome {
+func (e *Engine) afterWrite(id string, urgent bool, mu idlock.Lock, finish func() error, then func()) outcome {
 	return outcome{pending: func() outcome {
 		err := finish()
 		mu.Unlock()
