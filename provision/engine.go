@@ -14,6 +14,7 @@ import (
 
 	"github.com/edgeprov/provisiond/internal/backoff"
 	"github.com/edgeprov/provisiond/internal/idlock"
+	"github.com/edgeprov/provisiond/internal/sched"
 )
 
 // Defaults of Options.
@@ -213,7 +214,7 @@ type Engine struct {
 	maxInspectFailures int
 	limiter            *rate.Limiter
 
-	sched *scheduler
+	sched *sched.Scheduler
 	busy  atomic.Int64 // workers running an operation
 	// opStart holds, per worker, when its running operation started
 	// (UnixNano; 0 while it waits), and lastOp when a worker last started
@@ -282,7 +283,7 @@ func NewEngine(opts Options) *Engine {
 		resync:             positive(opts.ResyncInterval, DefaultResyncInterval),
 		maxInspectFailures: positive(opts.MaxInspectFailures, DefaultMaxInspectFailures),
 		limiter:            rate.NewLimiter(positive(opts.OutboxRate, DefaultOutboxRate), positive(opts.OutboxBurst, DefaultOutboxBurst)),
-		sched:              newScheduler(),
+		sched:              sched.New(),
 		seed:               maphash.MakeSeed(),
 		tally:              NewTally(),
 		outboxWake:         make(chan struct{}, 1),
@@ -338,7 +339,7 @@ func (e *Engine) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	defer e.sched.stop()
+	defer e.sched.Stop()
 	defer cancel()
 	finishing := make(chan pendingOp, finishQueue)
 	var workers sync.WaitGroup
@@ -502,7 +503,7 @@ func (e *Engine) ObservePoll(err error) {
 
 // Status returns a snapshot of the Engine.
 func (e *Engine) Status() Status {
-	queued, waiting := e.sched.counts()
+	queued, waiting := e.sched.Counts()
 	busy := int(e.busy.Load())
 	var oldest, last time.Time
 	for i := range e.opStart {
@@ -633,12 +634,12 @@ func (e *Engine) recover(ctx context.Context) error {
 		n++
 		switch rec.State {
 		case Accepted, Provisioning:
-			e.sched.request(rec.ID(), opDrive, false)
+			e.sched.Request(rec.ID(), sched.Drive, false)
 		case Deleting:
-			e.sched.request(rec.ID(), opDrive, true)
+			e.sched.Request(rec.ID(), sched.Drive, true)
 		case Deployed:
 			if e.insp != nil {
-				e.sched.request(rec.ID(), opInspect, false)
+				e.sched.Request(rec.ID(), sched.Inspect, false)
 			}
 		}
 		return nil
@@ -778,7 +779,7 @@ func (e *Engine) commitLocked(rec *Record, from State, res *Result, add bool) (f
 			e.hooks.Transition(rec.Reservation.Type, rec.State)
 			switch rec.State {
 			case Deployed, Failed, Deleted, Deleting:
-				e.sched.wakeDeps()
+				e.sched.WakeDeps()
 			}
 		}
 		if len(out) > 0 {

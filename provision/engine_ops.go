@@ -12,13 +12,14 @@ import (
 
 	"github.com/edgeprov/provisiond/internal/backoff"
 	"github.com/edgeprov/provisiond/internal/idlock"
+	"github.com/edgeprov/provisiond/internal/sched"
 )
 
 // outcome is what an operation asks of the scheduler: nothing (done), or
 // running ops again after retry.
 type outcome struct {
 	retry  time.Duration
-	ops    opKind
+	ops    sched.Op
 	urgent bool
 	deps   bool
 	// pending, when set, is the rest of the operation: it waits for the
@@ -48,18 +49,18 @@ func (o outcome) merge(p outcome) outcome {
 // started is this worker's slot of Engine.opStart.
 func (e *Engine) work(ctx context.Context, started *atomic.Int64, finishing chan<- pendingOp) {
 	for {
-		id, ops, ok := e.sched.next(ctx)
+		id, ops, ok := e.sched.Next(ctx)
 		if !ok {
 			return
 		}
 		e.busy.Add(1)
 		e.opBegan(started)
 		var o outcome
-		if ops&opDrive != 0 {
+		if ops&sched.Drive != 0 {
 			d := e.drive(ctx, id)
 			if d.pending != nil {
-				if rest := ops &^ opDrive; rest != 0 {
-					e.sched.request(id, rest, rest&opPurge != 0) // after it
+				if rest := ops &^ sched.Drive; rest != 0 {
+					e.sched.Request(id, rest, rest&sched.Purge != 0) // after it
 				}
 				e.busy.Add(-1)
 				e.opEnded(started)
@@ -73,15 +74,15 @@ func (e *Engine) work(ctx context.Context, started *atomic.Int64, finishing chan
 			}
 			o = o.merge(d)
 		}
-		if ops&opInspect != 0 {
+		if ops&sched.Inspect != 0 {
 			e.inspect(ctx, id)
 		}
-		if ops&opPurge != 0 {
+		if ops&sched.Purge != 0 {
 			e.purge(ctx, id)
 		}
 		e.busy.Add(-1)
 		e.opEnded(started)
-		if e.sched.done(id, o.retry, o.ops, o.urgent, o.deps) {
+		if e.sched.Done(id, o.retry, o.ops, o.urgent, o.deps) {
 			e.idle()
 		}
 	}
@@ -133,7 +134,7 @@ type pendingOp struct {
 // finish waits for the write of p and ends its operation.
 func (e *Engine) finish(p pendingOp) {
 	o := p.rest()
-	if e.sched.done(p.id, o.retry, o.ops, o.urgent, o.deps) {
+	if e.sched.Done(p.id, o.retry, o.ops, o.urgent, o.deps) {
 		e.idle()
 	}
 }
@@ -141,7 +142,7 @@ func (e *Engine) finish(p pendingOp) {
 // retryLater re-runs the drive of a record after a store error.
 func (e *Engine) retryLater(id string, urgent bool, err error) outcome {
 	e.log.Error().Err(err).Str("id", id).Str("type", "").Msg("store failed; retrying")
-	return outcome{retry: e.backoff.Delay(1), ops: opDrive, urgent: urgent}
+	return outcome{retry: e.backoff.Delay(1), ops: sched.Drive, urgent: urgent}
 }
 
 // drive advances the record of id by its state.
@@ -225,7 +226,7 @@ func (e *Engine) start(ctx context.Context, rec *Record) outcome {
 				return outcome{}
 			}
 			e.logr(zerolog.DebugLevel, rec.Reservation).Dur("recheck", wait).Msg("waiting for dependencies")
-			return outcome{retry: wait, ops: opDrive, deps: true}
+			return outcome{retry: wait, ops: sched.Drive, deps: true}
 		}
 	}
 	capacity, err := e.currentCapacity(ctx)
@@ -234,7 +235,7 @@ func (e *Engine) start(ctx context.Context, rec *Record) outcome {
 			return outcome{}
 		}
 		e.logr(zerolog.WarnLevel, rec.Reservation).Err(err).Msg("reading capacity failed; retrying")
-		return outcome{retry: e.backoff.Delay(1), ops: opDrive}
+		return outcome{retry: e.backoff.Delay(1), ops: sched.Drive}
 	}
 	mu := e.lock(id)
 	mu.Lock()
@@ -286,7 +287,7 @@ func (e *Engine) admitted(rec *Record, refused error) {
 		e.logr(zerolog.WarnLevel, rec.Reservation).Err(refused).Msg("reservation refused for capacity")
 		return
 	}
-	e.sched.request(rec.ID(), opDrive, false)
+	e.sched.Request(rec.ID(), sched.Drive, false)
 }
 
 // currentCapacity returns the node's capacity as last measured (at start
@@ -477,7 +478,7 @@ func (e *Engine) settle(id string, data any, err error) (outcome, *Record) {
 		}
 		wait := e.backoff.Delay(cur.Attempts)
 		e.logr(zerolog.WarnLevel, r).Err(err).Int("attempt", cur.Attempts).Dur("retry_in", wait).Msg("provision failed; retrying")
-		return outcome{retry: wait, ops: opDrive}, nil
+		return outcome{retry: wait, ops: sched.Drive}, nil
 	}
 	if IsTemporary(err) {
 		err = fmt.Errorf("giving up after %d attempts: %w", cur.Attempts+1, err)
@@ -523,7 +524,7 @@ func (e *Engine) decommission(ctx context.Context, rec *Record) outcome {
 		}
 		wait := e.backoff.Delay(cur.Attempts)
 		e.logr(zerolog.ErrorLevel, r).Err(err).Int("attempt", cur.Attempts).Dur("retry_in", wait).Msg("decommission failed; retrying")
-		return outcome{retry: wait, ops: opDrive, urgent: true}
+		return outcome{retry: wait, ops: sched.Drive, urgent: true}
 	}
 	reason := ""
 	if n := len(cur.History); n > 0 {
@@ -599,6 +600,6 @@ func (e *Engine) DecommissionCached(ctx context.Context, id, reason string) erro
 	if err != nil {
 		return err
 	}
-	e.sched.request(id, opPurge, true)
+	e.sched.Request(id, sched.Purge, true)
 	return nil
 }
