@@ -183,10 +183,6 @@ const (
 	ingestInFlight = 1024
 )
 
-// finishQueue is how many operations may wait for their last write
-// before a worker waits for the finisher.
-const finishQueue = 256
-
 // Engine is provisiond's durable state machine: it ingests reservations
 // from its source, persists them, provisions and decommissions them through
 // a bounded worker pool, reconciles deployed workloads and delivers signed
@@ -341,20 +337,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer wg.Wait()
 	defer e.sched.Stop()
 	defer cancel()
-	finishing := make(chan pendingOp, finishQueue)
-	var workers sync.WaitGroup
 	for i := range e.workers {
-		workers.Go(func() { e.work(ctx, &e.opStart[i], finishing) })
+		wg.Go(func() { e.work(ctx, &e.opStart[i]) })
 	}
-	wg.Go(func() {
-		workers.Wait()
-		close(finishing)
-	})
-	wg.Go(func() {
-		for p := range finishing {
-			e.finish(p) // in order: writes become durable in order
-		}
-	})
 	wg.Go(func() { e.sendOutbox(ctx) })
 	wg.Go(func() { e.reconcileLoop(ctx) })
 

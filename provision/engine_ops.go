@@ -11,7 +11,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/edgeprov/provisiond/internal/backoff"
-	"github.com/edgeprov/provisiond/internal/idlock"
 	"github.com/edgeprov/provisiond/internal/sched"
 )
 
@@ -22,11 +21,6 @@ type outcome struct {
 	ops    sched.Op
 	urgent bool
 	deps   bool
-	// pending, when set, is the rest of the operation: it waits for the
-	// operation's last write, queued in the store, to be durable and
-	// returns the outcome. The worker hands it to the finisher and takes
-	// the next operation: workers wait for primitives, not for the disk.
-	pending func() outcome
 }
 
 func (o outcome) merge(p outcome) outcome {
@@ -43,11 +37,9 @@ func (o outcome) merge(p outcome) outcome {
 }
 
 // work is one worker of the pool: it runs queued operations until ctx
-// ends. An operation whose last write is pending in the store goes to the
-// finisher (see finish), which ends it once the write is durable; the
-// reservation stays taken (no other operation of it runs) until then.
-// started is this worker's slot of Engine.opStart.
-func (e *Engine) work(ctx context.Context, started *atomic.Int64, finishing chan<- pendingOp) {
+// ends. Each operation ends once its last write is durable. started is
+// this worker's slot of Engine.opStart.
+func (e *Engine) work(ctx context.Context, started *atomic.Int64) {
 	for {
 		id, ops, ok := e.sched.Next(ctx)
 		if !ok {
@@ -57,22 +49,7 @@ func (e *Engine) work(ctx context.Context, started *atomic.Int64, finishing chan
 		e.opBegan(started)
 		var o outcome
 		if ops&sched.Drive != 0 {
-			d := e.drive(ctx, id)
-			if d.pending != nil {
-				if rest := ops &^ sched.Drive; rest != 0 {
-					e.sched.Request(id, rest, rest&sched.Purge != 0) // after it
-				}
-				e.busy.Add(-1)
-				e.opEnded(started)
-				p := pendingOp{id: id, rest: d.pending}
-				select {
-				case finishing <- p:
-				case <-ctx.Done():
-					e.finish(p)
-				}
-				continue
-			}
-			o = o.merge(d)
+			o = o.merge(e.drive(ctx, id))
 		}
 		if ops&sched.Inspect != 0 {
 			e.inspect(ctx, id)
@@ -106,36 +83,6 @@ func (e *Engine) opEnded(started *atomic.Int64) {
 func (e *Engine) idle() {
 	if t, ok := e.store.(Trimmer); ok {
 		t.Trim()
-	}
-}
-
-// afterWrite returns the outcome of an operation whose last write finish
-// waits for, with the record lock mu still held: once the write is durable
-// (or failed) mu is released, a failed write drives the record again
-// later (urgently for a delete), and a durable one runs then.
-func (e *Engine) afterWrite(id string, urgent bool, mu idlock.Lock, finish func() error, then func()) outcome {
-	return outcome{pending: func() outcome {
-		err := finish()
-		mu.Unlock()
-		if err != nil {
-			return e.retryLater(id, urgent, err)
-		}
-		then()
-		return outcome{}
-	}}
-}
-
-// pendingOp is an operation waiting for its last write: see outcome.
-type pendingOp struct {
-	id   string
-	rest func() outcome
-}
-
-// finish waits for the write of p and ends its operation.
-func (e *Engine) finish(p pendingOp) {
-	o := p.rest()
-	if e.sched.Done(p.id, o.retry, o.ops, o.urgent, o.deps) {
-		e.idle()
 	}
 }
 
@@ -248,11 +195,15 @@ func (e *Engine) start(ctx context.Context, rec *Record) outcome {
 		return outcome{}
 	}
 	finish, refused, err := e.admit(cur, Accepted, false, capacity)
+	if err == nil {
+		err = finish()
+	}
+	mu.Unlock()
 	if err != nil {
-		mu.Unlock()
 		return e.retryLater(id, false, err)
 	}
-	return e.afterWrite(id, false, mu, finish, func() { e.admitted(cur, refused) })
+	e.admitted(cur, refused)
+	return outcome{}
 }
 
 // admit checks that rec, accepted, fits the node's usable capacity beside
@@ -433,18 +384,13 @@ func (e *Engine) provision(ctx context.Context, rec *Record) outcome {
 	return o
 }
 
-// settle writes the outcome of a provision call under the record lock. It
-// returns the record when it failed, for its leftovers to be purged. The
-// write of deployed is left pending (see outcome), with the lock.
+// settle writes the outcome of a provision call under the record lock,
+// and returns once it is durable. It returns the record when it failed,
+// for its leftovers to be purged.
 func (e *Engine) settle(id string, data any, err error) (outcome, *Record) {
 	mu := e.lock(id)
 	mu.Lock()
-	unlock := true
-	defer func() {
-		if unlock {
-			mu.Unlock()
-		}
-	}()
+	defer mu.Unlock()
 	cur, ok, lerr := e.reload(id, Provisioning)
 	switch {
 	case lerr != nil:
@@ -463,11 +409,11 @@ func (e *Engine) settle(id string, data any, err error) (outcome, *Record) {
 		default:
 			cur.Move(Deployed, e.now(), "")
 			cur.Failures = 0
-			finish := e.commitQueued(cur, Provisioning, res, false)
-			unlock = false
-			return e.afterWrite(id, false, mu, finish, func() {
-				e.logr(zerolog.InfoLevel, r).Msg("reservation deployed")
-			}), nil
+			if cerr := e.commit(cur, Provisioning, res, false); cerr != nil {
+				return e.retryLater(id, false, cerr), nil
+			}
+			e.logr(zerolog.InfoLevel, r).Msg("reservation deployed")
+			return outcome{}, nil
 		}
 	}
 	if IsTemporary(err) && cur.Attempts+1 < e.maxAttempts {
@@ -503,12 +449,7 @@ func (e *Engine) decommission(ctx context.Context, rec *Record) outcome {
 	}
 	mu := e.lock(id)
 	mu.Lock()
-	unlock := true
-	defer func() {
-		if unlock {
-			mu.Unlock()
-		}
-	}()
+	defer mu.Unlock()
 	cur, ok, lerr := e.reload(id, Deleting)
 	switch {
 	case lerr != nil:
@@ -535,11 +476,11 @@ func (e *Engine) decommission(ctx context.Context, rec *Record) outcome {
 	if err != nil {
 		return e.retryLater(id, true, err)
 	}
-	finish := e.commitQueued(cur, Deleting, res, false)
-	unlock = false
-	return e.afterWrite(id, true, mu, finish, func() {
-		e.logr(zerolog.InfoLevel, r).Str("reason", reason).Msg("reservation decommissioned")
-	})
+	if err := e.commit(cur, Deleting, res, false); err != nil {
+		return e.retryLater(id, true, err)
+	}
+	e.logr(zerolog.InfoLevel, r).Str("reason", reason).Msg("reservation decommissioned")
+	return outcome{}
 }
 
 // purge removes the leftovers of a failed record, best effort.
