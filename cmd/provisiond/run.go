@@ -22,7 +22,6 @@ import (
 	"github.com/edgeprov/provisiond/identity"
 	"github.com/edgeprov/provisiond/internal/backoff"
 	"github.com/edgeprov/provisiond/internal/certs"
-	"github.com/edgeprov/provisiond/internal/idlemem"
 	"github.com/edgeprov/provisiond/internal/selfcheck"
 	"github.com/edgeprov/provisiond/internal/version"
 	"github.com/edgeprov/provisiond/metrics"
@@ -160,7 +159,6 @@ func run(ctx context.Context, cfg *config) error {
 		goWithErr("metrics", func() error { return m.Serve(ctx, metricsLn) })
 	}
 	wg.Go(func() { register(ctx, gated, node, log) })
-	wg.Go(func() { idlemem.Run(ctx, idlemem.Options{Idle: d.idle, Log: log}) })
 	wg.Go(func() {
 		if !waitRunning(ctx, engine) {
 			return
@@ -410,14 +408,6 @@ func clockSkew(sk explorer.ClockSkew) *admin.ClockSkew {
 func (d *daemon) stats(context.Context) (*provision.Stats, error) {
 	s := d.engine.Status().Stats
 	return &s, nil
-}
-
-// idle reports whether the engine runs and has nothing to do: no
-// operation running or queued (containers waiting for their dependencies
-// only sleep).
-func (d *daemon) idle() bool {
-	st := d.engine.Status()
-	return st.Running && st.Busy == 0 && st.Queued == 0
 }
 
 // primitiveSet is what the engine is given: the primitives, which also
