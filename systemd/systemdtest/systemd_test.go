@@ -371,7 +371,12 @@ func (l *lab) snapshot(t *testing.T) snapshot {
 		}
 		s.loops[inside] = devs[0]
 	}
-	mounts, err := mountinfo.PidMountInfo(n.leader)
+	table, err := os.Open(fmt.Sprintf("/proc/%d/mountinfo", n.leader))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mounts, err := mountinfo.GetMountsFromReader(table, nil)
+	table.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
