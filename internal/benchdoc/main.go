@@ -301,7 +301,7 @@ func write(w io.Writer, res map[string]*result, names []string, raw, only string
 	if only != "" {
 		fmt.Fprintf(w, "# Benchmarks: %s\n\nWritten by internal/benchdoc from a run of %s alone (`-only %s`); `make bench` runs it with all the others into benchmarks.md. Do not edit by hand.\n\n", only, only, only)
 	} else {
-		fmt.Fprintf(w, "# Benchmarks\n\nWritten by `make bench` (internal/benchdoc); do not edit by hand.\n\n")
+		fmt.Fprintf(w, "# Benchmarks\n\nWritten by internal/benchdoc from the run of the command below (`make bench` runs them all); do not edit by hand.\n\n")
 	}
 	fmt.Fprintf(w, "Every figure below was measured by the run this file records (medians as benchstat computes them); a figure that did not run says \"not run\". The reasons given for a miss are reasoning, not measurement.\n\n")
 	fmt.Fprintf(w, "- date: %s\n- machine: %s\n- Go: %s\n- command: `%s`\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), machine(), runtime.Version(), raw)
