@@ -63,7 +63,7 @@ func check(r *Reservation, now time.Time, workload bool) error {
 		return fmt.Errorf("%w: user_id is not a 64-character lowercase hex public key", ErrBadField)
 	}
 	if len(r.Data) > MaxDataSize {
-		return fmt.Errorf("%w: %d bytes, at most %d", ErrDataTooLarge, len(r.Data), MaxDataSize)
+		return fmt.Errorf("%w: data is %d bytes, at most %d", ErrDataTooLarge, len(r.Data), MaxDataSize)
 	}
 	if workload && !r.Type.Known() {
 		return fmt.Errorf("%w: %q", ErrUnknownType, r.Type)
