@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"slices"
@@ -24,6 +23,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/edgeprov/provisiond/identity"
+	"github.com/edgeprov/provisiond/internal/backoff"
 	"github.com/edgeprov/provisiond/provision"
 )
 
@@ -241,7 +241,7 @@ func (c *Client) doBody(ctx context.Context, method, path string, body []byte, o
 	if method == http.MethodGet {
 		lim = c.read
 	}
-	backoff := c.opts.MinBackoff
+	policy := backoff.Policy{Base: c.opts.MinBackoff, Max: c.opts.MaxBackoff}
 	for attempt := 1; ; attempt++ {
 		if err := lim.Wait(ctx); err != nil {
 			return provision.Temporary(fmt.Errorf("%s: waiting for the rate limiter: %w", op, err))
@@ -253,16 +253,10 @@ func (c *Client) doBody(ctx context.Context, method, path string, body []byte, o
 		if attempt >= c.opts.MaxAttempts || retryAfter > c.opts.MaxBackoff {
 			return err
 		}
-		delay := backoff/2 + rand.N(backoff/2+1)
-		delay = max(delay, retryAfter)
-		backoff = min(2*backoff, c.opts.MaxBackoff)
+		delay := max(policy.Delay(attempt), retryAfter)
 		c.log.Warn().Err(err).Dur("retry_in", delay).Int("attempt", attempt).Msg("explorer request failed")
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, delay) {
 			return provision.Temporary(fmt.Errorf("%s: %w (last failure: %v)", op, ctx.Err(), err))
-		case <-t.C:
 		}
 	}
 }

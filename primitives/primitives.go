@@ -24,6 +24,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -62,10 +63,6 @@ type Options struct {
 	// Lookup returns the reservation of an id, so that a container only
 	// mounts volumes of its own user. nil skips that check.
 	Lookup func(id string) (*provision.Reservation, error)
-	// OnGiveUp is told when a container crash-loops (the engine's
-	// DecommissionCached). It must not wait for the container's current
-	// operation to end. nil: nobody is told.
-	OnGiveUp func(ctx context.Context, id, reason string) error
 	// HTTPClient downloads images. Default a client without an overall
 	// timeout (the context bounds a download).
 	HTTPClient *http.Client
@@ -86,12 +83,18 @@ type Table struct {
 	volumes   *volume.Manager
 	container *container.Manager
 	lookup    func(id string) (*provision.Reservation, error)
+	// giveUp is told when a container crash-loops; set by GiveUpTo.
+	giveUp atomic.Pointer[decommissioner]
 }
+
+// decommissioner boxes a provision.Decommissioner for an atomic pointer.
+type decommissioner struct{ provision.Decommissioner }
 
 var (
 	_ provision.Primitives = (*Table)(nil)
 	_ provision.Inspector  = (*Table)(nil)
 	_ provision.Lister     = (*Table)(nil)
+	_ provision.GiveUpper  = (*Table)(nil)
 )
 
 // New returns the primitives. It panics when opts.DataDir is empty.
@@ -106,15 +109,33 @@ func New(opts Options) *Table {
 		volumes: volume.New(volume.Options{
 			DataDir: opts.DataDir, SSDPath: opts.SSDPath, HDDPath: opts.HDDPath, Log: log,
 		}),
-		container: container.New(container.Options{
-			DataDir: opts.DataDir, RuncPath: opts.RuncPath, Network: nets, OnGiveUp: opts.OnGiveUp,
-			Now: opts.Now, HTTPClient: opts.HTTPClient, MaxImageSize: opts.MaxImageSize,
-			LocalImages: opts.LocalImages, Log: log,
-		}),
 		lookup: opts.Lookup,
 	}
+	t.container = container.New(container.Options{
+		DataDir: opts.DataDir, RuncPath: opts.RuncPath, Network: nets, OnGiveUp: t.onGiveUp,
+		Now: opts.Now, HTTPClient: opts.HTTPClient, MaxImageSize: opts.MaxImageSize,
+		LocalImages: opts.LocalImages, Log: log,
+	})
 	t.table = t.newTable()
 	return t
+}
+
+// GiveUpTo makes d the one told when a container crash-loops (the
+// Engine's DecommissionCached, which provision.NewEngine hands over).
+// d.DecommissionCached must not wait for the container's current
+// operation to end. Until it is called, nobody is told.
+func (t *Table) GiveUpTo(d provision.Decommissioner) {
+	t.giveUp.Store(&decommissioner{d})
+}
+
+// onGiveUp tells the Decommissioner of GiveUpTo, if any, that the
+// primitives give up on id.
+func (t *Table) onGiveUp(ctx context.Context, id, reason string) error {
+	d := t.giveUp.Load()
+	if d == nil {
+		return nil
+	}
+	return d.DecommissionCached(ctx, id, reason)
 }
 
 // typed adapts a primitive on workload type W to the untyped table: Data

@@ -52,12 +52,15 @@ func newEnv(t testing.TB) *env {
 			}
 			return r, nil
 		},
-		OnGiveUp: func(_ context.Context, id, reason string) error {
-			e.gaveUp = append(e.gaveUp, id+": "+reason)
-			return nil
-		},
 	})
+	e.p.GiveUpTo(e)
 	return e
+}
+
+// DecommissionCached records that the primitives gave up on id.
+func (e *env) DecommissionCached(_ context.Context, id, reason string) error {
+	e.gaveUp = append(e.gaveUp, id+": "+reason)
+	return nil
 }
 
 func (e *env) reservation(t testing.TB, user string, typ provision.ReservationType, w any) *provision.Reservation {

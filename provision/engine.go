@@ -5,13 +5,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/maphash"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
+
+	"github.com/edgeprov/provisiond/internal/backoff"
+	"github.com/edgeprov/provisiond/internal/idlock"
+	"github.com/edgeprov/provisiond/internal/sched"
 )
 
 // Defaults of Options.
@@ -166,22 +169,19 @@ type Status struct {
 }
 
 // ingestShards is how many jobs of the source are ingested at once: each
-// waits for its write to be durable (about a commit and a half, a few
-// milliseconds under load), so the more run at once, the more share a
-// commit and the busier the cores: 256 shards did about a fifth more
-// reservations per second than 32 in BenchmarkEngineThroughput. A job goes
+// waits for its write to be durable, so with one every accept waits for an
+// fsync of its own; with a few, writes share a commit. Side by side in
+// BenchmarkEngineThroughput (bbolt with fsync, 2 shared cores) 1 shard did
+// about a tenth of the reservations per second of 256, and 16 as many as
+// 256, within the noise. A job goes
 // to the shard of its reservation ID, which keeps the jobs of one ID in
 // the order the source sent them. A shard's goroutine runs only while it
 // has jobs, so an idle Engine holds none. ingestInFlight bounds the jobs
 // taken from the source and not yet ingested, whatever their shards.
 const (
-	ingestShards   = 256
+	ingestShards   = 16
 	ingestInFlight = 1024
 )
-
-// finishQueue is how many operations may wait for their last write
-// before a worker waits for the finisher.
-const finishQueue = 256
 
 // Engine is provisiond's durable state machine: it ingests reservations
 // from its source, persists them, provisions and decommissions them through
@@ -204,13 +204,13 @@ type Engine struct {
 	workers            int
 	opTimeout          time.Duration
 	maxAttempts        int
-	backoff            backoff
+	backoff            backoff.Policy
 	depTimeout         time.Duration
 	resync             time.Duration
 	maxInspectFailures int
 	limiter            *rate.Limiter
 
-	sched *scheduler
+	sched *sched.Scheduler
 	busy  atomic.Int64 // workers running an operation
 	// opStart holds, per worker, when its running operation started
 	// (UnixNano; 0 while it waits), and lastOp when a worker last started
@@ -218,7 +218,7 @@ type Engine struct {
 	opStart []atomic.Int64
 	lastOp  atomic.Int64
 	seed    maphash.Seed
-	locks   idLocks
+	locks   idlock.Set
 	started atomic.Bool
 
 	// tallyMu serialises the tally changes of the record writes that
@@ -274,12 +274,12 @@ func NewEngine(opts Options) *Engine {
 		workers:            positive(opts.Workers, DefaultWorkers),
 		opTimeout:          positive(opts.OpTimeout, DefaultOpTimeout),
 		maxAttempts:        positive(opts.MaxAttempts, DefaultMaxAttempts),
-		backoff:            backoff{base: positive(opts.BackoffBase, DefaultBackoffBase), max: positive(opts.BackoffMax, DefaultBackoffMax)},
+		backoff:            backoff.Policy{Base: positive(opts.BackoffBase, DefaultBackoffBase), Max: positive(opts.BackoffMax, DefaultBackoffMax)},
 		depTimeout:         positive(opts.DependencyTimeout, DefaultDependencyTimeout),
 		resync:             positive(opts.ResyncInterval, DefaultResyncInterval),
 		maxInspectFailures: positive(opts.MaxInspectFailures, DefaultMaxInspectFailures),
 		limiter:            rate.NewLimiter(positive(opts.OutboxRate, DefaultOutboxRate), positive(opts.OutboxBurst, DefaultOutboxBurst)),
-		sched:              newScheduler(),
+		sched:              sched.New(),
 		seed:               maphash.MakeSeed(),
 		tally:              NewTally(),
 		outboxWake:         make(chan struct{}, 1),
@@ -294,10 +294,15 @@ func NewEngine(opts Options) *Engine {
 	if e.now == nil {
 		e.now = time.Now
 	}
-	if e.backoff.max < e.backoff.base {
-		e.backoff.max = e.backoff.base
-	}
 	e.log = opts.Log.With().Str("component", "engine").Logger()
+	// The parts that call back into the Engine get it here, once it
+	// exists.
+	if g, ok := opts.Primitives.(GiveUpper); ok {
+		g.GiveUpTo(e)
+	}
+	if o, ok := opts.Source.(ObservedSource); ok {
+		o.ReportTo(e)
+	}
 	return e
 }
 
@@ -330,22 +335,11 @@ func (e *Engine) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	defer e.sched.stop()
+	defer e.sched.Stop()
 	defer cancel()
-	finishing := make(chan pendingOp, finishQueue)
-	var workers sync.WaitGroup
 	for i := range e.workers {
-		workers.Go(func() { e.work(ctx, &e.opStart[i], finishing) })
+		wg.Go(func() { e.work(ctx, &e.opStart[i]) })
 	}
-	wg.Go(func() {
-		workers.Wait()
-		close(finishing)
-	})
-	wg.Go(func() {
-		for p := range finishing {
-			e.finish(p) // in order: writes become durable in order
-		}
-	})
 	wg.Go(func() { e.sendOutbox(ctx) })
 	wg.Go(func() { e.reconcileLoop(ctx) })
 
@@ -480,7 +474,8 @@ func (e *Engine) setCaughtUp() bool {
 }
 
 // ObservePoll records the outcome of a poll for Status and Hooks: a poll
-// source calls it through PollOptions.OnError. A nil err does nothing.
+// source calls it once NewEngine handed it the Engine (ObservedSource). A
+// nil err does nothing.
 func (e *Engine) ObservePoll(err error) {
 	if err == nil {
 		return
@@ -493,7 +488,7 @@ func (e *Engine) ObservePoll(err error) {
 
 // Status returns a snapshot of the Engine.
 func (e *Engine) Status() Status {
-	queued, waiting := e.sched.counts()
+	queued, waiting := e.sched.Counts()
 	busy := int(e.busy.Load())
 	var oldest, last time.Time
 	for i := range e.opStart {
@@ -582,56 +577,8 @@ func (e *Engine) statsLocked() (Stats, uint64) {
 // (until the write is durable), never across a side effect. Each ID has a
 // lock of its own, so that a record whose write waits never holds up
 // another's.
-func (e *Engine) lock(id string) idLock {
-	return idLock{set: &e.locks, id: id}
-}
-
-// idLocks holds a mutex per reservation ID while it is held or awaited.
-type idLocks struct {
-	mu sync.Mutex
-	m  map[string]*idMutex
-}
-
-// idMutex is the mutex of one ID and how many hold or await it.
-type idMutex struct {
-	sync.Mutex
-	refs int
-}
-
-// idLock is the lock of one ID in an idLocks. Unlock may be called from
-// another goroutine than Lock (a write's finisher).
-type idLock struct {
-	set *idLocks
-	id  string
-}
-
-// Lock takes the lock of the ID.
-func (l idLock) Lock() {
-	l.set.mu.Lock()
-	if l.set.m == nil {
-		l.set.m = make(map[string]*idMutex)
-	}
-	m := l.set.m[l.id]
-	if m == nil {
-		m = &idMutex{}
-		l.set.m[l.id] = m
-	}
-	m.refs++
-	l.set.mu.Unlock()
-	m.Lock()
-}
-
-// Unlock releases the lock of the ID, and forgets the ID when nobody else
-// holds or awaits it.
-func (l idLock) Unlock() {
-	l.set.mu.Lock()
-	m := l.set.m[l.id]
-	m.refs--
-	if m.refs == 0 {
-		delete(l.set.m, l.id)
-	}
-	l.set.mu.Unlock()
-	m.Unlock()
+func (e *Engine) lock(id string) idlock.Lock {
+	return e.locks.Of(id)
 }
 
 // recover rebuilds the tally from the store, enqueues a fresh Stats and
@@ -672,12 +619,12 @@ func (e *Engine) recover(ctx context.Context) error {
 		n++
 		switch rec.State {
 		case Accepted, Provisioning:
-			e.sched.request(rec.ID(), opDrive, false)
+			e.sched.Request(rec.ID(), sched.Drive, false)
 		case Deleting:
-			e.sched.request(rec.ID(), opDrive, true)
+			e.sched.Request(rec.ID(), sched.Drive, true)
 		case Deployed:
 			if e.insp != nil {
-				e.sched.request(rec.ID(), opInspect, false)
+				e.sched.Request(rec.ID(), sched.Inspect, false)
 			}
 		}
 		return nil
@@ -817,7 +764,7 @@ func (e *Engine) commitLocked(rec *Record, from State, res *Result, add bool) (f
 			e.hooks.Transition(rec.Reservation.Type, rec.State)
 			switch rec.State {
 			case Deployed, Failed, Deleted, Deleting:
-				e.sched.wakeDeps()
+				e.sched.WakeDeps()
 			}
 		}
 		if len(out) > 0 {
@@ -853,33 +800,4 @@ func (e *Engine) undoTally(rec *Record, from State) {
 	}
 	e.publish(stats, gen)
 	e.wakeOutbox()
-}
-
-// backoff is jittered exponential backoff with a cap.
-type backoff struct {
-	base, max time.Duration
-}
-
-// delay returns the wait before try attempt+1 (attempt ≥ 1): base·2^(attempt−1)
-// capped at max, of which a random half is jitter.
-func (b backoff) delay(attempt int) time.Duration {
-	d := b.base
-	for i := 1; i < attempt && d < b.max; i++ {
-		d *= 2
-	}
-	d = min(d, b.max)
-	half := d / 2
-	return half + rand.N(half+1)
-}
-
-// sleep waits for d or until ctx ends; false when ctx ended.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

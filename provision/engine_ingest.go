@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/edgeprov/provisiond/internal/sched"
 	"github.com/rs/zerolog"
 )
 
@@ -273,7 +274,7 @@ func (e *Engine) markDeleting(rec *Record, reason string) error {
 	case from == Accepted, from == Failed && !provisioned(rec):
 		return e.deleteNow(rec, reason)
 	case from == Deleting:
-		e.sched.request(rec.ID(), opDrive, true)
+		e.sched.Request(rec.ID(), sched.Drive, true)
 		return nil
 	case from == Deleted:
 		return nil
@@ -290,7 +291,7 @@ func (e *Engine) markDeleting(rec *Record, reason string) error {
 		return fmt.Errorf("deleting %s: %w", rec.ID(), err)
 	}
 	e.logr(zerolog.InfoLevel, rec.Reservation).Str("reason", reason).Msg("decommission scheduled")
-	e.sched.request(rec.ID(), opDrive, true)
+	e.sched.Request(rec.ID(), sched.Drive, true)
 	return nil
 }
 

@@ -9,20 +9,18 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/edgeprov/provisiond/internal/backoff"
+	"github.com/edgeprov/provisiond/internal/sched"
 )
 
 // outcome is what an operation asks of the scheduler: nothing (done), or
 // running ops again after retry.
 type outcome struct {
 	retry  time.Duration
-	ops    opKind
+	ops    sched.Op
 	urgent bool
 	deps   bool
-	// pending, when set, is the rest of the operation: it waits for the
-	// operation's last write, queued in the store, to be durable and
-	// returns the outcome. The worker hands it to the finisher and takes
-	// the next operation: workers wait for primitives, not for the disk.
-	pending func() outcome
 }
 
 func (o outcome) merge(p outcome) outcome {
@@ -39,46 +37,29 @@ func (o outcome) merge(p outcome) outcome {
 }
 
 // work is one worker of the pool: it runs queued operations until ctx
-// ends. An operation whose last write is pending in the store goes to the
-// finisher (see finish), which ends it once the write is durable; the
-// reservation stays taken (no other operation of it runs) until then.
-// started is this worker's slot of Engine.opStart.
-func (e *Engine) work(ctx context.Context, started *atomic.Int64, finishing chan<- pendingOp) {
+// ends. Each operation ends once its last write is durable. started is
+// this worker's slot of Engine.opStart.
+func (e *Engine) work(ctx context.Context, started *atomic.Int64) {
 	for {
-		id, ops, ok := e.sched.next(ctx)
+		id, ops, ok := e.sched.Next(ctx)
 		if !ok {
 			return
 		}
 		e.busy.Add(1)
 		e.opBegan(started)
 		var o outcome
-		if ops&opDrive != 0 {
-			d := e.drive(ctx, id)
-			if d.pending != nil {
-				if rest := ops &^ opDrive; rest != 0 {
-					e.sched.request(id, rest, rest&opPurge != 0) // after it
-				}
-				e.busy.Add(-1)
-				e.opEnded(started)
-				p := pendingOp{id: id, rest: d.pending}
-				select {
-				case finishing <- p:
-				case <-ctx.Done():
-					e.finish(p)
-				}
-				continue
-			}
-			o = o.merge(d)
+		if ops&sched.Drive != 0 {
+			o = o.merge(e.drive(ctx, id))
 		}
-		if ops&opInspect != 0 {
+		if ops&sched.Inspect != 0 {
 			e.inspect(ctx, id)
 		}
-		if ops&opPurge != 0 {
+		if ops&sched.Purge != 0 {
 			e.purge(ctx, id)
 		}
 		e.busy.Add(-1)
 		e.opEnded(started)
-		if e.sched.done(id, o.retry, o.ops, o.urgent, o.deps) {
+		if e.sched.Done(id, o.retry, o.ops, o.urgent, o.deps) {
 			e.idle()
 		}
 	}
@@ -105,40 +86,10 @@ func (e *Engine) idle() {
 	}
 }
 
-// afterWrite returns the outcome of an operation whose last write finish
-// waits for, with the record lock mu still held: once the write is durable
-// (or failed) mu is released, a failed write drives the record again
-// later (urgently for a delete), and a durable one runs then.
-func (e *Engine) afterWrite(id string, urgent bool, mu idLock, finish func() error, then func()) outcome {
-	return outcome{pending: func() outcome {
-		err := finish()
-		mu.Unlock()
-		if err != nil {
-			return e.retryLater(id, urgent, err)
-		}
-		then()
-		return outcome{}
-	}}
-}
-
-// pendingOp is an operation waiting for its last write: see outcome.
-type pendingOp struct {
-	id   string
-	rest func() outcome
-}
-
-// finish waits for the write of p and ends its operation.
-func (e *Engine) finish(p pendingOp) {
-	o := p.rest()
-	if e.sched.done(p.id, o.retry, o.ops, o.urgent, o.deps) {
-		e.idle()
-	}
-}
-
 // retryLater re-runs the drive of a record after a store error.
 func (e *Engine) retryLater(id string, urgent bool, err error) outcome {
 	e.log.Error().Err(err).Str("id", id).Str("type", "").Msg("store failed; retrying")
-	return outcome{retry: e.backoff.delay(1), ops: opDrive, urgent: urgent}
+	return outcome{retry: e.backoff.Delay(1), ops: sched.Drive, urgent: urgent}
 }
 
 // drive advances the record of id by its state.
@@ -222,7 +173,7 @@ func (e *Engine) start(ctx context.Context, rec *Record) outcome {
 				return outcome{}
 			}
 			e.logr(zerolog.DebugLevel, rec.Reservation).Dur("recheck", wait).Msg("waiting for dependencies")
-			return outcome{retry: wait, ops: opDrive, deps: true}
+			return outcome{retry: wait, ops: sched.Drive, deps: true}
 		}
 	}
 	capacity, err := e.currentCapacity(ctx)
@@ -231,7 +182,7 @@ func (e *Engine) start(ctx context.Context, rec *Record) outcome {
 			return outcome{}
 		}
 		e.logr(zerolog.WarnLevel, rec.Reservation).Err(err).Msg("reading capacity failed; retrying")
-		return outcome{retry: e.backoff.delay(1), ops: opDrive}
+		return outcome{retry: e.backoff.Delay(1), ops: sched.Drive}
 	}
 	mu := e.lock(id)
 	mu.Lock()
@@ -244,11 +195,15 @@ func (e *Engine) start(ctx context.Context, rec *Record) outcome {
 		return outcome{}
 	}
 	finish, refused, err := e.admit(cur, Accepted, false, capacity)
+	if err == nil {
+		err = finish()
+	}
+	mu.Unlock()
 	if err != nil {
-		mu.Unlock()
 		return e.retryLater(id, false, err)
 	}
-	return e.afterWrite(id, false, mu, finish, func() { e.admitted(cur, refused) })
+	e.admitted(cur, refused)
+	return outcome{}
 }
 
 // admit checks that rec, accepted, fits the node's usable capacity beside
@@ -262,17 +217,11 @@ func (e *Engine) start(ctx context.Context, rec *Record) outcome {
 func (e *Engine) admit(rec *Record, from State, add bool, capacity Capacity) (finish func() error, refused, err error) {
 	e.tallyMu.Lock()
 	defer e.tallyMu.Unlock()
-	usable := capacity.Usable()
-	short := rec.Units.Add(e.tally.Total()).Short(usable)
-	if len(short) == 0 {
+	refused = capacity.Admit(e.tally.Total(), rec.Units)
+	if refused == nil {
 		rec.Move(Provisioning, e.now(), "")
 		return e.commitLocked(rec, from, nil, add), nil, nil
 	}
-	refused = fmt.Errorf("%w: %s", ErrNoCapacity, strings.Join(short, ", "))
-	if len(rec.Units.Short(usable)) > 0 {
-		refused = fmt.Errorf("%w (more than the node's usable capacity)", refused)
-	}
-	refused = Permanent(refused)
 	res, err := e.newResult(rec.Reservation, rec.Digest, StateError, refused.Error(), nil)
 	if err != nil {
 		return nil, nil, err
@@ -289,7 +238,7 @@ func (e *Engine) admitted(rec *Record, refused error) {
 		e.logr(zerolog.WarnLevel, rec.Reservation).Err(refused).Msg("reservation refused for capacity")
 		return
 	}
-	e.sched.request(rec.ID(), opDrive, false)
+	e.sched.Request(rec.ID(), sched.Drive, false)
 }
 
 // currentCapacity returns the node's capacity as last measured (at start
@@ -358,7 +307,7 @@ func (e *Engine) dependencies(rec *Record) (time.Duration, error) {
 		case errors.Is(err, ErrNotFound):
 			pending = append(pending, "network "+netID)
 		case err != nil:
-			return e.backoff.delay(1), nil
+			return e.backoff.Delay(1), nil
 		default:
 			if err := check("network "+netID, owner, NetworkReservation); err != nil {
 				return depErr(err, e.backoff)
@@ -382,9 +331,9 @@ func (e *Engine) dependencies(rec *Record) (time.Duration, error) {
 
 // depErr turns a store error met while checking dependencies into a
 // retry, and passes a refusal on.
-func depErr(err error, b backoff) (time.Duration, error) {
+func depErr(err error, b backoff.Policy) (time.Duration, error) {
 	if IsTemporary(err) {
-		return b.delay(1), nil
+		return b.Delay(1), nil
 	}
 	return 0, err
 }
@@ -435,18 +384,13 @@ func (e *Engine) provision(ctx context.Context, rec *Record) outcome {
 	return o
 }
 
-// settle writes the outcome of a provision call under the record lock. It
-// returns the record when it failed, for its leftovers to be purged. The
-// write of deployed is left pending (see outcome), with the lock.
+// settle writes the outcome of a provision call under the record lock,
+// and returns once it is durable. It returns the record when it failed,
+// for its leftovers to be purged.
 func (e *Engine) settle(id string, data any, err error) (outcome, *Record) {
 	mu := e.lock(id)
 	mu.Lock()
-	unlock := true
-	defer func() {
-		if unlock {
-			mu.Unlock()
-		}
-	}()
+	defer mu.Unlock()
 	cur, ok, lerr := e.reload(id, Provisioning)
 	switch {
 	case lerr != nil:
@@ -465,11 +409,11 @@ func (e *Engine) settle(id string, data any, err error) (outcome, *Record) {
 		default:
 			cur.Move(Deployed, e.now(), "")
 			cur.Failures = 0
-			finish := e.commitQueued(cur, Provisioning, res, false)
-			unlock = false
-			return e.afterWrite(id, false, mu, finish, func() {
-				e.logr(zerolog.InfoLevel, r).Msg("reservation deployed")
-			}), nil
+			if cerr := e.commit(cur, Provisioning, res, false); cerr != nil {
+				return e.retryLater(id, false, cerr), nil
+			}
+			e.logr(zerolog.InfoLevel, r).Msg("reservation deployed")
+			return outcome{}, nil
 		}
 	}
 	if IsTemporary(err) && cur.Attempts+1 < e.maxAttempts {
@@ -478,9 +422,9 @@ func (e *Engine) settle(id string, data any, err error) (outcome, *Record) {
 		if cerr := e.commit(cur, Provisioning, nil, false); cerr != nil {
 			return e.retryLater(id, false, cerr), nil
 		}
-		wait := e.backoff.delay(cur.Attempts)
+		wait := e.backoff.Delay(cur.Attempts)
 		e.logr(zerolog.WarnLevel, r).Err(err).Int("attempt", cur.Attempts).Dur("retry_in", wait).Msg("provision failed; retrying")
-		return outcome{retry: wait, ops: opDrive}, nil
+		return outcome{retry: wait, ops: sched.Drive}, nil
 	}
 	if IsTemporary(err) {
 		err = fmt.Errorf("giving up after %d attempts: %w", cur.Attempts+1, err)
@@ -505,12 +449,7 @@ func (e *Engine) decommission(ctx context.Context, rec *Record) outcome {
 	}
 	mu := e.lock(id)
 	mu.Lock()
-	unlock := true
-	defer func() {
-		if unlock {
-			mu.Unlock()
-		}
-	}()
+	defer mu.Unlock()
 	cur, ok, lerr := e.reload(id, Deleting)
 	switch {
 	case lerr != nil:
@@ -524,9 +463,9 @@ func (e *Engine) decommission(ctx context.Context, rec *Record) outcome {
 		if cerr := e.commit(cur, Deleting, nil, false); cerr != nil {
 			return e.retryLater(id, true, cerr)
 		}
-		wait := e.backoff.delay(cur.Attempts)
+		wait := e.backoff.Delay(cur.Attempts)
 		e.logr(zerolog.ErrorLevel, r).Err(err).Int("attempt", cur.Attempts).Dur("retry_in", wait).Msg("decommission failed; retrying")
-		return outcome{retry: wait, ops: opDrive, urgent: true}
+		return outcome{retry: wait, ops: sched.Drive, urgent: true}
 	}
 	reason := ""
 	if n := len(cur.History); n > 0 {
@@ -537,11 +476,11 @@ func (e *Engine) decommission(ctx context.Context, rec *Record) outcome {
 	if err != nil {
 		return e.retryLater(id, true, err)
 	}
-	finish := e.commitQueued(cur, Deleting, res, false)
-	unlock = false
-	return e.afterWrite(id, true, mu, finish, func() {
-		e.logr(zerolog.InfoLevel, r).Str("reason", reason).Msg("reservation decommissioned")
-	})
+	if err := e.commit(cur, Deleting, res, false); err != nil {
+		return e.retryLater(id, true, err)
+	}
+	e.logr(zerolog.InfoLevel, r).Str("reason", reason).Msg("reservation decommissioned")
+	return outcome{}
 }
 
 // purge removes the leftovers of a failed record, best effort.
@@ -602,6 +541,6 @@ func (e *Engine) DecommissionCached(ctx context.Context, id, reason string) erro
 	if err != nil {
 		return err
 	}
-	e.sched.request(id, opPurge, true)
+	e.sched.Request(id, sched.Purge, true)
 	return nil
 }

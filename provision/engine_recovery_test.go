@@ -136,6 +136,11 @@ func TestPollSourceCursor(t *testing.T) {
 		if pollErrs.Load() != 2 {
 			t.Errorf("%d poll errors reported, want 2", pollErrs.Load())
 		}
+		// NewEngine handed itself to the source: the failures reached it
+		// without any wiring by the caller.
+		if got := h.eng.Status().LastPollError; got != "connection reset" {
+			t.Errorf("engine's last poll error %q, want the source's last failure", got)
+		}
 
 		poller.AppendBad(&provision.Reservation{ID: "garbage"}, provision.Permanent(errors.New("cannot decode item")))
 		poller.Append(h.user.Volume("d", testNode, 1, time.Now(), 24*time.Hour))

@@ -210,6 +210,31 @@ type Lister interface {
 	Remove(ctx context.Context, res Resource) error
 }
 
+// Decommissioner gives up on a workload with a reason: the Engine's
+// DecommissionCached.
+type Decommissioner interface {
+	DecommissionCached(ctx context.Context, id, reason string) error
+}
+
+// GiveUpper is the optional part of Primitives that may give up on a
+// workload of its own accord (a crash-looping container). NewEngine hands
+// them the Engine before it returns, so they can never call an engine
+// that does not exist yet.
+type GiveUpper interface {
+	GiveUpTo(d Decommissioner)
+}
+
+// PollObserver records the failures of a poll: the Engine's ObservePoll.
+type PollObserver interface {
+	ObservePoll(err error)
+}
+
+// ObservedSource is the optional part of a ReservationSource that reports
+// its failed polls. NewEngine hands it the Engine before it returns.
+type ObservedSource interface {
+	ReportTo(o PollObserver)
+}
+
 // Table is the explicit provisioner and decommissioner table of Primitives.
 // A type missing from the table gets a permanent ErrUnknownType.
 type Table struct {

@@ -8,6 +8,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
+
+	"github.com/edgeprov/provisiond/internal/backoff"
 )
 
 // outboxBatch is how many entries the sender reads, delivers and
@@ -73,7 +75,7 @@ func (e *Engine) sendOutbox(ctx context.Context) {
 		if err != nil {
 			failures++
 			e.log.Error().Err(err).Msg("reading outbox failed")
-			if !sleep(ctx, e.backoff.delay(failures)) {
+			if !backoff.Sleep(ctx, e.backoff.Delay(failures)) {
 				return
 			}
 			continue
@@ -108,7 +110,7 @@ func (e *Engine) sendOutbox(ctx context.Context) {
 				case IsTemporary(err):
 					e.hooks.OutboxError(en.Kind, err)
 					failures++
-					retry, wait = true, e.backoff.delay(failures)
+					retry, wait = true, e.backoff.Delay(failures)
 					e.outboxLog(zerolog.WarnLevel, en).Err(err).Int("failures", failures).Dur("retry_in", wait).Msg("delivery failed; retrying")
 				default:
 					reason := refusalReason(err)
@@ -128,9 +130,9 @@ func (e *Engine) sendOutbox(ctx context.Context) {
 		}
 		if !flush() && !retry {
 			failures++
-			retry, wait = true, e.backoff.delay(failures)
+			retry, wait = true, e.backoff.Delay(failures)
 		}
-		if retry && !sleep(ctx, wait) {
+		if retry && !backoff.Sleep(ctx, wait) {
 			return
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/edgeprov/provisiond/internal/sched"
 	"github.com/rs/zerolog"
 )
 
@@ -30,7 +31,7 @@ func (e *Engine) reconcileLoop(ctx context.Context) {
 		n := 0
 		err := e.store.Scan(func(rec *Record) error {
 			n++
-			e.sched.request(rec.ID(), opInspect, false)
+			e.sched.Request(rec.ID(), sched.Inspect, false)
 			return nil
 		}, Deployed)
 		if err != nil {

@@ -155,7 +155,7 @@ func (r *Result) Verify(nodeKey ed25519.PublicKey) error {
 	if len(nodeKey) != ed25519.PublicKeySize {
 		return fmt.Errorf("%w: node key is not %d bytes", ErrBadResultSignature, ed25519.PublicKeySize)
 	}
-	if !verify(nodeKey, r.Bytes(), sig) {
+	if !ed25519.Verify(nodeKey, r.Bytes(), sig) {
 		return fmt.Errorf("%w: result %s", ErrBadResultSignature, r.ID)
 	}
 	return nil
@@ -171,7 +171,7 @@ func (k KeySigner) Sign(msg []byte) ([]byte, error) {
 	if len(k) != ed25519.PrivateKeySize {
 		return nil, fmt.Errorf("provision: signer key is %d bytes, want %d", len(k), ed25519.PrivateKeySize)
 	}
-	return sign(ed25519.PrivateKey(k), msg), nil
+	return ed25519.Sign(ed25519.PrivateKey(k), msg), nil
 }
 
 // jsonString returns s as it reads after an encoding/json round trip: each
@@ -205,7 +205,7 @@ func verifyHex(pubHex, sigHex string, msg []byte, sentinel error) error {
 	if err != nil || len(sig) != ed25519.SignatureSize {
 		return fmt.Errorf("%w: signature is not %d hex-encoded bytes", sentinel, ed25519.SignatureSize)
 	}
-	if !verify(pub, msg, sig) {
+	if !ed25519.Verify(pub, msg, sig) {
 		return fmt.Errorf("%w: does not verify against user_id", sentinel)
 	}
 	return nil

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/edgeprov/provisiond/internal/backoff"
 )
 
 // Defaults of PollOptions and DecommissionOptions.
@@ -24,8 +27,8 @@ type PollOptions struct {
 	// after a failed poll. Defaults: 1s and 1m.
 	BackoffBase, BackoffMax time.Duration
 	// OnError, when set, is called with every failed poll (and every
-	// failure to read or store the cursor); wire it to
-	// Engine.ObservePoll. Default: nil.
+	// failure to read or store the cursor), beside the PollObserver that
+	// NewEngine hands the source (see ObservedSource). Default: nil.
 	OnError func(err error)
 	// Log receives the source's log lines. Default: disabled.
 	Log zerolog.Logger
@@ -50,14 +53,20 @@ type PollSource struct {
 	p       Poller
 	c       Cursors
 	name    string
-	backoff backoff
+	backoff backoff.Policy
 	onError func(error)
-	log     zerolog.Logger
-	held    func() ([]SnapshotEntry, error)
-	every   time.Duration
+	// observer is the Engine, handed over by NewEngine through ReportTo.
+	observer atomic.Pointer[pollObserver]
+	log      zerolog.Logger
+	held     func() ([]SnapshotEntry, error)
+	every    time.Duration
 }
 
-var _ ReservationSource = (*PollSource)(nil)
+var (
+	_ ReservationSource = (*PollSource)(nil)
+	_ ObservedSource    = (*PollSource)(nil)
+	_ ObservedSource    = (*Combined)(nil)
+)
 
 // NewPollSource returns a PollSource that polls p and keeps its cursor in
 // c under name.
@@ -65,8 +74,7 @@ func NewPollSource(p Poller, c Cursors, name string, opts PollOptions) *PollSour
 	if p == nil || c == nil || name == "" {
 		panic("provision: NewPollSource needs a Poller, Cursors and a name")
 	}
-	b := backoff{base: positive(opts.BackoffBase, DefaultPollBackoffBase), max: positive(opts.BackoffMax, DefaultPollBackoffMax)}
-	b.max = max(b.max, b.base)
+	b := backoff.Policy{Base: positive(opts.BackoffBase, DefaultPollBackoffBase), Max: positive(opts.BackoffMax, DefaultPollBackoffMax)}
 	return &PollSource{p: p, c: c, name: name, backoff: b, onError: opts.OnError,
 		log:  opts.Log.With().Str("component", "poll").Str("source", name).Logger(),
 		held: opts.Held, every: opts.CheckEvery}
@@ -84,9 +92,19 @@ func (s *PollSource) Reservations(ctx context.Context) <-chan ReservationJob {
 	return ch
 }
 
+// pollObserver boxes a PollObserver for an atomic pointer.
+type pollObserver struct{ PollObserver }
+
+// ReportTo makes o the observer of every failed poll (the Engine's
+// ObservePoll, which NewEngine hands over).
+func (s *PollSource) ReportTo(o PollObserver) { s.observer.Store(&pollObserver{o}) }
+
 func (s *PollSource) report(err error) {
 	if s.onError != nil {
 		s.onError(err)
+	}
+	if o := s.observer.Load(); o != nil {
+		o.ObservePoll(err)
 	}
 }
 
@@ -96,9 +114,9 @@ func (s *PollSource) run(ctx context.Context, ch chan<- ReservationJob) {
 	pause := func(err error, msg string) bool {
 		failures++
 		s.report(err)
-		wait := s.backoff.delay(failures)
+		wait := s.backoff.Delay(failures)
 		s.log.Warn().Err(err).Int("failures", failures).Dur("retry_in", wait).Msg(msg)
-		return sleep(ctx, wait)
+		return backoff.Sleep(ctx, wait)
 	}
 	var cursor uint64
 	for {
@@ -400,6 +418,15 @@ func (c *Combined) Reservations(ctx context.Context) <-chan ReservationJob {
 		close(out)
 	}()
 	return out
+}
+
+// ReportTo hands o to every input that is an ObservedSource.
+func (c *Combined) ReportTo(o PollObserver) {
+	for _, src := range c.sources {
+		if r, ok := src.(ObservedSource); ok {
+			r.ReportTo(o)
+		}
+	}
 }
 
 // Wake wakes every input that is a Waker.

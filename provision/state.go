@@ -1,6 +1,8 @@
 package provision
 
 import (
+	"fmt"
+	"strings"
 	"time"
 )
 
@@ -187,6 +189,24 @@ type Capacity struct {
 
 // Usable returns Total minus Reserved.
 func (c Capacity) Usable() Units { return c.Total.Sub(c.Reserved) }
+
+// Admit is the admission rule, the one place it is written: a reservation
+// of want units fits beside used when want + used ≤ Usable in every unit.
+// When it does not, the permanent error wraps ErrNoCapacity, names the
+// short units and says so when want alone exceeds Usable (it can never
+// fit).
+func (c Capacity) Admit(used, want Units) error {
+	usable := c.Usable()
+	short := want.Add(used).Short(usable)
+	if len(short) == 0 {
+		return nil
+	}
+	refused := fmt.Errorf("%w: %s", ErrNoCapacity, strings.Join(short, ", "))
+	if len(want.Short(usable)) > 0 {
+		refused = fmt.Errorf("%w (more than the node's usable capacity)", refused)
+	}
+	return Permanent(refused)
+}
 
 // Stats is the node's report: used units (a pure function of the active
 // set), capacity and the count of active workloads per type.

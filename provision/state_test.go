@@ -3,8 +3,10 @@ package provision_test
 import (
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -245,5 +247,41 @@ func TestRecordJSONRoundTrip(t *testing.T) {
 	}
 	if err := got.Result.Verify(f.node.Public().(ed25519.PublicKey)); err != nil {
 		t.Errorf("stored result no longer verifies: %v", err)
+	}
+}
+
+func TestCapacityAdmit(t *testing.T) {
+	c := provision.Capacity{Total: provision.Units{CRU: 8, MRU: 16, SRU: 100}, Reserved: provision.Units{CRU: 2, MRU: 4}}
+	tests := []struct {
+		name       string
+		used, want provision.Units
+		short      string // "" when admitted
+		never      bool
+	}{
+		{"fits", provision.Units{CRU: 2}, provision.Units{CRU: 4, MRU: 12}, "", false},
+		{"fits-exactly", provision.Units{SRU: 50}, provision.Units{SRU: 50}, "", false},
+		{"short-beside-used", provision.Units{CRU: 5, MRU: 10}, provision.Units{CRU: 2, MRU: 4}, "cru, mru", false},
+		{"never-fits", provision.Units{}, provision.Units{CRU: 7}, "cru", true},
+		{"reserve-kept", provision.Units{}, provision.Units{MRU: 13}, "mru", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := c.Admit(tt.used, tt.want)
+			if tt.short == "" {
+				if err != nil {
+					t.Fatalf("Admit = %v, want nil", err)
+				}
+				return
+			}
+			if !errors.Is(err, provision.ErrNoCapacity) || provision.IsTemporary(err) {
+				t.Fatalf("Admit = %v, want a permanent ErrNoCapacity", err)
+			}
+			if !strings.Contains(err.Error(), ": "+tt.short) {
+				t.Errorf("Admit = %v, want it to name %q", err, tt.short)
+			}
+			if never := strings.Contains(err.Error(), "more than the node's usable capacity"); never != tt.never {
+				t.Errorf("Admit = %v: says it can never fit: %v, want %v", err, never, tt.never)
+			}
+		})
 	}
 }

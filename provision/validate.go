@@ -38,13 +38,34 @@ func validate(r *Reservation, nodeID string, now time.Time) error {
 	if r.NodeID != nodeID {
 		return fmt.Errorf("%w: node_id %q is not %q", ErrWrongNode, r.NodeID, nodeID)
 	}
+	return check(r, now, true)
+}
+
+// CheckSubmitted checks a reservation as its node will, before it has an ID
+// and a node to judge it: its fields are in range, its Data is at most
+// MaxDataSize, it is signed by its owner, it is not marked for deletion
+// without a valid delete signature and, at now, it has not expired. Its
+// type and workload are left to the node, which answers them in a signed
+// result. The explorer calls it on every reservation a user submits, so
+// that it refuses exactly what every node would. Every failure wraps its
+// own sentinel error.
+func CheckSubmitted(r *Reservation, now time.Time) error {
+	if r == nil {
+		return fmt.Errorf("%w: no reservation", ErrBadData)
+	}
+	return check(r, now, false)
+}
+
+// check is the part of validate that does not depend on the node: with
+// workload set, the type must be known and the Data a valid workload of it.
+func check(r *Reservation, now time.Time, workload bool) error {
 	if !isHex(r.UserID, 64) {
 		return fmt.Errorf("%w: user_id is not a 64-character lowercase hex public key", ErrBadField)
 	}
 	if len(r.Data) > MaxDataSize {
-		return fmt.Errorf("%w: %d bytes, at most %d", ErrDataTooLarge, len(r.Data), MaxDataSize)
+		return fmt.Errorf("%w: data is %d bytes, at most %d", ErrDataTooLarge, len(r.Data), MaxDataSize)
 	}
-	if !r.Type.Known() {
+	if workload && !r.Type.Known() {
 		return fmt.Errorf("%w: %q", ErrUnknownType, r.Type)
 	}
 	if r.Duration <= 0 || r.Duration > MaxDuration {
@@ -56,8 +77,10 @@ func validate(r *Reservation, nodeID string, now time.Time) error {
 	if len(r.Reference) > MaxReferenceLength {
 		return fmt.Errorf("%w: reference longer than %d bytes", ErrBadField, MaxReferenceLength)
 	}
-	if _, err := r.Workload(); err != nil {
-		return err
+	if workload {
+		if _, err := r.Workload(); err != nil {
+			return err
+		}
 	}
 	if err := r.Verify(); err != nil {
 		return err

@@ -302,3 +302,57 @@ func TestExpired(t *testing.T) {
 		t.Errorf("Expires() = %s", r.Expires())
 	}
 }
+
+// TestCheckSubmitted checks that the explorer's check of a submitted
+// reservation is the node's validation but for the node, the ID and the
+// workload: what it refuses, every node refuses with the same sentinel.
+func TestCheckSubmitted(t *testing.T) {
+	f := newFixture(t)
+	tests := []struct {
+		name   string
+		before func(r *provision.Reservation)
+		after  func(r *provision.Reservation)
+		now    time.Time
+		err    error
+	}{
+		{name: "valid-without-id-for-another-node", before: func(r *provision.Reservation) { r.NodeID = "another-node" }, after: func(r *provision.Reservation) { r.ID = "" }},
+		{name: "unknown-type-is-the-nodes-to-answer", before: func(r *provision.Reservation) { r.Type, r.Data = "vm", json.RawMessage(`{}`) }},
+		{name: "bad-workload-is-the-nodes-to-answer", before: func(r *provision.Reservation) { r.Data = json.RawMessage(`{"size":0,"type":"ssd"}`) }},
+		{name: "bad-user-id-uppercase", after: func(r *provision.Reservation) { r.UserID = strings.ToUpper(r.UserID) }, err: provision.ErrBadField},
+		{name: "bad-signature", after: func(r *provision.Reservation) { r.Duration *= 2 }, err: provision.ErrBadSignature},
+		{name: "oversized-data", before: func(r *provision.Reservation) {
+			r.Data = json.RawMessage(`{"size":1,"type":"` + strings.Repeat("x", provision.MaxDataSize) + `"}`)
+		}, err: provision.ErrDataTooLarge},
+		{name: "reference-too-long", before: func(r *provision.Reservation) { r.Reference = strings.Repeat("r", provision.MaxReferenceLength+1) }, err: provision.ErrBadField},
+		{name: "created-in-the-future", now: fixedCreated.Add(-provision.MaxClockSkew - time.Second), err: provision.ErrBadField},
+		{name: "expired", now: fixedCreated.Add(31 * 24 * time.Hour), err: provision.ErrExpired},
+		{name: "delete-without-signature", after: func(r *provision.Reservation) { r.ToDelete = true }, err: provision.ErrBadDeleteSignature},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := f.unsigned(provision.VolumeReservation)
+			if tt.before != nil {
+				tt.before(r)
+			}
+			r.Sign(f.user)
+			now := tt.now
+			if now.IsZero() {
+				now = f.now
+			}
+			node := provision.Validate(r, f.nodeID, now)
+			if tt.after != nil {
+				tt.after(r)
+			}
+			err := provision.CheckSubmitted(r, now)
+			if !errors.Is(err, tt.err) || (tt.err == nil && err != nil) {
+				t.Fatalf("CheckSubmitted() = %v, want %v", err, tt.err)
+			}
+			if tt.err != nil && tt.after == nil && !errors.Is(node, tt.err) {
+				t.Errorf("Validate() = %v, but CheckSubmitted refused with %v", node, tt.err)
+			}
+		})
+	}
+	if err := provision.CheckSubmitted(nil, f.now); !errors.Is(err, provision.ErrBadData) {
+		t.Errorf("CheckSubmitted(nil) = %v, want ErrBadData", err)
+	}
+}

@@ -13,6 +13,8 @@ import (
 	"regexp"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/edgeprov/provisiond/internal/strictjson"
 )
 
 // Limits on workload specifications.
@@ -146,7 +148,7 @@ func DecodeData(data []byte, v any) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return fmt.Errorf("%w: trailing data after the JSON object", ErrBadData)
 	}
-	if err := checkKeys(data, reflect.TypeOf(v)); err != nil {
+	if err := strictjson.Check(data, reflect.TypeOf(v)); err != nil {
 		return fmt.Errorf("%w: %w: %v", ErrBadData, ErrAmbiguousJSON, err)
 	}
 	return nil

@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/edgeprov/provisiond/internal/fixture"
@@ -410,16 +411,11 @@ func exists(path string) bool { _, err := os.Lstat(path); return err == nil }
 // mounted reports whether path is a mount point.
 func mounted(t testing.TB, path string) bool {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(path))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && unescapeMount(f[4]) == path {
-			return true
-		}
-	}
-	return false
+	return len(ms) > 0
 }
 
 // loopOf reports whether a loop device is backed by path.

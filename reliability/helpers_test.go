@@ -10,11 +10,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/moby/sys/mountinfo"
 
 	"github.com/edgeprov/provisiond/admin"
 	"github.com/edgeprov/provisiond/cache"
@@ -154,40 +155,17 @@ func netnsNames(t testing.TB) []string {
 // mountsUnder lists the mount points below dir.
 func mountsUnder(t testing.TB, dir string) []string {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	ms, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var mps []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mp := unescapeMount(f[4])
-		if strings.HasPrefix(mp, dir+"/") {
-			mps = append(mps, mp)
+	for _, m := range ms {
+		if strings.HasPrefix(m.Mountpoint, dir+"/") {
+			mps = append(mps, m.Mountpoint)
 		}
 	}
 	return mps
-}
-
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // loopsUnder maps loop devices to backing files below dir.

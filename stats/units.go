@@ -24,15 +24,23 @@ func Units(r *provision.Reservation) (provision.Units, error) {
 	if err != nil {
 		return provision.Units{}, fmt.Errorf("computing units of %s reservation %q: %w", r.Type, r.ID, err)
 	}
-	switch w := w.(type) {
-	case *provision.Network:
-		return provision.Units{}, nil
-	case *provision.Volume:
-		return volumeUnits(w), nil
-	case *provision.Container:
-		return containerUnits(w), nil
-	default:
+	if !r.Type.Known() {
 		return provision.Units{}, fmt.Errorf("computing units of reservation %q: %w: no units for %q", r.ID, provision.ErrUnknownType, r.Type)
+	}
+	return UnitsOf(w), nil
+}
+
+// UnitsOf returns the units of a decoded workload: the table above, the
+// one the daemon and the fakes share. A network, or anything else, takes
+// nothing.
+func UnitsOf(w any) provision.Units {
+	switch w := w.(type) {
+	case *provision.Volume:
+		return volumeUnits(w)
+	case *provision.Container:
+		return containerUnits(w)
+	default:
+		return provision.Units{}
 	}
 }
 

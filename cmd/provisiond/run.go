@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
@@ -21,8 +20,8 @@ import (
 	"github.com/edgeprov/provisiond/cache"
 	"github.com/edgeprov/provisiond/explorer"
 	"github.com/edgeprov/provisiond/identity"
+	"github.com/edgeprov/provisiond/internal/backoff"
 	"github.com/edgeprov/provisiond/internal/certs"
-	"github.com/edgeprov/provisiond/internal/idlemem"
 	"github.com/edgeprov/provisiond/internal/selfcheck"
 	"github.com/edgeprov/provisiond/internal/version"
 	"github.com/edgeprov/provisiond/metrics"
@@ -92,7 +91,6 @@ func run(ctx context.Context, cfg *config) error {
 	client := explorer.NewClient(cfg.Explorer, key, explorer.ClientOptions{PollWait: cfg.PollWait, Timeout: cfg.ExplorerTimeout, Transport: transport, Logger: log})
 	gated := newRegistered(client)
 	node := newNode(cfg)
-	var engine *provision.Engine // set below; the closures run only after Run started
 	prims := primitives.New(primitives.Options{
 		DataDir:      cfg.DataDir,
 		SSDPath:      cfg.SSDPath,
@@ -107,12 +105,8 @@ func run(ctx context.Context, cfg *config) error {
 			}
 			return rec.Reservation, nil
 		},
-		OnGiveUp: func(ctx context.Context, id, reason string) error {
-			return engine.DecommissionCached(ctx, id, reason)
-		},
 	})
 	poll := provision.NewPollSource(gated, store, pollCursor, provision.PollOptions{
-		OnError:    func(err error) { engine.ObservePoll(err) },
 		Log:        log,
 		Held:       func() ([]provision.SnapshotEntry, error) { return heldRecords(store, time.Now()) },
 		CheckEvery: antiEntropyEvery,
@@ -126,7 +120,7 @@ func run(ctx context.Context, cfg *config) error {
 	d.progress = &progress{limit: opTimeout + stallGrace, idle: d.started}
 	m := metrics.New(d)
 	m.SelfCheck(checks)
-	engine = provision.NewEngine(provision.Options{
+	engine := provision.NewEngine(provision.Options{
 		NodeID:            nodeID,
 		Source:            provision.CombinedSource(poll, expiry),
 		Store:             store,
@@ -165,7 +159,6 @@ func run(ctx context.Context, cfg *config) error {
 		goWithErr("metrics", func() error { return m.Serve(ctx, metricsLn) })
 	}
 	wg.Go(func() { register(ctx, gated, node, log) })
-	wg.Go(func() { idlemem.Run(ctx, idlemem.Options{Idle: d.idle, Log: log}) })
 	wg.Go(func() {
 		if !waitRunning(ctx, engine) {
 			return
@@ -228,8 +221,8 @@ func register(ctx context.Context, g *registered, node interface {
 func registerOnce(ctx context.Context, g *registered, node interface {
 	Capacity(context.Context) (provision.Capacity, error)
 }, log zerolog.Logger) bool {
-	delay := time.Second
-	for {
+	policy := backoff.Policy{Base: time.Second, Max: time.Minute}
+	for attempt := 1; ; attempt++ {
 		err := g.c.Register(ctx)
 		if err == nil {
 			var capacity provision.Capacity
@@ -245,13 +238,11 @@ func registerOnce(ctx context.Context, g *registered, node interface {
 		if ctx.Err() != nil {
 			return false
 		}
+		delay := policy.Delay(attempt)
 		log.Warn().Err(err).Dur("retry_in", delay).Msg("registering with the explorer failed")
-		select {
-		case <-ctx.Done():
+		if !backoff.Sleep(ctx, delay) {
 			return false
-		case <-time.After(delay/2 + rand.N(delay/2+1)):
 		}
-		delay = min(delay*2, time.Minute)
 	}
 }
 
@@ -417,14 +408,6 @@ func clockSkew(sk explorer.ClockSkew) *admin.ClockSkew {
 func (d *daemon) stats(context.Context) (*provision.Stats, error) {
 	s := d.engine.Status().Stats
 	return &s, nil
-}
-
-// idle reports whether the engine runs and has nothing to do: no
-// operation running or queued (containers waiting for their dependencies
-// only sleep).
-func (d *daemon) idle() bool {
-	st := d.engine.Status()
-	return st.Running && st.Busy == 0 && st.Queued == 0
 }
 
 // primitiveSet is what the engine is given: the primitives, which also

@@ -1006,9 +1006,11 @@ func userKeyOf(userID string) (ed25519.PublicKey, error) {
 }
 
 // checkReservation refuses what no node could accept, so users learn early:
-// a bad signature, a malformed node ID, oversized data, a bad duration or
-// creation time, an expired reservation or a delete flag. Unknown types
-// pass: the node answers them with a signed error result.
+// a malformed node ID, no type, a delete flag, data JSON readers would read
+// differently, and everything provision.CheckSubmitted refuses (the node's
+// own validation but for the node and the ID). Unknown types and
+// everything else about the workload pass: the node answers them with a
+// signed error result.
 func (s *Server) checkReservation(r *provision.Reservation, now time.Time) error {
 	if _, err := identity.PublicKey(r.NodeID); err != nil {
 		return fmt.Errorf("%w: node_id: %v", ErrBadRequest, err)
@@ -1016,25 +1018,10 @@ func (s *Server) checkReservation(r *provision.Reservation, now time.Time) error
 	if r.Type == "" {
 		return fmt.Errorf("%w: no type", ErrBadRequest)
 	}
-	if len(r.Data) > provision.MaxDataSize {
-		return fmt.Errorf("%w: data is %d bytes, at most %d", ErrBadRequest, len(r.Data), provision.MaxDataSize)
-	}
-	if r.Duration <= 0 || r.Duration > provision.MaxDuration {
-		return fmt.Errorf("%w: duration %s is not between 0 and %s", ErrBadRequest, r.Duration, provision.MaxDuration)
-	}
-	if r.Created.IsZero() || r.Created.After(now.Add(provision.MaxClockSkew)) {
-		return fmt.Errorf("%w: created is unset or in the future", ErrBadRequest)
-	}
-	if r.Expired(now) {
-		return fmt.Errorf("%w: the reservation expired at %s", ErrBadRequest, r.Expires().UTC().Format(time.RFC3339))
-	}
-	if len(r.Reference) > provision.MaxReferenceLength {
-		return fmt.Errorf("%w: reference longer than %d bytes", ErrBadRequest, provision.MaxReferenceLength)
-	}
 	if r.ToDelete || r.DeleteSignature != "" {
 		return fmt.Errorf("%w: a new reservation cannot be marked for deletion", ErrBadRequest)
 	}
-	if r.Type.Known() && len(r.Data) > 0 {
+	if r.Type.Known() && len(r.Data) > 0 && len(r.Data) <= provision.MaxDataSize {
 		// Data that JSON readers would read differently (a name in
 		// another case than its field's, a key twice, not UTF-8: the
 		// body's own check covers most of it) is refused here as the
@@ -1044,7 +1031,7 @@ func (s *Server) checkReservation(r *provision.Reservation, now time.Time) error
 			return fmt.Errorf("%w: data: %v", ErrBadRequest, err)
 		}
 	}
-	if err := r.Verify(); err != nil {
+	if err := provision.CheckSubmitted(r, now); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
 	return nil

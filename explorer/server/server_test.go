@@ -208,6 +208,16 @@ func TestCreateReservationRefusals(t *testing.T) {
 			return r
 		}(), user, http.StatusBadRequest, "expired"},
 		{"marked-for-deletion", signed(func(r *provision.Reservation) { r.ToDelete = true }), user, http.StatusBadRequest, "deletion"},
+		{"uppercase-user-id", func() *provision.Reservation {
+			r := explorertest.Volume(nodeID, 1)
+			r.Sign(user)
+			r.UserID = strings.ToUpper(r.UserID) // every node refuses it
+			return r
+		}(), user, http.StatusBadRequest, "user_id"},
+		{"reference-too-long", signed(func(r *provision.Reservation) {
+			r.Reference = strings.Repeat("r", provision.MaxReferenceLength+1)
+			r.Sign(user)
+		}), user, http.StatusBadRequest, "reference longer"},
 		{"bad-node-id", func() *provision.Reservation {
 			r := explorertest.Volume("not/a/node", 1)
 			r.Sign(user)

@@ -7,20 +7,22 @@
 package main
 
 import (
-	"bufio"
+	"bytes"
 	"flag"
 	"fmt"
 	"io"
 	"math"
 	"os"
 	"os/exec"
-	"regexp"
 	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/perf/benchfmt"
+	"golang.org/x/perf/benchmath"
 )
 
 // target is one figure an issue names.
@@ -32,7 +34,7 @@ type target struct {
 	unit   string  // unit after scaling
 	cmp    string  // "<", "<=", ">="
 	limit  float64 // in display units
-	why    string  // why it may miss and what would fix it, shown on a miss
+	why    string  // why it may miss and what would fix it, shown on a miss: reasoning, never a figure of an earlier run
 	ratio  string  // when set, the figure is metric(bench)/metric(ratio)
 }
 
@@ -48,22 +50,22 @@ var targets = []target{
 	{figure: "engine: reservations/s, instant provisioner, memory store", bench: "BenchmarkEngineThroughput/memory", metric: "reservations/s", scale: 1, unit: "/s", cmp: ""},
 	{figure: "engine: reservations/s, instant provisioner, bbolt without fsync", bench: "BenchmarkEngineThroughput/bbolt-nosync", metric: "reservations/s", scale: 1, unit: "/s", cmp: ""},
 	{figure: "engine: reservations/s, instant provisioner, bbolt (fsync)", bench: "BenchmarkEngineThroughput/bbolt", metric: "reservations/s", scale: 1, unit: "/s", cmp: ">=", limit: 5000,
-		why: "the disk is not the bound: a reservation takes two writes (accepted and, admitted in the same write, provisioning with its stats; then deployed with its result) and a share of one outbox acknowledgement per batch, all group-committed (writes that queue while a commit runs share the next bbolt transaction and its fsyncs, and after a commit of several writes the next one waits up to 0.5 ms for company). Signatures are checked and made with curve25519-voi, a check against a cached expanded key in about half the time of crypto/ed25519, and the last 2,048 records written or read are read again from an exact cache without a bbolt read transaction. What is left is CPU: the cpu-µs/reservation figure (it varies with the shared machine, and the rate drops further by the share of CPU the hypervisor takes, the steal figure: 40 % of it was taken in some runs of the same day), of which in a profile the ed25519 check and signature were a quarter, the commit goroutine's bbolt work a quarter (about 220 page writes per commit of about 110 writes, some 5 per reservation, a pwrite each, and two fdatasyncs: the goroutine is busy about 90 % of the time, a third of it waiting for the disk), JSON encoding of records and results and the garbage collector most of the rest; and the cores are busy about 90 % of the time (256 ingest shards keep enough writes in flight; 32 left them about 80 % busy, waiting for fsyncs). Tried and measured without a gain: bounding concurrent signature work to GOMAXPROCS-1, longer queues per ingest shard, GOMAXPROCS 3 and 4, 16 and 64 KiB pages, a 1 GiB initial mmap, NoFreelistSync, GOGC 200 (2 %), skipping the read transaction that learns whether a new ID is known (3 % once the read cache held 2,048 records), bbolt's array freelist (2-4 %, but its allocation copies the whole freelist, which a large long-lived database would pay for). What would lift it: a store that writes fewer pages per commit (an experiment that wrote no index at all gained only about 20 %, so rather an append-only log than bbolt's copy-on-write pages), and batch signature verification, which needs the cofactored equation, not the one crypto/ed25519 and the explorer use"},
+		why: "a reservation takes two group-committed bbolt writes (accepted, admitted in the same write; then deployed with its result) and a share of one outbox acknowledgement per batch, one ed25519 check of the owner's signature and one signature of the result (crypto/ed25519), and JSON encoding; the cpu-µs/reservation and cores figures above say whether the run was bound by CPU (cores near the machine's) or by fsyncs (cores well below); on a shared virtual machine the steal figure says how much the hypervisor took. What would lift it: a store that writes fewer pages per commit, more ingest shards or a commit linger (both dropped as more than a node needs, see the README)"},
 	{figure: "engine: CPU time per reservation, bbolt (fsync)", bench: "BenchmarkEngineThroughput/bbolt", metric: "cpu-µs/reservation", scale: 1, unit: "µs", cmp: ""},
 	{figure: "engine: CPU kept busy, bbolt (fsync)", bench: "BenchmarkEngineThroughput/bbolt", metric: "cores", scale: 1, unit: "cores", cmp: ""},
 	{figure: "engine: machine's CPU time the hypervisor took during that run (steal)", bench: "BenchmarkEngineThroughput/bbolt", metric: "steal-%", scale: 1, unit: "%", cmp: ""},
 	{figure: "end to end: explorer → node → acknowledged result (burst)", bench: "BenchmarkEndToEnd/burst", metric: "reservations/s", scale: 1, unit: "/s", cmp: ">=", limit: 5000,
-		why: "the explorer is no longer the bound: results reach it in batches (POST /api/v1/nodes/{node}/results: each result's signature checked, the whole batch stored in one fsync'd transaction; BenchmarkResults/batch=64 of explorer/server alone does about 6,000-9,000 results/s on the same shared cores, bound by the ed25519 check of each result), its writes are group-committed, and the outbox's batches stay small (most under 16 results) because the node produces results slower than they are delivered. What is left is CPU on 2 cores shared by the node, the explorer and the other work on the machine: per reservation, ed25519 checks (the node's of the reservation, the explorer's of the result and of each request), the node's signing and its bbolt commits and record decoding, JSON; and one stats PUT (its own fsync'd transaction at the explorer) per outbox pass. (provisiond as configured by default also caps delivery at 20 results/s, Options.OutboxRate; the benchmark lifts it)"},
+		why: "results reach the explorer in batches (each result's signature checked, the batch stored in one fsync'd transaction) and the node, the explorer and the other work on the machine share its cores: per reservation, ed25519 checks (the node's of the reservation, the explorer's of the result and of each request), the node's signature and bbolt commits, JSON, and one stats PUT per outbox pass. provisiond as configured by default also caps delivery at 20 results/s (Options.OutboxRate); the benchmark lifts it. Compare BenchmarkResults of explorer/server and the engine's rate in this run to see which side bounds it"},
 	{figure: "end to end at 500/s: p50 due → acknowledged result", bench: "BenchmarkEndToEnd/paced-500", metric: "p50-ms", scale: 1, unit: "ms", cmp: ""},
 	{figure: "end to end at 500/s: p99 due → acknowledged result", bench: "BenchmarkEndToEnd/paced-500", metric: "p99-ms", scale: 1, unit: "ms", cmp: "<", limit: 50,
-		why: "500/s takes a good share of what the pipeline sustains on 2 shared cores (see the burst rate), so whenever other work on the machine takes the CPU a queue forms and the tail is queueing time: on a quiet machine a run measured p50 15 ms, p99 36 ms, under a load average of 3-5 the p99 went from 0.1 to 2 s. Per reservation the explorer adds one fsync'd commit for the submission (group-committed with concurrent submissions) and its share of a batch request for the result; a miss means the machine was busy (rerun when idle) or the burst rate fell"},
+		why: "the paced rate takes a good share of what the pipeline sustains on a small shared machine (compare the burst rate of this run), so whenever other work takes the CPU a queue forms and the tail is queueing time. Per reservation the explorer adds one fsync'd commit for the submission and its share of a batch request for the result; a miss means the machine was busy (rerun when idle) or the burst rate fell"},
 	{figure: "end to end at 500/s: results acknowledged per second", bench: "BenchmarkEndToEnd/paced-500", metric: "reservations/s", scale: 1, unit: "/s", cmp: ""},
 	{figure: "explorer: 5,000 long-polling nodes, p99 event delivery", bench: "BenchmarkLongPollNodes/nodes=5000", metric: "p99-ms", scale: 1, unit: "ms", cmp: "<", limit: 100,
-		why: "simulated nodes, their clients and the explorer share one process and 2 cores; a miss means the machine was busy (rerun when idle)"},
+		why: "simulated nodes, their clients and the explorer share one process and the machine's cores; a miss means the machine was busy (rerun when idle)"},
 	{figure: "explorer: heap held by 5,000 long-polls (server and clients in one process)", bench: "BenchmarkLongPollNodes/nodes=5000", metric: "heap-MB", scale: 1, unit: "MiB", cmp: ""},
 	{figure: "fleet, 10,000 long-polling nodes, 2 replicas on PostgreSQL, 200/s: p50 201 → delivered", bench: "BenchmarkFleet/store=postgres/paced-200", metric: "p50-ms", scale: 1, unit: "ms", cmp: ""},
 	{figure: "fleet, 10,000 long-polling nodes, 2 replicas on PostgreSQL, 200/s: p99 201 → delivered", bench: "BenchmarkFleet/store=postgres/paced-200", metric: "p99-ms", scale: 1, unit: "ms", cmp: "<", limit: 100,
-		why: "each delivery crosses from the replica that accepted the reservation to the one the node polls: after the commit the writer sends a NOTIFY (one statement for every topic queued meanwhile), PostgreSQL hands it to the other replica's LISTEN connection, which wakes the held poll, which reads its events from PostgreSQL and answers: four processes (two explorers, two PostgreSQL backends) scheduled in turn where bbolt has one. The median stays under a millisecond or a few; the tail is time spent waiting for a core. The 2 cores run the 10,000 simulated nodes (this process alone takes about a quarter of them at 200/s), both replicas, PostgreSQL and the work of the other jobs on the machine: runs under a load average of 8-10 measured p99 146-152 ms, runs while it was 4-6 measured 4.6-68 ms. The replicas' CPU goes mostly to system calls (network, PostgreSQL's protocol) and ed25519 checks, not to a queue that tuning the pool or the hub would shorten. A miss means the machine was busy: rerun when idle, or put the simulated nodes on another machine"},
+		why: "each delivery crosses from the replica that accepted the reservation to the one the node polls: after the commit the writer sends a NOTIFY, PostgreSQL hands it to the other replica's LISTEN connection, which wakes the held poll, which reads its events from PostgreSQL and answers: four processes (two explorers, two PostgreSQL backends) scheduled in turn where bbolt has one, on the same cores as the 10,000 simulated nodes. The tail is time spent waiting for a core; a miss means the machine was busy: rerun when idle, or put the simulated nodes on another machine"},
 	{figure: "fleet on PostgreSQL, 200/s: p99 POST sent → delivered (acceptance included)", bench: "BenchmarkFleet/store=postgres/paced-200", metric: "p99-post-ms", scale: 1, unit: "ms", cmp: ""},
 	{figure: "fleet on PostgreSQL (2 replicas): reservations accepted/s, 8 submitters", bench: "BenchmarkFleet/store=postgres/burst", metric: "accepted/s", scale: 1, unit: "/s", cmp: ""},
 	{figure: "fleet on PostgreSQL (2 replicas): p99 201 → delivered at that rate", bench: "BenchmarkFleet/store=postgres/burst", metric: "p99-ms", scale: 1, unit: "ms", cmp: ""},
@@ -78,7 +80,7 @@ var targets = []target{
 	{figure: "fleet: RSS of the process of the 10,000 simulated nodes (clients only)", bench: "BenchmarkFleet/store=postgres/paced-200", metric: "client-rss-MB", scale: 1, unit: "MiB", cmp: ""},
 	{figure: "fleet: Go heap those 10,000 clients hold, polls in flight", bench: "BenchmarkFleet/store=postgres/paced-200", metric: "client-heap-MB", scale: 1, unit: "MiB", cmp: ""},
 	{figure: "idle daemon: RSS, 1,000 deployed networks (non-race build)", bench: "BenchmarkIdleDaemon", metric: "rss-MB", scale: 1, unit: "MB", cmp: "<", limit: 25,
-		why: "about two thirds of the RSS is file-backed, clean pages the kernel can drop under pressure: the executable (rss-exe: the kernel maps in 64 KB around every page touched, and start-up touches nearly every part of the 13 MB the static binary loads) and bbolt's mmap of the database (rss-db: the resync reads every deployed record each 5 m); the rest is the Go heap and runtime (rss-anon, GOGC 100). The two largest pieces of the loaded binary are chosen dependencies: urfave/cli renders help through text/template, whose calls of methods by name make the linker keep every exported method (2.4 MB), and the Prometheus client with protobuf (2.3 MB). A flag-package parser and a hand-written text exposition would lift the figure under 25 MB; the project keeps both libraries (see the README)"},
+		why: "most of the RSS is file-backed, clean pages the kernel can drop under pressure: the executable (rss-exe) and bbolt's mmap of the database (rss-db, read by each resync); the rest is the Go heap and runtime (rss-anon, GOGC 100). The largest parts of the binary are chosen dependencies (urfave/cli with text/template, the Prometheus client with protobuf); a smaller flag parser and a hand-written exposition would lift the figure; the project keeps both libraries (see the README)"},
 	{figure: "idle daemon: anonymous RSS (heap, stacks)", bench: "BenchmarkIdleDaemon", metric: "rss-anon-MB", scale: 1, unit: "MB", cmp: ""},
 	{figure: "idle daemon: CPU over the measured window", bench: "BenchmarkIdleDaemon", metric: "cpu-%", scale: 1, unit: "%", cmp: "<", limit: 0.2,
 		why: "idle, the daemon holds one long-poll (30 s) and otherwise sleeps; a reconcile pass over the 1,000 networks runs every --resync (5 m) and costs more when it falls in the window: a longer resync or an Inspect that reads all namespaces in one pass would lift it"},
@@ -92,15 +94,13 @@ var targets = []target{
 	{figure: "user command → verified ok: `provctl reserve container … --wait ok`, cached image, median of 20", bench: "BenchmarkUserWait", metric: "provctl-p50-ms", scale: 1, unit: "ms", cmp: ""},
 	{figure: "`podman run -d --rootfs` of the same rootfs, same run, median of 20", bench: "BenchmarkUserWait", metric: "podman-p50-ms", scale: 1, unit: "ms", cmp: ""},
 	{figure: "provctl --wait ok ÷ podman run -d (medians)", bench: "BenchmarkUserWait", metric: "ratio", scale: 1, unit: "×", cmp: "<=", limit: 0.75,
-		why: "see where the time goes in docs/benchmarks.md's BenchmarkUserWait steps (submitted, delivered, ok: the medians of the elapsed times provctl prints): the command's own start and a signed, fsync'd submission; the node's long-poll answered at once; the node's fsync'd accept and the container's provisioning (runc, overlay, veth: BenchmarkContainerProvision); the result's way through the node's outbox and the explorer's fsync'd store, which wakes the user's long-poll at once. A miss means the machine was busy (the samples alternate, so both sides meet the same load) or the provisioning itself grew"},
+		why: "see where the time goes in the BenchmarkUserWait steps of this run (submitted, delivered, ok: the medians of the elapsed times provctl prints): the command's own start and a signed, fsync'd submission; the node's long-poll answered at once; the node's fsync'd accept and the container's provisioning (BenchmarkContainerProvision); the result's way through the node's outbox and the explorer's fsync'd store, which wakes the user's long-poll at once. A miss means the machine was busy (the samples alternate, so both sides meet the same load) or the provisioning itself grew"},
 	{figure: "provctl --wait ok: submitted (median elapsed)", bench: "BenchmarkUserWait", metric: "submitted-p50-ms", scale: 1, unit: "ms", cmp: ""},
 	{figure: "provctl --wait ok: delivered to the node (median elapsed)", bench: "BenchmarkUserWait", metric: "delivered-p50-ms", scale: 1, unit: "ms", cmp: ""},
 	{figure: "provctl --wait ok: verified ok (median elapsed)", bench: "BenchmarkUserWait", metric: "ok-p50-ms", scale: 1, unit: "ms", cmp: ""},
 	{figure: "reservation sign", bench: "BenchmarkSign", metric: "ns/op", scale: 1e-3, unit: "µs", cmp: ""},
 	{figure: "reservation verify", bench: "BenchmarkVerify", metric: "ns/op", scale: 1e-3, unit: "µs", cmp: ""},
 }
-
-var line = regexp.MustCompile(`^(Benchmark\S+?)(-\d+)?\s+(\d+)\s+(.+)$`)
 
 // result is every run of one benchmark name, summed up: a name run once
 // holds that run's figures, a name run several times (go test -count, or
@@ -117,30 +117,31 @@ type result struct {
 // runs returns how many lines of this name the input had.
 func (r *result) runs() int { return len(r.iters) }
 
-// add records one run's iterations and figures. A unit reported twice on
-// one line counts once, with its last value, as when the last run won.
-func (r *result) add(n int, fields []string) {
+// add records one run's iterations and figures, each in the unit the
+// benchmark reported it in. A unit reported twice on one line counts
+// once, with its last value, as when the last run won.
+func (r *result) add(n int, values []benchfmt.Value) {
 	r.iters = append(r.iters, float64(n))
 	got := map[string]float64{}
-	for i := 0; i+1 < len(fields); i += 2 {
-		v, err := strconv.ParseFloat(fields[i], 64)
-		if err != nil {
-			continue
+	for _, v := range values {
+		u, x := v.Unit, v.Value
+		if v.OrigUnit != "" {
+			u, x = v.OrigUnit, v.OrigValue
 		}
-		u := fields[i+1]
 		if _, ok := got[u]; !ok {
 			if _, known := r.samples[u]; !known {
 				r.order = append(r.order, u)
 			}
 		}
-		got[u] = v
+		got[u] = x
 	}
 	for u, v := range got {
 		r.samples[u] = append(r.samples[u], v)
 	}
 }
 
-// finish sorts the samples and sets n and metrics to their medians.
+// finish sorts the samples and sets n and metrics to their medians, as
+// benchstat computes them (golang.org/x/perf/benchmath).
 func (r *result) finish() {
 	sort.Float64s(r.iters)
 	r.n = int(math.Round(median(r.iters)))
@@ -163,46 +164,48 @@ func (r *result) spread(u string) (lo, hi float64, k int) {
 	return s[0], s[len(s)-1], len(s)
 }
 
-// median returns the middle of sorted values, or the mean of the two
-// middle ones for an even count; 0 for none.
-func median(sorted []float64) float64 {
-	k := len(sorted)
-	switch {
-	case k == 0:
+// median returns the median of values (benchmath's, which takes the mean
+// of the two middle ones for an even count); 0 for none.
+func median(values []float64) float64 {
+	if len(values) == 0 {
 		return 0
-	case k%2 == 1:
-		return sorted[k/2]
-	default:
-		return (sorted[k/2-1] + sorted[k/2]) / 2
 	}
+	return benchmath.AssumeNothing.Summary(benchmath.NewSample(values, &benchmath.DefaultThresholds), 0.95).Center
 }
 
-// parse reads `go test -bench` output and returns a result for every
-// benchmark name (the -N GOMAXPROCS suffix dropped) with its runs summed
-// up, and the names in the order they first appeared.
-func parse(r io.Reader) (map[string]*result, []string, error) {
+// parse reads `go test -bench` output with golang.org/x/perf/benchfmt
+// (benchstat's reader) and returns a result for every benchmark name (the
+// -N GOMAXPROCS suffix dropped) with its runs summed up, and the names in
+// the order they first appeared. Lines that are not benchmark results are
+// skipped.
+func parse(in io.Reader) (map[string]*result, []string, error) {
 	res := map[string]*result{}
 	var names []string
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		m := line.FindStringSubmatch(sc.Text())
-		if m == nil {
-			continue
+	rd := benchfmt.NewReader(in, "stdin")
+	for rd.Scan() {
+		rec, ok := rd.Result().(*benchfmt.Result)
+		if !ok {
+			continue // a syntax error or unit metadata: not a result
 		}
-		n, _ := strconv.Atoi(m[3])
-		r, seen := res[m[1]]
+		base, parts := rec.Name.Parts()
+		name := "Benchmark" + string(base)
+		for _, p := range parts {
+			if !bytes.HasPrefix(p, []byte("-")) {
+				name += string(p)
+			}
+		}
+		r, seen := res[name]
 		if !seen {
-			r = &result{name: m[1], metrics: map[string]float64{}, samples: map[string][]float64{}}
-			res[r.name] = r
-			names = append(names, r.name)
+			r = &result{name: name, metrics: map[string]float64{}, samples: map[string][]float64{}}
+			res[name] = r
+			names = append(names, name)
 		}
-		r.add(n, strings.Fields(m[4]))
+		r.add(rec.Iters, rec.Values)
 	}
 	for _, r := range res {
 		r.finish()
 	}
-	return res, names, sc.Err()
+	return res, names, rd.Err()
 }
 
 // value returns the target's figure in display units, from the medians of
@@ -298,8 +301,9 @@ func write(w io.Writer, res map[string]*result, names []string, raw, only string
 	if only != "" {
 		fmt.Fprintf(w, "# Benchmarks: %s\n\nWritten by internal/benchdoc from a run of %s alone (`-only %s`); `make bench` runs it with all the others into benchmarks.md. Do not edit by hand.\n\n", only, only, only)
 	} else {
-		fmt.Fprintf(w, "# Benchmarks\n\nWritten by `make bench` (internal/benchdoc); do not edit by hand.\n\n")
+		fmt.Fprintf(w, "# Benchmarks\n\nWritten by internal/benchdoc from the run of the command below (`make bench` runs them all); do not edit by hand.\n\n")
 	}
+	fmt.Fprintf(w, "Every figure below was measured by the run this file records (medians as benchstat computes them); a figure that did not run says \"not run\". The reasons given for a miss are reasoning, not measurement.\n\n")
 	fmt.Fprintf(w, "- date: %s\n- machine: %s\n- Go: %s\n- command: `%s`\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), machine(), runtime.Version(), raw)
 	fmt.Fprintf(w, "## Targets\n\n| figure | target | measured | |\n|---|---|---|---|\n")
 	var misses []string
@@ -318,7 +322,7 @@ func write(w io.Writer, res map[string]*result, names []string, raw, only string
 			fmt.Fprintf(w, "| %s | %s | %s | met |\n", t.figure, want, t.measured(res, v))
 		default:
 			fmt.Fprintf(w, "| %s | %s | %s | **missed** |\n", t.figure, want, t.measured(res, v))
-			misses = append(misses, fmt.Sprintf("- %s: %s against %s. Why, and what would fix it: %s.", t.figure, t.measured(res, v), want, t.why))
+			misses = append(misses, fmt.Sprintf("- %s: %s against %s. Why it may miss, and what would fix it (not measured by this run): %s.", t.figure, t.measured(res, v), want, t.why))
 		}
 	}
 	if len(misses) > 0 {

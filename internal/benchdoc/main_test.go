@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -150,5 +151,27 @@ func TestOnlyKeepsThePartialRunsTargets(t *testing.T) {
 	write(&out, res, names, "test", "BenchmarkUserWait")
 	if s := out.String(); !strings.Contains(s, "# Benchmarks: BenchmarkUserWait") || !strings.Contains(s, "0.5 × | met") || strings.Contains(s, "store:") {
 		t.Fatalf("partial doc:\n%s", s)
+	}
+}
+
+// TestWhyHoldsNoOldFigures keeps figures of earlier runs out of the
+// document: the reasons shown for a miss are reasoning, and say so.
+func TestWhyHoldsNoOldFigures(t *testing.T) {
+	figure := regexp.MustCompile(`\d[\d,.]*\s?(ms|µs|/s|%|MB|MiB|KiB|GiB|×)`)
+	for _, tg := range targets {
+		if f := figure.FindString(tg.why); f != "" {
+			t.Errorf("the reason for %q quotes a figure, %q, that this run did not measure", tg.figure, f)
+		}
+	}
+	res, names, err := parse(strings.NewReader("BenchmarkEngineThroughput/bbolt-2 1 1 ns/op 10 reservations/s\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	write(&out, res, names, "test", "")
+	for _, want := range []string{"Every figure below was measured by the run this file records", "(not measured by this run)"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("document lacks %q", want)
+		}
 	}
 }

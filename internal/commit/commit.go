@@ -7,7 +7,6 @@ package commit
 import (
 	"errors"
 	"sync"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -17,19 +16,6 @@ var ErrClosed = errors.New("commit: group closed")
 
 // MaxGroup bounds how many writes one transaction applies.
 const MaxGroup = 256
-
-// When the last commit carried more than one write (its writers are
-// concurrent), the next one waits up to lingerMax for lingerFill writes
-// to queue before it begins. Under load a commit costs about the same
-// with a few more writes in it (its two fsyncs, the meta, freelist and
-// branch pages): waiting half a millisecond for company took a quarter of
-// the CPU time off each write in BenchmarkEngineThroughput and raised its
-// rate by a sixth. A lone write, or the first after a lone one, never
-// waits.
-const (
-	lingerMax  = 500 * time.Microsecond
-	lingerFill = 24
-)
 
 // Write is one queued write function; Wait reports its outcome.
 type Write struct {
@@ -53,10 +39,9 @@ func (w *Write) Wait() error {
 
 // Group is the group commit of one bbolt database. Writes queue while a
 // commit (and its fsync) runs, and the next commit applies every queued
-// write, in queue order, in one transaction with one fsync. A lone write
-// is committed at once. Only after a commit of several writes does the
-// next one wait for company, up to half a millisecond (see lingerMax).
-// (bbolt's own DB.Batch always waits up to MaxBatchDelay, 10 ms by
+// write, in queue order, in one transaction with one fsync. No commit
+// waits for company: a write queued while nothing commits is committed at
+// once. (bbolt's own DB.Batch always waits up to MaxBatchDelay, 10 ms by
 // default, and runs a failed function again in a transaction of its own.)
 //
 // Each write keeps its own outcome. When a write's function fails or
@@ -147,14 +132,8 @@ func (g *Group) Close() {
 // and the queue is empty.
 func (g *Group) run() {
 	defer close(g.stopped)
-	timer := time.NewTimer(lingerMax)
-	timer.Stop()
-	prev := 0 // writes in the last commit
 	for range g.kick {
 		for {
-			if prev > 1 {
-				g.linger(timer)
-			}
 			g.mu.Lock()
 			group := g.queue
 			if len(group) > MaxGroup {
@@ -164,7 +143,6 @@ func (g *Group) run() {
 			}
 			last := g.closed && len(g.queue) == 0
 			g.mu.Unlock()
-			prev = len(group)
 			if len(group) > 0 {
 				g.commit(group)
 			}
@@ -174,26 +152,6 @@ func (g *Group) run() {
 			if len(group) == 0 {
 				break
 			}
-		}
-	}
-}
-
-// linger waits until lingerFill writes are queued, Close was called or
-// lingerMax has passed. It stops timer before it returns.
-func (g *Group) linger(timer *time.Timer) {
-	timer.Reset(lingerMax)
-	defer timer.Stop()
-	for {
-		g.mu.Lock()
-		enough := len(g.queue) >= lingerFill || g.closed
-		g.mu.Unlock()
-		if enough {
-			return
-		}
-		select {
-		case <-g.kick:
-		case <-timer.C:
-			return
 		}
 	}
 }

@@ -279,23 +279,12 @@ func TestGroupDatabaseClosed(t *testing.T) {
 	}
 }
 
-// After a commit of several writes the next commit waits, in fake time,
-// lingerMax for company or until lingerFill writes are queued; a lone
-// write after a lone commit, and Close, never wait.
-func TestGroupLinger(t *testing.T) {
+// No commit waits for company, in fake time: not the first write, not one
+// after a commit of several writes, not one queued before Close.
+func TestGroupNeverWaits(t *testing.T) {
 	db := openTestDB(t)
 	synctest.Test(t, func(t *testing.T) {
 		g := NewGroup(db)
-		// a pair: a held commit of one write, then a and b share the next.
-		pair := func(name string) {
-			release := hold(t, g)
-			a, b := g.Queue(put(name+"a", nil)), g.Queue(put(name+"b", nil))
-			release()
-			if err := errors.Join(a.Wait(), b.Wait()); err != nil {
-				t.Fatal(err)
-			}
-		}
-
 		// update writes name alone and checks that it did not wait.
 		update := func(name, what string) {
 			start := time.Now()
@@ -306,44 +295,18 @@ func TestGroupLinger(t *testing.T) {
 				t.Errorf("%s waited %v", what, d)
 			}
 		}
-
 		update("first", "the first write")
 
-		pair("p1")
-		start := time.Now()
-		lone := g.Queue(put("lone", nil))
-		synctest.Wait()
-		select {
-		case <-lone.done:
-			t.Fatal("the write after a commit of two did not wait for company")
-		default:
-		}
-		if err := lone.Wait(); err != nil {
+		// a held commit of one write, then a and b share the next.
+		release := hold(t, g)
+		a, b := g.Queue(put("a", nil)), g.Queue(put("b", nil))
+		release()
+		if err := errors.Join(a.Wait(), b.Wait()); err != nil {
 			t.Fatal(err)
 		}
-		if d := time.Since(start); d != lingerMax {
-			t.Errorf("the write after a commit of two waited %v, want %v", d, lingerMax)
-		}
+		update("lone", "the write after a commit of two")
 
-		update("after-lone", "a write after a lone commit")
-
-		pair("p2")
-		start = time.Now()
-		ws := make([]*Write, lingerFill)
-		for i := range ws {
-			ws[i] = g.Queue(put(fmt.Sprint("fill", i), nil))
-		}
-		for _, w := range ws {
-			if err := w.Wait(); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if d := time.Since(start); d != 0 {
-			t.Errorf("%d queued writes waited %v for more", lingerFill, d)
-		}
-
-		pair("p3")
-		start = time.Now()
+		start := time.Now()
 		last := g.Queue(put("last", nil))
 		synctest.Wait()
 		g.Close()
@@ -353,8 +316,7 @@ func TestGroupLinger(t *testing.T) {
 		if d := time.Since(start); d != 0 {
 			t.Errorf("Close waited %v for company", d)
 		}
-		// first, lone, after-lone and last; three pairs; the fill.
-		if got, want := len(keys(t, db)), 4+3*2+lingerFill; got != want {
+		if got, want := len(keys(t, db)), 5; got != want {
 			t.Errorf("%d keys committed, want %d", got, want)
 		}
 	})

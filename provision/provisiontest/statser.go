@@ -6,11 +6,11 @@ import (
 	"sync"
 
 	"github.com/edgeprov/provisiond/provision"
+	units "github.com/edgeprov/provisiond/stats"
 )
 
-// Statser is a provision.Statser with a settable capacity. Its units follow
-// the table of DESIGN.md: a container takes CRU = cpu, MRU = memory/1024
-// and SRU = disk_size/1024; a volume SRU or HRU = size; a network nothing.
+// Statser is a provision.Statser with a settable capacity. Its units are
+// the daemon's, from the one table of stats.UnitsOf.
 type Statser struct {
 	mu       sync.Mutex
 	capacity provision.Capacity
@@ -51,24 +51,5 @@ func (s *Statser) Units(r *provision.Reservation) (provision.Units, error) {
 	if err != nil {
 		return provision.Units{}, provision.Permanent(fmt.Errorf("pricing %s: %w", r.ID, err))
 	}
-	return UnitsOf(w), nil
-}
-
-// UnitsOf returns the units of a decoded workload (*provision.Network,
-// *provision.Volume or *provision.Container).
-func UnitsOf(w any) provision.Units {
-	switch w := w.(type) {
-	case *provision.Volume:
-		if w.Type == provision.HDD {
-			return provision.Units{HRU: float64(w.Size)}
-		}
-		return provision.Units{SRU: float64(w.Size)}
-	case *provision.Container:
-		return provision.Units{
-			CRU: uint64(w.Capacity.CPU),
-			MRU: float64(w.Capacity.Memory) / 1024,
-			SRU: float64(w.Capacity.DiskSize) / 1024,
-		}
-	}
-	return provision.Units{}
+	return units.UnitsOf(w), nil
 }

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
+
 	"github.com/edgeprov/provisiond/internal/fixture"
 	"github.com/edgeprov/provisiond/internal/testutil"
 )
@@ -369,7 +371,12 @@ func (l *lab) snapshot(t *testing.T) snapshot {
 		}
 		s.loops[inside] = devs[0]
 	}
-	mountinfo, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", n.leader))
+	table, err := os.Open(fmt.Sprintf("/proc/%d/mountinfo", n.leader))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mounts, err := mountinfo.GetMountsFromReader(table, nil)
+	table.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -378,19 +385,17 @@ func (l *lab) snapshot(t *testing.T) snapshot {
 	// it (one peer group, one namespace). It counts once per namespace;
 	// every other mount counts each time it appears.
 	seen := map[string]map[string]bool{}
-	for line := range strings.Lines(string(mountinfo)) {
-		f := strings.Fields(line)
-		sep := slices.Index(f, "-")
-		if sep < 0 || len(f) < sep+2 || !strings.Contains(f[4], "/prv-") {
+	for _, m := range mounts {
+		if !strings.Contains(m.Mountpoint, "/prv-") {
 			continue
 		}
-		key := f[4] + " " + f[sep+1]
+		key := m.Mountpoint + " " + m.FSType
 		if seen[key] == nil {
 			seen[key] = map[string]bool{}
 		}
-		which := f[0] // mount ID
-		if f[sep+1] == "nsfs" {
-			which = f[3] // the namespace, net:[inode]
+		which := strconv.Itoa(m.ID)
+		if m.FSType == "nsfs" {
+			which = m.Root // the namespace, net:[inode]
 		}
 		seen[key][which] = true
 	}

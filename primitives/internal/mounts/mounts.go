@@ -3,18 +3,16 @@
 package mounts
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
-// Mount is one line of /proc/self/mountinfo.
+// Mount is one line of /proc/self/mountinfo, the fields the primitives use.
 type Mount struct {
 	// Point is where it is mounted.
 	Point string
@@ -24,66 +22,28 @@ type Mount struct {
 	Source string
 }
 
-// mountinfo is the mount table read; a variable so tests can point it
+// table is the mount table read; a variable so tests can point it
 // elsewhere.
-var mountinfo = "/proc/self/mountinfo"
+var table = "/proc/self/mountinfo"
 
-// List returns every mount of the calling process's mount namespace.
+// List returns every mount of the calling process's mount namespace, in
+// the table's order (a mount stacked on another comes after it). The table
+// is parsed by github.com/moby/sys/mountinfo.
 func List() ([]Mount, error) {
-	f, err := os.Open(mountinfo)
+	f, err := os.Open(table)
 	if err != nil {
 		return nil, fmt.Errorf("reading mount table: %w", err)
 	}
 	defer f.Close()
-	var ms []Mount
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		m, ok := parse(sc.Text())
-		if ok {
-			ms = append(ms, m)
-		}
-	}
-	if err := sc.Err(); err != nil {
+	infos, err := mountinfo.GetMountsFromReader(f, nil)
+	if err != nil {
 		return nil, fmt.Errorf("reading mount table: %w", err)
 	}
+	ms := make([]Mount, len(infos))
+	for i, m := range infos {
+		ms[i] = Mount{Point: m.Mountpoint, FSType: m.FSType, Source: m.Source}
+	}
 	return ms, nil
-}
-
-// parse reads one mountinfo line:
-// id parent major:minor root point options [optional...] - fstype source superopts.
-func parse(line string) (Mount, bool) {
-	fields := strings.Fields(line)
-	sep := -1
-	for i, f := range fields {
-		if f == "-" && i >= 6 {
-			sep = i
-			break
-		}
-	}
-	if sep < 0 || len(fields) < sep+3 {
-		return Mount{}, false
-	}
-	return Mount{Point: unescape(fields[4]), FSType: fields[sep+1], Source: unescape(fields[sep+2])}, true
-}
-
-// unescape undoes the octal escapes (\040 for space…) of mountinfo.
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // Find returns the topmost mount at point (cleaned) and whether there is one.

@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-func TestParse(t *testing.T) {
+func TestList(t *testing.T) {
 	tests := []struct {
 		name string
 		line string
@@ -21,25 +21,37 @@ func TestParse(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, ok := parse(tc.line)
-			if ok != tc.ok || got != tc.want {
-				t.Fatalf("parse = %+v, %v; want %+v, %v", got, ok, tc.want, tc.ok)
+			useTable(t, tc.line+"\n")
+			ms, err := List()
+			if !tc.ok {
+				if err == nil {
+					t.Fatalf("List = %+v, want an error for a malformed table", ms)
+				}
+				return
+			}
+			if err != nil || len(ms) != 1 || ms[0] != tc.want {
+				t.Fatalf("List = %+v, %v; want [%+v]", ms, err, tc.want)
 			}
 		})
 	}
 }
 
-func TestFindTopmost(t *testing.T) {
+// useTable points List at a mount table with the given text.
+func useTable(t *testing.T, text string) {
+	t.Helper()
 	p := filepath.Join(t.TempDir(), "mountinfo")
-	table := "1 0 0:1 / / rw - ext4 /dev/vda rw\n" +
-		"2 1 7:1 / /mnt rw - ext4 /dev/loop1 rw\n" +
-		"3 2 0:9 / /mnt rw - overlay overlay rw\n"
-	if err := os.WriteFile(p, []byte(table), 0o644); err != nil {
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	old := mountinfo
-	mountinfo = p
-	t.Cleanup(func() { mountinfo = old })
+	old := table
+	table = p
+	t.Cleanup(func() { table = old })
+}
+
+func TestFindTopmost(t *testing.T) {
+	useTable(t, "1 0 0:1 / / rw - ext4 /dev/vda rw\n"+
+		"2 1 7:1 / /mnt rw - ext4 /dev/loop1 rw\n"+
+		"3 2 0:9 / /mnt rw - overlay overlay rw\n")
 	m, ok, err := Find("/mnt/")
 	if err != nil || !ok || m.FSType != "overlay" {
 		t.Fatalf("Find = %+v, %v, %v; want the overlay on top", m, ok, err)

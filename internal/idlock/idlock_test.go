@@ -1,4 +1,4 @@
-package provision
+package idlock
 
 import (
 	"runtime"
@@ -9,12 +9,12 @@ import (
 // nobody holds or awaits is forgotten. (A goroutine blocked on a mutex is
 // not durably blocked for testing/synctest, so this test polls the
 // waiter count instead.)
-func TestIDLocks(t *testing.T) {
-	var set idLocks
-	a := idLock{set: &set, id: "a"}
+func TestLocks(t *testing.T) {
+	var set Set
+	a := set.Of("a")
 	a.Lock()
 
-	b := idLock{set: &set, id: "b"}
+	b := set.Of("b")
 	b.Lock() // would hang the test if b shared a's mutex
 	held := len(set.m)
 	b.Unlock()
@@ -24,7 +24,7 @@ func TestIDLocks(t *testing.T) {
 
 	same, done := make(chan struct{}), make(chan struct{})
 	go func() {
-		a2 := idLock{set: &set, id: "a"}
+		a2 := set.Of("a")
 		a2.Lock()
 		close(same)
 		a2.Unlock()

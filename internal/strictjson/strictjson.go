@@ -1,4 +1,7 @@
-package provision
+// Package strictjson checks that a JSON document reads the same to every
+// reader: no key twice, struct fields named exactly. provision's
+// DecodeData calls it on every workload.
+package strictjson
 
 import (
 	"bytes"
@@ -11,7 +14,7 @@ import (
 	"unicode/utf8"
 )
 
-// checkKeys closes the two places where encoding/json reads a document
+// Check closes the two places where encoding/json reads a document
 // differently from a strict reader: it lets the last of duplicate keys win,
 // and it matches struct field names case-insensitively. Either way a reader
 // with other rules (first wins, exact names) would show the user another
@@ -26,12 +29,12 @@ import (
 // (the only ones in the workloads: "1" and "01" would be two keys of a
 // map[int]T). Below a json.Unmarshaler, a json.RawMessage or an
 // interface, only duplicates are looked for.
-func checkKeys(data []byte, t reflect.Type) error {
+func Check(data []byte, t reflect.Type) error {
 	w := keyWalker{data: data}
 	return w.value(t)
 }
 
-// keyError is a key checkKeys refuses.
+// keyError is a key Check refuses.
 type keyError struct {
 	key  string
 	path string // of the object holding key: "", "env", "mounts[1]"
@@ -78,7 +81,7 @@ func pathKey(key string) string {
 	return key
 }
 
-// shape is what checkKeys needs to know of a type.
+// shape is what Check needs to know of a type.
 type shape struct {
 	fields map[string]reflect.Type // struct: JSON field name to field type; nil otherwise
 	names  []string                // struct: the JSON field names, in order

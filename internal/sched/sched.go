@@ -1,4 +1,8 @@
-package provision
+// Package sched is the Engine's Scheduler: it serialises operations per
+// reservation ID, hands them to a bounded pool of workers, urgent ones
+// first, and holds waiting IDs (backoff, dependencies) on timers, not on
+// workers.
+package sched
 
 import (
 	"context"
@@ -6,17 +10,17 @@ import (
 	"time"
 )
 
-// opKind is a set of operations requested for one reservation.
-type opKind uint8
+// Op is a set of operations requested for one reservation.
+type Op uint8
 
 const (
-	// opDrive advances the record by its state: accepted → provisioning →
+	// Drive advances the record by its state: accepted → provisioning →
 	// deployed, deleting → deleted.
-	opDrive opKind = 1 << iota
-	// opInspect checks a deployed workload (reconcile).
-	opInspect
-	// opPurge removes the leftovers of a failed workload (best effort).
-	opPurge
+	Drive Op = 1 << iota
+	// Inspect checks a deployed workload (reconcile).
+	Inspect
+	// Purge removes the leftovers of a failed workload (best effort).
+	Purge
 )
 
 type slotState uint8
@@ -27,31 +31,31 @@ const (
 	slotWaiting
 )
 
-// slot is the scheduler's entry for one reservation ID. At most one
+// slot is the Scheduler's entry for one reservation ID. At most one
 // operation runs per ID; requests that arrive meanwhile are merged into
 // again and run after it.
 type slot struct {
 	state  slotState
-	ops    opKind // what to run when the slot is taken
+	ops    Op // what to run when the slot is taken
 	urgent bool
-	again  opKind // requested while running
+	again  Op // requested while running
 	agUrg  bool
 	timer  *time.Timer
 	// deps is set while the slot waits for dependencies: a change of
 	// another record wakes it early.
 	deps bool
-	// gen is the scheduler's depGen when the slot was taken: a record
+	// gen is the Scheduler's depGen when the slot was taken: a record
 	// change while it ran (depGen moved on) may have been a dependency it
 	// had just found missing, so a wait for dependencies ends at once.
 	gen uint64
 }
 
-// scheduler serialises operations per reservation ID and hands them to a
+// Scheduler serialises operations per reservation ID and hands them to a
 // bounded pool of workers. Deletes and expiries go to the urgent queue,
 // which workers always take from first, so they never starve behind new
 // work. A slot that waits (backoff, dependencies) holds no worker: a timer
 // queues it again.
-type scheduler struct {
+type Scheduler struct {
 	mu      sync.Mutex
 	slots   map[string]*slot
 	urgent  fifo
@@ -64,8 +68,9 @@ type scheduler struct {
 	signal  chan struct{}
 }
 
-func newScheduler() *scheduler {
-	return &scheduler{slots: make(map[string]*slot), signal: make(chan struct{}, 1)}
+// New returns an empty Scheduler.
+func New() *Scheduler {
+	return &Scheduler{slots: make(map[string]*slot), signal: make(chan struct{}, 1)}
 }
 
 // fifo is a queue of IDs. An ID may appear twice (normal, then promoted to
@@ -93,9 +98,9 @@ func (f *fifo) pop() (string, bool) {
 	return id, true
 }
 
-// request asks for ops on id. A waiting slot is queued at once; a running
+// Request asks for ops on id. A waiting slot is queued at once; a running
 // one runs them again when it is done.
-func (s *scheduler) request(id string, ops opKind, urgent bool) {
+func (s *Scheduler) Request(id string, ops Op, urgent bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
@@ -130,7 +135,7 @@ func (s *scheduler) request(id string, ops opKind, urgent bool) {
 }
 
 // enqueue puts a slot on its queue. s.mu is held.
-func (s *scheduler) enqueue(id string, sl *slot) {
+func (s *Scheduler) enqueue(id string, sl *slot) {
 	sl.state = slotQueued
 	s.queued++
 	if sl.urgent {
@@ -141,7 +146,7 @@ func (s *scheduler) enqueue(id string, sl *slot) {
 	s.notify()
 }
 
-func (s *scheduler) notify() {
+func (s *Scheduler) notify() {
 	select {
 	case s.signal <- struct{}{}:
 	default:
@@ -150,7 +155,7 @@ func (s *scheduler) notify() {
 
 // take returns the next queued ID and its operations, urgent ones first,
 // and marks it running; false when nothing is queued.
-func (s *scheduler) take() (string, opKind, bool) {
+func (s *Scheduler) take() (string, Op, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, q := range []*fifo{&s.urgent, &s.normal} {
@@ -181,8 +186,8 @@ func (s *scheduler) take() (string, opKind, bool) {
 	return "", 0, false
 }
 
-// next blocks until an ID is queued or ctx ends.
-func (s *scheduler) next(ctx context.Context) (string, opKind, bool) {
+// Next blocks until an ID is queued or ctx ends.
+func (s *Scheduler) Next(ctx context.Context) (string, Op, bool) {
 	for {
 		if id, ops, ok := s.take(); ok {
 			return id, ops, true
@@ -195,12 +200,12 @@ func (s *scheduler) next(ctx context.Context) (string, opKind, bool) {
 	}
 }
 
-// done ends the running operation of id. With retry > 0 and no new
+// Done ends the running operation of id. With retry > 0 and no new
 // request, the slot waits that long and then runs ops again; deps marks a
 // wait for dependencies that any record change ends early, including one
 // that happened while the operation ran (it may have missed it). It
 // reports whether that left no operation running or queued.
-func (s *scheduler) done(id string, retry time.Duration, ops opKind, urgent, deps bool) (idle bool) {
+func (s *Scheduler) Done(id string, retry time.Duration, ops Op, urgent, deps bool) (idle bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.running--
@@ -228,7 +233,7 @@ func (s *scheduler) done(id string, retry time.Duration, ops opKind, urgent, dep
 }
 
 // wake queues a waiting slot when its timer fires.
-func (s *scheduler) wake(id string, sl *slot) {
+func (s *Scheduler) wake(id string, sl *slot) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped || s.slots[id] != sl || sl.state != slotWaiting {
@@ -240,15 +245,15 @@ func (s *scheduler) wake(id string, sl *slot) {
 }
 
 // clearDeps ends a slot's wait for dependencies. s.mu is held.
-func (s *scheduler) clearDeps(sl *slot) {
+func (s *Scheduler) clearDeps(sl *slot) {
 	if sl.deps {
 		sl.deps = false
 		s.deps--
 	}
 }
 
-// wakeDeps queues every slot that waits for dependencies.
-func (s *scheduler) wakeDeps() {
+// WakeDeps queues every slot that waits for dependencies.
+func (s *Scheduler) WakeDeps() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.depGen++
@@ -265,8 +270,8 @@ func (s *scheduler) wakeDeps() {
 	}
 }
 
-// stop cancels every timer and refuses further requests.
-func (s *scheduler) stop() {
+// Stop cancels every timer and refuses further requests.
+func (s *Scheduler) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stopped = true
@@ -280,10 +285,10 @@ func (s *scheduler) stop() {
 	}
 }
 
-// counts returns how many IDs are queued and how many wait. (How many
+// Counts returns how many IDs are queued and how many wait. (How many
 // run is the Engine's busy count: an operation waiting for its last write
 // holds its ID but no worker.)
-func (s *scheduler) counts() (queued, waiting int) {
+func (s *Scheduler) Counts() (queued, waiting int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, sl := range s.slots {
