@@ -76,6 +76,13 @@ type Options struct {
 	// below (container.Options.LocalImages). Default "": only http(s)
 	// images are used.
 	LocalImages string
+	// Uplink is the node's public interface (network.Options.Uplink):
+	// networks reach the outside through it and containers publish ports
+	// on it. Default "": networks are islands, publishing fails.
+	Uplink string
+	// PortMin and PortMax bound the node ports containers may publish.
+	// Default 1024 and 65535.
+	PortMin, PortMax int
 }
 
 // Table provisions, decommissions, inspects and lists the workloads of
@@ -100,7 +107,7 @@ func New(opts Options) *Table {
 		panic("primitives: Options.DataDir is required")
 	}
 	log := opts.Log.With().Str("component", "primitives").Logger()
-	nets := network.New(log)
+	nets := network.NewWith(network.Options{Log: log, Uplink: opts.Uplink, PortMin: opts.PortMin, PortMax: opts.PortMax})
 	t := &Table{
 		networks: nets,
 		volumes: volume.New(volume.Options{
@@ -229,7 +236,24 @@ func (t *Table) provisionContainer(ctx context.Context, r *provision.Reservation
 		}
 		spec.Mounts = append(spec.Mounts, container.Mount{Source: p, Destination: m.Mountpoint})
 	}
-	return t.container.Provision(ctx, r.ID, spec)
+	if len(c.Publish) > 0 {
+		// The ports are taken first: a taken one refuses the container
+		// before anything of it runs.
+		ports := make([]network.Port, len(c.Publish))
+		for i, p := range c.Publish {
+			ports[i] = network.Port{Port: p.Port, ContainerPort: p.ContainerPort, Protocol: p.Protocol}
+		}
+		if err := t.networks.Publish(ctx, c.Network.NetworkID, r.ID, spec.IP, ports); err != nil {
+			return nil, err
+		}
+	}
+	info, err := t.container.Provision(ctx, r.ID, spec)
+	if err != nil && len(c.Publish) > 0 && !provision.IsTemporary(err) {
+		if uerr := t.networks.Unpublish(context.WithoutCancel(ctx), r.ID); uerr != nil {
+			err = errors.Join(err, uerr)
+		}
+	}
+	return info, err
 }
 
 // checkVolume refuses a mount of a reservation that is not a volume of

@@ -29,6 +29,8 @@ const (
 	MaxContainerDisk = 16 << 20
 	// MaxNameLength is the longest name (network names, ids).
 	MaxNameLength = 64
+	// MaxPublishedPorts is the most ports one container may publish.
+	MaxPublishedPorts = 16
 )
 
 // DiskType is the kind of storage a volume lives on.
@@ -100,6 +102,76 @@ type Container struct {
 	Network ContainerNetwork `json:"network"`
 	// Capacity is the CPU, memory and root disk the container may use.
 	Capacity ContainerCapacity `json:"capacity"`
+	// Publish are ports of the node's public address forwarded to the
+	// container (it needs a network). Default none.
+	Publish []PublishedPort `json:"publish,omitempty"`
+}
+
+// PublishedPort forwards a port of the node's public address to a port of
+// a container. A node port is an exclusive node resource: one container
+// at a time holds it.
+type PublishedPort struct {
+	// Port is the port on the node's public address, 1 to 65535.
+	Port int `json:"port"`
+	// ContainerPort is the port the container listens on, 1 to 65535.
+	ContainerPort int `json:"container_port"`
+	// Protocol is "tcp" or "udp".
+	Protocol string `json:"protocol"`
+}
+
+// String returns the port in the form ParsePort reads.
+func (p PublishedPort) String() string {
+	return fmt.Sprintf("%d:%d/%s", p.Port, p.ContainerPort, p.Protocol)
+}
+
+// Validate checks the port numbers and the protocol.
+func (p PublishedPort) Validate() error {
+	switch {
+	case p.Port < 1 || p.Port > 65535:
+		return fmt.Errorf("%w: published port %d is not between 1 and 65535", ErrBadField, p.Port)
+	case p.ContainerPort < 1 || p.ContainerPort > 65535:
+		return fmt.Errorf("%w: container port %d is not between 1 and 65535", ErrBadField, p.ContainerPort)
+	case p.Protocol != "tcp" && p.Protocol != "udp":
+		return fmt.Errorf("%w: protocol %q is not tcp or udp", ErrBadField, p.Protocol)
+	}
+	return nil
+}
+
+// ParsePort reads "NODE:CONTAINER[/tcp|/udp]" (tcp when the protocol is
+// left out), as `provctl reserve container --publish` takes it.
+func ParsePort(s string) (PublishedPort, error) {
+	spec, proto, hasProto := strings.Cut(s, "/")
+	if !hasProto {
+		proto = "tcp"
+	}
+	node, ctr, ok := strings.Cut(spec, ":")
+	if !ok || len(s) > 32 {
+		return PublishedPort{}, fmt.Errorf("%w: published port %q is not NODE:CONTAINER[/tcp|/udp]", ErrBadField, s)
+	}
+	p := PublishedPort{Protocol: proto}
+	var err error
+	if p.Port, err = parsePortNumber(node); err != nil {
+		return PublishedPort{}, fmt.Errorf("%w: published port %q: node port: %v", ErrBadField, s, err)
+	}
+	if p.ContainerPort, err = parsePortNumber(ctr); err != nil {
+		return PublishedPort{}, fmt.Errorf("%w: published port %q: container port: %v", ErrBadField, s, err)
+	}
+	if err := p.Validate(); err != nil {
+		return PublishedPort{}, err
+	}
+	return p, nil
+}
+
+// parsePortNumber reads 1 to 5 decimal digits.
+func parsePortNumber(s string) (int, error) {
+	if s == "" || len(s) > 5 || strings.Trim(s, "0123456789") != "" {
+		return 0, fmt.Errorf("%q is not a number of 1 to 5 digits", s)
+	}
+	n := 0
+	for _, c := range s {
+		n = n*10 + int(c-'0')
+	}
+	return n, nil
 }
 
 var (
@@ -300,6 +372,23 @@ func (c *Container) Validate() error {
 		}
 	} else if c.Network.IP != "" {
 		return fmt.Errorf("%w: container ip given without network_id", ErrBadField)
+	}
+	if len(c.Publish) > 0 && c.Network.NetworkID == "" {
+		return fmt.Errorf("%w: published ports need a network", ErrBadField)
+	}
+	if len(c.Publish) > MaxPublishedPorts {
+		return fmt.Errorf("%w: %d published ports, at most %d", ErrBadField, len(c.Publish), MaxPublishedPorts)
+	}
+	ports := map[string]bool{}
+	for _, p := range c.Publish {
+		if err := p.Validate(); err != nil {
+			return err
+		}
+		k := fmt.Sprintf("%d/%s", p.Port, p.Protocol)
+		if ports[k] {
+			return fmt.Errorf("%w: port %s published twice", ErrBadField, k)
+		}
+		ports[k] = true
 	}
 	switch {
 	case c.Capacity.CPU <= 0 || c.Capacity.CPU > MaxContainerCPU:

@@ -46,6 +46,14 @@ func run(ctx context.Context, cfg *config) error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("run: --explorer %q is not an http(s) URL", cfg.Explorer)
 	}
+	if err := checkPortRange(cfg.PortMin, cfg.PortMax); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	if cfg.Uplink != "" {
+		if _, err := net.InterfaceByName(cfg.Uplink); err != nil {
+			return fmt.Errorf("run: --uplink %q: %w", cfg.Uplink, err)
+		}
+	}
 	transport, err := certs.Transport(cfg.ExplorerCA)
 	if err != nil {
 		return fmt.Errorf("run: --explorer-ca: %w", err)
@@ -99,6 +107,9 @@ func run(ctx context.Context, cfg *config) error {
 		HDDPath:      cfg.HDDPath,
 		MaxImageSize: cfg.MaxImageMiB << 20,
 		LocalImages:  cfg.LocalImages,
+		Uplink:       cfg.Uplink,
+		PortMin:      cfg.PortMin,
+		PortMax:      cfg.PortMax,
 		Log:          log.With().Str("component", "primitives").Logger(),
 		Lookup: func(id string) (*provision.Reservation, error) {
 			rec, err := store.Get(id)

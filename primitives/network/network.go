@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 
@@ -77,15 +78,44 @@ type Info struct {
 // Manager creates, inspects and removes networks and container
 // attachments. It is safe for concurrent use.
 type Manager struct {
-	log zerolog.Logger
-	dir string
-	// mu serialises changes, so that two containers cannot both take one IP.
+	log    zerolog.Logger
+	dir    string
+	uplink string
+	// portMin and portMax bound the ports containers may publish.
+	portMin, portMax int
+	// mu serialises changes, so that two containers cannot both take one
+	// IP or one port.
 	mu sync.Mutex
 }
 
-// New returns a Manager that logs to log.
-func New(log zerolog.Logger) *Manager {
-	return &Manager{log: log.With().Str("component", "network").Logger(), dir: NamespaceDir}
+// Options configures a Manager.
+type Options struct {
+	// Log is the logger. Default zerolog.Nop() (the zero Logger).
+	Log zerolog.Logger
+	// Uplink is the node's public interface: networks reach the outside
+	// through it (masqueraded) and containers publish ports on it. Default
+	// "": networks are islands and publishing a port fails.
+	Uplink string
+	// PortMin and PortMax bound the node ports containers may publish, so
+	// that the node's own services (ssh) are never taken over. Default
+	// 1024 and 65535.
+	PortMin, PortMax int
+}
+
+// New returns a Manager without uplink that logs to log.
+func New(log zerolog.Logger) *Manager { return NewWith(Options{Log: log}) }
+
+// NewWith returns a Manager configured by opts.
+func NewWith(opts Options) *Manager {
+	m := &Manager{log: opts.Log.With().Str("component", "network").Logger(), dir: NamespaceDir,
+		uplink: opts.Uplink, portMin: opts.PortMin, portMax: opts.PortMax}
+	if m.portMin == 0 {
+		m.portMin = 1024
+	}
+	if m.portMax == 0 {
+		m.portMax = 65535
+	}
+	return m
 }
 
 // Namespace returns the name of the namespace of network id.
@@ -160,6 +190,11 @@ func (m *Manager) Provision(ctx context.Context, id string, gateway *net.IPNet) 
 	if err := h.LinkSetUp(br); err != nil {
 		return Info{}, fmt.Errorf("setting bridge of network %s up: %w", id, err)
 	}
+	if m.uplink != "" {
+		if err := m.ensureEgress(id, ns, h); err != nil {
+			return Info{}, fmt.Errorf("egress of network %s: %w", id, err)
+		}
+	}
 	m.log.Debug().Str("network", id).Str("gateway", gateway.String()).Msg("network provisioned")
 	return Info{NetworkID: id, Namespace: name, Gateway: gateway.String()}, nil
 }
@@ -174,10 +209,27 @@ func (m *Manager) Inspect(ctx context.Context, id string) error {
 		return err
 	}
 	_, _, err := m.subnet(id)
+	if err == nil && m.uplink != "" {
+		err = m.inspectUplink(id)
+	}
 	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrBroken) {
 		return fmt.Errorf("inspecting network %s: %w: %w", id, provision.ErrVanished, err)
 	}
 	return err
+}
+
+func (m *Manager) inspectUplink(id string) error {
+	ns, err := m.open(Namespace(id))
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("opening netlink in network %s: %w", id, err)
+	}
+	defer h.Close()
+	return m.inspectEgress(id, h)
 }
 
 // Decommission removes network id. It refuses with a temporary error
@@ -195,6 +247,9 @@ func (m *Manager) Decommission(ctx context.Context, id string) error {
 	name := Namespace(id)
 	ns, err := m.open(name)
 	if errors.Is(err, ErrNotFound) {
+		if err := removeUplink(id); err != nil {
+			return err
+		}
 		return m.deleteNamed(name)
 	}
 	if err != nil {
@@ -213,6 +268,9 @@ func (m *Manager) Decommission(ctx context.Context, id string) error {
 	}
 	if len(busy) > 0 {
 		return provision.Temporary(fmt.Errorf("decommissioning network %s: %w: %s", id, ErrBusy, strings.Join(busy, ", ")))
+	}
+	if err := removeUplink(id); err != nil {
+		return fmt.Errorf("decommissioning network %s: %w", id, err)
 	}
 	if err := m.deleteNamed(name); err != nil {
 		return fmt.Errorf("deleting namespace of network %s: %w", id, err)
@@ -406,6 +464,9 @@ func (m *Manager) Detach(ctx context.Context, containerID string) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if err := m.unpublish(containerID); err != nil {
+		return err
+	}
 	name := ContainerNamespace(containerID)
 	cns, err := m.open(name)
 	if err == nil {
@@ -423,7 +484,8 @@ func (m *Manager) Detach(ctx context.Context, containerID string) error {
 	return nil
 }
 
-// Networks returns the ids of the networks whose namespace exists.
+// Networks returns the ids of the networks whose namespace or link to
+// the node exists.
 func (m *Manager) Networks(ctx context.Context) ([]string, error) {
 	var ids []string
 	err := m.eachNamespace(ctx, func(name string) {
@@ -431,10 +493,28 @@ func (m *Manager) Networks(ctx context.Context) ([]string, error) {
 			ids = append(ids, id)
 		}
 	})
-	return ids, err
+	if err != nil || m.uplink == "" {
+		return ids, err
+	}
+	node, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("opening netlink on the node: %w", err)
+	}
+	defer node.Close()
+	links, err := uplinks(node)
+	if err != nil {
+		return nil, err
+	}
+	for id := range links {
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
 }
 
-// Containers returns the ids of the containers whose namespace exists.
+// Containers returns the ids of the containers whose namespace exists or
+// that hold a published port.
 func (m *Manager) Containers(ctx context.Context) ([]string, error) {
 	var ids []string
 	err := m.eachNamespace(ctx, func(name string) {
@@ -442,7 +522,21 @@ func (m *Manager) Containers(ctx context.Context) ([]string, error) {
 			ids = append(ids, id)
 		}
 	})
-	return ids, err
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	ports, err := m.publishedPorts()
+	m.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range ports {
+		if !slices.Contains(ids, c) && provision.ValidName("id", c) == nil {
+			ids = append(ids, c)
+		}
+	}
+	return ids, nil
 }
 
 func (m *Manager) eachNamespace(ctx context.Context, fn func(name string)) error {
