@@ -83,6 +83,8 @@ type Manager struct {
 	uplink string
 	// portMin and portMax bound the ports containers may publish.
 	portMin, portMax int
+	helper           []string
+	helperLogs       string
 	// mu serialises changes, so that two containers cannot both take one
 	// IP or one port.
 	mu sync.Mutex
@@ -100,6 +102,13 @@ type Options struct {
 	// that the node's own services (ssh) are never taken over. Default
 	// 1024 and 65535.
 	PortMin, PortMax int
+	// WireGuardHelper is the command (and its first arguments) that runs
+	// a WireGuard device (wghelper.Run); "--interface NAME" is appended.
+	// Default none: WireGuard networks fail.
+	WireGuardHelper []string
+	// HelperLogs is the directory of the helpers' logs. Default "": their
+	// output is discarded.
+	HelperLogs string
 }
 
 // New returns a Manager without uplink that logs to log.
@@ -108,7 +117,8 @@ func New(log zerolog.Logger) *Manager { return NewWith(Options{Log: log}) }
 // NewWith returns a Manager configured by opts.
 func NewWith(opts Options) *Manager {
 	m := &Manager{log: opts.Log.With().Str("component", "network").Logger(), dir: NamespaceDir,
-		uplink: opts.Uplink, portMin: opts.PortMin, portMax: opts.PortMax}
+		uplink: opts.Uplink, portMin: opts.PortMin, portMax: opts.PortMax,
+		helper: opts.WireGuardHelper, helperLogs: opts.HelperLogs}
 	if m.portMin == 0 {
 		m.portMin = 1024
 	}
@@ -152,6 +162,15 @@ func checkContainerID(id string) error {
 // bridge holding gateway, and loopback up. It is idempotent: an existing
 // namespace is brought to this state.
 func (m *Manager) Provision(ctx context.Context, id string, gateway *net.IPNet) (Info, error) {
+	return m.ProvisionWith(ctx, id, gateway, nil)
+}
+
+// ProvisionWith is Provision with a WireGuard interface (nil: none): its
+// device runs in a helper process, its listen port is published on the
+// uplink (an exclusive node port: ErrPortTaken, ErrPortRange) and the
+// network's range is routed to it. Peers are replaced in place: those
+// kept keep their sessions.
+func (m *Manager) ProvisionWith(ctx context.Context, id string, gateway *net.IPNet, wg *WireGuardSpec) (Info, error) {
 	if err := checkID(id); err != nil {
 		return Info{}, err
 	}
@@ -190,9 +209,28 @@ func (m *Manager) Provision(ctx context.Context, id string, gateway *net.IPNet) 
 	if err := h.LinkSetUp(br); err != nil {
 		return Info{}, fmt.Errorf("setting bridge of network %s up: %w", id, err)
 	}
+	wgPort := 0
+	if wg != nil {
+		if m.uplink == "" {
+			return Info{}, provision.Permanentf("wireguard of network %s: %w", id, ErrNoUplink)
+		}
+		wgPort = wg.ListenPort
+		if err := m.checkPorts(wgOwner(id), []Port{{Port: wgPort, ContainerPort: wgPort, Protocol: "udp"}}); err != nil {
+			return Info{}, err
+		}
+	}
 	if m.uplink != "" {
-		if err := m.ensureEgress(id, ns, h); err != nil {
+		if err := m.ensureEgress(id, ns, h, wgPort); err != nil {
 			return Info{}, fmt.Errorf("egress of network %s: %w", id, err)
+		}
+	}
+	if wg != nil {
+		port := Port{Port: wgPort, ContainerPort: wgPort, Protocol: "udp"}
+		if err := m.publishLocked(id, wgOwner(id), nil, []Port{port}); err != nil {
+			return Info{}, fmt.Errorf("publishing the wireguard port of network %s: %w", id, err)
+		}
+		if err := m.ensureWireGuard(id, ns, h, gateway.IP, wg); err != nil {
+			return Info{}, fmt.Errorf("wireguard of network %s: %w", id, err)
 		}
 	}
 	m.log.Debug().Str("network", id).Str("gateway", gateway.String()).Msg("network provisioned")
@@ -202,6 +240,12 @@ func (m *Manager) Provision(ctx context.Context, id string, gateway *net.IPNet) 
 // Inspect checks that network id exists with its bridge up and addressed.
 // It returns an error wrapping provision.ErrVanished when it does not.
 func (m *Manager) Inspect(ctx context.Context, id string) error {
+	return m.InspectWith(ctx, id, false)
+}
+
+// InspectWith is Inspect that also checks, when wireguard is set, that
+// the network's WireGuard device answers (a killed helper is vanished).
+func (m *Manager) InspectWith(ctx context.Context, id string, wireguard bool) error {
 	if err := checkID(id); err != nil {
 		return err
 	}
@@ -211,6 +255,9 @@ func (m *Manager) Inspect(ctx context.Context, id string) error {
 	_, _, err := m.subnet(id)
 	if err == nil && m.uplink != "" {
 		err = m.inspectUplink(id)
+	}
+	if err == nil && wireguard {
+		err = inspectWireGuard(id)
 	}
 	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrBroken) {
 		return fmt.Errorf("inspecting network %s: %w: %w", id, provision.ErrVanished, err)
@@ -245,6 +292,9 @@ func (m *Manager) Decommission(ctx context.Context, id string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	name := Namespace(id)
+	if err := m.unpublish(wgOwner(id)); err != nil {
+		return fmt.Errorf("decommissioning network %s: %w", id, err)
+	}
 	ns, err := m.open(name)
 	if errors.Is(err, ErrNotFound) {
 		if err := removeUplink(id); err != nil {
@@ -256,8 +306,8 @@ func (m *Manager) Decommission(ctx context.Context, id string) error {
 		return fmt.Errorf("opening network %s: %w", id, err)
 	}
 	ports, err := m.listPorts(ns)
-	ns.Close()
 	if err != nil {
+		ns.Close()
 		return fmt.Errorf("listing ports of network %s: %w", id, err)
 	}
 	var busy []string
@@ -267,7 +317,13 @@ func (m *Manager) Decommission(ctx context.Context, id string) error {
 		}
 	}
 	if len(busy) > 0 {
+		ns.Close()
 		return provision.Temporary(fmt.Errorf("decommissioning network %s: %w: %s", id, ErrBusy, strings.Join(busy, ", ")))
+	}
+	err = removeWireGuard(ns, id)
+	ns.Close()
+	if err != nil {
+		return fmt.Errorf("removing the wireguard device of network %s: %w", id, err)
 	}
 	if err := removeUplink(id); err != nil {
 		return fmt.Errorf("decommissioning network %s: %w", id, err)
@@ -532,6 +588,9 @@ func (m *Manager) Containers(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	for _, c := range ports {
+		if strings.HasPrefix(c, "wg.") { // a network's wireguard port
+			continue
+		}
 		if !slices.Contains(ids, c) && provision.ValidName("id", c) == nil {
 			ids = append(ids, c)
 		}
@@ -624,7 +683,7 @@ func (m *Manager) portsOf(h *netlink.Handle) ([]port, error) {
 	}
 	var ports []port
 	for _, l := range links {
-		if l.Type() != "veth" {
+		if l.Type() != "veth" || l.Attrs().Name == UplinkLink {
 			continue
 		}
 		p := port{name: l.Attrs().Name}
