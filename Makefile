@@ -84,3 +84,7 @@ clean: ## remove build output and the demo state
 .PHONY: systemd-test
 systemd-test: ## boot systemd (systemd-nspawn, Debian rootfs cached in /var/cache) and prove provisiond under its unit (root; about 3 minutes, 5 with the first rootfs build)
 	PROVISIOND_SYSTEMD_TEST=1 $(GO) test -race -count=1 -v -timeout 30m ./systemd/systemdtest/ $(SYSTEMD_TEST_FLAGS)
+
+.PHONY: lab-test
+lab-test: ## prove networks in a multi-node lab of namespaces: egress, isolation, published ports (root; about 2 minutes)
+	PROVISIOND_LAB_TEST=1 $(GO) test -race -count=1 -v -timeout 30m ./lab/ $(LAB_TEST_FLAGS)
