@@ -2,12 +2,14 @@ package provision
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"path"
 	"reflect"
 	"regexp"
@@ -50,6 +52,47 @@ type Network struct {
 	IPRange string `json:"ip_range"`
 	// Subnet is this node's part of IPRange (IPv4 CIDR); its first host address is the gateway.
 	Subnet string `json:"subnet"`
+	// WireGuard joins this node's part of the network to the other nodes'
+	// parts and to the owner's access peers. Default nil: the network is
+	// local to the node.
+	WireGuard *WireGuard `json:"wireguard,omitempty"`
+}
+
+// Limits of a network's WireGuard interface.
+const (
+	// MaxPeers is the most peers one network reservation may list.
+	MaxPeers = 64
+	// MaxAllowedIPs is the most allowed-IPs ranges of one peer.
+	MaxAllowedIPs = 16
+	// maxSealedKey bounds the sealed private key's text (a 32-byte key
+	// sealed to the node is 80 bytes, 108 in base64).
+	maxSealedKey = 256
+)
+
+// WireGuard is a network's WireGuard interface on one node.
+type WireGuard struct {
+	// PrivateKey is the interface's private key sealed to the node (an
+	// anonymous NaCl box to the node's X25519 key, base64): only the node
+	// can read it, never the explorer.
+	PrivateKey string `json:"private_key"`
+	// ListenPort is the UDP port the node publishes for its peers (an
+	// exclusive node port, like a container's published port).
+	ListenPort int `json:"listen_port"`
+	// Peers are the other nodes of the network and the owner's access
+	// peers.
+	Peers []WireGuardPeer `json:"peers,omitempty"`
+}
+
+// WireGuardPeer is a peer of a network's WireGuard interface.
+type WireGuardPeer struct {
+	// PublicKey is the peer's curve25519 public key (base64 of 32 bytes).
+	PublicKey string `json:"public_key"`
+	// Endpoint is the peer's public IPv4 address and port ("IP:port");
+	// empty for a peer without public address, which connects to us.
+	Endpoint string `json:"endpoint,omitempty"`
+	// AllowedIPs are the IPv4 ranges (inside the network's ip_range)
+	// routed to the peer and accepted from it.
+	AllowedIPs []string `json:"allowed_ips"`
 }
 
 // Volume is the Data of a volume reservation.
@@ -293,8 +336,92 @@ func (n *Network) Validate() error {
 	if sOnes > 30 {
 		return fmt.Errorf("%w: subnet %s is smaller than a /30", ErrBadField, n.Subnet)
 	}
+	if n.WireGuard != nil {
+		return n.WireGuard.validate(rng, sub)
+	}
 	return nil
 }
+
+// validate checks the WireGuard interface of a network of range rng whose
+// subnet on this node is sub.
+func (w *WireGuard) validate(rng, sub *net.IPNet) error {
+	if w.PrivateKey == "" || len(w.PrivateKey) > maxSealedKey {
+		return fmt.Errorf("%w: wireguard private_key must be a sealed key of 1 to %d characters", ErrBadField, maxSealedKey)
+	}
+	if _, err := base64.StdEncoding.DecodeString(w.PrivateKey); err != nil {
+		return fmt.Errorf("%w: wireguard private_key is not base64", ErrBadField)
+	}
+	if w.ListenPort < 1 || w.ListenPort > 65535 {
+		return fmt.Errorf("%w: wireguard listen_port %d is not between 1 and 65535", ErrBadField, w.ListenPort)
+	}
+	if len(w.Peers) > MaxPeers {
+		return fmt.Errorf("%w: %d wireguard peers, at most %d", ErrBadField, len(w.Peers), MaxPeers)
+	}
+	keys := map[string]bool{}
+	var routed []*net.IPNet
+	for i, p := range w.Peers {
+		if _, err := ParseWireGuardKey(p.PublicKey); err != nil {
+			return fmt.Errorf("peer %d: %w", i, err)
+		}
+		if keys[p.PublicKey] {
+			return fmt.Errorf("%w: peer %d: public key listed twice", ErrBadField, i)
+		}
+		keys[p.PublicKey] = true
+		if p.Endpoint != "" {
+			ap, err := netip.ParseAddrPort(p.Endpoint)
+			if err != nil || !ap.Addr().Is4() || ap.Port() == 0 {
+				return fmt.Errorf("%w: peer %d: endpoint %q is not IPv4:port", ErrBadField, i, p.Endpoint)
+			}
+		}
+		if len(p.AllowedIPs) == 0 || len(p.AllowedIPs) > MaxAllowedIPs {
+			return fmt.Errorf("%w: peer %d: 1 to %d allowed_ips", ErrBadField, i, MaxAllowedIPs)
+		}
+		for _, a := range p.AllowedIPs {
+			n, err := parseV4Net("allowed_ips", a)
+			if err != nil {
+				return fmt.Errorf("peer %d: %w", i, err)
+			}
+			if !netWithin(n, rng) {
+				return fmt.Errorf("%w: peer %d: allowed_ips %s is not inside ip_range %s (it would take another network's traffic)", ErrBadField, i, a, rng)
+			}
+			if overlaps(n, sub) {
+				return fmt.Errorf("%w: peer %d: allowed_ips %s overlaps this node's subnet %s", ErrBadField, i, a, sub)
+			}
+			for _, r := range routed {
+				if overlaps(n, r) {
+					return fmt.Errorf("%w: peer %d: allowed_ips %s overlaps %s of another peer", ErrBadField, i, a, r)
+				}
+			}
+			routed = append(routed, n)
+		}
+	}
+	return nil
+}
+
+// ParseWireGuardKey reads a curve25519 key: base64 of 32 bytes, not all
+// zero.
+func ParseWireGuardKey(s string) ([32]byte, error) {
+	var k [32]byte
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || len(b) != 32 {
+		return k, fmt.Errorf("%w: %q is not a curve25519 key (base64 of 32 bytes)", ErrBadField, s)
+	}
+	copy(k[:], b)
+	if k == [32]byte{} {
+		return k, fmt.Errorf("%w: the all-zero curve25519 key", ErrBadField)
+	}
+	return k, nil
+}
+
+// netWithin reports whether n lies inside outer.
+func netWithin(n, outer *net.IPNet) bool {
+	no, _ := n.Mask.Size()
+	oo, _ := outer.Mask.Size()
+	return no >= oo && outer.Contains(n.IP)
+}
+
+// overlaps reports whether two networks share an address.
+func overlaps(a, b *net.IPNet) bool { return a.Contains(b.IP) || b.Contains(a.IP) }
 
 // Gateway returns the subnet's gateway address (its first host) with the
 // subnet's mask. The network must be valid.
