@@ -23,10 +23,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
+	"path/filepath"
 	"slices"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/edgeprov/provisiond/primitives/container"
 	"github.com/edgeprov/provisiond/primitives/network"
@@ -41,6 +44,7 @@ var (
 	ErrUnknownVolume = errors.New("primitives: unknown volume")
 	ErrNotOurs       = errors.New("primitives: resource does not carry our prefix")
 	ErrWrongType     = errors.New("primitives: workload of an unexpected type")
+	ErrNoWireGuard   = errors.New("primitives: wireguard key unusable")
 )
 
 // Options configures the primitives.
@@ -83,6 +87,14 @@ type Options struct {
 	// PortMin and PortMax bound the node ports containers may publish.
 	// Default 1024 and 65535.
 	PortMin, PortMax int
+	// WireGuardHelper runs a network's WireGuard device in a process of
+	// its own (network.Options.WireGuardHelper). Default none: WireGuard
+	// networks fail.
+	WireGuardHelper []string
+	// OpenSealed opens a secret sealed to the node (identity.Open with
+	// the node's key): a WireGuard network's private key. nil: WireGuard
+	// networks fail.
+	OpenSealed func(sealed string) ([]byte, error)
 }
 
 // Table provisions, decommissions, inspects and lists the workloads of
@@ -93,6 +105,7 @@ type Table struct {
 	volumes   *volume.Manager
 	container *container.Manager
 	lookup    func(id string) (*provision.Reservation, error)
+	open      func(sealed string) ([]byte, error)
 }
 
 var (
@@ -107,7 +120,8 @@ func New(opts Options) *Table {
 		panic("primitives: Options.DataDir is required")
 	}
 	log := opts.Log.With().Str("component", "primitives").Logger()
-	nets := network.NewWith(network.Options{Log: log, Uplink: opts.Uplink, PortMin: opts.PortMin, PortMax: opts.PortMax})
+	nets := network.NewWith(network.Options{Log: log, Uplink: opts.Uplink, PortMin: opts.PortMin, PortMax: opts.PortMax,
+		WireGuardHelper: opts.WireGuardHelper, HelperLogs: filepath.Join(opts.DataDir, "logs")})
 	t := &Table{
 		networks: nets,
 		volumes: volume.New(volume.Options{
@@ -119,6 +133,7 @@ func New(opts Options) *Table {
 			LocalImages: opts.LocalImages, Log: log,
 		}),
 		lookup: opts.Lookup,
+		open:   opts.OpenSealed,
 	}
 	t.table = t.newTable()
 	return t
@@ -196,7 +211,47 @@ func (t *Table) Decommission(ctx context.Context, r *provision.Reservation) erro
 }
 
 func (t *Table) provisionNetwork(ctx context.Context, r *provision.Reservation, n *provision.Network) (any, error) {
-	return t.networks.Provision(ctx, provision.NetworkID(r.UserID, n.Name), n.Gateway())
+	id := provision.NetworkID(r.UserID, n.Name)
+	if n.WireGuard == nil {
+		return t.networks.Provision(ctx, id, n.Gateway())
+	}
+	spec, err := t.wireGuardSpec(n)
+	if err != nil {
+		return nil, err
+	}
+	return t.networks.ProvisionWith(ctx, id, n.Gateway(), spec)
+}
+
+// wireGuardSpec opens the sealed key of a (valid) WireGuard network and
+// parses its peers.
+func (t *Table) wireGuardSpec(n *provision.Network) (*network.WireGuardSpec, error) {
+	if t.open == nil {
+		return nil, provision.Permanentf("%w: this node cannot open sealed keys", ErrNoWireGuard)
+	}
+	key, err := t.open(n.WireGuard.PrivateKey)
+	if err != nil {
+		return nil, provision.Permanentf("%w: private_key: %w", ErrNoWireGuard, err)
+	}
+	priv, err := wgtypes.NewKey(key)
+	if err != nil {
+		return nil, provision.Permanentf("%w: private_key: %w", ErrNoWireGuard, err)
+	}
+	_, rng, _ := net.ParseCIDR(n.IPRange)
+	spec := &network.WireGuardSpec{PrivateKey: priv, ListenPort: n.WireGuard.ListenPort, Range: rng}
+	for _, p := range n.WireGuard.Peers {
+		k, _ := provision.ParseWireGuardKey(p.PublicKey)
+		peer := network.WireGuardPeer{PublicKey: wgtypes.Key(k)}
+		if p.Endpoint != "" {
+			ap := netip.MustParseAddrPort(p.Endpoint)
+			peer.Endpoint = net.UDPAddrFromAddrPort(ap)
+		}
+		for _, a := range p.AllowedIPs {
+			_, ipn, _ := net.ParseCIDR(a)
+			peer.AllowedIPs = append(peer.AllowedIPs, *ipn)
+		}
+		spec.Peers = append(spec.Peers, peer)
+	}
+	return spec, nil
 }
 
 func (t *Table) decommissionNetwork(ctx context.Context, r *provision.Reservation, n *provision.Network) error {
@@ -292,7 +347,7 @@ func (t *Table) Inspect(ctx context.Context, r *provision.Reservation) error {
 	}
 	switch w := w.(type) {
 	case *provision.Network:
-		return t.networks.Inspect(ctx, provision.NetworkID(r.UserID, w.Name))
+		return t.networks.InspectWith(ctx, provision.NetworkID(r.UserID, w.Name), w.WireGuard != nil)
 	case *provision.Volume:
 		return t.volumes.Inspect(ctx, r.ID)
 	case *provision.Container:

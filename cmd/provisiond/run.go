@@ -74,6 +74,10 @@ func run(ctx context.Context, cfg *config) error {
 		return fmt.Errorf("run: node identity: %w", err)
 	}
 	nodeID := identity.NodeID(key.Public().(ed25519.PublicKey))
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("run: finding our own binary (it runs the wireguard helpers): %w", err)
+	}
 	log = log.With().Str("node", nodeID).Logger()
 
 	store, err := cache.Open(cfg.dbPath(), cache.Options{Log: log})
@@ -102,15 +106,17 @@ func run(ctx context.Context, cfg *config) error {
 	node := newNode(cfg)
 	var engine *provision.Engine // set below; the closures run only after Run started
 	prims := primitives.New(primitives.Options{
-		DataDir:      cfg.DataDir,
-		SSDPath:      cfg.SSDPath,
-		HDDPath:      cfg.HDDPath,
-		MaxImageSize: cfg.MaxImageMiB << 20,
-		LocalImages:  cfg.LocalImages,
-		Uplink:       cfg.Uplink,
-		PortMin:      cfg.PortMin,
-		PortMax:      cfg.PortMax,
-		Log:          log.With().Str("component", "primitives").Logger(),
+		DataDir:         cfg.DataDir,
+		SSDPath:         cfg.SSDPath,
+		HDDPath:         cfg.HDDPath,
+		MaxImageSize:    cfg.MaxImageMiB << 20,
+		LocalImages:     cfg.LocalImages,
+		Uplink:          cfg.Uplink,
+		PortMin:         cfg.PortMin,
+		PortMax:         cfg.PortMax,
+		WireGuardHelper: []string{self, "wireguard"},
+		OpenSealed:      func(sealed string) ([]byte, error) { return identity.Open(key, sealed) },
+		Log:             log.With().Str("component", "primitives").Logger(),
 		Lookup: func(id string) (*provision.Reservation, error) {
 			rec, err := store.Get(id)
 			if err != nil {

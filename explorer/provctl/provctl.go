@@ -201,6 +201,7 @@ func App(stdout, stderr io.Writer) *cli.App {
 					},
 				},
 			},
+			networkCommand(),
 			{Name: "ls", Usage: "list your reservations", Flags: []cli.Flag{jsonFlag, outputFlag}, Action: withClient(list)},
 			{
 				Name:  "nodes",

@@ -230,17 +230,22 @@ func ensureTable(c *nftables.Conn, name string, chains []chainSpec) error {
 }
 
 // netChains are the chains of a network's table.
-func netChains() []chainSpec {
+func netChains(wgPort int) []chainSpec {
 	up := ifname(UplinkLink)
+	input := [][]expr.Any{rule(metaIs(expr.MetaKeyIIFNAME, up), established, accept)}
+	if wgPort != 0 {
+		input = append(input, rule(metaIs(expr.MetaKeyIIFNAME, up), metaIs(expr.MetaKeyL4PROTO, []byte{unix.IPPROTO_UDP}),
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(uint16(wgPort))},
+			accept))
+	}
+	input = append(input, rule(metaIs(expr.MetaKeyIIFNAME, up), drop))
 	return []chainSpec{
 		{name: "postrouting", typ: nftables.ChainTypeNAT, hook: nftables.ChainHookPostrouting, prio: nftables.ChainPriorityNATSource,
 			rules: [][]expr.Any{rule(metaIs(expr.MetaKeyOIFNAME, up), &expr.Masq{})}},
 		{name: "prerouting", typ: nftables.ChainTypeNAT, hook: nftables.ChainHookPrerouting, prio: nftables.ChainPriorityNATDest, keep: true},
 		{name: "input", typ: nftables.ChainTypeFilter, hook: nftables.ChainHookInput, prio: nftables.ChainPriorityFilter,
-			rules: [][]expr.Any{
-				rule(metaIs(expr.MetaKeyIIFNAME, up), established, accept),
-				rule(metaIs(expr.MetaKeyIIFNAME, up), drop),
-			}},
+			rules: input},
 		{name: "forward", typ: nftables.ChainTypeFilter, hook: nftables.ChainHookForward, prio: nftables.ChainPriorityFilter,
 			rules: [][]expr.Any{
 				rule(metaIs(expr.MetaKeyIIFNAME, up), established, accept),
@@ -351,7 +356,7 @@ func linkAddr(h *netlink.Handle, l netlink.Link) (*net.IPNet, error) {
 // ensureEgress gives network id (namespace nns, netlink handle nh) its
 // link to the node, its routes, forwarding and both tables. The caller
 // holds m.mu.
-func (m *Manager) ensureEgress(id string, nns netns.NsHandle, nh *netlink.Handle) error {
+func (m *Manager) ensureEgress(id string, nns netns.NsHandle, nh *netlink.Handle, wgPort int) error {
 	node, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("opening netlink on the node: %w", err)
@@ -461,7 +466,7 @@ func (m *Manager) ensureEgress(id string, nns netns.NsHandle, nh *netlink.Handle
 	if err != nil {
 		return fmt.Errorf("opening nftables in network %s: %w", id, err)
 	}
-	return ensureTable(c, netTable, netChains())
+	return ensureTable(c, netTable, netChains(wgPort))
 }
 
 // ensureNode turns forwarding on in the node's namespace and writes its

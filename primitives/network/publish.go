@@ -34,15 +34,51 @@ func (m *Manager) Publish(ctx context.Context, id, containerID string, ip net.IP
 	if m.uplink == "" {
 		return provision.Permanentf("publishing ports of container %s: %w", containerID, ErrNoUplink)
 	}
-	want := map[string]Port{}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.checkPorts(containerID, ports); err != nil {
+		return err
+	}
+	if err := m.publishLocked(id, containerID, ip, ports); err != nil {
+		return err
+	}
+	m.log.Debug().Str("network", id).Str("container", containerID).Int("ports", len(ports)).Msg("ports published")
+	return nil
+}
+
+// checkPorts refuses ports that owner may not take: outside the range
+// (ErrPortRange) or held by another owner (ErrPortTaken), both permanent.
+// The caller holds m.mu.
+func (m *Manager) checkPorts(owner string, ports []Port) error {
+	want := map[string]bool{}
 	for _, p := range ports {
 		if p.Port < m.portMin || p.Port > m.portMax {
 			return provision.Permanentf("%w: %d is not between %d and %d", ErrPortRange, p.Port, m.portMin, m.portMax)
 		}
+		want[p.key()] = true
+	}
+	held, err := m.publishedPorts()
+	if err != nil {
+		return err
+	}
+	for key, o := range held {
+		if want[key] && o != owner {
+			return provision.Permanentf("%w: %s is held by %s", ErrPortTaken, key, o)
+		}
+	}
+	return nil
+}
+
+// publishLocked makes owner's published ports those of ports: a dnat on
+// the uplink to network id's link and, when ip is set, a dnat inside the
+// network to ip (a container); without ip the network's namespace itself
+// receives them (its WireGuard port). The caller holds m.mu and has
+// checked the ports.
+func (m *Manager) publishLocked(id, owner string, ip net.IP, ports []Port) error {
+	want := map[string]Port{}
+	for _, p := range ports {
 		want[p.key()] = p
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	if err := m.ensureNode(); err != nil {
 		return err
 	}
@@ -53,11 +89,6 @@ func (m *Manager) Publish(ctx context.Context, id, containerID string, ip net.IP
 	held, err := published(nc, nodeTable)
 	if err != nil {
 		return err
-	}
-	for _, r := range held {
-		if _, ok := want[r.key]; ok && r.container != containerID {
-			return provision.Permanentf("%w: %s is held by container %s", ErrPortTaken, r.key, r.container)
-		}
 	}
 	nns, err := m.open(Namespace(id))
 	if err != nil {
@@ -82,6 +113,12 @@ func (m *Manager) Publish(ctx context.Context, id, containerID string, ip net.IP
 	}
 	s, _ := slotOf(a.IP)
 	_, netAddr := slotAddrs(s)
+	if err := syncRules(nc, nodeTable, held, owner, id, want, m.uplink, netAddr.IP, true); err != nil {
+		return err
+	}
+	if ip == nil {
+		return nil
+	}
 	cc, err := nftables.New(nftables.WithNetNSFd(int(nns)))
 	if err != nil {
 		return fmt.Errorf("opening nftables in network %s: %w", id, err)
@@ -90,14 +127,7 @@ func (m *Manager) Publish(ctx context.Context, id, containerID string, ip net.IP
 	if err != nil {
 		return err
 	}
-	if err := syncRules(nc, nodeTable, held, containerID, id, want, m.uplink, netAddr.IP, true); err != nil {
-		return err
-	}
-	if err := syncRules(cc, netTable, inNet, containerID, id, want, UplinkLink, ip, false); err != nil {
-		return err
-	}
-	m.log.Debug().Str("network", id).Str("container", containerID).Int("ports", len(ports)).Msg("ports published")
-	return nil
+	return syncRules(cc, netTable, inNet, owner, id, want, UplinkLink, ip, false)
 }
 
 // syncRules makes container c's rules in table name those of want: a
