@@ -10,7 +10,9 @@ import (
 	"github.com/edgeprov/provisiond/provision"
 )
 
-func wgKey(b byte) string { return base64.StdEncoding.EncodeToString([]byte(strings.Repeat(string(rune(b)), 32))) }
+func wgKey(b byte) string {
+	return base64.StdEncoding.EncodeToString([]byte(strings.Repeat(string(rune(b)), 32)))
+}
 
 func wgNetwork() *provision.Network {
 	return &provision.Network{Name: "mesh", IPRange: "10.250.0.0/16", Subnet: "10.250.1.0/24", WireGuard: &provision.WireGuard{

@@ -250,4 +250,3 @@ PersistentKeepalive = 25
 `, n.Name, hub.Node, n.AccessKey, n.AccessAddress, hub.PublicKey, net.JoinHostPort(hub.PublicIP, fmt.Sprint(hub.ListenPort)), n.IPRange)
 	return err
 }
-

@@ -64,4 +64,3 @@ func Run(ctx context.Context, name string) error {
 		return errors.New("device closed: its interface is gone")
 	}
 }
-
