@@ -19,7 +19,7 @@ import (
 )
 
 // networkID returns the network id a network reservation's result names.
-func networkID(t *testing.T, res *provision.Result) string {
+func networkID(t testing.TB, res *provision.Result) string {
 	t.Helper()
 	var d struct {
 		NetworkID string `json:"network_id"`
@@ -32,7 +32,7 @@ func networkID(t *testing.T, res *provision.Result) string {
 
 // linkAddrIn returns the IPv4 address of link name in the namespace at
 // path.
-func linkAddrIn(t *testing.T, path, name string) net.IP {
+func linkAddrIn(t testing.TB, path, name string) net.IP {
 	t.Helper()
 	h := handleIn(t, path)
 	l, err := h.LinkByName(name)
@@ -230,7 +230,7 @@ func TestEgressIsolationAndPorts(t *testing.T) {
 }
 
 // netnsNames lists the host's named network namespaces.
-func netnsNames(t *testing.T) []string {
+func netnsNames(t testing.TB) []string {
 	t.Helper()
 	entries, err := os.ReadDir(network.NamespaceDir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {

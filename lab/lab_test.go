@@ -42,7 +42,7 @@ func nodeIP(i int) string { return fmt.Sprintf("10.99.0.%d", 10+i) }
 
 // requiresLab skips unless the lab tests were asked for, and needs root
 // and the commands the lab runs.
-func requiresLab(t *testing.T) {
+func requiresLab(t testing.TB) {
 	t.Helper()
 	if os.Getenv("PROVISIOND_LAB_TEST") == "" {
 		t.Skip("skipping: builds a multi-node lab in namespaces; run `make lab-test` (sets PROVISIOND_LAB_TEST=1)")
@@ -71,7 +71,7 @@ func (h *holder) path(p string) string { return fmt.Sprintf("/proc/%d/root%s", h
 // startHolder starts `unshare` with args holding namespaces until the
 // test ends; mountNS covers /run/netns and /run/wireguard with tmpfs in a
 // private mount namespace first.
-func startHolder(t *testing.T, name string, mountNS bool) *holder {
+func startHolder(t testing.TB, name string, mountNS bool) *holder {
 	t.Helper()
 	args := []string{"--net", "sleep", "infinity"}
 	if mountNS {
@@ -145,7 +145,7 @@ func inNetns(path string, fn func() error) error {
 }
 
 // handleIn returns a netlink handle in the namespace at path.
-func handleIn(t *testing.T, path string) *netlink.Handle {
+func handleIn(t testing.TB, path string) *netlink.Handle {
 	t.Helper()
 	ns, err := netns.GetFromPath(path)
 	if err != nil {
@@ -170,7 +170,7 @@ type server struct {
 
 // serve listens on addr inside the namespace at nsPath until the test
 // ends.
-func serve(t *testing.T, nsPath, addr, name string) *server {
+func serve(t testing.TB, nsPath, addr, name string) *server {
 	t.Helper()
 	s := &server{name: name}
 	err := inNetns(nsPath, func() error {
@@ -242,7 +242,7 @@ func readLine(r io.Reader) (string, error) {
 }
 
 // mustReach waits until hello from nsPath to addr answers and returns it.
-func mustReach(t *testing.T, what, nsPath, addr string) string {
+func mustReach(t testing.TB, what, nsPath, addr string) string {
 	t.Helper()
 	var got string
 	harness.Eventually(t, 30*time.Second, what, func() error {
@@ -254,7 +254,7 @@ func mustReach(t *testing.T, what, nsPath, addr string) string {
 }
 
 // mustNotReach checks that a connection from nsPath to addr fails.
-func mustNotReach(t *testing.T, what, nsPath, addr string) {
+func mustNotReach(t testing.TB, what, nsPath, addr string) {
 	t.Helper()
 	if got, err := hello(nsPath, addr, 2*time.Second); err == nil {
 		t.Errorf("%s: %s answered %q; want no connection", what, addr, got)
@@ -279,7 +279,7 @@ type process struct {
 	done chan error
 }
 
-func startIn(t *testing.T, name, logPath string, enter []string, bin string, args ...string) *process {
+func startIn(t testing.TB, name, logPath string, enter []string, bin string, args ...string) *process {
 	t.Helper()
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -308,7 +308,7 @@ func (p *process) exited() bool {
 }
 
 // stop sends SIGTERM and waits for a clean exit.
-func (p *process) stop(t *testing.T) {
+func (p *process) stop(t testing.TB) {
 	t.Helper()
 	if p == nil || p.exited() {
 		return
@@ -356,7 +356,7 @@ type node struct {
 
 // newLab builds the underlay, upstream, laptop and n nodes, and starts
 // explorerd in the upstream namespace; nodes are started by startNodes.
-func newLab(t *testing.T, n int) *lab {
+func newLab(t testing.TB, n int) *lab {
 	t.Helper()
 	l := &lab{dir: t.TempDir()}
 	l.underlay = startHolder(t, "underlay", false)
@@ -388,7 +388,7 @@ func newLab(t *testing.T, n int) *lab {
 
 // attach links the namespace of h to the underlay bridge, as eth0 with
 // ip/24 and a default route via gw (none when gw is empty).
-func (l *lab) attach(t *testing.T, port string, h *holder, ip, gw string) {
+func (l *lab) attach(t testing.TB, port string, h *holder, ip, gw string) {
 	t.Helper()
 	uh := handleIn(t, l.underlay.netnsPath())
 	ns, err := netns.GetFromPath(h.netnsPath())
@@ -440,7 +440,7 @@ func (l *lab) attach(t *testing.T, port string, h *holder, ip, gw string) {
 
 func (l *lab) explorerURL() string { return fmt.Sprintf("http://%s:%d", upstreamIP, explorerPort) }
 
-func (l *lab) startExplorer(t *testing.T) {
+func (l *lab) startExplorer(t testing.TB) {
 	t.Helper()
 	l.explorer = startIn(t, "explorerd", filepath.Join(l.dir, "explorerd.log"),
 		[]string{"--net=" + l.upstream.netnsPath()}, harness.Bin(t, "explorerd"),
@@ -462,7 +462,7 @@ func (nd *node) global() []string {
 	return []string{"--config", os.DevNull, "--data-dir", filepath.Join(nd.dir, "data"), "--socket", filepath.Join(nd.dir, "provisiond.sock")}
 }
 
-func (nd *node) bin(t *testing.T) string {
+func (nd *node) bin(t testing.TB) string {
 	if nd.plain {
 		return harness.PlainBin(t, "provisiond")
 	}
@@ -476,7 +476,7 @@ func (nd *node) enter() []string {
 
 // start (re)starts the node's provisiond inside its holder's namespaces
 // and waits until its admin socket answers.
-func (nd *node) start(t *testing.T, explorer string) {
+func (nd *node) start(t testing.TB, explorer string) {
 	t.Helper()
 	args := append(nd.global(), "--log-format", "json", "run", "--explorer", explorer,
 		"--metrics-listen", "127.0.0.1:9109", "--poll-wait", "2s", "--resync", "2s",
@@ -493,13 +493,13 @@ func (nd *node) start(t *testing.T, explorer string) {
 }
 
 // cli runs a provisiond read command against the node.
-func (nd *node) cli(t *testing.T, args ...string) (string, error) {
+func (nd *node) cli(t testing.TB, args ...string) (string, error) {
 	t.Helper()
 	return runCmd(nd.bin(t), nil, append(nd.global(), args...)...)
 }
 
 // id returns the node ID.
-func (nd *node) id(t *testing.T) string {
+func (nd *node) id(t testing.TB) string {
 	t.Helper()
 	out, err := nd.cli(t, "key", "show", "--json")
 	if err != nil {
@@ -521,7 +521,7 @@ func (nd *node) runc(args ...string) (string, error) {
 }
 
 // containers returns the runc containers of the node.
-func (nd *node) containers(t *testing.T) []string {
+func (nd *node) containers(t testing.TB) []string {
 	t.Helper()
 	out, err := nd.runc("list", "-q")
 	if err != nil {
@@ -538,7 +538,7 @@ func (nd *node) containerNetns(id string) string { return nd.netnsPath(provision
 
 // cleanup stops the daemon and removes its containers, so the holder's
 // namespaces die with it.
-func (nd *node) cleanup(t *testing.T) {
+func (nd *node) cleanup(t testing.TB) {
 	nd.daemon.stop(t)
 	out, _ := nd.runc("list", "-q")
 	for _, c := range strings.Fields(out) {
@@ -554,7 +554,7 @@ type user struct {
 	l   *lab
 }
 
-func (l *lab) newUser(t *testing.T) *user {
+func (l *lab) newUser(t testing.TB) *user {
 	t.Helper()
 	u := &user{key: filepath.Join(t.TempDir(), "user.key"), l: l}
 	if _, err := u.run(t, "key", "new"); err != nil {
@@ -563,13 +563,13 @@ func (l *lab) newUser(t *testing.T) *user {
 	return u
 }
 
-func (u *user) run(t *testing.T, args ...string) (string, error) {
+func (u *user) run(t testing.TB, args ...string) (string, error) {
 	t.Helper()
 	env := []string{"PROVCTL_EXPLORER=" + u.l.explorerURL(), "PROVCTL_KEY=" + u.key}
 	return runCmd("nsenter", env, append([]string{"--net=" + u.l.laptop.netnsPath(), "--", harness.Bin(t, "provctl")}, args...)...)
 }
 
-func (u *user) reserve(t *testing.T, kind string, args ...string) string {
+func (u *user) reserve(t testing.TB, kind string, args ...string) string {
 	t.Helper()
 	out, err := u.run(t, append([]string{"reserve", kind}, args...)...)
 	if err != nil {
@@ -579,7 +579,7 @@ func (u *user) reserve(t *testing.T, kind string, args ...string) string {
 }
 
 // result waits for a verified result of id in state want.
-func (u *user) result(t *testing.T, id string, want provision.ResultState) *provision.Result {
+func (u *user) result(t testing.TB, id string, want provision.ResultState) *provision.Result {
 	t.Helper()
 	var res *provision.Result
 	harness.Eventually(t, within, fmt.Sprintf("%s %s", id, want), func() error {

@@ -31,7 +31,7 @@ type wgQuick struct {
 	privateKey, address, peerKey, endpoint, allowed string
 }
 
-func parseWGQuick(t *testing.T, conf string) wgQuick {
+func parseWGQuick(t testing.TB, conf string) wgQuick {
 	t.Helper()
 	var q wgQuick
 	sc := bufio.NewScanner(strings.NewReader(conf))
@@ -62,7 +62,7 @@ func parseWGQuick(t *testing.T, conf string) wgQuick {
 // upWGQuick does in the namespace of h what `wg-quick up` does with q, on
 // a userspace device run by `provisiond wireguard` (the host's UAPI
 // directory is shared: the interface name is unique).
-func (l *lab) upWGQuick(t *testing.T, h *holder, q wgQuick) {
+func (l *lab) upWGQuick(t testing.TB, h *holder, q wgQuick) {
 	t.Helper()
 	name := fmt.Sprintf("labwg%d", os.Getpid()%100000)
 	p := startIn(t, "laptop wireguard", filepath.Join(l.dir, "laptop-wg.log"), []string{"--net=" + h.netnsPath()},
@@ -131,7 +131,7 @@ func ping(nsPath, ip string) error {
 // helperPID returns the pid of the process whose network namespace is
 // the one at nsPath and whose command line runs the wireguard helper; 0
 // when there is none.
-func helperPID(t *testing.T, nsPath string) int {
+func helperPID(t testing.TB, nsPath string) int {
 	t.Helper()
 	var want syscall.Stat_t
 	if err := syscall.Stat(nsPath, &want); err != nil {
@@ -165,7 +165,7 @@ type stream struct {
 	done  chan struct{}
 }
 
-func startStream(t *testing.T, nsPath, addr string) *stream {
+func startStream(t testing.TB, nsPath, addr string) *stream {
 	t.Helper()
 	c, err := dialIn(nsPath, addr, 5*time.Second)
 	if err != nil {
@@ -228,7 +228,7 @@ func (s *stream) state() (int, error) {
 
 // waitTicks waits until the stream echoed n more ticks, failing on its
 // first error.
-func (s *stream) waitTicks(t *testing.T, what string, n int) {
+func (s *stream) waitTicks(t testing.TB, what string, n int) {
 	t.Helper()
 	start, _ := s.state()
 	harness.Eventually(t, 30*time.Second, what, func() error {
