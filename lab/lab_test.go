@@ -536,8 +536,9 @@ func (nd *node) netnsPath(name string) string { return nd.hold.path("/run/netns/
 // containerNetns is the path of container id's network namespace.
 func (nd *node) containerNetns(id string) string { return nd.netnsPath(provision.Prefix + "c-" + id) }
 
-// cleanup stops the daemon and removes its containers, so the holder's
-// namespaces die with it.
+// cleanup stops the daemon, removes its containers and kills what else
+// runs in the node's mount namespace (its wireguard helpers, which
+// outlive the daemon on purpose), so the holder's namespaces die with it.
 func (nd *node) cleanup(t testing.TB) {
 	nd.daemon.stop(t)
 	out, _ := nd.runc("list", "-q")
@@ -546,6 +547,33 @@ func (nd *node) cleanup(t testing.TB) {
 			t.Errorf("deleting container %s of node %d: %v", c, nd.i, err)
 		}
 	}
+	for _, pid := range nd.processes(t) {
+		if pid != nd.hold.pid() {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// processes returns the pids of the processes in the node's mount
+// namespace (the holder among them).
+func (nd *node) processes(t testing.TB) []int {
+	t.Helper()
+	want, err := nsIno(fmt.Sprintf("/proc/%d/ns/mnt", nd.hold.pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if got, err := nsIno(fmt.Sprintf("/proc/%d/ns/mnt", pid)); err == nil && got == want {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // user is a provctl user whose commands run in the laptop namespace.

@@ -21,7 +21,6 @@ import (
 
 	"github.com/edgeprov/provisiond/internal/fixture"
 	"github.com/edgeprov/provisiond/internal/harness"
-	"github.com/edgeprov/provisiond/internal/testutil"
 	"github.com/edgeprov/provisiond/primitives/network"
 	"github.com/edgeprov/provisiond/provision"
 )
@@ -119,9 +118,9 @@ func (l *lab) upWGQuick(t testing.TB, h *holder, q wgQuick) {
 	}
 }
 
-// ping sends one ICMP echo from the namespace at nsPath.
+// ping sends one ICMP echo from the namespace at nsPath (busybox ping).
 func ping(nsPath, ip string) error {
-	out, err := runCmd("nsenter", nil, "--net="+nsPath, "--", "ping", "-c", "1", "-W", "2", ip)
+	out, err := runCmd("nsenter", nil, "--net="+nsPath, "--", "busybox", "ping", "-c", "1", "-W", "2", ip)
 	if err != nil {
 		return fmt.Errorf("%v: %s", err, out)
 	}
@@ -252,7 +251,6 @@ func (s *stream) waitTicks(t testing.TB, what string, n int) {
 // a killed WireGuard helper is restored by the reconcile loop.
 func TestWireGuardAcrossNodes(t *testing.T) {
 	requiresLab(t)
-	testutil.RequiresCommand(t, "ping")
 	image, digest := fixture.Busybox(t)
 	l := newLab(t, 3)
 	for _, nd := range l.nodes {

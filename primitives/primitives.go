@@ -7,6 +7,7 @@
 //
 //	network    netns /run/netns/prv-<network id>, bridge prv-br0 inside it
 //	volume     <SSDPath|HDDPath>/prv-<id>.img, loop device, mount <DataDir>/mounts/prv-<id>
+//	wireguard  helper process "provisiond wireguard --interface prv-w<10 hex of the network id>" in the network's namespace, log <DataDir>/wireguard/prv-w….log
 //	container  runc container prv-<id> in <DataDir>/runc, bundle <DataDir>/containers/prv-<id>
 //	           (overlay rootfs, config.json), netns /run/netns/prv-c-<id>, veth pair
 //	           (eth0 inside, prv-v<hash> on the network's bridge), log <DataDir>/logs/prv-<id>.log,
@@ -121,7 +122,7 @@ func New(opts Options) *Table {
 	}
 	log := opts.Log.With().Str("component", "primitives").Logger()
 	nets := network.NewWith(network.Options{Log: log, Uplink: opts.Uplink, PortMin: opts.PortMin, PortMax: opts.PortMax,
-		WireGuardHelper: opts.WireGuardHelper, HelperLogs: filepath.Join(opts.DataDir, "logs")})
+		WireGuardHelper: opts.WireGuardHelper, HelperLogs: filepath.Join(opts.DataDir, "wireguard")})
 	t := &Table{
 		networks: nets,
 		volumes: volume.New(volume.Options{

@@ -58,7 +58,7 @@ func networkFile(c *cli.Context, name string) string {
 }
 
 func networkCommand() *cli.Command {
-	nameFlag := &cli.StringFlag{Name: "name", Usage: "network `NAME`", Required: true}
+	nameFlag := func() cli.Flag { return &cli.StringFlag{Name: "name", Usage: "network `NAME`", Required: true} }
 	return &cli.Command{
 		Name:  "network",
 		Usage: "WireGuard networks across nodes",
@@ -66,7 +66,7 @@ func networkCommand() *cli.Command {
 			{
 				Name:  "create",
 				Usage: "reserve a network on several nodes, joined by WireGuard, with an access peer for you",
-				Flags: []cli.Flag{nameFlag,
+				Flags: []cli.Flag{nameFlag(),
 					&cli.StringFlag{Name: "ip-range", Usage: "whole range of the network (IPv4 `CIDR`)", Required: true},
 					&cli.StringSliceFlag{Name: "member", Usage: "`NODE=SUBNET[@PUBLIC_IP]`: a node, its part of the range, and its public address if it has one (repeatable; at least one member needs a public address)", Required: true},
 					&cli.IntFlag{Name: "port", Usage: "WireGuard listen `PORT` on every member", Value: 51820},
@@ -78,7 +78,7 @@ func networkCommand() *cli.Command {
 			{
 				Name:   "access",
 				Usage:  "print a wg-quick configuration that joins you to the network (through its hub)",
-				Flags:  []cli.Flag{nameFlag},
+				Flags:  []cli.Flag{nameFlag()},
 				Action: networkAccess,
 			},
 		},

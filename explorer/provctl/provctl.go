@@ -92,7 +92,7 @@ func flagsFirst(args []string) []string {
 		}
 		break
 	}
-	if i < len(args) && (args[i] == "reserve" || args[i] == "key") {
+	if i < len(args) && (args[i] == "reserve" || args[i] == "key" || args[i] == "network") {
 		out = append(out, args[i])
 		i++
 	}

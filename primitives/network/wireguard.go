@@ -142,7 +142,7 @@ func (m *Manager) startHelper(id string, nns netns.NsHandle, nh *netlink.Handle)
 			return fmt.Errorf("deleting stale %s: %w", name, err)
 		}
 	}
-	var logFile *os.File
+	cmd := exec.Command(m.helper[0], append(append([]string{}, m.helper[1:]...), "--interface", name)...)
 	if m.helperLogs != "" {
 		if err := os.MkdirAll(m.helperLogs, 0o700); err != nil {
 			return err
@@ -152,10 +152,8 @@ func (m *Manager) startHelper(id string, nns netns.NsHandle, nh *netlink.Handle)
 			return fmt.Errorf("opening log of %s: %w", name, err)
 		}
 		defer f.Close()
-		logFile = f
+		cmd.Stdout, cmd.Stderr = f, f
 	}
-	cmd := exec.Command(m.helper[0], append(append([]string{}, m.helper[1:]...), "--interface", name)...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := inNamespace(nns, cmd.Start); err != nil {
 		return fmt.Errorf("starting the wireguard helper of network %s: %w", id, err)
