@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgeprov/provisiond/internal/fixture"
+	"github.com/edgeprov/provisiond/internal/harness"
 	"github.com/edgeprov/provisiond/provision"
 )
 
@@ -96,7 +97,13 @@ func BenchmarkTunnelThroughput(b *testing.B) {
 	}
 	serveFunc(b, ns[1], "0.0.0.0:5001", drain)
 	serveFunc(b, l.nodes[1].hold.netnsPath(), nodeIP(2)+":5001", drain)
-	mustReach(b, "the tunnel is up", ns[0], "10.250.2.10:5001")
+	harness.Eventually(b, 30*time.Second, "the tunnel is up", func() error {
+		c, err := dialIn(ns[0], "10.250.2.10:5001", 2*time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
 
 	const size = 128 << 20
 	var tunnel, underlay float64
