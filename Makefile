@@ -88,3 +88,7 @@ systemd-test: ## boot systemd (systemd-nspawn, Debian rootfs cached in /var/cach
 .PHONY: lab-test
 lab-test: ## prove networks in a multi-node lab of namespaces: egress, isolation, published ports (root; about 2 minutes)
 	PROVISIOND_LAB_TEST=1 $(GO) test -race -count=1 -v -timeout 30m ./lab/ $(LAB_TEST_FLAGS)
+
+.PHONY: lab-bench
+lab-bench: ## measure tunnel vs underlay TCP throughput between lab nodes and the RSS of 10 and 100 WireGuard networks (root; about 5 minutes)
+	PROVISIOND_LAB_TEST=1 $(GO) test -count=1 -run '^$$' -bench 'TunnelThroughput|NetworksRSS' -benchtime 1x -timeout 30m ./lab/

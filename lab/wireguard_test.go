@@ -357,6 +357,41 @@ func TestWireGuardAcrossNodes(t *testing.T) {
 		}
 	})
 
+	t.Run("bad-input", func(t *testing.T) {
+		bob := l.newUser(t)
+		bNet := bob.reserve(t, "network", "--node", ids[0], "--name", "b", "--ip-range", "10.9.0.0/16", "--subnet", "10.9.0.0/24", "--duration", "1h")
+		bob.result(t, bNet, provision.StateOk)
+		// The network's listen port is a node port like any other.
+		taken := bob.reserve(t, "container", append([]string{"--node", ids[0], "--network", "b", "--ip", "10.9.0.10", "--publish", "51820:80/udp"}, sleeper(image, digest)...)...)
+		if res := bob.result(t, taken, provision.StateError); !strings.Contains(res.Message, "held by wg."+netID) {
+			t.Errorf("port 51820/udp: message %q does not name alice's network", res.Message)
+		}
+		nft, err := runCmd("nsenter", nil, append(l.nodes[0].enter(), "--", "nft", "list", "table", "ip", "prv-node")...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(nft, taken) {
+			t.Errorf("the refused container left rules:\n%s", nft)
+		}
+		// Overlapping members, a member outside the range: provctl refuses
+		// before signing; the explorer holds nothing of them.
+		for _, members := range [][]string{
+			{ids[0] + "=10.251.1.0/24@" + nodeIP(1), ids[1] + "=10.251.1.128/25@" + nodeIP(2)},
+			{ids[0] + "=10.251.1.0/24@" + nodeIP(1), ids[1] + "=10.99.0.0/24@" + nodeIP(2)},
+		} {
+			args := []string{"network", "create", "--name", "bad", "--ip-range", "10.251.0.0/16", "--access", "10.251.254.2/32"}
+			for _, m := range members {
+				args = append(args, "--member", m)
+			}
+			if out, err := bob.run(t, args...); err == nil {
+				t.Errorf("network create %v was accepted: %s", members, out)
+			}
+		}
+		if out, err := bob.run(t, "ls", "--json"); err != nil || strings.Count(out, `"type": "network"`) != 1 {
+			t.Errorf("bob's reservations after refused networks: %s %v", out, err)
+		}
+	})
+
 	t.Run("killed-device-restored", func(t *testing.T) {
 		nd := l.nodes[1]
 		nsPath := nd.netnsPath(network.Namespace(netID))
