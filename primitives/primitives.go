@@ -5,7 +5,9 @@
 // Everything created is named after the reservation (or, for networks, the
 // NetworkID) under provision.Prefix:
 //
-//	network    netns /run/netns/prv-<network id>, bridge prv-br0 inside it
+//	network    netns /run/netns/prv-<network id>, bridge prv-br0 inside it; with an uplink a
+//	           veth prv-e<10 hex of the id> (node) / prv-up (network), nftables tables prv-net
+//	           (network) and prv-node (node; published ports are rules labelled prv-<owner> …)
 //	volume     <SSDPath|HDDPath>/prv-<id>.img, loop device, mount <DataDir>/mounts/prv-<id>
 //	wireguard  helper process "provisiond wireguard --interface prv-w<10 hex of the network id>" in the network's namespace, log <DataDir>/wireguard/prv-w….log
 //	container  runc container prv-<id> in <DataDir>/runc, bundle <DataDir>/containers/prv-<id>

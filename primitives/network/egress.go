@@ -60,7 +60,7 @@ const (
 
 // Sentinel errors of egress and published ports.
 var (
-	ErrPortTaken   = errors.New("network: port already published by another container")
+	ErrPortTaken   = errors.New("network: port already published on this node")
 	ErrPortRange   = errors.New("network: port outside the node's publishable range")
 	ErrNoUplink    = errors.New("network: the node has no uplink for published ports")
 	ErrNoLinkSlots = errors.New("network: no free link address")
