@@ -445,7 +445,11 @@ func (l *lab) startExplorer(t testing.TB) {
 	l.explorer = startIn(t, "explorerd", filepath.Join(l.dir, "explorerd.log"),
 		[]string{"--net=" + l.upstream.netnsPath()}, harness.Bin(t, "explorerd"),
 		"--listen", fmt.Sprintf("%s:%d", upstreamIP, explorerPort), "--data-dir", filepath.Join(l.dir, "explorer"), "--log-format", "json")
-	t.Cleanup(func() { l.explorer.stop(t) })
+	t.Cleanup(func() {
+		start := time.Now()
+		l.explorer.stop(t)
+		t.Logf("explorerd stopped in %s", time.Since(start).Round(time.Millisecond))
+	})
 	harness.Eventually(t, 30*time.Second, "explorerd listening", func() error {
 		if l.explorer.exited() {
 			return harness.Permanent(fmt.Errorf("explorerd exited:\n%s", l.explorer.tail()))
@@ -540,7 +544,12 @@ func (nd *node) containerNetns(id string) string { return nd.netnsPath(provision
 // runs in the node's mount namespace (its wireguard helpers, which
 // outlive the daemon on purpose), so the holder's namespaces die with it.
 func (nd *node) cleanup(t testing.TB) {
+	start := time.Now()
 	nd.daemon.stop(t)
+	stopped := time.Since(start)
+	defer func() {
+		t.Logf("node %d: daemon stopped in %s, cleaned up in %s", nd.i, stopped.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	}()
 	out, _ := nd.runc("list", "-q")
 	for _, c := range strings.Fields(out) {
 		if _, err := nd.runc("delete", "--force", c); err != nil {
