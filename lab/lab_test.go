@@ -93,7 +93,9 @@ exec sleep infinity`
 		_ = cmd.Process.Kill()
 		<-h.done
 	})
-	harness.Eventually(t, 10*time.Second, "holder "+name, func() error {
+	// A minute: a new network namespace waits for the kernel to finish
+	// destroying the ones other tests dropped.
+	harness.Eventually(t, time.Minute, "holder "+name, func() error {
 		select {
 		case <-h.done:
 			return harness.Permanent(fmt.Errorf("holder %s exited: %s", name, stderr.String()))

@@ -2,10 +2,13 @@ package lab
 
 import (
 	"bufio"
+	"context"
+	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,6 +22,8 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/edgeprov/provisiond/explorer"
+	"github.com/edgeprov/provisiond/identity"
 	"github.com/edgeprov/provisiond/internal/fixture"
 	"github.com/edgeprov/provisiond/internal/harness"
 	"github.com/edgeprov/provisiond/primitives/network"
@@ -399,6 +404,67 @@ func TestWireGuardAcrossNodes(t *testing.T) {
 			if r.Type == provision.NetworkReservation && r.ID != bNet {
 				t.Errorf("the explorer holds a refused network of bob: %s %s", r.ID, r.Data)
 			}
+		}
+	})
+
+	t.Run("bad-input-signed", func(t *testing.T) {
+		// Reservations provctl would refuse, signed by their owner and sent
+		// straight to the explorer (which relays data it does not read):
+		// the node answers each with a signed error and keeps nothing.
+		bob := l.newUser(t)
+		key, err := identity.Load(bob.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := &http.Transport{DialContext: func(_ context.Context, _, addr string) (net.Conn, error) {
+			return dialIn(l.upstream.netnsPath(), addr, 5*time.Second)
+		}}
+		client := explorer.NewUserClient(l.explorerURL(), key, explorer.ClientOptions{Transport: tr})
+		pub, _ := identity.PublicKey(ids[0])
+		sealed, err := identity.Seal(pub, make([]byte, 32))
+		if err != nil {
+			t.Fatal(err)
+		}
+		good := provision.WireGuardPeer{PublicKey: base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32))), Endpoint: nodeIP(2) + ":51820", AllowedIPs: []string{"10.252.2.0/24"}}
+		for _, c := range []struct {
+			name string
+			edit func(w *provision.WireGuard)
+			want string
+		}{
+			{"key-not-curve25519", func(w *provision.WireGuard) { w.Peers[0].PublicKey = "bm90IGEga2V5" }, "not a curve25519 key"},
+			{"endpoint-not-ip-port", func(w *provision.WireGuard) { w.Peers[0].Endpoint = "node2.example" }, "is not IPv4:port"},
+			{"allowed-covers-another-subnet", func(w *provision.WireGuard) { w.Peers[0].AllowedIPs = []string{"10.250.0.0/16"} }, "not inside ip_range"},
+			{"port-out-of-range", func(w *provision.WireGuard) { w.ListenPort = 65536 }, "listen_port"},
+			{"port-taken", func(w *provision.WireGuard) {}, "held by wg." + netID},
+			{"port-below-range", func(w *provision.WireGuard) { w.ListenPort = 500 }, "publishable range"},
+		} {
+			w := &provision.WireGuard{PrivateKey: sealed, ListenPort: 51820, Peers: []provision.WireGuardPeer{good}}
+			c.edit(w)
+			data, err := json.Marshal(provision.Network{Name: c.name, IPRange: "10.252.0.0/16", Subnet: "10.252.1.0/24", WireGuard: w})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := &provision.Reservation{NodeID: ids[0], Type: provision.NetworkReservation, Data: data, Created: time.Now().UTC(), Duration: time.Hour}
+			r.Sign(key)
+			id, err := client.CreateReservation(t.Context(), r)
+			if err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+			res := bob.result(t, id, provision.StateError)
+			if !strings.Contains(res.Message, c.want) {
+				t.Errorf("%s: message %q does not say %q", c.name, res.Message, c.want)
+			}
+			nid := provision.NetworkID(identity.UserID(key.Public().(ed25519.PublicKey)), c.name)
+			if _, err := os.Stat(l.nodes[0].netnsPath(network.Namespace(nid))); err == nil {
+				t.Errorf("%s: the refused network's namespace is left on node 1", c.name)
+			}
+		}
+		nft, err := runCmd("nsenter", nil, append(l.nodes[0].enter(), "--", "nft", "list", "table", "ip", "prv-node")...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(nft, "prv-wg."); n != 1 {
+			t.Errorf("node 1 holds %d wireguard ports, want alice's only:\n%s", n, nft)
 		}
 	})
 

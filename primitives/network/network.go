@@ -179,6 +179,18 @@ func (m *Manager) ProvisionWith(ctx context.Context, id string, gateway *net.IPN
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	// The WireGuard port is checked before anything is made: a refused
+	// network leaves nothing.
+	wgPort := 0
+	if wg != nil {
+		if m.uplink == "" {
+			return Info{}, provision.Permanentf("wireguard of network %s: %w", id, ErrNoUplink)
+		}
+		wgPort = wg.ListenPort
+		if err := m.checkPorts(wgOwner(id), []Port{{Port: wgPort, ContainerPort: wgPort, Protocol: "udp"}}); err != nil {
+			return Info{}, err
+		}
+	}
 	name := Namespace(id)
 	ns, err := m.ensureNamespace(name)
 	if err != nil {
@@ -208,16 +220,6 @@ func (m *Manager) ProvisionWith(ctx context.Context, id string, gateway *net.IPN
 	}
 	if err := h.LinkSetUp(br); err != nil {
 		return Info{}, fmt.Errorf("setting bridge of network %s up: %w", id, err)
-	}
-	wgPort := 0
-	if wg != nil {
-		if m.uplink == "" {
-			return Info{}, provision.Permanentf("wireguard of network %s: %w", id, ErrNoUplink)
-		}
-		wgPort = wg.ListenPort
-		if err := m.checkPorts(wgOwner(id), []Port{{Port: wgPort, ContainerPort: wgPort, Protocol: "udp"}}); err != nil {
-			return Info{}, err
-		}
 	}
 	if m.uplink != "" {
 		if err := m.ensureEgress(id, ns, h, wgPort); err != nil {
