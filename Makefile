@@ -86,7 +86,7 @@ systemd-test: ## boot systemd (systemd-nspawn, Debian rootfs cached in /var/cach
 	PROVISIOND_SYSTEMD_TEST=1 $(GO) test -race -count=1 -v -timeout 30m ./systemd/systemdtest/ $(SYSTEMD_TEST_FLAGS)
 
 .PHONY: lab-test
-lab-test: ## prove networks in a multi-node lab of namespaces: egress, isolation, published ports (root; about 2 minutes)
+lab-test: ## prove networks in a multi-node lab of namespaces: egress, isolation, published ports, WireGuard across nodes (root; about 4 minutes)
 	PROVISIOND_LAB_TEST=1 $(GO) test -race -count=1 -v -timeout 30m ./lab/ $(LAB_TEST_FLAGS)
 
 .PHONY: lab-bench
