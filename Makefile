@@ -84,3 +84,11 @@ clean: ## remove build output and the demo state
 .PHONY: systemd-test
 systemd-test: ## boot systemd (systemd-nspawn, Debian rootfs cached in /var/cache) and prove provisiond under its unit (root; about 3 minutes, 5 with the first rootfs build)
 	PROVISIOND_SYSTEMD_TEST=1 $(GO) test -race -count=1 -v -timeout 30m ./systemd/systemdtest/ $(SYSTEMD_TEST_FLAGS)
+
+.PHONY: lab-test
+lab-test: ## prove networks in a multi-node lab of namespaces: egress, isolation, published ports, WireGuard across nodes (root; about 4 minutes)
+	PROVISIOND_LAB_TEST=1 $(GO) test -race -count=1 -v -timeout 30m ./lab/ $(LAB_TEST_FLAGS)
+
+.PHONY: lab-bench
+lab-bench: ## measure tunnel vs underlay TCP throughput between lab nodes and the RSS of 10 and 100 WireGuard networks (root; about 5 minutes)
+	PROVISIOND_LAB_TEST=1 $(GO) test -count=1 -run '^$$' -bench 'TunnelThroughput|NetworksRSS' -benchtime 1x -timeout 30m ./lab/

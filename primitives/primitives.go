@@ -5,8 +5,11 @@
 // Everything created is named after the reservation (or, for networks, the
 // NetworkID) under provision.Prefix:
 //
-//	network    netns /run/netns/prv-<network id>, bridge prv-br0 inside it
+//	network    netns /run/netns/prv-<network id>, bridge prv-br0 inside it; with an uplink a
+//	           veth prv-e<10 hex of the id> (node) / prv-up (network), nftables tables prv-net
+//	           (network) and prv-node (node; published ports are rules labelled prv-<owner> …)
 //	volume     <SSDPath|HDDPath>/prv-<id>.img, loop device, mount <DataDir>/mounts/prv-<id>
+//	wireguard  helper process "provisiond wireguard --interface prv-w<10 hex of the network id>" in the network's namespace, log <DataDir>/wireguard/prv-w….log
 //	container  runc container prv-<id> in <DataDir>/runc, bundle <DataDir>/containers/prv-<id>
 //	           (overlay rootfs, config.json), netns /run/netns/prv-c-<id>, veth pair
 //	           (eth0 inside, prv-v<hash> on the network's bridge), log <DataDir>/logs/prv-<id>.log,
@@ -23,11 +26,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
+	"path/filepath"
 	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/edgeprov/provisiond/primitives/container"
 	"github.com/edgeprov/provisiond/primitives/network"
@@ -42,6 +48,7 @@ var (
 	ErrUnknownVolume = errors.New("primitives: unknown volume")
 	ErrNotOurs       = errors.New("primitives: resource does not carry our prefix")
 	ErrWrongType     = errors.New("primitives: workload of an unexpected type")
+	ErrNoWireGuard   = errors.New("primitives: wireguard key unusable")
 )
 
 // Options configures the primitives.
@@ -73,6 +80,21 @@ type Options struct {
 	// below (container.Options.LocalImages). Default "": only http(s)
 	// images are used.
 	LocalImages string
+	// Uplink is the node's public interface (network.Options.Uplink):
+	// networks reach the outside through it and containers publish ports
+	// on it. Default "": networks are islands, publishing fails.
+	Uplink string
+	// PortMin and PortMax bound the node ports containers may publish.
+	// Default 1024 and 65535.
+	PortMin, PortMax int
+	// WireGuardHelper runs a network's WireGuard device in a process of
+	// its own (network.Options.WireGuardHelper). Default none: WireGuard
+	// networks fail.
+	WireGuardHelper []string
+	// OpenSealed opens a secret sealed to the node (identity.Open with
+	// the node's key): a WireGuard network's private key. nil: WireGuard
+	// networks fail.
+	OpenSealed func(sealed string) ([]byte, error)
 }
 
 // Table provisions, decommissions, inspects and lists the workloads of
@@ -85,6 +107,7 @@ type Table struct {
 	lookup    func(id string) (*provision.Reservation, error)
 	// giveUp is told when a container crash-loops; set by GiveUpTo.
 	giveUp atomic.Pointer[decommissioner]
+	open      func(sealed string) ([]byte, error)
 }
 
 // decommissioner boxes a provision.Decommissioner for an atomic pointer.
@@ -103,13 +126,15 @@ func New(opts Options) *Table {
 		panic("primitives: Options.DataDir is required")
 	}
 	log := opts.Log.With().Str("component", "primitives").Logger()
-	nets := network.New(log)
+	nets := network.NewWith(network.Options{Log: log, Uplink: opts.Uplink, PortMin: opts.PortMin, PortMax: opts.PortMax,
+		WireGuardHelper: opts.WireGuardHelper, HelperLogs: filepath.Join(opts.DataDir, "wireguard")})
 	t := &Table{
 		networks: nets,
 		volumes: volume.New(volume.Options{
 			DataDir: opts.DataDir, SSDPath: opts.SSDPath, HDDPath: opts.HDDPath, Log: log,
 		}),
 		lookup: opts.Lookup,
+		open:   opts.OpenSealed,
 	}
 	t.container = container.New(container.Options{
 		DataDir: opts.DataDir, RuncPath: opts.RuncPath, Network: nets, OnGiveUp: t.onGiveUp,
@@ -210,7 +235,47 @@ func (t *Table) Decommission(ctx context.Context, r *provision.Reservation) erro
 }
 
 func (t *Table) provisionNetwork(ctx context.Context, r *provision.Reservation, n *provision.Network) (any, error) {
-	return t.networks.Provision(ctx, provision.NetworkID(r.UserID, n.Name), n.Gateway())
+	id := provision.NetworkID(r.UserID, n.Name)
+	if n.WireGuard == nil {
+		return t.networks.Provision(ctx, id, n.Gateway())
+	}
+	spec, err := t.wireGuardSpec(n)
+	if err != nil {
+		return nil, err
+	}
+	return t.networks.ProvisionWith(ctx, id, n.Gateway(), spec)
+}
+
+// wireGuardSpec opens the sealed key of a (valid) WireGuard network and
+// parses its peers.
+func (t *Table) wireGuardSpec(n *provision.Network) (*network.WireGuardSpec, error) {
+	if t.open == nil {
+		return nil, provision.Permanentf("%w: this node cannot open sealed keys", ErrNoWireGuard)
+	}
+	key, err := t.open(n.WireGuard.PrivateKey)
+	if err != nil {
+		return nil, provision.Permanentf("%w: private_key: %w", ErrNoWireGuard, err)
+	}
+	priv, err := wgtypes.NewKey(key)
+	if err != nil {
+		return nil, provision.Permanentf("%w: private_key: %w", ErrNoWireGuard, err)
+	}
+	_, rng, _ := net.ParseCIDR(n.IPRange)
+	spec := &network.WireGuardSpec{PrivateKey: priv, ListenPort: n.WireGuard.ListenPort, Range: rng}
+	for _, p := range n.WireGuard.Peers {
+		k, _ := provision.ParseWireGuardKey(p.PublicKey)
+		peer := network.WireGuardPeer{PublicKey: wgtypes.Key(k)}
+		if p.Endpoint != "" {
+			ap := netip.MustParseAddrPort(p.Endpoint)
+			peer.Endpoint = net.UDPAddrFromAddrPort(ap)
+		}
+		for _, a := range p.AllowedIPs {
+			_, ipn, _ := net.ParseCIDR(a)
+			peer.AllowedIPs = append(peer.AllowedIPs, *ipn)
+		}
+		spec.Peers = append(spec.Peers, peer)
+	}
+	return spec, nil
 }
 
 func (t *Table) decommissionNetwork(ctx context.Context, r *provision.Reservation, n *provision.Network) error {
@@ -250,7 +315,24 @@ func (t *Table) provisionContainer(ctx context.Context, r *provision.Reservation
 		}
 		spec.Mounts = append(spec.Mounts, container.Mount{Source: p, Destination: m.Mountpoint})
 	}
-	return t.container.Provision(ctx, r.ID, spec)
+	if len(c.Publish) > 0 {
+		// The ports are taken first: a taken one refuses the container
+		// before anything of it runs.
+		ports := make([]network.Port, len(c.Publish))
+		for i, p := range c.Publish {
+			ports[i] = network.Port{Port: p.Port, ContainerPort: p.ContainerPort, Protocol: p.Protocol}
+		}
+		if err := t.networks.Publish(ctx, c.Network.NetworkID, r.ID, spec.IP, ports); err != nil {
+			return nil, err
+		}
+	}
+	info, err := t.container.Provision(ctx, r.ID, spec)
+	if err != nil && len(c.Publish) > 0 && !provision.IsTemporary(err) {
+		if uerr := t.networks.Unpublish(context.WithoutCancel(ctx), r.ID); uerr != nil {
+			err = errors.Join(err, uerr)
+		}
+	}
+	return info, err
 }
 
 // checkVolume refuses a mount of a reservation that is not a volume of
@@ -289,7 +371,7 @@ func (t *Table) Inspect(ctx context.Context, r *provision.Reservation) error {
 	}
 	switch w := w.(type) {
 	case *provision.Network:
-		return t.networks.Inspect(ctx, provision.NetworkID(r.UserID, w.Name))
+		return t.networks.InspectWith(ctx, provision.NetworkID(r.UserID, w.Name), w.WireGuard != nil)
 	case *provision.Volume:
 		return t.volumes.Inspect(ctx, r.ID)
 	case *provision.Container:

@@ -2,12 +2,14 @@ package provision
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"path"
 	"reflect"
 	"regexp"
@@ -31,6 +33,8 @@ const (
 	MaxContainerDisk = 16 << 20
 	// MaxNameLength is the longest name (network names, ids).
 	MaxNameLength = 64
+	// MaxPublishedPorts is the most ports one container may publish.
+	MaxPublishedPorts = 16
 )
 
 // DiskType is the kind of storage a volume lives on.
@@ -50,6 +54,47 @@ type Network struct {
 	IPRange string `json:"ip_range"`
 	// Subnet is this node's part of IPRange (IPv4 CIDR); its first host address is the gateway.
 	Subnet string `json:"subnet"`
+	// WireGuard joins this node's part of the network to the other nodes'
+	// parts and to the owner's access peers. Default nil: the network is
+	// local to the node.
+	WireGuard *WireGuard `json:"wireguard,omitempty"`
+}
+
+// Limits of a network's WireGuard interface.
+const (
+	// MaxPeers is the most peers one network reservation may list.
+	MaxPeers = 64
+	// MaxAllowedIPs is the most allowed-IPs ranges of one peer.
+	MaxAllowedIPs = 16
+	// maxSealedKey bounds the sealed private key's text (a 32-byte key
+	// sealed to the node is 80 bytes, 108 in base64).
+	maxSealedKey = 256
+)
+
+// WireGuard is a network's WireGuard interface on one node.
+type WireGuard struct {
+	// PrivateKey is the interface's private key sealed to the node (an
+	// anonymous NaCl box to the node's X25519 key, base64): only the node
+	// can read it, never the explorer.
+	PrivateKey string `json:"private_key"`
+	// ListenPort is the UDP port the node publishes for its peers (an
+	// exclusive node port, like a container's published port).
+	ListenPort int `json:"listen_port"`
+	// Peers are the other nodes of the network and the owner's access
+	// peers.
+	Peers []WireGuardPeer `json:"peers,omitempty"`
+}
+
+// WireGuardPeer is a peer of a network's WireGuard interface.
+type WireGuardPeer struct {
+	// PublicKey is the peer's curve25519 public key (base64 of 32 bytes).
+	PublicKey string `json:"public_key"`
+	// Endpoint is the peer's public IPv4 address and port ("IP:port");
+	// empty for a peer without public address, which connects to us.
+	Endpoint string `json:"endpoint,omitempty"`
+	// AllowedIPs are the IPv4 ranges (inside the network's ip_range)
+	// routed to the peer and accepted from it.
+	AllowedIPs []string `json:"allowed_ips"`
 }
 
 // Volume is the Data of a volume reservation.
@@ -102,6 +147,76 @@ type Container struct {
 	Network ContainerNetwork `json:"network"`
 	// Capacity is the CPU, memory and root disk the container may use.
 	Capacity ContainerCapacity `json:"capacity"`
+	// Publish are ports of the node's public address forwarded to the
+	// container (it needs a network). Default none.
+	Publish []PublishedPort `json:"publish,omitempty"`
+}
+
+// PublishedPort forwards a port of the node's public address to a port of
+// a container. A node port is an exclusive node resource: one container
+// at a time holds it.
+type PublishedPort struct {
+	// Port is the port on the node's public address, 1 to 65535.
+	Port int `json:"port"`
+	// ContainerPort is the port the container listens on, 1 to 65535.
+	ContainerPort int `json:"container_port"`
+	// Protocol is "tcp" or "udp".
+	Protocol string `json:"protocol"`
+}
+
+// String returns the port in the form ParsePort reads.
+func (p PublishedPort) String() string {
+	return fmt.Sprintf("%d:%d/%s", p.Port, p.ContainerPort, p.Protocol)
+}
+
+// Validate checks the port numbers and the protocol.
+func (p PublishedPort) Validate() error {
+	switch {
+	case p.Port < 1 || p.Port > 65535:
+		return fmt.Errorf("%w: published port %d is not between 1 and 65535", ErrBadField, p.Port)
+	case p.ContainerPort < 1 || p.ContainerPort > 65535:
+		return fmt.Errorf("%w: container port %d is not between 1 and 65535", ErrBadField, p.ContainerPort)
+	case p.Protocol != "tcp" && p.Protocol != "udp":
+		return fmt.Errorf("%w: protocol %q is not tcp or udp", ErrBadField, p.Protocol)
+	}
+	return nil
+}
+
+// ParsePort reads "NODE:CONTAINER[/tcp|/udp]" (tcp when the protocol is
+// left out), as `provctl reserve container --publish` takes it.
+func ParsePort(s string) (PublishedPort, error) {
+	spec, proto, hasProto := strings.Cut(s, "/")
+	if !hasProto {
+		proto = "tcp"
+	}
+	node, ctr, ok := strings.Cut(spec, ":")
+	if !ok || len(s) > 32 {
+		return PublishedPort{}, fmt.Errorf("%w: published port %q is not NODE:CONTAINER[/tcp|/udp]", ErrBadField, s)
+	}
+	p := PublishedPort{Protocol: proto}
+	var err error
+	if p.Port, err = parsePortNumber(node); err != nil {
+		return PublishedPort{}, fmt.Errorf("%w: published port %q: node port: %v", ErrBadField, s, err)
+	}
+	if p.ContainerPort, err = parsePortNumber(ctr); err != nil {
+		return PublishedPort{}, fmt.Errorf("%w: published port %q: container port: %v", ErrBadField, s, err)
+	}
+	if err := p.Validate(); err != nil {
+		return PublishedPort{}, err
+	}
+	return p, nil
+}
+
+// parsePortNumber reads 1 to 5 decimal digits.
+func parsePortNumber(s string) (int, error) {
+	if s == "" || len(s) > 5 || strings.Trim(s, "0123456789") != "" {
+		return 0, fmt.Errorf("%q is not a number of 1 to 5 digits", s)
+	}
+	n := 0
+	for _, c := range s {
+		n = n*10 + int(c-'0')
+	}
+	return n, nil
 }
 
 var (
@@ -223,8 +338,92 @@ func (n *Network) Validate() error {
 	if sOnes > 30 {
 		return fmt.Errorf("%w: subnet %s is smaller than a /30", ErrBadField, n.Subnet)
 	}
+	if n.WireGuard != nil {
+		return n.WireGuard.validate(rng, sub)
+	}
 	return nil
 }
+
+// validate checks the WireGuard interface of a network of range rng whose
+// subnet on this node is sub.
+func (w *WireGuard) validate(rng, sub *net.IPNet) error {
+	if w.PrivateKey == "" || len(w.PrivateKey) > maxSealedKey {
+		return fmt.Errorf("%w: wireguard private_key must be a sealed key of 1 to %d characters", ErrBadField, maxSealedKey)
+	}
+	if _, err := base64.StdEncoding.DecodeString(w.PrivateKey); err != nil {
+		return fmt.Errorf("%w: wireguard private_key is not base64", ErrBadField)
+	}
+	if w.ListenPort < 1 || w.ListenPort > 65535 {
+		return fmt.Errorf("%w: wireguard listen_port %d is not between 1 and 65535", ErrBadField, w.ListenPort)
+	}
+	if len(w.Peers) > MaxPeers {
+		return fmt.Errorf("%w: %d wireguard peers, at most %d", ErrBadField, len(w.Peers), MaxPeers)
+	}
+	keys := map[string]bool{}
+	var routed []*net.IPNet
+	for i, p := range w.Peers {
+		if _, err := ParseWireGuardKey(p.PublicKey); err != nil {
+			return fmt.Errorf("peer %d: %w", i, err)
+		}
+		if keys[p.PublicKey] {
+			return fmt.Errorf("%w: peer %d: public key listed twice", ErrBadField, i)
+		}
+		keys[p.PublicKey] = true
+		if p.Endpoint != "" {
+			ap, err := netip.ParseAddrPort(p.Endpoint)
+			if err != nil || !ap.Addr().Is4() || ap.Port() == 0 {
+				return fmt.Errorf("%w: peer %d: endpoint %q is not IPv4:port", ErrBadField, i, p.Endpoint)
+			}
+		}
+		if len(p.AllowedIPs) == 0 || len(p.AllowedIPs) > MaxAllowedIPs {
+			return fmt.Errorf("%w: peer %d: 1 to %d allowed_ips", ErrBadField, i, MaxAllowedIPs)
+		}
+		for _, a := range p.AllowedIPs {
+			n, err := parseV4Net("allowed_ips", a)
+			if err != nil {
+				return fmt.Errorf("peer %d: %w", i, err)
+			}
+			if !netWithin(n, rng) {
+				return fmt.Errorf("%w: peer %d: allowed_ips %s is not inside ip_range %s (it would take another network's traffic)", ErrBadField, i, a, rng)
+			}
+			if overlaps(n, sub) {
+				return fmt.Errorf("%w: peer %d: allowed_ips %s overlaps this node's subnet %s", ErrBadField, i, a, sub)
+			}
+			for _, r := range routed {
+				if overlaps(n, r) {
+					return fmt.Errorf("%w: peer %d: allowed_ips %s overlaps %s of another peer", ErrBadField, i, a, r)
+				}
+			}
+			routed = append(routed, n)
+		}
+	}
+	return nil
+}
+
+// ParseWireGuardKey reads a curve25519 key: base64 of 32 bytes, not all
+// zero.
+func ParseWireGuardKey(s string) ([32]byte, error) {
+	var k [32]byte
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || len(b) != 32 {
+		return k, fmt.Errorf("%w: %q is not a curve25519 key (base64 of 32 bytes)", ErrBadField, s)
+	}
+	copy(k[:], b)
+	if k == [32]byte{} {
+		return k, fmt.Errorf("%w: the all-zero curve25519 key", ErrBadField)
+	}
+	return k, nil
+}
+
+// netWithin reports whether n lies inside outer.
+func netWithin(n, outer *net.IPNet) bool {
+	no, _ := n.Mask.Size()
+	oo, _ := outer.Mask.Size()
+	return no >= oo && outer.Contains(n.IP)
+}
+
+// overlaps reports whether two networks share an address.
+func overlaps(a, b *net.IPNet) bool { return a.Contains(b.IP) || b.Contains(a.IP) }
 
 // Gateway returns the subnet's gateway address (its first host) with the
 // subnet's mask. The network must be valid.
@@ -302,6 +501,23 @@ func (c *Container) Validate() error {
 		}
 	} else if c.Network.IP != "" {
 		return fmt.Errorf("%w: container ip given without network_id", ErrBadField)
+	}
+	if len(c.Publish) > 0 && c.Network.NetworkID == "" {
+		return fmt.Errorf("%w: published ports need a network", ErrBadField)
+	}
+	if len(c.Publish) > MaxPublishedPorts {
+		return fmt.Errorf("%w: %d published ports, at most %d", ErrBadField, len(c.Publish), MaxPublishedPorts)
+	}
+	ports := map[string]bool{}
+	for _, p := range c.Publish {
+		if err := p.Validate(); err != nil {
+			return err
+		}
+		k := fmt.Sprintf("%d/%s", p.Port, p.Protocol)
+		if ports[k] {
+			return fmt.Errorf("%w: port %s published twice", ErrBadField, k)
+		}
+		ports[k] = true
 	}
 	switch {
 	case c.Capacity.CPU <= 0 || c.Capacity.CPU > MaxContainerCPU:

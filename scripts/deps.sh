@@ -9,6 +9,8 @@ done
 # The explorer's PostgreSQL tests (internal/pgtest) run Debian's server binaries.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v chromium >/dev/null 2>&1 || need+=(chromium) # the explorer's pages are tested in headless Chromium
+command -v nft >/dev/null 2>&1 || need+=(nftables)        # make lab-test lists a node's nftables table
+command -v nsenter >/dev/null 2>&1 || need+=(util-linux)  # make lab-test enters its nodes' namespaces
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "deps: missing packages ${need[*]}; run as root to install them" >&2

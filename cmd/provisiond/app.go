@@ -2,10 +2,13 @@ package main
 
 import (
 	"io"
+	"os/signal"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/edgeprov/provisiond/internal/version"
+	"github.com/edgeprov/provisiond/primitives/network/wghelper"
 )
 
 // withGlobal returns flags followed by a fresh copy of the global flags.
@@ -55,6 +58,18 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Name:        "key",
 				Usage:       "the node's identity",
 				Subcommands: []*cli.Command{{Name: "show", Usage: "print the node ID and public key", Flags: withGlobal(jsonFlag), Action: keyShow}},
+			},
+			{
+				Name:   "wireguard",
+				Usage:  "run one network's userspace WireGuard device (started by the daemon inside the network's namespace)",
+				Hidden: true,
+				Flags:  []cli.Flag{&cli.StringFlag{Name: "interface", Usage: "interface `NAME`", Required: true}},
+				Action: func(c *cli.Context) error {
+					ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
+					defer stop()
+					signal.Ignore(syscall.SIGHUP)
+					return wghelper.Run(ctx, c.String("interface"))
+				},
 			},
 			{
 				Name:  "version",

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -45,6 +46,12 @@ type config struct {
 	PollWait      time.Duration
 	LogFormat     string
 	LogLevel      string
+
+	// Uplink is the node's public interface (default "": no egress, no
+	// published ports); PortMin and PortMax bound the ports containers may
+	// publish on it (default 1024-65535).
+	Uplink           string
+	PortMin, PortMax int
 
 	// ExplorerTimeout bounds one request to the explorer, its reply read
 	// included; a poll gets PollWait + ExplorerTimeout (default 30s).
@@ -94,6 +101,8 @@ func runFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "dependency-timeout", Usage: "how long a container waits, from its acceptance, for the network and volumes it names to be deployed before it fails", Value: provision.DefaultDependencyTimeout, EnvVars: env("DEPENDENCY_TIMEOUT")},
 		&cli.DurationFlag{Name: "resync", Usage: "interval between inspections of deployed workloads", Value: 5 * time.Minute, EnvVars: env("RESYNC")},
 		&cli.DurationFlag{Name: "poll-wait", Usage: "how long the explorer may hold a long-poll", Value: 30 * time.Second, EnvVars: env("POLL_WAIT")},
+		&cli.StringFlag{Name: "uplink", Usage: "the node's public `INTERFACE`: networks reach the outside through it (masqueraded, isolated from each other and from the node) and containers publish ports on it; empty: networks are islands", EnvVars: env("UPLINK")},
+		&cli.StringFlag{Name: "publish-ports", Usage: "`MIN-MAX` node ports containers may publish on the uplink (keep the node's own services out)", Value: "1024-65535", EnvVars: env("PUBLISH_PORTS")},
 		&cli.DurationFlag{Name: "explorer-timeout", Usage: "how long one request to the explorer may take, reading its reply included (a long-poll gets poll-wait more)", Value: 30 * time.Second, EnvVars: env("EXPLORER_TIMEOUT")},
 	}
 }
@@ -207,6 +216,8 @@ func configFrom(c *cli.Context) *config {
 		LogLevel:      str("log-level"),
 	}
 	cfg.ExplorerTimeout = c.Duration("explorer-timeout")
+	cfg.Uplink = c.String("uplink")
+	cfg.PortMin, cfg.PortMax = parsePortRange(c.String("publish-ports"))
 	if cfg.SSDPath == "" {
 		cfg.SSDPath = filepath.Join(cfg.DataDir, "volumes", "ssd")
 	}
@@ -236,4 +247,28 @@ func newLogger(format, level string, w *os.File) (zerolog.Logger, error) {
 		return zerolog.Nop(), fmt.Errorf("--log-format %q: want json, console or auto", format)
 	}
 	return zerolog.New(out).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// parsePortRange reads "MIN-MAX"; anything else gives 0, 0, which
+// checkPortRange refuses.
+func parsePortRange(s string) (int, int) {
+	lo, hi, ok := strings.Cut(s, "-")
+	if !ok {
+		return 0, 0
+	}
+	a, errA := strconv.Atoi(lo)
+	b, errB := strconv.Atoi(hi)
+	if errA != nil || errB != nil {
+		return 0, 0
+	}
+	return a, b
+}
+
+// checkPortRange refuses a publishable port range that is not 1 ≤ MIN ≤
+// MAX ≤ 65535.
+func checkPortRange(lo, hi int) error {
+	if lo < 1 || hi > 65535 || lo > hi {
+		return fmt.Errorf("--publish-ports: want MIN-MAX with 1 <= MIN <= MAX <= 65535")
+	}
+	return nil
 }

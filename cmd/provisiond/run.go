@@ -45,6 +45,14 @@ func run(ctx context.Context, cfg *config) error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("run: --explorer %q is not an http(s) URL", cfg.Explorer)
 	}
+	if err := checkPortRange(cfg.PortMin, cfg.PortMax); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	if cfg.Uplink != "" {
+		if _, err := net.InterfaceByName(cfg.Uplink); err != nil {
+			return fmt.Errorf("run: --uplink %q: %w", cfg.Uplink, err)
+		}
+	}
 	transport, err := certs.Transport(cfg.ExplorerCA)
 	if err != nil {
 		return fmt.Errorf("run: --explorer-ca: %w", err)
@@ -65,6 +73,10 @@ func run(ctx context.Context, cfg *config) error {
 		return fmt.Errorf("run: node identity: %w", err)
 	}
 	nodeID := identity.NodeID(key.Public().(ed25519.PublicKey))
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("run: finding our own binary (it runs the wireguard helpers): %w", err)
+	}
 	log = log.With().Str("node", nodeID).Logger()
 
 	store, err := cache.Open(cfg.dbPath(), cache.Options{Log: log})
@@ -92,12 +104,17 @@ func run(ctx context.Context, cfg *config) error {
 	gated := newRegistered(client)
 	node := newNode(cfg)
 	prims := primitives.New(primitives.Options{
-		DataDir:      cfg.DataDir,
-		SSDPath:      cfg.SSDPath,
-		HDDPath:      cfg.HDDPath,
-		MaxImageSize: cfg.MaxImageMiB << 20,
-		LocalImages:  cfg.LocalImages,
-		Log:          log.With().Str("component", "primitives").Logger(),
+		DataDir:         cfg.DataDir,
+		SSDPath:         cfg.SSDPath,
+		HDDPath:         cfg.HDDPath,
+		MaxImageSize:    cfg.MaxImageMiB << 20,
+		LocalImages:     cfg.LocalImages,
+		Uplink:          cfg.Uplink,
+		PortMin:         cfg.PortMin,
+		PortMax:         cfg.PortMax,
+		WireGuardHelper: []string{self, "wireguard"},
+		OpenSealed:      func(sealed string) ([]byte, error) { return identity.Open(key, sealed) },
+		Log:             log.With().Str("component", "primitives").Logger(),
 		Lookup: func(id string) (*provision.Reservation, error) {
 			rec, err := store.Get(id)
 			if err != nil {

@@ -17,6 +17,7 @@ func TestFlagsFirst(t *testing.T) {
 		{"already-ordered", "provctl delete --help", "provctl delete --help"},
 		{"equals-form", "provctl watch ID --until=deleted", "provctl watch --until=deleted ID"},
 		{"subcommand-path", "provctl reserve volume --node N --size 1", "provctl reserve volume --node N --size 1"},
+		{"network-path", "provctl network access --name web", "provctl network access --name web"},
 		{"double-dash", "provctl get -- -odd-id", "provctl get -odd-id"},
 		{"no-command", "provctl", "provctl"},
 		{"dangling-flag", "provctl watch ID --until", "provctl watch --until ID"},

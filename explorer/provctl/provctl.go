@@ -92,7 +92,7 @@ func flagsFirst(args []string) []string {
 		}
 		break
 	}
-	if i < len(args) && (args[i] == "reserve" || args[i] == "key") {
+	if i < len(args) && (args[i] == "reserve" || args[i] == "key" || args[i] == "network") {
 		out = append(out, args[i])
 		i++
 	}
@@ -195,11 +195,13 @@ func App(stdout, stderr io.Writer) *cli.App {
 							&cli.Int64Flag{Name: "cpu", Usage: "`CORES`", Value: 1},
 							&cli.Int64Flag{Name: "memory", Usage: "memory limit in `MiB`", Value: 256},
 							&cli.Int64Flag{Name: "disk", Usage: "root disk size in `MiB`", Value: 1024},
+							&cli.StringSliceFlag{Name: "publish", Usage: "forward a port of the node's public address: `NODE:CONTAINER[/tcp|/udp]` (repeatable; tcp by default)"},
 						}, waitFlags...),
 						Action: withClient(reserveContainer),
 					},
 				},
 			},
+			networkCommand(),
 			{Name: "ls", Usage: "list your reservations", Flags: []cli.Flag{jsonFlag, outputFlag}, Action: withClient(list)},
 			{
 				Name:  "nodes",
@@ -417,6 +419,13 @@ func reserveContainer(ctx context.Context, s *session) error {
 			return fmt.Errorf("%w: --mount %q: want VOLID:/path", ErrUsage, m)
 		}
 		ct.Mounts = append(ct.Mounts, provision.Mount{VolumeID: vol, Mountpoint: mp})
+	}
+	for _, p := range s.c.StringSlice("publish") {
+		port, err := provision.ParsePort(p)
+		if err != nil {
+			return fmt.Errorf("%w: --publish: %w", ErrUsage, err)
+		}
+		ct.Publish = append(ct.Publish, port)
 	}
 	return s.submit(ctx, provision.ContainerReservation, ct)
 }

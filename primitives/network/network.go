@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 
@@ -77,15 +78,54 @@ type Info struct {
 // Manager creates, inspects and removes networks and container
 // attachments. It is safe for concurrent use.
 type Manager struct {
-	log zerolog.Logger
-	dir string
-	// mu serialises changes, so that two containers cannot both take one IP.
+	log    zerolog.Logger
+	dir    string
+	uplink string
+	// portMin and portMax bound the ports containers may publish.
+	portMin, portMax int
+	helper           []string
+	helperLogs       string
+	// mu serialises changes, so that two containers cannot both take one
+	// IP or one port.
 	mu sync.Mutex
 }
 
-// New returns a Manager that logs to log.
-func New(log zerolog.Logger) *Manager {
-	return &Manager{log: log.With().Str("component", "network").Logger(), dir: NamespaceDir}
+// Options configures a Manager.
+type Options struct {
+	// Log is the logger. Default zerolog.Nop() (the zero Logger).
+	Log zerolog.Logger
+	// Uplink is the node's public interface: networks reach the outside
+	// through it (masqueraded) and containers publish ports on it. Default
+	// "": networks are islands and publishing a port fails.
+	Uplink string
+	// PortMin and PortMax bound the node ports containers may publish, so
+	// that the node's own services (ssh) are never taken over. Default
+	// 1024 and 65535.
+	PortMin, PortMax int
+	// WireGuardHelper is the command (and its first arguments) that runs
+	// a WireGuard device (wghelper.Run); "--interface NAME" is appended.
+	// Default none: WireGuard networks fail.
+	WireGuardHelper []string
+	// HelperLogs is the directory of the helpers' logs. Default "": their
+	// output is discarded.
+	HelperLogs string
+}
+
+// New returns a Manager without uplink that logs to log.
+func New(log zerolog.Logger) *Manager { return NewWith(Options{Log: log}) }
+
+// NewWith returns a Manager configured by opts.
+func NewWith(opts Options) *Manager {
+	m := &Manager{log: opts.Log.With().Str("component", "network").Logger(), dir: NamespaceDir,
+		uplink: opts.Uplink, portMin: opts.PortMin, portMax: opts.PortMax,
+		helper: opts.WireGuardHelper, helperLogs: opts.HelperLogs}
+	if m.portMin == 0 {
+		m.portMin = 1024
+	}
+	if m.portMax == 0 {
+		m.portMax = 65535
+	}
+	return m
 }
 
 // Namespace returns the name of the namespace of network id.
@@ -122,6 +162,15 @@ func checkContainerID(id string) error {
 // bridge holding gateway, and loopback up. It is idempotent: an existing
 // namespace is brought to this state.
 func (m *Manager) Provision(ctx context.Context, id string, gateway *net.IPNet) (Info, error) {
+	return m.ProvisionWith(ctx, id, gateway, nil)
+}
+
+// ProvisionWith is Provision with a WireGuard interface (nil: none): its
+// device runs in a helper process, its listen port is published on the
+// uplink (an exclusive node port: ErrPortTaken, ErrPortRange) and the
+// network's range is routed to it. Peers are replaced in place: those
+// kept keep their sessions.
+func (m *Manager) ProvisionWith(ctx context.Context, id string, gateway *net.IPNet, wg *WireGuardSpec) (Info, error) {
 	if err := checkID(id); err != nil {
 		return Info{}, err
 	}
@@ -130,6 +179,18 @@ func (m *Manager) Provision(ctx context.Context, id string, gateway *net.IPNet) 
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	// The WireGuard port is checked before anything is made: a refused
+	// network leaves nothing.
+	wgPort := 0
+	if wg != nil {
+		if m.uplink == "" {
+			return Info{}, provision.Permanentf("wireguard of network %s: %w", id, ErrNoUplink)
+		}
+		wgPort = wg.ListenPort
+		if err := m.checkPorts(wgOwner(id), []Port{{Port: wgPort, ContainerPort: wgPort, Protocol: "udp"}}); err != nil {
+			return Info{}, err
+		}
+	}
 	name := Namespace(id)
 	ns, err := m.ensureNamespace(name)
 	if err != nil {
@@ -160,6 +221,20 @@ func (m *Manager) Provision(ctx context.Context, id string, gateway *net.IPNet) 
 	if err := h.LinkSetUp(br); err != nil {
 		return Info{}, fmt.Errorf("setting bridge of network %s up: %w", id, err)
 	}
+	if m.uplink != "" {
+		if err := m.ensureEgress(id, ns, h, wgPort); err != nil {
+			return Info{}, fmt.Errorf("egress of network %s: %w", id, err)
+		}
+	}
+	if wg != nil {
+		port := Port{Port: wgPort, ContainerPort: wgPort, Protocol: "udp"}
+		if err := m.publishLocked(id, wgOwner(id), nil, []Port{port}); err != nil {
+			return Info{}, fmt.Errorf("publishing the wireguard port of network %s: %w", id, err)
+		}
+		if err := m.ensureWireGuard(id, ns, h, gateway.IP, wg); err != nil {
+			return Info{}, fmt.Errorf("wireguard of network %s: %w", id, err)
+		}
+	}
 	m.log.Debug().Str("network", id).Str("gateway", gateway.String()).Msg("network provisioned")
 	return Info{NetworkID: id, Namespace: name, Gateway: gateway.String()}, nil
 }
@@ -167,6 +242,12 @@ func (m *Manager) Provision(ctx context.Context, id string, gateway *net.IPNet) 
 // Inspect checks that network id exists with its bridge up and addressed.
 // It returns an error wrapping provision.ErrVanished when it does not.
 func (m *Manager) Inspect(ctx context.Context, id string) error {
+	return m.InspectWith(ctx, id, false)
+}
+
+// InspectWith is Inspect that also checks, when wireguard is set, that
+// the network's WireGuard device answers (a killed helper is vanished).
+func (m *Manager) InspectWith(ctx context.Context, id string, wireguard bool) error {
 	if err := checkID(id); err != nil {
 		return err
 	}
@@ -174,10 +255,30 @@ func (m *Manager) Inspect(ctx context.Context, id string) error {
 		return err
 	}
 	_, _, err := m.subnet(id)
+	if err == nil && m.uplink != "" {
+		err = m.inspectUplink(id)
+	}
+	if err == nil && wireguard {
+		err = inspectWireGuard(id)
+	}
 	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrBroken) {
 		return fmt.Errorf("inspecting network %s: %w: %w", id, provision.ErrVanished, err)
 	}
 	return err
+}
+
+func (m *Manager) inspectUplink(id string) error {
+	ns, err := m.open(Namespace(id))
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("opening netlink in network %s: %w", id, err)
+	}
+	defer h.Close()
+	return m.inspectEgress(id, h)
 }
 
 // Decommission removes network id. It refuses with a temporary error
@@ -193,16 +294,22 @@ func (m *Manager) Decommission(ctx context.Context, id string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	name := Namespace(id)
+	if err := m.unpublish(wgOwner(id)); err != nil {
+		return fmt.Errorf("decommissioning network %s: %w", id, err)
+	}
 	ns, err := m.open(name)
 	if errors.Is(err, ErrNotFound) {
+		if err := removeUplink(id); err != nil {
+			return err
+		}
 		return m.deleteNamed(name)
 	}
 	if err != nil {
 		return fmt.Errorf("opening network %s: %w", id, err)
 	}
 	ports, err := m.listPorts(ns)
-	ns.Close()
 	if err != nil {
+		ns.Close()
 		return fmt.Errorf("listing ports of network %s: %w", id, err)
 	}
 	var busy []string
@@ -212,7 +319,16 @@ func (m *Manager) Decommission(ctx context.Context, id string) error {
 		}
 	}
 	if len(busy) > 0 {
+		ns.Close()
 		return provision.Temporary(fmt.Errorf("decommissioning network %s: %w: %s", id, ErrBusy, strings.Join(busy, ", ")))
+	}
+	err = removeWireGuard(ns, id)
+	ns.Close()
+	if err != nil {
+		return fmt.Errorf("removing the wireguard device of network %s: %w", id, err)
+	}
+	if err := removeUplink(id); err != nil {
+		return fmt.Errorf("decommissioning network %s: %w", id, err)
 	}
 	if err := m.deleteNamed(name); err != nil {
 		return fmt.Errorf("deleting namespace of network %s: %w", id, err)
@@ -406,6 +522,9 @@ func (m *Manager) Detach(ctx context.Context, containerID string) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if err := m.unpublish(containerID); err != nil {
+		return err
+	}
 	name := ContainerNamespace(containerID)
 	cns, err := m.open(name)
 	if err == nil {
@@ -423,7 +542,8 @@ func (m *Manager) Detach(ctx context.Context, containerID string) error {
 	return nil
 }
 
-// Networks returns the ids of the networks whose namespace exists.
+// Networks returns the ids of the networks whose namespace or link to
+// the node exists.
 func (m *Manager) Networks(ctx context.Context) ([]string, error) {
 	var ids []string
 	err := m.eachNamespace(ctx, func(name string) {
@@ -431,10 +551,28 @@ func (m *Manager) Networks(ctx context.Context) ([]string, error) {
 			ids = append(ids, id)
 		}
 	})
-	return ids, err
+	if err != nil || m.uplink == "" {
+		return ids, err
+	}
+	node, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("opening netlink on the node: %w", err)
+	}
+	defer node.Close()
+	links, err := uplinks(node)
+	if err != nil {
+		return nil, err
+	}
+	for id := range links {
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
 }
 
-// Containers returns the ids of the containers whose namespace exists.
+// Containers returns the ids of the containers whose namespace exists or
+// that hold a published port.
 func (m *Manager) Containers(ctx context.Context) ([]string, error) {
 	var ids []string
 	err := m.eachNamespace(ctx, func(name string) {
@@ -442,7 +580,24 @@ func (m *Manager) Containers(ctx context.Context) ([]string, error) {
 			ids = append(ids, id)
 		}
 	})
-	return ids, err
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	ports, err := m.publishedPorts()
+	m.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range ports {
+		if strings.HasPrefix(c, "wg.") { // a network's wireguard port
+			continue
+		}
+		if !slices.Contains(ids, c) && provision.ValidName("id", c) == nil {
+			ids = append(ids, c)
+		}
+	}
+	return ids, nil
 }
 
 func (m *Manager) eachNamespace(ctx context.Context, fn func(name string)) error {
@@ -530,7 +685,7 @@ func (m *Manager) portsOf(h *netlink.Handle) ([]port, error) {
 	}
 	var ports []port
 	for _, l := range links {
-		if l.Type() != "veth" {
+		if l.Type() != "veth" || l.Attrs().Name == UplinkLink {
 			continue
 		}
 		p := port{name: l.Attrs().Name}
