@@ -107,7 +107,7 @@ type Table struct {
 	lookup    func(id string) (*provision.Reservation, error)
 	// giveUp is told when a container crash-loops; set by GiveUpTo.
 	giveUp atomic.Pointer[decommissioner]
-	open      func(sealed string) ([]byte, error)
+	open   func(sealed string) ([]byte, error)
 }
 
 // decommissioner boxes a provision.Decommissioner for an atomic pointer.
