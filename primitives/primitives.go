@@ -218,6 +218,7 @@ func (t *Table) provisionContainer(ctx context.Context, r *provision.Reservation
 		NetworkID: c.Network.NetworkID,
 		CPU:       c.Capacity.CPU,
 		Memory:    c.Capacity.Memory,
+		DiskSize:  c.Capacity.DiskSize,
 	}
 	if c.Network.NetworkID != "" {
 		spec.IP = net.ParseIP(c.Network.IP)
