@@ -93,10 +93,17 @@ func (m *Manager) makeDisk(ctx context.Context, img string, size int64) error {
 	}
 	// No reserved blocks, no discard (it would punch the image sparse).
 	cmd := exec.CommandContext(ctx, m.mkfs, "-F", "-q", "-m", "0",
-		"-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1", tmp)
+		"-E", "nodiscard,lazy_itable_init=0,lazy_journal_init=1", tmp)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("mkfs.ext4: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	// mke2fs zeroes the inode tables by punching holes: allocate them
+	// again. (With lazy_itable_init=0 no kernel thread zeroes, and
+	// punches, them later.)
+	if err := reallocate(tmp, size); err != nil {
+		os.Remove(tmp)
+		return err
 	}
 	if err := syncFile(tmp); err != nil {
 		os.Remove(tmp)
@@ -144,6 +151,23 @@ func unmountDisk(bundle string) error {
 		return err
 	}
 	return loop.Detach(img)
+}
+
+// reallocate allocates whatever of the first size bytes of file p is a
+// hole, keeping its data.
+func reallocate(p string, size int64) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	err = unix.Fallocate(int(f.Fd()), 0, 0, size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("allocating: %w", err)
+	}
+	return nil
 }
 
 func syncFile(p string) error {

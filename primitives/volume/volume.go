@@ -190,12 +190,21 @@ func (m *Manager) create(ctx context.Context, img string, size int64) error {
 	}
 	// There is no Go library that writes ext4 well; mkfs.ext4 it is. No
 	// reserved blocks (the whole volume is the user's), no discard (which
-	// would punch the allocated file sparse again), lazy table initialisation so large volumes format fast.
+	// would punch the allocated file sparse again), inode tables written
+	// now (a kernel thread writing them later would punch holes into the
+	// image).
 	cmd := exec.CommandContext(ctx, m.mkfs, "-F", "-q", "-m", "0",
-		"-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1", tmp)
+		"-E", "nodiscard,lazy_itable_init=0,lazy_journal_init=1", tmp)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("mkfs.ext4: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	// mke2fs zeroes the inode tables by punching holes: allocate them
+	// again. (With lazy_itable_init=0 no kernel thread zeroes, and
+	// punches, them later.)
+	if err := reallocate(tmp, size); err != nil {
+		os.Remove(tmp)
+		return err
 	}
 	if err := syncFile(tmp); err != nil {
 		os.Remove(tmp)
@@ -206,6 +215,23 @@ func (m *Manager) create(ctx context.Context, img string, size int64) error {
 		return err
 	}
 	return syncFile(filepath.Dir(img))
+}
+
+// reallocate allocates whatever of the first size bytes of file p is a
+// hole, keeping its data.
+func reallocate(p string, size int64) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	err = unix.Fallocate(int(f.Fd()), 0, 0, size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("allocating: %w", err)
+	}
+	return nil
 }
 
 func syncFile(p string) error {
