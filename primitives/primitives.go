@@ -76,6 +76,17 @@ type Options struct {
 	// below (container.Options.LocalImages). Default "": only http(s)
 	// images are used.
 	LocalImages string
+	// ContainerPidsLimit caps each container's processes
+	// (container.Options.PidsLimit). Default container.DefaultPidsLimit.
+	ContainerPidsLimit int64
+	// ContainerLogMaxSize and ContainerLogMaxFiles bound each container's
+	// log (container.Options.LogMaxSize, LogMaxFiles). Defaults
+	// container.DefaultLogMaxSize and container.DefaultLogMaxFiles.
+	ContainerLogMaxSize  int64
+	ContainerLogMaxFiles int
+	// ContainerRunDir is where root filesystems are mounted
+	// (container.Options.RunDir). Default container.DefaultRunDir.
+	ContainerRunDir string
 }
 
 // Table provisions, decommissions, inspects and lists the workloads of
@@ -110,6 +121,8 @@ func New(opts Options) *Table {
 			DataDir: opts.DataDir, RuncPath: opts.RuncPath, Network: nets, OnGiveUp: opts.OnGiveUp,
 			Now: opts.Now, HTTPClient: opts.HTTPClient, MaxImageSize: opts.MaxImageSize,
 			LocalImages: opts.LocalImages, Log: log,
+			PidsLimit: opts.ContainerPidsLimit, LogMaxSize: opts.ContainerLogMaxSize,
+			LogMaxFiles: opts.ContainerLogMaxFiles, RunDir: opts.ContainerRunDir,
 		}),
 		lookup: opts.Lookup,
 	}

@@ -58,6 +58,13 @@ func run(ctx context.Context, cfg *config) error {
 			return fmt.Errorf("run: creating %s: %w", dir, err)
 		}
 	}
+	logMaxSize, err := parseSize(cfg.LogMaxSize)
+	if err != nil {
+		return fmt.Errorf("run: --container-log-max-size: %w", err)
+	}
+	if cfg.LogMaxFiles < 1 || cfg.PidsLimit < 1 {
+		return fmt.Errorf("run: --container-log-max-files (%d) and --container-pids-limit (%d) must be at least 1", cfg.LogMaxFiles, cfg.PidsLimit)
+	}
 	if err := checkLocalImages(cfg, log); err != nil {
 		return err
 	}
@@ -94,12 +101,16 @@ func run(ctx context.Context, cfg *config) error {
 	node := newNode(cfg)
 	var engine *provision.Engine // set below; the closures run only after Run started
 	prims := primitives.New(primitives.Options{
-		DataDir:      cfg.DataDir,
-		SSDPath:      cfg.SSDPath,
-		HDDPath:      cfg.HDDPath,
-		MaxImageSize: cfg.MaxImageMiB << 20,
-		LocalImages:  cfg.LocalImages,
-		Log:          log.With().Str("component", "primitives").Logger(),
+		DataDir:              cfg.DataDir,
+		SSDPath:              cfg.SSDPath,
+		HDDPath:              cfg.HDDPath,
+		MaxImageSize:         cfg.MaxImageMiB << 20,
+		LocalImages:          cfg.LocalImages,
+		ContainerPidsLimit:   cfg.PidsLimit,
+		ContainerLogMaxSize:  logMaxSize,
+		ContainerLogMaxFiles: cfg.LogMaxFiles,
+		ContainerRunDir:      cfg.RunDir,
+		Log:                  log.With().Str("component", "primitives").Logger(),
 		Lookup: func(id string) (*provision.Reservation, error) {
 			rec, err := store.Get(id)
 			if err != nil {
