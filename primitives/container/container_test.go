@@ -107,36 +107,11 @@ func (e *env) run(t testing.TB, id string, s container.Spec) container.Info {
 	return info
 }
 
-// exec runs a command inside container id (with CAP_NET_RAW, which ping
-// needs). runc 1.1's exec joins the user namespace first and then cannot
-// join a network namespace the node's user namespace owns, so a container
-// in a network is entered with nsenter: its network, mount, uts, ipc and
-// pid namespaces as the node's root (raw sockets, which busybox's ping
-// needs, belong to the network namespace's owner), not its user namespace,
-// cgroup or seccomp filter.
+// exec runs a command inside container id (testutil.ContainerExec: with
+// CAP_NET_RAW; a container in a network is entered with nsenter).
 func (e *env) exec(t testing.TB, id string, args ...string) (string, error) {
 	t.Helper()
-	var cmd *exec.Cmd
-	if e.inNetwork(t, id) {
-		cmd = exec.Command("nsenter", append([]string{"--target", fmt.Sprint(runcPid(t, e, id)), "--net", "--mount", "--uts", "--ipc", "--pid", "--root", "--wd", "--"}, args...)...)
-		cmd.Env = []string{"PATH=/bin:/usr/bin"}
-	} else {
-		cmd = exec.Command("runc", append([]string{"--root", e.m.RuncRoot(), "exec", "--cap", "CAP_NET_RAW", container.Name(id)}, args...)...)
-	}
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
-// inNetwork reports whether container id joined a network namespace the
-// node made (its config names a namespace path).
-func (e *env) inNetwork(t testing.TB, id string) bool {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(e.m.Bundle(id), "config.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.Contains(string(b), `"type": "network",
-				"path": "/`)
+	return testutil.ContainerExec(e.m.RuncRoot(), container.Name(id), args...)
 }
 
 func eventually(t testing.TB, d time.Duration, check func() error) {
