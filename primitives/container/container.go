@@ -3,14 +3,20 @@
 // The image (a rootfs tarball, local or http(s)) is verified against its
 // sha256 and unpacked once per digest into <DataDir>/images/<digest>. Each
 // container, named "prv-<id>", gets a bundle <DataDir>/containers/prv-<id>
-// holding an overlay (lower: the image, upper and work dirs beside it)
-// mounted as rootfs, and a config.json built with the OCI runtime-spec
-// types: its own pid, ipc, uts and mount namespaces, the network namespace
-// the Network gives it, cgroup cpu quota and memory limit under
-// /provisiond/prv-<id>, bind-mounted volumes, no new privileges and runc's
-// minimal default capabilities. runc runs it detached with its own state
-// directory <DataDir>/runc, stdout and stderr going to
-// <DataDir>/logs/prv-<id>.log, so the container outlives the daemon.
+// holding its disk (an allocated ext4 image of its disk size, loop-mounted,
+// with the overlay's upper and work directories: a full disk is ENOSPC to
+// the container alone), the image mounted idmapped to the container's uid
+// range as the overlay's lower layer, its volumes mounted idmapped, and a
+// config.json built with the OCI runtime-spec types: a user namespace
+// mapping the container's ids to a host range of its own (userns.go), its
+// own pid, ipc, uts and mount namespaces, the network namespace the Network
+// gives it, Docker's default seccomp profile, cgroup cpu quota, memory and
+// pids limits under /provisiond/prv-<id>, no new privileges and runc's
+// minimal default capabilities. The overlay is mounted at
+// <RunDir>/prv-<id>. runc runs it detached with its own state directory
+// <DataDir>/runc, so the container outlives the daemon; its stdout and
+// stderr go through a FIFO the daemon copies into rotated log files
+// <DataDir>/logs/prv-<id>.log (logs.go).
 //
 // A container that stopped is reported vanished by Inspect; the next
 // Provision deletes and runs it again, counting the exit. More than
