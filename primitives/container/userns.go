@@ -20,7 +20,8 @@ import (
 // User namespaces. Each container runs in a user namespace of its own that
 // maps its uids and gids 0..IDRange-1 to a host range nobody else uses:
 // [base, base+IDRange) with base = UIDBase + slot×IDRange, the slot being
-// the lowest one no other bundle holds. The container's root is therefore
+// the lowest one no other bundle holds (as many slots as fit below 2^32-1,
+// the invalid uid: 49151 from the default base). The container's root is therefore
 // an unprivileged host uid that owns nothing of the node's, and two tenants'
 // processes are different host users.
 //
@@ -40,9 +41,6 @@ const (
 	// DefaultUIDBase is the first host uid (and gid) of the containers'
 	// ranges, far above the uids of the node's own users.
 	DefaultUIDBase = 1 << 30
-	// maxSlots bounds the ranges so base+IDRange stays below 2^32-1
-	// (the invalid uid).
-	maxSlots = (1<<32 - DefaultUIDBase) / IDRange
 )
 
 // uidBaseFile is the file in a bundle that holds its range's first host
