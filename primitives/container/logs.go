@@ -179,12 +179,15 @@ func (m *Manager) startLog(id string) error {
 	go func() {
 		defer close(p.done)
 		buf := make([]byte, 64<<10)
+		failing := false // warned about a write error; said once until one succeeds
 		for {
 			n, err := pipe.Read(buf)
 			if n > 0 {
-				if _, werr := r.Write(buf[:n]); werr != nil {
-					m.log.Warn().Err(werr).Str("container", id).Msg("writing container log; dropping what the container wrote")
+				_, werr := r.Write(buf[:n])
+				if werr != nil && !failing {
+					m.log.Warn().Err(werr).Str("container", id).Msg("writing container log; dropping what the container writes until it works again")
 				}
+				failing = werr != nil
 			}
 			if err != nil {
 				if !errors.Is(err, os.ErrClosed) && !errors.Is(err, io.EOF) {
