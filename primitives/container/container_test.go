@@ -146,7 +146,7 @@ func assertNoLeaks(t testing.TB, e *env) {
 		t.Fatal(err)
 	}
 	for _, m := range ms {
-		if strings.HasPrefix(m.Point, e.dir) {
+		if strings.HasPrefix(m.Point, e.dir) || strings.HasPrefix(m.Point, e.runDir+"/") {
 			t.Errorf("mount left at %s", m.Point)
 		}
 	}
@@ -504,10 +504,11 @@ func TestHalfDone(t *testing.T) {
 		if err := e.net.Detach(ctx, id); err != nil {
 			t.Fatal(err)
 		}
-		if err := mounts.Unmount(filepath.Join(e.m.Bundle(id), "rootfs")); err != nil {
+		if err := mounts.Unmount(filepath.Join(e.runDir, container.Name(id))); err != nil {
 			t.Fatal(err)
 		}
-		restarted := container.New(container.Options{DataDir: e.dir, Network: e.net, LocalImages: filepath.Dir(e.image)})
+		restarted := container.New(container.Options{DataDir: e.dir, RunDir: e.runDir, Network: e.net, LocalImages: filepath.Dir(e.image)})
+		defer restarted.Close()
 		if _, err := restarted.Provision(ctx, id, spec("10.232.4.12")); err != nil {
 			t.Fatal(err)
 		}
