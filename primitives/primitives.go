@@ -95,6 +95,17 @@ type Options struct {
 	// the node's key): a WireGuard network's private key. nil: WireGuard
 	// networks fail.
 	OpenSealed func(sealed string) ([]byte, error)
+	// ContainerPidsLimit caps each container's processes
+	// (container.Options.PidsLimit). Default container.DefaultPidsLimit.
+	ContainerPidsLimit int64
+	// ContainerLogMaxSize and ContainerLogMaxFiles bound each container's
+	// log (container.Options.LogMaxSize, LogMaxFiles). Defaults
+	// container.DefaultLogMaxSize and container.DefaultLogMaxFiles.
+	ContainerLogMaxSize  int64
+	ContainerLogMaxFiles int
+	// ContainerRunDir is where root filesystems are mounted
+	// (container.Options.RunDir). Default container.DefaultRunDir.
+	ContainerRunDir string
 }
 
 // Table provisions, decommissions, inspects and lists the workloads of
@@ -140,6 +151,8 @@ func New(opts Options) *Table {
 		DataDir: opts.DataDir, RuncPath: opts.RuncPath, Network: nets, OnGiveUp: t.onGiveUp,
 		Now: opts.Now, HTTPClient: opts.HTTPClient, MaxImageSize: opts.MaxImageSize,
 		LocalImages: opts.LocalImages, Log: log,
+		PidsLimit: opts.ContainerPidsLimit, LogMaxSize: opts.ContainerLogMaxSize,
+		LogMaxFiles: opts.ContainerLogMaxFiles, RunDir: opts.ContainerRunDir,
 	})
 	t.table = t.newTable()
 	return t
@@ -304,6 +317,7 @@ func (t *Table) provisionContainer(ctx context.Context, r *provision.Reservation
 		NetworkID: c.Network.NetworkID,
 		CPU:       c.Capacity.CPU,
 		Memory:    c.Capacity.Memory,
+		DiskSize:  c.Capacity.DiskSize,
 	}
 	if c.Network.NetworkID != "" {
 		spec.IP = net.ParseIP(c.Network.IP)

@@ -104,9 +104,7 @@ func (e *env) container(net string, ip string, mounts ...provision.Mount) *provi
 }
 
 func (e *env) exec(id string, args ...string) (string, error) {
-	root := filepath.Join(e.dir, "runc")
-	out, err := exec.Command("runc", append([]string{"--root", root, "exec", "--cap", "CAP_NET_RAW", container.Name(id)}, args...)...).CombinedOutput()
-	return string(out), err
+	return testutil.ContainerExec(filepath.Join(e.dir, "runc"), container.Name(id), args...)
 }
 
 func asJSON(t testing.TB, v any) map[string]any {

@@ -270,21 +270,25 @@ func orphans(t testing.TB, n *harness.Node, recs map[string]*provision.Record) [
 			bad = append(bad, "netns "+ns)
 		}
 	}
-	for _, mp := range mountsUnder(t, n.Dir) {
-		rel, _ := filepath.Rel(dataDir(n), mp)
-		id := ""
+	// ownerOf is the id of the first prv- component of a path below the
+	// data directory: a volume's image or mount, a container's bundle
+	// (its disk image, idmapped mounts).
+	ownerOf := func(p string) string {
+		rel, _ := filepath.Rel(dataDir(n), p)
 		for _, part := range strings.Split(rel, "/") {
 			if i, ok := idOfPrv(part); ok {
-				id = i
-				break
+				return i
 			}
 		}
-		if id == "" || !live(id) {
+		return ""
+	}
+	for _, mp := range mountsUnder(t, n.Dir) {
+		if id := ownerOf(mp); id == "" || !live(id) {
 			bad = append(bad, "mount "+mp)
 		}
 	}
 	for dev, backing := range loopsUnder(t, n.Dir) {
-		if id, ok := idOfPrv(filepath.Base(backing)); !ok || !live(id) {
+		if id := ownerOf(backing); id == "" || !live(id) {
 			bad = append(bad, "loop "+dev+" on "+backing)
 		}
 	}

@@ -170,6 +170,5 @@ func reboot(t testing.TB, n *harness.Node, pid int, namespaces []string) {
 
 // runcExec runs a command in a node's container and returns its output.
 func runcExec(n *harness.Node, name string, args ...string) (string, error) {
-	out, err := exec.Command("runc", append([]string{"--root", runcRoot(n), "exec", name}, args...)...).CombinedOutput()
-	return string(out), err
+	return testutil.ContainerExec(runcRoot(n), name, args...)
 }

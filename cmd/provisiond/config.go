@@ -42,10 +42,16 @@ type config struct {
 	DepTimeout    time.Duration
 	MaxImageMiB   int64
 	LocalImages   string
-	Resync        time.Duration
-	PollWait      time.Duration
-	LogFormat     string
-	LogLevel      string
+	// PidsLimit, LogMaxSize, LogMaxFiles and RunDir are the containers'
+	// (container.Options).
+	PidsLimit   int64
+	LogMaxSize  string // parsed by parseSize
+	LogMaxFiles int
+	RunDir      string
+	Resync      time.Duration
+	PollWait    time.Duration
+	LogFormat   string
+	LogLevel    string
 
 	// Uplink is the node's public interface (default "": no egress, no
 	// published ports); PortMin and PortMax bound the ports containers may
@@ -98,6 +104,10 @@ func runFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "op-timeout", Usage: "time limit of one provision or decommission", Value: 5 * time.Minute, EnvVars: env("OP_TIMEOUT")},
 		&cli.Int64Flag{Name: "max-image-mib", Usage: "largest size in MiB of the files a container image may unpack to (a larger image fails; a tar bomb cannot fill the disk)", Value: container.DefaultMaxImageSize >> 20, EnvVars: env("MAX_IMAGE_MIB")},
 		&cli.StringFlag{Name: "local-images", Usage: "`DIR` local container image paths must lie below (symlinks may not leave it); empty: only http(s) images are used", EnvVars: env("LOCAL_IMAGES")},
+		&cli.Int64Flag{Name: "container-pids-limit", Usage: "most processes (threads included) one container may run; a fork bomb stops there", Value: container.DefaultPidsLimit, EnvVars: env("CONTAINER_PIDS_LIMIT")},
+		&cli.StringFlag{Name: "container-log-max-size", Usage: "`SIZE` (bytes, or with KiB, MiB, GiB) a container's log file is rotated at", Value: "10MiB", EnvVars: env("CONTAINER_LOG_MAX_SIZE")},
+		&cli.IntFlag{Name: "container-log-max-files", Usage: "log files kept per container, the current one included (so at most max-size × max-files bytes)", Value: container.DefaultLogMaxFiles, EnvVars: env("CONTAINER_LOG_MAX_FILES")},
+		&cli.StringFlag{Name: "container-run-dir", Usage: "`DIR` the containers' root filesystems are mounted in; it and every directory above it must be searchable by others (a container's user namespace mounts from there)", Value: container.DefaultRunDir, EnvVars: env("CONTAINER_RUN_DIR")},
 		&cli.DurationFlag{Name: "dependency-timeout", Usage: "how long a container waits, from its acceptance, for the network and volumes it names to be deployed before it fails", Value: provision.DefaultDependencyTimeout, EnvVars: env("DEPENDENCY_TIMEOUT")},
 		&cli.DurationFlag{Name: "resync", Usage: "interval between inspections of deployed workloads", Value: 5 * time.Minute, EnvVars: env("RESYNC")},
 		&cli.DurationFlag{Name: "poll-wait", Usage: "how long the explorer may hold a long-poll", Value: 30 * time.Second, EnvVars: env("POLL_WAIT")},
@@ -210,6 +220,10 @@ func configFrom(c *cli.Context) *config {
 		DepTimeout:    c.Duration("dependency-timeout"),
 		MaxImageMiB:   c.Int64("max-image-mib"),
 		LocalImages:   c.String("local-images"),
+		PidsLimit:     c.Int64("container-pids-limit"),
+		LogMaxSize:    c.String("container-log-max-size"),
+		LogMaxFiles:   c.Int("container-log-max-files"),
+		RunDir:        c.String("container-run-dir"),
 		Resync:        c.Duration("resync"),
 		PollWait:      c.Duration("poll-wait"),
 		LogFormat:     str("log-format"),
@@ -271,4 +285,24 @@ func checkPortRange(lo, hi int) error {
 		return fmt.Errorf("--publish-ports: want MIN-MAX with 1 <= MIN <= MAX <= 65535")
 	}
 	return nil
+}
+
+// parseSize reads a size in bytes: a number with an optional KiB, MiB or
+// GiB suffix ("10MiB").
+func parseSize(s string) (int64, error) {
+	num, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if n, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = strings.TrimSpace(n), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > (1<<50)/mult {
+		return 0, fmt.Errorf("size %q: want a positive number of bytes, KiB, MiB or GiB", s)
+	}
+	return n * mult, nil
 }

@@ -65,6 +65,13 @@ func run(ctx context.Context, cfg *config) error {
 			return fmt.Errorf("run: creating %s: %w", dir, err)
 		}
 	}
+	logMaxSize, err := parseSize(cfg.LogMaxSize)
+	if err != nil {
+		return fmt.Errorf("run: --container-log-max-size: %w", err)
+	}
+	if cfg.LogMaxFiles < 1 || cfg.PidsLimit < 1 {
+		return fmt.Errorf("run: --container-log-max-files (%d) and --container-pids-limit (%d) must be at least 1", cfg.LogMaxFiles, cfg.PidsLimit)
+	}
 	if err := checkLocalImages(cfg, log); err != nil {
 		return err
 	}
@@ -104,17 +111,21 @@ func run(ctx context.Context, cfg *config) error {
 	gated := newRegistered(client)
 	node := newNode(cfg)
 	prims := primitives.New(primitives.Options{
-		DataDir:         cfg.DataDir,
-		SSDPath:         cfg.SSDPath,
-		HDDPath:         cfg.HDDPath,
-		MaxImageSize:    cfg.MaxImageMiB << 20,
-		LocalImages:     cfg.LocalImages,
-		Uplink:          cfg.Uplink,
-		PortMin:         cfg.PortMin,
-		PortMax:         cfg.PortMax,
-		WireGuardHelper: []string{self, "wireguard"},
-		OpenSealed:      func(sealed string) ([]byte, error) { return identity.Open(key, sealed) },
-		Log:             log.With().Str("component", "primitives").Logger(),
+		DataDir:              cfg.DataDir,
+		SSDPath:              cfg.SSDPath,
+		HDDPath:              cfg.HDDPath,
+		MaxImageSize:         cfg.MaxImageMiB << 20,
+		LocalImages:          cfg.LocalImages,
+		Uplink:               cfg.Uplink,
+		PortMin:              cfg.PortMin,
+		PortMax:              cfg.PortMax,
+		WireGuardHelper:      []string{self, "wireguard"},
+		OpenSealed:           func(sealed string) ([]byte, error) { return identity.Open(key, sealed) },
+		ContainerPidsLimit:   cfg.PidsLimit,
+		ContainerLogMaxSize:  logMaxSize,
+		ContainerLogMaxFiles: cfg.LogMaxFiles,
+		ContainerRunDir:      cfg.RunDir,
+		Log:                  log.With().Str("component", "primitives").Logger(),
 		Lookup: func(id string) (*provision.Reservation, error) {
 			rec, err := store.Get(id)
 			if err != nil {

@@ -304,8 +304,18 @@ func LocalImages() string { return os.TempDir() }
 // Start (re)starts provisiond and waits until its admin socket answers.
 func (n *Node) Start(t testing.TB) {
 	t.Helper()
+	// The containers' root filesystems are mounted below the node's
+	// directory (so the tests' checks and reboots see them), which must
+	// then be searchable by others: runc mounts a root filesystem from
+	// inside the container's user namespace.
+	for _, d := range []string{filepath.Dir(n.Dir), n.Dir} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
 	args := append(n.global(), "--log-format", "json", "run", "--explorer", n.Explorer,
-		"--metrics-listen", n.Metrics, "--poll-wait", "2s", "--resync", "5s", "--local-images", LocalImages())
+		"--metrics-listen", n.Metrics, "--poll-wait", "2s", "--resync", "5s", "--local-images", LocalImages(),
+		"--container-run-dir", filepath.Join(n.Dir, "run"))
 	args = append(args, n.Args...)
 	bin := n.bin(t)
 	logPath := filepath.Join(n.Dir, "provisiond.log")

@@ -2,10 +2,12 @@ package container
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 
+	"github.com/moby/profiles/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -14,8 +16,9 @@ const (
 	// CPUPeriod is the CFS period, in µs; a container gets CPU×CPUPeriod of
 	// quota in each.
 	CPUPeriod = 100000
-	// PidsLimit caps the processes of a container (a fork bomb stays inside).
-	PidsLimit = 4096
+	// DefaultPidsLimit caps the processes (threads included) of a
+	// container: a fork bomb stays inside.
+	DefaultPidsLimit = 1024
 	// OOMScoreAdj is every container process's oom_score_adj: when the
 	// node runs out of memory the kernel kills tenants before the daemon
 	// (0) and the system's services. It is set here, in the spec, not
@@ -30,11 +33,22 @@ const (
 // nothing to administer the node.
 var defaultCaps = []string{"CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"}
 
-// runtimeSpec builds the OCI configuration of container name: rootfs is the
-// mounted overlay, netns the path of its network namespace ("" for a new,
-// empty one), memsw whether the kernel accounts swap (so swap can be
-// forbidden).
-func runtimeSpec(name string, s *Spec, rootfs, netns string, memsw bool) *specs.Spec {
+// runtimeOptions are the node's side of a container's configuration.
+type runtimeOptions struct {
+	rootfs  string   // the mounted overlay
+	netns   string   // its network namespace's path, "" for a new, empty one
+	memsw   bool     // the kernel accounts swap, so swap can be forbidden
+	pids    int64    // the pids limit
+	uidBase uint32   // first host uid and gid of its user namespace
+	binds   []string // the volumes' idmapped mounts, in the order of Spec.Mounts
+}
+
+// runtimeSpec builds the OCI configuration of container name: its own
+// user namespace mapping 0..IDRange-1 to o.uidBase.., Docker's default
+// seccomp profile (github.com/moby/profiles/seccomp, the profile Docker
+// and containerd ship, narrowed to the capabilities it gets), cgroup
+// limits and namespaces.
+func runtimeSpec(name string, s *Spec, o runtimeOptions) (*specs.Spec, error) {
 	env := []string{}
 	hasPath := false
 	keys := make([]string, 0, len(s.Env))
@@ -53,10 +67,10 @@ func runtimeSpec(name string, s *Spec, rootfs, netns string, memsw bool) *specs.
 	memory := s.Memory << 20
 	quota := s.CPU * CPUPeriod
 	period := uint64(CPUPeriod)
-	pids := int64(PidsLimit)
+	pids := o.pids
 	oomScoreAdj := OOMScoreAdj
 	mem := &specs.LinuxMemory{Limit: &memory}
-	if memsw {
+	if o.memsw {
 		mem.Swap = &memory // memory+swap = memory: no swap
 	}
 	hostname := name
@@ -76,7 +90,7 @@ func runtimeSpec(name string, s *Spec, rootfs, netns string, memsw bool) *specs.
 			NoNewPrivileges: true,
 			OOMScoreAdj:     &oomScoreAdj,
 		},
-		Root:     &specs.Root{Path: rootfs},
+		Root:     &specs.Root{Path: o.rootfs},
 		Hostname: hostname,
 		Mounts: []specs.Mount{
 			{Destination: "/proc", Type: "proc", Source: "proc"},
@@ -84,7 +98,7 @@ func runtimeSpec(name string, s *Spec, rootfs, netns string, memsw bool) *specs.
 			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
 			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
 			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
-			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+			sysMount(o.netns),
 			{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
 		},
 		Linux: &specs.Linux{
@@ -100,8 +114,11 @@ func runtimeSpec(name string, s *Spec, rootfs, netns string, memsw bool) *specs.
 				{Type: specs.IPCNamespace},
 				{Type: specs.UTSNamespace},
 				{Type: specs.MountNamespace},
-				{Type: specs.NetworkNamespace, Path: netns},
+				{Type: specs.NetworkNamespace, Path: o.netns},
+				{Type: specs.UserNamespace},
 			},
+			UIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: o.uidBase, Size: IDRange}},
+			GIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: o.uidBase, Size: IDRange}},
 			MaskedPaths: []string{
 				"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
 				"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
@@ -111,15 +128,31 @@ func runtimeSpec(name string, s *Spec, rootfs, netns string, memsw bool) *specs.
 			},
 		},
 	}
-	for _, m := range s.Mounts {
+	for i, m := range s.Mounts {
 		spec.Mounts = append(spec.Mounts, specs.Mount{
 			Destination: m.Destination,
 			Type:        "bind",
-			Source:      m.Source,
+			Source:      o.binds[i],
 			Options:     []string{"rbind", "rw", "nosuid", "nodev"},
 		})
 	}
-	return spec
+	sc, err := seccomp.GetDefaultProfile(spec)
+	if err != nil {
+		return nil, fmt.Errorf("building the seccomp profile: %w", err)
+	}
+	spec.Linux.Seccomp = sc
+	return spec, nil
+}
+
+// sysMount is the container's /sys: a sysfs of its own network namespace
+// when runc creates one. A network namespace the Network made belongs to
+// the node's user namespace, where the container's cannot mount sysfs;
+// /sys is then the node's, bound read-only (what rootless runtimes do).
+func sysMount(netns string) specs.Mount {
+	if netns == "" {
+		return specs.Mount{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}}
+	}
+	return specs.Mount{Destination: "/sys", Type: "bind", Source: "/sys", Options: []string{"rbind", "nosuid", "noexec", "nodev", "ro"}}
 }
 
 // CgroupsPath returns the cgroup of container name, below the "provisiond"

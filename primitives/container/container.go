@@ -3,14 +3,20 @@
 // The image (a rootfs tarball, local or http(s)) is verified against its
 // sha256 and unpacked once per digest into <DataDir>/images/<digest>. Each
 // container, named "prv-<id>", gets a bundle <DataDir>/containers/prv-<id>
-// holding an overlay (lower: the image, upper and work dirs beside it)
-// mounted as rootfs, and a config.json built with the OCI runtime-spec
-// types: its own pid, ipc, uts and mount namespaces, the network namespace
-// the Network gives it, cgroup cpu quota and memory limit under
-// /provisiond/prv-<id>, bind-mounted volumes, no new privileges and runc's
-// minimal default capabilities. runc runs it detached with its own state
-// directory <DataDir>/runc, stdout and stderr going to
-// <DataDir>/logs/prv-<id>.log, so the container outlives the daemon.
+// holding its disk (an allocated ext4 image of its disk size, loop-mounted,
+// with the overlay's upper and work directories: a full disk is ENOSPC to
+// the container alone), the image mounted idmapped to the container's uid
+// range as the overlay's lower layer, its volumes mounted idmapped, and a
+// config.json built with the OCI runtime-spec types: a user namespace
+// mapping the container's ids to a host range of its own (userns.go), its
+// own pid, ipc, uts and mount namespaces, the network namespace the Network
+// gives it, Docker's default seccomp profile, cgroup cpu quota, memory and
+// pids limits under /provisiond/prv-<id>, no new privileges and runc's
+// minimal default capabilities. The overlay is mounted at
+// <RunDir>/prv-<id>. runc runs it detached with its own state directory
+// <DataDir>/runc, so the container outlives the daemon; its stdout and
+// stderr go through a FIFO the daemon copies into rotated log files
+// <DataDir>/logs/prv-<id>.log (logs.go).
 //
 // A container that stopped is reported vanished by Inspect; the next
 // Provision deletes and runs it again, counting the exit. More than
@@ -27,7 +33,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -60,6 +68,9 @@ const (
 	DefaultExitWindow = 10 * time.Minute
 	// DefaultMaxImageSize bounds the file content of an unpacked image.
 	DefaultMaxImageSize = 4 << 30
+	// DefaultRunDir is where root filesystems are mounted (the unit's
+	// RuntimeDirectory).
+	DefaultRunDir = "/run/provisiond/rootfs"
 	// DefaultMaxImageEntries bounds the entries (files, directories,
 	// links) of an unpacked image.
 	DefaultMaxImageEntries = 1 << 20
@@ -113,6 +124,25 @@ type Options struct {
 	// read or probe the node's other files. Default "": every local path
 	// is refused; only http(s) images are used.
 	LocalImages string
+	// Mkfs is the mkfs.ext4 binary that formats the containers' disks.
+	// Default "mkfs.ext4".
+	Mkfs string
+	// PidsLimit caps the processes (threads included) of each container,
+	// so a fork bomb stays inside. Default DefaultPidsLimit.
+	PidsLimit int64
+	// LogMaxSize is the size a container's log file is rotated at, and
+	// LogMaxFiles how many files (the current one included) it keeps.
+	// Defaults DefaultLogMaxSize and DefaultLogMaxFiles.
+	LogMaxSize  int64
+	LogMaxFiles int
+	// RunDir is where the containers' root filesystems are mounted; it and
+	// the directories above it must be searchable by others (runc mounts
+	// the root filesystem from inside the container's user namespace).
+	// Default DefaultRunDir.
+	RunDir string
+	// UIDBase is the first host uid and gid of the containers' user
+	// namespace ranges (IDRange ids each). Default DefaultUIDBase.
+	UIDBase uint32
 	// Log receives debug messages. Default zerolog.Nop().
 	Log zerolog.Logger
 }
@@ -146,6 +176,9 @@ type Spec struct {
 	CPU int64
 	// Memory is the memory limit in MiB.
 	Memory int64
+	// DiskSize is the size, in MiB, of the disk the container's root
+	// filesystem writes to (at least MinDiskSize).
+	DiskSize int64
 }
 
 // Info describes a running container; it is the data of the result.
@@ -172,7 +205,19 @@ type Manager struct {
 	imageLimit imageLimit
 	local      string // Options.LocalImages, absolute and clean; "" serves none
 	memsw      bool
+	runDir     string
+	mkfs       string
+	pids       int64
 	log        zerolog.Logger
+
+	idMu    sync.Mutex // serialises uid range allocations
+	idBase  uint32
+	idSlots uint32
+
+	logMaxSize  int64
+	logMaxFiles int
+	logMu       sync.Mutex
+	pumps       map[string]*logPump
 }
 
 // New returns a Manager. It panics when opts.DataDir is empty.
@@ -205,6 +250,24 @@ func New(opts Options) *Manager {
 	if opts.MaxImageEntries <= 0 {
 		opts.MaxImageEntries = DefaultMaxImageEntries
 	}
+	if opts.Mkfs == "" {
+		opts.Mkfs = "mkfs.ext4"
+	}
+	if opts.PidsLimit <= 0 {
+		opts.PidsLimit = DefaultPidsLimit
+	}
+	if opts.LogMaxSize <= 0 {
+		opts.LogMaxSize = DefaultLogMaxSize
+	}
+	if opts.LogMaxFiles <= 0 {
+		opts.LogMaxFiles = DefaultLogMaxFiles
+	}
+	if opts.RunDir == "" {
+		opts.RunDir = DefaultRunDir
+	}
+	if opts.UIDBase == 0 {
+		opts.UIDBase = DefaultUIDBase
+	}
 	local := opts.LocalImages
 	if local != "" {
 		if abs, err := filepath.Abs(local); err == nil {
@@ -227,7 +290,16 @@ func New(opts Options) *Manager {
 		imageLimit: imageLimit{bytes: opts.MaxImageSize, entries: opts.MaxImageEntries},
 		local:      local,
 		memsw:      memswAccounted(),
+		mkfs:       opts.Mkfs,
+		runDir:     filepath.Clean(opts.RunDir),
+		pids:       opts.PidsLimit,
 		log:        opts.Log.With().Str("component", "container").Logger(),
+
+		idBase:      opts.UIDBase,
+		idSlots:     uint32((1<<32 - 1 - uint64(opts.UIDBase)) / IDRange),
+		logMaxSize:  opts.LogMaxSize,
+		logMaxFiles: opts.LogMaxFiles,
+		pumps:       map[string]*logPump{},
 	}
 }
 
@@ -243,7 +315,30 @@ func (m *Manager) Bundle(id string) string { return filepath.Join(m.bundlesDir, 
 // LogPath returns the log file of container id.
 func (m *Manager) LogPath(id string) string { return filepath.Join(m.logsDir, Name(id)+".log") }
 
-func (m *Manager) rootfs(id string) string { return filepath.Join(m.Bundle(id), "rootfs") }
+// rootfs returns where container id's root filesystem is mounted, in the
+// run directory: runc mounts it from inside the user namespace, so every
+// directory above it must be searchable by others.
+func (m *Manager) rootfs(id string) string { return filepath.Join(m.runDir, Name(id)) }
+
+// checkSearchable creates dir (mode 0711) and checks that it and every
+// directory above it are searchable by others.
+func checkSearchable(dir string) error {
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return err
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		st, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("container: %s (above the run directory %s) is not searchable by others (mode %v): a container's user namespace cannot reach its root filesystem", d, dir, st.Mode().Perm())
+		}
+		if d == "/" || d == "." {
+			return nil
+		}
+	}
+}
 
 func checkID(id string) error {
 	if err := provision.ValidName("container id", id); err != nil {
@@ -310,6 +405,21 @@ func (m *Manager) Provision(ctx context.Context, id string, s Spec) (Info, error
 	if err != nil {
 		return Info{}, fmt.Errorf("checking container %s: %w", id, err)
 	}
+	bundle := m.Bundle(id)
+	if legacy, err := isLegacy(bundle); err != nil {
+		return Info{}, err
+	} else if legacy {
+		if state == stateRunning {
+			// Started by a release without user namespaces and disks:
+			// adopted as it runs; it gets the new layout when it next
+			// starts.
+			return info, nil
+		}
+		if err := m.dropLegacy(ctx, id); err != nil {
+			return Info{}, err
+		}
+		state = ""
+	}
 	if state == stateStopped {
 		if err := m.countExit(ctx, id); err != nil {
 			return Info{}, err
@@ -321,16 +431,32 @@ func (m *Manager) Provision(ctx context.Context, id string, s Spec) (Info, error
 		if nsPath, err = m.network.Attach(ctx, s.NetworkID, id, s.IP); err != nil {
 			return Info{}, err
 		}
+		if err := setNetSysctls(nsPath); err != nil {
+			return Info{}, fmt.Errorf("container %s: %w", id, err)
+		}
 	}
-	bundle := m.Bundle(id)
-	if err := m.mountRootfs(id, lower); err != nil {
+	base, err := m.uidBase(bundle)
+	if err != nil {
+		return Info{}, fmt.Errorf("allocating uids of container %s: %w", id, err)
+	}
+	binds, err := m.mountRootfs(ctx, id, lower, &s, base)
+	if err != nil {
 		return Info{}, fmt.Errorf("mounting rootfs of container %s: %w", id, err)
 	}
-	changed, err := writeConfig(bundle, runtimeSpec(name, &s, m.rootfs(id), nsPath, m.memsw))
+	spec, err := runtimeSpec(name, &s, runtimeOptions{
+		rootfs: m.rootfs(id), netns: nsPath, memsw: m.memsw, pids: m.pids, uidBase: base, binds: binds,
+	})
+	if err != nil {
+		return Info{}, provision.Permanent(fmt.Errorf("configuring container %s: %w", id, err))
+	}
+	changed, err := writeConfig(bundle, spec)
 	if err != nil {
 		return Info{}, fmt.Errorf("writing config of container %s: %w", id, err)
 	}
 	if state == stateRunning && !changed {
+		if err := m.startLog(id); err != nil {
+			return Info{}, fmt.Errorf("taking up the log of container %s: %w", id, err)
+		}
 		return info, nil
 	}
 	if state != "" {
@@ -367,18 +493,18 @@ func (m *Manager) countExit(ctx context.Context, id string) error {
 }
 
 func (m *Manager) start(ctx context.Context, id, bundle string) error {
-	if err := os.MkdirAll(m.logsDir, 0o700); err != nil {
-		return err
-	}
 	if err := os.MkdirAll(m.runc.root, 0o700); err != nil {
 		return err
 	}
-	log, err := os.OpenFile(m.LogPath(id), os.O_CREATE|os.O_WRONLY|os.O_APPEND|unix.O_CLOEXEC, 0o640)
+	pipe, err := openLogPipe(bundle, false)
 	if err != nil {
-		return fmt.Errorf("opening log of container %s: %w", id, err)
+		return fmt.Errorf("container %s: %w", id, err)
 	}
-	defer log.Close()
-	if err := m.runc.start(ctx, Name(id), bundle, log); err != nil {
+	defer pipe.Close()
+	if err := m.startLog(id); err != nil {
+		return fmt.Errorf("starting the log of container %s: %w", id, err)
+	}
+	if err := m.runc.start(ctx, Name(id), bundle, pipe, m.LogPath(id)); err != nil {
 		// Do not leave a half-made runc container behind.
 		if rerr := m.runc.remove(context.WithoutCancel(ctx), Name(id)); rerr != nil {
 			err = errors.Join(err, rerr)
@@ -388,26 +514,108 @@ func (m *Manager) start(ctx context.Context, id, bundle string) error {
 	return nil
 }
 
-// mountRootfs mounts the container's overlay unless it is mounted.
-func (m *Manager) mountRootfs(id, lower string) error {
+// mountRootfs mounts what container id runs on, each unless it is mounted:
+// its disk, the image idmapped to the container's uids at <bundle>/lower,
+// the overlay of both at <bundle>/rootfs, and each volume idmapped at
+// <bundle>/vols/<i>. It returns the volumes' idmapped sources, in order.
+func (m *Manager) mountRootfs(ctx context.Context, id, image string, s *Spec, base uint32) ([]string, error) {
 	bundle := m.Bundle(id)
-	rootfs := m.rootfs(id)
-	if mnt, ok, err := mounts.Find(rootfs); err != nil {
-		return err
-	} else if ok && mnt.FSType == "overlay" {
-		return nil
+	disk, err := m.ensureDisk(ctx, bundle, s.DiskSize, base)
+	if err != nil {
+		return nil, err
 	}
-	upper, work := filepath.Join(bundle, "upper"), filepath.Join(bundle, "work")
-	for _, d := range []string{upper, work, rootfs} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return err
+	lower := filepath.Join(bundle, "lower")
+	if err := idmapMount(image, lower, base); err != nil {
+		return nil, err
+	}
+	var binds []string
+	for i, mt := range s.Mounts {
+		p := filepath.Join(bundle, "vols", strconv.Itoa(i))
+		if err := idmapMount(mt.Source, p, base); err != nil {
+			return nil, fmt.Errorf("volume on %s: %w", mt.Destination, err)
+		}
+		binds = append(binds, p)
+	}
+	rootfs := m.rootfs(id)
+	if err := checkSearchable(m.runDir); err != nil {
+		return nil, err
+	}
+	if mnt, ok, err := mounts.Find(rootfs); err != nil {
+		return nil, err
+	} else if ok && mnt.FSType == "overlay" {
+		return binds, nil
+	}
+	if err := os.MkdirAll(rootfs, 0o711); err != nil {
+		return nil, err
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, filepath.Join(disk, "upper"), filepath.Join(disk, "work"))
+	return binds, unix.Mount("overlay", rootfs, "overlay", 0, opts)
+}
+
+// isLegacy reports whether bundle was made by a release without user
+// namespaces and disks: it has a config but no uid range.
+func isLegacy(bundle string) (bool, error) {
+	if _, err := os.Stat(filepath.Join(bundle, "config.json")); errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	_, ok, err := readUIDBase(bundle)
+	return !ok && err == nil, err
+}
+
+// dropLegacy removes the stopped container of an old release's bundle and
+// the bundle, so that it starts again in the new layout. What it wrote to
+// its root filesystem (its volumes are kept) does not carry over.
+func (m *Manager) dropLegacy(ctx context.Context, id string) error {
+	if err := m.runc.remove(ctx, Name(id)); err != nil {
+		return fmt.Errorf("removing old container %s: %w", id, err)
+	}
+	if err := m.unmountAll(id); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(m.Bundle(id)); err != nil {
+		return fmt.Errorf("removing old bundle of container %s: %w", id, err)
+	}
+	m.log.Info().Str("container", id).Msg("container of an earlier release starts again with a user namespace and its own disk")
+	return nil
+}
+
+// unmountAll unmounts everything of container id's bundle, the rootfs
+// first, and checks that nothing under the bundle is still mounted (its
+// removal would otherwise reach into a volume).
+func (m *Manager) unmountAll(id string) error {
+	bundle := m.Bundle(id)
+	// (rootfs in the bundle is where an earlier release mounted it.)
+	points := []string{m.rootfs(id), filepath.Join(bundle, "rootfs"), filepath.Join(bundle, "lower")}
+	vols, err := os.ReadDir(filepath.Join(bundle, "vols"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	for _, v := range vols {
+		points = append(points, filepath.Join(bundle, "vols", v.Name()))
+	}
+	for _, p := range points {
+		if err := mounts.Unmount(p); err != nil {
+			return fmt.Errorf("container %s: %w", id, err)
 		}
 	}
-	if err := os.Chmod(upper, 0o755); err != nil {
+	if err := unmountDisk(bundle); err != nil {
+		return fmt.Errorf("container %s: unmounting disk: %w", id, err)
+	}
+	if err := os.Remove(m.rootfs(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)
-	return unix.Mount("overlay", rootfs, "overlay", 0, opts)
+	ms, err := mounts.List()
+	if err != nil {
+		return err
+	}
+	for _, mt := range ms {
+		if mt.Point == bundle || strings.HasPrefix(mt.Point, bundle+"/") {
+			return fmt.Errorf("container %s: %s is still mounted", id, mt.Point)
+		}
+	}
+	return nil
 }
 
 // Inspect returns nil when container id runs, and an error wrapping
@@ -422,6 +630,9 @@ func (m *Manager) Inspect(ctx context.Context, id string) error {
 	}
 	switch state {
 	case stateRunning:
+		if err := m.startLog(id); err != nil {
+			m.log.Warn().Err(err).Str("container", id).Msg("taking up the container's log")
+		}
 		return nil
 	case "":
 		return fmt.Errorf("inspecting container %s: %w: no such container", id, provision.ErrVanished)
@@ -440,18 +651,19 @@ func (m *Manager) Decommission(ctx context.Context, id string) error {
 	if err := m.runc.remove(ctx, Name(id)); err != nil {
 		return fmt.Errorf("deleting container %s: %w", id, err)
 	}
+	m.stopLog(id)
 	if m.network != nil {
 		if err := m.network.Detach(ctx, id); err != nil {
 			return err
 		}
 	}
-	if err := mounts.Unmount(m.rootfs(id)); err != nil {
-		return fmt.Errorf("unmounting rootfs of container %s: %w", id, err)
+	if err := m.unmountAll(id); err != nil {
+		return err
 	}
 	if err := os.RemoveAll(m.Bundle(id)); err != nil {
 		return fmt.Errorf("removing bundle of container %s: %w", id, err)
 	}
-	if err := os.Remove(m.LogPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := m.removeLogs(id); err != nil {
 		return fmt.Errorf("removing log of container %s: %w", id, err)
 	}
 	m.exits.forget(id)
@@ -487,7 +699,8 @@ func (m *Manager) List(ctx context.Context) ([]string, error) {
 			return nil, fmt.Errorf("listing containers: %w", err)
 		}
 		for _, e := range entries {
-			add(strings.TrimSuffix(e.Name(), ".log"))
+			name, _, _ := strings.Cut(e.Name(), ".log")
+			add(name)
 		}
 	}
 	return ids, nil

@@ -26,6 +26,7 @@ import (
 
 type env struct {
 	dir    string
+	runDir string
 	net    *network.Manager
 	m      *container.Manager
 	image  string
@@ -40,11 +41,29 @@ func newEnv(t testing.TB, opts container.Options) *env {
 	dir := t.TempDir()
 	e := &env{dir: dir, net: network.New(zerolog.Nop()), image: image, digest: digest}
 	opts.DataDir = dir
+	if opts.RunDir == "" {
+		opts.RunDir = runDir(t)
+	}
+	e.runDir = opts.RunDir
 	opts.Network = e.net
 	opts.LocalImages = filepath.Dir(image)
 	e.m = container.New(opts)
 	t.Cleanup(func() { assertNoLeaks(t, e) })
 	return e
+}
+
+// runDir returns a run directory for root filesystems under /run (the
+// test's temporary directory is not searchable by others) and removes it
+// at cleanup.
+func runDir(t testing.TB) string {
+	t.Helper()
+	d := filepath.Join("/run/provisiond-test", testutil.RandHex(t, 6))
+	t.Cleanup(func() {
+		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("run directory left: %v", err)
+		}
+	})
+	return d
 }
 
 func (e *env) spec(args ...string) container.Spec {
@@ -88,12 +107,11 @@ func (e *env) run(t testing.TB, id string, s container.Spec) container.Info {
 	return info
 }
 
-// exec runs a command inside container id (with CAP_NET_RAW, which ping needs).
+// exec runs a command inside container id (testutil.ContainerExec: with
+// CAP_NET_RAW; a container in a network is entered with nsenter).
 func (e *env) exec(t testing.TB, id string, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command("runc", append([]string{"--root", e.m.RuncRoot(), "exec", "--cap", "CAP_NET_RAW", container.Name(id)}, args...)...)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return testutil.ContainerExec(e.m.RuncRoot(), container.Name(id), args...)
 }
 
 func eventually(t testing.TB, d time.Duration, check func() error) {
@@ -128,7 +146,7 @@ func assertNoLeaks(t testing.TB, e *env) {
 		t.Fatal(err)
 	}
 	for _, m := range ms {
-		if strings.HasPrefix(m.Point, e.dir) {
+		if strings.HasPrefix(m.Point, e.dir) || strings.HasPrefix(m.Point, e.runDir+"/") {
 			t.Errorf("mount left at %s", m.Point)
 		}
 	}
@@ -182,7 +200,7 @@ func TestRunInNetwork(t *testing.T) {
 	if out, err := e.exec(t, c, "ping", "-c1", "-W1", "10.232.1.10"); err == nil {
 		t.Fatalf("c of another network reached a:\n%s", out)
 	}
-	if out, err := e.exec(t, a, "sh", "-c", "echo $GREETING; hostname"); err != nil || !strings.Contains(out, "hello") || !strings.Contains(out, container.Name(a)) {
+	if out, err := e.exec(t, a, "sh", "-c", `tr '\0' '\n' </proc/1/environ; hostname`); err != nil || !strings.Contains(out, "hello") || !strings.Contains(out, container.Name(a)) {
 		t.Fatalf("environment/hostname inside: %q, %v", out, err)
 	}
 
@@ -486,10 +504,11 @@ func TestHalfDone(t *testing.T) {
 		if err := e.net.Detach(ctx, id); err != nil {
 			t.Fatal(err)
 		}
-		if err := mounts.Unmount(filepath.Join(e.m.Bundle(id), "rootfs")); err != nil {
+		if err := mounts.Unmount(filepath.Join(e.runDir, container.Name(id))); err != nil {
 			t.Fatal(err)
 		}
-		restarted := container.New(container.Options{DataDir: e.dir, Network: e.net, LocalImages: filepath.Dir(e.image)})
+		restarted := container.New(container.Options{DataDir: e.dir, RunDir: e.runDir, Network: e.net, LocalImages: filepath.Dir(e.image)})
+		defer restarted.Close()
 		if _, err := restarted.Provision(ctx, id, spec("10.232.4.12")); err != nil {
 			t.Fatal(err)
 		}
@@ -530,7 +549,12 @@ func TestSurvivesDaemonRestart(t *testing.T) {
 	id := "survivor-" + testutil.RandHex(t, 3)
 	e.run(t, id, e.spec("sleep", "3600"))
 	pid := runcPid(t, e, id)
-	restarted := container.New(container.Options{DataDir: e.dir, Network: e.net, LocalImages: filepath.Dir(e.image)})
+	// The old daemon is gone: nothing reads the logs until the new one.
+	if err := e.m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := container.New(container.Options{DataDir: e.dir, RunDir: e.runDir, Network: e.net, LocalImages: filepath.Dir(e.image)})
+	defer restarted.Close()
 	if err := restarted.Inspect(t.Context(), id); err != nil {
 		t.Fatalf("Inspect from a new Manager: %v", err)
 	}

@@ -97,14 +97,15 @@ func (r runc) state(ctx context.Context, name string) (string, error) {
 }
 
 // start runs container name detached from bundle; the container's stdout
-// and stderr are the log file (runc passes its own stdio to a detached
+// and stderr are the log pipe (runc passes its own stdio to a detached
 // container without a terminal), its stdin is /dev/null. runc returns
 // once the process runs; the container does not depend on us afterwards.
-func (r runc) start(ctx context.Context, name, bundle string, log *os.File) error {
+// runc's own errors go to the pipe too, hence to the log at logPath.
+func (r runc) start(ctx context.Context, name, bundle string, pipe *os.File, logPath string) error {
 	cmd := r.command(ctx, "run", "--detach", "--bundle", bundle, name)
-	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Stdout, cmd.Stderr = pipe, pipe
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("runc run %s: %w (see %s)", name, err, log.Name())
+		return fmt.Errorf("runc run %s: %w (see %s)", name, err, logPath)
 	}
 	return nil
 }

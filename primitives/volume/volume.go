@@ -1,6 +1,6 @@
-// Package volume provides provisiond's storage volumes: a sparse image file
-// "prv-<id>.img" of exactly the volume's size in the SSD or HDD storage
-// path, formatted ext4, attached to a loop device (with the autoclear flag,
+// Package volume provides provisiond's storage volumes: an allocated (not
+// sparse) image file "prv-<id>.img" of exactly the volume's size in the SSD
+// or HDD storage path, formatted ext4, attached to a loop device (with the autoclear flag,
 // so unmounting detaches it) and mounted at <DataDir>/mounts/prv-<id>. The
 // size is enforced by the filesystem itself: a full volume answers ENOSPC.
 //
@@ -165,7 +165,7 @@ func (m *Manager) Provision(ctx context.Context, id string, kind provision.DiskT
 	return Info{ID: id, Path: p}, nil
 }
 
-// create makes the image: a sparse file of size bytes formatted ext4,
+// create makes the image: a file of size bytes, allocated, formatted ext4,
 // written under a temporary name and renamed, so a crash never leaves a
 // half-made image under the final name.
 func (m *Manager) create(ctx context.Context, img string, size int64) error {
@@ -177,7 +177,10 @@ func (m *Manager) create(ctx context.Context, img string, size int64) error {
 	if err != nil {
 		return err
 	}
-	err = f.Truncate(size)
+	// Allocated, not sparse: the space a volume is promised is taken now,
+	// so a full node answers ENOSPC here, to this reservation, instead of
+	// to whichever tenant writes into a sparse image later.
+	err = unix.Fallocate(int(f.Fd()), 0, 0, size)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -186,13 +189,22 @@ func (m *Manager) create(ctx context.Context, img string, size int64) error {
 		return fmt.Errorf("sizing image: %w", err)
 	}
 	// There is no Go library that writes ext4 well; mkfs.ext4 it is. No
-	// reserved blocks (the whole volume is the user's), no discard of a
-	// sparse file, lazy table initialisation so large volumes format fast.
+	// reserved blocks (the whole volume is the user's), no discard (which
+	// would punch the allocated file sparse again), inode tables written
+	// now (a kernel thread writing them later would punch holes into the
+	// image).
 	cmd := exec.CommandContext(ctx, m.mkfs, "-F", "-q", "-m", "0",
-		"-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1", tmp)
+		"-E", "nodiscard,lazy_itable_init=0,lazy_journal_init=1", tmp)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("mkfs.ext4: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	// mke2fs zeroes the inode tables by punching holes: allocate them
+	// again. (With lazy_itable_init=0 no kernel thread zeroes, and
+	// punches, them later.)
+	if err := reallocate(tmp, size); err != nil {
+		os.Remove(tmp)
+		return err
 	}
 	if err := syncFile(tmp); err != nil {
 		os.Remove(tmp)
@@ -203,6 +215,23 @@ func (m *Manager) create(ctx context.Context, img string, size int64) error {
 		return err
 	}
 	return syncFile(filepath.Dir(img))
+}
+
+// reallocate allocates whatever of the first size bytes of file p is a
+// hole, keeping its data.
+func reallocate(p string, size int64) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	err = unix.Fallocate(int(f.Fd()), 0, 0, size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("allocating: %w", err)
+	}
+	return nil
 }
 
 func syncFile(p string) error {
