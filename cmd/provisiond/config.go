@@ -37,6 +37,7 @@ type config struct {
 	ReserveMRU    float64
 	ReserveSRU    float64
 	ReserveHRU    float64
+	DiskMarginGiB float64
 	OpTimeout     time.Duration
 	DepTimeout    time.Duration
 	MaxImageMiB   int64
@@ -76,6 +77,7 @@ func globalFlags() []cli.Flag {
 		&cli.Float64Flag{Name: "reserve-mru", Usage: "GiB of memory kept back for the system (0: the larger of 1 GiB and 10% of memory)", Value: 0, EnvVars: env("RESERVE_MRU")},
 		&cli.Float64Flag{Name: "reserve-sru", Usage: "GiB of SSD kept back for the system", Value: 0, EnvVars: env("RESERVE_SRU")},
 		&cli.Float64Flag{Name: "reserve-hru", Usage: "GiB of HDD kept back for the system", Value: 0, EnvVars: env("RESERVE_HRU")},
+		&cli.Float64Flag{Name: "disk-margin-gib", Usage: "GiB kept free on each storage filesystem on top of what it used at start (0: the larger of 1 GiB and 2% of the filesystem; negative: none)", Value: 0, EnvVars: env("DISK_MARGIN_GIB")},
 		&cli.StringFlag{Name: "log-format", Usage: "`FORMAT` of logs: json, console, or auto (console on a terminal)", Value: "auto", EnvVars: env("LOG_FORMAT")},
 		&cli.StringFlag{Name: "log-level", Usage: "`LEVEL`: debug, info, warn, error", Value: "info", EnvVars: env("LOG_LEVEL")},
 	}
@@ -197,6 +199,7 @@ func configFrom(c *cli.Context) *config {
 		ReserveMRU:    f64("reserve-mru"),
 		ReserveSRU:    f64("reserve-sru"),
 		ReserveHRU:    f64("reserve-hru"),
+		DiskMarginGiB: f64("disk-margin-gib"),
 		OpTimeout:     c.Duration("op-timeout"),
 		DepTimeout:    c.Duration("dependency-timeout"),
 		MaxImageMiB:   c.Int64("max-image-mib"),

@@ -101,5 +101,7 @@ func newNode(cfg *config) *stats.Node {
 		SSDPath: cfg.SSDPath,
 		HDDPath: cfg.HDDPath,
 		Reserve: provision.Units{CRU: cfg.ReserveCRU, MRU: cfg.ReserveMRU, SRU: cfg.ReserveSRU, HRU: cfg.ReserveHRU},
+		// 0 keeps the default margin; a negative value keeps none.
+		DiskMargin: int64(cfg.DiskMarginGiB * (1 << 30)),
 	})
 }
