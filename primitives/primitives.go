@@ -67,8 +67,13 @@ type Options struct {
 	// operation to end. nil: nobody is told.
 	OnGiveUp func(ctx context.Context, id, reason string) error
 	// HTTPClient downloads images. Default a client without an overall
-	// timeout (the context bounds a download).
+	// timeout (the context bounds a download) that refuses loopback,
+	// link-local, private and the node's own addresses (see
+	// container.Options.HTTPClient).
 	HTTPClient *http.Client
+	// ImageHosts are the hosts an image may be fetched from whatever
+	// address they resolve to (container.Options.ImageHosts). Default none.
+	ImageHosts []string
 	// MaxImageSize bounds the bytes of file content a container image may
 	// unpack to. Default container.DefaultMaxImageSize.
 	MaxImageSize int64
@@ -109,7 +114,7 @@ func New(opts Options) *Table {
 		container: container.New(container.Options{
 			DataDir: opts.DataDir, RuncPath: opts.RuncPath, Network: nets, OnGiveUp: opts.OnGiveUp,
 			Now: opts.Now, HTTPClient: opts.HTTPClient, MaxImageSize: opts.MaxImageSize,
-			LocalImages: opts.LocalImages, Log: log,
+			LocalImages: opts.LocalImages, ImageHosts: opts.ImageHosts, Log: log,
 		}),
 		lookup: opts.Lookup,
 	}

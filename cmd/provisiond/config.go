@@ -42,6 +42,7 @@ type config struct {
 	DepTimeout    time.Duration
 	MaxImageMiB   int64
 	LocalImages   string
+	ImageHosts    []string
 	Resync        time.Duration
 	PollWait      time.Duration
 	LogFormat     string
@@ -93,6 +94,7 @@ func runFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "op-timeout", Usage: "time limit of one provision or decommission", Value: 5 * time.Minute, EnvVars: env("OP_TIMEOUT")},
 		&cli.Int64Flag{Name: "max-image-mib", Usage: "largest size in MiB of the files a container image may unpack to (a larger image fails; a tar bomb cannot fill the disk)", Value: container.DefaultMaxImageSize >> 20, EnvVars: env("MAX_IMAGE_MIB")},
 		&cli.StringFlag{Name: "local-images", Usage: "`DIR` local container image paths must lie below (symlinks may not leave it); empty: only http(s) images are used", EnvVars: env("LOCAL_IMAGES")},
+		&cli.StringSliceFlag{Name: "image-hosts", Usage: "`HOST`s (names or IP literals, comma-separated or repeated) an http(s) image may be fetched from although they resolve to a loopback, link-local, private or the node's own address; default none", EnvVars: env("IMAGE_HOSTS")},
 		&cli.DurationFlag{Name: "dependency-timeout", Usage: "how long a container waits, from its acceptance, for the network and volumes it names to be deployed before it fails", Value: provision.DefaultDependencyTimeout, EnvVars: env("DEPENDENCY_TIMEOUT")},
 		&cli.DurationFlag{Name: "resync", Usage: "interval between inspections of deployed workloads", Value: 5 * time.Minute, EnvVars: env("RESYNC")},
 		&cli.DurationFlag{Name: "poll-wait", Usage: "how long the explorer may hold a long-poll", Value: 30 * time.Second, EnvVars: env("POLL_WAIT")},
@@ -204,6 +206,7 @@ func configFrom(c *cli.Context) *config {
 		DepTimeout:    c.Duration("dependency-timeout"),
 		MaxImageMiB:   c.Int64("max-image-mib"),
 		LocalImages:   c.String("local-images"),
+		ImageHosts:    c.StringSlice("image-hosts"),
 		Resync:        c.Duration("resync"),
 		PollWait:      c.Duration("poll-wait"),
 		LogFormat:     str("log-format"),

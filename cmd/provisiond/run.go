@@ -99,6 +99,7 @@ func run(ctx context.Context, cfg *config) error {
 		HDDPath:      cfg.HDDPath,
 		MaxImageSize: cfg.MaxImageMiB << 20,
 		LocalImages:  cfg.LocalImages,
+		ImageHosts:   cfg.ImageHosts,
 		Log:          log.With().Str("component", "primitives").Logger(),
 		Lookup: func(id string) (*provision.Reservation, error) {
 			rec, err := store.Get(id)

@@ -49,6 +49,7 @@ var (
 	ErrImageNotFound  = errors.New("container: image not found")
 	ErrBadImage       = errors.New("container: bad image")
 	ErrImageTooLarge  = errors.New("container: image too large")
+	ErrImageRefused   = errors.New("container: image URL refused")
 	ErrCrashLoop      = errors.New("container: crash-looping")
 )
 
@@ -97,8 +98,15 @@ type Options struct {
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// HTTPClient downloads http(s) images. Default a client without an
-	// overall timeout: the context bounds a download.
+	// overall timeout (the context bounds a download) that refuses, at
+	// dial time and after every redirect, loopback, link-local, private
+	// and the node's own addresses unless the URL's host is in
+	// ImageHosts, and ignores proxies. A client given here is used as is.
 	HTTPClient *http.Client
+	// ImageHosts are the hosts (names or IP literals, as written in the
+	// image URL, without a port) the default client may fetch images from
+	// whatever they resolve to. Default none.
+	ImageHosts []string
 	// MaxImageSize bounds the bytes of file content an image may unpack
 	// to, and MaxImageEntries its entries: a larger image fails for good
 	// with ErrImageTooLarge, leaving nothing, instead of filling the
@@ -197,7 +205,7 @@ func New(opts Options) *Manager {
 		opts.Now = time.Now
 	}
 	if opts.HTTPClient == nil {
-		opts.HTTPClient = &http.Client{}
+		opts.HTTPClient = newImageGuard(opts.ImageHosts).client()
 	}
 	if opts.MaxImageSize <= 0 {
 		opts.MaxImageSize = DefaultMaxImageSize
