@@ -336,3 +336,13 @@ func (t *Table) Remove(ctx context.Context, res provision.Resource) error {
 	}
 	return provision.Permanentf("%w: %q", provision.ErrUnknownType, res.Type)
 }
+
+// SweepImages removes the unpacked container images no live record
+// references; see container.Manager.SweepImages.
+func (t *Table) SweepImages(ctx context.Context, referenced func() (map[string]bool, error)) (container.SweepResult, error) {
+	return t.container.SweepImages(ctx, referenced)
+}
+
+// Containers returns the container manager (its directories, for disk
+// usage).
+func (t *Table) Containers() *container.Manager { return t.container }

@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
+	"github.com/edgeprov/provisiond/internal/gc"
 	"github.com/edgeprov/provisiond/primitives/container"
 	"github.com/edgeprov/provisiond/provision"
 )
@@ -44,6 +45,7 @@ type config struct {
 	LocalImages   string
 	ImageHosts    []string
 	Resync        time.Duration
+	GCInterval    time.Duration
 	PollWait      time.Duration
 	LogFormat     string
 	LogLevel      string
@@ -96,6 +98,7 @@ func runFlags() []cli.Flag {
 		&cli.StringFlag{Name: "local-images", Usage: "`DIR` local container image paths must lie below (symlinks may not leave it); empty: only http(s) images are used", EnvVars: env("LOCAL_IMAGES")},
 		&cli.StringSliceFlag{Name: "image-hosts", Usage: "`HOST`s (names or IP literals, comma-separated or repeated) an http(s) image may be fetched from although they resolve to a loopback, link-local, private or the node's own address; default none", EnvVars: env("IMAGE_HOSTS")},
 		&cli.DurationFlag{Name: "dependency-timeout", Usage: "how long a container waits, from its acceptance, for the network and volumes it names to be deployed before it fails", Value: provision.DefaultDependencyTimeout, EnvVars: env("DEPENDENCY_TIMEOUT")},
+		&cli.DurationFlag{Name: "gc-interval", Usage: "interval between garbage collections (unused images, leftover unpacks, orphans, final records past expiry); one runs at start", Value: gc.DefaultInterval, EnvVars: env("GC_INTERVAL")},
 		&cli.DurationFlag{Name: "resync", Usage: "interval between inspections of deployed workloads", Value: 5 * time.Minute, EnvVars: env("RESYNC")},
 		&cli.DurationFlag{Name: "poll-wait", Usage: "how long the explorer may hold a long-poll", Value: 30 * time.Second, EnvVars: env("POLL_WAIT")},
 		&cli.DurationFlag{Name: "explorer-timeout", Usage: "how long one request to the explorer may take, reading its reply included (a long-poll gets poll-wait more)", Value: 30 * time.Second, EnvVars: env("EXPLORER_TIMEOUT")},
@@ -208,6 +211,7 @@ func configFrom(c *cli.Context) *config {
 		LocalImages:   c.String("local-images"),
 		ImageHosts:    c.StringSlice("image-hosts"),
 		Resync:        c.Duration("resync"),
+		GCInterval:    c.Duration("gc-interval"),
 		PollWait:      c.Duration("poll-wait"),
 		LogFormat:     str("log-format"),
 		LogLevel:      str("log-level"),

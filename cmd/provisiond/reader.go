@@ -58,7 +58,11 @@ func directReader(st *cache.Store, cfg *config) *admin.Local {
 	return &admin.Local{
 		Store: st,
 		StatusFunc: func(context.Context) (*admin.Status, error) {
-			return storeStatus(st, nodeID)
+			s, err := storeStatus(st, nodeID)
+			if err == nil {
+				s.Disk = measureDisk(cfg)
+			}
+			return s, err
 		},
 		StatsFunc: func(ctx context.Context) (*provision.Stats, error) {
 			capacity, err := newNode(cfg).Capacity(ctx)

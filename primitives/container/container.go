@@ -180,6 +180,7 @@ type Manager struct {
 	imageLimit imageLimit
 	local      string // Options.LocalImages, absolute and clean; "" serves none
 	memsw      bool
+	leases     imageLeases
 	log        zerolog.Logger
 }
 
@@ -304,6 +305,10 @@ func (m *Manager) Provision(ctx context.Context, id string, s Spec) (Info, error
 			return Info{}, err
 		}
 	}
+	// The image stays leased until the container runs on it: the
+	// garbage collector never removes it meanwhile (see ImageSweep).
+	release := m.leases.lease(s.Digest)
+	defer release()
 	lower, err := m.ensureImage(ctx, s.Image, s.Digest)
 	if err != nil {
 		return Info{}, err
