@@ -32,7 +32,7 @@ func containerRecord(t testing.TB, id string, st provision.State, digest string)
 	rec.Reservation.Type = provision.ContainerReservation
 	data, err := json.Marshal(map[string]any{
 		"image": "/img.tar", "image_digest": digest, "entrypoint": []string{"/bin/sh"},
-		"network": map[string]string{"network_id": "", "ip": ""},
+		"network":  map[string]string{"network_id": "", "ip": ""},
 		"capacity": map[string]int{"cpu": 1, "memory": 512, "disk_size": 256},
 	})
 	if err != nil {
@@ -65,7 +65,7 @@ func TestSweepDerivesFromStore(t *testing.T) {
 		containerRecord(t, "gone-c", provision.Deleted, digest('c')),
 		provisiontest.NewRecord("vol", provision.Deployed, time.Hour, ""),
 		provisiontest.NewRecord("old-deleted", provision.Deleted, time.Hour, ""),
-		provisiontest.NewRecord("recent-deleted", provision.Deleted, 2 * time.Hour, ""),
+		provisiontest.NewRecord("recent-deleted", provision.Deleted, 2*time.Hour, ""),
 	} {
 		if err := st.Add(rec); err != nil {
 			t.Fatal(err)
@@ -171,4 +171,3 @@ func TestMeasure(t *testing.T) {
 	near("volumes", u.Volumes, 4<<20)
 	near("database", u.Database, 5<<20)
 }
-
