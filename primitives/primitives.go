@@ -24,6 +24,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -41,6 +42,7 @@ var (
 	ErrUnknownVolume = errors.New("primitives: unknown volume")
 	ErrNotOurs       = errors.New("primitives: resource does not carry our prefix")
 	ErrWrongType     = errors.New("primitives: workload of an unexpected type")
+	ErrVolumeInUse   = errors.New("primitives: volume in use by a container")
 )
 
 // Options configures the primitives.
@@ -206,7 +208,25 @@ func (t *Table) provisionVolume(ctx context.Context, r *provision.Reservation, v
 }
 
 func (t *Table) decommissionVolume(ctx context.Context, r *provision.Reservation, _ *provision.Volume) error {
-	return t.volumes.Decommission(ctx, r.ID)
+	return t.removeVolume(ctx, r.ID)
+}
+
+// removeVolume decommissions volume id unless a container mounts it: that
+// is a temporary error wrapping ErrVolumeInUse naming the containers, so
+// the engine retries (with backoff, as for a network with containers)
+// and the delete completes once they are gone. The volume is untouched
+// meanwhile: deleting its image under a container would destroy what
+// the container is writing.
+func (t *Table) removeVolume(ctx context.Context, id string) error {
+	users, err := t.container.Using(ctx, t.volumes.Path(id))
+	if err != nil {
+		return provision.Temporary(fmt.Errorf("checking who mounts volume %s: %w", id, err))
+	}
+	if len(users) > 0 {
+		return provision.Temporary(fmt.Errorf("%w: volume %s is mounted by container %s; it is deleted once the container is gone",
+			ErrVolumeInUse, id, strings.Join(users, ", ")))
+	}
+	return t.volumes.Decommission(ctx, id)
 }
 
 func (t *Table) provisionContainer(ctx context.Context, r *provision.Reservation, c *provision.Container) (any, error) {
@@ -330,7 +350,7 @@ func (t *Table) Remove(ctx context.Context, res provision.Resource) error {
 	case provision.NetworkReservation:
 		return t.networks.Decommission(ctx, res.ID)
 	case provision.VolumeReservation:
-		return t.volumes.Decommission(ctx, res.ID)
+		return t.removeVolume(ctx, res.ID)
 	case provision.ContainerReservation:
 		return t.container.Decommission(ctx, res.ID)
 	}

@@ -342,7 +342,7 @@ func TestCLIStatusDisk(t *testing.T) {
 		t.Fatalf("status disk = %+v, want the 1 MiB image and the database measured", s.Disk)
 	}
 	text, _, code := provisiond(t, dir, "status", "--checks=false")
-	if code != 0 || !regexp.MustCompile(`disk: +images 1\\.0 MiB, containers .*, volumes .*, logs .*, database `).MatchString(text) {
+	if code != 0 || !regexp.MustCompile(`disk: +images 1\.0 MiB, containers .*, volumes .*, logs .*, database `).MatchString(text) {
 		t.Fatalf("status (exit %d):\n%s", code, text)
 	}
 }
