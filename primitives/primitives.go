@@ -42,7 +42,7 @@ var (
 	ErrUnknownVolume = errors.New("primitives: unknown volume")
 	ErrNotOurs       = errors.New("primitives: resource does not carry our prefix")
 	ErrWrongType     = errors.New("primitives: workload of an unexpected type")
-	ErrVolumeInUse   = errors.New("primitives: volume in use by a container")
+	ErrVolumeInUse   = fmt.Errorf("primitives: volume in use by a container (%w)", provision.ErrInUse)
 )
 
 // Options configures the primitives.

@@ -1,12 +1,16 @@
 package provision_test
 
 import (
+	"context"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/edgeprov/provisiond/provision"
+	"github.com/edgeprov/provisiond/provision/provisiontest"
 )
 
 func TestTruncate(t *testing.T) {
@@ -117,6 +121,54 @@ func TestRepeatedEventEnqueuesOnce(t *testing.T) {
 			if len(results) == 0 {
 				t.Errorf("%s: no result pending", id)
 			}
+		}
+	})
+}
+
+// inUsePrims answers the first decommissions of one id as a volume a
+// container still mounts.
+type inUsePrims struct {
+	*provisiontest.RecordingPrimitives
+	id   string
+	left atomic.Int32
+}
+
+func (p *inUsePrims) Decommission(ctx context.Context, r *provision.Reservation) error {
+	if r.ID == p.id && p.left.Add(-1) >= 0 {
+		return provision.Temporary(fmt.Errorf("volume %s is mounted by container c1: %w", r.ID, provision.ErrInUse))
+	}
+	return p.RecordingPrimitives.Decommission(ctx, r)
+}
+
+// A delete of a workload in use waits (retried) and completes once it is
+// free; the deleted result says why it waited.
+func TestDeleteInUseWaitsAndSaysWhy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var prims *inUsePrims
+		h := newHarness(t, func(o *provision.Options) {
+			prims = &inUsePrims{RecordingPrimitives: o.Primitives.(*provisiontest.RecordingPrimitives), id: "v1"}
+			prims.left.Store(3)
+			o.Primitives = prims
+		})
+		h.start(nil)
+		r := h.user.Volume("v1", testNode, 1, time.Now(), 24*time.Hour)
+		h.deliver(r)
+		settle(0)
+		h.wantState("v1", provision.Deployed)
+		h.deliver(h.user.Delete(r))
+		settle(0)
+		h.wantState("v1", provision.Deleting)
+		settle(time.Hour) // the retries' backoff
+		rec := h.wantState("v1", provision.Deleted)
+		if prims.left.Load() >= 0 {
+			t.Fatalf("the in-use decommission was not retried until free")
+		}
+		res := h.lastResult("v1")
+		if res == nil || res.State != provision.StateDeleted || !strings.Contains(res.Message, "waited: volume v1 is mounted by container c1") {
+			t.Fatalf("deleted result = %+v, want it to say why it waited", res)
+		}
+		if n := strings.Count(rec.History[len(rec.History)-1].Message, "waited"); n != 1 {
+			t.Errorf("deleted message says waited %d times: %q", n, rec.History[len(rec.History)-1].Message)
 		}
 	})
 }
