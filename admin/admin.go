@@ -59,9 +59,44 @@ type Status struct {
 	Records map[provision.State]int `json:"records"`
 	// Database is the path of the database.
 	Database string `json:"database"`
+	// Disk is the disk the node's data takes: measured at the daemon's
+	// last garbage collection, or, when no daemon runs, by the command.
+	Disk *DiskUsage `json:"disk,omitempty"`
 	// Checks is the self-check: the daemon's at its start, or, when no
 	// daemon runs, the status command's own (Checks.By says which).
 	Checks *selfcheck.Report `json:"checks,omitempty"`
+}
+
+// DiskUsage is the disk allocated to each kind of the node's data, in
+// bytes (allocated blocks: sparse volume images count what they hold).
+type DiskUsage struct {
+	// Images is the unpacked container images.
+	Images int64 `json:"images_bytes"`
+	// Containers is the containers' bundles (what they wrote outside
+	// their volumes) and runc's state.
+	Containers int64 `json:"containers_bytes"`
+	// Volumes is the volume images.
+	Volumes int64 `json:"volumes_bytes"`
+	// Logs is the containers' logs.
+	Logs int64 `json:"logs_bytes"`
+	// Database is the database file.
+	Database int64 `json:"database_bytes"`
+	// MeasuredAt is when it was measured.
+	MeasuredAt time.Time `json:"measured_at"`
+	// LastSweep is when the daemon last collected garbage (zero when the
+	// status was read without a daemon).
+	LastSweep time.Time `json:"last_sweep,omitzero"`
+	// Removed says what the last sweep removed: images, temporary
+	// directories and final records.
+	Removed *SweepCounts `json:"removed,omitempty"`
+}
+
+// SweepCounts counts what one garbage collection removed.
+type SweepCounts struct {
+	Images    int   `json:"images"`
+	Temporary int   `json:"temporary"`
+	Records   int   `json:"records"`
+	Bytes     int64 `json:"image_bytes"`
 }
 
 // MaxClockSkew is how far the explorer's clock may be from the node's

@@ -23,7 +23,8 @@
 //	└── <expires ‖ id>   → empty; expires is the unix-nano time as uint64 BE with the
 //	                       sign bit flipped (ordered); records not in a Final state only
 //	digests
-//	└── <digest>         → id (every record, final ones too: replays stay refused)
+//	└── <digest>         → id (every record, final ones too: replays stay refused,
+//	                       until Purge removes a final record long expired)
 //	keys
 //	└── <key>            → id (live records only: a Final record releases its key)
 //	outbox

@@ -167,3 +167,15 @@ func (c *readCache) clear() {
 		sl.mu.Unlock()
 	}
 }
+
+// removed records that transaction txid, now committed, removed record
+// id. Called in commit order, like written.
+func (c *readCache) removed(id string, txid uint64) {
+	sl := c.slot(id)
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	sl.floor = txid
+	if sl.id == id {
+		sl.id, sl.v, sl.rec, sl.txid = "", nil, nil, 0
+	}
+}

@@ -29,6 +29,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -49,6 +50,7 @@ var (
 	ErrNotOurs       = errors.New("primitives: resource does not carry our prefix")
 	ErrWrongType     = errors.New("primitives: workload of an unexpected type")
 	ErrNoWireGuard   = errors.New("primitives: wireguard key unusable")
+	ErrVolumeInUse   = fmt.Errorf("primitives: volume in use by a container (%w)", provision.ErrInUse)
 )
 
 // Options configures the primitives.
@@ -71,8 +73,13 @@ type Options struct {
 	// mounts volumes of its own user. nil skips that check.
 	Lookup func(id string) (*provision.Reservation, error)
 	// HTTPClient downloads images. Default a client without an overall
-	// timeout (the context bounds a download).
+	// timeout (the context bounds a download) that refuses loopback,
+	// link-local, private and the node's own addresses (see
+	// container.Options.HTTPClient).
 	HTTPClient *http.Client
+	// ImageHosts are the hosts an image may be fetched from whatever
+	// address they resolve to (container.Options.ImageHosts). Default none.
+	ImageHosts []string
 	// MaxImageSize bounds the bytes of file content a container image may
 	// unpack to. Default container.DefaultMaxImageSize.
 	MaxImageSize int64
@@ -150,7 +157,7 @@ func New(opts Options) *Table {
 	t.container = container.New(container.Options{
 		DataDir: opts.DataDir, RuncPath: opts.RuncPath, Network: nets, OnGiveUp: t.onGiveUp,
 		Now: opts.Now, HTTPClient: opts.HTTPClient, MaxImageSize: opts.MaxImageSize,
-		LocalImages: opts.LocalImages, Log: log,
+		LocalImages: opts.LocalImages, ImageHosts: opts.ImageHosts, Log: log,
 		PidsLimit: opts.ContainerPidsLimit, LogMaxSize: opts.ContainerLogMaxSize,
 		LogMaxFiles: opts.ContainerLogMaxFiles, RunDir: opts.ContainerRunDir,
 	})
@@ -300,7 +307,25 @@ func (t *Table) provisionVolume(ctx context.Context, r *provision.Reservation, v
 }
 
 func (t *Table) decommissionVolume(ctx context.Context, r *provision.Reservation, _ *provision.Volume) error {
-	return t.volumes.Decommission(ctx, r.ID)
+	return t.removeVolume(ctx, r.ID)
+}
+
+// removeVolume decommissions volume id unless a container mounts it: that
+// is a temporary error wrapping ErrVolumeInUse naming the containers, so
+// the engine retries (with backoff, as for a network with containers)
+// and the delete completes once they are gone. The volume is untouched
+// meanwhile: deleting its image under a container would destroy what
+// the container is writing.
+func (t *Table) removeVolume(ctx context.Context, id string) error {
+	users, err := t.container.Using(ctx, t.volumes.Path(id))
+	if err != nil {
+		return provision.Temporary(fmt.Errorf("checking who mounts volume %s: %w", id, err))
+	}
+	if len(users) > 0 {
+		return provision.Temporary(fmt.Errorf("%w: volume %s is mounted by container %s; it is deleted once the container is gone",
+			ErrVolumeInUse, id, strings.Join(users, ", ")))
+	}
+	return t.volumes.Decommission(ctx, id)
 }
 
 func (t *Table) provisionContainer(ctx context.Context, r *provision.Reservation, c *provision.Container) (any, error) {
@@ -442,9 +467,19 @@ func (t *Table) Remove(ctx context.Context, res provision.Resource) error {
 	case provision.NetworkReservation:
 		return t.networks.Decommission(ctx, res.ID)
 	case provision.VolumeReservation:
-		return t.volumes.Decommission(ctx, res.ID)
+		return t.removeVolume(ctx, res.ID)
 	case provision.ContainerReservation:
 		return t.container.Decommission(ctx, res.ID)
 	}
 	return provision.Permanentf("%w: %q", provision.ErrUnknownType, res.Type)
 }
+
+// SweepImages removes the unpacked container images no live record
+// references; see container.Manager.SweepImages.
+func (t *Table) SweepImages(ctx context.Context, referenced func() (map[string]bool, error)) (container.SweepResult, error) {
+	return t.container.SweepImages(ctx, referenced)
+}
+
+// Containers returns the container manager (its directories, for disk
+// usage).
+func (t *Table) Containers() *container.Manager { return t.container }

@@ -645,14 +645,14 @@ func (e *Engine) logr(level zerolog.Level, r *Reservation) *zerolog.Event {
 // newResult builds and signs a result for r.
 func (e *Engine) newResult(r *Reservation, digest string, state ResultState, msg string, data any) (*Result, error) {
 	res := &Result{
-		Type:    r.Type,
+		Type:    ReservationType(Truncate(string(r.Type), MaxRefusedField)),
 		ID:      r.ID,
 		NodeID:  e.nodeID,
 		Digest:  digest,
 		Version: r.Version,
 		Created: e.now(),
 		State:   state,
-		Message: msg,
+		Message: Truncate(msg, MaxMessageLength),
 	}
 	if data != nil {
 		raw, ok := data.(json.RawMessage)

@@ -171,23 +171,28 @@ func (e *Engine) refuse(r *Reservation, digest string, cause error) error {
 		e.logr(zerolog.ErrorLevel, r).Msg("refused item has no id; no result can be sent")
 		return nil
 	}
-	res, err := e.newResult(r, digest, StateError, cause.Error(), nil)
+	msg := Truncate(cause.Error(), MaxMessageLength)
+	if ValidName("reservation id", r.ID) != nil && len(r.ID) > MaxRefusedField {
+		e.logr(zerolog.ErrorLevel, r).Int("id_bytes", len(r.ID)).Msg("refused item's id is too long to answer; no result is sent")
+		return nil
+	}
+	res, err := e.newResult(r, digest, StateError, msg, nil)
 	if err != nil {
 		return err
 	}
 	if ValidName("reservation id", r.ID) != nil {
+		if dup, err := e.pendingResult(res); err != nil || dup {
+			return err // the same refusal waits already
+		}
 		if err := e.store.Enqueue(resultEntry(res)); err != nil {
 			return fmt.Errorf("enqueuing refusal of %s: %w", r.ID, err)
 		}
 		e.wakeOutbox()
 		return nil
 	}
-	c := stripped(r)
-	if len(c.Data) > MaxDataSize {
-		c.Data = nil // do not keep what was refused for its size
-	}
+	c := boundedRefusal(r)
 	rec := &Record{Reservation: c}
-	rec.Move(Failed, e.now(), cause.Error())
+	rec.Move(Failed, e.now(), msg)
 	if err := e.commit(rec, "", res, true); err != nil {
 		return fmt.Errorf("recording refusal of %s: %w", r.ID, err)
 	}
@@ -237,6 +242,9 @@ func (e *Engine) refuseOther(r *Reservation, digest string) error {
 func (e *Engine) resend(rec *Record) error {
 	if rec.Result == nil {
 		return nil
+	}
+	if dup, err := e.pendingResult(rec.Result); err != nil || dup {
+		return err // it waits in the outbox already: a repeat adds nothing
 	}
 	if err := e.store.Enqueue(resultEntry(rec.Result)); err != nil {
 		return fmt.Errorf("re-sending result of %s: %w", rec.ID(), err)

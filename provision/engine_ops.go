@@ -460,6 +460,7 @@ func (e *Engine) decommission(ctx context.Context, rec *Record) outcome {
 	if err != nil {
 		cur.Attempts++
 		cur.Updated = e.now()
+		noteWait(cur, err)
 		if cerr := e.commit(cur, Deleting, nil, false); cerr != nil {
 			return e.retryLater(id, true, cerr)
 		}

@@ -132,7 +132,7 @@ func (rec *Record) Move(to State, at time.Time, message string) {
 	}
 	rec.State = to
 	rec.Updated = at
-	rec.History = append(rec.History, Transition{State: to, At: at, Message: message})
+	rec.History = append(rec.History, Transition{State: to, At: at, Message: Truncate(message, MaxMessageLength)})
 	if n := len(rec.History); n > MaxHistory {
 		rec.History = append(rec.History[:0:0], rec.History[n-MaxHistory:]...)
 	}

@@ -7,10 +7,14 @@ import (
 	"errors"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/edgeprov/provisiond/internal/testutil"
 	"github.com/edgeprov/provisiond/provision"
 )
 
@@ -316,5 +320,125 @@ func BenchmarkCompute(b *testing.B) {
 	}
 	for b.Loop() {
 		Compute(recs, provision.Capacity{}, testNow)
+	}
+}
+
+// usedProbe is a fakeProbe that also tells what its disks use.
+type usedProbe struct {
+	fakeProbe
+	used, workloads map[string]uint64
+	calls           int
+}
+
+func (p *usedProbe) DiskUsed(_ context.Context, path string) (uint64, uint64, error) {
+	p.calls++
+	u, ok := p.used[path]
+	if !ok {
+		return 0, 0, os.ErrNotExist
+	}
+	return u, p.workloads[path], nil
+}
+
+func TestCapacityStorageReserve(t *testing.T) {
+	newProbe := func() *usedProbe {
+		return &usedProbe{
+			fakeProbe: fakeProbe{cpus: 8, memory: 32 * gib, disks: map[string]fakeDisk{
+				"/ssd": {total: 500 * gib, dev: 1}, "/ssd/hdd": {total: 500 * gib, dev: 1}, "/hdd": {total: 4000 * gib, dev: 2},
+			}},
+			used:      map[string]uint64{"/ssd": 40 * gib, "/ssd/hdd": 40 * gib, "/hdd": 100 * gib},
+			workloads: map[string]uint64{"/ssd": 15 * gib, "/hdd": 0},
+		}
+	}
+	tests := []struct {
+		name     string
+		opts     NodeOptions
+		sru, hru float64
+	}{
+		// 500 GiB: 2% is 10 GiB, more than the 1 GiB floor.
+		{"default-margin", NodeOptions{SSDPath: "/ssd", HDDPath: "/hdd"}, 40 - 15 + 10, 100 + 80},
+		{"explicit-margin", NodeOptions{SSDPath: "/ssd", HDDPath: "/hdd", DiskMargin: 2 * gib}, 40 - 15 + 2, 100 + 2},
+		{"no-margin", NodeOptions{SSDPath: "/ssd", DiskMargin: -1}, 25, 0},
+		{"plus-explicit-reserve", NodeOptions{SSDPath: "/ssd", DiskMargin: -1, Reserve: provision.Units{SRU: 5}}, 30, 0},
+		{"same-filesystem-reserved-once", NodeOptions{SSDPath: "/ssd", HDDPath: "/ssd/hdd", DiskMargin: -1}, 25, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			probe := newProbe()
+			tt.opts.Probe = probe
+			n := NewNode(tt.opts)
+			got, err := n.Capacity(t.Context())
+			if err != nil {
+				t.Fatalf("Capacity() error = %v", err)
+			}
+			want := provision.Units{MRU: 3.2, SRU: tt.sru, HRU: tt.hru}
+			if !unitsNear(got.Reserved, want) {
+				t.Errorf("Reserved = %+v, want %+v", got.Reserved, want)
+			}
+			// Measured once: later growth is the workloads', counted by
+			// their reservations.
+			probe.used["/ssd"] += 100 * gib
+			probe.used["/hdd"] += 100 * gib
+			again, err := n.Capacity(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !unitsNear(again.Reserved, want) {
+				t.Errorf("second Reserved = %+v, want %+v (the reserve of the start)", again.Reserved, want)
+			}
+		})
+	}
+}
+
+func TestCapacityStorageReserveProbeError(t *testing.T) {
+	probe := &usedProbe{fakeProbe: fakeProbe{cpus: 1, memory: 4 * gib, disks: map[string]fakeDisk{"/ssd": {total: gib, dev: 1}}}}
+	_, err := NewNode(NodeOptions{SSDPath: "/ssd", Probe: probe}).Capacity(t.Context())
+	if !errors.Is(err, ErrProbe) || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Capacity() error = %v, want ErrProbe wrapping ErrNotExist", err)
+	}
+}
+
+// TestCapacityStorageReserveReal measures a real filesystem of a known
+// size (a tmpfs the test mounts): what is there at start is reserved, the
+// sparse or allocated volume images are not.
+func TestCapacityStorageReserveReal(t *testing.T) {
+	testutil.RequiresRoot(t)
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=256m"); err != nil {
+		t.Fatalf("mounting tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	write := func(name string, size int) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), make([]byte, size), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("provisiond.db", 64<<20)           // not a workload's: reserved
+	write(provision.Prefix+"v1.img", 32<<20) // a volume image: its reservation counts it
+	sparse, err := os.Create(filepath.Join(dir, provision.Prefix+"v2.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sparse.Truncate(100 << 20); err != nil { // sparse: allocates nothing
+		t.Fatal(err)
+	}
+	sparse.Close()
+	n := NewNode(NodeOptions{SSDPath: dir, DiskMargin: 16 << 20})
+	c, err := n.Capacity(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Total.SRU * gib; got != 256<<20 {
+		t.Errorf("Total.SRU = %.0f bytes, want %d", got, 256<<20)
+	}
+	want := float64(64<<20+16<<20) / gib
+	if math.Abs(c.Reserved.SRU-want) > float64(1<<20)/gib {
+		t.Errorf("Reserved.SRU = %.1f MiB, want %.1f MiB (64 MiB used at start + 16 MiB margin)", c.Reserved.SRU*1024, want*1024)
+	}
+	// Usable never promises what is not there: at most what was free
+	// plus what the volumes (counted by their reservations) hold.
+	free := float64(256<<20-64<<20) / gib
+	if u := c.Usable().SRU; u > free {
+		t.Errorf("Usable().SRU = %.1f MiB, more than the %.1f MiB free to workloads", u*1024, free*1024)
 	}
 }

@@ -10,10 +10,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/edgeprov/provisiond/admin"
 	"github.com/edgeprov/provisiond/cache"
 	"github.com/edgeprov/provisiond/identity"
 	"github.com/edgeprov/provisiond/provision"
@@ -147,6 +149,8 @@ func golden(t *testing.T, name, got string) {
 	}
 }
 
+var diskLine = regexp.MustCompile(`(?m)^(disk: +)images .*$`)
+
 func TestCLIGolden(t *testing.T) {
 	dir := fillNode(t)
 	for _, tc := range []struct {
@@ -170,6 +174,8 @@ func TestCLIGolden(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, errOut)
 			}
+			// The disk usage is measured: sizes and time vary.
+			out = diskLine.ReplaceAllString(out, "${1}$$DISK")
 			golden(t, tc.name, strings.ReplaceAll(out, dir, "$DATA"))
 		})
 	}
@@ -325,5 +331,31 @@ func TestParseSize(t *testing.T) {
 		if got, err := parseSize(in); err == nil {
 			t.Errorf("parseSize(%q) = %d, want an error", in, got)
 		}
+	}
+}
+
+// TestCLIStatusDisk shows the disk the node's data takes, as JSON too.
+func TestCLIStatusDisk(t *testing.T) {
+	dir := fillNode(t)
+	if err := os.MkdirAll(filepath.Join(dir, "images", "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "images", "x", "f"), make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := provisiond(t, dir, "status", "--checks=false", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var s admin.Status
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Disk == nil || s.Disk.Images < 1<<20 || s.Disk.Database == 0 || s.Disk.MeasuredAt.IsZero() {
+		t.Fatalf("status disk = %+v, want the 1 MiB image and the database measured", s.Disk)
+	}
+	text, _, code := provisiond(t, dir, "status", "--checks=false")
+	if code != 0 || !regexp.MustCompile(`disk: +images 1\.0 MiB, containers .*, volumes .*, logs .*, database `).MatchString(text) {
+		t.Fatalf("status (exit %d):\n%s", code, text)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
+	"github.com/edgeprov/provisiond/internal/gc"
 	"github.com/edgeprov/provisiond/primitives/container"
 	"github.com/edgeprov/provisiond/provision"
 )
@@ -38,6 +39,7 @@ type config struct {
 	ReserveMRU    float64
 	ReserveSRU    float64
 	ReserveHRU    float64
+	DiskMarginGiB float64
 	OpTimeout     time.Duration
 	DepTimeout    time.Duration
 	MaxImageMiB   int64
@@ -58,6 +60,8 @@ type config struct {
 	// publish on it (default 1024-65535).
 	Uplink           string
 	PortMin, PortMax int
+	ImageHosts       []string
+	GCInterval       time.Duration
 
 	// ExplorerTimeout bounds one request to the explorer, its reply read
 	// included; a poll gets PollWait + ExplorerTimeout (default 30s).
@@ -89,6 +93,7 @@ func globalFlags() []cli.Flag {
 		&cli.Float64Flag{Name: "reserve-mru", Usage: "GiB of memory kept back for the system (0: the larger of 1 GiB and 10% of memory)", Value: 0, EnvVars: env("RESERVE_MRU")},
 		&cli.Float64Flag{Name: "reserve-sru", Usage: "GiB of SSD kept back for the system", Value: 0, EnvVars: env("RESERVE_SRU")},
 		&cli.Float64Flag{Name: "reserve-hru", Usage: "GiB of HDD kept back for the system", Value: 0, EnvVars: env("RESERVE_HRU")},
+		&cli.Float64Flag{Name: "disk-margin-gib", Usage: "GiB kept free on each storage filesystem on top of what it used at start (0: the larger of 1 GiB and 2% of the filesystem; negative: none)", Value: 0, EnvVars: env("DISK_MARGIN_GIB")},
 		&cli.StringFlag{Name: "log-format", Usage: "`FORMAT` of logs: json, console, or auto (console on a terminal)", Value: "auto", EnvVars: env("LOG_FORMAT")},
 		&cli.StringFlag{Name: "log-level", Usage: "`LEVEL`: debug, info, warn, error", Value: "info", EnvVars: env("LOG_LEVEL")},
 	}
@@ -108,7 +113,9 @@ func runFlags() []cli.Flag {
 		&cli.StringFlag{Name: "container-log-max-size", Usage: "`SIZE` (bytes, or with KiB, MiB, GiB) a container's log file is rotated at", Value: "10MiB", EnvVars: env("CONTAINER_LOG_MAX_SIZE")},
 		&cli.IntFlag{Name: "container-log-max-files", Usage: "log files kept per container, the current one included (so at most max-size × max-files bytes)", Value: container.DefaultLogMaxFiles, EnvVars: env("CONTAINER_LOG_MAX_FILES")},
 		&cli.StringFlag{Name: "container-run-dir", Usage: "`DIR` the containers' root filesystems are mounted in; it and every directory above it must be searchable by others (a container's user namespace mounts from there)", Value: container.DefaultRunDir, EnvVars: env("CONTAINER_RUN_DIR")},
+		&cli.StringSliceFlag{Name: "image-hosts", Usage: "`HOST`s (names or IP literals, comma-separated or repeated) an http(s) image may be fetched from although they resolve to a loopback, link-local, private or the node's own address; default none", EnvVars: env("IMAGE_HOSTS")},
 		&cli.DurationFlag{Name: "dependency-timeout", Usage: "how long a container waits, from its acceptance, for the network and volumes it names to be deployed before it fails", Value: provision.DefaultDependencyTimeout, EnvVars: env("DEPENDENCY_TIMEOUT")},
+		&cli.DurationFlag{Name: "gc-interval", Usage: "interval between garbage collections (unused images, leftover unpacks, orphans, final records past expiry); one runs at start", Value: gc.DefaultInterval, EnvVars: env("GC_INTERVAL")},
 		&cli.DurationFlag{Name: "resync", Usage: "interval between inspections of deployed workloads", Value: 5 * time.Minute, EnvVars: env("RESYNC")},
 		&cli.DurationFlag{Name: "poll-wait", Usage: "how long the explorer may hold a long-poll", Value: 30 * time.Second, EnvVars: env("POLL_WAIT")},
 		&cli.StringFlag{Name: "uplink", Usage: "the node's public `INTERFACE`: networks reach the outside through it (masqueraded, isolated from each other and from the node) and containers publish ports on it; empty: networks are islands", EnvVars: env("UPLINK")},
@@ -216,6 +223,7 @@ func configFrom(c *cli.Context) *config {
 		ReserveMRU:    f64("reserve-mru"),
 		ReserveSRU:    f64("reserve-sru"),
 		ReserveHRU:    f64("reserve-hru"),
+		DiskMarginGiB: f64("disk-margin-gib"),
 		OpTimeout:     c.Duration("op-timeout"),
 		DepTimeout:    c.Duration("dependency-timeout"),
 		MaxImageMiB:   c.Int64("max-image-mib"),
@@ -224,7 +232,9 @@ func configFrom(c *cli.Context) *config {
 		LogMaxSize:    c.String("container-log-max-size"),
 		LogMaxFiles:   c.Int("container-log-max-files"),
 		RunDir:        c.String("container-run-dir"),
+		ImageHosts:    c.StringSlice("image-hosts"),
 		Resync:        c.Duration("resync"),
+		GCInterval:    c.Duration("gc-interval"),
 		PollWait:      c.Duration("poll-wait"),
 		LogFormat:     str("log-format"),
 		LogLevel:      str("log-level"),

@@ -314,6 +314,14 @@ func showStatus(c *cli.Context, r admin.Reader) error {
 		counts = append(counts, fmt.Sprintf("%s=%d", st, s.Records[st]))
 	}
 	fmt.Fprintf(tw, "records:\t%s\n", strings.Join(counts, " "))
+	if d := s.Disk; d != nil {
+		fmt.Fprintf(tw, "disk:\timages %s, containers %s, volumes %s, logs %s, database %s (at %s)\n",
+			size(d.Images), size(d.Containers), size(d.Volumes), size(d.Logs), size(d.Database), ts(d.MeasuredAt))
+		if r := d.Removed; r != nil {
+			fmt.Fprintf(tw, "last gc:\t%s: removed %d images (%s), %d leftover directories, %d expired records\n",
+				ts(d.LastSweep), r.Images, size(r.Bytes), r.Temporary, r.Records)
+		}
+	}
 	if err := tw.Flush(); err != nil || s.Checks == nil {
 		return err
 	}
@@ -339,4 +347,18 @@ func keyShow(c *cli.Context) error {
 	}
 	_, err = fmt.Fprintf(c.App.Writer, "node id:    %s\npublic key: %s\n", out.NodeID, out.PublicKey)
 	return err
+}
+
+// size formats a byte count in binary units.
+func size(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, i := float64(n)/unit, 0
+	for v >= unit && i < 4 {
+		v /= unit
+		i++
+	}
+	return fmt.Sprintf("%.1f %ciB", v, "KMGTP"[i])
 }

@@ -58,7 +58,11 @@ func directReader(st *cache.Store, cfg *config) *admin.Local {
 	return &admin.Local{
 		Store: st,
 		StatusFunc: func(context.Context) (*admin.Status, error) {
-			return storeStatus(st, nodeID)
+			s, err := storeStatus(st, nodeID)
+			if err == nil {
+				s.Disk = measureDisk(cfg)
+			}
+			return s, err
 		},
 		StatsFunc: func(ctx context.Context) (*provision.Stats, error) {
 			capacity, err := newNode(cfg).Capacity(ctx)
@@ -101,5 +105,7 @@ func newNode(cfg *config) *stats.Node {
 		SSDPath: cfg.SSDPath,
 		HDDPath: cfg.HDDPath,
 		Reserve: provision.Units{CRU: cfg.ReserveCRU, MRU: cfg.ReserveMRU, SRU: cfg.ReserveSRU, HRU: cfg.ReserveHRU},
+		// 0 keeps the default margin; a negative value keeps none.
+		DiskMargin: int64(cfg.DiskMarginGiB * (1 << 30)),
 	})
 }

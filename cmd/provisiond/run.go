@@ -22,6 +22,7 @@ import (
 	"github.com/edgeprov/provisiond/identity"
 	"github.com/edgeprov/provisiond/internal/backoff"
 	"github.com/edgeprov/provisiond/internal/certs"
+	"github.com/edgeprov/provisiond/internal/gc"
 	"github.com/edgeprov/provisiond/internal/selfcheck"
 	"github.com/edgeprov/provisiond/internal/version"
 	"github.com/edgeprov/provisiond/metrics"
@@ -125,6 +126,7 @@ func run(ctx context.Context, cfg *config) error {
 		ContainerLogMaxSize:  logMaxSize,
 		ContainerLogMaxFiles: cfg.LogMaxFiles,
 		ContainerRunDir:      cfg.RunDir,
+		ImageHosts:           cfg.ImageHosts,
 		Log:                  log.With().Str("component", "primitives").Logger(),
 		Lookup: func(id string) (*provision.Reservation, error) {
 			rec, err := store.Get(id)
@@ -164,6 +166,7 @@ func run(ctx context.Context, cfg *config) error {
 		Log:               log,
 	})
 	d.engine = engine
+	d.gc = newCollector(cfg, store, prims, engine, log)
 	log.Info().Str("version", version.String()).Str("explorer", cfg.Explorer).Str("data_dir", cfg.DataDir).Msg("starting")
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -187,6 +190,7 @@ func run(ctx context.Context, cfg *config) error {
 		goWithErr("metrics", func() error { return m.Serve(ctx, metricsLn) })
 	}
 	wg.Go(func() { register(ctx, gated, node, log) })
+	wg.Go(func() { d.gc.Run(ctx) })
 	wg.Go(func() {
 		if !waitRunning(ctx, engine) {
 			return
@@ -386,6 +390,7 @@ type daemon struct {
 	client    *explorer.Client
 	log       zerolog.Logger
 	progress  *progress
+	gc        *gc.Collector
 	unhealthy atomic.Bool
 }
 
@@ -407,6 +412,11 @@ func (d *daemon) status(context.Context) (*admin.Status, error) {
 	s.LastPollError = es.LastPollError
 	s.LastPollErrorAt = es.LastPollErrorAt
 	s.Checks = d.checks
+	if r, ok := d.gc.Last(); ok {
+		s.Disk = diskUsage(r.Usage)
+		s.Disk.LastSweep = r.At
+		s.Disk.Removed = &admin.SweepCounts{Images: len(r.Images), Temporary: r.Temporary, Records: len(r.Records), Bytes: r.ImageBytes}
+	}
 	if sk, ok := d.client.ClockSkew(); ok {
 		s.ClockSkew = clockSkew(sk)
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 
 	"github.com/moby/profiles/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -135,6 +136,12 @@ func runtimeSpec(name string, s *Spec, o runtimeOptions) (*specs.Spec, error) {
 			Source:      o.binds[i],
 			Options:     []string{"rbind", "rw", "nosuid", "nodev"},
 		})
+		if spec.Annotations == nil {
+			spec.Annotations = map[string]string{}
+		}
+		// The bind's source is the volume's idmapped mount in the bundle;
+		// the volume itself is named here, for Using.
+		spec.Annotations[volumeAnnotation+strconv.Itoa(i)] = filepath.Clean(m.Source)
 	}
 	sc, err := seccomp.GetDefaultProfile(spec)
 	if err != nil {

@@ -57,6 +57,7 @@ var (
 	ErrImageNotFound  = errors.New("container: image not found")
 	ErrBadImage       = errors.New("container: bad image")
 	ErrImageTooLarge  = errors.New("container: image too large")
+	ErrImageRefused   = errors.New("container: image URL refused")
 	ErrCrashLoop      = errors.New("container: crash-looping")
 )
 
@@ -108,8 +109,15 @@ type Options struct {
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// HTTPClient downloads http(s) images. Default a client without an
-	// overall timeout: the context bounds a download.
+	// overall timeout (the context bounds a download) that refuses, at
+	// dial time and after every redirect, loopback, link-local, private
+	// and the node's own addresses unless the URL's host is in
+	// ImageHosts, and ignores proxies. A client given here is used as is.
 	HTTPClient *http.Client
+	// ImageHosts are the hosts (names or IP literals, as written in the
+	// image URL, without a port) the default client may fetch images from
+	// whatever they resolve to. Default none.
+	ImageHosts []string
 	// MaxImageSize bounds the bytes of file content an image may unpack
 	// to, and MaxImageEntries its entries: a larger image fails for good
 	// with ErrImageTooLarge, leaving nothing, instead of filling the
@@ -208,6 +216,7 @@ type Manager struct {
 	runDir     string
 	mkfs       string
 	pids       int64
+	leases     imageLeases
 	log        zerolog.Logger
 
 	idMu    sync.Mutex // serialises uid range allocations
@@ -242,7 +251,7 @@ func New(opts Options) *Manager {
 		opts.Now = time.Now
 	}
 	if opts.HTTPClient == nil {
-		opts.HTTPClient = &http.Client{}
+		opts.HTTPClient = newImageGuard(opts.ImageHosts).client()
 	}
 	if opts.MaxImageSize <= 0 {
 		opts.MaxImageSize = DefaultMaxImageSize
@@ -391,6 +400,10 @@ func (m *Manager) Provision(ctx context.Context, id string, s Spec) (Info, error
 			return Info{}, err
 		}
 	}
+	// The image stays leased until the container runs on it: the
+	// garbage collector never removes it meanwhile (see ImageSweep).
+	release := m.leases.lease(s.Digest)
+	defer release()
 	lower, err := m.ensureImage(ctx, s.Image, s.Digest)
 	if err != nil {
 		return Info{}, err

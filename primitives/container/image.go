@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
 	"os"
 	"path"
 	"path/filepath"
@@ -79,7 +78,10 @@ func (m *Manager) ensureImage(ctx context.Context, src, digest string) (string, 
 		return "", ctx.Err()
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != digest {
-		return "", provision.Permanentf("%w: image %s has sha256 %s, not %s", ErrDigestMismatch, src, got, digest)
+		// The error does not say what the digest is: that would tell
+		// the user something of what the node read.
+		m.log.Warn().Str("image", src).Str("sha256", got).Str("want", digest).Msg("image digest mismatch")
+		return "", provision.Permanentf("%w: image %s does not have sha256 %s", ErrDigestMismatch, src, digest)
 	}
 	if uerr != nil {
 		var perr *provision.Error
@@ -105,21 +107,9 @@ func (m *Manager) open(ctx context.Context, src, rel string) (io.ReadCloser, err
 	if rel != "" {
 		return m.openLocal(src, rel)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
+	resp, err := m.download(ctx, src)
 	if err != nil {
-		return nil, provision.Permanentf("%w: %s: %w", ErrImageNotFound, src, err)
-	}
-	resp, err := m.client.Do(req)
-	if err != nil {
-		return nil, provision.Temporary(fmt.Errorf("downloading image %s: %w", src, err))
-	}
-	if resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
-		err := fmt.Errorf("downloading image %s: %s", src, resp.Status)
-		if resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests {
-			return nil, provision.Permanentf("%w: %w", ErrImageNotFound, err)
-		}
-		return nil, provision.Temporary(err)
+		return nil, err
 	}
 	return resp.Body, nil
 }
