@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -80,8 +81,19 @@ func (s *Server) reply(w http.ResponseWriter, v any, err error) {
 // Listen binds the unix socket at path with mode 0600, replacing a stale
 // socket file but never a live daemon's socket or a non-socket file.
 func Listen(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("creating admin socket directory: %w", err)
+	// The socket itself is 0600. Its directory, made here if missing, is
+	// 0711 whatever the umask: searchable, not listable, because the
+	// containers' root filesystems may live below it (the default
+	// --container-run-dir, /run/provisiond/rootfs), where their user
+	// namespaces must reach them.
+	dir := filepath.Dir(path)
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o711); err != nil {
+			return nil, fmt.Errorf("creating admin socket directory: %w", err)
+		}
+		if err := os.Chmod(dir, 0o711); err != nil {
+			return nil, fmt.Errorf("creating admin socket directory: %w", err)
+		}
 	}
 	if err := removeStale(path); err != nil {
 		return nil, err

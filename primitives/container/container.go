@@ -332,7 +332,7 @@ func (m *Manager) rootfs(id string) string { return filepath.Join(m.runDir, Name
 // checkSearchable creates dir (mode 0711) and checks that it and every
 // directory above it are searchable by others.
 func checkSearchable(dir string) error {
-	if err := os.MkdirAll(dir, 0o711); err != nil {
+	if err := mkdirSearchable(dir); err != nil {
 		return err
 	}
 	for d := dir; ; d = filepath.Dir(d) {
@@ -347,6 +347,69 @@ func checkSearchable(dir string) error {
 			return nil
 		}
 	}
+}
+
+// mkdirSearchable makes dir and the parents it lacks with mode 0711,
+// whatever the umask (the shipped unit's is 0077), and gives dir itself
+// that mode if it lacks search by others: the run directory is ours.
+func mkdirSearchable(dir string) error {
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		missing = append(missing, d)
+		if d == "/" || d == "." {
+			break
+		}
+	}
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return err
+	}
+	for _, d := range missing {
+		if err := os.Chmod(d, 0o711); err != nil {
+			return err
+		}
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if st.Mode().Perm()&0o001 == 0 {
+		return os.Chmod(dir, st.Mode().Perm()|0o111)
+	}
+	return nil
+}
+
+// cgroupRoot is where the cgroup hierarchies are mounted.
+const cgroupRoot = "/sys/fs/cgroup"
+
+// searchableCgroupParents gives the containers' parent cgroup
+// ("provisiond", see CgroupsPath) search by others in every hierarchy
+// below root where it exists. runc makes it with mkdir(0755), cut by the
+// umask of whoever ran first (a release whose unit had UMask=0077 made it
+// 0700), and a container in its own user namespace must reach its own
+// cgroup below it: runc fails to mount its /sys/fs/cgroup otherwise.
+func searchableCgroupParents(root string) error {
+	parent := filepath.Dir(CgroupsPath("x"))
+	dirs := []string{filepath.Join(root, parent)} // the unified hierarchy (v2)
+	if entries, err := os.ReadDir(root); err == nil {
+		for _, e := range entries {
+			dirs = append(dirs, filepath.Join(root, e.Name(), parent)) // each v1 hierarchy
+		}
+	}
+	for _, d := range dirs {
+		st, err := os.Stat(d)
+		if err != nil || !st.IsDir() || st.Mode().Perm()&0o001 != 0 {
+			continue // absent (made by runc later, with its mode) or already searchable
+		}
+		if err := os.Chmod(d, st.Mode().Perm()|0o011); err != nil {
+			return fmt.Errorf("making cgroup %s searchable: %w", d, err)
+		}
+	}
+	return nil
 }
 
 func checkID(id string) error {
@@ -508,6 +571,9 @@ func (m *Manager) countExit(ctx context.Context, id string) error {
 func (m *Manager) start(ctx context.Context, id, bundle string) error {
 	if err := os.MkdirAll(m.runc.root, 0o700); err != nil {
 		return err
+	}
+	if err := searchableCgroupParents(cgroupRoot); err != nil {
+		return fmt.Errorf("container %s: %w", id, err)
 	}
 	pipe, err := openLogPipe(bundle, false)
 	if err != nil {

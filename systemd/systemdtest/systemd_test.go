@@ -35,6 +35,7 @@ const (
 	subnet = "10.240.1.0/24"
 	ipA    = "10.240.1.10"
 	ipB    = "10.240.1.11"
+	ipC    = "10.240.1.12"
 )
 
 func TestProvisiondUnderSystemd(t *testing.T) {
@@ -54,13 +55,17 @@ func TestProvisiondUnderSystemd(t *testing.T) {
 
 	n := boot(t, lower)
 	n.setup(t, release, image)
-	lab := &lab{n: n, digest: digest}
+	lab := &lab{n: n, digest: digest, log: "reach.log"}
 
 	t.Run("release-deploys", func(t *testing.T) { lab.releaseDeploys(t) })
 	if t.Failed() {
 		t.FailNow()
 	}
 	t.Run("upgrade-adopts", func(t *testing.T) { lab.upgrade(t, repo) })
+	if t.Failed() {
+		t.FailNow()
+	}
+	t.Run("new-container-isolated", func(t *testing.T) { lab.newContainer(t) })
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -170,6 +175,7 @@ type lab struct {
 	net    string   // network reservation
 	vol    string   // volume reservation
 	a, b   string   // containers: a mounts the volume and reaches b
+	log    string   // the file in the volume a logs its tries to
 	base   snapshot // what the host showed once everything ran
 	seq    int      // last line of a's log seen
 	extra  []string // reservations deployed by the busy watchdog phase
@@ -294,6 +300,53 @@ func (l *lab) upgrade(t *testing.T, repo string) {
 		}
 	}
 	l.check(t)
+}
+
+// newContainer replaces container a, made by the release, with one the
+// upgraded daemon makes under the unit: it gets this release's isolation
+// (its own user namespace mapped to unprivileged host uids, the seccomp
+// profile, a disk of its own, the volume mounted idmapped, so the files
+// a wrote as root are its root's) and goes on reaching b and logging into
+// the same volume (a file of its own in the directory a made as host
+// root). The restarts and kills that follow check it as they
+// checked a.
+func (l *lab) newContainer(t *testing.T) {
+	n := l.n
+	n.must(t, "provctl delete "+l.a)
+	n.must(t, "provctl watch "+l.a+" --until deleted --timeout 2m --interval 200ms")
+	l.log = "reach-c.log"
+	loop := fmt.Sprintf(`echo "uid $(id -u)"; until printf "GET / HTTP/1.0\r\n\r\n" | nc -w 2 %[1]s 8080 | grep -q pong; do sleep 0.1; done; i=0; while :; do i=$((i+1)); if printf "GET / HTTP/1.0\r\n\r\n" | nc -w 2 %[1]s 8080 | grep -q pong; then r=ok; else r=fail; fi; echo "$i $r" >> /data/%[2]s; sleep 0.2; done`, ipB, l.log)
+	c := strings.TrimSpace(n.must(t, fmt.Sprintf("provctl reserve container --node %s --duration 24h --image /srv/images/busybox.tar --image-digest %s --network lab --ip %s --cpu 1 --memory 64 --disk 64"+
+		" --mount %s:/data --entrypoint /bin/sh --entrypoint -c --entrypoint '%s'", l.node, l.digest, ipC, l.vol, loop)))
+	// A failed container's log goes with its record: keep a copy for the
+	// failure message (runc's own error is there).
+	n.must(t, "nohup sh -c 'for i in $(seq 300); do cp /var/lib/provisiond/logs/prv-"+c+".log /tmp/c.log 2>/dev/null; sleep 0.05; done' >/dev/null 2>&1 &")
+	if out, err := n.sh(t, "provctl watch "+c+" --until ok --timeout 2m --interval 200ms"); err != nil {
+		t.Fatalf("the new container: %v: %s\nits log:\n%s", err, out, n.mustNoFail(t, "cat /tmp/c.log"))
+	}
+	l.a = c
+	l.seq = l.reach(t, 0)
+	if out := n.must(t, "cat /var/lib/provisiond/logs/prv-"+c+".log"); !strings.Contains(out, "uid 0") {
+		t.Fatalf("the new container's log: %q, want its uid 0", out)
+	}
+	status := n.must(t, "pid=$(runc --root /var/lib/provisiond/runc state prv-"+c+" | sed -n 's/.*\"pid\": *\\([0-9]*\\).*/\\1/p'); grep -E '^(Uid|Seccomp|NoNewPrivs):' /proc/$pid/status")
+	fields := map[string][]string{}
+	for line := range strings.Lines(status) {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			fields[k] = strings.Fields(v)
+		}
+	}
+	if uid := fields["Uid"]; len(uid) == 0 {
+		t.Fatalf("no Uid line in the container's status: %q", status)
+	} else if host, err := strconv.Atoi(uid[0]); err != nil || host < 1<<16 {
+		t.Fatalf("the new container's root runs as host uid %q, want one of an unprivileged range", uid[0])
+	}
+	if fields["Seccomp"] == nil || fields["Seccomp"][0] != "2" {
+		t.Fatalf("the new container has no seccomp filter: %q", status)
+	}
+	l.base = l.snapshot(t)
+	l.check(t)
+	t.Logf("container %s replaced a: %s; host mounts now %v", c, strings.Join(strings.Fields(status), " "), l.base.mounts)
 }
 
 // records returns `provisiond cache export`, by id.
@@ -428,11 +481,17 @@ func (l *lab) check(t *testing.T) {
 	if !slices.Equal(now.mounts, l.base.mounts) {
 		t.Fatalf("host namespace mounts changed:\nnow  %v\nwere %v", now.mounts, l.base.mounts)
 	}
-	want := []string{"prv-" + l.vol + " ext4", "prv-" + l.a + "/rootfs overlay", "prv-" + l.b + "/rootfs overlay",
-		"/run/netns/prv-c-" + l.a + " nsfs", "/run/netns/prv-c-" + l.b + " nsfs"}
+	want := []string{"prv-" + l.vol + " ext4", "/run/netns/prv-c-" + l.a + " nsfs", "/run/netns/prv-c-" + l.b + " nsfs"}
 	for _, w := range want {
 		if !slices.ContainsFunc(now.mounts, func(m string) bool { return strings.HasSuffix(m, w) }) {
 			t.Fatalf("host namespace lacks a mount ending in %q: %v", w, now.mounts)
+		}
+	}
+	for _, id := range []string{l.a, l.b} { // the root filesystem: in the bundle (the release) or in the run directory
+		if !slices.ContainsFunc(now.mounts, func(m string) bool {
+			return strings.HasSuffix(m, "prv-"+id+"/rootfs overlay") || strings.HasSuffix(m, "/rootfs/prv-"+id+" overlay")
+		}) {
+			t.Fatalf("host namespace lacks container %s's root filesystem: %v", id, now.mounts)
 		}
 	}
 	if nets := slices.DeleteFunc(slices.Clone(now.mounts), func(m string) bool {
@@ -445,7 +504,9 @@ func (l *lab) check(t *testing.T) {
 		t.Fatalf("daemon's namespaces differ from the host's (PID 1): %v", ns)
 	}
 	l.seq = l.reach(t, l.seq)
-	if out, err := n.sh(t, "runc --root /var/lib/provisiond/runc exec --cap CAP_NET_RAW prv-"+l.a+" ping -c1 -W2 "+ipB); err != nil {
+	// A raw ping from a's network namespace (runc 1.1 cannot exec into a
+	// container with a user namespace in a network namespace of the node's).
+	if out, err := n.sh(t, "ip netns exec prv-c-"+l.a+" ping -c1 -W2 "+ipB); err != nil {
 		t.Fatalf("a cannot ping b: %v\n%s", err, out)
 	}
 }
@@ -454,7 +515,7 @@ func (l *lab) check(t *testing.T) {
 // fails on any failed try; it returns the last line's number.
 func (l *lab) reach(t *testing.T, last int) int {
 	t.Helper()
-	path := fmt.Sprintf("/proc/%d/root/var/lib/provisiond/mounts/prv-%s/reach.log", l.n.leader, l.vol)
+	path := fmt.Sprintf("/proc/%d/root/var/lib/provisiond/mounts/prv-%s/%s", l.n.leader, l.vol, l.log)
 	seq := last
 	eventually(t, 20*time.Second, "container a's tries logged in its volume", func() error {
 		b, err := os.ReadFile(path)
