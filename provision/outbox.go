@@ -191,14 +191,17 @@ func (e *Engine) resultRun(entries []*OutboxEntry) int {
 	return n
 }
 
-// deliver sends entries and returns one error per entry. Several entries
-// are results sent in one FeedbackBatch request; when that request fails
+// deliver sends entries and returns one error per entry. Results, one or
+// several, are sent in one FeedbackBatch request; when that request fails
 // for good as a whole (or answers with the wrong number of errors), they
 // are sent again one by one, so that only the results the explorer
 // refuses are dropped.
 func (e *Engine) deliver(ctx context.Context, batcher BatchFeedbacker, entries []*OutboxEntry) []error {
 	errs := make([]error, len(entries))
-	if len(entries) > 1 {
+	// Results go through the batch endpoint even one at a time: only its
+	// answer carries a verdict on each result (a refusal for good), while
+	// any failure of a single PUT is the request's, retried forever.
+	if batcher != nil && entries[0].Kind == OutboxResult && entries[0].Result != nil {
 		rs := make([]*Result, len(entries))
 		for i, en := range entries {
 			rs[i] = en.Result
