@@ -189,7 +189,7 @@ func checkVersion(v string) error {
 		return fmt.Errorf("%w: version longer than %d bytes", ErrBadRequest, explorer.MaxVersionLength)
 	}
 	for i := 0; i < len(v); i++ {
-		if v[i] < 0x21 || v[i] > 0x7e {
+		if v[i] < 0x20 || v[i] > 0x7e { // a space is printable: "v1.0.0 (abc1234)"
 			return fmt.Errorf("%w: version %q holds a byte that is not printable ASCII", ErrBadRequest, v)
 		}
 	}

@@ -193,12 +193,14 @@ func TestReportCapacityVersion(t *testing.T) {
 	xs := explorertest.New(t)
 	key := explorertest.NewKey(t)
 	c := xs.RegisterNode(t, key)
-	for _, bad := range []string{strings.Repeat("1", explorer.MaxVersionLength+1), "v1 2", "v1\n", "v1\x00", "vé"} {
+	for _, bad := range []string{strings.Repeat("1", explorer.MaxVersionLength+1), "v1\t2", "v1\n", "v1\x00", "vé"} {
 		if err := c.ReportCapacity(ctx, provision.Capacity{}, bad); err == nil || !strings.Contains(err.Error(), "version") {
 			t.Fatalf("version %q: %v, want a refusal", bad, err)
 		}
 	}
-	if err := c.ReportCapacity(ctx, provision.Capacity{Total: provision.Units{CRU: 1}}, "v0.9"); err != nil {
+	// What `provisiond version` reports for a build whose version and
+	// commit differ (a space is printable).
+	if err := c.ReportCapacity(ctx, provision.Capacity{Total: provision.Units{CRU: 1}}, "v0.9-dirty (488ec44)"); err != nil {
 		t.Fatal(err)
 	}
 	// An old node's report (a bare provision.Capacity) is taken, with no version.

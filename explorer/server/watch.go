@@ -16,8 +16,12 @@ import (
 // user's list, woken by ReservationTopic and UserTopic, and the delivery
 // marks that events polls leave.
 
-// waitParam reads the wait= of a long-poll, capped at MaxWait.
-func (s *Server) waitParam(r *http.Request) (time.Duration, error) {
+// waitParam reads the wait= of a long-poll, capped at MaxWait, and gives
+// the answer WriteTimeout past the hold's end to be written: a deadline
+// that fell inside the hold would close the connection unanswered, and a
+// client's transport sends a GET again on a new connection, with the same
+// signature, which the replay set then refuses.
+func (s *Server) waitParam(w http.ResponseWriter, r *http.Request) (time.Duration, error) {
 	v := r.URL.Query().Get("wait")
 	if v == "" {
 		return 0, nil
@@ -26,7 +30,9 @@ func (s *Server) waitParam(r *http.Request) (time.Duration, error) {
 	if err != nil || d < 0 {
 		return 0, fmt.Errorf("%w: wait=%q is not a duration like 30s", ErrBadRequest, v)
 	}
-	return min(d, s.cfg.MaxWait), nil
+	d = min(d, s.cfg.MaxWait)
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d + s.lim.WriteTimeout))
+	return d, nil
 }
 
 // watchSlot takes one of key's MaxWatches long-polls on users' topics
@@ -109,7 +115,7 @@ func (s *Server) hold(ctx context.Context, topic, key string, wait time.Duration
 // when the reservation's token differs from after, or when wait passed.
 func (s *Server) getReservation(w http.ResponseWriter, r *http.Request, c *call) error {
 	id := r.PathValue("id")
-	wait, err := s.waitParam(r)
+	wait, err := s.waitParam(w, r)
 	if err != nil {
 		return err
 	}
@@ -157,7 +163,7 @@ func (s *Server) listReservations(w http.ResponseWriter, r *http.Request, c *cal
 	if p.After, err = ParseCursor(q.Get("cursor")); err != nil {
 		return err
 	}
-	wait, err := s.waitParam(r)
+	wait, err := s.waitParam(w, r)
 	if err != nil {
 		return err
 	}
