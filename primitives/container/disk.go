@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -78,42 +76,7 @@ func (m *Manager) makeDisk(ctx context.Context, img string, size int64) error {
 	if err := os.MkdirAll(filepath.Dir(img), 0o711); err != nil {
 		return err
 	}
-	tmp := img + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return err
-	}
-	err = unix.Fallocate(int(f.Fd()), 0, 0, size)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("allocating %d MiB: %w", size>>20, err)
-	}
-	// No reserved blocks, no discard (it would punch the image sparse).
-	cmd := exec.CommandContext(ctx, m.mkfs, "-F", "-q", "-m", "0",
-		"-E", "nodiscard,lazy_itable_init=0,lazy_journal_init=1", tmp)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("mkfs.ext4: %w: %s", err, strings.TrimSpace(string(out)))
-	}
-	// mke2fs zeroes the inode tables by punching holes: allocate them
-	// again. (With lazy_itable_init=0 no kernel thread zeroes, and
-	// punches, them later.)
-	if err := reallocate(tmp, size); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := syncFile(tmp); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, img); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncFile(filepath.Dir(img))
+	return loop.MakeExt4(ctx, m.mkfs, img+".tmp", img, size)
 }
 
 // mountDisk mounts the disk image at dir, from the loop device still bound
@@ -151,30 +114,4 @@ func unmountDisk(bundle string) error {
 		return err
 	}
 	return loop.Detach(img)
-}
-
-// reallocate allocates whatever of the first size bytes of file p is a
-// hole, keeping its data.
-func reallocate(p string, size int64) error {
-	f, err := os.OpenFile(p, os.O_WRONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	err = unix.Fallocate(int(f.Fd()), 0, 0, size)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("allocating: %w", err)
-	}
-	return nil
-}
-
-func syncFile(p string) error {
-	f, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/edgeprov/provisiond/primitives/internal/loop"
 	"github.com/edgeprov/provisiond/primitives/internal/mounts"
 )
 
@@ -88,7 +89,7 @@ func (m *Manager) uidBase(bundle string) (uint32, error) {
 		if err := os.Rename(p+".tmp", p); err != nil {
 			return 0, err
 		}
-		return b, syncFile(bundle)
+		return b, loop.SyncFile(bundle)
 	}
 	return 0, ErrNoUIDRange
 }

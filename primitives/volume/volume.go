@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/edgeprov/provisiond/primitives/internal/loop"
 	"github.com/edgeprov/provisiond/primitives/internal/mounts"
 	"github.com/edgeprov/provisiond/provision"
 )
@@ -173,74 +173,8 @@ func (m *Manager) create(ctx context.Context, img string, size int64) error {
 		return err
 	}
 	tmp := strings.TrimSuffix(img, imageSuffix) + tmpSuffix
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	// Allocated, not sparse: the space a volume is promised is taken now,
-	// so a full node answers ENOSPC here, to this reservation, instead of
-	// to whichever tenant writes into a sparse image later.
-	err = unix.Fallocate(int(f.Fd()), 0, 0, size)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("sizing image: %w", err)
-	}
-	// There is no Go library that writes ext4 well; mkfs.ext4 it is. No
-	// reserved blocks (the whole volume is the user's), no discard (which
-	// would punch the allocated file sparse again), inode tables written
-	// now (a kernel thread writing them later would punch holes into the
-	// image).
-	cmd := exec.CommandContext(ctx, m.mkfs, "-F", "-q", "-m", "0",
-		"-E", "nodiscard,lazy_itable_init=0,lazy_journal_init=1", tmp)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("mkfs.ext4: %w: %s", err, strings.TrimSpace(string(out)))
-	}
-	// mke2fs zeroes the inode tables by punching holes: allocate them
-	// again. (With lazy_itable_init=0 no kernel thread zeroes, and
-	// punches, them later.)
-	if err := reallocate(tmp, size); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := syncFile(tmp); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, img); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncFile(filepath.Dir(img))
-}
-
-// reallocate allocates whatever of the first size bytes of file p is a
-// hole, keeping its data.
-func reallocate(p string, size int64) error {
-	f, err := os.OpenFile(p, os.O_WRONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	err = unix.Fallocate(int(f.Fd()), 0, 0, size)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("allocating: %w", err)
-	}
-	return nil
-}
-
-func syncFile(p string) error {
-	f, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
+	// There is no Go library that writes ext4 well; mkfs.ext4 it is.
+	return loop.MakeExt4(ctx, m.mkfs, tmp, img, size)
 }
 
 // Mount mounts volume id if its image exists and it is not mounted yet (after
