@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -238,6 +239,11 @@ func FuzzWorkload(f *testing.F) {
 	f.Add(uint8(0), []byte(`{"name":"n","ip_range":"10.0.0.0/8","subnet":"10.255.255.252/30"}`))
 	f.Add(uint8(1), []byte(`{"size":1,"type":"hdd"}]`))
 	f.Add(uint8(2), []byte(`{"image":"/a","image_digest":"","entrypoint":[""]}`))
+	digest := strings.Repeat("0f", 32)
+	f.Add(uint8(2), []byte(`{"image":"/a","image_digest":"`+digest+`","entrypoint":["x"],"network":{"network_id":"","ip":""},`+
+		`"capacity":{"cpu":1,"memory":64,"disk_size":0},"health":{"http_port":80,"http_path":"/h?x=%20","interval":2,"timeout":2,"failures":1,"start_period":5},"restart":"on-failure"}`))
+	f.Add(uint8(2), []byte(`{"image":"/a","image_digest":"`+digest+`","entrypoint":["x"],"network":{"network_id":"","ip":""},`+
+		`"capacity":{"cpu":1,"memory":64,"disk_size":0},"health":{"exec":["pg_isready","-q"]},"restart":"never"}`))
 	f.Fuzz(func(t *testing.T, pick uint8, data []byte) {
 		r := &provision.Reservation{Type: provision.Types[int(pick)%len(provision.Types)], Data: data}
 		w, err := r.Workload()
@@ -288,6 +294,10 @@ func FuzzDecodeData(f *testing.F) {
 	f.Add(uint8(1), []byte(`{"ſize":1,"type":null}`))
 	f.Add(uint8(2), []byte(`{"env":{"PATH":"a","path":"b","P\u0041TH":"c"},"mounts":[{},{"Mountpoint":"/a"}],"capacity":{"cpu":-0}}`))
 	f.Add(uint8(2), []byte("{\"image\":\"\xbf\"}"))
+	f.Add(uint8(2), []byte(`{"health":{"tcp_port":80,"Tcp_port":81},"restart":"never"}`))
+	f.Add(uint8(2), []byte(`{"health":{"exec":["sh","-c","x"],"interval":1e0,"timeout":-0},"restart":"on-failure","restart":"always"}`))
+	f.Add(uint8(2), []byte(`{"health":{"tcp_port":80,"Tcp_port":81},"restart":"never"}`))
+	f.Add(uint8(2), []byte(`{"health":{"exec":["sh","-c","x"],"interval":1e0,"timeout":-0},"restart":"on-failure","restart":"always"}`))
 	f.Add(uint8(2), []byte("{\"env\":{\"a\xff\":\"\",\"a\xfe\":\"\\\"}\"}}"))
 	f.Fuzz(func(t *testing.T, pick uint8, data []byte) {
 		newW := []func() any{

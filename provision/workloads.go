@@ -10,10 +10,12 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"net/url"
 	"path"
 	"reflect"
 	"regexp"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/edgeprov/provisiond/internal/strictjson"
@@ -150,6 +152,202 @@ type Container struct {
 	// Publish are ports of the node's public address forwarded to the
 	// container (it needs a network). Default none.
 	Publish []PublishedPort `json:"publish,omitempty"`
+	// Health is the check that says the container is ready and stays
+	// healthy. Default nil: the container is ready once it runs, and only
+	// its exit makes it unhealthy.
+	Health *HealthCheck `json:"health,omitempty"`
+	// Restart says when the node restarts the container after it exited
+	// or was killed for failing its health check. Default ""
+	// (RestartDefault): as RestartAlways.
+	Restart RestartPolicy `json:"restart,omitempty"`
+}
+
+// RestartPolicy says when a container that stopped is started again.
+type RestartPolicy string
+
+// The restart policies.
+const (
+	// RestartDefault is the policy of a reservation that names none (every
+	// reservation before policies existed): it restarts as RestartAlways,
+	// which is what the node always did with a container that stopped.
+	RestartDefault RestartPolicy = ""
+	// RestartAlways restarts the container whatever its exit code.
+	RestartAlways RestartPolicy = "always"
+	// RestartOnFailure restarts it unless it exited with code 0.
+	RestartOnFailure RestartPolicy = "on-failure"
+	// RestartNever leaves it stopped; its status says how it exited.
+	RestartNever RestartPolicy = "never"
+)
+
+// Restarts reports whether the policy restarts a container that exited
+// with code (-1 when unknown; a container killed for failing its health
+// check counts as a failure).
+func (p RestartPolicy) Restarts(code int) bool {
+	switch p {
+	case RestartNever:
+		return false
+	case RestartOnFailure:
+		return code != 0
+	}
+	return true
+}
+
+// Defaults and limits of a HealthCheck.
+const (
+	// DefaultHealthInterval is the time between two checks.
+	DefaultHealthInterval = 10
+	// DefaultHealthTimeout is how long one check may take.
+	DefaultHealthTimeout = 1
+	// DefaultHealthFailures is how many checks in a row must fail for a
+	// ready container to be unhealthy.
+	DefaultHealthFailures = 3
+	// DefaultHealthStartPeriod is how long a (re)started container has for
+	// its first check to pass.
+	DefaultHealthStartPeriod = 60
+	// MaxHealthInterval bounds Interval (1 hour).
+	MaxHealthInterval = 3600
+	// MaxHealthTimeout bounds Timeout.
+	MaxHealthTimeout = 60
+	// MaxHealthFailures bounds Failures.
+	MaxHealthFailures = 100
+	// MaxHealthStartPeriod bounds StartPeriod (4 minutes): a first start
+	// waits for readiness within one provision operation, which the node
+	// bounds by its --op-timeout (5 minutes by default).
+	MaxHealthStartPeriod = 240
+	// MaxHealthExecArgs bounds the words of Exec, and MaxHealthExecBytes
+	// their total length.
+	MaxHealthExecArgs  = 32
+	MaxHealthExecBytes = 4096
+	// MaxHealthHTTPPath bounds HTTPPath.
+	MaxHealthHTTPPath = 1024
+)
+
+// HealthCheck is how the node checks a container: exactly one of a TCP
+// port that accepts a connection, an HTTP path that answers 2xx or 3xx,
+// or a command run inside the container that exits 0. TCP and HTTP checks
+// connect from inside the container's network namespace to its address
+// (127.0.0.1 without a network). Times are whole seconds; zero means the
+// default.
+type HealthCheck struct {
+	// TCPPort is a port that must accept a TCP connection.
+	TCPPort int `json:"tcp_port,omitempty"`
+	// HTTPPort and HTTPPath name an HTTP GET that must answer 2xx or 3xx;
+	// the path starts with '/'.
+	HTTPPort int    `json:"http_port,omitempty"`
+	HTTPPath string `json:"http_path,omitempty"`
+	// Exec is a command (and its arguments) run in the container, as its
+	// root, that must exit 0.
+	Exec []string `json:"exec,omitempty"`
+	// Interval is the time between two checks, in seconds. Default
+	// DefaultHealthInterval.
+	Interval int `json:"interval,omitempty"`
+	// Timeout is how long one check may take, in seconds. Default
+	// DefaultHealthTimeout.
+	Timeout int `json:"timeout,omitempty"`
+	// Failures is how many checks in a row must fail for a ready
+	// container to be unhealthy (and restarted by the policy). Default
+	// DefaultHealthFailures.
+	Failures int `json:"failures,omitempty"`
+	// StartPeriod is how long a (re)started container has for its first
+	// check to pass, in seconds; failures meanwhile do not count. Default
+	// DefaultHealthStartPeriod.
+	StartPeriod int `json:"start_period,omitempty"`
+}
+
+// IntervalOrDefault returns Interval, or its default.
+func (h *HealthCheck) IntervalOrDefault() time.Duration {
+	return seconds(h.Interval, DefaultHealthInterval)
+}
+
+// TimeoutOrDefault returns Timeout, or its default.
+func (h *HealthCheck) TimeoutOrDefault() time.Duration {
+	return seconds(h.Timeout, DefaultHealthTimeout)
+}
+
+// StartPeriodOrDefault returns StartPeriod, or its default.
+func (h *HealthCheck) StartPeriodOrDefault() time.Duration {
+	return seconds(h.StartPeriod, DefaultHealthStartPeriod)
+}
+
+// FailuresOrDefault returns Failures, or its default.
+func (h *HealthCheck) FailuresOrDefault() int {
+	if h.Failures == 0 {
+		return DefaultHealthFailures
+	}
+	return h.Failures
+}
+
+func seconds(n, def int) time.Duration {
+	if n == 0 {
+		n = def
+	}
+	return time.Duration(n) * time.Second
+}
+
+// String names the check as results and errors do: "tcp port 8080",
+// "http port 80 path /healthz", "exec [pg_isready]".
+func (h *HealthCheck) String() string {
+	switch {
+	case h.TCPPort != 0:
+		return fmt.Sprintf("tcp port %d", h.TCPPort)
+	case h.HTTPPort != 0:
+		return fmt.Sprintf("http port %d path %s", h.HTTPPort, h.HTTPPath)
+	}
+	return fmt.Sprintf("exec %q", h.Exec)
+}
+
+// Validate checks that exactly one kind of check is named and that the
+// times and counts are in range.
+func (h *HealthCheck) Validate() error {
+	kinds := 0
+	if h.TCPPort != 0 {
+		kinds++
+		if h.TCPPort < 1 || h.TCPPort > 65535 {
+			return fmt.Errorf("%w: health tcp_port %d is not between 1 and 65535", ErrBadField, h.TCPPort)
+		}
+	}
+	if h.HTTPPort != 0 || h.HTTPPath != "" {
+		kinds++
+		if h.HTTPPort < 1 || h.HTTPPort > 65535 {
+			return fmt.Errorf("%w: health http_port %d is not between 1 and 65535", ErrBadField, h.HTTPPort)
+		}
+		if !strings.HasPrefix(h.HTTPPath, "/") || len(h.HTTPPath) > MaxHealthHTTPPath ||
+			strings.ContainsFunc(h.HTTPPath, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '#' }) {
+			return fmt.Errorf("%w: health http_path must start with / and hold at most %d printable characters, no space or #", ErrBadField, MaxHealthHTTPPath)
+		}
+		if _, err := url.ParseRequestURI(h.HTTPPath); err != nil {
+			return fmt.Errorf("%w: health http_path %q: %v", ErrBadField, h.HTTPPath, err)
+		}
+	}
+	if len(h.Exec) > 0 {
+		kinds++
+		n := 0
+		for _, a := range h.Exec {
+			n += len(a)
+			if strings.ContainsRune(a, 0) {
+				return fmt.Errorf("%w: health exec holds a NUL byte", ErrBadField)
+			}
+		}
+		if h.Exec[0] == "" || len(h.Exec) > MaxHealthExecArgs || n > MaxHealthExecBytes {
+			return fmt.Errorf("%w: health exec must name a command, with at most %d words of %d bytes in all", ErrBadField, MaxHealthExecArgs, MaxHealthExecBytes)
+		}
+	}
+	if kinds != 1 {
+		return fmt.Errorf("%w: health names %d checks; it must name exactly one of tcp_port, http_port and http_path, or exec", ErrBadField, kinds)
+	}
+	switch {
+	case h.Interval < 0 || h.Interval > MaxHealthInterval:
+		return fmt.Errorf("%w: health interval %d s is not between 1 and %d", ErrBadField, h.Interval, MaxHealthInterval)
+	case h.Timeout < 0 || h.Timeout > MaxHealthTimeout:
+		return fmt.Errorf("%w: health timeout %d s is not between 1 and %d", ErrBadField, h.Timeout, MaxHealthTimeout)
+	case h.Failures < 0 || h.Failures > MaxHealthFailures:
+		return fmt.Errorf("%w: health failures %d is not between 1 and %d", ErrBadField, h.Failures, MaxHealthFailures)
+	case h.StartPeriod < 0 || h.StartPeriod > MaxHealthStartPeriod:
+		return fmt.Errorf("%w: health start_period %d s is not between 1 and %d", ErrBadField, h.StartPeriod, MaxHealthStartPeriod)
+	case h.TimeoutOrDefault() > h.IntervalOrDefault():
+		return fmt.Errorf("%w: health timeout %s is longer than its interval %s", ErrBadField, h.TimeoutOrDefault(), h.IntervalOrDefault())
+	}
+	return nil
 }
 
 // PublishedPort forwards a port of the node's public address to a port of
@@ -518,6 +716,16 @@ func (c *Container) Validate() error {
 			return fmt.Errorf("%w: port %s published twice", ErrBadField, k)
 		}
 		ports[k] = true
+	}
+	if c.Health != nil {
+		if err := c.Health.Validate(); err != nil {
+			return err
+		}
+	}
+	switch c.Restart {
+	case RestartDefault, RestartAlways, RestartOnFailure, RestartNever:
+	default:
+		return fmt.Errorf("%w: restart policy %q is not always, on-failure or never", ErrBadField, c.Restart)
 	}
 	switch {
 	case c.Capacity.CPU <= 0 || c.Capacity.CPU > MaxContainerCPU:

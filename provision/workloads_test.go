@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgeprov/provisiond/provision"
 )
@@ -240,6 +241,58 @@ func TestContainerValidate(t *testing.T) {
 		{"memory-too-big", func(c *provision.Container) { c.Capacity.Memory = provision.MaxContainerMemory + 1 }, provision.ErrBadSize},
 		{"negative-disk", func(c *provision.Container) { c.Capacity.DiskSize = -1 }, provision.ErrBadSize},
 		{"disk-too-big", func(c *provision.Container) { c.Capacity.DiskSize = provision.MaxContainerDisk + 1 }, provision.ErrBadSize},
+		{"health-tcp", func(c *provision.Container) { c.Health = &provision.HealthCheck{TCPPort: 8080} }, nil},
+		{"health-http", func(c *provision.Container) {
+			c.Health = &provision.HealthCheck{HTTPPort: 80, HTTPPath: "/healthz?full=1", Interval: 5, Timeout: 5, Failures: 1, StartPeriod: 240}
+		}, nil},
+		{"health-exec-no-network", func(c *provision.Container) {
+			c.Network = provision.ContainerNetwork{}
+			c.Health = &provision.HealthCheck{Exec: []string{"pg_isready", "-q"}}
+		}, nil},
+		{"health-tcp-no-network", func(c *provision.Container) {
+			c.Network = provision.ContainerNetwork{}
+			c.Health = &provision.HealthCheck{TCPPort: 8080}
+		}, nil},
+		{"health-none", func(c *provision.Container) { c.Health = &provision.HealthCheck{} }, provision.ErrBadField},
+		{"health-two-checks", func(c *provision.Container) { c.Health = &provision.HealthCheck{TCPPort: 1, Exec: []string{"true"}} }, provision.ErrBadField},
+		{"health-tcp-port-zero-http", func(c *provision.Container) { c.Health = &provision.HealthCheck{HTTPPath: "/"} }, provision.ErrBadField},
+		{"health-tcp-port-big", func(c *provision.Container) { c.Health = &provision.HealthCheck{TCPPort: 65536} }, provision.ErrBadField},
+		{"health-tcp-port-negative", func(c *provision.Container) { c.Health = &provision.HealthCheck{TCPPort: -1} }, provision.ErrBadField},
+		{"health-http-no-path", func(c *provision.Container) { c.Health = &provision.HealthCheck{HTTPPort: 80} }, provision.ErrBadField},
+		{"health-http-relative-path", func(c *provision.Container) { c.Health = &provision.HealthCheck{HTTPPort: 80, HTTPPath: "healthz"} }, provision.ErrBadField},
+		{"health-http-path-space", func(c *provision.Container) { c.Health = &provision.HealthCheck{HTTPPort: 80, HTTPPath: "/a b"} }, provision.ErrBadField},
+		{"health-http-path-crlf", func(c *provision.Container) {
+			c.Health = &provision.HealthCheck{HTTPPort: 80, HTTPPath: "/a\r\nHost: x"}
+		}, provision.ErrBadField},
+		{"health-http-path-long", func(c *provision.Container) {
+			c.Health = &provision.HealthCheck{HTTPPort: 80, HTTPPath: "/" + strings.Repeat("a", provision.MaxHealthHTTPPath)}
+		}, provision.ErrBadField},
+		{"health-exec-empty-command", func(c *provision.Container) { c.Health = &provision.HealthCheck{Exec: []string{""}} }, provision.ErrBadField},
+		{"health-exec-nul", func(c *provision.Container) { c.Health = &provision.HealthCheck{Exec: []string{"a\x00b"}} }, provision.ErrBadField},
+		{"health-exec-too-many-words", func(c *provision.Container) {
+			c.Health = &provision.HealthCheck{Exec: make([]string, provision.MaxHealthExecArgs+1)}
+			c.Health.Exec[0] = "x"
+		}, provision.ErrBadField},
+		{"health-exec-too-long", func(c *provision.Container) {
+			c.Health = &provision.HealthCheck{Exec: []string{strings.Repeat("x", provision.MaxHealthExecBytes+1)}}
+		}, provision.ErrBadField},
+		{"health-negative-interval", func(c *provision.Container) { c.Health = &provision.HealthCheck{TCPPort: 1, Interval: -1} }, provision.ErrBadField},
+		{"health-interval-too-long", func(c *provision.Container) {
+			c.Health = &provision.HealthCheck{TCPPort: 1, Interval: provision.MaxHealthInterval + 1}
+		}, provision.ErrBadField},
+		{"health-timeout-above-interval", func(c *provision.Container) { c.Health = &provision.HealthCheck{TCPPort: 1, Interval: 2, Timeout: 3} }, provision.ErrBadField},
+		{"health-timeout-above-default-interval", func(c *provision.Container) { c.Health = &provision.HealthCheck{TCPPort: 1, Timeout: 11} }, provision.ErrBadField},
+		{"health-failures-too-many", func(c *provision.Container) {
+			c.Health = &provision.HealthCheck{TCPPort: 1, Failures: provision.MaxHealthFailures + 1}
+		}, provision.ErrBadField},
+		{"health-start-period-too-long", func(c *provision.Container) {
+			c.Health = &provision.HealthCheck{TCPPort: 1, StartPeriod: provision.MaxHealthStartPeriod + 1}
+		}, provision.ErrBadField},
+		{"restart-always", func(c *provision.Container) { c.Restart = provision.RestartAlways }, nil},
+		{"restart-on-failure", func(c *provision.Container) { c.Restart = provision.RestartOnFailure }, nil},
+		{"restart-never", func(c *provision.Container) { c.Restart = provision.RestartNever }, nil},
+		{"restart-unknown", func(c *provision.Container) { c.Restart = "sometimes" }, provision.ErrBadField},
+		{"restart-upper-case", func(c *provision.Container) { c.Restart = "Always" }, provision.ErrBadField},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -268,6 +321,63 @@ func TestContainerHelpers(t *testing.T) {
 	}
 }
 
+func TestRestartPolicy(t *testing.T) {
+	tests := []struct {
+		policy provision.RestartPolicy
+		code   int
+		want   bool
+	}{
+		{provision.RestartDefault, 0, true},
+		{provision.RestartDefault, 3, true},
+		{provision.RestartAlways, 0, true},
+		{provision.RestartOnFailure, 0, false},
+		{provision.RestartOnFailure, 1, true},
+		{provision.RestartOnFailure, -1, true},
+		{provision.RestartNever, 1, false},
+		{provision.RestartNever, -1, false},
+	}
+	for _, tt := range tests {
+		if got := tt.policy.Restarts(tt.code); got != tt.want {
+			t.Errorf("%q.Restarts(%d) = %v, want %v", tt.policy, tt.code, got, tt.want)
+		}
+	}
+}
+
+func TestHealthCheckDefaults(t *testing.T) {
+	h := &provision.HealthCheck{TCPPort: 80}
+	if h.IntervalOrDefault() != 10*time.Second || h.TimeoutOrDefault() != time.Second || h.FailuresOrDefault() != 3 ||
+		h.StartPeriodOrDefault() != time.Minute {
+		t.Errorf("defaults = %s %s %d %s, want 10s 1s 3 1m", h.IntervalOrDefault(), h.TimeoutOrDefault(), h.FailuresOrDefault(), h.StartPeriodOrDefault())
+	}
+	h = &provision.HealthCheck{Exec: []string{"true"}, Interval: 2, Timeout: 2, Failures: 7, StartPeriod: 5}
+	if h.IntervalOrDefault() != 2*time.Second || h.TimeoutOrDefault() != 2*time.Second || h.FailuresOrDefault() != 7 ||
+		h.StartPeriodOrDefault() != 5*time.Second {
+		t.Errorf("set = %s %s %d %s", h.IntervalOrDefault(), h.TimeoutOrDefault(), h.FailuresOrDefault(), h.StartPeriodOrDefault())
+	}
+	for h, want := range map[*provision.HealthCheck]string{
+		{TCPPort: 8080}:                 "tcp port 8080",
+		{HTTPPort: 80, HTTPPath: "/ok"}: "http port 80 path /ok",
+		{Exec: []string{"a", "b c"}}:    `exec ["a" "b c"]`,
+	} {
+		if got := h.String(); got != want {
+			t.Errorf("String() = %q, want %q", got, want)
+		}
+	}
+}
+
+// TestContainerWithoutLifecycleFields checks that a container that names
+// neither a health check nor a restart policy encodes as before those
+// fields existed: the bytes its owner signed stay the same.
+func TestContainerWithoutLifecycleFields(t *testing.T) {
+	b, err := json.Marshal(validContainer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "health") || strings.Contains(string(b), "restart") {
+		t.Errorf("container JSON %s names health or restart", b)
+	}
+}
+
 func TestFilesystemName(t *testing.T) {
 	r := &provision.Reservation{ID: "42-1"}
 	if got := provision.FilesystemName(r); got != provision.Prefix+"42-1" {
@@ -283,6 +393,22 @@ func TestWorkloadJSONNames(t *testing.T) {
 	}
 	for _, name := range []string{`"image"`, `"image_digest"`, `"entrypoint"`, `"env"`, `"mounts"`, `"volume_id"`, `"mountpoint"`,
 		`"network"`, `"network_id"`, `"ip"`, `"capacity"`, `"cpu"`, `"memory"`, `"disk_size"`} {
+		if !strings.Contains(string(b), name) {
+			t.Errorf("container JSON %s lacks %s", b, name)
+		}
+	}
+}
+
+func TestHealthJSONNames(t *testing.T) {
+	c := validContainer()
+	c.Restart = provision.RestartOnFailure
+	c.Health = &provision.HealthCheck{HTTPPort: 1, HTTPPath: "/", Exec: []string{"x"}, TCPPort: 2, Interval: 1, Timeout: 1, Failures: 1, StartPeriod: 1}
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{`"health"`, `"tcp_port"`, `"http_port"`, `"http_path"`, `"exec"`, `"interval"`, `"timeout"`,
+		`"failures"`, `"start_period"`, `"restart":"on-failure"`} {
 		if !strings.Contains(string(b), name) {
 			t.Errorf("container JSON %s lacks %s", b, name)
 		}
