@@ -27,6 +27,7 @@ const (
 	DefaultDependencyTimeout  = 10 * time.Minute
 	DefaultResyncInterval     = 5 * time.Minute
 	DefaultMaxInspectFailures = 3
+	DefaultStatusInterval     = 10 * time.Second
 	DefaultOutboxRate         = rate.Limit(20)
 	DefaultOutboxBurst        = 5
 )
@@ -124,6 +125,10 @@ type Options struct {
 	// MaxInspectFailures is how many consecutive failed inspections fail
 	// a deployed workload. Default: 3.
 	MaxInspectFailures int
+	// StatusInterval is the shortest time between two results the Engine
+	// signs for one reservation because its status changed (see
+	// StatusInspector); a later change waits. Default: 10s.
+	StatusInterval time.Duration
 	// OutboxRate limits deliveries to the explorer. Default: 20/s.
 	OutboxRate rate.Limit
 	// OutboxBurst is the burst of OutboxRate. Default: 5.
@@ -208,6 +213,7 @@ type Engine struct {
 	depTimeout         time.Duration
 	resync             time.Duration
 	maxInspectFailures int
+	statusInterval     time.Duration
 	limiter            *rate.Limiter
 
 	sched *sched.Scheduler
@@ -278,6 +284,7 @@ func NewEngine(opts Options) *Engine {
 		depTimeout:         positive(opts.DependencyTimeout, DefaultDependencyTimeout),
 		resync:             positive(opts.ResyncInterval, DefaultResyncInterval),
 		maxInspectFailures: positive(opts.MaxInspectFailures, DefaultMaxInspectFailures),
+		statusInterval:     positive(opts.StatusInterval, DefaultStatusInterval),
 		limiter:            rate.NewLimiter(positive(opts.OutboxRate, DefaultOutboxRate), positive(opts.OutboxBurst, DefaultOutboxBurst)),
 		sched:              sched.New(),
 		seed:               maphash.MakeSeed(),
@@ -299,6 +306,9 @@ func NewEngine(opts Options) *Engine {
 	// exists.
 	if g, ok := opts.Primitives.(GiveUpper); ok {
 		g.GiveUpTo(e)
+	}
+	if w, ok := opts.Primitives.(Watched); ok {
+		w.WatchedBy(e)
 	}
 	if o, ok := opts.Source.(ObservedSource); ok {
 		o.ReportTo(e)

@@ -52,7 +52,7 @@ func (e *Engine) work(ctx context.Context, started *atomic.Int64) {
 			o = o.merge(e.drive(ctx, id))
 		}
 		if ops&sched.Inspect != 0 {
-			e.inspect(ctx, id)
+			o = o.merge(e.inspect(ctx, id))
 		}
 		if ops&sched.Purge != 0 {
 			e.purge(ctx, id)

@@ -192,6 +192,29 @@ type Inspector interface {
 	Inspect(ctx context.Context, r *Reservation) error
 }
 
+// StatusInspector is the optional part of an Inspector that also returns
+// a deployed workload's current status: the data of its result (nil when
+// the workload has none to report). When the data differs from that of
+// the workload's last signed result, the Engine signs a new "ok" result
+// carrying it, at most one per StatusInterval for each reservation.
+type StatusInspector interface {
+	InspectStatus(ctx context.Context, r *Reservation) (data any, err error)
+}
+
+// InspectRequester is told that a deployed workload changed on its own
+// and should be inspected soon: the Engine's InspectSoon.
+type InspectRequester interface {
+	InspectSoon(id string)
+}
+
+// Watched is the optional part of Primitives that notices changes of
+// deployed workloads by itself (a container's supervisor sees it exit or
+// fail its health check). NewEngine hands them the Engine before it
+// returns.
+type Watched interface {
+	WatchedBy(r InspectRequester)
+}
+
 // Resource is a runtime object a primitive owns on this node.
 type Resource struct {
 	// Type is the primitive that owns it.

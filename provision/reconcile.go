@@ -1,7 +1,9 @@
 package provision
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -48,21 +50,33 @@ func (e *Engine) reconcileLoop(ctx context.Context) {
 // at start. Any other error, or a failed repair, increments the persisted
 // Failures; success resets it. After MaxInspectFailures consecutive
 // failures the record fails with one signed error result and its leftovers
-// are purged.
-func (e *Engine) inspect(ctx context.Context, id string) {
+// are purged. When the primitives report the workload's status
+// (StatusInspector) and it changed, a new "ok" result carries it; the
+// outcome asks for another inspection when one came too soon after the
+// last result (StatusInterval).
+func (e *Engine) inspect(ctx context.Context, id string) outcome {
 	if e.insp == nil {
-		return
+		return outcome{}
 	}
 	rec, err := e.store.Get(id)
 	if err != nil || rec.State != Deployed {
-		return
+		return outcome{}
 	}
 	r := rec.Reservation
-	err = e.call(ctx, r, "inspect", func(ctx context.Context) error { return e.insp.Inspect(ctx, r) })
+	var data any
+	err = e.call(ctx, r, "inspect", func(ctx context.Context) error {
+		if si, ok := e.insp.(StatusInspector); ok {
+			var err error
+			data, err = si.InspectStatus(ctx, r)
+			return err
+		}
+		return e.insp.Inspect(ctx, r)
+	})
 	if errors.Is(err, ErrVanished) && ctx.Err() == nil {
 		e.logr(zerolog.WarnLevel, r).Err(err).Msg("workload vanished; repairing")
 		err = e.call(ctx, r, "repair", func(ctx context.Context) error {
-			_, err := e.prims.Provision(ctx, r)
+			var err error
+			data, err = e.prims.Provision(ctx, r)
 			return err
 		})
 		if err != nil {
@@ -72,33 +86,55 @@ func (e *Engine) inspect(ctx context.Context, id string) {
 		}
 	}
 	if ctx.Err() != nil {
-		return
+		return outcome{}
 	}
-	if failed := e.inspected(id, err); failed != nil {
+	if _, ok := e.insp.(StatusInspector); !ok {
+		data = nil // a repair's data is the status only when the primitives report one
+	}
+	failed, wait := e.inspected(id, err, data)
+	if failed != nil {
 		e.purgeRecord(ctx, failed)
 	}
+	if wait > 0 {
+		return outcome{retry: wait, ops: sched.Inspect}
+	}
+	return outcome{}
+}
+
+// InspectSoon queues an inspection of id: a primitive that noticed a
+// change of a deployed workload calls it (see Watched). It never blocks.
+func (e *Engine) InspectSoon(id string) {
+	e.sched.Request(id, sched.Inspect, false)
 }
 
 // inspected writes the outcome of an inspection; it returns the record
-// when it failed for good.
-func (e *Engine) inspected(id string, err error) *Record {
+// when it failed for good. With data that differs from the last result's,
+// it signs a new "ok" result with it, or returns how long to wait before
+// it may (StatusInterval).
+func (e *Engine) inspected(id string, err error, data any) (*Record, time.Duration) {
 	mu := e.lock(id)
 	mu.Lock()
 	defer mu.Unlock()
 	cur, ok, lerr := e.reload(id, Deployed)
 	if lerr != nil || !ok {
-		return nil
+		return nil, 0
 	}
 	if err == nil {
-		if cur.Failures == 0 {
-			return nil
+		res, wait, serr := e.statusResult(cur, data)
+		if serr != nil {
+			e.logr(zerolog.ErrorLevel, cur.Reservation).Err(serr).Msg("signing the workload's status failed")
+		}
+		if cur.Failures == 0 && res == nil {
+			return nil, wait
 		}
 		cur.Failures = 0
 		cur.Updated = e.now()
-		if cerr := e.commit(cur, Deployed, nil, false); cerr != nil {
+		if cerr := e.commit(cur, Deployed, res, false); cerr != nil {
 			e.logr(zerolog.ErrorLevel, cur.Reservation).Err(cerr).Msg("resetting inspection failures failed")
+		} else if res != nil {
+			e.logr(zerolog.InfoLevel, cur.Reservation).RawJSON("status", res.Data).Msg("workload status changed")
 		}
-		return nil
+		return nil, wait
 	}
 	cur.Failures++
 	if cur.Failures < e.maxInspectFailures {
@@ -107,14 +143,44 @@ func (e *Engine) inspected(id string, err error) *Record {
 			e.logr(zerolog.ErrorLevel, cur.Reservation).Err(cerr).Msg("counting inspection failure failed")
 		}
 		e.logr(zerolog.WarnLevel, cur.Reservation).Err(err).Int("failures", cur.Failures).Msg("inspection failed")
-		return nil
+		return nil, 0
 	}
 	cause := fmt.Errorf("unhealthy after %d consecutive inspections: %w", cur.Failures, err)
 	if ferr := e.fail(cur, cause); ferr != nil {
 		e.logr(zerolog.ErrorLevel, cur.Reservation).Err(ferr).Msg("failing unhealthy workload failed")
-		return nil
+		return nil, 0
 	}
-	return cur
+	return cur, 0
+}
+
+// statusResult returns a new signed "ok" result for rec carrying data,
+// when data is not nil and differs from the data of rec's last "ok"
+// result; nil when nothing changed. When the last result is younger than
+// StatusInterval it returns no result but the time left to wait. The
+// record lock is held.
+func (e *Engine) statusResult(rec *Record, data any) (*Result, time.Duration, error) {
+	if data == nil {
+		return nil, 0, nil
+	}
+	raw, ok := data.(json.RawMessage)
+	if !ok {
+		b, err := json.Marshal(data)
+		if err != nil {
+			return nil, 0, fmt.Errorf("encoding the status of %s: %w", rec.ID(), err)
+		}
+		raw = b
+	}
+	last := rec.Result
+	if string(raw) == "null" || (last != nil && last.State == StateOk && bytes.Equal(CanonicalData(raw), CanonicalData(last.Data))) {
+		return nil, 0, nil
+	}
+	if last != nil {
+		if wait := last.Created.Add(e.statusInterval).Sub(e.now()); wait > 0 {
+			return nil, wait, nil
+		}
+	}
+	res, err := e.newResult(rec.Reservation, rec.Digest, StateOk, "", raw)
+	return res, 0, err
 }
 
 // CleanupResources removes the orphans among what the primitives list:
