@@ -113,6 +113,12 @@ type Options struct {
 	// ContainerRunDir is where root filesystems are mounted
 	// (container.Options.RunDir). Default container.DefaultRunDir.
 	ContainerRunDir string
+	// ContainerRestartBackoff and ContainerRestartBackoffMax bound the
+	// wait before a stopped container is restarted
+	// (container.Options.RestartBackoff, RestartBackoffMax). Defaults
+	// container.DefaultRestartBackoff and DefaultRestartBackoffMax.
+	ContainerRestartBackoff    time.Duration
+	ContainerRestartBackoffMax time.Duration
 }
 
 // Table provisions, decommissions, inspects and lists the workloads of
@@ -125,17 +131,26 @@ type Table struct {
 	lookup    func(id string) (*provision.Reservation, error)
 	// giveUp is told when a container crash-loops; set by GiveUpTo.
 	giveUp atomic.Pointer[decommissioner]
-	open   func(sealed string) ([]byte, error)
+	// watcher is told when a container's status changed; set by WatchedBy.
+	watcher atomic.Pointer[inspectRequester]
+	open    func(sealed string) ([]byte, error)
 }
 
 // decommissioner boxes a provision.Decommissioner for an atomic pointer.
 type decommissioner struct{ provision.Decommissioner }
+
+// inspectRequester boxes a provision.InspectRequester for an atomic
+// pointer.
+type inspectRequester struct{ provision.InspectRequester }
 
 var (
 	_ provision.Primitives = (*Table)(nil)
 	_ provision.Inspector  = (*Table)(nil)
 	_ provision.Lister     = (*Table)(nil)
 	_ provision.GiveUpper  = (*Table)(nil)
+
+	_ provision.StatusInspector = (*Table)(nil)
+	_ provision.Watched         = (*Table)(nil)
 )
 
 // New returns the primitives. It panics when opts.DataDir is empty.
@@ -160,6 +175,7 @@ func New(opts Options) *Table {
 		LocalImages: opts.LocalImages, ImageHosts: opts.ImageHosts, Log: log,
 		PidsLimit: opts.ContainerPidsLimit, LogMaxSize: opts.ContainerLogMaxSize,
 		LogMaxFiles: opts.ContainerLogMaxFiles, RunDir: opts.ContainerRunDir,
+		OnChange: t.onChange, RestartBackoff: opts.ContainerRestartBackoff, RestartBackoffMax: opts.ContainerRestartBackoffMax,
 	})
 	t.table = t.newTable()
 	return t
@@ -181,6 +197,22 @@ func (t *Table) onGiveUp(ctx context.Context, id, reason string) error {
 		return nil
 	}
 	return d.DecommissionCached(ctx, id, reason)
+}
+
+// WatchedBy makes r the one told when a container's status changes or its
+// restart is due (the Engine's InspectSoon, which provision.NewEngine
+// hands over). Until it is called, nobody is told: the next periodic
+// inspection finds the change.
+func (t *Table) WatchedBy(r provision.InspectRequester) {
+	t.watcher.Store(&inspectRequester{r})
+}
+
+// onChange tells the InspectRequester of WatchedBy, if any, that container
+// id should be inspected.
+func (t *Table) onChange(id string) {
+	if w := t.watcher.Load(); w != nil {
+		w.InspectSoon(id)
+	}
 }
 
 // typed adapts a primitive on workload type W to the untyped table: Data
@@ -340,6 +372,8 @@ func (t *Table) provisionContainer(ctx context.Context, r *provision.Reservation
 		Args:      c.Entrypoint,
 		Env:       c.Env,
 		NetworkID: c.Network.NetworkID,
+		Health:    c.Health,
+		Restart:   c.Restart,
 		CPU:       c.Capacity.CPU,
 		Memory:    c.Capacity.Memory,
 		DiskSize:  c.Capacity.DiskSize,
@@ -417,6 +451,19 @@ func (t *Table) Inspect(ctx context.Context, r *provision.Reservation) error {
 		return t.container.Inspect(ctx, r.ID)
 	}
 	return provision.Permanentf("%w: %T", ErrWrongType, w)
+}
+
+// InspectStatus is Inspect that also returns a container's status (its
+// container.Info: state, health, restarts, last exit) when it is present;
+// other workloads report none.
+func (t *Table) InspectStatus(ctx context.Context, r *provision.Reservation) (any, error) {
+	if err := t.Inspect(ctx, r); err != nil {
+		return nil, err
+	}
+	if r.Type != provision.ContainerReservation {
+		return nil, nil
+	}
+	return t.container.Status(ctx, r.ID)
 }
 
 // List returns every runtime object under the prefix: network namespaces,

@@ -18,10 +18,16 @@
 // stderr go through a FIFO the daemon copies into rotated log files
 // <DataDir>/logs/prv-<id>.log (logs.go).
 //
-// A container that stopped is reported vanished by Inspect; the next
-// Provision deletes and runs it again, counting the exit. More than
-// MaxExits exits within the exit window is a crash loop: the Manager calls
-// OnGiveUp and fails permanently.
+// A container runs under a shim that records its exit code (runc.go), and
+// a supervisor goroutine (supervise.go) follows it: its health check
+// (health.go), its exit, and its restart policy (restarts.go), whose
+// state — restarts, exits, backoff — lives in its bundle and survives a
+// daemon restart. A container whose policy restarts it is reported
+// vanished by Inspect once its backoff (10 s, doubled for each exit within
+// the exit window, at most 5 min) passed; the next Provision runs it
+// again. More than MaxExits exits within the exit window is a crash loop:
+// the Manager calls OnGiveUp and fails permanently. A container with a
+// health check is ready — Provision returns — only once its check passed.
 package container
 
 import (
@@ -101,6 +107,21 @@ type Options struct {
 	// OnGiveUp is called when a container crash-loops, with a reason; nil
 	// means nobody is told (the provision still fails permanently).
 	OnGiveUp func(ctx context.Context, id, reason string) error
+	// OnChange is called, from a container's supervisor, when the status
+	// of container id changed (it stopped, became healthy or was killed
+	// unhealthy) or its restart is due: the caller should Inspect it (and
+	// Provision it when Inspect says it vanished). It must not block.
+	// Default nil: nobody is told; the next inspection finds it.
+	OnChange func(id string)
+	// RestartBackoff is the wait before a stopped container is restarted
+	// after its first exit within ExitWindow; each further exit doubles
+	// it, up to RestartBackoffMax. Defaults DefaultRestartBackoff and
+	// DefaultRestartBackoffMax.
+	RestartBackoff    time.Duration
+	RestartBackoffMax time.Duration
+	// Nsenter is the nsenter binary that runs exec health checks. Default
+	// "nsenter".
+	Nsenter string
 	// MaxExits is how many exits within ExitWindow are tolerated; one more
 	// is a crash loop. Default DefaultMaxExits.
 	MaxExits int
@@ -187,14 +208,30 @@ type Spec struct {
 	// DiskSize is the size, in MiB, of the disk the container's root
 	// filesystem writes to (at least MinDiskSize).
 	DiskSize int64
+	// Health is the container's health check; nil for none.
+	Health *provision.HealthCheck
+	// Restart is its restart policy.
+	Restart provision.RestartPolicy
 }
 
-// Info describes a running container; it is the data of the result.
+// Info describes a container; it is the data of the result, and of a new
+// result whenever its status changes.
 type Info struct {
 	// ID is the container reservation's id.
 	ID string `json:"id"`
 	// IP is the container's address ("" without a network).
 	IP string `json:"ip"`
+	// State is StatusRunning, StatusRestarting (it stopped and waits for
+	// its restart) or StatusExited (it stopped and its policy leaves it
+	// so).
+	State string `json:"state,omitempty"`
+	// Health is HealthStarting, HealthHealthy or HealthUnhealthy; "" for a
+	// container without a health check.
+	Health string `json:"health,omitempty"`
+	// Restarts counts the node's restarts of the container.
+	Restarts int `json:"restarts,omitempty"`
+	// LastExit is how it last stopped; nil when it never did.
+	LastExit *Exit `json:"last_exit,omitempty"`
 }
 
 // Manager provisions and removes containers. Operations on one id must not
@@ -206,9 +243,19 @@ type Manager struct {
 	logsDir    string
 	network    Network
 	onGiveUp   func(ctx context.Context, id, reason string) error
+	onChange   func(id string)
 	maxExits   int
 	window     time.Duration
-	exits      *exits
+	now        func() time.Time
+	nsenter    string
+
+	restartBase time.Duration
+	restartMax  time.Duration
+	lifeMu      sync.Mutex // serialises the read-modify-writes of lifecycle files
+
+	supMu      sync.Mutex // guards sups and closed
+	sups       map[string]*supervisor
+	closed     bool
 	client     *http.Client
 	imageLimit imageLimit
 	local      string // Options.LocalImages, absolute and clean; "" serves none
@@ -249,6 +296,15 @@ func New(opts Options) *Manager {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.RestartBackoff <= 0 {
+		opts.RestartBackoff = DefaultRestartBackoff
+	}
+	if opts.RestartBackoffMax <= 0 {
+		opts.RestartBackoffMax = DefaultRestartBackoffMax
+	}
+	if opts.Nsenter == "" {
+		opts.Nsenter = "nsenter"
 	}
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = newImageGuard(opts.ImageHosts).client()
@@ -294,15 +350,21 @@ func New(opts Options) *Manager {
 		onGiveUp:   opts.OnGiveUp,
 		maxExits:   opts.MaxExits,
 		window:     opts.ExitWindow,
-		exits:      newExits(opts.Now, opts.ExitWindow),
-		client:     opts.HTTPClient,
-		imageLimit: imageLimit{bytes: opts.MaxImageSize, entries: opts.MaxImageEntries},
-		local:      local,
-		memsw:      memswAccounted(),
-		mkfs:       opts.Mkfs,
-		runDir:     filepath.Clean(opts.RunDir),
-		pids:       opts.PidsLimit,
-		log:        opts.Log.With().Str("component", "container").Logger(),
+		onChange:   opts.OnChange,
+		now:        opts.Now,
+		nsenter:    opts.Nsenter,
+
+		restartBase: opts.RestartBackoff,
+		restartMax:  max(opts.RestartBackoffMax, opts.RestartBackoff),
+		sups:        map[string]*supervisor{},
+		client:      opts.HTTPClient,
+		imageLimit:  imageLimit{bytes: opts.MaxImageSize, entries: opts.MaxImageEntries},
+		local:       local,
+		memsw:       memswAccounted(),
+		mkfs:        opts.Mkfs,
+		runDir:      filepath.Clean(opts.RunDir),
+		pids:        opts.PidsLimit,
+		log:         opts.Log.With().Str("component", "container").Logger(),
 
 		idBase:      opts.UIDBase,
 		idSlots:     uint32((1<<32 - 1 - uint64(opts.UIDBase)) / IDRange),
@@ -477,6 +539,9 @@ func (m *Manager) Provision(ctx context.Context, id string, s Spec) (Info, error
 		info.IP = s.IP.To4().String()
 	}
 
+	// The supervisor stops while the container is provisioned and starts
+	// again when it is ready.
+	m.unsupervise(id)
 	state, err := m.runc.state(ctx, name)
 	if err != nil {
 		return Info{}, fmt.Errorf("checking container %s: %w", id, err)
@@ -496,10 +561,41 @@ func (m *Manager) Provision(ctx context.Context, id string, s Spec) (Info, error
 		}
 		state = ""
 	}
-	if state == stateStopped {
-		if err := m.countExit(ctx, id); err != nil {
+	if err := os.MkdirAll(bundle, 0o711); err != nil {
+		return Info{}, err
+	}
+	lc, err := m.updateLifecycle(id, func(lc *lifecycle, existed bool) error {
+		lc.Policy, lc.Health, lc.IP = s.Restart, s.Health, info.IP
+		if !existed && state != "" {
+			// A container of an earlier release is adopted as it is.
+			lc.State, lc.Ready, lc.StartedAt = StatusRunning, true, m.now()
+			if s.Health != nil {
+				lc.HealthState = HealthHealthy
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Info{}, err
+	}
+	stopped := state == stateStopped || (state == "" && exists(bundle, exitFile))
+	restart := false
+	if stopped {
+		if lc, err = m.recordExit(id); err != nil {
 			return Info{}, err
 		}
+		if lc.State == StatusExited {
+			if !lc.Ready {
+				return Info{}, provision.Permanentf("%w: container %s stopped before it was ready (%s) and its restart policy is %s",
+					ErrUnhealthy, id, lc.LastExit, policyName(s.Restart))
+			}
+			m.log.Debug().Str("container", id).Msg("container left stopped by its restart policy")
+			return statusInfo(id, &lc), nil
+		}
+		if err := m.crashLoop(ctx, id, &lc); err != nil {
+			return Info{}, err
+		}
+		restart = true
 	}
 
 	nsPath := ""
@@ -533,39 +629,149 @@ func (m *Manager) Provision(ctx context.Context, id string, s Spec) (Info, error
 		if err := m.startLog(id); err != nil {
 			return Info{}, fmt.Errorf("taking up the log of container %s: %w", id, err)
 		}
-		return info, nil
+		if lc.Ready {
+			m.supervise(id)
+			return statusInfo(id, &lc), nil
+		}
+		// Started by an operation that ended before it was ready (a
+		// daemon restart, a timeout): wait for it below.
+	} else {
+		if state != "" {
+			if err := m.runc.remove(ctx, name); err != nil {
+				return Info{}, fmt.Errorf("removing old container %s: %w", id, err)
+			}
+		}
+		if err := m.start(ctx, id, bundle); err != nil {
+			lc, lerr := m.startFailed(id, err)
+			if lerr != nil {
+				return Info{}, errors.Join(err, lerr)
+			}
+			if cerr := m.crashLoop(ctx, id, &lc); cerr != nil {
+				return Info{}, errors.Join(err, cerr)
+			}
+			return Info{}, provision.Temporary(err)
+		}
+		if lc, err = m.started(id, restart); err != nil {
+			return Info{}, err
+		}
+		m.log.Debug().Str("container", id).Str("ip", info.IP).Int("restarts", lc.Restarts).Msg("container started")
 	}
-	if state != "" {
-		if err := m.runc.remove(ctx, name); err != nil {
-			return Info{}, fmt.Errorf("removing old container %s: %w", id, err)
+	if !lc.Ready {
+		if lc, err = m.waitReady(ctx, id, lc); err != nil {
+			return Info{}, err
 		}
 	}
-	if err := m.start(ctx, id, bundle); err != nil {
-		if cerr := m.countExit(ctx, id); errors.Is(cerr, ErrCrashLoop) {
-			return Info{}, errors.Join(err, cerr)
-		}
-		return Info{}, provision.Temporary(err)
-	}
-	m.log.Debug().Str("container", id).Str("ip", info.IP).Msg("container started")
-	return info, nil
+	m.supervise(id)
+	return statusInfo(id, &lc), nil
 }
 
-// countExit records an exit of id and gives up when it makes a crash loop.
-func (m *Manager) countExit(ctx context.Context, id string) error {
-	n := m.exits.record(id)
-	if n <= m.maxExits {
-		m.log.Info().Str("container", id).Int("exits", n).Msg("container exited, restarting")
-		return nil
+// policyName names a restart policy, the default included.
+func policyName(p provision.RestartPolicy) string {
+	if p == provision.RestartDefault {
+		return string(provision.RestartAlways) + " (the default)"
 	}
-	reason := fmt.Sprintf("crash-looping: %d exits in %s", n, m.window)
-	m.log.Warn().Str("container", id).Str("reason", reason).Msg("giving up on container")
-	var gerr error
-	if m.onGiveUp != nil {
-		if gerr = m.onGiveUp(ctx, id, reason); gerr != nil {
-			gerr = fmt.Errorf("reporting crash loop of %s: %w", id, gerr)
+	return string(p)
+}
+
+// started records that container id (re)started now.
+func (m *Manager) started(id string, restart bool) (lifecycle, error) {
+	return m.updateLifecycle(id, func(lc *lifecycle, _ bool) error {
+		lc.State, lc.StartedAt, lc.NextStart, lc.Kill = StatusRunning, m.now(), time.Time{}, ""
+		lc.HealthState = ""
+		if lc.Health != nil {
+			lc.HealthState = HealthStarting
+		} else {
+			lc.Ready = true
+		}
+		if restart {
+			lc.Restarts++
+		}
+		return nil
+	})
+}
+
+// startFailed records a start of container id that failed as an exit (it
+// counts towards a crash loop).
+func (m *Manager) startFailed(id string, cause error) (lifecycle, error) {
+	return m.updateLifecycle(id, func(lc *lifecycle, _ bool) error {
+		now := m.now()
+		lc.LastExit = &Exit{Code: UnknownExitCode, At: now, Reason: provision.Truncate("start failed: "+cause.Error(), 512)}
+		lc.Exits = append(m.inWindow(lc.Exits, now), now)
+		return nil
+	})
+}
+
+// waitReady waits until container id's health check passes for the first
+// time: it runs the check every second (or its interval, if shorter) for
+// its start period. A container that stops meanwhile fails (temporarily,
+// unless its policy is never); one whose check does not pass in time
+// fails for good with an error naming the check.
+func (m *Manager) waitReady(ctx context.Context, id string, lc lifecycle) (lifecycle, error) {
+	h := lc.Health
+	if h == nil {
+		return m.updateLifecycle(id, func(lc *lifecycle, _ bool) error {
+			lc.Ready = true
+			return nil
+		})
+	}
+	bundle := m.Bundle(id)
+	deadline := lc.StartedAt.Add(h.StartPeriodOrDefault())
+	every := min(time.Second, h.IntervalOrDefault())
+	for {
+		err := m.check(ctx, id, h, lc.IP)
+		if err == nil {
+			return m.updateLifecycle(id, func(lc *lifecycle, _ bool) error {
+				lc.Ready, lc.HealthState = true, HealthHealthy
+				return nil
+			})
+		}
+		if ctx.Err() != nil {
+			return lc, fmt.Errorf("waiting for container %s to be ready: %w", id, ctx.Err())
+		}
+		st, serr := m.runc.state(ctx, Name(id))
+		if serr != nil {
+			return lc, fmt.Errorf("checking container %s: %w", id, serr)
+		}
+		if st != stateRunning || exists(bundle, exitFile) {
+			lc, rerr := m.recordExit(id)
+			if rerr != nil {
+				return lc, rerr
+			}
+			err := fmt.Errorf("%w: container %s stopped before its health check %s passed: %s", ErrUnhealthy, id, h, lc.LastExit)
+			if lc.State == StatusExited {
+				return lc, provision.Permanent(err)
+			}
+			return lc, provision.Temporary(err)
+		}
+		if !m.now().Before(deadline) {
+			return lc, provision.Permanentf("%w: container %s: health check %s did not pass within %s: %v", ErrUnhealthy, id, h, h.StartPeriodOrDefault(), err)
+		}
+		m.log.Debug().Err(err).Str("container", id).Msg("container not ready yet")
+		if !sleep(ctx, every) {
+			return lc, fmt.Errorf("waiting for container %s to be ready: %w", id, ctx.Err())
 		}
 	}
-	return provision.Permanent(errors.Join(fmt.Errorf("%w: container %s: %s", ErrCrashLoop, id, reason), gerr))
+}
+
+// statusInfo is the Info of container id by its lifecycle.
+func statusInfo(id string, lc *lifecycle) Info {
+	return Info{ID: id, IP: lc.IP, State: lc.State, Health: lc.HealthState, Restarts: lc.Restarts, LastExit: lc.LastExit}
+}
+
+// waitShim waits, for at most a few seconds, for the shim of container
+// id, whose container was just deleted, to write its exit code, so that
+// it writes nothing into a bundle being removed.
+func (m *Manager) waitShim(ctx context.Context, id string) {
+	bundle := m.Bundle(id)
+	if !exists(bundle, pidFile) {
+		return
+	}
+	for range 100 {
+		if exists(bundle, exitFile) || !sleep(ctx, 50*time.Millisecond) {
+			return
+		}
+	}
+	m.log.Warn().Str("container", id).Msg("the shim of a deleted container wrote no exit code")
 }
 
 func (m *Manager) start(ctx context.Context, id, bundle string) error {
@@ -697,8 +903,11 @@ func (m *Manager) unmountAll(id string) error {
 	return nil
 }
 
-// Inspect returns nil when container id runs, and an error wrapping
-// provision.ErrVanished when it stopped or is gone.
+// Inspect returns nil when container id runs, or stopped and its restart
+// policy leaves it stopped or its restart is not due yet (its supervisor
+// tells OnChange when it is); an error wrapping provision.ErrVanished when
+// its restart is due, or it is gone (Provision runs it again). It takes up
+// the log and the supervision of a container a daemon restart left.
 func (m *Manager) Inspect(ctx context.Context, id string) error {
 	if err := checkID(id); err != nil {
 		return err
@@ -707,17 +916,62 @@ func (m *Manager) Inspect(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("inspecting container %s: %w", id, err)
 	}
-	switch state {
-	case stateRunning:
+	bundle := m.Bundle(id)
+	if state == stateRunning {
 		if err := m.startLog(id); err != nil {
 			m.log.Warn().Err(err).Str("container", id).Msg("taking up the container's log")
 		}
+		if _, ok, err := m.loadLifecycle(id); err != nil {
+			return fmt.Errorf("inspecting container %s: %w", id, err)
+		} else if ok {
+			m.supervise(id)
+		}
 		return nil
-	case "":
-		return fmt.Errorf("inspecting container %s: %w: no such container", id, provision.ErrVanished)
-	default:
+	}
+	lc, ok, err := m.loadLifecycle(id)
+	if err != nil {
+		return fmt.Errorf("inspecting container %s: %w", id, err)
+	}
+	stopped := state == stateStopped || (state == "" && exists(bundle, exitFile))
+	if !ok || !stopped {
+		if state == "" {
+			return fmt.Errorf("inspecting container %s: %w: no such container", id, provision.ErrVanished)
+		}
 		return fmt.Errorf("inspecting container %s: %w: %s", id, provision.ErrVanished, state)
 	}
+	if lc.State == StatusRunning {
+		if lc, err = m.recordExit(id); err != nil {
+			return fmt.Errorf("inspecting container %s: %w", id, err)
+		}
+	}
+	switch {
+	case lc.State == StatusExited:
+		return nil
+	case !m.now().Before(lc.NextStart):
+		return fmt.Errorf("inspecting container %s: %w: stopped (%s), its restart is due", id, provision.ErrVanished, lc.LastExit)
+	}
+	m.supervise(id) // it tells OnChange when the restart is due
+	return nil
+}
+
+// Status returns the status of container id as its lifecycle says (after
+// an Inspect, which records an exit it finds). A container without one (an
+// earlier release's, running) is reported running.
+func (m *Manager) Status(ctx context.Context, id string) (Info, error) {
+	if err := checkID(id); err != nil {
+		return Info{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Info{}, err
+	}
+	lc, ok, err := m.loadLifecycle(id)
+	if err != nil {
+		return Info{}, fmt.Errorf("reading status of container %s: %w", id, err)
+	}
+	if !ok {
+		return Info{ID: id, State: StatusRunning}, nil
+	}
+	return statusInfo(id, &lc), nil
 }
 
 // Decommission kills and deletes container id, detaches it from its
@@ -727,9 +981,11 @@ func (m *Manager) Decommission(ctx context.Context, id string) error {
 	if err := checkID(id); err != nil {
 		return err
 	}
+	m.unsupervise(id)
 	if err := m.runc.remove(ctx, Name(id)); err != nil {
 		return fmt.Errorf("deleting container %s: %w", id, err)
 	}
+	m.waitShim(ctx, id)
 	m.stopLog(id)
 	if m.network != nil {
 		if err := m.network.Detach(ctx, id); err != nil {
@@ -745,7 +1001,6 @@ func (m *Manager) Decommission(ctx context.Context, id string) error {
 	if err := m.removeLogs(id); err != nil {
 		return fmt.Errorf("removing log of container %s: %w", id, err)
 	}
-	m.exits.forget(id)
 	m.log.Debug().Str("container", id).Msg("container decommissioned")
 	return nil
 }

@@ -216,9 +216,20 @@ func (m *Manager) stopLog(id string) {
 	}
 }
 
-// Close stops copying the containers' logs. The containers keep running;
-// their output waits in their pipes for the next Manager.
+// Close stops the supervisors and copying the containers' logs. The
+// containers keep running; their output waits in their pipes, their exits
+// in their bundles, for the next Manager.
 func (m *Manager) Close() error {
+	m.supMu.Lock()
+	m.closed = true
+	sups := make([]string, 0, len(m.sups))
+	for id := range m.sups {
+		sups = append(sups, id)
+	}
+	m.supMu.Unlock()
+	for _, id := range sups {
+		m.unsupervise(id)
+	}
 	m.logMu.Lock()
 	ids := make([]string, 0, len(m.pumps))
 	for id := range m.pumps {

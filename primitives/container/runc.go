@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // The runc container states this package acts on.
@@ -96,18 +98,73 @@ func (r runc) state(ctx context.Context, name string) (string, error) {
 	return st.Status, nil
 }
 
-// start runs container name detached from bundle; the container's stdout
-// and stderr are the log pipe (runc passes its own stdio to a detached
-// container without a terminal), its stdin is /dev/null. runc returns
-// once the process runs; the container does not depend on us afterwards.
-// runc's own errors go to the pipe too, hence to the log at logPath.
+// shimScript is the shim of a container: a shell in a session of its own
+// that runs `runc run` in the foreground, which waits for the container
+// and exits with its exit code, and writes that code to the exit file.
+// The outer shell returns at once: the shim is nobody's child and
+// outlives the daemon. Arguments: runc, its root, the bundle, the name,
+// the pid file and the exit file.
+const shimScript = `("$1" --root "$2" run --bundle "$3" --pid-file "$5" "$4"; echo $? >"$6.tmp" && mv "$6.tmp" "$6") </dev/null &`
+
+// start runs container name from bundle under a shim (see shimScript);
+// the container's stdout and stderr are the log pipe, its stdin
+// /dev/null. It returns once runc wrote the pid file (the container's
+// process runs), or an error when runc exited first (its own errors go to
+// the log at logPath too) or ctx ended.
 func (r runc) start(ctx context.Context, name, bundle string, pipe *os.File, logPath string) error {
-	cmd := r.command(ctx, "run", "--detach", "--bundle", bundle, name)
-	cmd.Stdout, cmd.Stderr = pipe, pipe
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("runc run %s: %w (see %s)", name, err, logPath)
+	pid, exit := filepath.Join(bundle, pidFile), filepath.Join(bundle, exitFile)
+	for _, p := range []string{pid, exit, exit + ".tmp"} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
 	}
-	return nil
+	cmd := exec.Command("/bin/sh", "-c", shimScript, "shim", r.bin, r.root, bundle, name, pid, exit)
+	cmd.Env = runcEnv(os.Environ())
+	cmd.Stdout, cmd.Stderr = pipe, pipe
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("starting the shim of %s: %w", name, err)
+	}
+	wait := time.Millisecond
+	for {
+		if _, err := os.Stat(pid); err == nil {
+			return nil
+		}
+		if code, ok, err := readExitCode(bundle); err != nil || ok {
+			if err == nil {
+				err = fmt.Errorf("exit code %d", code)
+			}
+			return fmt.Errorf("runc run %s: %w (see %s)", name, err, logPath)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("runc run %s: %w", name, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+}
+
+// kill sends sig to the process of container name.
+func (r runc) kill(ctx context.Context, name, sig string) error {
+	_, err := r.run(ctx, "kill", name, sig)
+	return err
+}
+
+// initPid returns the host pid of container name's process, from runc's
+// state file.
+func (r runc) initPid(name string) (int, error) {
+	b, err := os.ReadFile(filepath.Join(r.root, name, "state.json"))
+	if err != nil {
+		return 0, fmt.Errorf("reading runc state of %s: %w", name, err)
+	}
+	var st struct {
+		Pid int `json:"init_process_pid"`
+	}
+	if err := json.Unmarshal(b, &st); err != nil || st.Pid <= 0 {
+		return 0, fmt.Errorf("decoding runc state of %s: no pid (%v)", name, err)
+	}
+	return st.Pid, nil
 }
 
 // remove kills and deletes container name; an absent one is success.

@@ -1,0 +1,295 @@
+package container_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/edgeprov/provisiond/internal/testutil"
+	"github.com/edgeprov/provisiond/primitives/container"
+	"github.com/edgeprov/provisiond/provision"
+)
+
+// httpd is a command that serves /tmp of the container on port after a
+// pause of delay seconds, with /tmp/index.html holding "ok".
+func httpd(delay string, port string) []string {
+	return []string{"sh", "-c", "echo ok >/tmp/index.html; sleep " + delay + "; exec busybox httpd -f -p " + port + " -h /tmp"}
+}
+
+func TestReadiness(t *testing.T) {
+	e := newEnv(t, container.Options{})
+	netID := e.network(t, "10.232.6.0/24")
+	tests := []struct {
+		name  string
+		edit  func(s *container.Spec)
+		check *provision.HealthCheck
+	}{
+		{"tcp-in-network", func(s *container.Spec) { s.NetworkID, s.IP = netID, net.ParseIP("10.232.6.10") },
+			&provision.HealthCheck{TCPPort: 8080, Interval: 1, StartPeriod: 30}},
+		{"http-without-network", func(*container.Spec) {},
+			&provision.HealthCheck{HTTPPort: 8080, HTTPPath: "/index.html", Interval: 1, StartPeriod: 30}},
+		{"exec", func(*container.Spec) {},
+			&provision.HealthCheck{Exec: []string{"busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/"}, Interval: 1, StartPeriod: 30}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := "ready-" + testutil.RandHex(t, 3)
+			s := e.spec(httpd("2", "8080")...)
+			tt.edit(&s)
+			s.Health = tt.check
+			began := time.Now()
+			info := e.run(t, id, s)
+			took := time.Since(began)
+			// The port opens 2 s after the start: Provision, hence the
+			// "ok", waits for it.
+			if took < 2*time.Second {
+				t.Fatalf("Provision returned after %s, before the port opened", took)
+			}
+			if took > 10*time.Second {
+				t.Fatalf("Provision returned after %s, long after the port opened", took)
+			}
+			if info.State != container.StatusRunning || info.Health != container.HealthHealthy || info.Restarts != 0 {
+				t.Fatalf("info = %+v", info)
+			}
+			if err := e.m.Inspect(t.Context(), id); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestNeverReady(t *testing.T) {
+	e := newEnv(t, container.Options{})
+	tests := []struct {
+		name  string
+		args  []string
+		check *provision.HealthCheck
+		want  []string
+	}{
+		{"tcp-port-never-opens", []string{"sleep", "3600"}, &provision.HealthCheck{TCPPort: 8080, Interval: 1, StartPeriod: 2},
+			[]string{"health check tcp port 8080 did not pass within 2s", "connection refused"}},
+		{"http-404", httpd("0", "8081"), &provision.HealthCheck{HTTPPort: 8081, HTTPPath: "/missing", Interval: 1, StartPeriod: 2},
+			[]string{"health check http port 8081 path /missing did not pass within 2s", "404"}},
+		{"exec-fails", []string{"sleep", "3600"}, &provision.HealthCheck{Exec: []string{"sh", "-c", "echo not yet; exit 4"}, Interval: 1, StartPeriod: 2},
+			[]string{`health check exec ["sh" "-c" "echo not yet; exit 4"] did not pass within 2s`, "exit status 4", "not yet"}},
+		{"exec-times-out", []string{"sleep", "3600"}, &provision.HealthCheck{Exec: []string{"sleep", "30"}, Interval: 1, Timeout: 1, StartPeriod: 2},
+			[]string{"did not pass within 2s", "did not end within its timeout"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := "unready-" + testutil.RandHex(t, 3)
+			s := e.spec(tt.args...)
+			s.Health = tt.check
+			t.Cleanup(func() {
+				if err := e.m.Decommission(t.Context(), id); err != nil {
+					t.Errorf("Decommission: %v", err)
+				}
+			})
+			_, err := e.m.Provision(t.Context(), id, s)
+			if !errors.Is(err, container.ErrUnhealthy) || provision.IsTemporary(err) {
+				t.Fatalf("Provision = %v, want a permanent ErrUnhealthy", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestExecCheckInsideContainer checks that an exec check runs in the
+// container's namespaces and cgroups.
+func TestExecCheckInsideContainer(t *testing.T) {
+	e := newEnv(t, container.Options{})
+	id := "exec-" + testutil.RandHex(t, 3)
+	s := e.spec("sh", "-c", "sleep 1; touch /tmp/ready; exec sleep 3600")
+	s.Health = &provision.HealthCheck{Exec: []string{"sh", "-c", "cat /proc/self/cgroup >/tmp/cgroup; hostname >/tmp/host; test -f /tmp/ready"},
+		Interval: 1, StartPeriod: 30}
+	e.run(t, id, s)
+	out, err := e.exec(t, id, "cat", "/tmp/cgroup", "/tmp/host")
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if !strings.Contains(out, "pids:/provisiond/"+container.Name(id)) && !strings.Contains(out, "0::/provisiond/"+container.Name(id)) {
+		t.Errorf("the check ran outside the container's pids cgroup:\n%s", out)
+	}
+	if !strings.Contains(out, container.Name(id)) {
+		t.Errorf("the check ran outside the container's uts namespace:\n%s", out)
+	}
+}
+
+func TestRestartBackoff(t *testing.T) {
+	var changes atomic.Int64
+	e := newEnv(t, container.Options{
+		RestartBackoff:    300 * time.Millisecond,
+		RestartBackoffMax: 1200 * time.Millisecond,
+		MaxExits:          10,
+		OnChange:          func(string) { changes.Add(1) },
+	})
+	id := "backoff-" + testutil.RandHex(t, 3)
+	s := e.spec("sh", "-c", "sleep 0.2; exit 3")
+	s.Restart = provision.RestartAlways
+	e.run(t, id, s)
+	want := []time.Duration{300 * time.Millisecond, 600 * time.Millisecond, 1200 * time.Millisecond, 1200 * time.Millisecond}
+	for i, backoff := range want {
+		stopped := e.waitState(t, id, container.StatusRestarting)
+		info, err := e.restartWhenDue(t, id, s)
+		if err != nil {
+			t.Fatalf("restart #%d: %v", i+1, err)
+		}
+		waited := time.Since(stopped.LastExit.At)
+		if waited < backoff || waited > backoff+3*time.Second {
+			t.Errorf("restart #%d came %s after the exit, want %s (+ polling)", i+1, waited, backoff)
+		}
+		if info.Restarts != i+1 || info.State != container.StatusRunning || info.LastExit == nil ||
+			info.LastExit.Code != 3 || info.LastExit.Reason != "exited" {
+			t.Fatalf("status after restart #%d = %+v", i+1, info)
+		}
+	}
+	if changes.Load() < int64(2*len(want)) {
+		t.Errorf("OnChange called %d times, want at least twice per restart (stopped, due)", changes.Load())
+	}
+}
+
+func TestRestartPolicies(t *testing.T) {
+	e := newEnv(t, container.Options{})
+	tests := []struct {
+		name   string
+		policy provision.RestartPolicy
+		code   string
+		state  string
+	}{
+		{"never", provision.RestartNever, "7", container.StatusExited},
+		{"on-failure-success", provision.RestartOnFailure, "0", container.StatusExited},
+		{"on-failure-failure", provision.RestartOnFailure, "5", container.StatusRestarting},
+		{"always-success", provision.RestartAlways, "0", container.StatusRestarting},
+		{"default-success", provision.RestartDefault, "0", container.StatusRestarting},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := "policy-" + testutil.RandHex(t, 3)
+			s := e.spec("sh", "-c", "sleep 0.3; exit "+tt.code)
+			s.Restart = tt.policy
+			e.run(t, id, s)
+			info := e.waitState(t, id, tt.state)
+			if info.LastExit == nil || info.LastExit.Code != atoi(t, tt.code) || info.Restarts != 0 {
+				t.Fatalf("status = %+v", info)
+			}
+			if tt.state == container.StatusRestarting {
+				if info, err := e.restartWhenDue(t, id, s); err != nil || info.Restarts != 1 {
+					t.Fatalf("restart = %+v, %v", info, err)
+				}
+				return
+			}
+			// Left stopped: Inspect is content, and Provision (a repair
+			// after a daemon restart) does not start it.
+			time.Sleep(500 * time.Millisecond) // longer than the backoff
+			if err := e.m.Inspect(t.Context(), id); err != nil {
+				t.Fatalf("Inspect of a container its policy left stopped = %v", err)
+			}
+			info, err := e.m.Provision(t.Context(), id, s)
+			if err != nil || info.State != container.StatusExited || info.Restarts != 0 || info.LastExit.Code != atoi(t, tt.code) {
+				t.Fatalf("Provision = %+v, %v", info, err)
+			}
+			logs, err := os.ReadFile(e.m.LogPath(id))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st, _ := e.m.Status(t.Context(), id); st.State != container.StatusExited {
+				t.Fatalf("status after Provision = %+v (log %q)", st, logs)
+			}
+		})
+	}
+}
+
+func atoi(t testing.TB, s string) int {
+	t.Helper()
+	n := 0
+	for _, c := range s {
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+func TestUnhealthyRestarted(t *testing.T) {
+	var changes atomic.Int64
+	e := newEnv(t, container.Options{OnChange: func(string) { changes.Add(1) }})
+	id := "sick-" + testutil.RandHex(t, 3)
+	// Serves for 3 s, then stops serving but keeps running.
+	s := e.spec("sh", "-c", "echo started; busybox httpd -f -p 8080 -h /tmp & sleep 3; kill $!; exec sleep 3600")
+	s.Health = &provision.HealthCheck{TCPPort: 8080, Interval: 1, Failures: 2, StartPeriod: 10}
+	info := e.run(t, id, s)
+	if info.Health != container.HealthHealthy {
+		t.Fatalf("info = %+v", info)
+	}
+	stopped := e.waitState(t, id, container.StatusRestarting)
+	if stopped.Health != container.HealthUnhealthy || stopped.LastExit == nil || stopped.LastExit.Code != 137 ||
+		!strings.HasPrefix(stopped.LastExit.Reason, "unhealthy: health check tcp port 8080 failed 2 times in a row") {
+		t.Fatalf("status = %+v", stopped)
+	}
+	info, err := e.restartWhenDue(t, id, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A restart after the first readiness does not wait for it again:
+	// the supervisor checks, from "starting".
+	if info.Restarts != 1 || info.State != container.StatusRunning || info.Health != container.HealthStarting {
+		t.Fatalf("status after the restart = %+v", info)
+	}
+	eventually(t, 10*time.Second, func() error {
+		st, err := e.m.Status(t.Context(), id)
+		if err == nil && st.Health != container.HealthHealthy {
+			err = errors.New("not healthy again: " + st.Health)
+		}
+		return err
+	})
+	if changes.Load() == 0 {
+		t.Error("OnChange never called")
+	}
+}
+
+// TestRestartsSurviveDaemonRestart checks that the restart count, the
+// last exit and the exits of the crash-loop window carry over to a new
+// Manager, as across a daemon restart.
+func TestRestartsSurviveDaemonRestart(t *testing.T) {
+	var gaveUp atomic.Int64
+	opts := container.Options{MaxExits: 2, ExitWindow: time.Minute,
+		OnGiveUp: func(_ context.Context, _, _ string) error { gaveUp.Add(1); return nil }}
+	e := newEnv(t, opts)
+	id := "durable-" + testutil.RandHex(t, 3)
+	s := e.spec("sh", "-c", "sleep 0.2; exit 3")
+	e.run(t, id, s)
+	if info, err := e.restartWhenDue(t, id, s); err != nil || info.Restarts != 1 {
+		t.Fatalf("restart = %+v, %v", info, err)
+	}
+	if err := e.m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	opts.DataDir, opts.RunDir, opts.Network, opts.LocalImages = e.dir, e.runDir, e.net, filepath.Dir(e.image)
+	opts.RestartBackoff = 100 * time.Millisecond
+	first := e.m
+	e.m = container.New(opts)
+	defer func() { e.m.Close(); e.m = first }()
+	info := e.waitState(t, id, container.StatusRestarting)
+	if info.Restarts != 1 || info.LastExit == nil || info.LastExit.Code != 3 {
+		t.Fatalf("status from a new Manager = %+v", info)
+	}
+	if info, err := e.restartWhenDue(t, id, s); err != nil || info.Restarts != 2 {
+		t.Fatalf("restart from a new Manager = %+v, %v", info, err)
+	}
+	// The third exit within the window is a crash loop: the first two
+	// were counted by the first Manager.
+	if _, err := e.restartWhenDue(t, id, s); !errors.Is(err, container.ErrCrashLoop) {
+		t.Fatalf("third exit = %v, want ErrCrashLoop", err)
+	}
+	if gaveUp.Load() != 1 {
+		t.Fatalf("OnGiveUp called %d times", gaveUp.Load())
+	}
+}
