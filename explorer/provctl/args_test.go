@@ -31,3 +31,28 @@ func TestFlagsFirst(t *testing.T) {
 		})
 	}
 }
+
+func TestSplitWords(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []string
+		err  bool
+	}{
+		{"pg_isready -q", []string{"pg_isready", "-q"}, false},
+		{`  sh  -c 'test -f /x && echo "ok"'  `, []string{"sh", "-c", `test -f /x && echo "ok"`}, false},
+		{`a"b c"d e\ f`, []string{"ab cd", "e f"}, false},
+		{`"say \"hi\" \\ \n"`, []string{`say "hi" \ \n`}, false},
+		{`''`, []string{""}, false},
+		{"", nil, true},
+		{"   ", nil, true},
+		{"'open", nil, true},
+		{`"open`, nil, true},
+		{`end\`, nil, true},
+	}
+	for _, tt := range tests {
+		got, err := splitWords(tt.in)
+		if (err != nil) != tt.err || !slices.Equal(got, tt.want) {
+			t.Errorf("splitWords(%q) = %q, %v; want %q (error %v)", tt.in, got, err, tt.want, tt.err)
+		}
+	}
+}

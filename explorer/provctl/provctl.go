@@ -196,7 +196,7 @@ func App(stdout, stderr io.Writer) *cli.App {
 							&cli.Int64Flag{Name: "memory", Usage: "memory limit in `MiB`", Value: 256},
 							&cli.Int64Flag{Name: "disk", Usage: "root disk size in `MiB`", Value: 1024},
 							&cli.StringSliceFlag{Name: "publish", Usage: "forward a port of the node's public address: `NODE:CONTAINER[/tcp|/udp]` (repeatable; tcp by default)"},
-						}, waitFlags...),
+						}, append(healthFlags(), waitFlags...)...),
 						Action: withClient(reserveContainer),
 					},
 				},
@@ -426,6 +426,17 @@ func reserveContainer(ctx context.Context, s *session) error {
 			return fmt.Errorf("%w: --publish: %w", ErrUsage, err)
 		}
 		ct.Publish = append(ct.Publish, port)
+	}
+	health, err := healthFromFlags(s.c)
+	if err != nil {
+		return err
+	}
+	ct.Health = health
+	switch p := provision.RestartPolicy(s.c.String("restart")); p {
+	case provision.RestartAlways, provision.RestartOnFailure, provision.RestartNever:
+		ct.Restart = p
+	default:
+		return fmt.Errorf("%w: --restart %q: want always, on-failure or never", ErrUsage, p)
 	}
 	return s.submit(ctx, provision.ContainerReservation, ct)
 }
