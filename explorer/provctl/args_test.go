@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/edgeprov/provisiond/provision"
 )
 
 func TestFlagsFirst(t *testing.T) {
@@ -53,6 +55,32 @@ func TestSplitWords(t *testing.T) {
 		got, err := splitWords(tt.in)
 		if (err != nil) != tt.err || !slices.Equal(got, tt.want) {
 			t.Errorf("splitWords(%q) = %q, %v; want %q (error %v)", tt.in, got, err, tt.want, tt.err)
+		}
+	}
+}
+
+func TestContainerStatus(t *testing.T) {
+	ok := func(data string) *provision.Result { return &provision.Result{State: provision.StateOk, Data: []byte(data)} }
+	tests := []struct {
+		name string
+		typ  provision.ReservationType
+		res  *provision.Result
+		want string
+	}{
+		{"running", provision.ContainerReservation, ok(`{"id":"c","ip":"","state":"running","health":"healthy"}`), "running, healthy, 0 restarts"},
+		{"exited", provision.ContainerReservation,
+			ok(`{"id":"c","ip":"","state":"exited","restarts":2,"last_exit":{"code":7,"at":"2030-01-01T00:00:00Z","reason":"exited"}}`),
+			"exited, 2 restarts, last exit: exited (code 7) at 2030-01-01T00:00:00Z"},
+		{"unknown-code", provision.ContainerReservation,
+			ok(`{"id":"c","ip":"","state":"restarting","restarts":1,"last_exit":{"code":-1,"at":"2030-01-01T00:00:00Z","reason":"exited"}}`),
+			"restarting, 1 restarts, last exit: exited (code unknown) at 2030-01-01T00:00:00Z"},
+		{"earlier-release", provision.ContainerReservation, ok(`{"id":"c","ip":"10.0.0.2"}`), ""},
+		{"volume", provision.VolumeReservation, ok(`{"state":"running"}`), ""},
+		{"error", provision.ContainerReservation, &provision.Result{State: provision.StateError}, ""},
+	}
+	for _, tt := range tests {
+		if got := containerStatus(tt.typ, tt.res); got != tt.want {
+			t.Errorf("%s: containerStatus = %q, want %q", tt.name, got, tt.want)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package provctl
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -128,4 +129,39 @@ func splitWords(s string) ([]string, error) {
 		return nil, fmt.Errorf("no command in %q", s)
 	}
 	return words, nil
+}
+
+// containerStatus reads the status an ok result of a container reports
+// (the node signs a new result when it changes): "running, healthy, 2
+// restarts, last exit: exited (code 3) at …"; "" when it reports none.
+func containerStatus(typ provision.ReservationType, res *provision.Result) string {
+	if typ != provision.ContainerReservation || res.State != provision.StateOk || len(res.Data) == 0 {
+		return ""
+	}
+	var st struct {
+		State    string `json:"state"`
+		Health   string `json:"health"`
+		Restarts int    `json:"restarts"`
+		LastExit *struct {
+			Code   int       `json:"code"`
+			At     time.Time `json:"at"`
+			Reason string    `json:"reason"`
+		} `json:"last_exit"`
+	}
+	if json.Unmarshal(res.Data, &st) != nil || st.State == "" {
+		return ""
+	}
+	parts := []string{st.State}
+	if st.Health != "" {
+		parts = append(parts, st.Health)
+	}
+	parts = append(parts, fmt.Sprintf("%d restarts", st.Restarts))
+	if e := st.LastExit; e != nil {
+		code := strconv.Itoa(e.Code)
+		if e.Code < 0 {
+			code = "unknown"
+		}
+		parts = append(parts, fmt.Sprintf("last exit: %s (code %s) at %s", e.Reason, code, e.At.UTC().Format(time.RFC3339)))
+	}
+	return strings.Join(parts, ", ")
 }

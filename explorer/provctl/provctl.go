@@ -624,6 +624,9 @@ func get(ctx context.Context, s *session) error {
 		if len(res.Data) > 0 {
 			fmt.Fprintf(tw, "result data:\t%s\n", res.Data)
 		}
+		if st := containerStatus(r.Type, res); st != "" {
+			fmt.Fprintf(tw, "status:\t%s\n", st)
+		}
 	}
 	if verr != nil {
 		fmt.Fprintf(tw, "signatures:\tNOT VERIFIED: %v\n", verr)
