@@ -60,7 +60,9 @@ func TestSplitWords(t *testing.T) {
 }
 
 func TestContainerStatus(t *testing.T) {
-	ok := func(data string) *provision.Result { return &provision.Result{State: provision.StateOk, Data: []byte(data)} }
+	ok := func(data string) *provision.Result {
+		return &provision.Result{State: provision.StateOk, Data: []byte(data)}
+	}
 	tests := []struct {
 		name string
 		typ  provision.ReservationType
