@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -149,6 +150,15 @@ func TestRebootRecreates(t *testing.T) {
 // below the node's directory and the named network namespaces vanish.
 func reboot(t testing.TB, n *harness.Node, pid int, namespaces []string) {
 	t.Helper()
+	// The container's shim (the `runc run` that is its parent, and the
+	// shell above it, which would record its exit) dies with it, first.
+	runc := parentPid(t, pid)
+	shim := parentPid(t, runc)
+	for _, p := range []int{shim, runc} {
+		if err := syscall.Kill(p, syscall.SIGKILL); err != nil {
+			t.Fatalf("killing the shim process %d of the container: %v", p, err)
+		}
+	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatalf("killing the container process %d: %v", pid, err)
 	}
@@ -171,4 +181,24 @@ func reboot(t testing.TB, n *harness.Node, pid int, namespaces []string) {
 // runcExec runs a command in a node's container and returns its output.
 func runcExec(n *harness.Node, name string, args ...string) (string, error) {
 	return testutil.ContainerExec(runcRoot(n), name, args...)
+}
+
+// parentPid returns the parent of process pid.
+func parentPid(t testing.TB, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "PPid:"); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil || n <= 1 {
+				t.Fatalf("parent of %d: %q (%v)", pid, v, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no parent in /proc/%d/status", pid)
+	return 0
 }
