@@ -578,6 +578,11 @@ func (m *Manager) Provision(ctx context.Context, id string, s Spec) (Info, error
 	if err != nil {
 		return Info{}, err
 	}
+	if state != stateRunning {
+		// A shim still ending writes its exit code before anything
+		// else happens to the container.
+		m.waitShim(ctx, id)
+	}
 	stopped := state == stateStopped || (state == "" && exists(bundle, exitFile))
 	restart := false
 	if stopped {
@@ -640,6 +645,7 @@ func (m *Manager) Provision(ctx context.Context, id string, s Spec) (Info, error
 			if err := m.runc.remove(ctx, name); err != nil {
 				return Info{}, fmt.Errorf("removing old container %s: %w", id, err)
 			}
+			m.waitShim(ctx, id) // its exit code, written late, would stop the new one
 		}
 		if err := m.start(ctx, id, bundle); err != nil {
 			lc, lerr := m.startFailed(id, err)
@@ -758,15 +764,18 @@ func statusInfo(id string, lc *lifecycle) Info {
 	return Info{ID: id, IP: lc.IP, State: lc.State, Health: lc.HealthState, Restarts: lc.Restarts, LastExit: lc.LastExit}
 }
 
-// waitShim waits, for at most a few seconds, for the shim of container
-// id, whose container was just deleted, to write its exit code, so that
-// it writes nothing into a bundle being removed.
+// waitShim waits, for at most 2 s, for the shim of container id, whose
+// container stopped or was just deleted, to write its exit code, so that
+// it writes nothing into a bundle being removed or over the exit of the
+// next run. A container that never ran under a shim, or whose shim wrote
+// its code, is not waited for; one whose shim died (a reboot) is, in
+// vain.
 func (m *Manager) waitShim(ctx context.Context, id string) {
 	bundle := m.Bundle(id)
-	if !exists(bundle, pidFile) {
+	if !exists(bundle, pidFile) || exists(bundle, exitFile) {
 		return
 	}
-	for range 100 {
+	for range 40 {
 		if exists(bundle, exitFile) || !sleep(ctx, 50*time.Millisecond) {
 			return
 		}

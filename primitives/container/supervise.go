@@ -23,6 +23,10 @@ const exitPoll = 250 * time.Millisecond
 // earlier release has no shim to write its exit).
 const statePoll = 10 * time.Second
 
+// shimGrace is how long a shim may take to write the exit code of a
+// container runc no longer runs.
+const shimGrace = 2 * time.Second
+
 // supervisor is the goroutine of one container.
 type supervisor struct {
 	cancel context.CancelFunc
@@ -123,22 +127,30 @@ func (m *Manager) watch(ctx context.Context, id string, lc lifecycle) (lifecycle
 	var next time.Time // of the next check
 	failures := 0
 	lastState := m.now()
+	var gone time.Time // when runc first said it no longer runs
 	for {
 		if !sleep(ctx, exitPoll) {
 			return lc, ctx.Err()
 		}
 		now := m.now()
-		stopped := shim && exists(bundle, exitFile)
-		if !stopped && (!shim || now.Sub(lastState) >= statePoll) {
+		if shim && exists(bundle, exitFile) {
+			return m.recordExit(id)
+		}
+		if now.Sub(lastState) >= statePoll || !gone.IsZero() {
 			lastState = now
 			st, err := m.runc.state(ctx, Name(id))
 			if err != nil {
 				return lc, err
 			}
-			stopped = st != stateRunning
-		}
-		if stopped {
-			return m.recordExit(id)
+			switch {
+			case st == stateRunning:
+				gone = time.Time{}
+			case !shim || (!gone.IsZero() && now.Sub(gone) >= shimGrace):
+				// No shim, or one that died: the exit code is lost.
+				return m.recordExit(id)
+			case gone.IsZero():
+				gone = now // its shim writes the exit code in a moment
+			}
 		}
 		if h == nil || now.Before(next) || lc.Kill != "" {
 			continue
