@@ -482,3 +482,54 @@ func TestCrashLoopGivesUp(t *testing.T) {
 		t.Fatalf("OnGiveUp calls = %q, want [%q]", e.gaveUp, want)
 	}
 }
+
+// watcher records the inspections the primitives ask for.
+type watcher struct{ asked chan string }
+
+func (w watcher) InspectSoon(id string) {
+	select {
+	case w.asked <- id:
+	default:
+	}
+}
+
+// TestContainerStatus checks the wiring of a container's lifecycle to the
+// Engine: its supervisor asks for an inspection when it stops, and
+// InspectStatus reports what its policy made of the exit.
+func TestContainerStatus(t *testing.T) {
+	e := newEnv(t)
+	w := watcher{asked: make(chan string, 16)}
+	e.p.WatchedBy(w)
+	c := e.container("", "")
+	c.Entrypoint = []string{"sh", "-c", "sleep 0.5; exit 7"}
+	c.Restart = provision.RestartNever
+	c.Health = &provision.HealthCheck{Exec: []string{"true"}, Interval: 1}
+	r := e.reservation(t, testutil.RandHex(t, 32), provision.ContainerReservation, c)
+	first := asJSON(t, e.provision(t, r))
+	if first["state"] != "running" || first["health"] != "healthy" {
+		t.Fatalf("result data %v, want running and healthy", first)
+	}
+	select {
+	case id := <-w.asked:
+		if id != r.ID {
+			t.Fatalf("inspection asked for %s, want %s", id, r.ID)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no inspection asked for after the container stopped")
+	}
+	data, err := e.p.InspectStatus(t.Context(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := asJSON(t, data)
+	exit, _ := got["last_exit"].(map[string]any)
+	if got["state"] != "exited" || exit == nil || exit["code"] != float64(7) || got["restarts"] != nil {
+		t.Fatalf("status %v, want exited with code 7 and no restart", got)
+	}
+	// A volume reports no status.
+	v := e.reservation(t, testutil.RandHex(t, 32), provision.VolumeReservation, &provision.Volume{Size: 1, Type: provision.SSD})
+	e.provision(t, v)
+	if data, err := e.p.InspectStatus(t.Context(), v); err != nil || data != nil {
+		t.Fatalf("InspectStatus of a volume = %v, %v", data, err)
+	}
+}

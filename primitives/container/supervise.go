@@ -17,7 +17,7 @@ import (
 // reservation. Provision and Decommission stop the supervisor first.
 
 // exitPoll is how often a supervisor looks for its container's exit file.
-const exitPoll = 250 * time.Millisecond
+const exitPoll = 500 * time.Millisecond
 
 // statePoll is how often it also asks runc (a container started by an
 // earlier release has no shim to write its exit).
