@@ -739,6 +739,7 @@ func (m *Manager) waitReady(ctx context.Context, id string, lc lifecycle) (lifec
 			return lc, fmt.Errorf("checking container %s: %w", id, serr)
 		}
 		if st != stateRunning || exists(bundle, exitFile) {
+			m.waitShim(ctx, id)
 			lc, rerr := m.recordExit(id)
 			if rerr != nil {
 				return lc, rerr
@@ -937,6 +938,7 @@ func (m *Manager) Inspect(ctx context.Context, id string) error {
 		}
 		return nil
 	}
+	m.waitShim(ctx, id) // runc says "stopped" a moment before its shim writes the exit code
 	lc, ok, err := m.loadLifecycle(id)
 	if err != nil {
 		return fmt.Errorf("inspecting container %s: %w", id, err)

@@ -87,7 +87,7 @@ func TestNeverReady(t *testing.T) {
 			s := e.spec(tt.args...)
 			s.Health = tt.check
 			t.Cleanup(func() {
-				if err := e.m.Decommission(t.Context(), id); err != nil {
+				if err := e.m.Decommission(context.Background(), id); err != nil {
 					t.Errorf("Decommission: %v", err)
 				}
 			})
