@@ -66,6 +66,10 @@ type config struct {
 	// ExplorerTimeout bounds one request to the explorer, its reply read
 	// included; a poll gets PollWait + ExplorerTimeout (default 30s).
 	ExplorerTimeout time.Duration
+
+	// RestartBackoff and RestartBackoffMax bound the wait before a stopped
+	// container restarts (container.Options; defaults 10s and 5m).
+	RestartBackoff, RestartBackoffMax time.Duration
 }
 
 func (c *config) dbPath() string { return filepath.Join(c.DataDir, "provisiond.db") }
@@ -112,6 +116,8 @@ func runFlags() []cli.Flag {
 		&cli.Int64Flag{Name: "container-pids-limit", Usage: "most processes (threads included) one container may run; a fork bomb stops there", Value: container.DefaultPidsLimit, EnvVars: env("CONTAINER_PIDS_LIMIT")},
 		&cli.StringFlag{Name: "container-log-max-size", Usage: "`SIZE` (bytes, or with KiB, MiB, GiB) a container's log file is rotated at", Value: "10MiB", EnvVars: env("CONTAINER_LOG_MAX_SIZE")},
 		&cli.IntFlag{Name: "container-log-max-files", Usage: "log files kept per container, the current one included (so at most max-size × max-files bytes)", Value: container.DefaultLogMaxFiles, EnvVars: env("CONTAINER_LOG_MAX_FILES")},
+		&cli.DurationFlag{Name: "container-restart-backoff", Usage: "wait before a stopped container restarts (by its restart policy); doubled for each exit within 10 min", Value: container.DefaultRestartBackoff, EnvVars: env("CONTAINER_RESTART_BACKOFF")},
+		&cli.DurationFlag{Name: "container-restart-backoff-max", Usage: "longest wait before a stopped container restarts", Value: container.DefaultRestartBackoffMax, EnvVars: env("CONTAINER_RESTART_BACKOFF_MAX")},
 		&cli.StringFlag{Name: "container-run-dir", Usage: "`DIR` the containers' root filesystems are mounted in; it and every directory above it must be searchable by others (a container's user namespace mounts from there)", Value: container.DefaultRunDir, EnvVars: env("CONTAINER_RUN_DIR")},
 		&cli.StringSliceFlag{Name: "image-hosts", Usage: "`HOST`s (names or IP literals, comma-separated or repeated) an http(s) image may be fetched from although they resolve to a loopback, link-local, private or the node's own address; default none", EnvVars: env("IMAGE_HOSTS")},
 		&cli.DurationFlag{Name: "dependency-timeout", Usage: "how long a container waits, from its acceptance, for the network and volumes it names to be deployed before it fails", Value: provision.DefaultDependencyTimeout, EnvVars: env("DEPENDENCY_TIMEOUT")},
@@ -240,6 +246,7 @@ func configFrom(c *cli.Context) *config {
 		LogLevel:      str("log-level"),
 	}
 	cfg.ExplorerTimeout = c.Duration("explorer-timeout")
+	cfg.RestartBackoff, cfg.RestartBackoffMax = c.Duration("container-restart-backoff"), c.Duration("container-restart-backoff-max")
 	cfg.Uplink = c.String("uplink")
 	cfg.PortMin, cfg.PortMax = parsePortRange(c.String("publish-ports"))
 	if cfg.SSDPath == "" {

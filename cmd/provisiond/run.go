@@ -135,6 +135,8 @@ func run(ctx context.Context, cfg *config) error {
 			}
 			return rec.Reservation, nil
 		},
+		ContainerRestartBackoff:    cfg.RestartBackoff,
+		ContainerRestartBackoffMax: cfg.RestartBackoffMax,
 	})
 	poll := provision.NewPollSource(gated, store, pollCursor, provision.PollOptions{
 		Log:        log,

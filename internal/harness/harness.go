@@ -251,7 +251,8 @@ type Node struct {
 type NodeOptions struct {
 	// Args are appended to `provisiond run`; a flag given here overrides
 	// the harness's own (--poll-wait 2s, --resync 5s, --local-images
-	// LocalImages()). Default none.
+	// LocalImages(), --container-restart-backoff 1s and -max 4s). Default
+	// none.
 	Args []string
 	// Plain runs provisiond built without -race (PlainBin). Default false:
 	// the -race build.
@@ -315,7 +316,9 @@ func (n *Node) Start(t testing.TB) {
 	}
 	args := append(n.global(), "--log-format", "json", "run", "--explorer", n.Explorer,
 		"--metrics-listen", n.Metrics, "--poll-wait", "2s", "--resync", "5s", "--local-images", LocalImages(),
-		"--container-run-dir", filepath.Join(n.Dir, "run"))
+		"--container-run-dir", filepath.Join(n.Dir, "run"),
+		// A stopped container restarts after 1 s, then 2 s, at most 4 s.
+		"--container-restart-backoff", "1s", "--container-restart-backoff-max", "4s")
 	args = append(args, n.Args...)
 	bin := n.bin(t)
 	logPath := filepath.Join(n.Dir, "provisiond.log")
