@@ -36,6 +36,8 @@ func TestReadiness(t *testing.T) {
 			&provision.HealthCheck{HTTPPort: 8080, HTTPPath: "/index.html", Interval: 1, StartPeriod: 30}},
 		{"exec", func(*container.Spec) {},
 			&provision.HealthCheck{Exec: []string{"busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/"}, Interval: 1, StartPeriod: 30}},
+		{"exec-in-network", func(s *container.Spec) { s.NetworkID, s.IP = netID, net.ParseIP("10.232.6.11") },
+			&provision.HealthCheck{Exec: []string{"busybox", "wget", "-q", "-O", "/dev/null", "http://10.232.6.11:8080/"}, Interval: 1, StartPeriod: 30}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
