@@ -155,8 +155,10 @@ func TestRestartBackoff(t *testing.T) {
 			t.Fatalf("status after restart #%d = %+v", i+1, info)
 		}
 	}
-	if changes.Load() < int64(2*len(want)) {
-		t.Errorf("OnChange called %d times, want at least twice per restart (stopped, due)", changes.Load())
+	// Once per exit at least (the supervisor's call when the restart is
+	// due may be cut short by this test's own polling restart).
+	if changes.Load() < int64(len(want)) {
+		t.Errorf("OnChange called %d times, want at least once per exit", changes.Load())
 	}
 }
 
