@@ -578,7 +578,7 @@ func (m *Manager) Provision(ctx context.Context, id string, s Spec) (Info, error
 	if err != nil {
 		return Info{}, err
 	}
-	if state != stateRunning {
+	if state != stateRunning && lc.State == StatusRunning {
 		// A shim still ending writes its exit code before anything
 		// else happens to the container.
 		m.waitShim(ctx, id)
@@ -645,7 +645,9 @@ func (m *Manager) Provision(ctx context.Context, id string, s Spec) (Info, error
 			if err := m.runc.remove(ctx, name); err != nil {
 				return Info{}, fmt.Errorf("removing old container %s: %w", id, err)
 			}
-			m.waitShim(ctx, id) // its exit code, written late, would stop the new one
+			if state == stateRunning {
+				m.waitShim(ctx, id) // its exit code, written late, would stop the new one
+			}
 		}
 		if err := m.start(ctx, id, bundle); err != nil {
 			lc, lerr := m.startFailed(id, err)
@@ -938,10 +940,14 @@ func (m *Manager) Inspect(ctx context.Context, id string) error {
 		}
 		return nil
 	}
-	m.waitShim(ctx, id) // runc says "stopped" a moment before its shim writes the exit code
 	lc, ok, err := m.loadLifecycle(id)
 	if err != nil {
 		return fmt.Errorf("inspecting container %s: %w", id, err)
+	}
+	if ok && lc.State == StatusRunning {
+		// runc says "stopped" a moment before the shim writes the exit
+		// code.
+		m.waitShim(ctx, id)
 	}
 	stopped := state == stateStopped || (state == "" && exists(bundle, exitFile))
 	if !ok || !stopped {
