@@ -122,6 +122,12 @@ type Options struct {
 	// Nsenter is the nsenter binary that runs exec health checks. Default
 	// "nsenter".
 	Nsenter string
+	// BootID is the node's boot id: a container that stopped while the
+	// node ran another boot stopped with it, which is no crash (it
+	// restarts at once, if its policy restarts it, and does not count
+	// towards a crash loop). Default the kernel's
+	// (/proc/sys/kernel/random/boot_id).
+	BootID string
 	// MaxExits is how many exits within ExitWindow are tolerated; one more
 	// is a crash loop. Default DefaultMaxExits.
 	MaxExits int
@@ -248,6 +254,7 @@ type Manager struct {
 	window     time.Duration
 	now        func() time.Time
 	nsenter    string
+	bootID     string
 
 	restartBase time.Duration
 	restartMax  time.Duration
@@ -306,6 +313,9 @@ func New(opts Options) *Manager {
 	if opts.Nsenter == "" {
 		opts.Nsenter = "nsenter"
 	}
+	if opts.BootID == "" {
+		opts.BootID = readBootID()
+	}
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = newImageGuard(opts.ImageHosts).client()
 	}
@@ -353,6 +363,7 @@ func New(opts Options) *Manager {
 		onChange:   opts.OnChange,
 		now:        opts.Now,
 		nsenter:    opts.Nsenter,
+		bootID:     opts.BootID,
 
 		restartBase: opts.RestartBackoff,
 		restartMax:  max(opts.RestartBackoffMax, opts.RestartBackoff),
@@ -578,7 +589,7 @@ func (m *Manager) Provision(ctx context.Context, id string, s Spec) (Info, error
 	if err != nil {
 		return Info{}, err
 	}
-	if state != stateRunning && lc.State == StatusRunning {
+	if state != stateRunning && lc.State == StatusRunning && !m.rebooted(&lc) {
 		// A shim still ending writes its exit code before anything
 		// else happens to the container.
 		m.waitShim(ctx, id)
@@ -685,6 +696,7 @@ func policyName(p provision.RestartPolicy) string {
 func (m *Manager) started(id string, restart bool) (lifecycle, error) {
 	return m.updateLifecycle(id, func(lc *lifecycle, _ bool) error {
 		lc.State, lc.StartedAt, lc.NextStart, lc.Kill = StatusRunning, m.now(), time.Time{}, ""
+		lc.BootID = m.bootID
 		lc.HealthState = ""
 		if lc.Health != nil {
 			lc.HealthState = HealthStarting
@@ -944,7 +956,7 @@ func (m *Manager) Inspect(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("inspecting container %s: %w", id, err)
 	}
-	if ok && lc.State == StatusRunning {
+	if ok && lc.State == StatusRunning && !m.rebooted(&lc) {
 		// runc says "stopped" a moment before the shim writes the exit
 		// code.
 		m.waitShim(ctx, id)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -295,5 +296,56 @@ func TestRestartsSurviveDaemonRestart(t *testing.T) {
 	}
 	if gaveUp.Load() != 1 {
 		t.Fatalf("OnGiveUp called %d times", gaveUp.Load())
+	}
+}
+
+// TestRebootIsNoCrash checks that a container that stopped with the node
+// (its shim and runc died with it, its runc state is stale) restarts at
+// once, whatever its backoff, and that the reboot is no exit of a crash
+// loop.
+func TestRebootIsNoCrash(t *testing.T) {
+	opts := container.Options{BootID: "boot-1", RestartBackoff: time.Hour, MaxExits: 1, ExitWindow: time.Hour}
+	e := newEnv(t, opts)
+	id := "reboot-" + testutil.RandHex(t, 3)
+	s := e.spec("sleep", "3600")
+	e.run(t, id, s)
+	pid := runcPid(t, e, id)
+	if err := e.m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The reboot: the shim (the shell, then its runc) and the container die
+	// at once; the runc state on disk stays.
+	runc := atoi(t, status(t, pid)["PPid"])
+	shim := atoi(t, status(t, runc)["PPid"])
+	for _, p := range []int{shim, runc, pid} {
+		if err := syscall.Kill(p, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, func() error {
+		if syscall.Kill(pid, 0) == nil {
+			return errors.New("container still runs")
+		}
+		return nil
+	})
+	opts.DataDir, opts.RunDir, opts.Network, opts.LocalImages = e.dir, e.runDir, e.net, filepath.Dir(e.image)
+	opts.BootID = "boot-2"
+	first := e.m
+	e.m = container.New(opts)
+	defer func() { e.m.Close(); e.m = first }()
+	// Due at once, although a crash would wait an hour.
+	if err := e.m.Inspect(t.Context(), id); !errors.Is(err, provision.ErrVanished) {
+		t.Fatalf("Inspect after the reboot = %v, want ErrVanished (restart due)", err)
+	}
+	info, err := e.m.Provision(t.Context(), id, s)
+	if err != nil {
+		t.Fatalf("Provision after the reboot: %v (a reboot must not count towards a crash loop)", err)
+	}
+	if info.State != container.StatusRunning || info.Restarts != 1 || info.LastExit == nil ||
+		info.LastExit.Code != container.UnknownExitCode || info.LastExit.Reason != "the node rebooted" {
+		t.Fatalf("status after the reboot = %+v", info)
+	}
+	if runcPid(t, e, id) == pid {
+		t.Fatal("the container was not started again")
 	}
 }

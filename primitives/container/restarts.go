@@ -109,6 +109,24 @@ type lifecycle struct {
 	NextStart time.Time `json:"next_start,omitzero"`
 	// Kill says why the node is killing it, until its exit is recorded.
 	Kill string `json:"kill,omitempty"`
+	// BootID is the node's boot id when it last started: a container that
+	// stopped in another boot stopped with the node.
+	BootID string `json:"boot_id,omitempty"`
+}
+
+// rebooted reports whether the node rebooted since the container last
+// started: its shim died with it, and wrote no exit code.
+func (m *Manager) rebooted(lc *lifecycle) bool {
+	return lc.BootID != "" && m.bootID != "" && lc.BootID != m.bootID
+}
+
+// readBootID returns the kernel's boot id ("" when unknown).
+func readBootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 const (
@@ -229,19 +247,31 @@ func (m *Manager) recordExit(id string) (lifecycle, error) {
 		if lc.Kill != "" {
 			reason = lc.Kill
 		}
+		rebooted := !ok && m.rebooted(lc)
+		if rebooted {
+			reason = "the node rebooted"
+		}
 		lc.LastExit = &Exit{Code: code, At: now, Reason: reason}
 		lc.Kill = ""
-		lc.Exits = append(m.inWindow(lc.Exits, now), now)
+		lc.Exits = m.inWindow(lc.Exits, now)
+		if !rebooted {
+			// A reboot is no crash: it neither counts towards a crash
+			// loop nor delays the restart.
+			lc.Exits = append(lc.Exits, now)
+		}
 		// A container killed for failing its check failed, whatever its
 		// code says.
 		failed := code
 		if reason != "exited" && failed == 0 {
 			failed = UnknownExitCode
 		}
-		if lc.Policy.Restarts(failed) {
+		switch {
+		case lc.Policy.Restarts(failed) && rebooted:
+			lc.State, lc.NextStart = StatusRestarting, now
+		case lc.Policy.Restarts(failed):
 			lc.State = StatusRestarting
 			lc.NextStart = now.Add(m.backoff(len(lc.Exits)))
-		} else {
+		default:
 			lc.State = StatusExited
 			lc.NextStart = time.Time{}
 		}
