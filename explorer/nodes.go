@@ -104,6 +104,9 @@ type NodeSummary struct {
 	// StatsUpdated is when the node computed its latest stats (absent
 	// before any).
 	StatsUpdated *time.Time `json:"stats_updated,omitempty"`
+	// Availability is what the explorer derived from the node's signed
+	// heartbeats (absent before its first).
+	Availability *NodeAvailability `json:"availability,omitempty"`
 }
 
 // NodesReply is the body of GET /api/v1/nodes.

@@ -240,6 +240,8 @@ func (e *Engine) deliverOne(ctx context.Context, en *OutboxEntry) error {
 		return e.fb.Feedback(ctx, e.nodeID, en.Result)
 	case en.Kind == OutboxStats && en.Stats != nil:
 		return e.fb.UpdateStats(ctx, e.nodeID, en.Stats)
+	case en.Kind == OutboxHeartbeat && en.Heartbeat != nil:
+		return e.deliverHeartbeat(ctx, en.Heartbeat)
 	}
 	return Permanentf("%w: outbox entry %d of kind %q has no payload", ErrBadData, en.Seq, en.Kind)
 }

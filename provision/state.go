@@ -228,6 +228,8 @@ type OutboxKind string
 const (
 	OutboxResult OutboxKind = "result"
 	OutboxStats  OutboxKind = "stats"
+	// OutboxHeartbeat carries a signed Heartbeat (heartbeat.go).
+	OutboxHeartbeat OutboxKind = "heartbeat"
 )
 
 // OutboxEntry is a message waiting for the explorer's acknowledgement.
@@ -240,6 +242,8 @@ type OutboxEntry struct {
 	Result *Result `json:"result,omitempty"`
 	// Stats is set for OutboxStats.
 	Stats *Stats `json:"stats,omitempty"`
+	// Heartbeat is set for OutboxHeartbeat.
+	Heartbeat *Heartbeat `json:"heartbeat,omitempty"`
 	// Created is when the entry was enqueued.
 	Created time.Time `json:"created"`
 }

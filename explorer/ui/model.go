@@ -103,6 +103,33 @@ type NodeSummary struct {
 	Workloads map[provision.ReservationType]uint64 `json:"workloads,omitempty"`
 	// StatsUpdated is when the node computed its latest stats.
 	StatsUpdated *time.Time `json:"stats_updated,omitempty"`
+	// Availability is what the explorer derived from the node's signed
+	// heartbeats (absent before its first).
+	Availability *Availability `json:"availability,omitempty"`
+}
+
+// Availability is a node's availability as GET /api/v1/nodes says it
+// (explorer.NodeAvailability; the same JSON names).
+type Availability struct {
+	// Percent30d is the share of the last 30 days (or since the first
+	// heartbeat) its heartbeats cover, in percent.
+	Percent30d float64 `json:"percent_30d"`
+	// Since is the start of the window measured.
+	Since time.Time `json:"since"`
+	// LastHeartbeat is when the node made its latest heartbeat.
+	LastHeartbeat time.Time `json:"last_heartbeat"`
+	// IntervalSeconds is the interval its latest heartbeat announced.
+	IntervalSeconds float64 `json:"interval_seconds"`
+	// BootID is the boot id of its latest heartbeat.
+	BootID string `json:"boot_id"`
+	// Booted is when its current boot started.
+	Booted time.Time `json:"booted"`
+	// Reboots30d counts its reboots within the window.
+	Reboots30d int `json:"reboots_30d"`
+	// LastReboot is the boot time of its latest reboot seen.
+	LastReboot *time.Time `json:"last_reboot,omitempty"`
+	// DownSince is when it missed its third heartbeat interval.
+	DownSince *time.Time `json:"down_since,omitempty"`
 }
 
 // FleetPage is the page of the fleet, /ui/.
