@@ -76,6 +76,9 @@ func run(ctx context.Context, cfg *config) error {
 	if err := checkLocalImages(cfg, log); err != nil {
 		return err
 	}
+	if err := checkHeartbeat(cfg); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
 	key, err := identity.LoadOrCreate(cfg.identityPath())
 	if err != nil {
 		return fmt.Errorf("run: node identity: %w", err)
@@ -191,6 +194,7 @@ func run(ctx context.Context, cfg *config) error {
 	}
 	wg.Go(func() { register(ctx, gated, node, log) })
 	wg.Go(func() { d.gc.Run(ctx) })
+	startLifecycle(ctx, &wg, cfg, key, nodeID, engine, client, store, prims, log)
 	wg.Go(func() {
 		if !waitRunning(ctx, engine) {
 			return
