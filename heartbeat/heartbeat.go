@@ -46,8 +46,13 @@ type Options struct {
 	// provision.Engine.EnqueueHeartbeat); false means the outbox was full
 	// and the heartbeat was dropped.
 	Enqueue func(*provision.Heartbeat) (bool, error)
-	// Boot returns the boot id and the boot time (default ReadBoot).
+	// Boot returns the boot id and the boot time (default: ReadBoot of
+	// BootIDFile).
 	Boot func() (id string, booted time.Time, err error)
+	// BootIDFile is the file the boot id is read from (default
+	// /proc/sys/kernel/random/boot_id; a test stands for a reboot by
+	// changing what another file holds).
+	BootIDFile string
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// Log receives the failures.
@@ -68,7 +73,8 @@ func Run(ctx context.Context, o Options) error {
 		return errors.New("heartbeat: NodeID, Signer and Enqueue are required")
 	}
 	if o.Boot == nil {
-		o.Boot = ReadBoot
+		file := o.BootIDFile
+		o.Boot = func() (string, time.Time, error) { return ReadBoot(file) }
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -112,10 +118,14 @@ func Make(o Options) (*provision.Heartbeat, error) {
 	return hb, nil
 }
 
-// ReadBoot reads the kernel's boot id (/proc/sys/kernel/random/boot_id)
-// and boot time (btime of /proc/stat, whole seconds).
-func ReadBoot() (string, time.Time, error) {
-	raw, err := os.ReadFile(bootIDPath)
+// ReadBoot reads the boot id from file (empty: the kernel's,
+// /proc/sys/kernel/random/boot_id) and the boot time (btime of
+// /proc/stat, whole seconds).
+func ReadBoot(file string) (string, time.Time, error) {
+	if file == "" {
+		file = bootIDPath
+	}
+	raw, err := os.ReadFile(file)
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("%w: %w", ErrNoBoot, err)
 	}

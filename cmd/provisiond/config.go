@@ -57,8 +57,10 @@ type config struct {
 	LogLevel    string
 
 	// Heartbeat is the interval between the node's signed heartbeats
-	// (default 5m).
-	Heartbeat time.Duration
+	// (default 5m); BootIDFile is where their boot id is read (default
+	// the kernel's).
+	Heartbeat  time.Duration
+	BootIDFile string
 
 	// Uplink is the node's public interface (default "": no egress, no
 	// published ports); PortMin and PortMax bound the ports containers may
@@ -123,6 +125,7 @@ func runFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "gc-interval", Usage: "interval between garbage collections (unused images, leftover unpacks, orphans, final records past expiry); one runs at start", Value: gc.DefaultInterval, EnvVars: env("GC_INTERVAL")},
 		&cli.DurationFlag{Name: "resync", Usage: "interval between inspections of deployed workloads", Value: 5 * time.Minute, EnvVars: env("RESYNC")},
 		&cli.DurationFlag{Name: "heartbeat", Usage: "interval between the node's signed heartbeats to the explorer (one also at every start; 1s to 1h)", Value: heartbeat.DefaultInterval, EnvVars: env("HEARTBEAT")},
+		&cli.StringFlag{Name: "boot-id-file", Usage: "`FILE` the heartbeats' boot id is read from (tests stand for a reboot with it)", Value: "/proc/sys/kernel/random/boot_id", EnvVars: env("BOOT_ID_FILE"), Hidden: true},
 		&cli.DurationFlag{Name: "poll-wait", Usage: "how long the explorer may hold a long-poll", Value: 30 * time.Second, EnvVars: env("POLL_WAIT")},
 		&cli.StringFlag{Name: "uplink", Usage: "the node's public `INTERFACE`: networks reach the outside through it (masqueraded, isolated from each other and from the node) and containers publish ports on it; empty: networks are islands", EnvVars: env("UPLINK")},
 		&cli.StringFlag{Name: "publish-ports", Usage: "`MIN-MAX` node ports containers may publish on the uplink (keep the node's own services out)", Value: "1024-65535", EnvVars: env("PUBLISH_PORTS")},
@@ -241,6 +244,7 @@ func configFrom(c *cli.Context) *config {
 		ImageHosts:    c.StringSlice("image-hosts"),
 		Resync:        c.Duration("resync"),
 		Heartbeat:     c.Duration("heartbeat"),
+		BootIDFile:    c.String("boot-id-file"),
 		GCInterval:    c.Duration("gc-interval"),
 		PollWait:      c.Duration("poll-wait"),
 		LogFormat:     str("log-format"),

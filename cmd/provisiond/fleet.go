@@ -45,7 +45,7 @@ func startLifecycle(ctx context.Context, wg *sync.WaitGroup, cfg *config, key ed
 	engine *provision.Engine, client *explorer.Client, store *cache.Store, prims *primitives.Table, log zerolog.Logger) {
 	wg.Go(func() {
 		err := heartbeat.Run(ctx, heartbeat.Options{NodeID: nodeID, Interval: cfg.Heartbeat, Signer: provision.KeySigner(key),
-			Enqueue: engine.EnqueueHeartbeat, Log: log})
+			Enqueue: engine.EnqueueHeartbeat, BootIDFile: cfg.BootIDFile, Log: log})
 		if err != nil {
 			log.Error().Err(err).Msg("heartbeats stopped")
 		}
