@@ -292,4 +292,3 @@ func (s *Server) logsExpireLoop(ctx context.Context) {
 		}
 	}
 }
-
