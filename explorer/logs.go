@@ -47,8 +47,8 @@ const (
 	// answer (10 minutes).
 	LogTTL = 10 * time.Minute
 	// MaxLogRequestsPerUser is how many requests one user may have kept
-	// at once (within LogTTL; 8): one more is refused with 429.
-	MaxLogRequestsPerUser = 8
+	// at once (within LogTTL; 32): one more is refused with 429.
+	MaxLogRequestsPerUser = 32
 	// MaxLogRequestsPerPoll is the most requests one node poll returns (16).
 	MaxLogRequestsPerPoll = 16
 	// MaxSealedLog is the largest sealed answer (base64 of a box holding
