@@ -236,7 +236,7 @@ const (
 type OutboxEntry struct {
 	// Seq orders entries; assigned by the store on enqueue.
 	Seq uint64 `json:"seq"`
-	// Kind is result or stats.
+	// Kind is result, stats or heartbeat.
 	Kind OutboxKind `json:"kind"`
 	// Result is set for OutboxResult.
 	Result *Result `json:"result,omitempty"`
