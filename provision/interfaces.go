@@ -235,6 +235,14 @@ type ObservedSource interface {
 	ReportTo(o PollObserver)
 }
 
+// Waker is the optional part of a ReservationSource that re-checks its
+// timing when the Engine ingested something new (the decommission source
+// looks at the earliest expiry again). The Engine calls Wake after every
+// accepted reservation; Wake must not block.
+type Waker interface {
+	Wake()
+}
+
 // Table is the explicit provisioner and decommissioner table of Primitives.
 // A type missing from the table gets a permanent ErrUnknownType.
 type Table struct {

@@ -17,6 +17,7 @@ import (
 	"github.com/edgeprov/provisiond/explorer/server"
 	"github.com/edgeprov/provisiond/explorer/server/pgstore"
 	"github.com/edgeprov/provisiond/internal/pgtest"
+	"github.com/edgeprov/provisiond/internal/source"
 	"github.com/edgeprov/provisiond/provision"
 	"github.com/edgeprov/provisiond/provision/provisiontest"
 )
@@ -416,7 +417,7 @@ func TestNodeReconcilesFromSnapshot(t *testing.T) {
 	held := []provision.SnapshotEntry{{ID: rs[0].ID, Digest: rs[0].Digest(), Version: rs[0].Version}}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	jobs := provision.NewPollSource(nc, store, "explorer", provision.PollOptions{
+	jobs := source.NewPoll(nc, store, "explorer", source.PollOptions{
 		Held: func() ([]provision.SnapshotEntry, error) { return held, nil },
 	}).Reservations(ctx)
 	got := map[string]bool{} // ID → a delete
