@@ -32,7 +32,7 @@ import (
 //   - a valid new reservation is recorded as accepted (refused when its
 //     digest was seen under another ID, or when a live network holds its
 //     name) and queued. When it can start at once it is admitted in the
-//     same write (see accept): it is recorded as provisioning, or as
+//     same write (see accept, admission): it is recorded as provisioning, or as
 //     failed with a signed error result when it does not fit.
 //   - a valid delete of an unknown ID is recorded as deleted (its digest
 //     taken, so the content cannot be replayed) and answered "deleted".
@@ -117,22 +117,18 @@ func (e *Engine) ingest(ctx context.Context, job provision.ReservationJob) error
 
 // accept queues the first write of rec, accepted. A reservation that can
 // start at once (anything but a container whose dependencies are not all
-// deployed, while the capacity is known) is admitted in the same write,
-// entering provisioning or failed (see admit): that spares a worker a
+// deployed, while the capacity is known) goes through admission in the
+// same write, entering provisioning or failed: that spares a worker a
 // write and two reads per reservation. Others are written accepted, for
-// start. So are all with a store that cannot queue writes (not a
-// WriteQueuer): admission holds the tally lock, which must not wait for a
-// commit, or one slow write would hold up every ingest. The record lock is
-// held.
+// start, which runs the same admission later. So are all with a store
+// that cannot queue writes (not a WriteQueuer): admission holds the tally
+// lock, which must not wait for a commit, or one slow write would hold up
+// every ingest. The record lock is held.
 func (e *Engine) accept(ctx context.Context, rec *provision.Record) (finish func() error, refused, err error) {
-	_, ready := e.store.(provision.WriteQueuer)
-	if ready && rec.Reservation.Type == provision.ContainerReservation {
-		wait, derr := e.dependencies(rec)
-		ready = derr == nil && wait == 0
-	}
-	if ready {
-		if capacity, cerr := e.currentCapacity(ctx); cerr == nil {
-			return e.admit(rec, "", true, capacity)
+	if _, ok := e.store.(provision.WriteQueuer); ok {
+		a := e.admission(ctx, rec, "", true)
+		if a.finish != nil || a.err != nil {
+			return a.finish, a.refused, a.err
 		}
 	}
 	return e.commitQueued(rec, "", nil, true), nil, nil

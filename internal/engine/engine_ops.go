@@ -144,7 +144,7 @@ func (e *Engine) fail(rec *provision.Record, cause error) error {
 	return nil
 }
 
-// start takes an accepted record to provisioning (see admit): its
+// start takes an accepted record to provisioning through admission: its
 // dependencies must be deployed and its units must fit. Most reservations
 // are admitted at ingest already; start takes those that could not be: a
 // container whose dependencies were not deployed yet, a record accepted
@@ -155,36 +155,6 @@ func (e *Engine) fail(rec *provision.Record, cause error) error {
 // there is no queue of requests waiting for capacity.
 func (e *Engine) start(ctx context.Context, rec *provision.Record) outcome {
 	id := rec.ID()
-	if rec.Reservation.Type == provision.ContainerReservation {
-		wait, err := e.dependencies(rec)
-		if err != nil || wait > 0 {
-			mu := e.lock(id)
-			mu.Lock()
-			defer mu.Unlock()
-			cur, ok, lerr := e.reload(id, provision.Accepted)
-			switch {
-			case lerr != nil:
-				return e.retryLater(id, false, lerr)
-			case !ok:
-				return outcome{}
-			case err != nil:
-				if ferr := e.fail(cur, err); ferr != nil {
-					return e.retryLater(id, false, ferr)
-				}
-				return outcome{}
-			}
-			e.logr(zerolog.DebugLevel, rec.Reservation).Dur("recheck", wait).Msg("waiting for dependencies")
-			return outcome{retry: wait, ops: sched.Drive, deps: true}
-		}
-	}
-	capacity, err := e.currentCapacity(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return outcome{}
-		}
-		e.logr(zerolog.WarnLevel, rec.Reservation).Err(err).Msg("reading capacity failed; retrying")
-		return outcome{retry: e.backoff.Delay(1), ops: sched.Drive}
-	}
 	mu := e.lock(id)
 	mu.Lock()
 	cur, ok, err := e.reload(id, provision.Accepted)
@@ -195,16 +165,77 @@ func (e *Engine) start(ctx context.Context, rec *provision.Record) outcome {
 		}
 		return outcome{}
 	}
-	finish, refused, err := e.admit(cur, provision.Accepted, false, capacity)
-	if err == nil {
-		err = finish()
+	a := e.admission(ctx, cur, provision.Accepted, false)
+	switch {
+	case a.err != nil:
+		mu.Unlock()
+		return e.retryLater(id, false, a.err)
+	case a.capacityErr != nil:
+		mu.Unlock()
+		if ctx.Err() != nil {
+			return outcome{}
+		}
+		e.logr(zerolog.WarnLevel, cur.Reservation).Err(a.capacityErr).Msg("reading capacity failed; retrying")
+		return outcome{retry: e.backoff.Delay(1), ops: sched.Drive}
+	case a.depErr != nil:
+		err := e.fail(cur, a.depErr)
+		mu.Unlock()
+		if err != nil {
+			return e.retryLater(id, false, err)
+		}
+		return outcome{}
+	case a.wait > 0:
+		mu.Unlock()
+		e.logr(zerolog.DebugLevel, cur.Reservation).Dur("recheck", a.wait).Msg("waiting for dependencies")
+		return outcome{retry: a.wait, ops: sched.Drive, deps: true}
 	}
+	err = a.finish()
 	mu.Unlock()
 	if err != nil {
 		return e.retryLater(id, false, err)
 	}
-	e.admitted(cur, refused)
+	e.admitted(cur, a.refused)
 	return outcome{}
+}
+
+// admissionResult is what admission decided for a record.
+type admissionResult struct {
+	// finish waits for the queued write of the admitted or refused record
+	// (see commitLocked); nil when nothing was queued.
+	finish func() error
+	// refused says why the record did not fit (it was written failed,
+	// with a signed error result).
+	refused error
+	// wait is how long the record waits for a dependency not deployed
+	// yet (see dependencies); depErr is why a dependency can never
+	// qualify.
+	wait   time.Duration
+	depErr error
+	// capacityErr is why the capacity could not be read.
+	capacityErr error
+	// err is an error of the admission's write: nothing was queued.
+	err error
+}
+
+// admission is the one path into provisioning, for a record accepted at
+// ingest (from "", add) and for one accepted earlier (from Accepted, by
+// start). With the record lock of rec held, it checks what rec waits for
+// (a container's dependencies, the capacity measure); when nothing, it
+// admits rec (see admit). Whatever made rec wait is in the result, and
+// nothing was queued then.
+func (e *Engine) admission(ctx context.Context, rec *provision.Record, from provision.State, add bool) admissionResult {
+	if rec.Reservation.Type == provision.ContainerReservation {
+		wait, err := e.dependencies(rec)
+		if err != nil || wait > 0 {
+			return admissionResult{wait: wait, depErr: err}
+		}
+	}
+	capacity, err := e.currentCapacity(ctx)
+	if err != nil {
+		return admissionResult{capacityErr: err}
+	}
+	finish, refused, err := e.admit(rec, from, add, capacity)
+	return admissionResult{finish: finish, refused: refused, err: err}
 }
 
 // admit checks that rec, accepted, fits the node's usable capacity beside
