@@ -14,6 +14,7 @@ import (
 
 	"github.com/edgeprov/provisiond/internal/backoff"
 	"github.com/edgeprov/provisiond/internal/idlock"
+	"github.com/edgeprov/provisiond/internal/ingest"
 	"github.com/edgeprov/provisiond/internal/sched"
 	"github.com/edgeprov/provisiond/internal/tally"
 	"github.com/edgeprov/provisiond/provision"
@@ -337,13 +338,16 @@ func (e *Engine) Run(ctx context.Context) error {
 	wg.Go(func() { e.sendOutbox(ctx) })
 	wg.Go(func() { e.reconcileLoop(ctx) })
 
-	in := newIngester(ctx, e, &wg)
+	waker, _ := e.src.(provision.Waker)
+	in := ingest.New(ctx, &wg, ingestShards, ingestInFlight, e.shard, func(ctx context.Context, job provision.ReservationJob) {
+		e.ingestJob(ctx, job, waker)
+	})
 	for job := range e.src.Reservations(ctx) {
 		switch {
 		case ctx.Err() != nil:
 			continue
 		case job.Last:
-			in.pending.Wait() // every job before the marker is ingested
+			in.Wait() // every job before the marker is ingested
 			e.ack(job, nil)
 			if e.setCaughtUp() {
 				e.log.Info().Msg("caught up with the sources")
@@ -355,77 +359,10 @@ func (e *Engine) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		in.add(job)
+		in.Add(job)
 	}
 	<-ctx.Done()
 	return nil
-}
-
-// ingester runs the ingestion of the source's jobs: up to ingestShards at
-// once, those of one shard (and so of one reservation ID) one at a time
-// and in order.
-type ingester struct {
-	ctx     context.Context
-	e       *Engine
-	waker   provision.Waker
-	wg      *sync.WaitGroup // the Engine's: Run waits for the shards' goroutines
-	slots   chan struct{}   // a token per job taken and not yet ingested
-	pending sync.WaitGroup  // jobs taken and not yet done
-	shards  [ingestShards]ingestShard
-}
-
-// ingestShard is the queue of one shard; running tells whether a
-// goroutine drains it.
-type ingestShard struct {
-	mu      sync.Mutex
-	queue   []provision.ReservationJob
-	running bool
-}
-
-func newIngester(ctx context.Context, e *Engine, wg *sync.WaitGroup) *ingester {
-	waker, _ := e.src.(provision.Waker)
-	return &ingester{ctx: ctx, e: e, waker: waker, wg: wg, slots: make(chan struct{}, ingestInFlight)}
-}
-
-// add queues job on its shard, starting the shard's goroutine when none
-// runs. It waits while ingestInFlight jobs are in flight; after ctx ended
-// it drops job unacknowledged.
-func (in *ingester) add(job provision.ReservationJob) {
-	select {
-	case in.slots <- struct{}{}:
-	case <-in.ctx.Done():
-		return
-	}
-	in.pending.Add(1)
-	sh := &in.shards[in.e.shard(job)]
-	sh.mu.Lock()
-	sh.queue = append(sh.queue, job)
-	start := !sh.running
-	sh.running = true
-	sh.mu.Unlock()
-	if start {
-		in.wg.Go(func() { in.drain(sh) })
-	}
-}
-
-// drain ingests the jobs of sh in order until its queue is empty.
-func (in *ingester) drain(sh *ingestShard) {
-	for {
-		sh.mu.Lock()
-		if len(sh.queue) == 0 {
-			sh.queue, sh.running = nil, false
-			sh.mu.Unlock()
-			return
-		}
-		job := sh.queue[0]
-		sh.queue = sh.queue[1:]
-		sh.mu.Unlock()
-		if in.ctx.Err() == nil { // after ctx ended, drop it unacknowledged
-			in.e.ingestJob(in.ctx, job, in.waker)
-		}
-		in.pending.Done()
-		<-in.slots
-	}
 }
 
 // shard returns the ingest shard of job: that of its reservation ID.
