@@ -104,7 +104,7 @@ func (f *ackFeedbacker) ackedAt(id string) (time.Time, bool) {
 
 // pipeline is an explorer on 127.0.0.1 (fsync on) and a node Engine wired
 // as provisiond wires it — the real explorer.Client as Poller (through a
-// PollSource with a durable cursor) and Feedbacker, the bbolt store of
+// source.Poll with a durable cursor) and Feedbacker, the bbolt store of
 // package cache (fsync on), the expiry source — but with primitives that
 // return at once and no rate limit on the explorer or the outbox.
 type pipeline struct {

@@ -23,9 +23,9 @@ type Snapshot struct {
 }
 
 // Snapshotter is a Poller that also gives a full-state snapshot of this
-// node and single reservations. A PollSource with PollOptions.Held
+// node and single reservations. A source.Poll with source.PollOptions.Held
 // reconciles from it when a poll fails with ErrCursorGone, and compares it
-// with what the node holds every PollOptions.CheckEvery (anti-entropy).
+// with what the node holds every source.PollOptions.CheckEvery (anti-entropy).
 type Snapshotter interface {
 	// Snapshot returns the source's state of this node.
 	Snapshot(ctx context.Context) (*Snapshot, error)

@@ -1,3 +1,10 @@
+// Package engine runs provisiond's durable state machine: the Engine
+// ingests the reservations of its source, persists them, admits,
+// provisions and decommissions them through a bounded worker pool,
+// reconciles deployed workloads and delivers signed results and stats
+// through the store's outbox. The model it runs (reservations, records,
+// states, results) and the interfaces it consumes are in package
+// provision, whose doc follows one reservation through these functions.
 package engine
 
 import (
@@ -244,17 +251,17 @@ type Engine struct {
 func New(opts Options) *Engine {
 	switch {
 	case opts.Source == nil:
-		panic("provision: New without Source")
+		panic("engine: New without Source")
 	case opts.Store == nil:
-		panic("provision: New without Store")
+		panic("engine: New without Store")
 	case opts.Primitives == nil:
-		panic("provision: New without Primitives")
+		panic("engine: New without Primitives")
 	case opts.Signer == nil:
-		panic("provision: New without Signer")
+		panic("engine: New without Signer")
 	case opts.Statser == nil:
-		panic("provision: New without Statser")
+		panic("engine: New without Statser")
 	case opts.Feedbacker == nil:
-		panic("provision: New without Feedbacker")
+		panic("engine: New without Feedbacker")
 	}
 	e := &Engine{
 		nodeID:             opts.NodeID,
@@ -318,7 +325,7 @@ func positive[T int | time.Duration | rate.Limit](v, def T) T {
 // the source sent before it was ingested and acknowledged.
 func (e *Engine) Run(ctx context.Context) error {
 	if !e.started.CompareAndSwap(false, true) {
-		panic("provision: Engine.Run called twice")
+		panic("engine: Engine.Run called twice")
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

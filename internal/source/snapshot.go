@@ -30,7 +30,7 @@ func (d *Drift) Empty() bool {
 
 // Error describes the drift as an error for PollOptions.OnError.
 func (d *Drift) Error() string {
-	return fmt.Sprintf("provision: drift from the source at seq %d: %d missing, %d changed, %d extra", d.Seq, len(d.Missing), len(d.Changed), len(d.Extra))
+	return fmt.Sprintf("source: drift from the source at seq %d: %d missing, %d changed, %d extra", d.Seq, len(d.Missing), len(d.Changed), len(d.Extra))
 }
 
 // compare compares a snapshot with what the node holds.

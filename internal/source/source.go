@@ -1,3 +1,7 @@
+// Package source delivers reservations to the Engine: Poll reads the
+// explorer's events from a durable cursor (and repairs a lost cursor, or
+// drift, from a snapshot), Decommission sends the expiries of the store's
+// records as they fall due, and Combine merges sources into one.
 package source
 
 import (
@@ -29,7 +33,7 @@ type PollOptions struct {
 	BackoffBase, BackoffMax time.Duration
 	// OnError, when set, is called with every failed poll (and every
 	// failure to read or store the cursor), beside the PollObserver that
-	// NewEngine hands the source (see ObservedSource). Default: nil.
+	// engine.New hands the source (see ObservedSource). Default: nil.
 	OnError func(err error)
 	// Log receives the source's log lines. Default: disabled.
 	Log zerolog.Logger
@@ -56,7 +60,7 @@ type Poll struct {
 	name    string
 	backoff backoff.Policy
 	onError func(error)
-	// observer is the Engine, handed over by NewEngine through ReportTo.
+	// observer is the Engine, handed over by engine.New through ReportTo.
 	observer atomic.Pointer[pollObserver]
 	log      zerolog.Logger
 	held     func() ([]provision.SnapshotEntry, error)
@@ -73,7 +77,7 @@ var (
 // c under name.
 func NewPoll(p provision.Poller, c provision.Cursors, name string, opts PollOptions) *Poll {
 	if p == nil || c == nil || name == "" {
-		panic("provision: NewPoll needs a Poller, Cursors and a name")
+		panic("source: NewPoll needs a Poller, Cursors and a name")
 	}
 	b := backoff.Policy{Base: positive(opts.BackoffBase, DefaultPollBackoffBase), Max: positive(opts.BackoffMax, DefaultPollBackoffMax)}
 	return &Poll{p: p, c: c, name: name, backoff: b, onError: opts.OnError,
@@ -97,7 +101,7 @@ func (s *Poll) Reservations(ctx context.Context) <-chan provision.ReservationJob
 type pollObserver struct{ provision.PollObserver }
 
 // ReportTo makes o the observer of every failed poll (the Engine's
-// ObservePoll, which NewEngine hands over).
+// ObservePoll, which engine.New hands over).
 func (s *Poll) ReportTo(o provision.PollObserver) { s.observer.Store(&pollObserver{o}) }
 
 func (s *Poll) report(err error) {
@@ -282,7 +286,7 @@ var (
 // as its clock (time.Now when nil).
 func NewDecommission(store provision.ReservationCache, now func() time.Time, opts DecommissionOptions) *Decommission {
 	if store == nil {
-		panic("provision: NewDecommission without a store")
+		panic("source: NewDecommission without a store")
 	}
 	if now == nil {
 		now = time.Now

@@ -1,3 +1,7 @@
+// Package tally sums the units of the active workloads exactly, in fixed
+// point, so that adding and removing in any order gives the total a fresh
+// sum gives: the Engine's measure of the capacity in use for admission
+// and stats.
 package tally
 
 import (
