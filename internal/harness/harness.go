@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeprov/provisiond/internal/testutil"
 	"github.com/edgeprov/provisiond/provision"
 )
 
@@ -506,4 +507,41 @@ func Eventually(t testing.TB, within time.Duration, what string, check func() er
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// Setup is the start of most end-to-end tests: explorerd, one provisiond
+// registered with it, a user with a key, and the node's ID.
+type Setup struct {
+	Explorer *Explorer
+	Node     *Node
+	User     *User
+	NodeID   string
+}
+
+// SetupOptions change how Start runs the node.
+type SetupOptions struct {
+	// Node are the node's options (see StartNodeWith). Default none.
+	Node NodeOptions
+	// Via, when set, gets the explorer's URL and returns the URL the node
+	// talks to instead (a proxy the test puts between them, that injects
+	// faults). The user always talks to the explorer itself. Default nil.
+	Via func(explorer string) string
+}
+
+// Start skips the test unless it runs as root (see testutil.RequiresRoot),
+// then starts explorerd, provisiond and a user as StartExplorer,
+// StartNodeWith and NewUser do, and reads the node's ID. Both daemons stop
+// when the test ends.
+func Start(t testing.TB, opts SetupOptions) *Setup {
+	t.Helper()
+	testutil.RequiresRoot(t)
+	s := &Setup{Explorer: StartExplorer(t)}
+	nodeURL := s.Explorer.URL()
+	if opts.Via != nil {
+		nodeURL = opts.Via(nodeURL)
+	}
+	s.Node = StartNodeWith(t, nodeURL, opts.Node)
+	s.User = NewUser(t, s.Explorer.URL())
+	s.NodeID = s.Node.ID(t)
+	return s
 }
