@@ -1,11 +1,6 @@
 package main
 
 import (
-	"crypto/tls"
-	"io"
-	"log"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,7 +9,6 @@ import (
 
 	"github.com/edgeprov/provisiond/explorer"
 	"github.com/edgeprov/provisiond/explorer/explorertest"
-	"github.com/edgeprov/provisiond/explorer/server"
 	"github.com/edgeprov/provisiond/internal/certs"
 	"github.com/edgeprov/provisiond/internal/certs/certstest"
 	"github.com/edgeprov/provisiond/internal/version"
@@ -30,24 +24,7 @@ func tlsExplorer(t *testing.T, ca *certstest.CA) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{DataDir: t.TempDir(), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: srv, ErrorLog: log.New(io.Discard, "", 0)}
-	done := make(chan struct{})
-	go func() { defer close(done); hs.Serve(tls.NewListener(ln, r.ServerConfig())) }()
-	t.Cleanup(func() {
-		srv.Release()
-		hs.Close()
-		<-done
-		srv.Close()
-	})
-	return "https://" + ln.Addr().String()
+	return explorertest.NewTLS(t, r.ServerConfig()).URL()
 }
 
 // TestExplorerCA runs the daemon against an https explorer whose

@@ -13,7 +13,10 @@ package explorertest
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
+	"io"
+	"log"
 	"net"
 	"net/http/httptest"
 	"testing"
@@ -35,6 +38,7 @@ type Server struct {
 	srv  *server.Server
 	hs   *httptest.Server
 	addr string
+	tls  *tls.Config // nil: plain HTTP
 }
 
 // New starts an explorer on 127.0.0.1 with a database in t.TempDir()
@@ -58,6 +62,17 @@ func NewWithConfig(t testing.TB, cfg server.Config) *Server {
 	return s
 }
 
+// NewTLS is New serving HTTPS with cfg (its certificates; the clients
+// must trust them): URL returns an https URL. TLS handshake errors (a
+// client that refuses the certificate) are not logged.
+func NewTLS(t testing.TB, cfg *tls.Config) *Server {
+	t.Helper()
+	s := &Server{t: t, cfg: server.Config{DataDir: t.TempDir(), NoSync: true}, tls: cfg}
+	s.start("127.0.0.1:0")
+	t.Cleanup(s.Close)
+	return s
+}
+
 func (s *Server) start(addr string) {
 	s.t.Helper()
 	srv, err := server.New(s.cfg)
@@ -73,12 +88,21 @@ func (s *Server) start(addr string) {
 	s.hs = httptest.NewUnstartedServer(srv)
 	s.hs.Listener.Close()
 	s.hs.Listener = ln
+	if s.tls != nil {
+		s.hs.Listener = tls.NewListener(ln, s.tls)
+		s.hs.Config.ErrorLog = log.New(io.Discard, "", 0)
+	}
 	s.hs.Start()
 }
 
-// URL returns the explorer's base URL (http://127.0.0.1:port); it stays the
-// same across Restart.
-func (s *Server) URL() string { return "http://" + s.addr }
+// URL returns the explorer's base URL (http://127.0.0.1:port, https with
+// NewTLS); it stays the same across Restart.
+func (s *Server) URL() string {
+	if s.tls != nil {
+		return "https://" + s.addr
+	}
+	return "http://" + s.addr
+}
 
 // Explorer returns the running server (for InjectEvent and Waiting).
 func (s *Server) Explorer() *server.Server { return s.srv }
