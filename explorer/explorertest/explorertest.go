@@ -236,3 +236,37 @@ func (s *Server) Inject(t testing.TB, node string, raw string) uint64 {
 	}
 	return seq
 }
+
+// Follower checks a node's event stream poll by poll: every event follows
+// the one before (no hole), no reservation comes twice, and a poll's next
+// cursor is its last event.
+type Follower struct {
+	// Cursor is the last event taken: poll from it.
+	Cursor uint64
+	// Seen holds the event of each reservation taken.
+	Seen map[string]uint64
+}
+
+// Take checks the events and next cursor of one poll from f.Cursor,
+// failing the test at the first break of the rules, and returns how many
+// events it took.
+func (f *Follower) Take(t testing.TB, evs []provision.Event, next uint64) int {
+	t.Helper()
+	if f.Seen == nil {
+		f.Seen = map[string]uint64{}
+	}
+	for _, ev := range evs {
+		if ev.Seq != f.Cursor+1 {
+			t.Fatalf("event %d after %d: a hole", ev.Seq, f.Cursor)
+		}
+		if at, dup := f.Seen[ev.Reservation.ID]; dup {
+			t.Fatalf("reservation %s delivered at %d and %d", ev.Reservation.ID, at, ev.Seq)
+		}
+		f.Seen[ev.Reservation.ID] = ev.Seq
+		f.Cursor = ev.Seq
+	}
+	if next != f.Cursor {
+		t.Fatalf("next %d, cursor %d", next, f.Cursor)
+	}
+	return len(evs)
+}
