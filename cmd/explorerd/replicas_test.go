@@ -152,14 +152,7 @@ func TestKillReplicaUnderLoad(t *testing.T) {
 		}
 		return fl.Take(t, evs, next)
 	}
-	phase := func(d time.Duration) {
-		for end := time.Now().Add(d); time.Now().Before(end); {
-			if follow() < 0 {
-				time.Sleep(50 * time.Millisecond)
-			}
-		}
-	}
-	phase(time.Second)
+	fl.Follow(time.Second, follow)
 	mu.Lock()
 	killed = true
 	mu.Unlock()
@@ -167,21 +160,13 @@ func TestKillReplicaUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-a.done
-	phase(2 * time.Second)
+	fl.Follow(2*time.Second, follow)
 	stopLoad()
 	wg.Wait()
-	for n := follow(); n != 0; n = follow() {
-		if n < 0 {
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
+	fl.Drain(follow)
 	mu.Lock()
 	defer mu.Unlock()
-	for id := range accepted {
-		if _, ok := fl.Seen[id]; !ok {
-			t.Errorf("accepted reservation %s was never delivered", id)
-		}
-	}
+	fl.CheckDelivered(t, accepted)
 	t.Logf("%d accepted, %d delivered; the node moved to the second replica at cursor %d, now at %d", len(accepted), len(fl.Seen), switched, fl.Cursor)
 	if via != 1 || switched == 0 || fl.Cursor <= switched {
 		t.Fatalf("the node did not go on through the second replica (via %d, switched at %d, cursor %d)", via, switched, fl.Cursor)

@@ -270,3 +270,34 @@ func (f *Follower) Take(t testing.TB, evs []provision.Event, next uint64) int {
 	}
 	return len(evs)
 }
+
+// Follow calls poll (one poll whose events Take took: their count, or -1
+// on an error) for d, pausing 50 ms after an error.
+func (f *Follower) Follow(d time.Duration, poll func() int) {
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		if poll() < 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+// Drain calls poll (see Follow) until a poll finds nothing, pausing
+// 100 ms after an error.
+func (f *Follower) Drain(poll func() int) {
+	for n := poll(); n != 0; n = poll() {
+		if n < 0 {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+// CheckDelivered fails the test for each reservation of accepted that was
+// never taken.
+func (f *Follower) CheckDelivered(t testing.TB, accepted map[string]bool) {
+	t.Helper()
+	for id := range accepted {
+		if _, ok := f.Seen[id]; !ok {
+			t.Errorf("accepted reservation %s was never delivered", id)
+		}
+	}
+}

@@ -333,39 +333,23 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 		}
 		return fl.Take(t, evs, next)
 	}
-	phase := func(d time.Duration) {
-		end := time.Now().Add(d)
-		for time.Now().Before(end) {
-			if follow() < 0 {
-				time.Sleep(50 * time.Millisecond)
-			}
-		}
-	}
-	phase(time.Second)
+	fl.Follow(time.Second, follow)
 	before := len(fl.Seen)
 	if err := c.Stop("immediate"); err != nil {
 		t.Fatal(err)
 	}
-	phase(time.Second)
+	fl.Follow(time.Second, follow)
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
-	phase(2 * time.Second)
+	fl.Follow(2*time.Second, follow)
 	stopLoad()
 	wg.Wait()
 	// Every write has returned: drain until a poll finds nothing.
-	for n := follow(); n != 0; n = follow() {
-		if n < 0 {
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
+	fl.Drain(follow)
 	mu.Lock()
 	defer mu.Unlock()
-	for id := range accepted {
-		if _, ok := fl.Seen[id]; !ok {
-			t.Errorf("accepted reservation %s was never delivered", id)
-		}
-	}
+	fl.CheckDelivered(t, accepted)
 	t.Logf("%d accepted (%d delivered before the crash), %d refused during the outage, %d delivered", len(accepted), before, refused, len(fl.Seen))
 	if before == 0 || len(fl.Seen) <= before || refused == 0 {
 		t.Fatalf("the load did not span the restart: %d delivered before, %d after, %d refused", before, len(fl.Seen), refused)
