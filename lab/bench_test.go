@@ -17,29 +17,6 @@ import (
 	"github.com/edgeprov/provisiond/provision"
 )
 
-// serveFunc is serve with a handler of its own.
-func serveFunc(t testing.TB, nsPath, addr string, handle func(io.ReadWriteCloser)) *server {
-	t.Helper()
-	s := &server{name: "sink"}
-	if err := inNetns(nsPath, func() (err error) { s.ln, err = net.Listen("tcp4", addr); return err }); err != nil {
-		t.Fatalf("listening on %s in %s: %v", addr, nsPath, err)
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := s.ln.Accept()
-			if err != nil {
-				return
-			}
-			s.wg.Add(1)
-			go func() { defer s.wg.Done(); defer c.Close(); handle(c) }()
-		}
-	}()
-	t.Cleanup(func() { s.ln.Close(); s.wg.Wait() })
-	return s
-}
-
 // transfer sends size bytes from nsPath to addr and returns the rate in
 // MB/s (10^6 bytes).
 func transfer(t testing.TB, nsPath, addr string, size int64) float64 {
@@ -95,8 +72,8 @@ func BenchmarkTunnelThroughput(b *testing.B) {
 		alice.WaitResult(b, id, provision.StateOk, within)
 		ns = append(ns, l.nodes[i].containerNetns(id))
 	}
-	serveFunc(b, ns[1], "0.0.0.0:5001", drain)
-	serveFunc(b, l.nodes[1].hold.netnsPath(), nodeIP(2)+":5001", drain)
+	serveWith(b, ns[1], "0.0.0.0:5001", "sink", func(c net.Conn) { drain(c) })
+	serveWith(b, l.nodes[1].hold.netnsPath(), nodeIP(2)+":5001", "sink", func(c net.Conn) { drain(c) })
 	harness.Eventually(b, 30*time.Second, "the tunnel is up", func() error {
 		c, err := dialIn(ns[0], "10.250.2.10:5001", 2*time.Second)
 		if err == nil {

@@ -172,6 +172,16 @@ type server struct {
 // ends.
 func serve(t testing.TB, nsPath, addr, name string) *server {
 	t.Helper()
+	return serveWith(t, nsPath, addr, name, func(c net.Conn) {
+		fmt.Fprintf(c, "%s %s\n", name, c.RemoteAddr().(*net.TCPAddr).IP)
+		_, _ = io.Copy(c, c)
+	})
+}
+
+// serveWith is serve with handle for each connection, which is closed
+// after.
+func serveWith(t testing.TB, nsPath, addr, name string, handle func(net.Conn)) *server {
+	t.Helper()
 	s := &server{name: name}
 	err := inNetns(nsPath, func() error {
 		var err error
@@ -193,8 +203,7 @@ func serve(t testing.TB, nsPath, addr, name string) *server {
 			go func() {
 				defer s.wg.Done()
 				defer c.Close()
-				fmt.Fprintf(c, "%s %s\n", s.name, c.RemoteAddr().(*net.TCPAddr).IP)
-				_, _ = io.Copy(c, c)
+				handle(c)
 			}()
 		}
 	}()
