@@ -75,6 +75,14 @@ type NodeUnitFigures struct {
 	HRU UnitFigures `json:"hru"`
 }
 
+// Add returns the sum of f and o, unit by unit.
+func (f NodeUnitFigures) Add(o NodeUnitFigures) NodeUnitFigures {
+	add := func(a, b UnitFigures) UnitFigures {
+		return UnitFigures{Total: a.Total + b.Total, System: a.System + b.System, Reserved: a.Reserved + b.Reserved, Free: a.Free + b.Free}
+	}
+	return NodeUnitFigures{CRU: add(f.CRU, o.CRU), MRU: add(f.MRU, o.MRU), SRU: add(f.SRU, o.SRU), HRU: add(f.HRU, o.HRU)}
+}
+
 // Free returns the free figures as Units (CRU rounded down to whole cores).
 func (f NodeUnitFigures) Free() provision.Units {
 	return provision.Units{CRU: uint64(max(f.CRU.Free, 0)), MRU: f.MRU.Free, SRU: f.SRU.Free, HRU: f.HRU.Free}

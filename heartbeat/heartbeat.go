@@ -1,6 +1,6 @@
 // Package heartbeat makes the node's signed heartbeats: one at every start
 // and one every interval after, each naming the kernel's boot id and boot
-// time, handed to the engine's durable outbox (provision.Engine.EnqueueHeartbeat),
+// time, handed to the engine's durable outbox (engine.Engine.EnqueueHeartbeat),
 // which delivers them to the explorer. The explorer derives the node's
 // availability and its reboots from them.
 package heartbeat
@@ -43,7 +43,7 @@ type Options struct {
 	// Signer signs with the node's key (required).
 	Signer provision.Signer
 	// Enqueue stores a signed heartbeat durably for delivery (required:
-	// provision.Engine.EnqueueHeartbeat); false means the outbox was full
+	// engine.Engine.EnqueueHeartbeat); false means the outbox was full
 	// and the heartbeat was dropped.
 	Enqueue func(*provision.Heartbeat) (bool, error)
 	// Boot returns the boot id and the boot time (default: ReadBoot of

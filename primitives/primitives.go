@@ -166,7 +166,7 @@ func New(opts Options) *Table {
 }
 
 // GiveUpTo makes d the one told when a container crash-loops (the
-// Engine's DecommissionCached, which provision.NewEngine hands over).
+// Engine's DecommissionCached, which engine.New hands over).
 // d.DecommissionCached must not wait for the container's current
 // operation to end. Until it is called, nobody is told.
 func (t *Table) GiveUpTo(d provision.Decommissioner) {

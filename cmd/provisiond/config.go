@@ -17,9 +17,9 @@ import (
 	"golang.org/x/term"
 
 	"github.com/edgeprov/provisiond/heartbeat"
+	"github.com/edgeprov/provisiond/internal/engine"
 	"github.com/edgeprov/provisiond/internal/gc"
 	"github.com/edgeprov/provisiond/primitives/container"
-	"github.com/edgeprov/provisiond/provision"
 )
 
 // defaultConfigFile is read when --config is not given and the file exists.
@@ -121,7 +121,7 @@ func runFlags() []cli.Flag {
 		&cli.IntFlag{Name: "container-log-max-files", Usage: "log files kept per container, the current one included (so at most max-size × max-files bytes)", Value: container.DefaultLogMaxFiles, EnvVars: env("CONTAINER_LOG_MAX_FILES")},
 		&cli.StringFlag{Name: "container-run-dir", Usage: "`DIR` the containers' root filesystems are mounted in; it and every directory above it must be searchable by others (a container's user namespace mounts from there)", Value: container.DefaultRunDir, EnvVars: env("CONTAINER_RUN_DIR")},
 		&cli.StringSliceFlag{Name: "image-hosts", Usage: "`HOST`s (names or IP literals, comma-separated or repeated) an http(s) image may be fetched from although they resolve to a loopback, link-local, private or the node's own address; default none", EnvVars: env("IMAGE_HOSTS")},
-		&cli.DurationFlag{Name: "dependency-timeout", Usage: "how long a container waits, from its acceptance, for the network and volumes it names to be deployed before it fails", Value: provision.DefaultDependencyTimeout, EnvVars: env("DEPENDENCY_TIMEOUT")},
+		&cli.DurationFlag{Name: "dependency-timeout", Usage: "how long a container waits, from its acceptance, for the network and volumes it names to be deployed before it fails", Value: engine.DefaultDependencyTimeout, EnvVars: env("DEPENDENCY_TIMEOUT")},
 		&cli.DurationFlag{Name: "gc-interval", Usage: "interval between garbage collections (unused images, leftover unpacks, orphans, final records past expiry); one runs at start", Value: gc.DefaultInterval, EnvVars: env("GC_INTERVAL")},
 		&cli.DurationFlag{Name: "resync", Usage: "interval between inspections of deployed workloads", Value: 5 * time.Minute, EnvVars: env("RESYNC")},
 		&cli.DurationFlag{Name: "heartbeat", Usage: "interval between the node's signed heartbeats to the explorer (one also at every start; 1s to 1h)", Value: heartbeat.DefaultInterval, EnvVars: env("HEARTBEAT")},

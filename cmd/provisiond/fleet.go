@@ -11,6 +11,7 @@ import (
 	"github.com/edgeprov/provisiond/cache"
 	"github.com/edgeprov/provisiond/explorer"
 	"github.com/edgeprov/provisiond/heartbeat"
+	"github.com/edgeprov/provisiond/internal/engine"
 	"github.com/edgeprov/provisiond/logreq"
 	"github.com/edgeprov/provisiond/primitives"
 	"github.com/edgeprov/provisiond/provision"
@@ -42,10 +43,10 @@ func checkHeartbeat(cfg *config) error {
 // and the responder to its owners' log requests, owned by wg until ctx
 // ends.
 func startLifecycle(ctx context.Context, wg *sync.WaitGroup, cfg *config, key ed25519.PrivateKey, nodeID string,
-	engine *provision.Engine, client *explorer.Client, store *cache.Store, prims *primitives.Table, log zerolog.Logger) {
+	eng *engine.Engine, client *explorer.Client, store *cache.Store, prims *primitives.Table, log zerolog.Logger) {
 	wg.Go(func() {
 		err := heartbeat.Run(ctx, heartbeat.Options{NodeID: nodeID, Interval: cfg.Heartbeat, Signer: provision.KeySigner(key),
-			Enqueue: engine.EnqueueHeartbeat, BootIDFile: cfg.BootIDFile, Log: log})
+			Enqueue: eng.EnqueueHeartbeat, BootIDFile: cfg.BootIDFile, Log: log})
 		if err != nil {
 			log.Error().Err(err).Msg("heartbeats stopped")
 		}

@@ -1,4 +1,4 @@
-package provision_test
+package engine_test
 
 import (
 	"slices"
@@ -7,6 +7,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/edgeprov/provisiond/internal/engine"
 	"github.com/edgeprov/provisiond/provision"
 )
 
@@ -42,7 +43,7 @@ func (s *writeLog) QueueSave(rec *provision.Record, out ...*provision.OutboxEntr
 
 // transitions counts the Transition hooks per state.
 type transitions struct {
-	provision.NopHooks
+	engine.NopHooks
 	mu sync.Mutex
 	n  map[provision.State]int
 }
@@ -67,7 +68,7 @@ func (h *transitions) count(s provision.State) int {
 func TestEngineAdmitsAtIngest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		hooks := &transitions{n: map[provision.State]int{}}
-		h := newHarness(t, func(o *provision.Options) { o.Hooks = hooks })
+		h := newHarness(t, func(o *engine.Options) { o.Hooks = hooks })
 		h.statser.SetCapacity(provision.Capacity{Total: provision.Units{CRU: 4, MRU: 8, SRU: 12}})
 		store := &writeLog{Store: h.store, writes: map[string][]string{}}
 		h.start(store)

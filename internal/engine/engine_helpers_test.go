@@ -1,4 +1,4 @@
-package provision_test
+package engine_test
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/edgeprov/provisiond/internal/engine"
+	"github.com/edgeprov/provisiond/internal/tally"
 	"github.com/edgeprov/provisiond/provision"
 	"github.com/edgeprov/provisiond/provision/provisiontest"
 )
@@ -27,9 +29,9 @@ type harness struct {
 	statser *provisiontest.Statser
 	signer  provision.KeySigner
 	user    *provisiontest.User
-	opts    provision.Options
+	opts    engine.Options
 
-	eng    *provision.Engine
+	eng    *engine.Engine
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan error
@@ -44,7 +46,7 @@ func bigCapacity() provision.Capacity {
 
 // newHarness returns a harness over a memory store; opts adjusts the
 // Engine's options. Call it inside synctest.Test.
-func newHarness(t testing.TB, opts func(*provision.Options)) *harness {
+func newHarness(t testing.TB, opts func(*engine.Options)) *harness {
 	t.Helper()
 	signer, _ := provisiontest.NewNodeSigner(1)
 	h := &harness{
@@ -57,7 +59,7 @@ func newHarness(t testing.TB, opts func(*provision.Options)) *harness {
 		signer:  signer,
 		user:    provisiontest.NewUser(1),
 	}
-	h.opts = provision.Options{
+	h.opts = engine.Options{
 		NodeID:     testNode,
 		Source:     h.src,
 		Primitives: h.prims,
@@ -84,7 +86,7 @@ func (h *harness) start(store provision.Store) {
 	}
 	o := h.opts
 	o.Store = store
-	h.eng = provision.NewEngine(o)
+	h.eng = engine.New(o)
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.done = make(chan error, 1)
 	eng, ctx := h.eng, h.ctx
@@ -158,11 +160,11 @@ func (h *harness) lastResult(id string) *provision.Result {
 
 // activeSet computes, from the store alone, the sum of the units and the
 // count per type of the active records: the pure function stats are.
-func activeSet(t testing.TB, s provision.Store) (provision.Units, map[provision.ReservationType]uint64, *provision.Tally) {
+func activeSet(t testing.TB, s provision.Store) (provision.Units, map[provision.ReservationType]uint64, *tally.Tally) {
 	t.Helper()
 	var sum provision.Units
 	count := map[provision.ReservationType]uint64{}
-	fresh := provision.NewTally()
+	fresh := tally.New()
 	err := s.Scan(func(rec *provision.Record) error {
 		sum = sum.Add(rec.Units)
 		count[rec.Reservation.Type]++

@@ -1,4 +1,11 @@
-package provision
+// Package engine runs provisiond's durable state machine: the Engine
+// ingests the reservations of its source, persists them, admits,
+// provisions and decommissions them through a bounded worker pool,
+// reconciles deployed workloads and delivers signed results and stats
+// through the store's outbox. The model it runs (reservations, records,
+// states, results) and the interfaces it consumes are in package
+// provision, whose doc follows one reservation through these functions.
+package engine
 
 import (
 	"context"
@@ -14,7 +21,10 @@ import (
 
 	"github.com/edgeprov/provisiond/internal/backoff"
 	"github.com/edgeprov/provisiond/internal/idlock"
+	"github.com/edgeprov/provisiond/internal/ingest"
 	"github.com/edgeprov/provisiond/internal/sched"
+	"github.com/edgeprov/provisiond/internal/tally"
+	"github.com/edgeprov/provisiond/provision"
 )
 
 // Defaults of Options.
@@ -36,20 +46,20 @@ const (
 // implements it.
 type Hooks interface {
 	// Transition reports a reservation of type typ entering state to.
-	Transition(typ ReservationType, to State)
+	Transition(typ provision.ReservationType, to provision.State)
 	// Operation reports how long an operation ("provision",
 	// "decommission", "inspect", "repair") took and how it ended.
-	Operation(typ ReservationType, op string, d time.Duration, err error)
+	Operation(typ provision.ReservationType, op string, d time.Duration, err error)
 	// PollError reports a failed poll of the explorer.
 	PollError(err error)
 	// OutboxError reports a failed delivery of an outbox entry.
-	OutboxError(kind OutboxKind, err error)
+	OutboxError(kind provision.OutboxKind, err error)
 	// Delivered reports an outbox entry the explorer acknowledged.
-	Delivered(kind OutboxKind)
+	Delivered(kind provision.OutboxKind)
 	// Refused reports an outbox entry the explorer refused for good and
 	// the outbox dropped, with the Refusal's reason ("undeliverable" for
 	// a permanent error that carries none).
-	Refused(kind OutboxKind, reason string)
+	Refused(kind provision.OutboxKind, reason string)
 }
 
 // NopHooks is Hooks that does nothing: the default of Options.Hooks.
@@ -58,51 +68,43 @@ type NopHooks struct{}
 var _ Hooks = NopHooks{}
 
 // Transition does nothing.
-func (NopHooks) Transition(ReservationType, State) {}
+func (NopHooks) Transition(provision.ReservationType, provision.State) {}
 
 // Operation does nothing.
-func (NopHooks) Operation(ReservationType, string, time.Duration, error) {}
+func (NopHooks) Operation(provision.ReservationType, string, time.Duration, error) {}
 
 // PollError does nothing.
 func (NopHooks) PollError(error) {}
 
 // OutboxError does nothing.
-func (NopHooks) OutboxError(OutboxKind, error) {}
+func (NopHooks) OutboxError(provision.OutboxKind, error) {}
 
 // Delivered does nothing.
-func (NopHooks) Delivered(OutboxKind) {}
+func (NopHooks) Delivered(provision.OutboxKind) {}
 
 // Refused does nothing.
-func (NopHooks) Refused(OutboxKind, string) {}
-
-// Waker is the optional part of a ReservationSource that re-checks its
-// timing when the Engine ingested something new (the decommission source
-// looks at the earliest expiry again). The Engine calls Wake after every
-// accepted reservation; Wake must not block.
-type Waker interface {
-	Wake()
-}
+func (NopHooks) Refused(provision.OutboxKind, string) {}
 
 // Options configures an Engine. Source, Store, Primitives, Signer, Statser
-// and Feedbacker are required; NewEngine panics without them.
+// and Feedbacker are required; New panics without them.
 type Options struct {
 	// NodeID is this node's ID; reservations for other nodes are refused.
 	NodeID string
 	// Source delivers reservations, expiries and the caught-up marker.
 	// When it implements Waker, it is woken after each new reservation.
-	Source ReservationSource
+	Source provision.ReservationSource
 	// Store keeps records, the outbox and cursors.
-	Store Store
+	Store provision.Store
 	// Primitives provision and decommission workloads. When they also
 	// implement Inspector, deployed workloads are reconciled; when they
 	// implement Lister, CleanupResources removes orphans.
-	Primitives Primitives
+	Primitives provision.Primitives
 	// Signer signs results with the node's key.
-	Signer Signer
+	Signer provision.Signer
 	// Statser prices reservations and measures the node.
-	Statser Statser
+	Statser provision.Statser
 	// Feedbacker delivers results and stats to the explorer.
-	Feedbacker Feedbacker
+	Feedbacker provision.Feedbacker
 	// Hooks receives events for metrics. Default: NopHooks.
 	Hooks Hooks
 	// Workers is the number of operations that run at once. Default: 4.
@@ -158,7 +160,7 @@ type Status struct {
 	// last seen by the sender.
 	OutboxDepth int `json:"outbox_depth"`
 	// Stats is the latest computed Stats.
-	Stats Stats `json:"stats"`
+	Stats provision.Stats `json:"stats"`
 	// OldestOp is when the longest-running operation now running started;
 	// zero when no worker runs one. Operations are bounded by OpTimeout, so
 	// one much older than that is stuck.
@@ -189,14 +191,14 @@ const (
 // results and stats through the outbox. See DESIGN.md, "Engine".
 type Engine struct {
 	nodeID  string
-	src     ReservationSource
-	store   Store
-	prims   Primitives
-	insp    Inspector
-	lister  Lister
-	signer  Signer
-	statser Statser
-	fb      Feedbacker
+	src     provision.ReservationSource
+	store   provision.Store
+	prims   provision.Primitives
+	insp    provision.Inspector
+	lister  provision.Lister
+	signer  provision.Signer
+	statser provision.Statser
+	fb      provision.Feedbacker
 	hooks   Hooks
 	now     func() time.Time
 	log     zerolog.Logger
@@ -226,8 +228,8 @@ type Engine struct {
 	// (see commit), so that the tally, the stats in the outbox and the
 	// store agree.
 	tallyMu    sync.Mutex
-	tally      *Tally
-	capacity   Capacity
+	tally      *tally.Tally
+	capacity   provision.Capacity
 	capacityOK bool
 	statsGen   uint64 // numbers the Stats computed (statsLocked)
 
@@ -239,27 +241,27 @@ type Engine struct {
 	pollErr   string
 	pollErrAt time.Time
 	depth     int
-	stats     Stats
+	stats     provision.Stats
 	statsPub  uint64 // number of the published stats
-	subs      map[chan Stats]struct{}
+	subs      map[chan provision.Stats]struct{}
 }
 
-// NewEngine returns an Engine. It panics when a required dependency is
+// New returns an Engine. It panics when a required dependency is
 // missing (a programmer error).
-func NewEngine(opts Options) *Engine {
+func New(opts Options) *Engine {
 	switch {
 	case opts.Source == nil:
-		panic("provision: NewEngine without Source")
+		panic("engine: New without Source")
 	case opts.Store == nil:
-		panic("provision: NewEngine without Store")
+		panic("engine: New without Store")
 	case opts.Primitives == nil:
-		panic("provision: NewEngine without Primitives")
+		panic("engine: New without Primitives")
 	case opts.Signer == nil:
-		panic("provision: NewEngine without Signer")
+		panic("engine: New without Signer")
 	case opts.Statser == nil:
-		panic("provision: NewEngine without Statser")
+		panic("engine: New without Statser")
 	case opts.Feedbacker == nil:
-		panic("provision: NewEngine without Feedbacker")
+		panic("engine: New without Feedbacker")
 	}
 	e := &Engine{
 		nodeID:             opts.NodeID,
@@ -281,13 +283,13 @@ func NewEngine(opts Options) *Engine {
 		limiter:            rate.NewLimiter(positive(opts.OutboxRate, DefaultOutboxRate), positive(opts.OutboxBurst, DefaultOutboxBurst)),
 		sched:              sched.New(),
 		seed:               maphash.MakeSeed(),
-		tally:              NewTally(),
+		tally:              tally.New(),
 		outboxWake:         make(chan struct{}, 1),
-		subs:               make(map[chan Stats]struct{}),
+		subs:               make(map[chan provision.Stats]struct{}),
 	}
 	e.opStart = make([]atomic.Int64, e.workers)
-	e.insp, _ = opts.Primitives.(Inspector)
-	e.lister, _ = opts.Primitives.(Lister)
+	e.insp, _ = opts.Primitives.(provision.Inspector)
+	e.lister, _ = opts.Primitives.(provision.Lister)
 	if e.hooks == nil {
 		e.hooks = NopHooks{}
 	}
@@ -297,10 +299,10 @@ func NewEngine(opts Options) *Engine {
 	e.log = opts.Log.With().Str("component", "engine").Logger()
 	// The parts that call back into the Engine get it here, once it
 	// exists.
-	if g, ok := opts.Primitives.(GiveUpper); ok {
+	if g, ok := opts.Primitives.(provision.GiveUpper); ok {
 		g.GiveUpTo(e)
 	}
-	if o, ok := opts.Source.(ObservedSource); ok {
+	if o, ok := opts.Source.(provision.ObservedSource); ok {
 		o.ReportTo(e)
 	}
 	return e
@@ -323,7 +325,7 @@ func positive[T int | time.Duration | rate.Limit](v, def T) T {
 // the source sent before it was ingested and acknowledged.
 func (e *Engine) Run(ctx context.Context) error {
 	if !e.started.CompareAndSwap(false, true) {
-		panic("provision: Engine.Run called twice")
+		panic("engine: Engine.Run called twice")
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -343,13 +345,16 @@ func (e *Engine) Run(ctx context.Context) error {
 	wg.Go(func() { e.sendOutbox(ctx) })
 	wg.Go(func() { e.reconcileLoop(ctx) })
 
-	in := newIngester(ctx, e, &wg)
+	waker, _ := e.src.(provision.Waker)
+	in := ingest.New(ctx, &wg, ingestShards, ingestInFlight, e.shard, func(ctx context.Context, job provision.ReservationJob) {
+		e.ingestJob(ctx, job, waker)
+	})
 	for job := range e.src.Reservations(ctx) {
 		switch {
 		case ctx.Err() != nil:
 			continue
 		case job.Last:
-			in.pending.Wait() // every job before the marker is ingested
+			in.Wait() // every job before the marker is ingested
 			e.ack(job, nil)
 			if e.setCaughtUp() {
 				e.log.Info().Msg("caught up with the sources")
@@ -361,81 +366,14 @@ func (e *Engine) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		in.add(job)
+		in.Add(job)
 	}
 	<-ctx.Done()
 	return nil
 }
 
-// ingester runs the ingestion of the source's jobs: up to ingestShards at
-// once, those of one shard (and so of one reservation ID) one at a time
-// and in order.
-type ingester struct {
-	ctx     context.Context
-	e       *Engine
-	waker   Waker
-	wg      *sync.WaitGroup // the Engine's: Run waits for the shards' goroutines
-	slots   chan struct{}   // a token per job taken and not yet ingested
-	pending sync.WaitGroup  // jobs taken and not yet done
-	shards  [ingestShards]ingestShard
-}
-
-// ingestShard is the queue of one shard; running tells whether a
-// goroutine drains it.
-type ingestShard struct {
-	mu      sync.Mutex
-	queue   []ReservationJob
-	running bool
-}
-
-func newIngester(ctx context.Context, e *Engine, wg *sync.WaitGroup) *ingester {
-	waker, _ := e.src.(Waker)
-	return &ingester{ctx: ctx, e: e, waker: waker, wg: wg, slots: make(chan struct{}, ingestInFlight)}
-}
-
-// add queues job on its shard, starting the shard's goroutine when none
-// runs. It waits while ingestInFlight jobs are in flight; after ctx ended
-// it drops job unacknowledged.
-func (in *ingester) add(job ReservationJob) {
-	select {
-	case in.slots <- struct{}{}:
-	case <-in.ctx.Done():
-		return
-	}
-	in.pending.Add(1)
-	sh := &in.shards[in.e.shard(job)]
-	sh.mu.Lock()
-	sh.queue = append(sh.queue, job)
-	start := !sh.running
-	sh.running = true
-	sh.mu.Unlock()
-	if start {
-		in.wg.Go(func() { in.drain(sh) })
-	}
-}
-
-// drain ingests the jobs of sh in order until its queue is empty.
-func (in *ingester) drain(sh *ingestShard) {
-	for {
-		sh.mu.Lock()
-		if len(sh.queue) == 0 {
-			sh.queue, sh.running = nil, false
-			sh.mu.Unlock()
-			return
-		}
-		job := sh.queue[0]
-		sh.queue = sh.queue[1:]
-		sh.mu.Unlock()
-		if in.ctx.Err() == nil { // after ctx ended, drop it unacknowledged
-			in.e.ingestJob(in.ctx, job, in.waker)
-		}
-		in.pending.Done()
-		<-in.slots
-	}
-}
-
 // shard returns the ingest shard of job: that of its reservation ID.
-func (e *Engine) shard(job ReservationJob) int {
+func (e *Engine) shard(job provision.ReservationJob) int {
 	if job.Reservation == nil {
 		return 0
 	}
@@ -444,7 +382,7 @@ func (e *Engine) shard(job ReservationJob) int {
 
 // ingestJob ingests job, acknowledges it and wakes the source when a new
 // reservation was accepted.
-func (e *Engine) ingestJob(ctx context.Context, job ReservationJob, waker Waker) {
+func (e *Engine) ingestJob(ctx context.Context, job provision.ReservationJob, waker provision.Waker) {
 	err := e.ingest(ctx, job)
 	e.ack(job, err)
 	if err == nil && waker != nil && job.Reservation != nil && !job.Expired {
@@ -452,7 +390,7 @@ func (e *Engine) ingestJob(ctx context.Context, job ReservationJob, waker Waker)
 	}
 }
 
-func (e *Engine) ack(job ReservationJob, err error) {
+func (e *Engine) ack(job provision.ReservationJob, err error) {
 	if job.Ack != nil {
 		job.Ack(err)
 	}
@@ -474,7 +412,7 @@ func (e *Engine) setCaughtUp() bool {
 }
 
 // ObservePoll records the outcome of a poll for Status and Hooks: a poll
-// source calls it once NewEngine handed it the Engine (ObservedSource). A
+// source calls it once New handed it the Engine (ObservedSource). A
 // nil err does nothing.
 func (e *Engine) ObservePoll(err error) {
 	if err == nil {
@@ -521,8 +459,8 @@ func (e *Engine) Status() Status {
 // then every new Stats, until ctx ends, when it is closed. A slow reader
 // misses intermediate values (the latest wins); the Engine never blocks on
 // it.
-func (e *Engine) Counters(ctx context.Context) <-chan Stats {
-	ch := make(chan Stats, 1)
+func (e *Engine) Counters(ctx context.Context) <-chan provision.Stats {
+	ch := make(chan provision.Stats, 1)
 	e.mu.Lock()
 	e.subs[ch] = struct{}{}
 	ch <- cloneStats(e.stats)
@@ -539,7 +477,7 @@ func (e *Engine) Counters(ctx context.Context) <-chan Stats {
 // publish makes s, numbered gen by statsLocked, the current Stats and
 // offers it to every subscriber, unless a later Stats was published
 // already (commits finish in any order).
-func (e *Engine) publish(s Stats, gen uint64) {
+func (e *Engine) publish(s provision.Stats, gen uint64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if gen < e.statsPub {
@@ -556,8 +494,8 @@ func (e *Engine) publish(s Stats, gen uint64) {
 	}
 }
 
-func cloneStats(s Stats) Stats {
-	w := make(map[ReservationType]uint64, len(s.Workloads))
+func cloneStats(s provision.Stats) provision.Stats {
+	w := make(map[provision.ReservationType]uint64, len(s.Workloads))
 	for t, n := range s.Workloads {
 		w[t] = n
 	}
@@ -567,9 +505,9 @@ func cloneStats(s Stats) Stats {
 
 // statsLocked computes the Stats of the tally and numbers it: a higher
 // number is a later state of the tally. e.tallyMu is held.
-func (e *Engine) statsLocked() (Stats, uint64) {
+func (e *Engine) statsLocked() (provision.Stats, uint64) {
 	e.statsGen++
-	return Stats{Used: e.tally.Total(), Capacity: e.capacity, Workloads: e.tally.Workloads(), Updated: e.now()}, e.statsGen
+	return provision.Stats{Used: e.tally.Total(), Capacity: e.capacity, Workloads: e.tally.Workloads(), Updated: e.now()}, e.statsGen
 }
 
 // lock returns the record lock of id. Ingest, workers and
@@ -589,18 +527,18 @@ func (e *Engine) recover(ctx context.Context) error {
 	if _, err := e.refreshCapacity(ctx); err != nil {
 		e.log.Warn().Err(err).Msg("reading capacity failed")
 	}
-	tally := NewTally()
-	set := func(id string, typ ReservationType, u Units) error {
+	tally := tally.New()
+	set := func(id string, typ provision.ReservationType, u provision.Units) error {
 		tally.Set(id, typ, u)
 		return nil
 	}
 	var err error
-	if us, ok := e.store.(UnitsScanner); ok {
-		err = us.ScanUnits(set, Provisioning, Deployed, Deleting)
+	if us, ok := e.store.(provision.UnitsScanner); ok {
+		err = us.ScanUnits(set, provision.Provisioning, provision.Deployed, provision.Deleting)
 	} else {
-		err = e.store.Scan(func(rec *Record) error {
+		err = e.store.Scan(func(rec *provision.Record) error {
 			return set(rec.ID(), rec.Reservation.Type, rec.Units)
-		}, Provisioning, Deployed, Deleting)
+		}, provision.Provisioning, provision.Deployed, provision.Deleting)
 	}
 	if err != nil {
 		return fmt.Errorf("rebuilding used units: %w", err)
@@ -609,26 +547,26 @@ func (e *Engine) recover(ctx context.Context) error {
 	e.tally = tally
 	stats, gen := e.statsLocked()
 	e.tallyMu.Unlock()
-	if err := e.store.Enqueue(&OutboxEntry{Kind: OutboxStats, Stats: &stats, Created: stats.Updated}); err != nil {
+	if err := e.store.Enqueue(&provision.OutboxEntry{Kind: provision.OutboxStats, Stats: &stats, Created: stats.Updated}); err != nil {
 		return fmt.Errorf("enqueuing stats: %w", err)
 	}
 	e.publish(stats, gen)
 
 	var n int
-	err = e.store.Scan(func(rec *Record) error {
+	err = e.store.Scan(func(rec *provision.Record) error {
 		n++
 		switch rec.State {
-		case Accepted, Provisioning:
+		case provision.Accepted, provision.Provisioning:
 			e.sched.Request(rec.ID(), sched.Drive, false)
-		case Deleting:
+		case provision.Deleting:
 			e.sched.Request(rec.ID(), sched.Drive, true)
-		case Deployed:
+		case provision.Deployed:
 			if e.insp != nil {
 				e.sched.Request(rec.ID(), sched.Inspect, false)
 			}
 		}
 		return nil
-	}, Accepted, Provisioning, Deleting, Deployed)
+	}, provision.Accepted, provision.Provisioning, provision.Deleting, provision.Deployed)
 	if err != nil {
 		return fmt.Errorf("scanning unfinished records: %w", err)
 	}
@@ -638,28 +576,28 @@ func (e *Engine) recover(ctx context.Context) error {
 
 // logr starts a log line about a reservation: every engine line carries
 // the reservation ID and type.
-func (e *Engine) logr(level zerolog.Level, r *Reservation) *zerolog.Event {
+func (e *Engine) logr(level zerolog.Level, r *provision.Reservation) *zerolog.Event {
 	return e.log.WithLevel(level).Str("id", r.ID).Str("type", string(r.Type))
 }
 
 // newResult builds and signs a result for r.
-func (e *Engine) newResult(r *Reservation, digest string, state ResultState, msg string, data any) (*Result, error) {
-	res := &Result{
-		Type:    ReservationType(Truncate(string(r.Type), MaxRefusedField)),
+func (e *Engine) newResult(r *provision.Reservation, digest string, state provision.ResultState, msg string, data any) (*provision.Result, error) {
+	res := &provision.Result{
+		Type:    provision.ReservationType(provision.Truncate(string(r.Type), provision.MaxRefusedField)),
 		ID:      r.ID,
 		NodeID:  e.nodeID,
 		Digest:  digest,
 		Version: r.Version,
 		Created: e.now(),
 		State:   state,
-		Message: Truncate(msg, MaxMessageLength),
+		Message: provision.Truncate(msg, provision.MaxMessageLength),
 	}
 	if data != nil {
 		raw, ok := data.(json.RawMessage)
 		if !ok {
 			b, err := json.Marshal(data)
 			if err != nil {
-				return nil, Permanent(fmt.Errorf("encoding result data of %s: %w", r.ID, err))
+				return nil, provision.Permanent(fmt.Errorf("encoding result data of %s: %w", r.ID, err))
 			}
 			raw = b
 		}
@@ -673,8 +611,8 @@ func (e *Engine) newResult(r *Reservation, digest string, state ResultState, msg
 	return res, nil
 }
 
-func resultEntry(res *Result) *OutboxEntry {
-	return &OutboxEntry{Kind: OutboxResult, Result: res, Created: res.Created}
+func resultEntry(res *provision.Result) *provision.OutboxEntry {
+	return &provision.OutboxEntry{Kind: provision.OutboxResult, Result: res, Created: res.Created}
 }
 
 // commit writes rec (already moved to its new state) with res and, when
@@ -691,14 +629,14 @@ func resultEntry(res *Result) *OutboxEntry {
 // tally counts it (admission errs on the safe side meanwhile); should it
 // fail, the tally is put back and, since other writes may have computed
 // their stats with it, fresh stats are enqueued.
-func (e *Engine) commit(rec *Record, from State, res *Result, add bool) error {
+func (e *Engine) commit(rec *provision.Record, from provision.State, res *provision.Result, add bool) error {
 	return e.commitQueued(rec, from, res, add)()
 }
 
 // commitQueued is commit up to the wait for the write: the function it
 // returns waits for it and finishes the commit, and must be called (with
 // the record lock still held).
-func (e *Engine) commitQueued(rec *Record, from State, res *Result, add bool) (finish func() error) {
+func (e *Engine) commitQueued(rec *provision.Record, from provision.State, res *provision.Result, add bool) (finish func() error) {
 	if from.Active() == rec.State.Active() {
 		return e.commitLocked(rec, from, res, add)
 	}
@@ -710,23 +648,23 @@ func (e *Engine) commitQueued(rec *Record, from State, res *Result, add bool) (f
 // commitLocked starts commit, with e.tallyMu held when the write changes
 // the active set. The function it returns, which must be called after
 // e.tallyMu is released, waits for the write and finishes the commit.
-func (e *Engine) commitLocked(rec *Record, from State, res *Result, add bool) (finish func() error) {
-	var out []*OutboxEntry
+func (e *Engine) commitLocked(rec *provision.Record, from provision.State, res *provision.Result, add bool) (finish func() error) {
+	var out []*provision.OutboxEntry
 	if res != nil {
 		rec.Result = res
 		out = append(out, resultEntry(res))
 	}
 	changed := from.Active() != rec.State.Active()
-	var stats Stats
+	var stats provision.Stats
 	var gen uint64
 	if changed {
 		e.setTally(rec, rec.State.Active())
 		stats, gen = e.statsLocked()
-		out = append(out, &OutboxEntry{Kind: OutboxStats, Stats: &stats, Created: stats.Updated})
+		out = append(out, &provision.OutboxEntry{Kind: provision.OutboxStats, Stats: &stats, Created: stats.Updated})
 	}
 	var wait func() error
 	queued := false
-	if q, ok := e.store.(WriteQueuer); ok {
+	if q, ok := e.store.(provision.WriteQueuer); ok {
 		if add {
 			wait = q.QueueAdd(rec, out...)
 		} else {
@@ -763,7 +701,7 @@ func (e *Engine) commitLocked(rec *Record, from State, res *Result, add bool) (f
 			}
 			e.hooks.Transition(rec.Reservation.Type, rec.State)
 			switch rec.State {
-			case Deployed, Failed, Deleted, Deleting:
+			case provision.Deployed, provision.Failed, provision.Deleted, provision.Deleting:
 				e.sched.WakeDeps()
 			}
 		}
@@ -775,7 +713,7 @@ func (e *Engine) commitLocked(rec *Record, from State, res *Result, add bool) (f
 }
 
 // setTally makes the tally count rec (active) or not. e.tallyMu is held.
-func (e *Engine) setTally(rec *Record, active bool) {
+func (e *Engine) setTally(rec *provision.Record, active bool) {
 	if active {
 		e.tally.Set(rec.ID(), rec.Reservation.Type, rec.Units)
 	} else {
@@ -786,11 +724,11 @@ func (e *Engine) setTally(rec *Record, active bool) {
 // undoTally puts the tally back after a queued write of rec, which changed
 // the active set, failed, and enqueues fresh stats: writes queued
 // meanwhile computed theirs with the failed change.
-func (e *Engine) undoTally(rec *Record, from State) {
+func (e *Engine) undoTally(rec *provision.Record, from provision.State) {
 	e.tallyMu.Lock()
 	e.setTally(rec, from.Active())
 	stats, gen := e.statsLocked()
-	err := e.store.Enqueue(&OutboxEntry{Kind: OutboxStats, Stats: &stats, Created: stats.Updated})
+	err := e.store.Enqueue(&provision.OutboxEntry{Kind: provision.OutboxStats, Stats: &stats, Created: stats.Updated})
 	e.tallyMu.Unlock()
 	if err != nil {
 		// The next change of the active set, or the next start, enqueues

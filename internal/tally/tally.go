@@ -1,6 +1,14 @@
-package provision
+// Package tally sums the units of the active workloads exactly, in fixed
+// point, so that adding and removing in any order gives the total a fresh
+// sum gives: the Engine's measure of the capacity in use for admission
+// and stats.
+package tally
 
-import "math"
+import (
+	"math"
+
+	"github.com/edgeprov/provisiond/provision"
+)
 
 // tallyScale is the fixed-point resolution of a Tally: units are summed in
 // 1/2^20 of a GiB (one KiB), so adding and removing are exact integer
@@ -13,7 +21,7 @@ type fixedUnits struct {
 	mru, sru, hru int64
 }
 
-func toFixed(u Units) fixedUnits {
+func toFixed(u provision.Units) fixedUnits {
 	return fixedUnits{
 		cru: u.CRU,
 		mru: int64(math.Round(u.MRU * tallyScale)),
@@ -23,7 +31,7 @@ func toFixed(u Units) fixedUnits {
 }
 
 type tallyEntry struct {
-	typ   ReservationType
+	typ   provision.ReservationType
 	units fixedUnits
 }
 
@@ -37,16 +45,16 @@ type tallyEntry struct {
 type Tally struct {
 	set   map[string]tallyEntry
 	total fixedUnits
-	count map[ReservationType]uint64
+	count map[provision.ReservationType]uint64
 }
 
-// NewTally returns an empty Tally.
-func NewTally() *Tally {
-	return &Tally{set: make(map[string]tallyEntry), count: make(map[ReservationType]uint64)}
+// New returns an empty Tally.
+func New() *Tally {
+	return &Tally{set: make(map[string]tallyEntry), count: make(map[provision.ReservationType]uint64)}
 }
 
 // Set records that id, of type typ, holds u, replacing what id held before.
-func (t *Tally) Set(id string, typ ReservationType, u Units) {
+func (t *Tally) Set(id string, typ provision.ReservationType, u provision.Units) {
 	t.Remove(id)
 	f := toFixed(u)
 	t.set[id] = tallyEntry{typ: typ, units: f}
@@ -83,8 +91,8 @@ func (t *Tally) Has(id string) bool {
 func (t *Tally) Len() int { return len(t.set) }
 
 // Total returns the sum of the units of the set.
-func (t *Tally) Total() Units {
-	return Units{
+func (t *Tally) Total() provision.Units {
+	return provision.Units{
 		CRU: t.total.cru,
 		MRU: float64(t.total.mru) / tallyScale,
 		SRU: float64(t.total.sru) / tallyScale,
@@ -94,8 +102,8 @@ func (t *Tally) Total() Units {
 
 // Workloads returns how many reservations of each type the set holds (a
 // fresh map).
-func (t *Tally) Workloads() map[ReservationType]uint64 {
-	m := make(map[ReservationType]uint64, len(t.count))
+func (t *Tally) Workloads() map[provision.ReservationType]uint64 {
+	m := make(map[provision.ReservationType]uint64, len(t.count))
 	for typ, n := range t.count {
 		m[typ] = n
 	}

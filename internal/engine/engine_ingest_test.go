@@ -1,4 +1,4 @@
-package provision_test
+package engine_test
 
 import (
 	"errors"
@@ -10,6 +10,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/edgeprov/provisiond/internal/engine"
 	"github.com/edgeprov/provisiond/provision"
 	"github.com/edgeprov/provisiond/provision/provisiontest"
 )
@@ -249,7 +250,7 @@ func TestEngineIngestKeepsOrderPerID(t *testing.T) {
 				}
 			}
 		}
-		settle(provision.DefaultBackoffMax)
+		settle(engine.DefaultBackoffMax)
 		for _, id := range ids {
 			rec := h.wantState(id, provision.Deleted)
 			if rec.History[0].State != provision.Accepted {
@@ -272,7 +273,7 @@ func TestEngineIngestBounded(t *testing.T) {
 		idle := runtime.NumGoroutine()
 
 		r := h.user.Volume("slow", testNode, 1, time.Now(), time.Hour)
-		total := provision.IngestInFlight + 10
+		total := engine.IngestInFlight + 10
 		acks := make(chan error, total)
 		var sent atomic.Int64
 		go func() {
@@ -286,8 +287,8 @@ func TestEngineIngestBounded(t *testing.T) {
 		synctest.Wait()
 		// Besides the jobs in flight, the source's relay and the Engine's
 		// loop may each hold one.
-		if n := int(sent.Load()); n < provision.IngestInFlight || n > provision.IngestInFlight+2 {
-			t.Fatalf("%d jobs taken while the first hangs, want %d (+2)", n, provision.IngestInFlight)
+		if n := int(sent.Load()); n < engine.IngestInFlight || n > engine.IngestInFlight+2 {
+			t.Fatalf("%d jobs taken while the first hangs, want %d (+2)", n, engine.IngestInFlight)
 		}
 		close(gate)
 		for i := range total {

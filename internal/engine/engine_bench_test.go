@@ -1,4 +1,4 @@
-package provision_test
+package engine_test
 
 import (
 	"context"
@@ -13,13 +13,14 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/edgeprov/provisiond/cache"
+	"github.com/edgeprov/provisiond/internal/engine"
 	"github.com/edgeprov/provisiond/provision"
 	"github.com/edgeprov/provisiond/provision/provisiontest"
 )
 
 // countHooks closes done when n reservations were deployed.
 type countHooks struct {
-	provision.NopHooks
+	engine.NopHooks
 	n        int64
 	deployed atomic.Int64
 	done     chan struct{}
@@ -59,7 +60,7 @@ func BenchmarkEngineThroughput(b *testing.B) {
 			}
 			src := provisiontest.NewScriptedSource()
 			hooks := &countHooks{n: int64(b.N), done: make(chan struct{})}
-			eng := provision.NewEngine(provision.Options{
+			eng := engine.New(engine.Options{
 				NodeID:     testNode,
 				Source:     src,
 				Store:      st.open(b),

@@ -1,4 +1,4 @@
-package provision
+package engine
 
 import (
 	"context"
@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/edgeprov/provisiond/internal/sched"
 	"github.com/rs/zerolog"
+
+	"github.com/edgeprov/provisiond/internal/sched"
+	"github.com/edgeprov/provisiond/provision"
 )
 
 // reconcileLoop measures the capacity again and queues an inspection of
@@ -29,11 +31,11 @@ func (e *Engine) reconcileLoop(ctx context.Context) {
 			continue
 		}
 		n := 0
-		err := e.store.Scan(func(rec *Record) error {
+		err := e.store.Scan(func(rec *provision.Record) error {
 			n++
 			e.sched.Request(rec.ID(), sched.Inspect, false)
 			return nil
-		}, Deployed)
+		}, provision.Deployed)
 		if err != nil {
 			e.log.Error().Err(err).Msg("scanning deployed records failed")
 			continue
@@ -54,12 +56,12 @@ func (e *Engine) inspect(ctx context.Context, id string) {
 		return
 	}
 	rec, err := e.store.Get(id)
-	if err != nil || rec.State != Deployed {
+	if err != nil || rec.State != provision.Deployed {
 		return
 	}
 	r := rec.Reservation
 	err = e.call(ctx, r, "inspect", func(ctx context.Context) error { return e.insp.Inspect(ctx, r) })
-	if errors.Is(err, ErrVanished) && ctx.Err() == nil {
+	if errors.Is(err, provision.ErrVanished) && ctx.Err() == nil {
 		e.logr(zerolog.WarnLevel, r).Err(err).Msg("workload vanished; repairing")
 		err = e.call(ctx, r, "repair", func(ctx context.Context) error {
 			_, err := e.prims.Provision(ctx, r)
@@ -81,11 +83,11 @@ func (e *Engine) inspect(ctx context.Context, id string) {
 
 // inspected writes the outcome of an inspection; it returns the record
 // when it failed for good.
-func (e *Engine) inspected(id string, err error) *Record {
+func (e *Engine) inspected(id string, err error) *provision.Record {
 	mu := e.lock(id)
 	mu.Lock()
 	defer mu.Unlock()
-	cur, ok, lerr := e.reload(id, Deployed)
+	cur, ok, lerr := e.reload(id, provision.Deployed)
 	if lerr != nil || !ok {
 		return nil
 	}
@@ -95,7 +97,7 @@ func (e *Engine) inspected(id string, err error) *Record {
 		}
 		cur.Failures = 0
 		cur.Updated = e.now()
-		if cerr := e.commit(cur, Deployed, nil, false); cerr != nil {
+		if cerr := e.commit(cur, provision.Deployed, nil, false); cerr != nil {
 			e.logr(zerolog.ErrorLevel, cur.Reservation).Err(cerr).Msg("resetting inspection failures failed")
 		}
 		return nil
@@ -103,7 +105,7 @@ func (e *Engine) inspected(id string, err error) *Record {
 	cur.Failures++
 	if cur.Failures < e.maxInspectFailures {
 		cur.Updated = e.now()
-		if cerr := e.commit(cur, Deployed, nil, false); cerr != nil {
+		if cerr := e.commit(cur, provision.Deployed, nil, false); cerr != nil {
 			e.logr(zerolog.ErrorLevel, cur.Reservation).Err(cerr).Msg("counting inspection failure failed")
 		}
 		e.logr(zerolog.WarnLevel, cur.Reservation).Err(err).Int("failures", cur.Failures).Msg("inspection failed")
@@ -131,7 +133,7 @@ func (e *Engine) CleanupResources(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listing resources: %w", err)
 	}
-	var orphans []Resource
+	var orphans []provision.Resource
 	for _, res := range list {
 		live, err := e.live(res)
 		if err != nil {
@@ -154,13 +156,13 @@ func (e *Engine) CleanupResources(ctx context.Context) error {
 }
 
 // live reports whether a listed resource belongs to a live record.
-func (e *Engine) live(res Resource) (bool, error) {
-	if res.Type == NetworkReservation {
+func (e *Engine) live(res provision.Resource) (bool, error) {
+	if res.Type == provision.NetworkReservation {
 		_, err := e.store.Owner(res.ID)
 		switch {
 		case err == nil:
 			return true, nil
-		case errors.Is(err, ErrNotFound):
+		case errors.Is(err, provision.ErrNotFound):
 			return false, nil
 		}
 		return false, err
@@ -169,7 +171,7 @@ func (e *Engine) live(res Resource) (bool, error) {
 	switch {
 	case err == nil:
 		return !rec.State.Final(), nil
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, provision.ErrNotFound):
 		return false, nil
 	}
 	return false, err

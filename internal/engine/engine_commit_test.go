@@ -1,4 +1,4 @@
-package provision_test
+package engine_test
 
 import (
 	"errors"
@@ -9,6 +9,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/edgeprov/provisiond/internal/engine"
 	"github.com/edgeprov/provisiond/provision"
 )
 
@@ -53,7 +54,7 @@ func (s *failQueued) QueueSave(rec *provision.Record, out ...*provision.OutboxEn
 // gets the error, and the reservation is admitted when it comes again.
 func TestEngineQueuedWriteFails(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, func(o *provision.Options) { o.Workers = 1 })
+		h := newHarness(t, func(o *engine.Options) { o.Workers = 1 })
 		store := &failQueued{Store: h.store, id: "slow", gate: make(chan struct{})}
 		release := sync.OnceFunc(func() { close(store.gate) }) // the write fails
 		defer release()

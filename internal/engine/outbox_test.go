@@ -1,4 +1,4 @@
-package provision_test
+package engine_test
 
 import (
 	"fmt"
@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/edgeprov/provisiond/internal/engine"
 	"github.com/edgeprov/provisiond/provision"
 	"github.com/edgeprov/provisiond/provision/provisiontest"
 )
@@ -104,7 +105,7 @@ func TestOutboxRateCountsResults(t *testing.T) {
 	for _, fb := range feedbackers {
 		t.Run(fb.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h := newHarness(t, func(o *provision.Options) {
+				h := newHarness(t, func(o *engine.Options) {
 					o.OutboxRate = rate.Limit(10)
 					o.OutboxBurst = 5
 				})
@@ -145,7 +146,7 @@ func TestOutboxRefusedAndFlakyResults(t *testing.T) {
 				h.fb.Flaky("r7", 2)
 				enqueueResults(t, h.store, 12)
 				h.start(nil)
-				settle(provision.DefaultBackoffMax)
+				settle(engine.DefaultBackoffMax)
 				if d, _ := h.store.Depth(); d != 0 {
 					t.Errorf("outbox depth %d, want 0", d)
 				}
@@ -220,7 +221,7 @@ func TestOutboxBatchExplorerDown(t *testing.T) {
 			t.Fatalf("%d results delivered while down", n)
 		}
 		h.fb.SetDown(false)
-		settle(provision.DefaultBackoffMax)
+		settle(engine.DefaultBackoffMax)
 		for i := range 5 {
 			id := fmt.Sprintf("v%d", i)
 			rec := h.wantState(id, provision.Deployed)
@@ -236,7 +237,7 @@ func TestOutboxBatchExplorerDown(t *testing.T) {
 
 // refusals counts the Refused hooks per reason.
 type refusals struct {
-	provision.NopHooks
+	engine.NopHooks
 	mu sync.Mutex
 	n  map[string]int
 }
@@ -262,7 +263,7 @@ func TestOutboxRefusalRecordedAndTemporaryRetriedForever(t *testing.T) {
 		t.Run(fb.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				hooks := &refusals{n: map[string]int{}}
-				h := newHarness(t, func(o *provision.Options) { o.Hooks = hooks })
+				h := newHarness(t, func(o *engine.Options) { o.Hooks = hooks })
 				useFeedbacker(h, fb.batch)
 				h.fb.Refuse("v0")
 				h.fb.Flaky("v1", 40) // far beyond any attempt count, hours of backoff
@@ -270,7 +271,7 @@ func TestOutboxRefusalRecordedAndTemporaryRetriedForever(t *testing.T) {
 				for i := range 3 {
 					h.deliver(h.user.Volume(fmt.Sprintf("v%d", i), testNode, 1, time.Now(), 48*time.Hour))
 				}
-				settle(40 * provision.DefaultBackoffMax)
+				settle(40 * engine.DefaultBackoffMax)
 				rec := h.wantState("v0", provision.Deployed)
 				if rec.Refused == nil || rec.Refused.Reason != "test-refused" || rec.Refused.State != provision.StateOk ||
 					!rec.Refused.Created.Equal(rec.Result.Created) || rec.Refused.Message == "" || rec.Refused.At.IsZero() {
@@ -302,7 +303,7 @@ func TestOutboxRefusalRecordedAndTemporaryRetriedForever(t *testing.T) {
 func TestOutboxRefusalOfAnotherDigestLeavesTheRecord(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		hooks := &refusals{n: map[string]int{}}
-		h := newHarness(t, func(o *provision.Options) { o.Hooks = hooks })
+		h := newHarness(t, func(o *engine.Options) { o.Hooks = hooks })
 		h.start(nil)
 		h.deliver(h.user.Volume("v0", testNode, 1, time.Now(), 48*time.Hour))
 		settle(time.Minute)

@@ -1,4 +1,4 @@
-package provision_test
+package engine_test
 
 import (
 	"fmt"
@@ -7,6 +7,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/edgeprov/provisiond/internal/engine"
 	"github.com/edgeprov/provisiond/provision"
 )
 
@@ -22,7 +23,7 @@ func (s *trimCounter) Trim() { s.trims.Add(1) }
 // not while an operation runs.
 func TestEngineTrimsWhenIdle(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, func(o *provision.Options) { o.OpTimeout = time.Hour })
+		h := newHarness(t, func(o *engine.Options) { o.OpTimeout = time.Hour })
 		store := &trimCounter{Store: h.store}
 		h.prims.HangProvision("stuck", 1)
 		h.start(store)
@@ -35,7 +36,7 @@ func TestEngineTrimsWhenIdle(t *testing.T) {
 		if n := store.trims.Load(); n != 0 {
 			t.Fatalf("trimmed %d times while an operation ran", n)
 		}
-		settle(time.Hour + provision.DefaultBackoffMax) // the stuck one times out, is retried and deploys
+		settle(time.Hour + engine.DefaultBackoffMax) // the stuck one times out, is retried and deploys
 		h.wantState("stuck", provision.Deployed)
 		if n := store.trims.Load(); n == 0 {
 			t.Fatal("not trimmed once idle")

@@ -1,4 +1,8 @@
-package provision
+// Package source delivers reservations to the Engine: Poll reads the
+// explorer's events from a durable cursor (and repairs a lost cursor, or
+// drift, from a snapshot), Decommission sends the expiries of the store's
+// records as they fall due, and Combine merges sources into one.
+package source
 
 import (
 	"context"
@@ -11,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/edgeprov/provisiond/internal/backoff"
+	"github.com/edgeprov/provisiond/provision"
 )
 
 // Defaults of PollOptions and DecommissionOptions.
@@ -21,14 +26,14 @@ const (
 	DefaultExpiryRecheck   = time.Second
 )
 
-// PollOptions configures a PollSource.
+// PollOptions configures a Poll.
 type PollOptions struct {
 	// BackoffBase and BackoffMax bound the jittered exponential backoff
 	// after a failed poll. Defaults: 1s and 1m.
 	BackoffBase, BackoffMax time.Duration
 	// OnError, when set, is called with every failed poll (and every
 	// failure to read or store the cursor), beside the PollObserver that
-	// NewEngine hands the source (see ObservedSource). Default: nil.
+	// engine.New hands the source (see ObservedSource). Default: nil.
 	OnError func(err error)
 	// Log receives the source's log lines. Default: disabled.
 	Log zerolog.Logger
@@ -36,46 +41,46 @@ type PollOptions struct {
 	// deleted, not expired) for the comparison with a Snapshotter's
 	// snapshot. Without it the source cannot reconcile: a poll that fails
 	// with ErrCursorGone is retried like any failure. Default: nil.
-	Held func() ([]SnapshotEntry, error)
+	Held func() ([]provision.SnapshotEntry, error)
 	// CheckEvery is how often a caught-up source compares the snapshot of
 	// a Snapshotter with Held (anti-entropy); drift is logged, reported to
 	// OnError and repaired. Default (0): never.
 	CheckEvery time.Duration
 }
 
-// PollSource is the ReservationSource of an explorer's event stream. It
+// Poll is the ReservationSource of an explorer's event stream. It
 // polls from the durable cursor of its name and advances the cursor only
 // after the Engine acknowledged every job of a batch (persisted or
 // refused). A failed poll backs off and polls the same cursor again: it
 // never skips and never resets. A bad item (Event.Err) is passed on as a
 // job with Err, answered by the Engine, and does not hold up the rest.
-type PollSource struct {
-	p       Poller
-	c       Cursors
+type Poll struct {
+	p       provision.Poller
+	c       provision.Cursors
 	name    string
 	backoff backoff.Policy
 	onError func(error)
-	// observer is the Engine, handed over by NewEngine through ReportTo.
+	// observer is the Engine, handed over by engine.New through ReportTo.
 	observer atomic.Pointer[pollObserver]
 	log      zerolog.Logger
-	held     func() ([]SnapshotEntry, error)
+	held     func() ([]provision.SnapshotEntry, error)
 	every    time.Duration
 }
 
 var (
-	_ ReservationSource = (*PollSource)(nil)
-	_ ObservedSource    = (*PollSource)(nil)
-	_ ObservedSource    = (*Combined)(nil)
+	_ provision.ReservationSource = (*Poll)(nil)
+	_ provision.ObservedSource    = (*Poll)(nil)
+	_ provision.ObservedSource    = (*Combined)(nil)
 )
 
-// NewPollSource returns a PollSource that polls p and keeps its cursor in
+// NewPoll returns a Poll that polls p and keeps its cursor in
 // c under name.
-func NewPollSource(p Poller, c Cursors, name string, opts PollOptions) *PollSource {
+func NewPoll(p provision.Poller, c provision.Cursors, name string, opts PollOptions) *Poll {
 	if p == nil || c == nil || name == "" {
-		panic("provision: NewPollSource needs a Poller, Cursors and a name")
+		panic("source: NewPoll needs a Poller, Cursors and a name")
 	}
 	b := backoff.Policy{Base: positive(opts.BackoffBase, DefaultPollBackoffBase), Max: positive(opts.BackoffMax, DefaultPollBackoffMax)}
-	return &PollSource{p: p, c: c, name: name, backoff: b, onError: opts.OnError,
+	return &Poll{p: p, c: c, name: name, backoff: b, onError: opts.OnError,
 		log:  opts.Log.With().Str("component", "poll").Str("source", name).Logger(),
 		held: opts.Held, every: opts.CheckEvery}
 }
@@ -83,8 +88,8 @@ func NewPollSource(p Poller, c Cursors, name string, opts PollOptions) *PollSour
 // Reservations starts polling and returns the jobs. The channel is closed
 // when ctx ends or the stream ends (ErrPollEOS). The Last marker is sent
 // once, after the first poll that returned no events.
-func (s *PollSource) Reservations(ctx context.Context) <-chan ReservationJob {
-	ch := make(chan ReservationJob)
+func (s *Poll) Reservations(ctx context.Context) <-chan provision.ReservationJob {
+	ch := make(chan provision.ReservationJob)
 	go func() {
 		defer close(ch)
 		s.run(ctx, ch)
@@ -93,13 +98,13 @@ func (s *PollSource) Reservations(ctx context.Context) <-chan ReservationJob {
 }
 
 // pollObserver boxes a PollObserver for an atomic pointer.
-type pollObserver struct{ PollObserver }
+type pollObserver struct{ provision.PollObserver }
 
 // ReportTo makes o the observer of every failed poll (the Engine's
-// ObservePoll, which NewEngine hands over).
-func (s *PollSource) ReportTo(o PollObserver) { s.observer.Store(&pollObserver{o}) }
+// ObservePoll, which engine.New hands over).
+func (s *Poll) ReportTo(o provision.PollObserver) { s.observer.Store(&pollObserver{o}) }
 
-func (s *PollSource) report(err error) {
+func (s *Poll) report(err error) {
 	if s.onError != nil {
 		s.onError(err)
 	}
@@ -108,7 +113,7 @@ func (s *PollSource) report(err error) {
 	}
 }
 
-func (s *PollSource) run(ctx context.Context, ch chan<- ReservationJob) {
+func (s *Poll) run(ctx context.Context, ch chan<- provision.ReservationJob) {
 	failures := 0
 	// pause backs off after a failure; false when ctx ended.
 	pause := func(err error, msg string) bool {
@@ -131,7 +136,7 @@ func (s *PollSource) run(ctx context.Context, ch chan<- ReservationJob) {
 	}
 	failures = 0
 	caughtUp := false
-	send := func(job ReservationJob) bool {
+	send := func(job provision.ReservationJob) bool {
 		select {
 		case ch <- job:
 			return true
@@ -139,7 +144,7 @@ func (s *PollSource) run(ctx context.Context, ch chan<- ReservationJob) {
 			return false
 		}
 	}
-	sn, _ := s.p.(Snapshotter)
+	sn, _ := s.p.(provision.Snapshotter)
 	if s.held == nil {
 		sn = nil
 	}
@@ -149,7 +154,7 @@ func (s *PollSource) run(ctx context.Context, ch chan<- ReservationJob) {
 		switch {
 		case ctx.Err() != nil:
 			return
-		case errors.Is(err, ErrCursorGone) && sn != nil:
+		case errors.Is(err, provision.ErrCursorGone) && sn != nil:
 			// The source dropped the events after the cursor: take its
 			// full state instead, then follow the stream from there.
 			seq, err := s.reconcile(ctx, sn, send)
@@ -168,10 +173,10 @@ func (s *PollSource) run(ctx context.Context, ch chan<- ReservationJob) {
 			s.log.Info().Uint64("from", cursor).Uint64("cursor", seq).Msg("reconciled from the source's snapshot")
 			cursor, failures, lastCheck = seq, 0, time.Now()
 			continue
-		case errors.Is(err, ErrPollEOS):
+		case errors.Is(err, provision.ErrPollEOS):
 			s.log.Info().Uint64("cursor", cursor).Msg("event stream ended")
 			if !caughtUp {
-				send(ReservationJob{Last: true})
+				send(provision.ReservationJob{Last: true})
 			}
 			return
 		case err != nil:
@@ -193,7 +198,7 @@ func (s *PollSource) run(ctx context.Context, ch chan<- ReservationJob) {
 			failures = 0
 			if !caughtUp {
 				caughtUp = true
-				if !send(ReservationJob{Last: true}) {
+				if !send(provision.ReservationJob{Last: true}) {
 					return
 				}
 			}
@@ -214,7 +219,7 @@ func (s *PollSource) run(ctx context.Context, ch chan<- ReservationJob) {
 			ack := func(err error) {
 				once.Do(func() { acks <- err }) // a second answer is ignored
 			}
-			if !send(ReservationJob{Reservation: ev.Reservation, Err: ev.Err, Ack: ack}) {
+			if !send(provision.ReservationJob{Reservation: ev.Reservation, Err: ev.Err, Ack: ack}) {
 				return
 			}
 		}
@@ -246,7 +251,7 @@ func (s *PollSource) run(ctx context.Context, ch chan<- ReservationJob) {
 	}
 }
 
-// DecommissionOptions configures a DecommissionSource.
+// DecommissionOptions configures a Decommission.
 type DecommissionOptions struct {
 	// MaxWait is the longest the source sleeps between looks at the
 	// expiry index. Default: 1m.
@@ -258,13 +263,13 @@ type DecommissionOptions struct {
 	Log zerolog.Logger
 }
 
-// DecommissionSource is the ReservationSource of expiries: it sleeps until
+// Decommission is the ReservationSource of expiries: it sleeps until
 // the earliest expiry in the store (or MaxWait, or a Wake), then emits an
 // Expired job for each record store.Expired returns: O(expired), never a
 // scan of every record. An ID is emitted once while it stays expired; it is
 // emitted again only when the Engine failed to persist it.
-type DecommissionSource struct {
-	store   ReservationCache
+type Decommission struct {
+	store   provision.ReservationCache
 	now     func() time.Time
 	maxWait time.Duration
 	recheck time.Duration
@@ -273,20 +278,20 @@ type DecommissionSource struct {
 }
 
 var (
-	_ ReservationSource = (*DecommissionSource)(nil)
-	_ Waker             = (*DecommissionSource)(nil)
+	_ provision.ReservationSource = (*Decommission)(nil)
+	_ provision.Waker             = (*Decommission)(nil)
 )
 
-// NewDecommissionSource returns a DecommissionSource over store, with now
+// NewDecommission returns a Decommission over store, with now
 // as its clock (time.Now when nil).
-func NewDecommissionSource(store ReservationCache, now func() time.Time, opts DecommissionOptions) *DecommissionSource {
+func NewDecommission(store provision.ReservationCache, now func() time.Time, opts DecommissionOptions) *Decommission {
 	if store == nil {
-		panic("provision: NewDecommissionSource without a store")
+		panic("source: NewDecommission without a store")
 	}
 	if now == nil {
 		now = time.Now
 	}
-	return &DecommissionSource{
+	return &Decommission{
 		store:   store,
 		now:     now,
 		maxWait: positive(opts.MaxWait, DefaultExpiryMaxWait),
@@ -298,7 +303,7 @@ func NewDecommissionSource(store ReservationCache, now func() time.Time, opts De
 
 // Wake makes the source look at the earliest expiry again (a reservation
 // that expires sooner may have arrived). It never blocks.
-func (s *DecommissionSource) Wake() {
+func (s *Decommission) Wake() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -306,8 +311,8 @@ func (s *DecommissionSource) Wake() {
 }
 
 // Reservations starts the source; the channel is closed when ctx ends.
-func (s *DecommissionSource) Reservations(ctx context.Context) <-chan ReservationJob {
-	ch := make(chan ReservationJob)
+func (s *Decommission) Reservations(ctx context.Context) <-chan provision.ReservationJob {
+	ch := make(chan provision.ReservationJob)
 	go func() {
 		defer close(ch)
 		s.run(ctx, ch)
@@ -315,7 +320,7 @@ func (s *DecommissionSource) Reservations(ctx context.Context) <-chan Reservatio
 	return ch
 }
 
-func (s *DecommissionSource) run(ctx context.Context, ch chan<- ReservationJob) {
+func (s *Decommission) run(ctx context.Context, ch chan<- provision.ReservationJob) {
 	var mu sync.Mutex
 	sent := map[string]bool{}
 	for {
@@ -337,11 +342,11 @@ func (s *DecommissionSource) run(ctx context.Context, ch chan<- ReservationJob) 
 		sent = still
 		mu.Unlock()
 		for _, id := range fresh {
-			r := &Reservation{ID: id}
+			r := &provision.Reservation{ID: id}
 			if rec, err := s.store.Get(id); err == nil {
 				r = rec.Reservation
 			}
-			job := ReservationJob{Reservation: r, Expired: true, Ack: func(err error) {
+			job := provision.ReservationJob{Reservation: r, Expired: true, Ack: func(err error) {
 				if err != nil {
 					mu.Lock()
 					delete(sent, id) // not persisted: emit again
@@ -382,25 +387,25 @@ func (s *DecommissionSource) run(ctx context.Context, ch chan<- ReservationJob) 
 
 // Combined is the fan-in of several sources.
 type Combined struct {
-	sources []ReservationSource
+	sources []provision.ReservationSource
 }
 
 var (
-	_ ReservationSource = (*Combined)(nil)
-	_ Waker             = (*Combined)(nil)
+	_ provision.ReservationSource = (*Combined)(nil)
+	_ provision.Waker             = (*Combined)(nil)
 )
 
-// CombinedSource returns the fan-in of sources: their jobs on one channel,
+// Combine returns the fan-in of sources: their jobs on one channel,
 // which is closed when every input is closed.
-func CombinedSource(sources ...ReservationSource) *Combined {
+func Combine(sources ...provision.ReservationSource) *Combined {
 	return &Combined{sources: sources}
 }
 
 // Reservations starts every source and forwards their jobs. Every send
 // watches ctx; after ctx ended the inputs are drained (jobs dropped
 // unacknowledged) until they close.
-func (c *Combined) Reservations(ctx context.Context) <-chan ReservationJob {
-	out := make(chan ReservationJob)
+func (c *Combined) Reservations(ctx context.Context) <-chan provision.ReservationJob {
+	out := make(chan provision.ReservationJob)
 	var wg sync.WaitGroup
 	for _, src := range c.sources {
 		in := src.Reservations(ctx)
@@ -421,9 +426,9 @@ func (c *Combined) Reservations(ctx context.Context) <-chan ReservationJob {
 }
 
 // ReportTo hands o to every input that is an ObservedSource.
-func (c *Combined) ReportTo(o PollObserver) {
+func (c *Combined) ReportTo(o provision.PollObserver) {
 	for _, src := range c.sources {
-		if r, ok := src.(ObservedSource); ok {
+		if r, ok := src.(provision.ObservedSource); ok {
 			r.ReportTo(o)
 		}
 	}
@@ -432,7 +437,7 @@ func (c *Combined) ReportTo(o PollObserver) {
 // Wake wakes every input that is a Waker.
 func (c *Combined) Wake() {
 	for _, src := range c.sources {
-		if w, ok := src.(Waker); ok {
+		if w, ok := src.(provision.Waker); ok {
 			w.Wake()
 		}
 	}
@@ -440,7 +445,7 @@ func (c *Combined) Wake() {
 
 // reconcile brings the node to the source's snapshot (see repair) and
 // returns the sequence number to poll from next.
-func (s *PollSource) reconcile(ctx context.Context, sn Snapshotter, send func(ReservationJob) bool) (uint64, error) {
+func (s *Poll) reconcile(ctx context.Context, sn provision.Snapshotter, send func(provision.ReservationJob) bool) (uint64, error) {
 	d, err := s.snapshot(ctx, sn)
 	if err != nil {
 		return 0, err
@@ -457,7 +462,7 @@ func (s *PollSource) reconcile(ctx context.Context, sn Snapshotter, send func(Re
 // source is caught up at cursor; drift is reported (as a *Drift error) and
 // repaired. A snapshot taken at another sequence number than the cursor
 // is not comparable and is skipped.
-func (s *PollSource) check(ctx context.Context, sn Snapshotter, cursor uint64, send func(ReservationJob) bool) error {
+func (s *Poll) check(ctx context.Context, sn provision.Snapshotter, cursor uint64, send func(provision.ReservationJob) bool) error {
 	d, err := s.snapshot(ctx, sn)
 	if err != nil || d.Seq != cursor || d.Empty() {
 		return err
@@ -467,4 +472,12 @@ func (s *PollSource) check(ctx context.Context, sn Snapshotter, cursor uint64, s
 		return errors.Join(d, fmt.Errorf("repairing the drift: %w", err))
 	}
 	return d
+}
+
+// positive returns v, or def when v is not positive (an unset option).
+func positive(v, def time.Duration) time.Duration {
+	if v <= 0 {
+		return def
+	}
+	return v
 }

@@ -1,4 +1,4 @@
-package provision_test
+package engine_test
 
 import (
 	"fmt"
@@ -7,6 +7,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/edgeprov/provisiond/internal/engine"
 	"github.com/edgeprov/provisiond/provision"
 	"github.com/edgeprov/provisiond/provision/provisiontest"
 )
@@ -83,7 +84,7 @@ func TestEngineFeedbackerDown(t *testing.T) {
 			t.Fatalf("delivered %d results while down (%d failures)", len(h.fb.Results()), h.fb.Failures())
 		}
 		h.fb.SetDown(false)
-		settle(provision.DefaultBackoffMax)
+		settle(engine.DefaultBackoffMax)
 		if d, _ := h.store.Depth(); d != 0 {
 			t.Errorf("outbox depth %d after the explorer came back, want 0", d)
 		}
@@ -112,7 +113,7 @@ func TestEngineFeedbackerDown(t *testing.T) {
 // fails; the others complete meanwhile.
 func TestEngineHungProvisioner(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, func(o *provision.Options) {
+		h := newHarness(t, func(o *engine.Options) {
 			o.Workers = 2
 			o.OpTimeout = time.Minute
 			o.MaxAttempts = 2
@@ -147,7 +148,7 @@ func TestEngineHungProvisioner(t *testing.T) {
 		if rec.State != provision.Provisioning || rec.Attempts != 1 {
 			t.Fatalf("after the timeout: %s with %d attempts, want provisioning with 1", rec.State, rec.Attempts)
 		}
-		settle(provision.DefaultBackoffMax + time.Minute) // retry times out too
+		settle(engine.DefaultBackoffMax + time.Minute) // retry times out too
 		rec = h.wantState("stuck", provision.Failed)
 		res := h.fb.ResultsFor("stuck")
 		if len(res) != 1 || res[0].State != provision.StateError || !strings.Contains(res[0].Message, "timed out") {
@@ -167,7 +168,7 @@ func TestEngineHungProvisioner(t *testing.T) {
 // urgent queue that workers always take from first.
 func TestEngineDeletesDoNotStarve(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, func(o *provision.Options) { o.Workers = 1 })
+		h := newHarness(t, func(o *engine.Options) { o.Workers = 1 })
 		h.start(nil)
 		target := h.user.Volume("target", testNode, 1, time.Now(), 24*time.Hour)
 		h.deliver(target)
@@ -336,7 +337,7 @@ func TestEngineDependencies(t *testing.T) {
 				h.deliver(c)
 				return c
 			},
-			wait:    provision.DefaultDependencyTimeout + time.Second,
+			wait:    engine.DefaultDependencyTimeout + time.Second,
 			want:    provision.Failed,
 			message: "volume v not deployed within 10m0s",
 		},

@@ -1,10 +1,11 @@
-package provision_test
+package tally_test
 
 import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
 
+	"github.com/edgeprov/provisiond/internal/tally"
 	"github.com/edgeprov/provisiond/provision"
 )
 
@@ -13,20 +14,20 @@ import (
 func TestTally(t *testing.T) {
 	tests := []struct {
 		name string
-		ops  func(t *provision.Tally)
+		ops  func(t *tally.Tally)
 		want provision.Units
 		n    map[provision.ReservationType]uint64
 	}{
-		{"empty", func(*provision.Tally) {}, provision.Units{}, map[provision.ReservationType]uint64{}},
-		{"set-twice", func(t *provision.Tally) {
+		{"empty", func(*tally.Tally) {}, provision.Units{}, map[provision.ReservationType]uint64{}},
+		{"set-twice", func(t *tally.Tally) {
 			t.Set("a", provision.VolumeReservation, provision.Units{SRU: 2})
 			t.Set("a", provision.VolumeReservation, provision.Units{SRU: 2})
 		}, provision.Units{SRU: 2}, map[provision.ReservationType]uint64{provision.VolumeReservation: 1}},
-		{"replace", func(t *provision.Tally) {
+		{"replace", func(t *tally.Tally) {
 			t.Set("a", provision.ContainerReservation, provision.Units{CRU: 1, MRU: 0.5})
 			t.Set("a", provision.ContainerReservation, provision.Units{CRU: 2, MRU: 0.25})
 		}, provision.Units{CRU: 2, MRU: 0.25}, map[provision.ReservationType]uint64{provision.ContainerReservation: 1}},
-		{"remove-twice", func(t *provision.Tally) {
+		{"remove-twice", func(t *tally.Tally) {
 			t.Set("a", provision.VolumeReservation, provision.Units{HRU: 3})
 			t.Set("b", provision.VolumeReservation, provision.Units{HRU: 1})
 			t.Remove("a")
@@ -36,7 +37,7 @@ func TestTally(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tl := provision.NewTally()
+			tl := tally.New()
 			tc.ops(tl)
 			if tl.Total() != tc.want {
 				t.Errorf("total %+v, want %+v", tl.Total(), tc.want)
@@ -50,7 +51,7 @@ func TestTally(t *testing.T) {
 
 func TestTallyMatchesFresh(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	tl := provision.NewTally()
+	tl := tally.New()
 	set := map[string]provision.Units{}
 	for range 10000 {
 		id := fmt.Sprintf("r%d", rng.IntN(200))
@@ -63,7 +64,7 @@ func TestTallyMatchesFresh(t *testing.T) {
 		tl.Set(id, provision.ContainerReservation, u)
 		set[id] = u
 	}
-	fresh := provision.NewTally()
+	fresh := tally.New()
 	for id, u := range set {
 		fresh.Set(id, provision.ContainerReservation, u)
 	}

@@ -1,4 +1,4 @@
-package provision
+package engine
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/edgeprov/provisiond/internal/backoff"
+	"github.com/edgeprov/provisiond/provision"
 )
 
 // outboxBatch is how many entries the sender reads, delivers and
@@ -50,7 +51,7 @@ func (e *Engine) wakeOutbox() {
 // waits for n tokens, and (unless the rate is unlimited) carries at most
 // OutboxBurst results.
 func (e *Engine) sendOutbox(ctx context.Context) {
-	batcher, _ := e.fb.(BatchFeedbacker)
+	batcher, _ := e.fb.(provision.BatchFeedbacker)
 	failures := 0
 	var delivered []uint64
 	// flush acknowledges what was delivered; false when the store failed.
@@ -91,7 +92,7 @@ func (e *Engine) sendOutbox(ctx context.Context) {
 		retry, wait := false, time.Duration(0) // a temporary failure stopped the pass
 		for len(entries) > 0 && !retry {
 			n := 1
-			if batcher != nil && entries[0].Kind == OutboxResult && entries[0].Result != nil {
+			if batcher != nil && entries[0].Kind == provision.OutboxResult && entries[0].Result != nil {
 				n = e.resultRun(entries)
 			}
 			if err := e.limiter.WaitN(ctx, n); err != nil {
@@ -107,7 +108,7 @@ func (e *Engine) sendOutbox(ctx context.Context) {
 				case err == nil:
 					failures = 0
 					e.hooks.Delivered(en.Kind)
-				case IsTemporary(err):
+				case provision.IsTemporary(err):
 					e.hooks.OutboxError(en.Kind, err)
 					failures++
 					retry, wait = true, e.backoff.Delay(failures)
@@ -117,7 +118,7 @@ func (e *Engine) sendOutbox(ctx context.Context) {
 					e.hooks.OutboxError(en.Kind, err)
 					e.hooks.Refused(en.Kind, reason)
 					e.outboxLog(zerolog.ErrorLevel, en).Err(err).Str("reason", reason).Msg("explorer refused the entry for good; dropping it")
-					if en.Kind == OutboxResult && en.Result != nil {
+					if en.Kind == provision.OutboxResult && en.Result != nil {
 						e.noteRefusal(en.Result, reason, err)
 					}
 				}
@@ -141,7 +142,7 @@ func (e *Engine) sendOutbox(ctx context.Context) {
 // refusalReason is the reason of a permanent delivery error: its
 // Refusal's, or "undeliverable".
 func refusalReason(err error) string {
-	var r *Refusal
+	var r *provision.Refusal
 	if errors.As(err, &r) && r.Reason != "" {
 		return r.Reason
 	}
@@ -153,21 +154,21 @@ func refusalReason(err error) string {
 // reservation under the same id (res answered a refused replay or
 // impostor, whose digest differs), needs no note; a store failure is
 // logged: the refusal is in the log and the metric already.
-func (e *Engine) noteRefusal(res *Result, reason string, cause error) {
+func (e *Engine) noteRefusal(res *provision.Result, reason string, cause error) {
 	mu := e.lock(res.ID)
 	mu.Lock()
 	defer mu.Unlock()
 	rec, err := e.store.Get(res.ID)
-	if errors.Is(err, ErrNotFound) || err == nil && rec.Digest != res.Digest {
+	if errors.Is(err, provision.ErrNotFound) || err == nil && rec.Digest != res.Digest {
 		return
 	}
 	if err == nil {
 		msg := cause.Error()
-		if len(msg) > MaxRefusalMessage {
-			msg = msg[:MaxRefusalMessage]
+		if len(msg) > provision.MaxRefusalMessage {
+			msg = msg[:provision.MaxRefusalMessage]
 		}
 		now := e.now()
-		rec.Refused = &ResultRefusal{State: res.State, Created: res.Created, Reason: reason, Message: msg, At: now}
+		rec.Refused = &provision.ResultRefusal{State: res.State, Created: res.Created, Reason: reason, Message: msg, At: now}
 		rec.Updated = now
 		err = e.commit(rec, rec.State, nil, false)
 	}
@@ -179,13 +180,13 @@ func (e *Engine) noteRefusal(res *Result, reason string, cause error) {
 // resultRun returns how many entries at the start of entries are results
 // (at least one: the caller checked the first) that go in one batch
 // request: at most OutboxBurst unless the rate is unlimited.
-func (e *Engine) resultRun(entries []*OutboxEntry) int {
+func (e *Engine) resultRun(entries []*provision.OutboxEntry) int {
 	limit := len(entries)
 	if e.limiter.Limit() != rate.Inf {
 		limit = min(limit, max(e.limiter.Burst(), 1))
 	}
 	n := 1
-	for n < limit && entries[n].Kind == OutboxResult && entries[n].Result != nil {
+	for n < limit && entries[n].Kind == provision.OutboxResult && entries[n].Result != nil {
 		n++
 	}
 	return n
@@ -196,24 +197,24 @@ func (e *Engine) resultRun(entries []*OutboxEntry) int {
 // for good as a whole (or answers with the wrong number of errors), they
 // are sent again one by one, so that only the results the explorer
 // refuses are dropped.
-func (e *Engine) deliver(ctx context.Context, batcher BatchFeedbacker, entries []*OutboxEntry) []error {
+func (e *Engine) deliver(ctx context.Context, batcher provision.BatchFeedbacker, entries []*provision.OutboxEntry) []error {
 	errs := make([]error, len(entries))
 	// Results go through the batch endpoint even one at a time: only its
 	// answer carries a verdict on each result (a refusal for good), while
 	// any failure of a single PUT is the request's, retried forever.
-	if batcher != nil && entries[0].Kind == OutboxResult && entries[0].Result != nil {
-		rs := make([]*Result, len(entries))
+	if batcher != nil && entries[0].Kind == provision.OutboxResult && entries[0].Result != nil {
+		rs := make([]*provision.Result, len(entries))
 		for i, en := range entries {
 			rs[i] = en.Result
 		}
 		got, err := batcher.FeedbackBatch(ctx, e.nodeID, rs)
 		switch {
 		case err == nil && len(got) != len(rs):
-			err = Permanentf("%w: explorer answered %d results with %d outcomes", ErrBadData, len(rs), len(got))
+			err = provision.Permanentf("%w: explorer answered %d results with %d outcomes", provision.ErrBadData, len(rs), len(got))
 		case err == nil:
 			return got
 		}
-		if IsTemporary(err) {
+		if provision.IsTemporary(err) {
 			for i := range errs {
 				errs[i] = err
 			}
@@ -223,7 +224,7 @@ func (e *Engine) deliver(ctx context.Context, batcher BatchFeedbacker, entries [
 	}
 	for i, en := range entries {
 		errs[i] = e.deliverOne(ctx, en)
-		if IsTemporary(errs[i]) {
+		if provision.IsTemporary(errs[i]) {
 			for j := i + 1; j < len(errs); j++ {
 				errs[j] = errs[i] // not tried: delivered after the retry
 			}
@@ -234,21 +235,21 @@ func (e *Engine) deliver(ctx context.Context, batcher BatchFeedbacker, entries [
 }
 
 // deliverOne sends one entry.
-func (e *Engine) deliverOne(ctx context.Context, en *OutboxEntry) error {
+func (e *Engine) deliverOne(ctx context.Context, en *provision.OutboxEntry) error {
 	switch {
-	case en.Kind == OutboxResult && en.Result != nil:
+	case en.Kind == provision.OutboxResult && en.Result != nil:
 		return e.fb.Feedback(ctx, e.nodeID, en.Result)
-	case en.Kind == OutboxStats && en.Stats != nil:
+	case en.Kind == provision.OutboxStats && en.Stats != nil:
 		return e.fb.UpdateStats(ctx, e.nodeID, en.Stats)
-	case en.Kind == OutboxHeartbeat && en.Heartbeat != nil:
+	case en.Kind == provision.OutboxHeartbeat && en.Heartbeat != nil:
 		return e.deliverHeartbeat(ctx, en.Heartbeat)
 	}
-	return Permanentf("%w: outbox entry %d of kind %q has no payload", ErrBadData, en.Seq, en.Kind)
+	return provision.Permanentf("%w: outbox entry %d of kind %q has no payload", provision.ErrBadData, en.Seq, en.Kind)
 }
 
 // outboxLog starts a log line about an entry; a result's line carries the
 // reservation ID and type.
-func (e *Engine) outboxLog(level zerolog.Level, en *OutboxEntry) *zerolog.Event {
+func (e *Engine) outboxLog(level zerolog.Level, en *provision.OutboxEntry) *zerolog.Event {
 	ev := e.log.WithLevel(level).Uint64("seq", en.Seq).Str("kind", string(en.Kind))
 	if en.Result != nil {
 		ev = ev.Str("id", en.Result.ID).Str("type", string(en.Result.Type))

@@ -1,12 +1,14 @@
-package provision
+package engine
 
 import (
 	"context"
 	"errors"
 	"fmt"
 
-	"github.com/edgeprov/provisiond/internal/sched"
 	"github.com/rs/zerolog"
+
+	"github.com/edgeprov/provisiond/internal/sched"
+	"github.com/edgeprov/provisiond/provision"
 )
 
 // ingest handles one job of the source and returns nil once its outcome is
@@ -30,11 +32,11 @@ import (
 //   - a valid new reservation is recorded as accepted (refused when its
 //     digest was seen under another ID, or when a live network holds its
 //     name) and queued. When it can start at once it is admitted in the
-//     same write (see accept): it is recorded as provisioning, or as
+//     same write (see accept, admission): it is recorded as provisioning, or as
 //     failed with a signed error result when it does not fit.
 //   - a valid delete of an unknown ID is recorded as deleted (its digest
 //     taken, so the content cannot be replayed) and answered "deleted".
-func (e *Engine) ingest(ctx context.Context, job ReservationJob) error {
+func (e *Engine) ingest(ctx context.Context, job provision.ReservationJob) error {
 	r := job.Reservation
 	switch {
 	case r == nil:
@@ -53,28 +55,28 @@ func (e *Engine) ingest(ctx context.Context, job ReservationJob) error {
 		switch {
 		case err == nil:
 			return e.repeat(rec, job)
-		case !errors.Is(err, ErrNotFound):
+		case !errors.Is(err, provision.ErrNotFound):
 			return fmt.Errorf("ingesting %s: %w", r.ID, err)
 		}
 	}
 	digest := r.Digest()
 	if job.Err != nil {
-		return e.refuse(r, digest, Permanent(job.Err))
+		return e.refuse(r, digest, provision.Permanent(job.Err))
 	}
 	now := e.now()
-	if err := Validate(r, e.nodeID, now); err != nil {
+	if err := provision.Validate(r, e.nodeID, now); err != nil {
 		return e.refuse(r, digest, err)
 	}
 	if r.ToDelete {
-		rec := &Record{Reservation: stripped(r), Digest: digest}
-		rec.Move(Deleted, now, "deleted by owner before it was provisioned")
-		res, err := e.newResult(r, digest, StateDeleted, "", nil)
+		rec := &provision.Record{Reservation: stripped(r), Digest: digest}
+		rec.Move(provision.Deleted, now, "deleted by owner before it was provisioned")
+		res, err := e.newResult(r, digest, provision.StateDeleted, "", nil)
 		if err != nil {
 			return err
 		}
 		if err := e.commit(rec, "", res, true); err != nil {
-			if errors.Is(err, ErrReplay) {
-				return e.refuse(r, digest, Permanent(err))
+			if errors.Is(err, provision.ErrReplay) {
+				return e.refuse(r, digest, provision.Permanent(err))
 			}
 			return fmt.Errorf("recording delete of %s: %w", r.ID, err)
 		}
@@ -83,28 +85,28 @@ func (e *Engine) ingest(ctx context.Context, job ReservationJob) error {
 	}
 	units, err := e.statser.Units(r)
 	if err != nil {
-		if IsTemporary(err) {
+		if provision.IsTemporary(err) {
 			return fmt.Errorf("pricing %s: %w", r.ID, err)
 		}
 		return e.refuse(r, digest, err)
 	}
-	rec := &Record{Reservation: stripped(r), Digest: digest, Units: units}
+	rec := &provision.Record{Reservation: stripped(r), Digest: digest, Units: units}
 	var netName string
-	if r.Type == NetworkReservation {
+	if r.Type == provision.NetworkReservation {
 		w, _ := r.Workload() // Validate decoded it already
-		netName = w.(*Network).Name
-		rec.Key = NetworkID(r.UserID, netName)
+		netName = w.(*provision.Network).Name
+		rec.Key = provision.NetworkID(r.UserID, netName)
 	}
-	rec.Move(Accepted, now, "")
+	rec.Move(provision.Accepted, now, "")
 	finish, refused, err := e.accept(ctx, rec)
 	if err != nil {
 		return fmt.Errorf("accepting %s: %w", r.ID, err)
 	}
 	switch err := finish(); {
-	case errors.Is(err, ErrReplay):
-		return e.refuse(r, digest, Permanent(fmt.Errorf("%w: digest %s", ErrReplay, digest)))
-	case errors.Is(err, ErrConflict) && rec.Key != "":
-		return e.refuse(r, digest, Permanentf("%w: network name %q in use", ErrConflict, netName))
+	case errors.Is(err, provision.ErrReplay):
+		return e.refuse(r, digest, provision.Permanent(fmt.Errorf("%w: digest %s", provision.ErrReplay, digest)))
+	case errors.Is(err, provision.ErrConflict) && rec.Key != "":
+		return e.refuse(r, digest, provision.Permanentf("%w: network name %q in use", provision.ErrConflict, netName))
 	case err != nil:
 		return fmt.Errorf("accepting %s: %w", r.ID, err)
 	}
@@ -115,22 +117,18 @@ func (e *Engine) ingest(ctx context.Context, job ReservationJob) error {
 
 // accept queues the first write of rec, accepted. A reservation that can
 // start at once (anything but a container whose dependencies are not all
-// deployed, while the capacity is known) is admitted in the same write,
-// entering provisioning or failed (see admit): that spares a worker a
+// deployed, while the capacity is known) goes through admission in the
+// same write, entering provisioning or failed: that spares a worker a
 // write and two reads per reservation. Others are written accepted, for
-// start. So are all with a store that cannot queue writes (not a
-// WriteQueuer): admission holds the tally lock, which must not wait for a
-// commit, or one slow write would hold up every ingest. The record lock is
-// held.
-func (e *Engine) accept(ctx context.Context, rec *Record) (finish func() error, refused, err error) {
-	_, ready := e.store.(WriteQueuer)
-	if ready && rec.Reservation.Type == ContainerReservation {
-		wait, derr := e.dependencies(rec)
-		ready = derr == nil && wait == 0
-	}
-	if ready {
-		if capacity, cerr := e.currentCapacity(ctx); cerr == nil {
-			return e.admit(rec, "", true, capacity)
+// start, which runs the same admission later. So are all with a store
+// that cannot queue writes (not a WriteQueuer): admission holds the tally
+// lock, which must not wait for a commit, or one slow write would hold up
+// every ingest. The record lock is held.
+func (e *Engine) accept(ctx context.Context, rec *provision.Record) (finish func() error, refused, err error) {
+	if _, ok := e.store.(provision.WriteQueuer); ok {
+		a := e.admission(ctx, rec, "", true)
+		if a.finish != nil || a.err != nil {
+			return a.finish, a.refused, a.err
 		}
 	}
 	return e.commitQueued(rec, "", nil, true), nil, nil
@@ -138,9 +136,9 @@ func (e *Engine) accept(ctx context.Context, rec *Record) (finish func() error, 
 
 // provisioned reports whether a side effect may have happened for rec: it
 // was ever provisioning (the state is written before the side effect).
-func provisioned(rec *Record) bool {
+func provisioned(rec *provision.Record) bool {
 	for _, t := range rec.History {
-		if t.State == Provisioning || t.State == Deployed || t.State == Deleting {
+		if t.State == provision.Provisioning || t.State == provision.Deployed || t.State == provision.Deleting {
 			return true
 		}
 	}
@@ -148,7 +146,7 @@ func provisioned(rec *Record) bool {
 }
 
 // stripped returns a copy of r without the explorer's copy of a result.
-func stripped(r *Reservation) *Reservation {
+func stripped(r *provision.Reservation) *provision.Reservation {
 	c := *r
 	c.Result = nil
 	return &c
@@ -156,7 +154,7 @@ func stripped(r *Reservation) *Reservation {
 
 // storedDigest returns the digest a record answers: its own, or for a
 // record refused at ingest (kept without digest) that of its result.
-func storedDigest(rec *Record) string {
+func storedDigest(rec *provision.Record) string {
 	if rec.Digest == "" && rec.Result != nil {
 		return rec.Result.Digest
 	}
@@ -165,22 +163,22 @@ func storedDigest(rec *Record) string {
 
 // refuse answers a new item with a signed error result, recorded as a
 // Failed record when its ID is a safe name. The record lock of r.ID is held.
-func (e *Engine) refuse(r *Reservation, digest string, cause error) error {
+func (e *Engine) refuse(r *provision.Reservation, digest string, cause error) error {
 	e.logr(zerolog.WarnLevel, r).Err(cause).Msg("reservation refused")
 	if r.ID == "" {
 		e.logr(zerolog.ErrorLevel, r).Msg("refused item has no id; no result can be sent")
 		return nil
 	}
-	msg := Truncate(cause.Error(), MaxMessageLength)
-	if ValidName("reservation id", r.ID) != nil && len(r.ID) > MaxRefusedField {
+	msg := provision.Truncate(cause.Error(), provision.MaxMessageLength)
+	if provision.ValidName("reservation id", r.ID) != nil && len(r.ID) > provision.MaxRefusedField {
 		e.logr(zerolog.ErrorLevel, r).Int("id_bytes", len(r.ID)).Msg("refused item's id is too long to answer; no result is sent")
 		return nil
 	}
-	res, err := e.newResult(r, digest, StateError, msg, nil)
+	res, err := e.newResult(r, digest, provision.StateError, msg, nil)
 	if err != nil {
 		return err
 	}
-	if ValidName("reservation id", r.ID) != nil {
+	if provision.ValidName("reservation id", r.ID) != nil {
 		if dup, err := e.pendingResult(res); err != nil || dup {
 			return err // the same refusal waits already
 		}
@@ -191,8 +189,8 @@ func (e *Engine) refuse(r *Reservation, digest string, cause error) error {
 		return nil
 	}
 	c := boundedRefusal(r)
-	rec := &Record{Reservation: c}
-	rec.Move(Failed, e.now(), msg)
+	rec := &provision.Record{Reservation: c}
+	rec.Move(provision.Failed, e.now(), msg)
 	if err := e.commit(rec, "", res, true); err != nil {
 		return fmt.Errorf("recording refusal of %s: %w", r.ID, err)
 	}
@@ -200,7 +198,7 @@ func (e *Engine) refuse(r *Reservation, digest string, cause error) error {
 }
 
 // repeat handles a job for a known ID. The record lock is held.
-func (e *Engine) repeat(rec *Record, job ReservationJob) error {
+func (e *Engine) repeat(rec *provision.Record, job provision.ReservationJob) error {
 	r := job.Reservation
 	digest := r.Digest()
 	switch {
@@ -209,10 +207,10 @@ func (e *Engine) repeat(rec *Record, job ReservationJob) error {
 		return e.resend(rec)
 	case digest != storedDigest(rec):
 		return e.refuseOther(r, digest)
-	case !r.ToDelete || rec.State == Deleting || rec.State == Deleted:
+	case !r.ToDelete || rec.State == provision.Deleting || rec.State == provision.Deleted:
 		return e.resend(rec)
 	}
-	if err := Validate(r, e.nodeID, e.now()); err != nil {
+	if err := provision.Validate(r, e.nodeID, e.now()); err != nil {
 		e.logr(zerolog.WarnLevel, r).Err(err).Msg("delete refused; re-sending the current result")
 		return e.resend(rec)
 	}
@@ -223,10 +221,10 @@ func (e *Engine) repeat(rec *Record, job ReservationJob) error {
 
 // refuseOther answers different content under a known ID with an error
 // result for that content, leaving the record alone.
-func (e *Engine) refuseOther(r *Reservation, digest string) error {
-	cause := fmt.Errorf("%w: id %s already holds another reservation", ErrConflict, r.ID)
+func (e *Engine) refuseOther(r *provision.Reservation, digest string) error {
+	cause := fmt.Errorf("%w: id %s already holds another reservation", provision.ErrConflict, r.ID)
 	e.logr(zerolog.WarnLevel, r).Err(cause).Str("digest", digest).Msg("reservation refused")
-	res, err := e.newResult(r, digest, StateError, cause.Error(), nil)
+	res, err := e.newResult(r, digest, provision.StateError, cause.Error(), nil)
 	if err != nil {
 		return err
 	}
@@ -239,7 +237,7 @@ func (e *Engine) refuseOther(r *Reservation, digest string) error {
 
 // resend enqueues the stored result of rec again; a record without a
 // result yet (accepted, provisioning) will send one when it gets there.
-func (e *Engine) resend(rec *Record) error {
+func (e *Engine) resend(rec *provision.Record) error {
 	if rec.Result == nil {
 		return nil
 	}
@@ -261,7 +259,7 @@ func (e *Engine) expire(id string) error {
 	defer mu.Unlock()
 	rec, err := e.store.Get(id)
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, provision.ErrNotFound):
 		return nil
 	case err != nil:
 		return fmt.Errorf("expiring %s: %w", id, err)
@@ -276,21 +274,21 @@ func (e *Engine) expire(id string) error {
 // others enter deleting and are queued urgently. A worker that is
 // provisioning it meanwhile finds the state changed and leaves it; the
 // decommission runs after it. The record lock is held.
-func (e *Engine) markDeleting(rec *Record, reason string) error {
+func (e *Engine) markDeleting(rec *provision.Record, reason string) error {
 	from := rec.State
 	switch {
-	case from == Accepted, from == Failed && !provisioned(rec):
+	case from == provision.Accepted, from == provision.Failed && !provisioned(rec):
 		return e.deleteNow(rec, reason)
-	case from == Deleting:
+	case from == provision.Deleting:
 		e.sched.Request(rec.ID(), sched.Drive, true)
 		return nil
-	case from == Deleted:
+	case from == provision.Deleted:
 		return nil
 	}
 	prev := *rec
-	rec.Move(Deleting, e.now(), reason)
+	rec.Move(provision.Deleting, e.now(), reason)
 	err := e.commit(rec, from, nil, false)
-	if errors.Is(err, ErrConflict) && from == Failed {
+	if errors.Is(err, provision.ErrConflict) && from == provision.Failed {
 		// A failed network whose name another live record took since:
 		// the namespace is that record's now, nothing may be removed.
 		return e.deleteNow(&prev, reason)
@@ -305,10 +303,10 @@ func (e *Engine) markDeleting(rec *Record, reason string) error {
 
 // deleteNow moves a record that holds nothing on the node straight to
 // deleted with a signed "deleted" result. The record lock is held.
-func (e *Engine) deleteNow(rec *Record, reason string) error {
+func (e *Engine) deleteNow(rec *provision.Record, reason string) error {
 	from := rec.State
-	rec.Move(Deleted, e.now(), reason)
-	res, err := e.newResult(rec.Reservation, storedDigest(rec), StateDeleted, reason, nil)
+	rec.Move(provision.Deleted, e.now(), reason)
+	res, err := e.newResult(rec.Reservation, storedDigest(rec), provision.StateDeleted, reason, nil)
 	if err != nil {
 		return err
 	}
@@ -317,4 +315,42 @@ func (e *Engine) deleteNow(rec *Record, reason string) error {
 	}
 	e.logr(zerolog.InfoLevel, rec.Reservation).Str("reason", reason).Msg("reservation deleted; nothing was provisioned")
 	return nil
+}
+
+// resendScan is how many pending outbox entries a repeated event's
+// result is looked for among before it is enqueued again.
+const resendScan = 512
+
+// boundedRefusal returns the copy of a refused reservation that its
+// Failed record keeps: every string field cut to MaxRefusedField, Data
+// dropped unless it is at most MaxDataSize, no explorer result.
+func boundedRefusal(r *provision.Reservation) *provision.Reservation {
+	c := stripped(r)
+	c.NodeID = provision.Truncate(c.NodeID, provision.MaxRefusedField)
+	c.UserID = provision.Truncate(c.UserID, provision.MaxRefusedField)
+	c.Type = provision.ReservationType(provision.Truncate(string(c.Type), provision.MaxRefusedField))
+	c.Signature = provision.Truncate(c.Signature, provision.MaxRefusedField)
+	c.DeleteSignature = provision.Truncate(c.DeleteSignature, provision.MaxRefusedField)
+	c.Reference = provision.Truncate(c.Reference, provision.MaxRefusedField)
+	if len(c.Data) > provision.MaxDataSize {
+		c.Data = nil // do not keep what was refused for its size
+	}
+	return c
+}
+
+// pendingResult reports whether res (the same reservation, digest,
+// version and state) already waits in the outbox among its first
+// resendScan entries, so that a repeated event does not enqueue it twice.
+func (e *Engine) pendingResult(res *provision.Result) (bool, error) {
+	entries, err := e.store.Pending(resendScan)
+	if err != nil {
+		return false, err
+	}
+	for _, en := range entries {
+		if p := en.Result; en.Kind == provision.OutboxResult && p != nil && p.ID == res.ID && p.Digest == res.Digest &&
+			p.Version == res.Version && p.State == res.State && p.Message == res.Message {
+			return true, nil
+		}
+	}
+	return false, nil
 }

@@ -1,4 +1,4 @@
-package provision
+package engine
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/edgeprov/provisiond/internal/backoff"
 	"github.com/edgeprov/provisiond/internal/sched"
+	"github.com/edgeprov/provisiond/provision"
 )
 
 // outcome is what an operation asks of the scheduler: nothing (done), or
@@ -81,7 +82,7 @@ func (e *Engine) opEnded(started *atomic.Int64) {
 // idle tells a store that keeps caches (a Trimmer) that the Engine has
 // nothing to run: what served a burst of work need not stay in memory.
 func (e *Engine) idle() {
-	if t, ok := e.store.(Trimmer); ok {
+	if t, ok := e.store.(provision.Trimmer); ok {
 		t.Trim()
 	}
 }
@@ -96,17 +97,17 @@ func (e *Engine) retryLater(id string, urgent bool, err error) outcome {
 func (e *Engine) drive(ctx context.Context, id string) outcome {
 	rec, err := e.store.Get(id)
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, provision.ErrNotFound):
 		return outcome{}
 	case err != nil:
 		return e.retryLater(id, false, err)
 	}
 	switch rec.State {
-	case Accepted:
+	case provision.Accepted:
 		return e.start(ctx, rec)
-	case Provisioning:
+	case provision.Provisioning:
 		return e.provision(ctx, rec)
-	case Deleting:
+	case provision.Deleting:
 		return e.decommission(ctx, rec)
 	}
 	return outcome{}
@@ -115,9 +116,9 @@ func (e *Engine) drive(ctx context.Context, id string) outcome {
 // reload re-reads the record of id (the record lock is held) and reports
 // whether it is still in state want: another writer (a delete, an expiry,
 // DecommissionCached) may have moved it while the lock was free.
-func (e *Engine) reload(id string, want State) (*Record, bool, error) {
+func (e *Engine) reload(id string, want provision.State) (*provision.Record, bool, error) {
 	rec, err := e.store.Get(id)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, provision.ErrNotFound) {
 		return nil, false, nil
 	}
 	if err != nil {
@@ -128,11 +129,11 @@ func (e *Engine) reload(id string, want State) (*Record, bool, error) {
 
 // fail moves rec to Failed with one signed error result. The record lock
 // is held.
-func (e *Engine) fail(rec *Record, cause error) error {
+func (e *Engine) fail(rec *provision.Record, cause error) error {
 	from := rec.State
 	msg := cause.Error()
-	rec.Move(Failed, e.now(), msg)
-	res, err := e.newResult(rec.Reservation, rec.Digest, StateError, msg, nil)
+	rec.Move(provision.Failed, e.now(), msg)
+	res, err := e.newResult(rec.Reservation, rec.Digest, provision.StateError, msg, nil)
 	if err != nil {
 		return err
 	}
@@ -143,7 +144,7 @@ func (e *Engine) fail(rec *Record, cause error) error {
 	return nil
 }
 
-// start takes an accepted record to provisioning (see admit): its
+// start takes an accepted record to provisioning through admission: its
 // dependencies must be deployed and its units must fit. Most reservations
 // are admitted at ingest already; start takes those that could not be: a
 // container whose dependencies were not deployed yet, a record accepted
@@ -152,41 +153,11 @@ func (e *Engine) fail(rec *Record, cause error) error {
 // once the state is durable. A request that does not fit fails at once
 // (naming the short units), whether it could never fit or only not now:
 // there is no queue of requests waiting for capacity.
-func (e *Engine) start(ctx context.Context, rec *Record) outcome {
+func (e *Engine) start(ctx context.Context, rec *provision.Record) outcome {
 	id := rec.ID()
-	if rec.Reservation.Type == ContainerReservation {
-		wait, err := e.dependencies(rec)
-		if err != nil || wait > 0 {
-			mu := e.lock(id)
-			mu.Lock()
-			defer mu.Unlock()
-			cur, ok, lerr := e.reload(id, Accepted)
-			switch {
-			case lerr != nil:
-				return e.retryLater(id, false, lerr)
-			case !ok:
-				return outcome{}
-			case err != nil:
-				if ferr := e.fail(cur, err); ferr != nil {
-					return e.retryLater(id, false, ferr)
-				}
-				return outcome{}
-			}
-			e.logr(zerolog.DebugLevel, rec.Reservation).Dur("recheck", wait).Msg("waiting for dependencies")
-			return outcome{retry: wait, ops: sched.Drive, deps: true}
-		}
-	}
-	capacity, err := e.currentCapacity(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return outcome{}
-		}
-		e.logr(zerolog.WarnLevel, rec.Reservation).Err(err).Msg("reading capacity failed; retrying")
-		return outcome{retry: e.backoff.Delay(1), ops: sched.Drive}
-	}
 	mu := e.lock(id)
 	mu.Lock()
-	cur, ok, err := e.reload(id, Accepted)
+	cur, ok, err := e.reload(id, provision.Accepted)
 	if err != nil || !ok {
 		mu.Unlock()
 		if err != nil {
@@ -194,16 +165,77 @@ func (e *Engine) start(ctx context.Context, rec *Record) outcome {
 		}
 		return outcome{}
 	}
-	finish, refused, err := e.admit(cur, Accepted, false, capacity)
-	if err == nil {
-		err = finish()
+	a := e.admission(ctx, cur, provision.Accepted, false)
+	switch {
+	case a.err != nil:
+		mu.Unlock()
+		return e.retryLater(id, false, a.err)
+	case a.capacityErr != nil:
+		mu.Unlock()
+		if ctx.Err() != nil {
+			return outcome{}
+		}
+		e.logr(zerolog.WarnLevel, cur.Reservation).Err(a.capacityErr).Msg("reading capacity failed; retrying")
+		return outcome{retry: e.backoff.Delay(1), ops: sched.Drive}
+	case a.depErr != nil:
+		err := e.fail(cur, a.depErr)
+		mu.Unlock()
+		if err != nil {
+			return e.retryLater(id, false, err)
+		}
+		return outcome{}
+	case a.wait > 0:
+		mu.Unlock()
+		e.logr(zerolog.DebugLevel, cur.Reservation).Dur("recheck", a.wait).Msg("waiting for dependencies")
+		return outcome{retry: a.wait, ops: sched.Drive, deps: true}
 	}
+	err = a.finish()
 	mu.Unlock()
 	if err != nil {
 		return e.retryLater(id, false, err)
 	}
-	e.admitted(cur, refused)
+	e.admitted(cur, a.refused)
 	return outcome{}
+}
+
+// admissionResult is what admission decided for a record.
+type admissionResult struct {
+	// finish waits for the queued write of the admitted or refused record
+	// (see commitLocked); nil when nothing was queued.
+	finish func() error
+	// refused says why the record did not fit (it was written failed,
+	// with a signed error result).
+	refused error
+	// wait is how long the record waits for a dependency not deployed
+	// yet (see dependencies); depErr is why a dependency can never
+	// qualify.
+	wait   time.Duration
+	depErr error
+	// capacityErr is why the capacity could not be read.
+	capacityErr error
+	// err is an error of the admission's write: nothing was queued.
+	err error
+}
+
+// admission is the one path into provisioning, for a record accepted at
+// ingest (from "", add) and for one accepted earlier (from Accepted, by
+// start). With the record lock of rec held, it checks what rec waits for
+// (a container's dependencies, the capacity measure); when nothing, it
+// admits rec (see admit). Whatever made rec wait is in the result, and
+// nothing was queued then.
+func (e *Engine) admission(ctx context.Context, rec *provision.Record, from provision.State, add bool) admissionResult {
+	if rec.Reservation.Type == provision.ContainerReservation {
+		wait, err := e.dependencies(rec)
+		if err != nil || wait > 0 {
+			return admissionResult{wait: wait, depErr: err}
+		}
+	}
+	capacity, err := e.currentCapacity(ctx)
+	if err != nil {
+		return admissionResult{capacityErr: err}
+	}
+	finish, refused, err := e.admit(rec, from, add, capacity)
+	return admissionResult{finish: finish, refused: refused, err: err}
 }
 
 // admit checks that rec, accepted, fits the node's usable capacity beside
@@ -214,26 +246,26 @@ func (e *Engine) start(ctx context.Context, rec *Record) outcome {
 // both take the last free units. It returns the write's finish (see
 // commitLocked) and, when rec was refused, why. On an error nothing was
 // queued and the tally is unchanged.
-func (e *Engine) admit(rec *Record, from State, add bool, capacity Capacity) (finish func() error, refused, err error) {
+func (e *Engine) admit(rec *provision.Record, from provision.State, add bool, capacity provision.Capacity) (finish func() error, refused, err error) {
 	e.tallyMu.Lock()
 	defer e.tallyMu.Unlock()
 	refused = capacity.Admit(e.tally.Total(), rec.Units)
 	if refused == nil {
-		rec.Move(Provisioning, e.now(), "")
+		rec.Move(provision.Provisioning, e.now(), "")
 		return e.commitLocked(rec, from, nil, add), nil, nil
 	}
-	res, err := e.newResult(rec.Reservation, rec.Digest, StateError, refused.Error(), nil)
+	res, err := e.newResult(rec.Reservation, rec.Digest, provision.StateError, refused.Error(), nil)
 	if err != nil {
 		return nil, nil, err
 	}
-	rec.Move(Failed, e.now(), refused.Error())
+	rec.Move(provision.Failed, e.now(), refused.Error())
 	return e.commitLocked(rec, from, res, add), refused, nil
 }
 
 // admitted follows the durable write of an admission of rec: a refusal is
 // logged; an admitted reservation may now be provisioned, in its next
 // turn (the state is written before the side effect).
-func (e *Engine) admitted(rec *Record, refused error) {
+func (e *Engine) admitted(rec *provision.Record, refused error) {
 	if refused != nil {
 		e.logr(zerolog.WarnLevel, rec.Reservation).Err(refused).Msg("reservation refused for capacity")
 		return
@@ -244,7 +276,7 @@ func (e *Engine) admitted(rec *Record, refused error) {
 // currentCapacity returns the node's capacity as last measured (at start
 // and every ResyncInterval), measuring it when no measurement succeeded
 // yet.
-func (e *Engine) currentCapacity(ctx context.Context) (Capacity, error) {
+func (e *Engine) currentCapacity(ctx context.Context) (provision.Capacity, error) {
 	e.tallyMu.Lock()
 	c, ok := e.capacity, e.capacityOK
 	e.tallyMu.Unlock()
@@ -256,10 +288,10 @@ func (e *Engine) currentCapacity(ctx context.Context) (Capacity, error) {
 
 // refreshCapacity measures the node's capacity and keeps it for admission
 // and stats.
-func (e *Engine) refreshCapacity(ctx context.Context) (Capacity, error) {
+func (e *Engine) refreshCapacity(ctx context.Context) (provision.Capacity, error) {
 	c, err := e.statser.Capacity(ctx)
 	if err != nil {
-		return Capacity{}, fmt.Errorf("reading capacity: %w", err)
+		return provision.Capacity{}, fmt.Errorf("reading capacity: %w", err)
 	}
 	e.tallyMu.Lock()
 	e.capacity, e.capacityOK = c, true
@@ -272,50 +304,50 @@ func (e *Engine) refreshCapacity(ctx context.Context) (Capacity, error) {
 // returns a permanent error when one failed or can never qualify, a wait
 // (the time left to DependencyTimeout, counted from acceptance) when one
 // is not deployed yet, or zero and nil when all are ready.
-func (e *Engine) dependencies(rec *Record) (time.Duration, error) {
+func (e *Engine) dependencies(rec *provision.Record) (time.Duration, error) {
 	w, err := rec.Reservation.Workload()
 	if err != nil {
-		return 0, Permanent(err)
+		return 0, provision.Permanent(err)
 	}
-	c := w.(*Container)
+	c := w.(*provision.Container)
 	volumes, netID := c.Dependencies()
 	user := rec.Reservation.UserID
 	var pending []string
-	check := func(what, id string, typ ReservationType) error {
+	check := func(what, id string, typ provision.ReservationType) error {
 		dep, err := e.store.Get(id)
 		switch {
-		case errors.Is(err, ErrNotFound):
+		case errors.Is(err, provision.ErrNotFound):
 			pending = append(pending, what)
 			return nil
 		case err != nil:
 			return fmt.Errorf("reading %s: %w", what, err)
 		case dep.Reservation.UserID != user:
-			return Permanentf("%w: %s belongs to another user", ErrBadField, what)
+			return provision.Permanentf("%w: %s belongs to another user", provision.ErrBadField, what)
 		case dep.Reservation.Type != typ:
-			return Permanentf("%w: %s is a %s, not a %s", ErrBadField, what, dep.Reservation.Type, typ)
-		case dep.State == Deployed:
+			return provision.Permanentf("%w: %s is a %s, not a %s", provision.ErrBadField, what, dep.Reservation.Type, typ)
+		case dep.State == provision.Deployed:
 			return nil
-		case dep.State == Accepted || dep.State == Provisioning:
+		case dep.State == provision.Accepted || dep.State == provision.Provisioning:
 			pending = append(pending, what)
 			return nil
 		}
-		return Permanentf("%w: %s is %s", ErrBadField, what, dep.State)
+		return provision.Permanentf("%w: %s is %s", provision.ErrBadField, what, dep.State)
 	}
 	if netID != "" {
 		owner, err := e.store.Owner(netID)
 		switch {
-		case errors.Is(err, ErrNotFound):
+		case errors.Is(err, provision.ErrNotFound):
 			pending = append(pending, "network "+netID)
 		case err != nil:
 			return e.backoff.Delay(1), nil
 		default:
-			if err := check("network "+netID, owner, NetworkReservation); err != nil {
+			if err := check("network "+netID, owner, provision.NetworkReservation); err != nil {
 				return depErr(err, e.backoff)
 			}
 		}
 	}
 	for _, v := range volumes {
-		if err := check("volume "+v, v, VolumeReservation); err != nil {
+		if err := check("volume "+v, v, provision.VolumeReservation); err != nil {
 			return depErr(err, e.backoff)
 		}
 	}
@@ -324,7 +356,7 @@ func (e *Engine) dependencies(rec *Record) (time.Duration, error) {
 	}
 	left := acceptedAt(rec).Add(e.depTimeout).Sub(e.now())
 	if left <= 0 {
-		return 0, Permanentf("%w: %s not deployed within %s", ErrBadField, strings.Join(pending, ", "), e.depTimeout)
+		return 0, provision.Permanentf("%w: %s not deployed within %s", provision.ErrBadField, strings.Join(pending, ", "), e.depTimeout)
 	}
 	return left, nil
 }
@@ -332,16 +364,16 @@ func (e *Engine) dependencies(rec *Record) (time.Duration, error) {
 // depErr turns a store error met while checking dependencies into a
 // retry, and passes a refusal on.
 func depErr(err error, b backoff.Policy) (time.Duration, error) {
-	if IsTemporary(err) {
+	if provision.IsTemporary(err) {
 		return b.Delay(1), nil
 	}
 	return 0, err
 }
 
 // acceptedAt returns when rec was accepted (its last accepted transition).
-func acceptedAt(rec *Record) time.Time {
+func acceptedAt(rec *provision.Record) time.Time {
 	for i := len(rec.History) - 1; i >= 0; i-- {
-		if rec.History[i].State == Accepted {
+		if rec.History[i].State == provision.Accepted {
 			return rec.History[i].At
 		}
 	}
@@ -349,13 +381,13 @@ func acceptedAt(rec *Record) time.Time {
 }
 
 // call runs a primitive operation under OpTimeout and reports it to Hooks.
-func (e *Engine) call(ctx context.Context, r *Reservation, op string, fn func(context.Context) error) error {
+func (e *Engine) call(ctx context.Context, r *provision.Reservation, op string, fn func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, e.opTimeout)
 	defer cancel()
 	began := e.now()
 	err := fn(ctx)
 	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		err = Temporary(fmt.Errorf("%s timed out after %s: %w", op, e.opTimeout, err))
+		err = provision.Temporary(fmt.Errorf("%s timed out after %s: %w", op, e.opTimeout, err))
 	}
 	e.hooks.Operation(r.Type, op, e.now().Sub(began), err)
 	return err
@@ -366,7 +398,7 @@ func (e *Engine) call(ctx context.Context, r *Reservation, op string, fn func(co
 // (attempts persisted) for a temporary error, or failed with one error
 // result (and its leftovers removed) for a permanent error or when
 // MaxAttempts is used up.
-func (e *Engine) provision(ctx context.Context, rec *Record) outcome {
+func (e *Engine) provision(ctx context.Context, rec *provision.Record) outcome {
 	id, r := rec.ID(), rec.Reservation
 	var data any
 	err := e.call(ctx, r, "provision", func(ctx context.Context) error {
@@ -387,11 +419,11 @@ func (e *Engine) provision(ctx context.Context, rec *Record) outcome {
 // settle writes the outcome of a provision call under the record lock,
 // and returns once it is durable. It returns the record when it failed,
 // for its leftovers to be purged.
-func (e *Engine) settle(id string, data any, err error) (outcome, *Record) {
+func (e *Engine) settle(id string, data any, err error) (outcome, *provision.Record) {
 	mu := e.lock(id)
 	mu.Lock()
 	defer mu.Unlock()
-	cur, ok, lerr := e.reload(id, Provisioning)
+	cur, ok, lerr := e.reload(id, provision.Provisioning)
 	switch {
 	case lerr != nil:
 		return e.retryLater(id, false, lerr), nil
@@ -400,33 +432,33 @@ func (e *Engine) settle(id string, data any, err error) (outcome, *Record) {
 	}
 	r := cur.Reservation
 	if err == nil {
-		res, rerr := e.newResult(r, cur.Digest, StateOk, "", data)
+		res, rerr := e.newResult(r, cur.Digest, provision.StateOk, "", data)
 		switch {
-		case rerr != nil && IsTemporary(rerr):
+		case rerr != nil && provision.IsTemporary(rerr):
 			return e.retryLater(id, false, rerr), nil
 		case rerr != nil:
 			err = rerr // data that cannot be encoded: fail below
 		default:
-			cur.Move(Deployed, e.now(), "")
+			cur.Move(provision.Deployed, e.now(), "")
 			cur.Failures = 0
-			if cerr := e.commit(cur, Provisioning, res, false); cerr != nil {
+			if cerr := e.commit(cur, provision.Provisioning, res, false); cerr != nil {
 				return e.retryLater(id, false, cerr), nil
 			}
 			e.logr(zerolog.InfoLevel, r).Msg("reservation deployed")
 			return outcome{}, nil
 		}
 	}
-	if IsTemporary(err) && cur.Attempts+1 < e.maxAttempts {
-		cur.Move(Provisioning, e.now(), err.Error())
+	if provision.IsTemporary(err) && cur.Attempts+1 < e.maxAttempts {
+		cur.Move(provision.Provisioning, e.now(), err.Error())
 		cur.Attempts++
-		if cerr := e.commit(cur, Provisioning, nil, false); cerr != nil {
+		if cerr := e.commit(cur, provision.Provisioning, nil, false); cerr != nil {
 			return e.retryLater(id, false, cerr), nil
 		}
 		wait := e.backoff.Delay(cur.Attempts)
 		e.logr(zerolog.WarnLevel, r).Err(err).Int("attempt", cur.Attempts).Dur("retry_in", wait).Msg("provision failed; retrying")
 		return outcome{retry: wait, ops: sched.Drive}, nil
 	}
-	if IsTemporary(err) {
+	if provision.IsTemporary(err) {
 		err = fmt.Errorf("giving up after %d attempts: %w", cur.Attempts+1, err)
 	}
 	if ferr := e.fail(cur, err); ferr != nil {
@@ -439,7 +471,7 @@ func (e *Engine) settle(id string, data any, err error) (outcome, *Record) {
 // writes deleted with a signed "deleted" result. A failure keeps the
 // record in deleting and retries with capped backoff, forever: a workload
 // is never forgotten while it may still exist.
-func (e *Engine) decommission(ctx context.Context, rec *Record) outcome {
+func (e *Engine) decommission(ctx context.Context, rec *provision.Record) outcome {
 	id, r := rec.ID(), rec.Reservation
 	err := e.call(ctx, r, "decommission", func(ctx context.Context) error {
 		return e.prims.Decommission(ctx, r)
@@ -450,7 +482,7 @@ func (e *Engine) decommission(ctx context.Context, rec *Record) outcome {
 	mu := e.lock(id)
 	mu.Lock()
 	defer mu.Unlock()
-	cur, ok, lerr := e.reload(id, Deleting)
+	cur, ok, lerr := e.reload(id, provision.Deleting)
 	switch {
 	case lerr != nil:
 		return e.retryLater(id, true, lerr)
@@ -461,7 +493,7 @@ func (e *Engine) decommission(ctx context.Context, rec *Record) outcome {
 		cur.Attempts++
 		cur.Updated = e.now()
 		noteWait(cur, err)
-		if cerr := e.commit(cur, Deleting, nil, false); cerr != nil {
+		if cerr := e.commit(cur, provision.Deleting, nil, false); cerr != nil {
 			return e.retryLater(id, true, cerr)
 		}
 		wait := e.backoff.Delay(cur.Attempts)
@@ -472,12 +504,12 @@ func (e *Engine) decommission(ctx context.Context, rec *Record) outcome {
 	if n := len(cur.History); n > 0 {
 		reason = cur.History[n-1].Message
 	}
-	cur.Move(Deleted, e.now(), reason)
-	res, err := e.newResult(r, cur.Digest, StateDeleted, reason, nil)
+	cur.Move(provision.Deleted, e.now(), reason)
+	res, err := e.newResult(r, cur.Digest, provision.StateDeleted, reason, nil)
 	if err != nil {
 		return e.retryLater(id, true, err)
 	}
-	if err := e.commit(cur, Deleting, res, false); err != nil {
+	if err := e.commit(cur, provision.Deleting, res, false); err != nil {
 		return e.retryLater(id, true, err)
 	}
 	e.logr(zerolog.InfoLevel, r).Str("reason", reason).Msg("reservation decommissioned")
@@ -491,7 +523,7 @@ func (e *Engine) purge(ctx context.Context, id string) {
 		e.log.Warn().Err(err).Str("id", id).Str("type", "").Msg("reading failed record for purge")
 		return
 	}
-	if rec.State == Failed {
+	if rec.State == provision.Failed {
 		e.purgeRecord(ctx, rec)
 	}
 }
@@ -500,9 +532,9 @@ func (e *Engine) purge(ctx context.Context, id string) {
 // and best effort: what remains is an orphan that CleanupResources removes
 // after the next catch-up. A network whose ID another live record took is
 // not touched.
-func (e *Engine) purgeRecord(ctx context.Context, rec *Record) {
+func (e *Engine) purgeRecord(ctx context.Context, rec *provision.Record) {
 	if rec.Key != "" {
-		if _, err := e.store.Owner(rec.Key); !errors.Is(err, ErrNotFound) {
+		if _, err := e.store.Owner(rec.Key); !errors.Is(err, provision.ErrNotFound) {
 			e.logr(zerolog.InfoLevel, rec.Reservation).Err(err).Msg("leftovers not purged: the key is held or unknown")
 			return
 		}
@@ -532,16 +564,35 @@ func (e *Engine) DecommissionCached(ctx context.Context, id, reason string) erro
 		return fmt.Errorf("decommissioning %s: %w", id, err)
 	}
 	switch rec.State {
-	case Accepted, Provisioning, Deployed:
+	case provision.Accepted, provision.Provisioning, provision.Deployed:
 	default:
 		mu.Unlock()
 		return nil
 	}
-	err = e.fail(rec, Permanent(errors.New(reason)))
+	err = e.fail(rec, provision.Permanent(errors.New(reason)))
 	mu.Unlock()
 	if err != nil {
 		return err
 	}
 	e.sched.Request(id, sched.Purge, true)
 	return nil
+}
+
+// waitedPrefix starts the part of a deleting transition's message that
+// says why the decommission waited.
+const waitedPrefix = "; waited: "
+
+// noteWait records in cur (deleting) why its decommission waits, once:
+// the deleting transition's message gets "; waited: <err>", which the
+// deleted result then carries.
+func noteWait(cur *provision.Record, err error) {
+	if !errors.Is(err, provision.ErrInUse) {
+		return
+	}
+	n := len(cur.History)
+	if n == 0 || strings.Contains(cur.History[n-1].Message, waitedPrefix) {
+		return
+	}
+	last := cur.History[n-1]
+	cur.Move(provision.Deleting, cur.Updated, last.Message+waitedPrefix+provision.Truncate(err.Error(), provision.MaxMessageLength/2))
 }

@@ -1,4 +1,4 @@
-package provision_test
+package engine_test
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/edgeprov/provisiond/internal/engine"
+	"github.com/edgeprov/provisiond/internal/source"
 	"github.com/edgeprov/provisiond/provision"
 	"github.com/edgeprov/provisiond/provision/provisiontest"
 )
@@ -70,7 +72,7 @@ func TestEngineCrashRecovery(t *testing.T) {
 			// The source redelivers what was not acknowledged; here, all.
 			h.start(nil)
 			runScenario(h, rs)
-			settle(provision.DefaultBackoffMax)
+			settle(engine.DefaultBackoffMax)
 
 			for id, want := range map[string]provision.State{"n": provision.Deployed, "v": provision.Deployed, "c": provision.Deployed, "d": provision.Deleted} {
 				rec := h.wantState(id, want)
@@ -111,7 +113,7 @@ func TestPollSourceCursor(t *testing.T) {
 		poller := provisiontest.NewPoller()
 		var pollErrs atomic.Int32
 		newSource := func() {
-			ps := provision.NewPollSource(poller, h.store, "explorer", provision.PollOptions{
+			ps := source.NewPoll(poller, h.store, "explorer", source.PollOptions{
 				OnError: func(error) { pollErrs.Add(1) },
 			})
 			h.opts.Source = ps
@@ -136,7 +138,7 @@ func TestPollSourceCursor(t *testing.T) {
 		if pollErrs.Load() != 2 {
 			t.Errorf("%d poll errors reported, want 2", pollErrs.Load())
 		}
-		// NewEngine handed itself to the source: the failures reached it
+		// New handed itself to the source: the failures reached it
 		// without any wiring by the caller.
 		if got := h.eng.Status().LastPollError; got != "connection reset" {
 			t.Errorf("engine's last poll error %q, want the source's last failure", got)
@@ -183,7 +185,7 @@ func TestPollSourceCursor(t *testing.T) {
 // one signed result.
 func TestEngineReconcile(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, func(o *provision.Options) {
+		h := newHarness(t, func(o *engine.Options) {
 			o.ResyncInterval = time.Minute
 			o.MaxInspectFailures = 3
 		})
@@ -263,7 +265,7 @@ func TestEngineCleanup(t *testing.T) {
 		}
 
 		h.prims.SetInventory(orphans...)
-		failing := provision.NewEngine(provision.Options{
+		failing := engine.New(engine.Options{
 			NodeID: testNode, Source: h.src, Store: failGet{Store: h.store, id: "v9"},
 			Primitives: h.prims, Signer: h.signer, Statser: h.statser, Feedbacker: h.fb,
 		})
@@ -289,8 +291,8 @@ func TestEngineCleanup(t *testing.T) {
 func TestEngineExpiry(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, nil)
-		expiry := provision.NewDecommissionSource(h.store, nil, provision.DecommissionOptions{MaxWait: 24 * time.Hour})
-		h.opts.Source = provision.CombinedSource(h.src, expiry)
+		expiry := source.NewDecommission(h.store, nil, source.DecommissionOptions{MaxWait: 24 * time.Hour})
+		h.opts.Source = source.Combine(h.src, expiry)
 		h.start(nil)
 		start := time.Now()
 		h.deliver(h.user.Volume("long", testNode, 1, start, 2*time.Hour))
@@ -339,7 +341,7 @@ func TestEngineDecommissionRetries(t *testing.T) {
 		settle(time.Hour)
 		h.wantState("v", provision.Deleting)
 		h.prims.FailDecommission("v", 0, false)
-		settle(provision.DefaultBackoffMax)
+		settle(engine.DefaultBackoffMax)
 		h.wantState("v", provision.Deleted)
 		if h.prims.Decommissions("v") != 1 || len(h.prims.Live()) != 0 {
 			t.Errorf("decommissions %d, live %v", h.prims.Decommissions("v"), h.prims.Live())

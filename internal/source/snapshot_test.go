@@ -1,4 +1,4 @@
-package provision_test
+package source_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/edgeprov/provisiond/internal/source"
 	"github.com/edgeprov/provisiond/provision"
 	"github.com/edgeprov/provisiond/provision/provisiontest"
 )
@@ -101,7 +102,7 @@ func TestPollSourceReconcilesGoneCursor(t *testing.T) {
 		if err := store.SetCursor("explorer", 7); err != nil {
 			t.Fatal(err)
 		}
-		jobs := provision.NewPollSource(p, store, "explorer", provision.PollOptions{
+		jobs := source.NewPoll(p, store, "explorer", source.PollOptions{
 			Held: func() ([]provision.SnapshotEntry, error) { return held, nil },
 		}).Reservations(t.Context())
 
@@ -134,7 +135,7 @@ func TestPollSourceGoneCursorWithoutHeld(t *testing.T) {
 		store.SetCursor("explorer", 7)
 		var mu sync.Mutex
 		var seen []error
-		provision.NewPollSource(p, store, "explorer", provision.PollOptions{
+		source.NewPoll(p, store, "explorer", source.PollOptions{
 			OnError: func(err error) { mu.Lock(); seen = append(seen, err); mu.Unlock() },
 		}).Reservations(t.Context())
 		time.Sleep(10 * time.Second)
@@ -162,12 +163,12 @@ func TestPollSourceAntiEntropy(t *testing.T) {
 		p.Hold = time.Minute
 		p.snap = provision.Snapshot{Seq: 0, Reservations: []provision.SnapshotEntry{entry(held)}}
 		var mu sync.Mutex
-		var drifts []*provision.Drift
-		jobs := provision.NewPollSource(p, provisiontest.NewStore(), "explorer", provision.PollOptions{
+		var drifts []*source.Drift
+		jobs := source.NewPoll(p, provisiontest.NewStore(), "explorer", source.PollOptions{
 			Held:       func() ([]provision.SnapshotEntry, error) { return []provision.SnapshotEntry{entry(held)}, nil },
 			CheckEvery: 5 * time.Minute,
 			OnError: func(err error) {
-				var d *provision.Drift
+				var d *source.Drift
 				if errors.As(err, &d) {
 					mu.Lock()
 					drifts = append(drifts, d)

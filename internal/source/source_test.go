@@ -1,13 +1,17 @@
-package provision_test
+package source_test
 
 import (
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/edgeprov/provisiond/internal/source"
 	"github.com/edgeprov/provisiond/provision"
 	"github.com/edgeprov/provisiond/provision/provisiontest"
 )
+
+// testNode is the node the test reservations are for.
+const testNode = "node-1"
 
 // The poll source counts one answer per job, in any order: a job answered
 // twice does not stand in for one not answered yet, and the cursor moves
@@ -21,7 +25,7 @@ func TestPollSourceAcksOutOfOrder(t *testing.T) {
 			poller.Append(u.Volume(id, testNode, 1, time.Now(), time.Hour))
 		}
 		ctx := t.Context()
-		jobs := provision.NewPollSource(poller, store, "explorer", provision.PollOptions{}).Reservations(ctx)
+		jobs := source.NewPoll(poller, store, "explorer", source.PollOptions{}).Reservations(ctx)
 		var batch []provision.ReservationJob
 		for range 3 {
 			batch = append(batch, <-jobs)
