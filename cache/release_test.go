@@ -14,6 +14,7 @@ import (
 
 	"github.com/edgeprov/provisiond/cache"
 	"github.com/edgeprov/provisiond/identity"
+	"github.com/edgeprov/provisiond/internal/engine"
 	"github.com/edgeprov/provisiond/provision"
 	"github.com/edgeprov/provisiond/provision/provisiontest"
 )
@@ -115,7 +116,7 @@ func TestReleaseDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng := provision.NewEngine(provision.Options{
+	eng := engine.New(engine.Options{
 		NodeID:     identity.NodeID(key.Public().(ed25519.PublicKey)),
 		Source:     src2,
 		Store:      s,

@@ -21,7 +21,9 @@ import (
 	"github.com/edgeprov/provisiond/explorer"
 	"github.com/edgeprov/provisiond/explorer/explorertest"
 	"github.com/edgeprov/provisiond/explorer/server"
+	"github.com/edgeprov/provisiond/internal/engine"
 	"github.com/edgeprov/provisiond/internal/harness"
+	"github.com/edgeprov/provisiond/internal/source"
 	"github.com/edgeprov/provisiond/internal/testutil"
 	"github.com/edgeprov/provisiond/primitives/network"
 	"github.com/edgeprov/provisiond/provision"
@@ -102,7 +104,7 @@ func (f *ackFeedbacker) ackedAt(id string) (time.Time, bool) {
 
 // pipeline is an explorer on 127.0.0.1 (fsync on) and a node Engine wired
 // as provisiond wires it — the real explorer.Client as Poller (through a
-// PollSource with a durable cursor) and Feedbacker, the bbolt store of
+// source.Poll with a durable cursor) and Feedbacker, the bbolt store of
 // package cache (fsync on), the expiry source — but with primitives that
 // return at once and no rate limit on the explorer or the outbox.
 type pipeline struct {
@@ -111,7 +113,7 @@ type pipeline struct {
 	user   ed25519.PrivateKey
 	users  *explorer.Client
 	fb     *ackFeedbacker
-	engine *provision.Engine
+	engine *engine.Engine
 	stop   func()
 }
 
@@ -127,11 +129,11 @@ func newPipeline(b *testing.B, want int) *pipeline {
 	b.Cleanup(func() { _ = store.Close() })
 	p := &pipeline{xs: xs, nodeID: explorertest.NodeID(nodeKey), user: explorertest.NewKey(b), fb: newAckFeedbacker(client, want)}
 	p.users = xs.UserClient(p.user)
-	p.engine = provision.NewEngine(provision.Options{
+	p.engine = engine.New(engine.Options{
 		NodeID: p.nodeID,
-		Source: provision.CombinedSource(
-			provision.NewPollSource(client, store, "explorer", provision.PollOptions{}),
-			provision.NewDecommissionSource(store, nil, provision.DecommissionOptions{}),
+		Source: source.Combine(
+			source.NewPoll(client, store, "explorer", source.PollOptions{}),
+			source.NewDecommission(store, nil, source.DecommissionOptions{}),
 		),
 		Store:      store,
 		Primitives: provisiontest.NewRecordingPrimitives(),
@@ -313,7 +315,7 @@ func benchPaced(b *testing.B, perSecond int, span time.Duration) {
 
 // waitCaughtUp waits until the Engine runs and has read everything the
 // explorer held, polling its Status: the Engine offers no event for it.
-func waitCaughtUp(b *testing.B, e *provision.Engine) {
+func waitCaughtUp(b *testing.B, e *engine.Engine) {
 	b.Helper()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()

@@ -32,10 +32,8 @@ func TestReserveDeleteAcrossExplorerRestart(t *testing.T) {
 	testutil.RequiresCommand(t, "runc")
 	image, digest := fixture.Busybox(t)
 
-	ex := harness.StartExplorer(t)
-	node := harness.StartNode(t, ex.URL())
-	user := harness.NewUser(t, ex.URL())
-	nodeID := node.ID(t)
+	s := harness.Start(t, harness.SetupOptions{})
+	ex, node, user, nodeID := s.Explorer, s.Node, s.User, s.NodeID
 
 	netID := user.Reserve(t, "network", "--node", nodeID, "--name", "e2e", "--ip-range", "10.241.0.0/16", "--subnet", "10.241.3.0/24", "--duration", "1h")
 	volID := user.Reserve(t, "volume", "--node", nodeID, "--size", "1", "--type", "ssd", "--duration", "1h")
@@ -115,11 +113,9 @@ func TestReserveDeleteAcrossExplorerRestart(t *testing.T) {
 // container whose network never comes: a signed error result names the
 // missing network and the wait, and nothing was provisioned.
 func TestDependencyTimeout(t *testing.T) {
-	testutil.RequiresRoot(t)
-	ex := harness.StartExplorer(t)
-	node := harness.StartNodeWith(t, ex.URL(), harness.NodeOptions{Args: []string{"--dependency-timeout", "3s"}})
-	user := harness.NewUser(t, ex.URL())
-	id := user.Reserve(t, "container", "--node", node.ID(t), "--image", "/srv/none.tar", "--image-digest", strings.Repeat("a", 64),
+	s := harness.Start(t, harness.SetupOptions{Node: harness.NodeOptions{Args: []string{"--dependency-timeout", "3s"}}})
+	user := s.User
+	id := user.Reserve(t, "container", "--node", s.NodeID, "--image", "/srv/none.tar", "--image-digest", strings.Repeat("a", 64),
 		"--entrypoint", "/bin/true", "--network", "never", "--ip", "10.242.0.10",
 		"--cpu", "1", "--memory", "64", "--disk", "128", "--duration", "1h")
 	start := time.Now()

@@ -9,7 +9,6 @@ import (
 	"github.com/edgeprov/provisiond/explorer"
 	"github.com/edgeprov/provisiond/explorer/explorertest"
 	"github.com/edgeprov/provisiond/internal/harness"
-	"github.com/edgeprov/provisiond/internal/testutil"
 	"github.com/edgeprov/provisiond/provision"
 )
 
@@ -19,11 +18,8 @@ import (
 // auto` places the volume on the real node, which deploys it, and the
 // list then shows the volume's units reserved.
 func TestFleetListAndAutoPlacement(t *testing.T) {
-	testutil.RequiresRoot(t)
-	ex := harness.StartExplorer(t)
-	node := harness.StartNode(t, ex.URL())
-	user := harness.NewUser(t, ex.URL())
-	nodeID := node.ID(t)
+	s := harness.Start(t, harness.SetupOptions{})
+	ex, user, nodeID := s.Explorer, s.User, s.NodeID
 	silent := explorertest.NewKey(t)
 	if err := explorer.NewClient(ex.URL(), silent, explorertest.ClientOptions()).Register(t.Context()); err != nil {
 		t.Fatal(err)

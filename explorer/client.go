@@ -587,7 +587,7 @@ func (c *Client) Feedback(ctx context.Context, nodeID string, r *provision.Resul
 // Each request takes one token of the write limiter, like every other
 // call: the limiter bounds requests, which is what costs the explorer (a
 // request signature check, a transaction and its fsync); a caller that
-// wants to pace results paces them itself (provision.Options.OutboxRate).
+// wants to pace results paces them itself (engine.Options.OutboxRate).
 //
 // An explorer that does not know the batch endpoint (404 or 405) gets the
 // results one at a time through Feedback, for this call and the next ten

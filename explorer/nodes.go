@@ -75,6 +75,14 @@ type NodeUnitFigures struct {
 	HRU UnitFigures `json:"hru"`
 }
 
+// Add returns the sum of f and o, unit by unit.
+func (f NodeUnitFigures) Add(o NodeUnitFigures) NodeUnitFigures {
+	add := func(a, b UnitFigures) UnitFigures {
+		return UnitFigures{Total: a.Total + b.Total, System: a.System + b.System, Reserved: a.Reserved + b.Reserved, Free: a.Free + b.Free}
+	}
+	return NodeUnitFigures{CRU: add(f.CRU, o.CRU), MRU: add(f.MRU, o.MRU), SRU: add(f.SRU, o.SRU), HRU: add(f.HRU, o.HRU)}
+}
+
 // Free returns the free figures as Units (CRU rounded down to whole cores).
 func (f NodeUnitFigures) Free() provision.Units {
 	return provision.Units{CRU: uint64(max(f.CRU.Free, 0)), MRU: f.MRU.Free, SRU: f.SRU.Free, HRU: f.HRU.Free}
@@ -104,6 +112,9 @@ type NodeSummary struct {
 	// StatsUpdated is when the node computed its latest stats (absent
 	// before any).
 	StatsUpdated *time.Time `json:"stats_updated,omitempty"`
+	// Availability is what the explorer derived from the node's signed
+	// heartbeats (absent before its first).
+	Availability *NodeAvailability `json:"availability,omitempty"`
 }
 
 // NodesReply is the body of GET /api/v1/nodes.

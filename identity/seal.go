@@ -64,10 +64,17 @@ func Seal(pub ed25519.PublicKey, secret []byte) (string, error) {
 	return base64.StdEncoding.EncodeToString(out), nil
 }
 
-// Open decrypts what Seal sealed to key's public key.
+// Open decrypts what Seal sealed to key's public key: a secret of at most
+// 4096 characters sealed.
 func Open(key ed25519.PrivateKey, sealed string) ([]byte, error) {
-	if len(sealed) > maxSealed {
-		return nil, fmt.Errorf("%w: longer than %d characters", ErrSeal, maxSealed)
+	return OpenMax(key, sealed, maxSealed)
+}
+
+// OpenMax is Open for sealed data of at most limit characters (a sealed
+// log tail is larger than a secret).
+func OpenMax(key ed25519.PrivateKey, sealed string, limit int) ([]byte, error) {
+	if len(sealed) > limit {
+		return nil, fmt.Errorf("%w: longer than %d characters", ErrSeal, limit)
 	}
 	b, err := base64.StdEncoding.DecodeString(sealed)
 	if err != nil {

@@ -17,29 +17,6 @@ import (
 	"github.com/edgeprov/provisiond/provision"
 )
 
-// serveFunc is serve with a handler of its own.
-func serveFunc(t testing.TB, nsPath, addr string, handle func(io.ReadWriteCloser)) *server {
-	t.Helper()
-	s := &server{name: "sink"}
-	if err := inNetns(nsPath, func() (err error) { s.ln, err = net.Listen("tcp4", addr); return err }); err != nil {
-		t.Fatalf("listening on %s in %s: %v", addr, nsPath, err)
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := s.ln.Accept()
-			if err != nil {
-				return
-			}
-			s.wg.Add(1)
-			go func() { defer s.wg.Done(); defer c.Close(); handle(c) }()
-		}
-	}()
-	t.Cleanup(func() { s.ln.Close(); s.wg.Wait() })
-	return s
-}
-
 // transfer sends size bytes from nsPath to addr and returns the rate in
 // MB/s (10^6 bytes).
 func transfer(t testing.TB, nsPath, addr string, size int64) float64 {
@@ -80,23 +57,23 @@ func BenchmarkTunnelThroughput(b *testing.B) {
 	}
 	ids := []string{l.nodes[0].id(b), l.nodes[1].id(b)}
 	alice := l.newUser(b)
-	out, err := alice.run(b, "network", "create", "--name", "bench", "--ip-range", "10.250.0.0/16",
+	out, err := alice.Run(b, "network", "create", "--name", "bench", "--ip-range", "10.250.0.0/16",
 		"--member", ids[0]+"=10.250.1.0/24@"+nodeIP(1), "--member", ids[1]+"=10.250.2.0/24@"+nodeIP(2),
 		"--access", "10.250.254.2/32", "--duration", "1h")
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, id := range strings.Fields(out) {
-		alice.result(b, id, provision.StateOk)
+		alice.WaitResult(b, id, provision.StateOk, within)
 	}
 	var ns []string
 	for i := range 2 {
-		id := alice.reserve(b, "container", append([]string{"--node", ids[i], "--network", "bench", "--ip", fmt.Sprintf("10.250.%d.10", i+1)}, sleeper(image, digest)...)...)
-		alice.result(b, id, provision.StateOk)
+		id := alice.Reserve(b, "container", append([]string{"--node", ids[i], "--network", "bench", "--ip", fmt.Sprintf("10.250.%d.10", i+1)}, sleeper(image, digest)...)...)
+		alice.WaitResult(b, id, provision.StateOk, within)
 		ns = append(ns, l.nodes[i].containerNetns(id))
 	}
-	serveFunc(b, ns[1], "0.0.0.0:5001", drain)
-	serveFunc(b, l.nodes[1].hold.netnsPath(), nodeIP(2)+":5001", drain)
+	serveWith(b, ns[1], "0.0.0.0:5001", "sink", func(c net.Conn) { drain(c) })
+	serveWith(b, l.nodes[1].hold.netnsPath(), nodeIP(2)+":5001", "sink", func(c net.Conn) { drain(c) })
 	harness.Eventually(b, 30*time.Second, "the tunnel is up", func() error {
 		c, err := dialIn(ns[0], "10.250.2.10:5001", 2*time.Second)
 		if err == nil {
@@ -146,7 +123,7 @@ func BenchmarkNetworksRSS(b *testing.B) {
 				go func() {
 					defer wg.Done()
 					defer func() { <-sem }()
-					out, err := alice.run(b, "network", "create", "--name", fmt.Sprintf("n%d", i), "--ip-range", fmt.Sprintf("10.%d.0.0/16", 100+i),
+					out, err := alice.Run(b, "network", "create", "--name", fmt.Sprintf("n%d", i), "--ip-range", fmt.Sprintf("10.%d.0.0/16", 100+i),
 						"--member", fmt.Sprintf("%s=10.%d.1.0/24@%s", id, 100+i, nodeIP(1)), "--port", strconv.Itoa(40000+i),
 						"--access", fmt.Sprintf("10.%d.254.2/32", 100+i), "--duration", "1h")
 					if err != nil {
@@ -163,7 +140,7 @@ func BenchmarkNetworksRSS(b *testing.B) {
 				return
 			}
 			for _, r := range res {
-				alice.result(b, r, provision.StateOk)
+				alice.WaitResult(b, r, provision.StateOk, within)
 			}
 			b.ResetTimer()
 			var rss, helpers float64
@@ -186,7 +163,7 @@ func BenchmarkNetworksRSS(b *testing.B) {
 // its wireguard helpers, and the number of helpers.
 func nodeRSS(t testing.TB, nd *node) (daemon, helpers float64, n int) {
 	t.Helper()
-	daemon = rssMB(t, nd.daemon.cmd.Process.Pid)
+	daemon = rssMB(t, nd.daemon.PID())
 	want, err := nsIno(fmt.Sprintf("/proc/%d/ns/mnt", nd.hold.pid()))
 	if err != nil {
 		t.Fatal(err)

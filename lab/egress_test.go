@@ -72,20 +72,20 @@ func TestEgressIsolationAndPorts(t *testing.T) {
 	id1, id2 := n1.id(t), n2.id(t)
 	alice, bob := l.newUser(t), l.newUser(t)
 
-	aNet := alice.reserve(t, "network", "--node", id1, "--name", "web", "--ip-range", "10.241.0.0/16", "--subnet", "10.241.1.0/24", "--duration", "1h")
-	aNet2 := alice.reserve(t, "network", "--node", id2, "--name", "web", "--ip-range", "10.241.0.0/16", "--subnet", "10.241.2.0/24", "--duration", "1h")
-	bNet := bob.reserve(t, "network", "--node", id1, "--name", "web", "--ip-range", "10.242.0.0/16", "--subnet", "10.242.1.0/24", "--duration", "1h")
-	aCtr := alice.reserve(t, "container", append([]string{"--node", id1, "--network", "web", "--ip", "10.241.1.10", "--publish", "8080:80/tcp"}, sleeper(image, digest)...)...)
-	aCtr2 := alice.reserve(t, "container", append([]string{"--node", id2, "--network", "web", "--ip", "10.241.2.10"}, sleeper(image, digest)...)...)
-	bCtr := bob.reserve(t, "container", append([]string{"--node", id1, "--network", "web", "--ip", "10.242.1.10"}, sleeper(image, digest)...)...)
-	aNetID := networkID(t, alice.result(t, aNet, provision.StateOk))
-	alice.result(t, aNet2, provision.StateOk)
-	bNetID := networkID(t, bob.result(t, bNet, provision.StateOk))
+	aNet := alice.Reserve(t, "network", "--node", id1, "--name", "web", "--ip-range", "10.241.0.0/16", "--subnet", "10.241.1.0/24", "--duration", "1h")
+	aNet2 := alice.Reserve(t, "network", "--node", id2, "--name", "web", "--ip-range", "10.241.0.0/16", "--subnet", "10.241.2.0/24", "--duration", "1h")
+	bNet := bob.Reserve(t, "network", "--node", id1, "--name", "web", "--ip-range", "10.242.0.0/16", "--subnet", "10.242.1.0/24", "--duration", "1h")
+	aCtr := alice.Reserve(t, "container", append([]string{"--node", id1, "--network", "web", "--ip", "10.241.1.10", "--publish", "8080:80/tcp"}, sleeper(image, digest)...)...)
+	aCtr2 := alice.Reserve(t, "container", append([]string{"--node", id2, "--network", "web", "--ip", "10.241.2.10"}, sleeper(image, digest)...)...)
+	bCtr := bob.Reserve(t, "container", append([]string{"--node", id1, "--network", "web", "--ip", "10.242.1.10"}, sleeper(image, digest)...)...)
+	aNetID := networkID(t, alice.WaitResult(t, aNet, provision.StateOk, within))
+	alice.WaitResult(t, aNet2, provision.StateOk, within)
+	bNetID := networkID(t, bob.WaitResult(t, bNet, provision.StateOk, within))
 	for _, c := range []struct {
-		u  *user
+		u  *harness.User
 		id string
 	}{{alice, aCtr}, {alice, aCtr2}, {bob, bCtr}} {
-		c.u.result(t, c.id, provision.StateOk)
+		c.u.WaitResult(t, c.id, provision.StateOk, within)
 	}
 
 	up := l.upstream.netnsPath()
@@ -136,18 +136,18 @@ func TestEgressIsolationAndPorts(t *testing.T) {
 		}
 		mustNotReach(t, "node 2 does not publish 8080", up, nodeIP(2)+":8080")
 		// The node has 2 cores: bob's first container makes room.
-		if _, err := bob.run(t, "delete", bCtr); err != nil {
+		if _, err := bob.Run(t, "delete", bCtr); err != nil {
 			t.Fatal(err)
 		}
-		bob.result(t, bCtr, provision.StateDeleted)
+		bob.WaitResult(t, bCtr, provision.StateDeleted, within)
 
-		taken := bob.reserve(t, "container", append([]string{"--node", id1, "--network", "web", "--ip", "10.242.1.11", "--publish", "8080:80"}, sleeper(image, digest)...)...)
-		res := bob.result(t, taken, provision.StateError)
+		taken := bob.Reserve(t, "container", append([]string{"--node", id1, "--network", "web", "--ip", "10.242.1.11", "--publish", "8080:80"}, sleeper(image, digest)...)...)
+		res := bob.WaitResult(t, taken, provision.StateError, within)
 		if !strings.Contains(res.Message, "already published") || !strings.Contains(res.Message, aCtr) {
 			t.Errorf("taken port: message %q does not say 8080 is held by %s", res.Message, aCtr)
 		}
-		low := bob.reserve(t, "container", append([]string{"--node", id1, "--network", "web", "--ip", "10.242.1.12", "--publish", "22:80"}, sleeper(image, digest)...)...)
-		if res := bob.result(t, low, provision.StateError); !strings.Contains(res.Message, "publishable range") {
+		low := bob.Reserve(t, "container", append([]string{"--node", id1, "--network", "web", "--ip", "10.242.1.12", "--publish", "22:80"}, sleeper(image, digest)...)...)
+		if res := bob.WaitResult(t, low, provision.StateError, within); !strings.Contains(res.Message, "publishable range") {
 			t.Errorf("port 22: message %q does not name the range", res.Message)
 		}
 		for _, id := range []string{taken, low} {
@@ -156,13 +156,13 @@ func TestEgressIsolationAndPorts(t *testing.T) {
 			}
 		}
 
-		if _, err := alice.run(t, "delete", aCtr); err != nil {
+		if _, err := alice.Run(t, "delete", aCtr); err != nil {
 			t.Fatal(err)
 		}
-		alice.result(t, aCtr, provision.StateDeleted)
+		alice.WaitResult(t, aCtr, provision.StateDeleted, within)
 		mustNotReach(t, "a deleted container's port", up, nodeIP(1)+":8080")
-		again = bob.reserve(t, "container", append([]string{"--node", id1, "--network", "web", "--ip", "10.242.1.13", "--publish", "8080:80"}, sleeper(image, digest)...)...)
-		bob.result(t, again, provision.StateOk)
+		again = bob.Reserve(t, "container", append([]string{"--node", id1, "--network", "web", "--ip", "10.242.1.13", "--publish", "8080:80"}, sleeper(image, digest)...)...)
+		bob.WaitResult(t, again, provision.StateOk, within)
 		serve(t, n1.containerNetns(again), "0.0.0.0:80", "bob-web-2")
 		if got := mustReach(t, "the freed port now reaches bob", up, nodeIP(1)+":8080"); got != "bob-web-2 "+upstreamIP {
 			t.Errorf("freed port answered %q", got)
@@ -173,12 +173,12 @@ func TestEgressIsolationAndPorts(t *testing.T) {
 		// An orphan on each node: node 1's cleanup must remove its own
 		// and never see node 2's.
 		for _, nd := range l.nodes {
-			if out, err := runCmd("nsenter", nil, append(nd.enter(), "--", "ip", "netns", "add", provision.Prefix+"c-orphan")...); err != nil {
+			if out, err := harness.Command("nsenter", nil, append(nd.enter(), "--", "ip", "netns", "add", provision.Prefix+"c-orphan")...); err != nil {
 				t.Fatalf("planting an orphan on node %d: %v %s", nd.i, err, out)
 			}
 		}
 		before1, before2 := n1.containers(t), n2.containers(t)
-		n1.daemon.stop(t)
+		n1.daemon.Stop(t)
 		n1.start(t, l.explorerURL())
 		harness.Eventually(t, within, "node 1 removes its orphan", func() error {
 			if _, err := os.Stat(n1.netnsPath(provision.Prefix + "c-orphan")); !errors.Is(err, os.ErrNotExist) {
@@ -208,16 +208,16 @@ func TestEgressIsolationAndPorts(t *testing.T) {
 	t.Run("network-removed", func(t *testing.T) {
 		for _, id := range n1.containers(t) {
 			id = strings.TrimPrefix(id, provision.Prefix)
-			for _, u := range []*user{alice, bob} {
-				if _, err := u.run(t, "delete", id); err == nil {
-					u.result(t, id, provision.StateDeleted)
+			for _, u := range []*harness.User{alice, bob} {
+				if _, err := u.Run(t, "delete", id); err == nil {
+					u.WaitResult(t, id, provision.StateDeleted, within)
 				}
 			}
 		}
-		if _, err := bob.run(t, "delete", bNet); err != nil {
+		if _, err := bob.Run(t, "delete", bNet); err != nil {
 			t.Fatal(err)
 		}
-		bob.result(t, bNet, provision.StateDeleted)
+		bob.WaitResult(t, bNet, provision.StateDeleted, within)
 		h := handleIn(t, n1.hold.netnsPath())
 		if _, err := h.LinkByName(network.UplinkName(bNetID)); err == nil {
 			t.Errorf("bob's network is deleted but its link %s is left on the node", network.UplinkName(bNetID))

@@ -2,8 +2,6 @@ package lab
 
 import (
 	"bytes"
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -174,6 +172,16 @@ type server struct {
 // ends.
 func serve(t testing.TB, nsPath, addr, name string) *server {
 	t.Helper()
+	return serveWith(t, nsPath, addr, name, func(c net.Conn) {
+		fmt.Fprintf(c, "%s %s\n", name, c.RemoteAddr().(*net.TCPAddr).IP)
+		_, _ = io.Copy(c, c)
+	})
+}
+
+// serveWith is serve with handle for each connection, which is closed
+// after.
+func serveWith(t testing.TB, nsPath, addr, name string, handle func(net.Conn)) *server {
+	t.Helper()
 	s := &server{name: name}
 	err := inNetns(nsPath, func() error {
 		var err error
@@ -195,8 +203,7 @@ func serve(t testing.TB, nsPath, addr, name string) *server {
 			go func() {
 				defer s.wg.Done()
 				defer c.Close()
-				fmt.Fprintf(c, "%s %s\n", s.name, c.RemoteAddr().(*net.TCPAddr).IP)
-				_, _ = io.Copy(c, c)
+				handle(c)
 			}()
 		}
 	}()
@@ -270,80 +277,14 @@ type lab struct {
 	upstream *holder
 	laptop   *holder
 	nodes    []*node
-	explorer *process
+	explorer *harness.Process
 }
 
-// process is a binary the lab started inside namespaces with nsenter.
-type process struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan error
-}
-
-func startIn(t testing.TB, name, logPath string, enter []string, bin string, args ...string) *process {
+// startIn starts bin with args inside namespaces with nsenter (enter are
+// its namespace flags).
+func startIn(t testing.TB, name, logPath string, enter []string, bin string, args ...string) *harness.Process {
 	t.Helper()
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("nsenter", append(append(append([]string{}, enter...), "--", bin), args...)...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1")
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		t.Fatalf("starting %s: %v", name, err)
-	}
-	p := &process{name: name, cmd: cmd, log: logPath, done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait(); f.Close() }()
-	return p
-}
-
-func (p *process) exited() bool {
-	select {
-	case err := <-p.done:
-		p.done <- err
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends SIGTERM and waits for a clean exit.
-func (p *process) stop(t testing.TB) {
-	t.Helper()
-	if p == nil || p.exited() {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-p.done:
-		p.done <- err
-		if err != nil {
-			t.Errorf("%s exited with %v:\n%s", p.name, err, p.tail())
-		}
-	case <-time.After(time.Minute):
-		p.kill()
-		t.Errorf("%s did not stop within a minute of SIGTERM", p.name)
-	}
-}
-
-// kill sends SIGKILL and waits.
-func (p *process) kill() {
-	if p == nil || p.exited() {
-		return
-	}
-	_ = p.cmd.Process.Kill()
-	err := <-p.done
-	p.done <- err
-}
-
-func (p *process) tail() string {
-	b, _ := os.ReadFile(p.log)
-	if len(b) > 6000 {
-		b = b[len(b)-6000:]
-	}
-	return string(b)
+	return harness.StartProcess(t, name, logPath, "nsenter", append(append(append([]string{}, enter...), "--", bin), args...)...)
 }
 
 // node is a lab node: a holder and its provisiond.
@@ -351,7 +292,7 @@ type node struct {
 	i      int
 	dir    string
 	hold   *holder
-	daemon *process
+	daemon *harness.Process
 	args   []string
 	plain  bool
 }
@@ -449,12 +390,12 @@ func (l *lab) startExplorer(t testing.TB) {
 		"--listen", fmt.Sprintf("%s:%d", upstreamIP, explorerPort), "--data-dir", filepath.Join(l.dir, "explorer"), "--log-format", "json")
 	t.Cleanup(func() {
 		start := time.Now()
-		l.explorer.stop(t)
+		l.explorer.Stop(t)
 		t.Logf("explorerd stopped in %s", time.Since(start).Round(time.Millisecond))
 	})
 	harness.Eventually(t, 30*time.Second, "explorerd listening", func() error {
-		if l.explorer.exited() {
-			return harness.Permanent(fmt.Errorf("explorerd exited:\n%s", l.explorer.tail()))
+		if l.explorer.Exited() {
+			return harness.Permanent(fmt.Errorf("explorerd exited:\n%s", l.explorer.Log()))
 		}
 		c, err := dialIn(l.upstream.netnsPath(), fmt.Sprintf("%s:%d", upstreamIP, explorerPort), time.Second)
 		if err == nil {
@@ -490,8 +431,8 @@ func (nd *node) start(t testing.TB, explorer string) {
 	args = append(args, nd.args...)
 	nd.daemon = startIn(t, fmt.Sprintf("provisiond %d", nd.i), filepath.Join(nd.dir, "provisiond.log"), nd.enter(), nd.bin(t), args...)
 	harness.Eventually(t, 60*time.Second, "provisiond admin socket", func() error {
-		if nd.daemon.exited() {
-			return harness.Permanent(fmt.Errorf("provisiond %d exited:\n%s", nd.i, nd.daemon.tail()))
+		if nd.daemon.Exited() {
+			return harness.Permanent(fmt.Errorf("provisiond %d exited:\n%s", nd.i, nd.daemon.Log()))
 		}
 		_, err := nd.cli(t, "status")
 		return err
@@ -501,29 +442,19 @@ func (nd *node) start(t testing.TB, explorer string) {
 // cli runs a provisiond read command against the node.
 func (nd *node) cli(t testing.TB, args ...string) (string, error) {
 	t.Helper()
-	return runCmd(nd.bin(t), nil, append(nd.global(), args...)...)
+	return harness.Command(nd.bin(t), nil, append(nd.global(), args...)...)
 }
 
 // id returns the node ID.
 func (nd *node) id(t testing.TB) string {
 	t.Helper()
-	out, err := nd.cli(t, "key", "show", "--json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var k struct {
-		NodeID string `json:"node_id"`
-	}
-	if err := json.Unmarshal([]byte(out), &k); err != nil {
-		t.Fatalf("key show: %v: %s", err, out)
-	}
-	return k.NodeID
+	return harness.NodeID(t, nd.cli)
 }
 
 // runc runs runc on the node's root inside its mount namespace.
 func (nd *node) runc(args ...string) (string, error) {
 	a := append(nd.enter(), "--", "runc", "--root", filepath.Join(nd.dir, "data", "runc"))
-	return runCmd("nsenter", nil, append(a, args...)...)
+	return harness.Command("nsenter", nil, append(a, args...)...)
 }
 
 // containers returns the runc containers of the node.
@@ -547,7 +478,7 @@ func (nd *node) containerNetns(id string) string { return nd.netnsPath(provision
 // outlive the daemon on purpose), so the holder's namespaces die with it.
 func (nd *node) cleanup(t testing.TB) {
 	start := time.Now()
-	nd.daemon.stop(t)
+	nd.daemon.Stop(t)
 	stopped := time.Since(start)
 	defer func() {
 		t.Logf("node %d: daemon stopped in %s, cleaned up in %s", nd.i, stopped.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
@@ -587,78 +518,11 @@ func (nd *node) processes(t testing.TB) []int {
 	return pids
 }
 
-// user is a provctl user whose commands run in the laptop namespace.
-type user struct {
-	key string
-	l   *lab
-}
-
-func (l *lab) newUser(t testing.TB) *user {
+// newUser returns a provctl user whose commands run in the laptop
+// namespace.
+func (l *lab) newUser(t testing.TB) *harness.User {
 	t.Helper()
-	u := &user{key: filepath.Join(t.TempDir(), "user.key"), l: l}
-	if _, err := u.run(t, "key", "new"); err != nil {
-		t.Fatal(err)
-	}
+	u := harness.NewUser(t, l.explorerURL())
+	u.Wrap = []string{"nsenter", "--net=" + l.laptop.netnsPath(), "--"}
 	return u
-}
-
-func (u *user) run(t testing.TB, args ...string) (string, error) {
-	t.Helper()
-	env := []string{"PROVCTL_EXPLORER=" + u.l.explorerURL(), "PROVCTL_KEY=" + u.key}
-	return runCmd("nsenter", env, append([]string{"--net=" + u.l.laptop.netnsPath(), "--", harness.Bin(t, "provctl")}, args...)...)
-}
-
-func (u *user) reserve(t testing.TB, kind string, args ...string) string {
-	t.Helper()
-	out, err := u.run(t, append([]string{"reserve", kind}, args...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(out)
-}
-
-// result waits for a verified result of id in state want.
-func (u *user) result(t testing.TB, id string, want provision.ResultState) *provision.Result {
-	t.Helper()
-	var res *provision.Result
-	harness.Eventually(t, within, fmt.Sprintf("%s %s", id, want), func() error {
-		out, err := u.run(t, "get", "--json", id)
-		if err != nil {
-			return err
-		}
-		var r struct {
-			*provision.Reservation
-			Verified bool `json:"result_verified"`
-		}
-		if err := json.Unmarshal([]byte(out), &r); err != nil {
-			return harness.Permanent(fmt.Errorf("get %s: %v: %s", id, err, out))
-		}
-		switch {
-		case r.Reservation == nil || r.Reservation.Result == nil:
-			return errors.New("no result yet")
-		case !r.Verified:
-			return harness.Permanent(fmt.Errorf("result of %s does not verify", id))
-		case r.Reservation.Result.State != want:
-			if r.Reservation.Result.State == provision.StateError && want != provision.StateError {
-				return harness.Permanent(fmt.Errorf("%s failed: %s", id, r.Reservation.Result.Message))
-			}
-			return fmt.Errorf("result is %s", r.Reservation.Result.State)
-		}
-		res = r.Reservation.Result
-		return nil
-	})
-	return res
-}
-
-func runCmd(bin string, env []string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		return out.String(), fmt.Errorf("%s %s: %v: %s", filepath.Base(bin), strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
-	}
-	return out.String(), nil
 }

@@ -71,7 +71,7 @@ func (l *lab) upWGQuick(t testing.TB, h *holder, q wgQuick) {
 	name := fmt.Sprintf("labwg%d", os.Getpid()%100000)
 	p := startIn(t, "laptop wireguard", filepath.Join(l.dir, "laptop-wg.log"), []string{"--net=" + h.netnsPath()},
 		harness.Bin(t, "provisiond"), "wireguard", "--interface", name)
-	t.Cleanup(func() { p.stop(t) })
+	t.Cleanup(func() { p.Stop(t) })
 	wc, err := wgctrl.New()
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +125,7 @@ func (l *lab) upWGQuick(t testing.TB, h *holder, q wgQuick) {
 
 // ping sends one ICMP echo from the namespace at nsPath (busybox ping).
 func ping(nsPath, ip string) error {
-	out, err := runCmd("nsenter", nil, "--net="+nsPath, "--", "busybox", "ping", "-c", "1", "-W", "2", ip)
+	out, err := harness.Command("nsenter", nil, "--net="+nsPath, "--", "busybox", "ping", "-c", "1", "-W", "2", ip)
 	if err != nil {
 		return fmt.Errorf("%v: %s", err, out)
 	}
@@ -263,7 +263,7 @@ func TestWireGuardAcrossNodes(t *testing.T) {
 	}
 	ids := []string{l.nodes[0].id(t), l.nodes[1].id(t), l.nodes[2].id(t)}
 	alice := l.newUser(t)
-	out, err := alice.run(t, "network", "create", "--name", "mesh", "--ip-range", "10.250.0.0/16",
+	out, err := alice.Run(t, "network", "create", "--name", "mesh", "--ip-range", "10.250.0.0/16",
 		"--member", ids[0]+"=10.250.1.0/24@"+nodeIP(1), "--member", ids[1]+"=10.250.2.0/24@"+nodeIP(2),
 		"--member", ids[2]+"=10.250.3.0/24", "--access", "10.250.254.2/32", "--duration", "1h")
 	if err != nil {
@@ -275,11 +275,11 @@ func TestWireGuardAcrossNodes(t *testing.T) {
 	}
 	var netID string
 	for _, id := range netRes {
-		netID = networkID(t, alice.result(t, id, provision.StateOk))
+		netID = networkID(t, alice.WaitResult(t, id, provision.StateOk, within))
 	}
 
 	t.Run("explorer-holds-sealed-keys", func(t *testing.T) {
-		got, err := alice.run(t, "get", "--json", netRes[0])
+		got, err := alice.Run(t, "get", "--json", netRes[0])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -300,11 +300,11 @@ func TestWireGuardAcrossNodes(t *testing.T) {
 
 	ctrs := make([]string, 3)
 	for i := range 3 {
-		ctrs[i] = alice.reserve(t, "container", append([]string{"--node", ids[i], "--network", "mesh", "--ip", fmt.Sprintf("10.250.%d.10", i+1)}, sleeper(image, digest)...)...)
+		ctrs[i] = alice.Reserve(t, "container", append([]string{"--node", ids[i], "--network", "mesh", "--ip", fmt.Sprintf("10.250.%d.10", i+1)}, sleeper(image, digest)...)...)
 	}
 	ns := make([]string, 3)
 	for i, id := range ctrs {
-		alice.result(t, id, provision.StateOk)
+		alice.WaitResult(t, id, provision.StateOk, within)
 		ns[i] = l.nodes[i].containerNetns(id)
 		serve(t, ns[i], "0.0.0.0:80", fmt.Sprintf("c%d", i+1))
 	}
@@ -324,7 +324,7 @@ func TestWireGuardAcrossNodes(t *testing.T) {
 	})
 
 	t.Run("laptop-access", func(t *testing.T) {
-		conf, err := alice.run(t, "network", "access", "--name", "mesh")
+		conf, err := alice.Run(t, "network", "access", "--name", "mesh")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -347,7 +347,7 @@ func TestWireGuardAcrossNodes(t *testing.T) {
 		direct.waitTicks(t, "streams flow", 5)
 		for _, i := range []int{0, 1} {
 			nd := l.nodes[i]
-			nd.daemon.kill()
+			nd.daemon.Kill()
 			direct.waitTicks(t, fmt.Sprintf("direct stream with node %d's daemon killed", i+1), 10)
 			relayed.waitTicks(t, fmt.Sprintf("relayed stream with node %d's daemon killed", i+1), 10)
 			nd.start(t, l.explorerURL())
@@ -364,14 +364,14 @@ func TestWireGuardAcrossNodes(t *testing.T) {
 
 	t.Run("bad-input", func(t *testing.T) {
 		bob := l.newUser(t)
-		bNet := bob.reserve(t, "network", "--node", ids[0], "--name", "b", "--ip-range", "10.9.0.0/16", "--subnet", "10.9.0.0/24", "--duration", "1h")
-		bob.result(t, bNet, provision.StateOk)
+		bNet := bob.Reserve(t, "network", "--node", ids[0], "--name", "b", "--ip-range", "10.9.0.0/16", "--subnet", "10.9.0.0/24", "--duration", "1h")
+		bob.WaitResult(t, bNet, provision.StateOk, within)
 		// The network's listen port is a node port like any other.
-		taken := bob.reserve(t, "container", append([]string{"--node", ids[0], "--network", "b", "--ip", "10.9.0.10", "--publish", "51820:80/udp"}, sleeper(image, digest)...)...)
-		if res := bob.result(t, taken, provision.StateError); !strings.Contains(res.Message, "held by wg."+netID) {
+		taken := bob.Reserve(t, "container", append([]string{"--node", ids[0], "--network", "b", "--ip", "10.9.0.10", "--publish", "51820:80/udp"}, sleeper(image, digest)...)...)
+		if res := bob.WaitResult(t, taken, provision.StateError, within); !strings.Contains(res.Message, "held by wg."+netID) {
 			t.Errorf("port 51820/udp: message %q does not name alice's network", res.Message)
 		}
-		nft, err := runCmd("nsenter", nil, append(l.nodes[0].enter(), "--", "nft", "list", "table", "ip", "prv-node")...)
+		nft, err := harness.Command("nsenter", nil, append(l.nodes[0].enter(), "--", "nft", "list", "table", "ip", "prv-node")...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -388,11 +388,11 @@ func TestWireGuardAcrossNodes(t *testing.T) {
 			for _, m := range members {
 				args = append(args, "--member", m)
 			}
-			if out, err := bob.run(t, args...); err == nil {
+			if out, err := bob.Run(t, args...); err == nil {
 				t.Errorf("network create %v was accepted: %s", members, out)
 			}
 		}
-		out, err := bob.run(t, "ls", "--json")
+		out, err := bob.Run(t, "ls", "--json")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -412,7 +412,7 @@ func TestWireGuardAcrossNodes(t *testing.T) {
 		// straight to the explorer (which relays data it does not read):
 		// the node answers each with a signed error and keeps nothing.
 		bob := l.newUser(t)
-		key, err := identity.Load(bob.key)
+		key, err := identity.Load(bob.Key)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -450,7 +450,7 @@ func TestWireGuardAcrossNodes(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: %v", c.name, err)
 			}
-			res := bob.result(t, id, provision.StateError)
+			res := bob.WaitResult(t, id, provision.StateError, within)
 			if !strings.Contains(res.Message, c.want) {
 				t.Errorf("%s: message %q does not say %q", c.name, res.Message, c.want)
 			}
@@ -459,7 +459,7 @@ func TestWireGuardAcrossNodes(t *testing.T) {
 				t.Errorf("%s: the refused network's namespace is left on node 1", c.name)
 			}
 		}
-		nft, err := runCmd("nsenter", nil, append(l.nodes[0].enter(), "--", "nft", "list", "table", "ip", "prv-node")...)
+		nft, err := harness.Command("nsenter", nil, append(l.nodes[0].enter(), "--", "nft", "list", "table", "ip", "prv-node")...)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -119,6 +119,9 @@ type Options struct {
 	// container.DefaultRestartBackoff and DefaultRestartBackoffMax.
 	ContainerRestartBackoff    time.Duration
 	ContainerRestartBackoffMax time.Duration
+	// ContainerBootID is the node's boot id (container.Options.BootID).
+	// Default the kernel's.
+	ContainerBootID string
 }
 
 // Table provisions, decommissions, inspects and lists the workloads of
@@ -176,13 +179,14 @@ func New(opts Options) *Table {
 		PidsLimit: opts.ContainerPidsLimit, LogMaxSize: opts.ContainerLogMaxSize,
 		LogMaxFiles: opts.ContainerLogMaxFiles, RunDir: opts.ContainerRunDir,
 		OnChange: t.onChange, RestartBackoff: opts.ContainerRestartBackoff, RestartBackoffMax: opts.ContainerRestartBackoffMax,
+		BootID: opts.ContainerBootID,
 	})
 	t.table = t.newTable()
 	return t
 }
 
 // GiveUpTo makes d the one told when a container crash-loops (the
-// Engine's DecommissionCached, which provision.NewEngine hands over).
+// Engine's DecommissionCached, which engine.New hands over).
 // d.DecommissionCached must not wait for the container's current
 // operation to end. Until it is called, nobody is told.
 func (t *Table) GiveUpTo(d provision.Decommissioner) {

@@ -14,9 +14,6 @@ const (
 	// kept in its Failed record, in bytes: nothing of what was refused
 	// is stored larger than a valid reservation's field could be.
 	MaxRefusedField = 256
-	// resendScan is how many pending outbox entries a repeated event's
-	// result is looked for among before it is enqueued again.
-	resendScan = 512
 )
 
 // Truncate returns s cut to at most n bytes on a rune boundary, ending in
@@ -31,38 +28,4 @@ func Truncate(s string, n int) string {
 		cut--
 	}
 	return s[:cut] + more
-}
-
-// boundedRefusal returns the copy of a refused reservation that its
-// Failed record keeps: every string field cut to MaxRefusedField, Data
-// dropped unless it is at most MaxDataSize, no explorer result.
-func boundedRefusal(r *Reservation) *Reservation {
-	c := stripped(r)
-	c.NodeID = Truncate(c.NodeID, MaxRefusedField)
-	c.UserID = Truncate(c.UserID, MaxRefusedField)
-	c.Type = ReservationType(Truncate(string(c.Type), MaxRefusedField))
-	c.Signature = Truncate(c.Signature, MaxRefusedField)
-	c.DeleteSignature = Truncate(c.DeleteSignature, MaxRefusedField)
-	c.Reference = Truncate(c.Reference, MaxRefusedField)
-	if len(c.Data) > MaxDataSize {
-		c.Data = nil // do not keep what was refused for its size
-	}
-	return c
-}
-
-// pendingResult reports whether res (the same reservation, digest,
-// version and state) already waits in the outbox among its first
-// resendScan entries, so that a repeated event does not enqueue it twice.
-func (e *Engine) pendingResult(res *Result) (bool, error) {
-	entries, err := e.store.Pending(resendScan)
-	if err != nil {
-		return false, err
-	}
-	for _, en := range entries {
-		if p := en.Result; en.Kind == OutboxResult && p != nil && p.ID == res.ID && p.Digest == res.Digest &&
-			p.Version == res.Version && p.State == res.State && p.Message == res.Message {
-			return true, nil
-		}
-	}
-	return false, nil
 }

@@ -240,7 +240,7 @@ type Decommissioner interface {
 }
 
 // GiveUpper is the optional part of Primitives that may give up on a
-// workload of its own accord (a crash-looping container). NewEngine hands
+// workload of its own accord (a crash-looping container). engine.New hands
 // them the Engine before it returns, so they can never call an engine
 // that does not exist yet.
 type GiveUpper interface {
@@ -253,9 +253,17 @@ type PollObserver interface {
 }
 
 // ObservedSource is the optional part of a ReservationSource that reports
-// its failed polls. NewEngine hands it the Engine before it returns.
+// its failed polls. engine.New hands it the Engine before it returns.
 type ObservedSource interface {
 	ReportTo(o PollObserver)
+}
+
+// Waker is the optional part of a ReservationSource that re-checks its
+// timing when the Engine ingested something new (the decommission source
+// looks at the earliest expiry again). The Engine calls Wake after every
+// accepted reservation; Wake must not block.
+type Waker interface {
+	Wake()
 }
 
 // Table is the explicit provisioner and decommissioner table of Primitives.

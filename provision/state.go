@@ -228,18 +228,22 @@ type OutboxKind string
 const (
 	OutboxResult OutboxKind = "result"
 	OutboxStats  OutboxKind = "stats"
+	// OutboxHeartbeat carries a signed Heartbeat (heartbeat.go).
+	OutboxHeartbeat OutboxKind = "heartbeat"
 )
 
 // OutboxEntry is a message waiting for the explorer's acknowledgement.
 type OutboxEntry struct {
 	// Seq orders entries; assigned by the store on enqueue.
 	Seq uint64 `json:"seq"`
-	// Kind is result or stats.
+	// Kind is result, stats or heartbeat.
 	Kind OutboxKind `json:"kind"`
 	// Result is set for OutboxResult.
 	Result *Result `json:"result,omitempty"`
 	// Stats is set for OutboxStats.
 	Stats *Stats `json:"stats,omitempty"`
+	// Heartbeat is set for OutboxHeartbeat.
+	Heartbeat *Heartbeat `json:"heartbeat,omitempty"`
 	// Created is when the entry was enqueued.
 	Created time.Time `json:"created"`
 }

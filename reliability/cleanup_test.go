@@ -240,12 +240,10 @@ func TestSafeCleanup(t *testing.T) {
 	testutil.RequiresCommand(t, "mkfs.ext4")
 	image, digest := fixture.Busybox(t)
 
-	ex := harness.StartExplorer(t)
-	fe := newFaultyExplorer(t, ex.URL())
-	node := harness.StartNode(t, fe.URL())
+	var fe *faultyExplorer
+	s := harness.Start(t, harness.SetupOptions{Via: func(ex string) string { fe = newFaultyExplorer(t, ex); return fe.URL() }})
+	node, user, nodeID := s.Node, s.User, s.NodeID
 	purgeOnCleanup(t, node)
-	user := harness.NewUser(t, ex.URL())
-	nodeID := node.ID(t)
 
 	// Live workloads, and a volume deleted again.
 	vol := user.Reserve(t, "volume", "--node", nodeID, "--size", "1", "--duration", "1h")

@@ -20,7 +20,6 @@ import (
 
 	"github.com/edgeprov/provisiond/explorer"
 	"github.com/edgeprov/provisiond/internal/harness"
-	"github.com/edgeprov/provisiond/internal/testutil"
 	"github.com/edgeprov/provisiond/provision"
 )
 
@@ -185,13 +184,10 @@ func (g *gateway) observe(resp *http.Response) error {
 // reservations: afterwards every result is at explorerd, verified, each
 // taken exactly once, nothing was refused or left in the outbox.
 func TestNoResultDropped(t *testing.T) {
-	testutil.RequiresRoot(t)
-	ex := harness.StartExplorer(t)
-	gw := newGateway(t, ex.URL())
-	node := harness.StartNode(t, gw.URL())
+	var gw *gateway
+	s := harness.Start(t, harness.SetupOptions{Via: func(ex string) string { gw = newGateway(t, ex); return gw.URL() }})
+	node, user, nodeID := s.Node, s.User, s.NodeID
 	purgeOnCleanup(t, node)
-	user := harness.NewUser(t, ex.URL())
-	nodeID := node.ID(t)
 
 	warm := user.Reserve(t, "volume", "--node", nodeID, "--size", "1", "--type", "ssd", "--duration", "1h")
 	user.WaitResult(t, warm, provision.StateOk, converge)
@@ -261,13 +257,13 @@ func TestNoResultDropped(t *testing.T) {
 // good it delivers and polls again. Then a Date an hour ahead shows as
 // clock skew in `provisiond status`.
 func TestBadExplorerBoundedMemory(t *testing.T) {
-	testutil.RequiresRoot(t)
-	ex := harness.StartExplorer(t)
-	gw := newGateway(t, ex.URL())
-	node := harness.StartNodeWith(t, gw.URL(), harness.NodeOptions{Plain: true, Args: []string{"--poll-wait", "1s", "--explorer-timeout", "3s"}})
+	var gw *gateway
+	s := harness.Start(t, harness.SetupOptions{
+		Node: harness.NodeOptions{Plain: true, Args: []string{"--poll-wait", "1s", "--explorer-timeout", "3s"}},
+		Via:  func(ex string) string { gw = newGateway(t, ex); return gw.URL() },
+	})
+	node, user, nodeID := s.Node, s.User, s.NodeID
 	purgeOnCleanup(t, node)
-	user := harness.NewUser(t, ex.URL())
-	nodeID := node.ID(t)
 	reserve := func(ref string) {
 		t.Helper()
 		id := user.Reserve(t, "volume", "--node", nodeID, "--size", "1", "--type", "ssd", "--duration", "1h", "--reference", ref)

@@ -266,13 +266,11 @@ type injected struct {
 // for any of the hostile reservations; the live workloads stay as they
 // were and the used units do not move.
 func TestHostileInput(t *testing.T) {
-	testutil.RequiresRoot(t)
-
-	ex := harness.StartExplorer(t)
-	node := harness.StartNode(t, ex.URL())
+	s := harness.Start(t, harness.SetupOptions{})
+	ex, node := s.Explorer, s.Node
 	purgeOnCleanup(t, node)
 	alice, bob := newParty(t, ex.URL()), newParty(t, ex.URL())
-	h := &hostile{t: t, ex: ex, nodeID: node.ID(t)}
+	h := &hostile{t: t, ex: ex, nodeID: s.NodeID}
 	nodeK := nodeKey(t, node)
 
 	// What the hostile input aims at: live workloads of two users.

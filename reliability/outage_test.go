@@ -22,12 +22,10 @@ func TestExplorerOutage(t *testing.T) {
 	testutil.RequiresCommand(t, "runc")
 	image, digest := fixture.Busybox(t)
 
-	ex := harness.StartExplorer(t)
-	node := harness.StartNode(t, ex.URL())
+	s := harness.Start(t, harness.SetupOptions{})
+	ex, node, user, nodeID := s.Explorer, s.Node, s.User, s.NodeID
 	purgeOnCleanup(t, node)
-	user := harness.NewUser(t, ex.URL())
 	client, _ := userClient(t, user)
-	nodeID := node.ID(t)
 	nodeK := nodeKey(t, node)
 
 	const short = "30s"

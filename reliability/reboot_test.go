@@ -34,11 +34,9 @@ func TestRebootRecreates(t *testing.T) {
 	testutil.RequiresCommand(t, "runc")
 	image, digest := fixture.Busybox(t)
 
-	ex := harness.StartExplorer(t)
-	node := harness.StartNode(t, ex.URL())
+	s := harness.Start(t, harness.SetupOptions{})
+	node, user, nodeID := s.Node, s.User, s.NodeID
 	purgeOnCleanup(t, node)
-	user := harness.NewUser(t, ex.URL())
-	nodeID := node.ID(t)
 
 	vol := user.Reserve(t, "volume", "--node", nodeID, "--size", "1", "--duration", "1h")
 	net := user.Reserve(t, "network", "--node", nodeID, "--name", "reboot", "--ip-range", "10.248.0.0/16", "--subnet", "10.248.1.0/24", "--duration", "1h")

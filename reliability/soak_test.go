@@ -90,12 +90,11 @@ func TestKillSoak(t *testing.T) {
 	image, digest := fixture.Busybox(t)
 	kills := soakKills(t)
 
-	ex := harness.StartExplorer(t)
-	node := harness.StartNode(t, ex.URL(), "--reserve-cru", "0")
+	setup := harness.Start(t, harness.SetupOptions{Node: harness.NodeOptions{Args: []string{"--reserve-cru", "0"}}})
+	node, user := setup.Node, setup.User
 	purgeOnCleanup(t, node)
-	user := harness.NewUser(t, ex.URL())
 	client, _ := userClient(t, user)
-	s := &soak{t: t, node: node, user: user, client: client, nodeID: node.ID(t), image: image, digest: digest}
+	s := &soak{t: t, node: node, user: user, client: client, nodeID: setup.NodeID, image: image, digest: digest}
 	s.nodeK = nodeKey(t, node)
 
 	s.ctrNet = "soak-ctr"

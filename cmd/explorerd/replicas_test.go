@@ -135,45 +135,24 @@ func TestKillReplicaUnderLoad(t *testing.T) {
 		})
 	}
 
-	seen := map[string]uint64{}
-	var cursor uint64
+	var fl explorertest.Follower
 	via := 0
 	switched := uint64(0)
 	follow := func() int {
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		evs, next, err := explorer.NewClient(urls[via], node, explorertest.ClientOptions()).Poll(pctx, cursor)
+		evs, next, err := explorer.NewClient(urls[via], node, explorertest.ClientOptions()).Poll(pctx, fl.Cursor)
 		if err != nil {
 			mu.Lock()
 			if killed && via == 0 {
-				via, switched = 1, cursor // the node goes on through the other replica
+				via, switched = 1, fl.Cursor // the node goes on through the other replica
 			}
 			mu.Unlock()
 			return -1
 		}
-		for _, ev := range evs {
-			if ev.Seq != cursor+1 {
-				t.Fatalf("event %d after %d: a hole", ev.Seq, cursor)
-			}
-			if at, dup := seen[ev.Reservation.ID]; dup {
-				t.Fatalf("reservation %s delivered at %d and %d", ev.Reservation.ID, at, ev.Seq)
-			}
-			seen[ev.Reservation.ID] = ev.Seq
-			cursor = ev.Seq
-		}
-		if next != cursor {
-			t.Fatalf("next %d, cursor %d", next, cursor)
-		}
-		return len(evs)
+		return fl.Take(t, evs, next)
 	}
-	phase := func(d time.Duration) {
-		for end := time.Now().Add(d); time.Now().Before(end); {
-			if follow() < 0 {
-				time.Sleep(50 * time.Millisecond)
-			}
-		}
-	}
-	phase(time.Second)
+	fl.Follow(time.Second, follow)
 	mu.Lock()
 	killed = true
 	mu.Unlock()
@@ -181,23 +160,15 @@ func TestKillReplicaUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-a.done
-	phase(2 * time.Second)
+	fl.Follow(2*time.Second, follow)
 	stopLoad()
 	wg.Wait()
-	for n := follow(); n != 0; n = follow() {
-		if n < 0 {
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
+	fl.Drain(follow)
 	mu.Lock()
 	defer mu.Unlock()
-	for id := range accepted {
-		if _, ok := seen[id]; !ok {
-			t.Errorf("accepted reservation %s was never delivered", id)
-		}
-	}
-	t.Logf("%d accepted, %d delivered; the node moved to the second replica at cursor %d, now at %d", len(accepted), len(seen), switched, cursor)
-	if via != 1 || switched == 0 || cursor <= switched {
-		t.Fatalf("the node did not go on through the second replica (via %d, switched at %d, cursor %d)", via, switched, cursor)
+	fl.CheckDelivered(t, accepted)
+	t.Logf("%d accepted, %d delivered; the node moved to the second replica at cursor %d, now at %d", len(accepted), len(fl.Seen), switched, fl.Cursor)
+	if via != 1 || switched == 0 || fl.Cursor <= switched {
+		t.Fatalf("the node did not go on through the second replica (via %d, switched at %d, cursor %d)", via, switched, fl.Cursor)
 	}
 }

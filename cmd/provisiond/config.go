@@ -16,9 +16,10 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
+	"github.com/edgeprov/provisiond/heartbeat"
+	"github.com/edgeprov/provisiond/internal/engine"
 	"github.com/edgeprov/provisiond/internal/gc"
 	"github.com/edgeprov/provisiond/primitives/container"
-	"github.com/edgeprov/provisiond/provision"
 )
 
 // defaultConfigFile is read when --config is not given and the file exists.
@@ -54,6 +55,12 @@ type config struct {
 	PollWait    time.Duration
 	LogFormat   string
 	LogLevel    string
+
+	// Heartbeat is the interval between the node's signed heartbeats
+	// (default 5m); BootIDFile is where their boot id is read (default
+	// the kernel's).
+	Heartbeat  time.Duration
+	BootIDFile string
 
 	// Uplink is the node's public interface (default "": no egress, no
 	// published ports); PortMin and PortMax bound the ports containers may
@@ -120,9 +127,11 @@ func runFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "container-restart-backoff-max", Usage: "longest wait before a stopped container restarts", Value: container.DefaultRestartBackoffMax, EnvVars: env("CONTAINER_RESTART_BACKOFF_MAX")},
 		&cli.StringFlag{Name: "container-run-dir", Usage: "`DIR` the containers' root filesystems are mounted in; it and every directory above it must be searchable by others (a container's user namespace mounts from there)", Value: container.DefaultRunDir, EnvVars: env("CONTAINER_RUN_DIR")},
 		&cli.StringSliceFlag{Name: "image-hosts", Usage: "`HOST`s (names or IP literals, comma-separated or repeated) an http(s) image may be fetched from although they resolve to a loopback, link-local, private or the node's own address; default none", EnvVars: env("IMAGE_HOSTS")},
-		&cli.DurationFlag{Name: "dependency-timeout", Usage: "how long a container waits, from its acceptance, for the network and volumes it names to be deployed before it fails", Value: provision.DefaultDependencyTimeout, EnvVars: env("DEPENDENCY_TIMEOUT")},
+		&cli.DurationFlag{Name: "dependency-timeout", Usage: "how long a container waits, from its acceptance, for the network and volumes it names to be deployed before it fails", Value: engine.DefaultDependencyTimeout, EnvVars: env("DEPENDENCY_TIMEOUT")},
 		&cli.DurationFlag{Name: "gc-interval", Usage: "interval between garbage collections (unused images, leftover unpacks, orphans, final records past expiry); one runs at start", Value: gc.DefaultInterval, EnvVars: env("GC_INTERVAL")},
 		&cli.DurationFlag{Name: "resync", Usage: "interval between inspections of deployed workloads", Value: 5 * time.Minute, EnvVars: env("RESYNC")},
+		&cli.DurationFlag{Name: "heartbeat", Usage: "interval between the node's signed heartbeats to the explorer (one also at every start; 1s to 1h)", Value: heartbeat.DefaultInterval, EnvVars: env("HEARTBEAT")},
+		&cli.StringFlag{Name: "boot-id-file", Usage: "`FILE` the heartbeats' boot id is read from (tests stand for a reboot with it)", Value: "/proc/sys/kernel/random/boot_id", EnvVars: env("BOOT_ID_FILE"), Hidden: true},
 		&cli.DurationFlag{Name: "poll-wait", Usage: "how long the explorer may hold a long-poll", Value: 30 * time.Second, EnvVars: env("POLL_WAIT")},
 		&cli.StringFlag{Name: "uplink", Usage: "the node's public `INTERFACE`: networks reach the outside through it (masqueraded, isolated from each other and from the node) and containers publish ports on it; empty: networks are islands", EnvVars: env("UPLINK")},
 		&cli.StringFlag{Name: "publish-ports", Usage: "`MIN-MAX` node ports containers may publish on the uplink (keep the node's own services out)", Value: "1024-65535", EnvVars: env("PUBLISH_PORTS")},
@@ -240,6 +249,8 @@ func configFrom(c *cli.Context) *config {
 		RunDir:        c.String("container-run-dir"),
 		ImageHosts:    c.StringSlice("image-hosts"),
 		Resync:        c.Duration("resync"),
+		Heartbeat:     c.Duration("heartbeat"),
+		BootIDFile:    c.String("boot-id-file"),
 		GCInterval:    c.Duration("gc-interval"),
 		PollWait:      c.Duration("poll-wait"),
 		LogFormat:     str("log-format"),

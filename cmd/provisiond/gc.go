@@ -8,16 +8,16 @@ import (
 
 	"github.com/edgeprov/provisiond/admin"
 	"github.com/edgeprov/provisiond/cache"
+	"github.com/edgeprov/provisiond/internal/engine"
 	"github.com/edgeprov/provisiond/internal/gc"
 	"github.com/edgeprov/provisiond/primitives"
-	"github.com/edgeprov/provisiond/provision"
 )
 
 // newCollector returns the daemon's garbage collector: images no live
 // record references, the orphans of records that are not live (once the
 // engine caught up: before, a record may still be on its way), and
 // final records long expired, every cfg.GCInterval.
-func newCollector(cfg *config, store *cache.Store, prims *primitives.Table, engine *provision.Engine, log zerolog.Logger) *gc.Collector {
+func newCollector(cfg *config, store *cache.Store, prims *primitives.Table, engine *engine.Engine, log zerolog.Logger) *gc.Collector {
 	return gc.New(gc.Options{
 		Store:  store,
 		Images: prims,

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeprov/provisiond/provision"
+	"github.com/edgeprov/provisiond/internal/engine"
 )
 
 // TestProgressCheck is the watchdog's rule: feed while the engine is idle
@@ -15,7 +15,7 @@ func TestProgressCheck(t *testing.T) {
 	const limit = time.Minute
 	at := func(d time.Duration) time.Time { return t0.Add(d) }
 	type step struct {
-		st      provision.Status
+		st      engine.Status
 		now     time.Duration
 		healthy bool
 	}
@@ -23,29 +23,29 @@ func TestProgressCheck(t *testing.T) {
 		name  string
 		steps []step
 	}{
-		{"stopped", []step{{provision.Status{}, 0, false}}},
-		{"idle-for-long", []step{{provision.Status{Running: true}, time.Hour, true}}},
-		{"waiting-only-sleeps", []step{{provision.Status{Running: true, Waiting: 9}, time.Hour, true}}},
+		{"stopped", []step{{engine.Status{}, 0, false}}},
+		{"idle-for-long", []step{{engine.Status{Running: true}, time.Hour, true}}},
+		{"waiting-only-sleeps", []step{{engine.Status{Running: true, Waiting: 9}, time.Hour, true}}},
 		{"busy-and-progressing", []step{
-			{provision.Status{Running: true, Busy: 4, Queued: 50, OldestOp: at(10 * time.Minute), LastProgress: at(10*time.Minute + 50*time.Second)}, 11 * time.Minute, true},
+			{engine.Status{Running: true, Busy: 4, Queued: 50, OldestOp: at(10 * time.Minute), LastProgress: at(10*time.Minute + 50*time.Second)}, 11 * time.Minute, true},
 		}},
 		{"long-operation-within-timeout", []step{
-			{provision.Status{Running: true, Busy: 1, OldestOp: at(0), LastProgress: at(0)}, 59 * time.Second, true},
+			{engine.Status{Running: true, Busy: 1, OldestOp: at(0), LastProgress: at(0)}, 59 * time.Second, true},
 		}},
 		{"operation-past-timeout", []step{
-			{provision.Status{Running: true, Busy: 1, Queued: 3, OldestOp: at(0), LastProgress: at(0)}, 61 * time.Second, false},
+			{engine.Status{Running: true, Busy: 1, Queued: 3, OldestOp: at(0), LastProgress: at(0)}, 61 * time.Second, false},
 		}},
 		{"one-stuck-worker-among-busy-ones", []step{
-			{provision.Status{Running: true, Busy: 4, OldestOp: at(0), LastProgress: at(2 * time.Minute)}, 2 * time.Minute, false},
+			{engine.Status{Running: true, Busy: 4, OldestOp: at(0), LastProgress: at(2 * time.Minute)}, 2 * time.Minute, false},
 		}},
 		{"queued-but-no-worker-takes-it", []step{
-			{provision.Status{Running: true}, 5 * time.Minute, true},
-			{provision.Status{Running: true, Queued: 2, LastProgress: at(time.Minute)}, 5*time.Minute + 30*time.Second, true},
-			{provision.Status{Running: true, Queued: 2, LastProgress: at(time.Minute)}, 6*time.Minute + time.Second, false},
+			{engine.Status{Running: true}, 5 * time.Minute, true},
+			{engine.Status{Running: true, Queued: 2, LastProgress: at(time.Minute)}, 5*time.Minute + 30*time.Second, true},
+			{engine.Status{Running: true, Queued: 2, LastProgress: at(time.Minute)}, 6*time.Minute + time.Second, false},
 		}},
 		{"recovers", []step{
-			{provision.Status{Running: true, Busy: 1, OldestOp: at(0), LastProgress: at(0)}, 2 * time.Minute, false},
-			{provision.Status{Running: true}, 3 * time.Minute, true},
+			{engine.Status{Running: true, Busy: 1, OldestOp: at(0), LastProgress: at(0)}, 2 * time.Minute, false},
+			{engine.Status{Running: true}, 3 * time.Minute, true},
 		}},
 	}
 	for _, c := range cases {

@@ -22,8 +22,10 @@ import (
 	"github.com/edgeprov/provisiond/identity"
 	"github.com/edgeprov/provisiond/internal/backoff"
 	"github.com/edgeprov/provisiond/internal/certs"
+	"github.com/edgeprov/provisiond/internal/engine"
 	"github.com/edgeprov/provisiond/internal/gc"
 	"github.com/edgeprov/provisiond/internal/selfcheck"
+	"github.com/edgeprov/provisiond/internal/source"
 	"github.com/edgeprov/provisiond/internal/version"
 	"github.com/edgeprov/provisiond/metrics"
 	"github.com/edgeprov/provisiond/primitives"
@@ -75,6 +77,9 @@ func run(ctx context.Context, cfg *config) error {
 	}
 	if err := checkLocalImages(cfg, log); err != nil {
 		return err
+	}
+	if err := checkHeartbeat(cfg); err != nil {
+		return fmt.Errorf("run: %w", err)
 	}
 	key, err := identity.LoadOrCreate(cfg.identityPath())
 	if err != nil {
@@ -137,24 +142,25 @@ func run(ctx context.Context, cfg *config) error {
 		},
 		ContainerRestartBackoff:    cfg.RestartBackoff,
 		ContainerRestartBackoffMax: cfg.RestartBackoffMax,
+		ContainerBootID:            bootID(cfg.BootIDFile),
 	})
-	poll := provision.NewPollSource(gated, store, pollCursor, provision.PollOptions{
+	poll := source.NewPoll(gated, store, pollCursor, source.PollOptions{
 		Log:        log,
 		Held:       func() ([]provision.SnapshotEntry, error) { return heldRecords(store, time.Now()) },
 		CheckEvery: antiEntropyEvery,
 	})
-	expiry := provision.NewDecommissionSource(store, nil, provision.DecommissionOptions{Log: log})
+	expiry := source.NewDecommission(store, nil, source.DecommissionOptions{Log: log})
 	d := &daemon{store: store, started: time.Now(), nodeID: nodeID, cfg: cfg, checks: checks, client: client, log: log}
 	opTimeout := cfg.OpTimeout
 	if opTimeout <= 0 {
-		opTimeout = provision.DefaultOpTimeout
+		opTimeout = engine.DefaultOpTimeout
 	}
 	d.progress = &progress{limit: opTimeout + stallGrace, idle: d.started}
 	m := metrics.New(d)
 	m.SelfCheck(checks)
-	engine := provision.NewEngine(provision.Options{
+	engine := engine.New(engine.Options{
 		NodeID:            nodeID,
-		Source:            provision.CombinedSource(poll, expiry),
+		Source:            source.Combine(poll, expiry),
 		Store:             store,
 		Primitives:        withFaults(prims, log),
 		Signer:            provision.KeySigner(key),
@@ -193,6 +199,7 @@ func run(ctx context.Context, cfg *config) error {
 	}
 	wg.Go(func() { register(ctx, gated, node, log) })
 	wg.Go(func() { d.gc.Run(ctx) })
+	startLifecycle(ctx, &wg, cfg, key, nodeID, engine, client, store, prims, log)
 	wg.Go(func() {
 		if !waitRunning(ctx, engine) {
 			return
@@ -219,7 +226,7 @@ func run(ctx context.Context, cfg *config) error {
 
 // waitRunning waits until the engine finished recovery and runs; false
 // when ctx ended first.
-func waitRunning(ctx context.Context, e *provision.Engine) bool {
+func waitRunning(ctx context.Context, e *engine.Engine) bool {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for !e.Status().Running {
@@ -341,7 +348,7 @@ func (g *registered) Fetch(ctx context.Context, id string) (*provision.Reservati
 }
 
 // antiEntropyEvery is how often the poll source compares the explorer's
-// snapshot of the node with its records (provision.PollOptions.CheckEvery).
+// snapshot of the node with its records (source.PollOptions.CheckEvery).
 const antiEntropyEvery = 10 * time.Minute
 
 // heldRecords lists the reservations the node holds for the comparison
@@ -384,7 +391,7 @@ func (g *registered) UpdateStats(ctx context.Context, nodeID string, s *provisio
 // daemon is the running daemon's view for the admin socket and metrics.
 type daemon struct {
 	store     *cache.Store
-	engine    *provision.Engine
+	engine    *engine.Engine
 	started   time.Time
 	nodeID    string
 	cfg       *config
@@ -494,7 +501,7 @@ type progress struct {
 // limit, and one started or ended (or the engine was idle) within limit.
 // Reservations that wait for a retry or a dependency only sleep and need
 // no progress.
-func (p *progress) check(st provision.Status, now time.Time) error {
+func (p *progress) check(st engine.Status, now time.Time) error {
 	if !st.Running {
 		return errors.New("engine not running")
 	}

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -72,30 +70,8 @@ func TestStatusChecksWithoutDaemon(t *testing.T) {
 func TestStatusShowsDaemonChecks(t *testing.T) {
 	ex := explorertest.New(t)
 	sock, ch := notifications(t)
-	dir := t.TempDir()
-	adminSock := filepath.Join(dir, "admin.sock")
-	global := []string{"--config", os.DevNull, "--socket", adminSock, "--data-dir", filepath.Join(dir, "data")}
-	cmd := exec.Command(binary, append(global, "run", "--explorer", ex.URL(), "--metrics-listen", "", "--log-format", "json", "--poll-wait", "1s")...)
-	cmd.Env = []string{"PATH=" + t.TempDir(), "NOTIFY_SOCKET=" + sock}
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		if err := <-exited; err != nil {
-			t.Errorf("daemon exited with %v:\n%s", err, logs.String())
-		}
-	}
-	t.Cleanup(stop)
+	d := startDaemon(t, ex.URL(), []string{"PATH=" + t.TempDir(), "NOTIFY_SOCKET=" + sock})
+	global, logs := d.global, d.logs
 	next(t, ch, "READY=1")
 
 	out, errOut, code := runEnv(t, nil, append(global, "status", "--checks=false")...)
@@ -127,7 +103,9 @@ func TestStatusShowsDaemonChecks(t *testing.T) {
 			t.Errorf("%s: %s (%s)", r.Name, r.Status, r.Detail)
 		}
 	}
-	stop()
+	if err := d.stop(t, syscall.SIGTERM); err != nil {
+		t.Errorf("daemon exited with %v:\n%s", err, logs)
+	}
 	var failures int
 	for _, line := range strings.Split(logs.String(), "\n") {
 		if strings.Contains(line, `"message":"self-check"`) && strings.Contains(line, `"level":"error"`) && strings.Contains(line, `"fix":"install `) {

@@ -1,23 +1,14 @@
 package main
 
 import (
-	"bytes"
-	"crypto/tls"
-	"io"
-	"log"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgeprov/provisiond/explorer"
 	"github.com/edgeprov/provisiond/explorer/explorertest"
-	"github.com/edgeprov/provisiond/explorer/server"
 	"github.com/edgeprov/provisiond/internal/certs"
 	"github.com/edgeprov/provisiond/internal/certs/certstest"
 	"github.com/edgeprov/provisiond/internal/version"
@@ -33,63 +24,7 @@ func tlsExplorer(t *testing.T, ca *certstest.CA) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{DataDir: t.TempDir(), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: srv, ErrorLog: log.New(io.Discard, "", 0)}
-	done := make(chan struct{})
-	go func() { defer close(done); hs.Serve(tls.NewListener(ln, r.ServerConfig())) }()
-	t.Cleanup(func() {
-		srv.Release()
-		hs.Close()
-		<-done
-		srv.Close()
-	})
-	return "https://" + ln.Addr().String()
-}
-
-// syncBuf is a log sink for a child process read while it runs.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
-// startDaemon runs `provisiond run` against url with extra args until the
-// test ends and returns its log.
-func startDaemon(t *testing.T, url string, args ...string) *syncBuf {
-	t.Helper()
-	dir := t.TempDir()
-	full := append([]string{"run", "--config", os.DevNull, "--data-dir", filepath.Join(dir, "data"),
-		"--socket", filepath.Join(dir, "admin.sock"), "--explorer", url, "--metrics-listen", "",
-		"--log-format", "json", "--poll-wait", "1s"}, args...)
-	cmd := exec.Command(binary, full...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	logs := &syncBuf{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(time.Minute):
-			cmd.Process.Kill()
-			<-exited
-			t.Errorf("provisiond did not stop:\n%s", logs)
-		}
-	})
-	return logs
+	return explorertest.NewTLS(t, r.ServerConfig()).URL()
 }
 
 // TestExplorerCA runs the daemon against an https explorer whose
@@ -99,7 +34,7 @@ func startDaemon(t *testing.T, url string, args ...string) *syncBuf {
 func TestExplorerCA(t *testing.T) {
 	ca := certstest.NewCA(t)
 	url := tlsExplorer(t, ca)
-	startDaemon(t, url, "--explorer-ca", ca.File)
+	startDaemon(t, url, nil, "--explorer-ca", ca.File)
 	opts := explorertest.ClientOptions()
 	tr, err := certs.Transport(ca.File)
 	if err != nil {
@@ -124,7 +59,7 @@ func TestExplorerCA(t *testing.T) {
 	}
 
 	other := tlsExplorer(t, ca)
-	logs := startDaemon(t, other, "--explorer-ca", certstest.NewCA(t).File)
+	logs := startDaemon(t, other, nil, "--explorer-ca", certstest.NewCA(t).File).logs
 	deadline = time.Now().Add(60 * time.Second)
 	for !strings.Contains(logs.String(), "registering with the explorer failed") {
 		if time.Now().After(deadline) {

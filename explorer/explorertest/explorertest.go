@@ -13,7 +13,10 @@ package explorertest
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
+	"io"
+	"log"
 	"net"
 	"net/http/httptest"
 	"testing"
@@ -35,6 +38,7 @@ type Server struct {
 	srv  *server.Server
 	hs   *httptest.Server
 	addr string
+	tls  *tls.Config // nil: plain HTTP
 }
 
 // New starts an explorer on 127.0.0.1 with a database in t.TempDir()
@@ -58,6 +62,17 @@ func NewWithConfig(t testing.TB, cfg server.Config) *Server {
 	return s
 }
 
+// NewTLS is New serving HTTPS with cfg (its certificates; the clients
+// must trust them): URL returns an https URL. TLS handshake errors (a
+// client that refuses the certificate) are not logged.
+func NewTLS(t testing.TB, cfg *tls.Config) *Server {
+	t.Helper()
+	s := &Server{t: t, cfg: server.Config{DataDir: t.TempDir(), NoSync: true}, tls: cfg}
+	s.start("127.0.0.1:0")
+	t.Cleanup(s.Close)
+	return s
+}
+
 func (s *Server) start(addr string) {
 	s.t.Helper()
 	srv, err := server.New(s.cfg)
@@ -73,12 +88,21 @@ func (s *Server) start(addr string) {
 	s.hs = httptest.NewUnstartedServer(srv)
 	s.hs.Listener.Close()
 	s.hs.Listener = ln
+	if s.tls != nil {
+		s.hs.Listener = tls.NewListener(ln, s.tls)
+		s.hs.Config.ErrorLog = log.New(io.Discard, "", 0)
+	}
 	s.hs.Start()
 }
 
-// URL returns the explorer's base URL (http://127.0.0.1:port); it stays the
-// same across Restart.
-func (s *Server) URL() string { return "http://" + s.addr }
+// URL returns the explorer's base URL (http://127.0.0.1:port, https with
+// NewTLS); it stays the same across Restart.
+func (s *Server) URL() string {
+	if s.tls != nil {
+		return "https://" + s.addr
+	}
+	return "http://" + s.addr
+}
 
 // Explorer returns the running server (for InjectEvent and Waiting).
 func (s *Server) Explorer() *server.Server { return s.srv }
@@ -211,4 +235,69 @@ func (s *Server) Inject(t testing.TB, node string, raw string) uint64 {
 		t.Fatalf("explorertest: injecting event: %v", err)
 	}
 	return seq
+}
+
+// Follower checks a node's event stream poll by poll: every event follows
+// the one before (no hole), no reservation comes twice, and a poll's next
+// cursor is its last event.
+type Follower struct {
+	// Cursor is the last event taken: poll from it.
+	Cursor uint64
+	// Seen holds the event of each reservation taken.
+	Seen map[string]uint64
+}
+
+// Take checks the events and next cursor of one poll from f.Cursor,
+// failing the test at the first break of the rules, and returns how many
+// events it took.
+func (f *Follower) Take(t testing.TB, evs []provision.Event, next uint64) int {
+	t.Helper()
+	if f.Seen == nil {
+		f.Seen = map[string]uint64{}
+	}
+	for _, ev := range evs {
+		if ev.Seq != f.Cursor+1 {
+			t.Fatalf("event %d after %d: a hole", ev.Seq, f.Cursor)
+		}
+		if at, dup := f.Seen[ev.Reservation.ID]; dup {
+			t.Fatalf("reservation %s delivered at %d and %d", ev.Reservation.ID, at, ev.Seq)
+		}
+		f.Seen[ev.Reservation.ID] = ev.Seq
+		f.Cursor = ev.Seq
+	}
+	if next != f.Cursor {
+		t.Fatalf("next %d, cursor %d", next, f.Cursor)
+	}
+	return len(evs)
+}
+
+// Follow calls poll (one poll whose events Take took: their count, or -1
+// on an error) for d, pausing 50 ms after an error.
+func (f *Follower) Follow(d time.Duration, poll func() int) {
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		if poll() < 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+// Drain calls poll (see Follow) until a poll finds nothing, pausing
+// 100 ms after an error.
+func (f *Follower) Drain(poll func() int) {
+	for n := poll(); n != 0; n = poll() {
+		if n < 0 {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+// CheckDelivered fails the test for each reservation of accepted that was
+// never taken.
+func (f *Follower) CheckDelivered(t testing.TB, accepted map[string]bool) {
+	t.Helper()
+	for id := range accepted {
+		if _, ok := f.Seen[id]; !ok {
+			t.Errorf("accepted reservation %s was never delivered", id)
+		}
+	}
 }

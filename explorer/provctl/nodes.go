@@ -104,9 +104,9 @@ func printNodes(w io.Writer, all *explorer.NodesReply, wide bool) error {
 		return v
 	}
 	if wide {
-		fmt.Fprintln(tw, "NODE\tSTATUS\tVERSION\tLAST SEEN\tREGISTERED\tCRU T/S/R/F\tMRU GiB T/S/R/F\tSRU GiB T/S/R/F\tHRU GiB T/S/R/F\tWORKLOADS")
+		fmt.Fprintln(tw, "NODE\tSTATUS\tVERSION\tLAST SEEN\tREGISTERED\tCRU T/S/R/F\tMRU GiB T/S/R/F\tSRU GiB T/S/R/F\tHRU GiB T/S/R/F\tWORKLOADS\tAVAILABILITY 30D")
 	} else {
-		fmt.Fprintln(tw, "NODE\tSTATUS\tVERSION\tLAST SEEN\tFREE CRU\tFREE MRU GiB\tFREE SRU GiB\tFREE HRU GiB")
+		fmt.Fprintln(tw, "NODE\tSTATUS\tVERSION\tLAST SEEN\tFREE CRU\tFREE MRU GiB\tFREE SRU GiB\tFREE HRU GiB\tAVAILABILITY 30D")
 	}
 	for _, n := range all.Nodes {
 		u := n.Units
@@ -114,13 +114,13 @@ func printNodes(w io.Writer, all *explorer.NodesReply, wide bool) error {
 			four := func(f explorer.UnitFigures) string {
 				return fmt.Sprintf("%s/%s/%s/%s", num(f.Total), num(f.System), num(f.Reserved), num(f.Free))
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.NodeID, n.Status, version(n.Version), ago(n.LastSeen),
-				n.Registered.UTC().Format(time.RFC3339), four(u.CRU), four(u.MRU), four(u.SRU), four(u.HRU), workloads(n.Workloads))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.NodeID, n.Status, version(n.Version), ago(n.LastSeen),
+				n.Registered.UTC().Format(time.RFC3339), four(u.CRU), four(u.MRU), four(u.SRU), four(u.HRU), workloads(n.Workloads), availability(n.Availability))
 			continue
 		}
 		two := func(f explorer.UnitFigures) string { return num(f.Free) + " / " + num(f.Total) }
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.NodeID, n.Status, version(n.Version), ago(n.LastSeen),
-			two(u.CRU), two(u.MRU), two(u.SRU), two(u.HRU))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.NodeID, n.Status, version(n.Version), ago(n.LastSeen),
+			two(u.CRU), two(u.MRU), two(u.SRU), two(u.HRU), availability(n.Availability))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -128,6 +128,19 @@ func printNodes(w io.Writer, all *explorer.NodesReply, wide bool) error {
 	_, err := fmt.Fprintf(w, "%d nodes as of %s; down: not heard from for more than %s\n",
 		len(all.Nodes), all.AsOf.UTC().Format(time.RFC3339), time.Duration(all.DownAfterSeconds*float64(time.Second)))
 	return err
+}
+
+// availability prints a node's 30-day availability and reboots; "-"
+// before its first heartbeat.
+func availability(a *explorer.NodeAvailability) string {
+	if a == nil {
+		return "-"
+	}
+	out := fmt.Sprintf("%.2f%%", a.Percent30d)
+	if a.Reboots30d > 0 {
+		out += fmt.Sprintf(" (%d reboots)", a.Reboots30d)
+	}
+	return out
 }
 
 // num prints a unit figure with at most one decimal.

@@ -1,13 +1,8 @@
 package provctl_test
 
 import (
-	"crypto/tls"
 	"encoding/json"
 	"errors"
-	"io"
-	"log"
-	"net"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -164,20 +159,9 @@ func TestCAFlag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{DataDir: t.TempDir(), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: srv, ErrorLog: log.New(io.Discard, "", 0)}
-	done := make(chan struct{})
-	go func() { defer close(done); hs.Serve(tls.NewListener(ln, r.ServerConfig())) }()
-	t.Cleanup(func() { hs.Close(); <-done; srv.Close() })
+	xs := explorertest.NewTLS(t, r.ServerConfig())
 
-	c := cli{t: t, explorer: "https://" + ln.Addr().String(), key: filepath.Join(t.TempDir(), "key")}
+	c := cli{t: t, explorer: xs.URL(), key: filepath.Join(t.TempDir(), "key")}
 	c.must("key", "new")
 	if out := c.must("--ca", ca.File, "nodes"); !strings.Contains(out, "0 nodes as of") {
 		t.Fatalf("nodes over TLS with --ca: %q", out)

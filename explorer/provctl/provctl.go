@@ -229,6 +229,7 @@ func App(stdout, stderr io.Writer) *cli.App {
 				Action: withClient(watch),
 			},
 			{Name: "delete", Usage: "sign and submit the early deletion of a reservation you own", ArgsUsage: "ID", Action: withClient(deleteReservation)},
+			logsCommand(),
 			{
 				Name:      "completion",
 				Usage:     "print the shell completion script for bash or zsh",

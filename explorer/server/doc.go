@@ -39,6 +39,10 @@
 //	    <seq uint64 big-endian> → <id>  (the event that created it)
 //	delivered/                                        (schema 2)
 //	  <id>           → RFC 3339 time the node polled past it (delivered_at)
+//	availability/                                     (made at its first write)
+//	  <node id>      → Availability JSON (spans its heartbeats cover, boot, reboots)
+//	logs/                                             (made at its first write)
+//	  <request name> → LogRecord JSON (an owner's log request and the sealed answer)
 //
 // Times in keys are microseconds since the epoch as a big-endian uint64 with
 // the sign bit flipped, so that keys sort as times do. Opening a schema 1

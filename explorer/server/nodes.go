@@ -32,8 +32,11 @@ func nodeStatus(rec *NodeRecord, lastSeen, now time.Time, downAfter time.Duratio
 	return explorer.NodeUp
 }
 
-// summary is what GET /api/v1/nodes says of rec at now.
-func (s *Server) summary(rec *NodeRecord, now time.Time) explorer.NodeSummary {
+// summary is what GET /api/v1/nodes says of rec at now, with av its
+// availability record (nil: no heartbeat yet). A node that missed
+// explorer.DownAfterIntervals heartbeat intervals is down whatever else
+// it sends.
+func (s *Server) summary(rec *NodeRecord, av *Availability, now time.Time) explorer.NodeSummary {
 	seen := s.lastSeen(rec.NodeID, rec.LastSeen)
 	u := rec.Units()
 	fig := func(total, system, reserved, free float64) explorer.UnitFigures {
@@ -57,6 +60,12 @@ func (s *Server) summary(rec *NodeRecord, now time.Time) explorer.NodeSummary {
 		sum.Workloads = rec.Stats.Workloads
 		at := rec.Stats.Updated
 		sum.StatsUpdated = &at
+	}
+	if av != nil {
+		sum.Availability = av.Summary(now)
+		if sum.Availability.DownSince != nil {
+			sum.Status = explorer.NodeDown
+		}
 	}
 	return sum
 }
@@ -131,8 +140,9 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request, _ *call) erro
 		return err
 	}
 	reply := explorer.NodesReply{Nodes: []explorer.NodeSummary{}, AsOf: now, DownAfterSeconds: s.cfg.DownAfter.Seconds()}
+	avs := s.availability(r.Context(), recs)
 	for _, rec := range recs {
-		sum := s.summary(rec, now)
+		sum := s.summary(rec, avs[rec.NodeID], now)
 		if status == "" || sum.Status == status {
 			reply.Nodes = append(reply.Nodes, sum)
 		}

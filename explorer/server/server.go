@@ -124,7 +124,8 @@ type Config struct {
 type Server struct {
 	cfg     Config
 	log     zerolog.Logger
-	db      Store // the database, timed (metrics)
+	db      Store      // the database, timed (metrics)
+	fleet   FleetStore // its heartbeats and logs (nil: not kept)
 	metrics *metrics
 	mux     *http.ServeMux
 	replay  *replaySet
@@ -246,6 +247,7 @@ func New(cfg Config) (*Server, error) {
 		s.regRate = newKeyed(lim.RegisterRate, lim.RegisterBurst, lim.Tracked)
 		s.bodyRate = newKeyed(lim.AddrBodyRate, max(lim.AddrBodyBurst, explorer.MaxBatchBodySize), lim.Tracked)
 	}
+	s.fleet, _ = db.(FleetStore)
 	s.routes()
 	s.startJobs(db)
 	return s, nil
@@ -264,6 +266,7 @@ func (s *Server) startJobs(db Store) {
 	}
 	s.jobs.Go(func() { s.seenLoop(ctx) })
 	s.jobs.Go(func() { s.expireLoop(ctx) })
+	s.jobs.Go(func() { s.logsExpireLoop(ctx) })
 }
 
 // expireLoop deletes the reservations that expired more than
@@ -341,6 +344,7 @@ func (s *Server) routes() {
 	s.handle("GET /api/v1/reservations", roleAny, s.listReservations)
 	s.handle("GET /api/v1/reservations/{id}", roleAny, s.getReservation)
 	s.handle("POST /api/v1/reservations/{id}/delete", roleAny, s.deleteReservation)
+	s.fleetRoutes()
 	if !s.cfg.NoUI {
 		opts := s.cfg.UI
 		opts.Logger = s.log
@@ -548,6 +552,8 @@ func statusOf(err error) int {
 		return http.StatusForbidden
 	case errors.Is(err, ErrTimeout):
 		return http.StatusRequestTimeout
+	case errors.Is(err, ErrNotImplemented):
+		return http.StatusNotImplemented
 	}
 	return http.StatusInternalServerError
 }

@@ -78,6 +78,15 @@ type NodeQuery struct {
 	Limit int
 }
 
+// Check returns an ErrBadRequest error for a query without a positive
+// Limit: the one rule both stores apply before listing.
+func (q *NodeQuery) Check() error {
+	if q.Limit < 1 {
+		return fmt.Errorf("%w: listing nodes: limit %d", ErrBadRequest, q.Limit)
+	}
+	return nil
+}
+
 // Keep reports whether rec passes q's filters (not its cursor or limit).
 func (q *NodeQuery) Keep(rec *NodeRecord) bool {
 	return (q.SeenSince.IsZero() || !rec.LastSeen.Before(q.SeenSince)) && rec.Fits(q.MinFree)
@@ -223,6 +232,14 @@ type Cursor struct {
 	Micros int64
 	// ID is the reservation's ID.
 	ID string
+}
+
+// Full reports whether a page that holds n reservations ends before the
+// next one, whose stored bytes bring the page's to size: Limit (at least
+// 1) is reached, or the next one would pass MaxBytes and is not the
+// first. Both stores fill their pages by this rule.
+func (p Page) Full(n, size int) bool {
+	return n >= max(p.Limit, 1) || (n > 0 && p.MaxBytes > 0 && size > p.MaxBytes)
 }
 
 // CursorOf returns the cursor of r: the position right after it.

@@ -485,12 +485,9 @@ func (s *BoltStore) ReservationsPage(_ context.Context, user string, p Page) ([]
 		rb, resb := tx.Bucket(bucketReservations), tx.Bucket(bucketResults)
 		size := 0
 		for ; k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			if len(list) == max(p.Limit, 1) {
-				return nil
-			}
 			id := k[len(prefix)+8+1:]
 			size += len(rb.Get(id)) + len(resb.Get(id))
-			if len(list) > 0 && p.MaxBytes > 0 && size > p.MaxBytes {
+			if p.Full(len(list), size) {
 				return nil
 			}
 			r, err := loadReservation(tx, string(id))
@@ -752,8 +749,8 @@ func (s *BoltStore) State(_ context.Context, node string, now time.Time) (*explo
 // of the nodes bucket, which a fleet of thousands of nodes keeps in a few
 // MiB.
 func (s *BoltStore) Nodes(_ context.Context, q NodeQuery) ([]*NodeRecord, error) {
-	if q.Limit < 1 {
-		return nil, fmt.Errorf("%w: listing nodes: limit %d", ErrBadRequest, q.Limit)
+	if err := q.Check(); err != nil {
+		return nil, err
 	}
 	var list []*NodeRecord
 	err := s.db.View(func(tx *bolt.Tx) error {

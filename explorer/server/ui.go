@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"time"
 
-	"github.com/edgeprov/provisiond/explorer"
 	"github.com/edgeprov/provisiond/explorer/ui"
 	"github.com/edgeprov/provisiond/identity"
 	"github.com/edgeprov/provisiond/provision"
@@ -28,19 +26,6 @@ type uiSource struct{ s *Server }
 
 var _ ui.Source = uiSource{}
 
-// summary is what the pages say of node rec at now: what GET
-// /api/v1/nodes says (Server.summary: one status rule, one units rule).
-func (u uiSource) summary(rec *NodeRecord, now time.Time) ui.NodeSummary {
-	sum := u.s.summary(rec, now)
-	fig := func(f explorer.UnitFigures) ui.UnitFigures { return ui.UnitFigures(f) }
-	return ui.NodeSummary{
-		NodeID: sum.NodeID, Status: sum.Status, AsOf: sum.AsOf, LastSeen: sum.LastSeen,
-		Registered: sum.Registered, Version: sum.Version,
-		Units:     ui.NodeUnits{CRU: fig(sum.Units.CRU), MRU: fig(sum.Units.MRU), SRU: fig(sum.Units.SRU), HRU: fig(sum.Units.HRU)},
-		Workloads: sum.Workloads, StatsUpdated: sum.StatsUpdated,
-	}
-}
-
 // Fleet returns the page of nodes after after.
 func (u uiSource) Fleet(ctx context.Context, after string) (*ui.FleetPage, error) {
 	recs, err := u.s.db.Nodes(ctx, NodeQuery{After: after, Limit: uiFleetPage + 1})
@@ -53,8 +38,9 @@ func (u uiSource) Fleet(ctx context.Context, after string) (*ui.FleetPage, error
 		recs = recs[:uiFleetPage]
 		p.Next = recs[len(recs)-1].NodeID
 	}
+	avs := u.s.availability(ctx, recs)
 	for _, rec := range recs {
-		sum := u.summary(rec, now)
+		sum := u.s.summary(rec, avs[rec.NodeID], now)
 		p.Nodes = append(p.Nodes, sum)
 		p.Totals = p.Totals.Add(sum.Units)
 		switch sum.Status {
@@ -83,7 +69,7 @@ func (u uiSource) Node(ctx context.Context, id string) (*ui.NodePage, error) {
 		return nil, err
 	}
 	now := u.s.cfg.Now().UTC()
-	p := &ui.NodePage{AsOf: now, Node: u.summary(rec, now), Limit: uiNodeReservations,
+	p := &ui.NodePage{AsOf: now, Node: u.s.summary(rec, u.s.availability(ctx, []*NodeRecord{rec})[id], now), Limit: uiNodeReservations,
 		Workloads: []ui.WorkloadCount{}, Reservations: []ui.ReservationRow{}, Results: []ui.ResultPoint{}}
 	counts := map[ui.WorkloadCount]int{}
 	for _, r := range list {

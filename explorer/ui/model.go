@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/edgeprov/provisiond/explorer"
 	"github.com/edgeprov/provisiond/provision"
 )
 
@@ -28,45 +29,18 @@ type Source interface {
 const (
 	// StatusUp: the node sent a request within DownAfter and reported its
 	// capacity.
-	StatusUp = "up"
+	StatusUp = explorer.NodeUp
 	// StatusDown: the node's last request is older than DownAfter.
-	StatusDown = "down"
+	StatusDown = explorer.NodeDown
 	// StatusUnreported: the node is seen but has reported no capacity yet.
-	StatusUnreported = "unreported"
+	StatusUnreported = explorer.NodeUnreported
 )
 
-// UnitFigures are one resource unit of a node (CRU in cores, the others in
-// GiB).
-type UnitFigures struct {
-	// Total is measured on the node's hardware.
-	Total float64 `json:"total"`
-	// System is the node's system reserve, never given to workloads.
-	System float64 `json:"system"`
-	// Reserved is what the node's active workloads take.
-	Reserved float64 `json:"reserved"`
-	// Free is Total − System − Reserved, floored at zero.
-	Free float64 `json:"free"`
-}
+// UnitFigures are one resource unit of a node: those of GET /api/v1/nodes.
+type UnitFigures = explorer.UnitFigures
 
-// NodeUnits are a node's figures per unit.
-type NodeUnits struct {
-	// CRU are the cores.
-	CRU UnitFigures `json:"cru"`
-	// MRU is the memory in GiB.
-	MRU UnitFigures `json:"mru"`
-	// SRU is the SSD storage in GiB.
-	SRU UnitFigures `json:"sru"`
-	// HRU is the HDD storage in GiB.
-	HRU UnitFigures `json:"hru"`
-}
-
-// Add returns the sum of u and o, unit by unit.
-func (u NodeUnits) Add(o NodeUnits) NodeUnits {
-	add := func(a, b UnitFigures) UnitFigures {
-		return UnitFigures{Total: a.Total + b.Total, System: a.System + b.System, Reserved: a.Reserved + b.Reserved, Free: a.Free + b.Free}
-	}
-	return NodeUnits{CRU: add(u.CRU, o.CRU), MRU: add(u.MRU, o.MRU), SRU: add(u.SRU, o.SRU), HRU: add(u.HRU, o.HRU)}
-}
+// NodeUnits are a node's figures per unit: those of GET /api/v1/nodes.
+type NodeUnits = explorer.NodeUnitFigures
 
 // FromUnits returns the figures of a node with total, system reserve and
 // reserved units; free is what remains, each unit floored at zero.
@@ -81,29 +55,9 @@ func FromUnits(total, system, reserved provision.Units) NodeUnits {
 	}
 }
 
-// NodeSummary is one node as the fleet page shows it. The JSON names are
-// those of GET /api/v1/nodes.
-type NodeSummary struct {
-	// NodeID is the node's base58 ID.
-	NodeID string `json:"node_id"`
-	// Status is StatusUp, StatusDown or StatusUnreported, as of AsOf.
-	Status string `json:"status"`
-	// AsOf is the explorer's time when it computed Status.
-	AsOf time.Time `json:"as_of"`
-	// LastSeen is the last time the node sent a request.
-	LastSeen time.Time `json:"last_seen"`
-	// Registered is when the node first registered.
-	Registered time.Time `json:"registered"`
-	// Version is the provisiond version the node reported (empty: unknown).
-	Version string `json:"version"`
-	// Units are the node's figures per unit; all zero until it reported.
-	Units NodeUnits `json:"units"`
-	// Workloads counts the node's active workloads per type (from its
-	// latest stats; absent before any).
-	Workloads map[provision.ReservationType]uint64 `json:"workloads,omitempty"`
-	// StatsUpdated is when the node computed its latest stats.
-	StatsUpdated *time.Time `json:"stats_updated,omitempty"`
-}
+// NodeSummary is one node as the fleet page shows it: what GET
+// /api/v1/nodes says of it.
+type NodeSummary = explorer.NodeSummary
 
 // FleetPage is the page of the fleet, /ui/.
 type FleetPage struct {

@@ -8,7 +8,7 @@
 //     Provision is about to use);
 //   - runtime state (bundles, runc state, logs, namespaces, volume images)
 //     of records that are no longer live: the engine's orphan cleanup
-//     (provision.Engine.CleanupResources), once the engine caught up;
+//     (engine.Engine.CleanupResources), once the engine caught up;
 //   - final records whose reservation expired more than
 //     provision.MaxClockSkew ago: a replay of them is refused as expired,
 //     so their digest need not be kept.

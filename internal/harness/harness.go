@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeprov/provisiond/internal/testutil"
 	"github.com/edgeprov/provisiond/provision"
 )
 
@@ -114,8 +115,10 @@ type Process struct {
 	done chan error
 }
 
-// startCmd starts path with args, its output appended to logPath.
-func startCmd(t testing.TB, name, logPath, path string, args ...string) *Process {
+// StartProcess starts path with args, its output appended to logPath, and
+// GORACE=halt_on_error=1 added to the environment; name names it in
+// errors.
+func StartProcess(t testing.TB, name, logPath, path string, args ...string) *Process {
 	t.Helper()
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -136,33 +139,45 @@ func startCmd(t testing.TB, name, logPath, path string, args ...string) *Process
 	return p
 }
 
+// Exited reports whether the process exited.
+func (p *Process) Exited() bool {
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return true
+	default:
+		return false
+	}
+}
+
 // Stop sends SIGTERM and waits up to a minute for a clean exit; it fails
 // the test when the process exits with an error or must be killed.
 func (p *Process) Stop(t testing.TB) {
 	t.Helper()
-	if p == nil || p.cmd.ProcessState != nil {
+	if p == nil || p.Exited() {
 		return
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-p.done:
+		p.done <- err
 		if err != nil {
 			t.Errorf("%s exited with %v; log %s:\n%s", p.name, err, p.log, tail(p.log))
 		}
 	case <-time.After(time.Minute):
-		_ = p.cmd.Process.Kill()
-		<-p.done
+		p.Kill()
 		t.Errorf("%s did not stop within a minute of SIGTERM; log:\n%s", p.name, tail(p.log))
 	}
 }
 
 // Kill sends SIGKILL and waits for the process to be gone.
 func (p *Process) Kill() {
-	if p == nil || p.cmd.ProcessState != nil {
+	if p == nil || p.Exited() {
 		return
 	}
 	_ = p.cmd.Process.Kill()
-	<-p.done
+	err := <-p.done
+	p.done <- err
 }
 
 // Log returns the process's log so far.
@@ -220,7 +235,7 @@ func (e *Explorer) Start(t testing.TB) {
 	if e.Plain {
 		bin = PlainBin(t, "explorerd")
 	}
-	e.proc = startCmd(t, "explorerd", filepath.Join(e.Dir, "explorerd.log"), bin,
+	e.proc = StartProcess(t, "explorerd", filepath.Join(e.Dir, "explorerd.log"), bin,
 		"--listen", e.Addr, "--data-dir", filepath.Join(e.Dir, "data"), "--log-format", "json")
 	Eventually(t, 30*time.Second, "explorerd listening", func() error {
 		c, err := net.DialTimeout("tcp", e.Addr, time.Second)
@@ -323,9 +338,9 @@ func (n *Node) Start(t testing.TB) {
 	bin := n.bin(t)
 	logPath := filepath.Join(n.Dir, "provisiond.log")
 	if n.opts.PrivateNetns {
-		n.proc = startCmd(t, "provisiond", logPath, "unshare", append([]string{"--mount", "--propagation", "private", "sh", "-c", privateNetns, bin}, args...)...)
+		n.proc = StartProcess(t, "provisiond", logPath, "unshare", append([]string{"--mount", "--propagation", "private", "sh", "-c", privateNetns, bin}, args...)...)
 	} else {
-		n.proc = startCmd(t, "provisiond", logPath, bin, args...)
+		n.proc = StartProcess(t, "provisiond", logPath, bin, args...)
 	}
 	Eventually(t, 60*time.Second, "provisiond admin socket", func() error {
 		if n.proc.cmd.ProcessState != nil {
@@ -352,7 +367,7 @@ func (n *Node) PID() int { return n.proc.PID() }
 // CLI runs a provisiond read command against this node.
 func (n *Node) CLI(t testing.TB, args ...string) (string, error) {
 	t.Helper()
-	return run(t, n.bin(t), nil, append(n.global(), args...)...)
+	return Command(n.bin(t), nil, append(n.global(), args...)...)
 }
 
 // bin is the provisiond binary of this node.
@@ -367,7 +382,14 @@ func (n *Node) bin(t testing.TB) string {
 // ID returns the node ID.
 func (n *Node) ID(t testing.TB) string {
 	t.Helper()
-	out, err := n.CLI(t, "key", "show", "--json")
+	return NodeID(t, n.CLI)
+}
+
+// NodeID returns the node ID that `provisiond key show --json`, run by
+// cli, shows.
+func NodeID(t testing.TB, cli func(t testing.TB, args ...string) (string, error)) string {
+	t.Helper()
+	out, err := cli(t, "key", "show", "--json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,6 +420,9 @@ func (n *Node) Status(t testing.TB) map[string]any {
 type User struct {
 	Key      string
 	Explorer string
+	// Wrap, when set, is the command provctl runs under, with its
+	// arguments (nsenter into a namespace, ending in "--"). Default none.
+	Wrap []string
 }
 
 // NewUser creates a user key under the test's temporary directory.
@@ -414,7 +439,10 @@ func NewUser(t testing.TB, explorer string) *User {
 func (u *User) Run(t testing.TB, args ...string) (string, error) {
 	t.Helper()
 	env := []string{"PROVCTL_EXPLORER=" + u.Explorer, "PROVCTL_KEY=" + u.Key}
-	return run(t, Bin(t, "provctl"), env, args...)
+	if len(u.Wrap) > 0 {
+		return Command(u.Wrap[0], env, append(append(u.Wrap[1:len(u.Wrap):len(u.Wrap)], Bin(t, "provctl")), args...)...)
+	}
+	return Command(Bin(t, "provctl"), env, args...)
 }
 
 // Reserve runs `provctl reserve KIND args…` and returns the new ID.
@@ -431,29 +459,42 @@ func (u *User) Reserve(t testing.TB, kind string, args ...string) string {
 // and whether provctl verified the node's signature.
 func (u *User) Get(t testing.TB, id string) (*provision.Reservation, bool) {
 	t.Helper()
-	out, err := u.Run(t, "get", "--json", id)
+	r, verified, err := u.get(t, id)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return r, verified
+}
+
+// get is Get returning its errors: a failed provctl as it is, output
+// that does not decode as Permanent.
+func (u *User) get(t testing.TB, id string) (*provision.Reservation, bool, error) {
+	t.Helper()
+	out, err := u.Run(t, "get", "--json", id)
+	if err != nil {
+		return nil, false, err
 	}
 	var r struct {
 		*provision.Reservation
 		Verified bool `json:"result_verified"`
 	}
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
-		t.Fatalf("get %s: %v: %s", id, err, out)
+		return nil, false, Permanent(fmt.Errorf("get %s: %v: %s", id, err, out))
 	}
-	return r.Reservation, r.Verified
+	return r.Reservation, r.Verified, nil
 }
 
 // WaitResult waits until the explorer holds a verified result of id in
-// state want.
+// state want; a failed provctl is tried again.
 func (u *User) WaitResult(t testing.TB, id string, want provision.ResultState, within time.Duration) *provision.Result {
 	t.Helper()
 	var res *provision.Result
 	Eventually(t, within, fmt.Sprintf("%s %s", id, want), func() error {
-		r, verified := u.Get(t, id)
+		r, verified, err := u.get(t, id)
 		switch {
-		case r.Result == nil:
+		case err != nil:
+			return err
+		case r == nil || r.Result == nil:
 			return errors.New("no result yet")
 		case !verified:
 			return Permanent(fmt.Errorf("result of %s does not verify", id))
@@ -469,8 +510,10 @@ func (u *User) WaitResult(t testing.TB, id string, want provision.ResultState, w
 	return res
 }
 
-func run(t testing.TB, bin string, env []string, args ...string) (string, error) {
-	t.Helper()
+// Command runs bin with args, env added to the environment, for at most
+// two minutes, and returns its standard output; its error names the
+// command and carries its standard error.
+func Command(bin string, env []string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
@@ -509,4 +552,41 @@ func Eventually(t testing.TB, within time.Duration, what string, check func() er
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// Setup is the start of most end-to-end tests: explorerd, one provisiond
+// registered with it, a user with a key, and the node's ID.
+type Setup struct {
+	Explorer *Explorer
+	Node     *Node
+	User     *User
+	NodeID   string
+}
+
+// SetupOptions change how Start runs the node.
+type SetupOptions struct {
+	// Node are the node's options (see StartNodeWith). Default none.
+	Node NodeOptions
+	// Via, when set, gets the explorer's URL and returns the URL the node
+	// talks to instead (a proxy the test puts between them, that injects
+	// faults). The user always talks to the explorer itself. Default nil.
+	Via func(explorer string) string
+}
+
+// Start skips the test unless it runs as root (see testutil.RequiresRoot),
+// then starts explorerd, provisiond and a user as StartExplorer,
+// StartNodeWith and NewUser do, and reads the node's ID. Both daemons stop
+// when the test ends.
+func Start(t testing.TB, opts SetupOptions) *Setup {
+	t.Helper()
+	testutil.RequiresRoot(t)
+	s := &Setup{Explorer: StartExplorer(t)}
+	nodeURL := s.Explorer.URL()
+	if opts.Via != nil {
+		nodeURL = opts.Via(nodeURL)
+	}
+	s.Node = StartNodeWith(t, nodeURL, opts.Node)
+	s.User = NewUser(t, s.Explorer.URL())
+	s.NodeID = s.Node.ID(t)
+	return s
 }

@@ -265,3 +265,69 @@ func (m *Manager) removeLogs(id string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// maxRotated bounds how many rotated log files Tail looks through.
+const maxRotated = 100
+
+// Tail returns the last n bytes (at most) container id wrote to its log,
+// across its rotated files (.log.N … .log.1, then .log), oldest byte
+// first. A container that has no log file fails with an error wrapping
+// fs.ErrNotExist. It reads at most n bytes, whatever the files' sizes; a
+// rotation during the read may cut or repeat a few bytes at a file's
+// edge.
+func (m *Manager) Tail(id string, n int) ([]byte, error) {
+	if n <= 0 {
+		return nil, nil
+	}
+	base := m.LogPath(id)
+	var parts [][]byte // newest first
+	have, found := 0, false
+	for i := 0; i <= maxRotated && have < n; i++ {
+		p := base
+		if i > 0 {
+			p = fmt.Sprintf("%s.%d", base, i)
+		}
+		b, err := readLast(p, n-have)
+		if errors.Is(err, fs.ErrNotExist) {
+			if i == 0 {
+				continue // rotated a moment ago, or never written: look at .log.1
+			}
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading log of container %s: %w", id, err)
+		}
+		found = true
+		parts = append(parts, b)
+		have += len(b)
+	}
+	if !found {
+		return nil, fmt.Errorf("container %s has no log: %w", id, fs.ErrNotExist)
+	}
+	out := make([]byte, 0, have)
+	for i := len(parts) - 1; i >= 0; i-- {
+		out = append(out, parts[i]...)
+	}
+	return out, nil
+}
+
+// readLast returns the last n bytes of the file at path (all of it when
+// shorter).
+func readLast(path string, n int) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	off := max(st.Size()-int64(n), 0)
+	buf := make([]byte, st.Size()-off)
+	k, err := f.ReadAt(buf, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return buf[:k], nil
+}

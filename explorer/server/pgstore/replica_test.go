@@ -17,6 +17,7 @@ import (
 	"github.com/edgeprov/provisiond/explorer/server"
 	"github.com/edgeprov/provisiond/explorer/server/pgstore"
 	"github.com/edgeprov/provisiond/internal/pgtest"
+	"github.com/edgeprov/provisiond/internal/source"
 	"github.com/edgeprov/provisiond/provision"
 	"github.com/edgeprov/provisiond/provision/provisiontest"
 )
@@ -90,34 +91,62 @@ func pollAsync(ctx context.Context, c *explorer.Client, from uint64) <-chan poll
 	return ch
 }
 
+// wakeup is two replicas on one new database with a node registered
+// through the first, for the tests of how a held poll wakes.
+type wakeup struct {
+	dsn        string
+	a, b       *replica
+	node, user ed25519.PrivateKey
+	nc         *explorer.Client
+	cursor     uint64
+}
+
+func newWakeup(t *testing.T) *wakeup {
+	t.Helper()
+	w := &wakeup{dsn: pgtest.Shared(t).NewDB(t)}
+	w.a, w.b = startReplica(t, w.dsn), startReplica(t, w.dsn)
+	w.node, w.user = explorertest.NewKey(t), explorertest.NewKey(t)
+	w.nc = w.a.node(w.node)
+	if err := w.nc.Register(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// round holds a poll of the node from the cursor on the first replica,
+// calls meanwhile once it is held, then commits the node's reservation
+// number i+1 through the second replica. It returns the poll's answer,
+// the reservation's ID and when it was committed, and moves the cursor
+// to the poll's next.
+func (w *wakeup) round(t *testing.T, i int, meanwhile func()) (polled, string, time.Time) {
+	t.Helper()
+	got := pollAsync(t.Context(), w.nc, w.cursor)
+	w.a.awaitHold(t)
+	meanwhile()
+	r := explorertest.Volume(explorertest.NodeID(w.node), int64(i+1))
+	r.Sign(w.user)
+	id, err := w.b.user(w.user).CreateReservation(t.Context(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	committed := time.Now()
+	p := <-got
+	w.cursor = p.next
+	return p, id, committed
+}
+
 // TestReplicasWakeEachOther holds a node's poll on one replica and writes
 // through another: the NOTIFY of the writer wakes the poll long before its
 // wait (5 s) passes.
 func TestReplicasWakeEachOther(t *testing.T) {
-	dsn := pgtest.Shared(t).NewDB(t)
-	a, b := startReplica(t, dsn), startReplica(t, dsn)
-	node, user := explorertest.NewKey(t), explorertest.NewKey(t)
-	nc := a.node(node)
-	if err := nc.Register(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	var cursor uint64
+	w := newWakeup(t)
 	for i := range 3 {
-		got := pollAsync(t.Context(), nc, cursor)
-		a.awaitHold(t)
-		r := explorertest.Volume(explorertest.NodeID(node), int64(i+1))
-		r.Sign(user)
-		id, err := b.user(user).CreateReservation(t.Context(), r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		committed := time.Now()
-		p := <-got
+		cursor := w.cursor
+		p, id, committed := w.round(t, i, func() {})
 		if p.err != nil || len(p.evs) != 1 || p.evs[0].Reservation.ID != id || p.next != cursor+1 {
 			t.Fatalf("round %d: %d events next %d, %v; want reservation %s at %d", i, len(p.evs), p.next, p.err, id, cursor+1)
 		}
 		t.Logf("round %d: woken %s after the commit on the other replica", i, p.at.Sub(committed))
-		cursor = p.next
 	}
 }
 
@@ -143,29 +172,14 @@ func terminateListeners(t *testing.T, dsn string) int {
 // commit every time (the listener catches up on reconnecting, and polls
 // the database every second while it cannot).
 func TestListenerBackendTerminated(t *testing.T) {
-	dsn := pgtest.Shared(t).NewDB(t)
-	a, b := startReplica(t, dsn), startReplica(t, dsn)
-	node, user := explorertest.NewKey(t), explorertest.NewKey(t)
-	nc := a.node(node)
-	if err := nc.Register(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	var cursor uint64
+	w := newWakeup(t)
 	for i, delay := range []time.Duration{0, 0, 50 * time.Millisecond, 300 * time.Millisecond, 0} {
-		got := pollAsync(t.Context(), nc, cursor)
-		a.awaitHold(t)
-		if n := terminateListeners(t, dsn); n == 0 {
-			t.Fatalf("round %d: no listener backend to terminate", i)
-		}
-		time.Sleep(delay)
-		r := explorertest.Volume(explorertest.NodeID(node), int64(i+1))
-		r.Sign(user)
-		id, err := b.user(user).CreateReservation(t.Context(), r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		committed := time.Now()
-		p := <-got
+		p, id, committed := w.round(t, i, func() {
+			if n := terminateListeners(t, w.dsn); n == 0 {
+				t.Fatalf("round %d: no listener backend to terminate", i)
+			}
+			time.Sleep(delay)
+		})
 		if p.err != nil || len(p.evs) != 1 || p.evs[0].Reservation.ID != id {
 			t.Fatalf("round %d: %d events, %v; want reservation %s", i, len(p.evs), p.err, id)
 		}
@@ -174,7 +188,6 @@ func TestListenerBackendTerminated(t *testing.T) {
 		if late > time.Second+250*time.Millisecond { // 250 ms for the client and the race detector on a busy machine
 			t.Fatalf("round %d: the waiter woke %s after the commit, want within 1 s", i, late)
 		}
-		cursor = p.next
 	}
 }
 
@@ -308,68 +321,38 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 		})
 	}
 
-	seen := map[string]uint64{}
-	var cursor uint64
+	var fl explorertest.Follower
 	// follow polls once (a caught-up poll is held for the client's wait,
 	// 5 s) and returns how many events came, or -1 on an error.
 	follow := func() int {
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		evs, next, err := nc.Poll(pctx, cursor)
+		evs, next, err := nc.Poll(pctx, fl.Cursor)
 		if err != nil {
 			return -1
 		}
-		for _, ev := range evs {
-			if ev.Seq != cursor+1 {
-				t.Fatalf("event %d after %d: a hole", ev.Seq, cursor)
-			}
-			if at, dup := seen[ev.Reservation.ID]; dup {
-				t.Fatalf("reservation %s delivered at %d and %d", ev.Reservation.ID, at, ev.Seq)
-			}
-			seen[ev.Reservation.ID] = ev.Seq
-			cursor = ev.Seq
-		}
-		if next != cursor {
-			t.Fatalf("next %d, cursor %d", next, cursor)
-		}
-		return len(evs)
+		return fl.Take(t, evs, next)
 	}
-	phase := func(d time.Duration) {
-		end := time.Now().Add(d)
-		for time.Now().Before(end) {
-			if follow() < 0 {
-				time.Sleep(50 * time.Millisecond)
-			}
-		}
-	}
-	phase(time.Second)
-	before := len(seen)
+	fl.Follow(time.Second, follow)
+	before := len(fl.Seen)
 	if err := c.Stop("immediate"); err != nil {
 		t.Fatal(err)
 	}
-	phase(time.Second)
+	fl.Follow(time.Second, follow)
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
-	phase(2 * time.Second)
+	fl.Follow(2*time.Second, follow)
 	stopLoad()
 	wg.Wait()
 	// Every write has returned: drain until a poll finds nothing.
-	for n := follow(); n != 0; n = follow() {
-		if n < 0 {
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
+	fl.Drain(follow)
 	mu.Lock()
 	defer mu.Unlock()
-	for id := range accepted {
-		if _, ok := seen[id]; !ok {
-			t.Errorf("accepted reservation %s was never delivered", id)
-		}
-	}
-	t.Logf("%d accepted (%d delivered before the crash), %d refused during the outage, %d delivered", len(accepted), before, refused, len(seen))
-	if before == 0 || len(seen) <= before || refused == 0 {
-		t.Fatalf("the load did not span the restart: %d delivered before, %d after, %d refused", before, len(seen), refused)
+	fl.CheckDelivered(t, accepted)
+	t.Logf("%d accepted (%d delivered before the crash), %d refused during the outage, %d delivered", len(accepted), before, refused, len(fl.Seen))
+	if before == 0 || len(fl.Seen) <= before || refused == 0 {
+		t.Fatalf("the load did not span the restart: %d delivered before, %d after, %d refused", before, len(fl.Seen), refused)
 	}
 }
 
@@ -416,7 +399,7 @@ func TestNodeReconcilesFromSnapshot(t *testing.T) {
 	held := []provision.SnapshotEntry{{ID: rs[0].ID, Digest: rs[0].Digest(), Version: rs[0].Version}}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	jobs := provision.NewPollSource(nc, store, "explorer", provision.PollOptions{
+	jobs := source.NewPoll(nc, store, "explorer", source.PollOptions{
 		Held: func() ([]provision.SnapshotEntry, error) { return held, nil },
 	}).Reservations(ctx)
 	got := map[string]bool{} // ID → a delete

@@ -371,7 +371,7 @@ func (s *Store) ReservationsPage(ctx context.Context, user string, p server.Page
 			return nil, server.Cursor{}, fmt.Errorf("listing reservations of %s: %w", user, err)
 		}
 		size += len(body) + len(result)
-		if len(list) == limit || (len(list) > 0 && p.MaxBytes > 0 && size > p.MaxBytes) {
+		if p.Full(len(list), size) {
 			more = true
 			break
 		}
@@ -683,8 +683,8 @@ func later(a, b time.Time) time.Time {
 // order: collation "C") after q.After. The free units and last seen are
 // columns, so the filters run in the database.
 func (s *Store) Nodes(ctx context.Context, q server.NodeQuery) ([]*server.NodeRecord, error) {
-	if q.Limit < 1 {
-		return nil, fmt.Errorf("%w: listing nodes: limit %d", server.ErrBadRequest, q.Limit)
+	if err := q.Check(); err != nil {
+		return nil, err
 	}
 	var since *time.Time
 	if !q.SeenSince.IsZero() {
