@@ -467,7 +467,11 @@ func (t *Table) InspectStatus(ctx context.Context, r *provision.Reservation) (an
 	if r.Type != provision.ContainerReservation {
 		return nil, nil
 	}
-	return t.container.Status(ctx, r.ID)
+	info, err := t.container.Status(ctx, r.ID)
+	if errors.Is(err, container.ErrNoStatus) {
+		return nil, nil // its result stays what the earlier release signed
+	}
+	return info, err
 }
 
 // List returns every runtime object under the prefix: network namespaces,

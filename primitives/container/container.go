@@ -65,6 +65,7 @@ var (
 	ErrImageTooLarge  = errors.New("container: image too large")
 	ErrImageRefused   = errors.New("container: image URL refused")
 	ErrCrashLoop      = errors.New("container: crash-looping")
+	ErrNoStatus       = errors.New("container: no status (started by an earlier release)")
 )
 
 // Defaults of Options.
@@ -985,7 +986,8 @@ func (m *Manager) Inspect(ctx context.Context, id string) error {
 
 // Status returns the status of container id as its lifecycle says (after
 // an Inspect, which records an exit it finds). A container without one (an
-// earlier release's, running) is reported running.
+// earlier release's, adopted as it runs) has none: ErrNoStatus, and its
+// result stays the one that release signed.
 func (m *Manager) Status(ctx context.Context, id string) (Info, error) {
 	if err := checkID(id); err != nil {
 		return Info{}, err
@@ -998,7 +1000,7 @@ func (m *Manager) Status(ctx context.Context, id string) (Info, error) {
 		return Info{}, fmt.Errorf("reading status of container %s: %w", id, err)
 	}
 	if !ok {
-		return Info{ID: id, State: StatusRunning}, nil
+		return Info{}, fmt.Errorf("%w: container %s", ErrNoStatus, id)
 	}
 	return statusInfo(id, &lc), nil
 }

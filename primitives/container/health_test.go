@@ -349,3 +349,21 @@ func TestRebootIsNoCrash(t *testing.T) {
 		t.Fatal("the container was not started again")
 	}
 }
+
+// TestNoStatusWithoutLifecycle checks that a container of an earlier
+// release (no lifecycle in its bundle) reports no status: its result is
+// left as that release signed it.
+func TestNoStatusWithoutLifecycle(t *testing.T) {
+	e := newEnv(t, container.Options{})
+	id := "oldstatus-" + testutil.RandHex(t, 3)
+	e.run(t, id, e.spec("sleep", "3600"))
+	if err := os.Remove(filepath.Join(e.m.Bundle(id), "lifecycle.json")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.m.Inspect(t.Context(), id); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := e.m.Status(t.Context(), id); !errors.Is(err, container.ErrNoStatus) {
+		t.Fatalf("Status = %+v, %v; want ErrNoStatus", info, err)
+	}
+}
