@@ -643,3 +643,40 @@ func TestListReservationsFollowsPages(t *testing.T) {
 		t.Fatal("a page of 501 was served")
 	}
 }
+
+// TestHeartbeatUnsupported: an explorer (or a proxy) that answers a
+// heartbeat with 404, 405 or 501 takes no heartbeats, and the heartbeat is
+// dropped for good; it must not be retried at the head of the outbox ahead
+// of the results queued after it. An explorer's 400 judges the heartbeat
+// itself; an outage stays temporary.
+func TestHeartbeatUnsupported(t *testing.T) {
+	plain := func(status int) func(int, http.ResponseWriter) {
+		return func(_ int, w http.ResponseWriter) { http.Error(w, "404 page not found", status) }
+	}
+	tests := []struct {
+		name      string
+		answers   func(int, http.ResponseWriter)
+		temporary bool
+	}{
+		{"old-explorer-404", plain(http.StatusNotFound), false},
+		{"explorer-404", refuse(http.StatusNotFound, ""), false},
+		{"405", plain(http.StatusMethodNotAllowed), false},
+		{"501", refuse(http.StatusNotImplemented, ""), false},
+		{"400-malformed", refuse(http.StatusBadRequest, ""), false},
+		{"503", refuse(http.StatusServiceUnavailable, ""), true},
+		{"proxy-html-502", htmlPage(http.StatusBadGateway), true},
+	}
+	hb := &provision.Heartbeat{NodeID: "node", BootID: "b", Created: time.Now(), Booted: time.Now().Add(-time.Hour), Interval: time.Minute}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := stubClient(t, &stub{t: t, answers: tt.answers}, 1)
+			err := c.Heartbeat(t.Context(), "node", hb)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if provision.IsTemporary(err) != tt.temporary {
+				t.Fatalf("IsTemporary(%v) = %v, want %v", err, !tt.temporary, tt.temporary)
+			}
+		})
+	}
+}

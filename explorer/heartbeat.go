@@ -51,7 +51,11 @@ type NodeAvailability struct {
 // Heartbeat delivers a signed heartbeat (PUT /api/v1/nodes/{node}/heartbeat)
 // for the outbox (provision.HeartbeatSender). The explorer's 400 judges
 // the heartbeat itself (malformed, a bad signature): a permanent Refusal,
-// dropped by the outbox. Every other failure is temporary.
+// dropped by the outbox. A 404, 405 or 501 says the explorer takes no
+// heartbeats (a release before them, or a proxy that does not route them):
+// also permanent, since the outbox delivers in order and a heartbeat
+// retried for ever would hold back every result queued after it. Every
+// other failure is temporary.
 func (c *Client) Heartbeat(ctx context.Context, nodeID string, hb *provision.Heartbeat) error {
 	body, err := json.Marshal(hb)
 	if err != nil {
@@ -61,6 +65,12 @@ func (c *Client) Heartbeat(ctx context.Context, nodeID string, hb *provision.Hea
 	var apiErr *APIError
 	if errors.As(err, &apiErr) && apiErr.Status == http.StatusBadRequest && !apiErr.Foreign {
 		return provision.Permanent(&provision.Refusal{Reason: "malformed", Err: apiErr})
+	}
+	if errors.As(err, &apiErr) {
+		switch apiErr.Status {
+		case http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusNotImplemented:
+			return provision.Permanent(&provision.Refusal{Reason: "unsupported", Err: fmt.Errorf("the explorer takes no heartbeats: %w", apiErr)})
+		}
 	}
 	return delivery(err)
 }
