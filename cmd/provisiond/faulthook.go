@@ -32,9 +32,10 @@ type faulty struct {
 }
 
 var (
-	_ provision.Primitives = (*faulty)(nil)
-	_ provision.Inspector  = (*faulty)(nil)
-	_ provision.Lister     = (*faulty)(nil)
+	_ provision.Primitives      = (*faulty)(nil)
+	_ provision.Inspector       = (*faulty)(nil)
+	_ provision.Lister          = (*faulty)(nil)
+	_ provision.StatusInspector = (*faulty)(nil)
 )
 
 // withFaults returns p wrapped with the fault PROVISIOND_FAULT names, or p
@@ -89,4 +90,13 @@ func (f *faulty) Inspect(ctx context.Context, r *provision.Reservation) error {
 		return err
 	}
 	return f.Table.Inspect(ctx, r)
+}
+
+// InspectStatus carries the fault too: the engine prefers it to Inspect
+// (provision.StatusInspector), and the embedded Table's would bypass it.
+func (f *faulty) InspectStatus(ctx context.Context, r *provision.Reservation) (any, error) {
+	if err := f.wait(ctx); err != nil {
+		return nil, err
+	}
+	return f.Table.InspectStatus(ctx, r)
 }
