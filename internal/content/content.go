@@ -28,7 +28,6 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
-
 )
 
 // Sentinel errors of the content store.
