@@ -87,6 +87,11 @@ type Options struct {
 	// below (container.Options.LocalImages). Default "": only http(s)
 	// images are used.
 	LocalImages string
+	// InsecureRegistries are the registries (HOST:PORT) spoken to over
+	// plain HTTP, and RegistryMirrors those asked first for every registry
+	// image (container.Options). Default none.
+	InsecureRegistries []string
+	RegistryMirrors    []string
 	// Uplink is the node's public interface (network.Options.Uplink):
 	// networks reach the outside through it and containers publish ports
 	// on it. Default "": networks are islands, publishing fails.
@@ -160,6 +165,7 @@ func New(opts Options) *Table {
 		LocalImages: opts.LocalImages, ImageHosts: opts.ImageHosts, Log: log,
 		PidsLimit: opts.ContainerPidsLimit, LogMaxSize: opts.ContainerLogMaxSize,
 		LogMaxFiles: opts.ContainerLogMaxFiles, RunDir: opts.ContainerRunDir,
+		InsecureRegistries: opts.InsecureRegistries, RegistryMirrors: opts.RegistryMirrors,
 	})
 	t.table = t.newTable()
 	return t

@@ -522,3 +522,13 @@ func (s *Store) unpackLayer(ctx context.Context, repo *registry.Repo, d v1.Descr
 	s.log.Debug().Str("layer", digest).Int64("bytes", st.Bytes).Int("entries", st.Entries).Msg("layer unpacked")
 	return st, nil
 }
+
+// Layers makes the image of ref present (see Pull) and returns its layer
+// directories in overlay's lowerdir order, the top layer first.
+func (s *Store) Layers(ctx context.Context, ref provision.ImageRef) ([]string, error) {
+	img, err := s.Pull(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	return s.Lowers(img), nil
+}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -285,5 +286,76 @@ func TestMirrorFirst(t *testing.T) {
 	}
 	if proxy.BlobBytes() == 0 {
 		t.Fatal("nothing came through the mirror")
+	}
+}
+
+func TestSweep(t *testing.T) {
+	testutil.RequiresRoot(t)
+	reg := registrytest.Start(t, registrytest.Options{})
+	base := registrytest.BusyboxLayer(t)
+	a := reg.Push(t, "a", registrytest.Image(t, runtime.GOARCH, base, appLayer(t, "a")))
+	b := reg.Push(t, "b", registrytest.Image(t, runtime.GOARCH, base, appLayer(t, "b")))
+	dir := t.TempDir()
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	s := images.New(images.Options{Dir: dir, Registry: registry.New(registry.Options{Insecure: []string{reg.Host}}), Limit: limit, Now: func() time.Time { return now }})
+	imgA, err := s.Pull(t.Context(), a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	imgB, err := s.Pull(t.Context(), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keepA := func(d string) bool { return d == a.Digest }
+	// Within the grace period nothing goes (blob times are the file
+	// system's: older than now+grace).
+	res, err := s.Sweep(t.Context(), keepA, nil, 24*time.Hour*365*100)
+	if err != nil || len(res.Blobs)+len(res.Layers) != 0 {
+		t.Fatalf("sweep within grace removed %+v, %v", res, err)
+	}
+	// A layer a container mounts stays although nothing references it.
+	inUse := map[string]bool{imgB.Layers[1]: true}
+	now = now.Add(48 * time.Hour)
+	res, err = s.Sweep(t.Context(), keepA, inUse, time.Nanosecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// b's manifest, config and top blob go; its mounted layer stays.
+	if len(res.Blobs) != 3 || len(res.Layers) != 0 {
+		t.Fatalf("sweep removed %+v; want b's manifest, config and layer blob", res)
+	}
+	for _, d := range append([]string{a.Digest, imgA.Config}, imgA.Layers...) {
+		if !s.Blobs().Has(d) {
+			t.Fatalf("blob %s of the kept image was removed", d)
+		}
+	}
+	if _, err := os.Stat(s.LayerDir(imgB.Layers[1])); err != nil {
+		t.Fatalf("a mounted layer was removed: %v", err)
+	}
+	res, err = s.Sweep(t.Context(), keepA, nil, time.Nanosecond)
+	if err != nil || len(res.Layers) != 1 || res.Layers[0] != imgB.Layers[1] {
+		t.Fatalf("second sweep = %+v, %v; want b's own layer", res, err)
+	}
+	// The shared base stays with a; a pinned (imported) image stays with
+	// nothing referencing it.
+	if err := s.Pin(a.Digest); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := s.Sweep(t.Context(), func(string) bool { return false }, nil, time.Nanosecond); err != nil || len(res.Blobs)+len(res.Layers) != 0 {
+		t.Fatalf("sweep removed a pinned image: %+v, %v", res, err)
+	}
+	list, err := s.List()
+	if err != nil || len(list) != 1 || list[0].Digest != a.Digest || !list[0].Imported || list[0].Layers != 2 {
+		t.Fatalf("List = %+v, %v", list, err)
+	}
+	if err := s.Unpin(a.Digest); err != nil {
+		t.Fatal(err)
+	}
+	res, err = s.Sweep(t.Context(), func(string) bool { return false }, nil, time.Nanosecond)
+	if err != nil || len(res.Blobs) != 4 || len(res.Layers) != 2 {
+		t.Fatalf("sweep of nothing kept = %+v, %v", res, err)
+	}
+	if list, _ := s.List(); len(list) != 0 {
+		t.Fatalf("images left: %+v", list)
 	}
 }
