@@ -206,7 +206,7 @@ func whiteout(root *os.Root, name string) error {
 		return err
 	}
 	defer parent.Close()
-	if err := unix.Mknodat(int(parent.Fd()), path.Base(name), unix.S_IFCHR|0o000, 0); err != nil {
+	if err := unix.Mknodat(int(parent.Fd()), path.Base(name), unix.S_IFCHR, 0); err != nil {
 		return fmt.Errorf("making whiteout %s: %w", name, err)
 	}
 	return nil
