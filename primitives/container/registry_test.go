@@ -36,15 +36,14 @@ func TestRunFromRegistry(t *testing.T) {
 		{Name: "etc/.wh.passwd"}, // deletes the base's /etc/passwd
 		{Name: "bin/", Type: tar.TypeDir},
 		{Name: "bin/.wh..wh..opq"}, // hides the base's applets...
-		{Name: "bin/busybox", Type: tar.TypeLink, Link: "sbin/busybox"},
+		{Name: "bin/busybox", Type: tar.TypeSymlink, Link: "/sbin/busybox"},
 		{Name: "sbin/", Type: tar.TypeDir},
 		{Name: "srv/", Type: tar.TypeDir},
 		{Name: "srv/suid", Body: []byte("x"), Mode: 0o4755},
 		{Name: "srv/hello", Body: []byte("hello from a layer\n")},
 	})
-	// The opaque /bin keeps only what this layer puts there: busybox,
-	// hard-linked from /sbin of the same layer, so the base's copy must be
-	// there first. A layer in between brings /sbin/busybox.
+	// The opaque /bin keeps only what the top layer puts there: a symlink
+	// to /sbin/busybox, which a layer in between brings.
 	mid := registrytest.Layer(t, []registrytest.File{
 		{Name: "sbin/", Type: tar.TypeDir},
 		{Name: "sbin/busybox", Body: busyboxBytes(t), Mode: 0o755},
