@@ -436,18 +436,14 @@ func (s *Store) layer(ctx context.Context, repo *registry.Repo, d v1.Descriptor,
 
 // unpackLayer fetches layer d and unpacks it into a temporary directory
 // renamed into place once its blob's digest and its diff ID are checked.
+// A layer downloaded from its start is unpacked as it arrives (the bytes
+// go to the store and to the unpacker at once, and the store checks their
+// digest); a stored or resumed blob is unpacked from the store, hashed
+// again as it is read.
 func (s *Store) unpackLayer(ctx context.Context, repo *registry.Repo, d v1.Descriptor, diffID string, left layer.Limit) (layer.Stats, error) {
 	digest := d.Digest.Hex
-	if err := s.ingest(ctx, repo, digest, d.Size, s.limit.Bytes); err != nil {
-		return layer.Stats{}, err
-	}
-	f, err := s.blobs.Open(digest)
-	if err != nil {
-		return layer.Stats{}, fmt.Errorf("opening layer sha256:%s: %w", digest, err)
-	}
-	defer f.Close()
-	if err := os.MkdirAll(filepath.Dir(s.layersDir()), 0o700); err != nil {
-		return layer.Stats{}, err
+	if d.Size > s.limit.Bytes {
+		return layer.Stats{}, fmt.Errorf("%w: blob sha256:%s is %d bytes, more than %d", ErrTooLarge, digest, d.Size, s.limit.Bytes)
 	}
 	if err := os.MkdirAll(s.layersDir(), 0o700); err != nil {
 		return layer.Stats{}, err
@@ -476,27 +472,34 @@ func (s *Store) unpackLayer(ctx context.Context, repo *registry.Repo, d v1.Descr
 	if err := os.Mkdir(fsDir, 0o755); err != nil {
 		return layer.Stats{}, err
 	}
-	h := sha256.New()
-	st, uerr := layer.Unpack(ctx, io.TeeReader(f, h), fsDir, left)
+	t0 := s.now()
+	st, streamed, uerr := s.fetchUnpacking(ctx, repo, d, fsDir, left)
+	if !streamed && uerr == nil {
+		// Stored already, or resumed: unpack from the store.
+		if err := os.RemoveAll(fsDir); err != nil {
+			return layer.Stats{}, err
+		}
+		if err := os.Mkdir(fsDir, 0o755); err != nil {
+			return layer.Stats{}, err
+		}
+		st, uerr = s.unpackStored(ctx, digest, fsDir, left)
+	}
 	if ctx.Err() != nil {
 		return layer.Stats{}, ctx.Err()
 	}
-	if uerr == nil || !errors.Is(uerr, layer.ErrTooLarge) {
-		// The blob is checked whatever the tar said: a tampered blob is
-		// removed, not reported as a bad layer.
-		if _, err := io.Copy(h, f); err != nil {
-			return layer.Stats{}, fmt.Errorf("reading layer sha256:%s: %w", digest, err)
-		}
-		if hex.EncodeToString(h.Sum(nil)) != digest {
-			return layer.Stats{}, s.blobs.Tampered(digest)
-		}
-	}
 	if uerr != nil {
 		if errors.Is(uerr, layer.ErrTooLarge) {
+			s.blobs.Remove(digest) // a download cut short: nothing kept
 			return layer.Stats{}, fmt.Errorf("%w: %w", ErrTooLarge, uerr)
 		}
-		return layer.Stats{}, fmt.Errorf("%w: layer sha256:%s: %w", ErrBadManifest, digest, uerr)
+		var lerr *layerError
+		if errors.As(uerr, &lerr) {
+			s.blobs.Remove(digest)
+			return layer.Stats{}, fmt.Errorf("%w: layer sha256:%s: %w", ErrBadManifest, digest, lerr.err)
+		}
+		return layer.Stats{}, uerr
 	}
+	t1 := s.now()
 	if st.DiffID != diffID {
 		return layer.Stats{}, fmt.Errorf("%w: layer sha256:%s unpacks to sha256:%s, its config says sha256:%s", ErrDiffID, digest, st.DiffID, diffID)
 	}
@@ -507,9 +510,10 @@ func (s *Store) unpackLayer(ctx context.Context, repo *registry.Repo, d v1.Descr
 	if err := os.WriteFile(filepath.Join(tmp, "meta.json"), meta, 0o600); err != nil {
 		return layer.Stats{}, err
 	}
+	t2 := s.now()
 	// One syncfs makes the unpacked files durable before the rename
 	// says the layer is complete.
-	if err := unix.Syncfs(int(f.Fd())); err != nil {
+	if err := syncfs(tmp); err != nil {
 		return layer.Stats{}, fmt.Errorf("syncing layer sha256:%s: %w", digest, err)
 	}
 	if err := os.Rename(tmp, filepath.Join(s.layersDir(), digest)); err != nil {
@@ -519,7 +523,8 @@ func (s *Store) unpackLayer(ctx context.Context, repo *registry.Repo, d v1.Descr
 	if err := content.SyncDir(s.layersDir()); err != nil {
 		return layer.Stats{}, err
 	}
-	s.log.Debug().Str("layer", digest).Int64("bytes", st.Bytes).Int("entries", st.Entries).Msg("layer unpacked")
+	s.log.Debug().Str("layer", digest).Int64("bytes", st.Bytes).Int("entries", st.Entries).
+		Bool("streamed", streamed).Dur("fetch_unpack", t1.Sub(t0)).Dur("sync", s.now().Sub(t2)).Msg("layer unpacked")
 	return st, nil
 }
 
@@ -531,4 +536,130 @@ func (s *Store) Layers(ctx context.Context, ref provision.ImageRef) ([]string, e
 		return nil, err
 	}
 	return s.Lowers(img), nil
+}
+
+// layerError is a layer that does not unpack (a bad tar), as opposed to a
+// failure to fetch it.
+type layerError struct{ err error }
+
+func (e *layerError) Error() string { return e.err.Error() }
+func (e *layerError) Unwrap() error { return e.err }
+
+// fetchUnpacking stores blob d, unpacking it into dir as it is downloaded
+// from its start; streamed says whether it was (not when the blob was
+// stored already or its download resumed). The unpacker reads a pipe the
+// download writes to: an unpack that fails closes the pipe, which stops
+// the download; a download that fails closes it too.
+func (s *Store) fetchUnpacking(ctx context.Context, repo *registry.Repo, d v1.Descriptor, dir string, left layer.Limit) (layer.Stats, bool, error) {
+	digest := d.Digest.Hex
+	if s.blobs.Has(digest) {
+		return layer.Stats{}, false, nil
+	}
+	if repo == nil {
+		return layer.Stats{}, false, fmt.Errorf("%w: blob sha256:%s is not in the store and no registry is configured", registry.ErrUnreachable, digest)
+	}
+	pr, pw := io.Pipe()
+	type result struct {
+		st  layer.Stats
+		err error
+	}
+	done := make(chan result, 1)
+	started := false
+	fetch := func(ctx context.Context, off int64) (io.ReadCloser, bool, error) {
+		body, resumed, err := repo.Blob(ctx, digest, off)
+		if err != nil || (off > 0 && resumed) || started {
+			return body, resumed, err
+		}
+		started = true
+		go func() {
+			st, err := layer.Unpack(ctx, pr, dir, left)
+			if err != nil {
+				err = unpackErr(err)
+				var lerr *layerError
+				if errors.As(err, &lerr) {
+					// Let the download end: its digest says whether
+					// the layer is bad or its bytes were changed.
+					io.Copy(io.Discard, pr)
+				} else {
+					pr.CloseWithError(err) // too large, or cancelled: stop it
+				}
+			}
+			done <- result{st, err}
+		}()
+		return readCloser{Reader: io.TeeReader(body, pw), Closer: body}, false, nil
+	}
+	ierr := s.blobs.Ingest(ctx, digest, d.Size, fetch)
+	if !started {
+		pw.Close()
+		return layer.Stats{}, false, ierr
+	}
+	if ierr != nil {
+		pw.CloseWithError(ierr)
+	} else {
+		pw.Close()
+	}
+	r := <-done
+	switch {
+	case ierr != nil && r.err != nil && errors.Is(ierr, r.err):
+		return layer.Stats{}, true, r.err // the unpacker stopped the download
+	case ierr != nil:
+		return layer.Stats{}, true, ierr
+	case r.err != nil:
+		return layer.Stats{}, true, r.err
+	}
+	return r.st, true, nil
+}
+
+// unpackStored unpacks the stored blob digest into dir, checking its
+// digest as it is read: a blob that changed on disk is removed.
+func (s *Store) unpackStored(ctx context.Context, digest, dir string, left layer.Limit) (layer.Stats, error) {
+	f, err := s.blobs.Open(digest)
+	if err != nil {
+		return layer.Stats{}, fmt.Errorf("opening layer sha256:%s: %w", digest, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	st, uerr := layer.Unpack(ctx, io.TeeReader(f, h), dir, left)
+	if ctx.Err() != nil {
+		return layer.Stats{}, ctx.Err()
+	}
+	if uerr != nil && errors.Is(uerr, layer.ErrTooLarge) {
+		return layer.Stats{}, uerr
+	}
+	// The blob is checked whatever the tar said: a tampered blob is
+	// removed, not reported as a bad layer.
+	if _, err := io.Copy(h, f); err != nil {
+		return layer.Stats{}, fmt.Errorf("reading layer sha256:%s: %w", digest, err)
+	}
+	if hex.EncodeToString(h.Sum(nil)) != digest {
+		return layer.Stats{}, s.blobs.Tampered(digest)
+	}
+	if uerr != nil {
+		return layer.Stats{}, unpackErr(uerr)
+	}
+	return st, nil
+}
+
+// unpackErr marks an unpack failure that is the layer's own (a bad tar),
+// keeping ErrTooLarge and context errors as they are.
+func unpackErr(err error) error {
+	if errors.Is(err, layer.ErrTooLarge) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return &layerError{err: err}
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// syncfs flushes the file system holding path.
+func syncfs(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.Syncfs(int(f.Fd()))
 }

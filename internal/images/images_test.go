@@ -14,6 +14,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/edgeprov/provisiond/internal/content"
@@ -167,6 +168,8 @@ func TestPullRefuses(t *testing.T) {
 	if err := os.WriteFile(p, blob, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A layer whose bytes are its digest's but not a tar.
+	junk := reg.Push(t, "junk", registrytest.Image(t, runtime.GOARCH, static.NewLayer(bytes.Repeat([]byte("not a tar "), 1000), types.OCILayer)))
 	down := good
 	down.Registry = "127.0.0.1:1"
 	missing := good
@@ -185,6 +188,7 @@ func TestPullRefuses(t *testing.T) {
 		{"artifact-media-type", artifact, []string{reg.Host}, registry.ErrMediaType, false},
 		{"blob-digest-differs", tampered, []string{reg.Host}, content.ErrDigestMismatch, false},
 		{"plain-http-not-listed", good, nil, registry.ErrPlainHTTP, false},
+		{"not-a-tar", junk, []string{reg.Host}, images.ErrBadManifest, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
