@@ -1,7 +1,9 @@
 // Package container runs provisiond's containers under runc.
 //
 // The image (a rootfs tarball, local or http(s)) is verified against its
-// sha256 and unpacked once per digest into <DataDir>/images/<digest>. Each
+// sha256 and unpacked once per digest into <DataDir>/images/<digest>; a
+// registry image pinned by digest is pulled into <DataDir>/blobs and its
+// layers unpacked once each into <DataDir>/layers (registry.go). Each
 // container, named "prv-<id>", gets a bundle <DataDir>/containers/prv-<id>
 // holding its disk (an allocated ext4 image of its disk size, loop-mounted,
 // with the overlay's upper and work directories: a full disk is ENOSPC to
