@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -29,7 +30,8 @@ func refSpec(ref provision.ImageRef, args ...string) container.Spec {
 func TestRunFromRegistry(t *testing.T) {
 	testutil.RequiresRoot(t)
 	reg := registrytest.Start(t, registrytest.Options{})
-	e := newEnv(t, container.Options{InsecureRegistries: []string{reg.Host}})
+	// No grace period: only references, leases and mounts keep content.
+	e := newEnv(t, container.Options{InsecureRegistries: []string{reg.Host}, ImageGrace: time.Nanosecond})
 	base := registrytest.BusyboxLayer(t)
 	app := registrytest.Layer(t, []registrytest.File{
 		{Name: "etc/", Type: tar.TypeDir},
@@ -95,6 +97,36 @@ func TestRunFromRegistry(t *testing.T) {
 	}
 	if out, _ := e.exec(t, "reg-multi", "/bin/cat", "/srv/other"); out != "other\n" {
 		t.Fatalf("another container sees %q after a write in the first", out)
+	}
+
+	// The garbage collector: only whiteouts is referenced. The others'
+	// manifests and blobs go; every layer is mounted and stays.
+	keepOnly := func(d string) func() (map[string]bool, error) {
+		return func() (map[string]bool, error) { return map[string]bool{d: true}, nil }
+	}
+	res, err := e.m.SweepImages(t.Context(), keepOnly(whiteouts.Digest))
+	if err != nil || len(res.Layers) != 0 || len(res.Blobs) == 0 {
+		t.Fatalf("sweep with containers running = %+v, %v; want blobs removed and no layer", res, err)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "blobs", "sha256", whiteouts.Digest)); err != nil {
+		t.Fatalf("the referenced image's manifest was removed: %v", err)
+	}
+	if out, err := e.exec(t, "reg-multi", "/bin/cat", "/srv/other"); err != nil || out != "other\n" {
+		t.Fatalf("after the sweep: %q, %v", out, err)
+	}
+	// Once its containers are gone, the layer only they used goes; the
+	// shared base stays with whiteouts.
+	for _, id := range []string{"reg-second", "reg-multi"} {
+		if err := e.m.Decommission(t.Context(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err = e.m.SweepImages(t.Context(), keepOnly(whiteouts.Digest))
+	if err != nil || len(res.Layers) != 1 {
+		t.Fatalf("sweep after decommission = %+v, %v; want the one layer of second", res, err)
+	}
+	if layers, _ := os.ReadDir(filepath.Join(e.dir, "layers", "sha256")); len(layers) != 3 {
+		t.Fatalf("%d layers left, want whiteouts' 3", len(layers))
 	}
 }
 
