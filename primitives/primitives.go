@@ -87,6 +87,11 @@ type Options struct {
 	// below (container.Options.LocalImages). Default "": only http(s)
 	// images are used.
 	LocalImages string
+	// InsecureRegistries are the registries (HOST:PORT) spoken to over
+	// plain HTTP, and RegistryMirrors those asked first for every registry
+	// image (container.Options). Default none.
+	InsecureRegistries []string
+	RegistryMirrors    []string
 	// Uplink is the node's public interface (network.Options.Uplink):
 	// networks reach the outside through it and containers publish ports
 	// on it. Default "": networks are islands, publishing fails.
@@ -179,7 +184,8 @@ func New(opts Options) *Table {
 		PidsLimit: opts.ContainerPidsLimit, LogMaxSize: opts.ContainerLogMaxSize,
 		LogMaxFiles: opts.ContainerLogMaxFiles, RunDir: opts.ContainerRunDir,
 		OnChange: t.onChange, RestartBackoff: opts.ContainerRestartBackoff, RestartBackoffMax: opts.ContainerRestartBackoffMax,
-		BootID: opts.ContainerBootID,
+		BootID:             opts.ContainerBootID,
+		InsecureRegistries: opts.InsecureRegistries, RegistryMirrors: opts.RegistryMirrors,
 	})
 	t.table = t.newTable()
 	return t

@@ -135,9 +135,13 @@ type ContainerCapacity struct {
 
 // Container is the Data of a container reservation.
 type Container struct {
-	// Image is a rootfs tarball: a local path or an http(s) URL.
+	// Image is a rootfs tarball (a local path or an http(s) URL) or an
+	// OCI image in a registry pinned by digest,
+	// REGISTRY/REPOSITORY@sha256:HEX (see ParseImageRef).
 	Image string `json:"image"`
-	// ImageDigest is the sha256 of the tarball, hex encoded.
+	// ImageDigest is the sha256 of the tarball, hex encoded. For a
+	// registry image it may be empty; when given it must be the
+	// reference's digest.
 	ImageDigest string `json:"image_digest"`
 	// Entrypoint is the command and its arguments.
 	Entrypoint []string `json:"entrypoint"`
@@ -657,14 +661,25 @@ func (c *Container) Validate() error {
 	if c.Image == "" {
 		return fmt.Errorf("%w: container image is empty", ErrBadField)
 	}
-	if IsImageURL(c.Image) {
+	d := strings.TrimPrefix(c.ImageDigest, "sha256:")
+	switch {
+	case IsImageURL(c.Image):
 		if strings.ContainsAny(c.Image, " \n\r\t") {
 			return fmt.Errorf("%w: container image URL holds whitespace", ErrBadField)
 		}
-	} else if !path.IsAbs(c.Image) || path.Clean(c.Image) != c.Image {
+	case IsImageRef(c.Image):
+		ref, err := ParseImageRef(c.Image)
+		if err != nil {
+			return fmt.Errorf("container image is neither an http(s) URL, a clean absolute path nor a registry reference: %w", err)
+		}
+		if c.ImageDigest == "" {
+			d = ref.Digest
+		} else if d != ref.Digest {
+			return fmt.Errorf("%w: image_digest is not the digest of the image reference", ErrBadField)
+		}
+	case !path.IsAbs(c.Image) || path.Clean(c.Image) != c.Image:
 		return fmt.Errorf("%w: container image %q is neither an http(s) URL nor a clean absolute path", ErrBadName, c.Image)
 	}
-	d := strings.TrimPrefix(c.ImageDigest, "sha256:")
 	if len(d) != 64 || !hexRe.MatchString(d) {
 		return fmt.Errorf("%w: image_digest is not a lowercase hex sha256", ErrBadField)
 	}
@@ -738,8 +753,14 @@ func (c *Container) Validate() error {
 	return nil
 }
 
-// ImageSHA256 returns the image digest without an optional "sha256:" prefix.
+// ImageSHA256 returns the image digest without an optional "sha256:"
+// prefix: for a registry image, the digest of its reference.
 func (c *Container) ImageSHA256() string {
+	if c.ImageDigest == "" && IsImageRef(c.Image) {
+		if ref, err := ParseImageRef(c.Image); err == nil {
+			return ref.Digest
+		}
+	}
 	return strings.TrimPrefix(c.ImageDigest, "sha256:")
 }
 

@@ -221,6 +221,19 @@ func TestContainerValidate(t *testing.T) {
 		{"ftp-image", func(c *provision.Container) { c.Image = "ftp://x/a.tar" }, provision.ErrBadName},
 		{"short-digest", func(c *provision.Container) { c.ImageDigest = "abc" }, provision.ErrBadField},
 		{"uppercase-digest", func(c *provision.Container) { c.ImageDigest = strings.Repeat("0F", 32) }, provision.ErrBadField},
+		{"registry-image", func(c *provision.Container) {
+			c.Image, c.ImageDigest = "registry.example.com/app@sha256:"+strings.Repeat("0f", 32), ""
+		}, nil},
+		{"registry-image-same-digest", func(c *provision.Container) {
+			c.Image = "registry.example.com/app@sha256:" + strings.Repeat("0f", 32)
+		}, nil},
+		{"registry-image-other-digest", func(c *provision.Container) {
+			c.Image = "registry.example.com/app@sha256:" + strings.Repeat("1f", 32)
+		}, provision.ErrBadField},
+		{"registry-image-tag", func(c *provision.Container) { c.Image = "registry.example.com/app:latest" }, provision.ErrBadName},
+		{"registry-image-no-registry", func(c *provision.Container) {
+			c.Image, c.ImageDigest = "app@sha256:"+strings.Repeat("0f", 32), ""
+		}, provision.ErrBadName},
 		{"no-entrypoint", func(c *provision.Container) { c.Entrypoint = nil }, provision.ErrBadField},
 		{"empty-entrypoint", func(c *provision.Container) { c.Entrypoint = []string{"", "x"} }, provision.ErrBadField},
 		{"bad-env-key", func(c *provision.Container) { c.Env = map[string]string{"A=B": "c"} }, provision.ErrBadName},

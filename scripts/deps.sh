@@ -11,6 +11,7 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v chromium >/dev/null 2>&1 || need+=(chromium) # the explorer's pages are tested in headless Chromium
 command -v nft >/dev/null 2>&1 || need+=(nftables)        # make lab-test lists a node's nftables table
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)  # make lab-test enters its nodes' namespaces
+command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry) # registry images are tested against a real registry:2 (internal/registrytest)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "deps: missing packages ${need[*]}; run as root to install them" >&2

@@ -52,6 +52,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					{Name: "export", Usage: "write every record as JSON lines (backups, support)", Flags: withGlobal(), Action: withReader(cacheExport)},
 				},
 			},
+			imageCommand(jsonFlag),
 			{Name: "stats", Usage: "show used vs capacity per unit and workload counts", Flags: withGlobal(jsonFlag), Action: withReader(showStats)},
 			{Name: "status", Usage: "show the daemon's state, cursor, outbox depth, last poll error and self-check", Flags: withGlobal(jsonFlag, checksFlag()), Action: statusCmd},
 			{

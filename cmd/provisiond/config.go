@@ -68,7 +68,11 @@ type config struct {
 	Uplink           string
 	PortMin, PortMax int
 	ImageHosts       []string
-	GCInterval       time.Duration
+	// InsecureRegistries and RegistryMirrors configure registry images
+	// (container.Options).
+	InsecureRegistries []string
+	RegistryMirrors    []string
+	GCInterval         time.Duration
 
 	// ExplorerTimeout bounds one request to the explorer, its reply read
 	// included; a poll gets PollWait + ExplorerTimeout (default 30s).
@@ -127,6 +131,8 @@ func runFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "container-restart-backoff-max", Usage: "longest wait before a stopped container restarts", Value: container.DefaultRestartBackoffMax, EnvVars: env("CONTAINER_RESTART_BACKOFF_MAX")},
 		&cli.StringFlag{Name: "container-run-dir", Usage: "`DIR` the containers' root filesystems are mounted in; it and every directory above it must be searchable by others (a container's user namespace mounts from there)", Value: container.DefaultRunDir, EnvVars: env("CONTAINER_RUN_DIR")},
 		&cli.StringSliceFlag{Name: "image-hosts", Usage: "`HOST`s (names or IP literals, comma-separated or repeated) an http(s) image may be fetched from although they resolve to a loopback, link-local, private or the node's own address; default none", EnvVars: env("IMAGE_HOSTS")},
+		&cli.StringSliceFlag{Name: "insecure-registries", Usage: "registry `HOST:PORT`s (comma-separated or repeated) spoken to over plain HTTP; every other registry must speak HTTPS. A listed registry may be on a private or loopback address", EnvVars: env("INSECURE_REGISTRIES")},
+		&cli.StringSliceFlag{Name: "registry-mirrors", Usage: "registry `HOST:PORT`s (comma-separated or repeated) asked first, in order, for every registry image (same repository path); the signed digest guarantees their copies", EnvVars: env("REGISTRY_MIRRORS")},
 		&cli.DurationFlag{Name: "dependency-timeout", Usage: "how long a container waits, from its acceptance, for the network and volumes it names to be deployed before it fails", Value: engine.DefaultDependencyTimeout, EnvVars: env("DEPENDENCY_TIMEOUT")},
 		&cli.DurationFlag{Name: "gc-interval", Usage: "interval between garbage collections (unused images, leftover unpacks, orphans, final records past expiry); one runs at start", Value: gc.DefaultInterval, EnvVars: env("GC_INTERVAL")},
 		&cli.DurationFlag{Name: "resync", Usage: "interval between inspections of deployed workloads", Value: 5 * time.Minute, EnvVars: env("RESYNC")},
@@ -225,36 +231,36 @@ func configFrom(c *cli.Context) *config {
 	str := func(n string) string { return flagContext(c, n).String(n) }
 	f64 := func(n string) float64 { return flagContext(c, n).Float64(n) }
 	cfg := &config{
-		DataDir:       str("data-dir"),
-		Explorer:      c.String("explorer"),
-		ExplorerCA:    c.String("explorer-ca"),
-		Identity:      str("identity"),
-		Socket:        str("socket"),
-		MetricsListen: c.String("metrics-listen"),
-		Workers:       c.Int("workers"),
-		SSDPath:       str("ssd-path"),
-		HDDPath:       str("hdd-path"),
-		ReserveCRU:    flagContext(c, "reserve-cru").Uint64("reserve-cru"),
-		ReserveMRU:    f64("reserve-mru"),
-		ReserveSRU:    f64("reserve-sru"),
-		ReserveHRU:    f64("reserve-hru"),
-		DiskMarginGiB: f64("disk-margin-gib"),
-		OpTimeout:     c.Duration("op-timeout"),
-		DepTimeout:    c.Duration("dependency-timeout"),
-		MaxImageMiB:   c.Int64("max-image-mib"),
-		LocalImages:   c.String("local-images"),
-		PidsLimit:     c.Int64("container-pids-limit"),
-		LogMaxSize:    c.String("container-log-max-size"),
-		LogMaxFiles:   c.Int("container-log-max-files"),
-		RunDir:        c.String("container-run-dir"),
-		ImageHosts:    c.StringSlice("image-hosts"),
-		Resync:        c.Duration("resync"),
-		Heartbeat:     c.Duration("heartbeat"),
-		BootIDFile:    c.String("boot-id-file"),
-		GCInterval:    c.Duration("gc-interval"),
-		PollWait:      c.Duration("poll-wait"),
-		LogFormat:     str("log-format"),
-		LogLevel:      str("log-level"),
+		DataDir:            str("data-dir"),
+		Explorer:           c.String("explorer"),
+		ExplorerCA:         c.String("explorer-ca"),
+		Identity:           str("identity"),
+		Socket:             str("socket"),
+		MetricsListen:      c.String("metrics-listen"),
+		Workers:            c.Int("workers"),
+		SSDPath:            str("ssd-path"),
+		HDDPath:            str("hdd-path"),
+		ReserveCRU:         flagContext(c, "reserve-cru").Uint64("reserve-cru"),
+		ReserveMRU:         f64("reserve-mru"),
+		ReserveSRU:         f64("reserve-sru"),
+		ReserveHRU:         f64("reserve-hru"),
+		DiskMarginGiB:      f64("disk-margin-gib"),
+		OpTimeout:          c.Duration("op-timeout"),
+		DepTimeout:         c.Duration("dependency-timeout"),
+		MaxImageMiB:        c.Int64("max-image-mib"),
+		LocalImages:        c.String("local-images"),
+		PidsLimit:          c.Int64("container-pids-limit"),
+		LogMaxSize:         c.String("container-log-max-size"),
+		LogMaxFiles:        c.Int("container-log-max-files"),
+		RunDir:             c.String("container-run-dir"),
+		ImageHosts:         c.StringSlice("image-hosts"),
+		InsecureRegistries: c.StringSlice("insecure-registries"),
+		RegistryMirrors:    c.StringSlice("registry-mirrors"),
+		Resync:             c.Duration("resync"),
+		GCInterval:         c.Duration("gc-interval"),
+		PollWait:           c.Duration("poll-wait"),
+		LogFormat:          str("log-format"),
+		LogLevel:           str("log-level"),
 	}
 	cfg.ExplorerTimeout = c.Duration("explorer-timeout")
 	cfg.RestartBackoff, cfg.RestartBackoffMax = c.Duration("container-restart-backoff"), c.Duration("container-restart-backoff-max")

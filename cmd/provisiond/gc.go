@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"path/filepath"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -38,6 +39,7 @@ func diskPaths(cfg *config, prims *primitives.Table) gc.Paths {
 	images, bundles, runc, logs := prims.Containers().Dirs()
 	return gc.Paths{
 		Images:     images,
+		Registry:   []string{filepath.Join(cfg.DataDir, "blobs"), filepath.Join(cfg.DataDir, "layers")},
 		Containers: []string{bundles, runc},
 		Logs:       logs,
 		Volumes:    []string{cfg.SSDPath, cfg.HDDPath},

@@ -132,6 +132,8 @@ func run(ctx context.Context, cfg *config) error {
 		ContainerLogMaxFiles: cfg.LogMaxFiles,
 		ContainerRunDir:      cfg.RunDir,
 		ImageHosts:           cfg.ImageHosts,
+		InsecureRegistries:   cfg.InsecureRegistries,
+		RegistryMirrors:      cfg.RegistryMirrors,
 		Log:                  log.With().Str("component", "primitives").Logger(),
 		Lookup: func(id string) (*provision.Reservation, error) {
 			rec, err := store.Get(id)

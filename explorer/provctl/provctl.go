@@ -185,8 +185,8 @@ func App(stdout, stderr io.Writer) *cli.App {
 						Name:  "container",
 						Usage: "an OCI container from a rootfs tarball",
 						Flags: append([]cli.Flag{nodeFlag, durationFlag, refFlag,
-							&cli.StringFlag{Name: "image", Usage: "rootfs tarball: http(s) URL, or `PATH` on the node below the directory it serves (provisiond run --local-images)", Required: true},
-							&cli.StringFlag{Name: "image-digest", Usage: "sha256 of the tarball (`HEX`)", Required: true},
+							&cli.StringFlag{Name: "image", Usage: "registry image `REGISTRY/REPO@sha256:DIGEST` (or REGISTRY/REPO:TAG, resolved here to the digest that is signed), or a rootfs tarball: http(s) URL, or PATH on the node below the directory it serves (provisiond run --local-images)", Required: true},
+							&cli.StringFlag{Name: "image-digest", Usage: "sha256 of the tarball (`HEX`); for a registry image, the reference's digest or nothing"},
 							&cli.StringSliceFlag{Name: "entrypoint", Usage: "command and arguments, one `ARG` per flag"},
 							&cli.StringSliceFlag{Name: "env", Usage: "environment variable `K=V` (repeatable)"},
 							&cli.StringSliceFlag{Name: "mount", Usage: "volume mount `VOLID:/path` (repeatable)"},
@@ -394,8 +394,17 @@ func reserveNetwork(ctx context.Context, s *session) error {
 }
 
 func reserveContainer(ctx context.Context, s *session) error {
+	image := s.c.String("image")
+	if provision.IsImageRef(image) && !strings.Contains(image, "@") {
+		resolved, err := resolveTag(ctx, image)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(s.c.App.ErrWriter, "resolved %s to %s\n", image, resolved)
+		image = resolved
+	}
 	ct := provision.Container{
-		Image:       s.c.String("image"),
+		Image:       image,
 		ImageDigest: s.c.String("image-digest"),
 		Entrypoint:  s.c.StringSlice("entrypoint"),
 		Network: provision.ContainerNetwork{

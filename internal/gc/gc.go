@@ -53,6 +53,9 @@ type Images interface {
 type Paths struct {
 	// Images is the directory of unpacked images.
 	Images string
+	// Registry are the directories of registry images (blobs, layers),
+	// counted with Images.
+	Registry []string
 	// Containers are the directories of container state: bundles (their
 	// upper directories) and runc's state.
 	Containers []string
@@ -81,6 +84,9 @@ func Measure(p Paths, now time.Time) Usage {
 	u := Usage{MeasuredAt: now}
 	if p.Images != "" {
 		u.Images = container.Allocated(p.Images)
+	}
+	for _, d := range p.Registry {
+		u.Images += container.Allocated(d)
 	}
 	for _, d := range p.Containers {
 		u.Containers += container.Allocated(d)

@@ -1,7 +1,9 @@
 // Package container runs provisiond's containers under runc.
 //
 // The image (a rootfs tarball, local or http(s)) is verified against its
-// sha256 and unpacked once per digest into <DataDir>/images/<digest>. Each
+// sha256 and unpacked once per digest into <DataDir>/images/<digest>; a
+// registry image pinned by digest is pulled into <DataDir>/blobs and its
+// layers unpacked once each into <DataDir>/layers (registry.go). Each
 // container, named "prv-<id>", gets a bundle <DataDir>/containers/prv-<id>
 // holding its disk (an allocated ext4 image of its disk size, loop-mounted,
 // with the overlay's upper and work directories: a full disk is ENOSPC to
@@ -47,6 +49,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/edgeprov/provisiond/internal/images"
 	"github.com/edgeprov/provisiond/primitives/internal/mounts"
 	"github.com/edgeprov/provisiond/provision"
 )
@@ -160,6 +163,23 @@ type Options struct {
 	// read or probe the node's other files. Default "": every local path
 	// is refused; only http(s) images are used.
 	LocalImages string
+	// InsecureRegistries are the registries (HOST:PORT as written in
+	// image references) spoken to over plain HTTP; every other registry
+	// must speak HTTPS. Default none.
+	InsecureRegistries []string
+	// RegistryMirrors are registries (HOST:PORT) asked first for every
+	// registry image, in order; the digest guarantees their copies.
+	// Default none.
+	RegistryMirrors []string
+	// ImageGrace is how long a registry image's blobs and layers are kept
+	// after they were stored although nothing references them, so a
+	// just-pulled image survives until its container starts. Default
+	// images.DefaultGrace.
+	ImageGrace time.Duration
+	// Images pulls registry images. Default an images.Store in DataDir
+	// with the options above, its blobs and layers bounded by
+	// MaxImageSize and MaxImageEntries.
+	Images Images
 	// Mkfs is the mkfs.ext4 binary that formats the containers' disks.
 	// Default "mkfs.ext4".
 	Mkfs string
@@ -193,10 +213,12 @@ type Mount struct {
 
 // Spec is what a container runs with.
 type Spec struct {
-	// Image is a rootfs tarball: an http(s) URL, or an absolute local
-	// path below Options.LocalImages.
+	// Image is a rootfs tarball (an http(s) URL, or an absolute local
+	// path below Options.LocalImages) or a registry image pinned by
+	// digest (REGISTRY/REPO@sha256:…; see provision.ParseImageRef).
 	Image string
-	// Digest is the tarball's sha256, lowercase hex.
+	// Digest is the tarball's sha256, or the registry image's digest,
+	// lowercase hex.
 	Digest string
 	// Args is the entrypoint and its arguments.
 	Args []string
@@ -267,6 +289,8 @@ type Manager struct {
 	client     *http.Client
 	imageLimit imageLimit
 	local      string // Options.LocalImages, absolute and clean; "" serves none
+	images     Images
+	imageGrace time.Duration
 	memsw      bool
 	runDir     string
 	mkfs       string
@@ -344,6 +368,12 @@ func New(opts Options) *Manager {
 	if opts.UIDBase == 0 {
 		opts.UIDBase = DefaultUIDBase
 	}
+	if opts.ImageGrace <= 0 {
+		opts.ImageGrace = images.DefaultGrace
+	}
+	if opts.Images == nil {
+		opts.Images = newImages(dataDir, &opts)
+	}
 	local := opts.LocalImages
 	if local != "" {
 		if abs, err := filepath.Abs(local); err == nil {
@@ -372,6 +402,8 @@ func New(opts Options) *Manager {
 		client:      opts.HTTPClient,
 		imageLimit:  imageLimit{bytes: opts.MaxImageSize, entries: opts.MaxImageEntries},
 		local:       local,
+		images:      opts.Images,
+		imageGrace:  opts.ImageGrace,
 		memsw:       memswAccounted(),
 		mkfs:        opts.Mkfs,
 		runDir:      filepath.Clean(opts.RunDir),
@@ -541,7 +573,7 @@ func (m *Manager) Provision(ctx context.Context, id string, s Spec) (Info, error
 	// garbage collector never removes it meanwhile (see ImageSweep).
 	release := m.leases.lease(s.Digest)
 	defer release()
-	lower, err := m.ensureImage(ctx, s.Image, s.Digest)
+	lowers, err := m.ensureLowers(ctx, &s)
 	if err != nil {
 		return Info{}, err
 	}
@@ -628,7 +660,7 @@ func (m *Manager) Provision(ctx context.Context, id string, s Spec) (Info, error
 	if err != nil {
 		return Info{}, fmt.Errorf("allocating uids of container %s: %w", id, err)
 	}
-	binds, err := m.mountRootfs(ctx, id, lower, &s, base)
+	binds, err := m.mountRootfs(ctx, id, lowers, &s, base)
 	if err != nil {
 		return Info{}, fmt.Errorf("mounting rootfs of container %s: %w", id, err)
 	}
@@ -825,17 +857,18 @@ func (m *Manager) start(ctx context.Context, id, bundle string) error {
 }
 
 // mountRootfs mounts what container id runs on, each unless it is mounted:
-// its disk, the image idmapped to the container's uids at <bundle>/lower,
+// its disk, the image idmapped to the container's uids (at <bundle>/lower,
+// or a registry image's layers at <bundle>/layers/<i>; see mountLowers),
 // the overlay of both at <bundle>/rootfs, and each volume idmapped at
 // <bundle>/vols/<i>. It returns the volumes' idmapped sources, in order.
-func (m *Manager) mountRootfs(ctx context.Context, id, image string, s *Spec, base uint32) ([]string, error) {
+func (m *Manager) mountRootfs(ctx context.Context, id string, image []string, s *Spec, base uint32) ([]string, error) {
 	bundle := m.Bundle(id)
 	disk, err := m.ensureDisk(ctx, bundle, s.DiskSize, base)
 	if err != nil {
 		return nil, err
 	}
-	lower := filepath.Join(bundle, "lower")
-	if err := idmapMount(image, lower, base); err != nil {
+	lower, err := mountLowers(bundle, image, provision.IsImageRef(s.Image), base)
+	if err != nil {
 		return nil, err
 	}
 	var binds []string
@@ -859,6 +892,9 @@ func (m *Manager) mountRootfs(ctx context.Context, id, image string, s *Spec, ba
 		return nil, err
 	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, filepath.Join(disk, "upper"), filepath.Join(disk, "work"))
+	if len(opts) > maxOverlayOptions {
+		return nil, provision.Permanentf("%w: %d layers make overlay options longer than a page (a shorter --data-dir helps)", ErrBadImage, len(image))
+	}
 	return binds, unix.Mount("overlay", rootfs, "overlay", 0, opts)
 }
 
@@ -905,6 +941,11 @@ func (m *Manager) unmountAll(id string) error {
 	for _, v := range vols {
 		points = append(points, filepath.Join(bundle, "vols", v.Name()))
 	}
+	layers, err := layerMounts(bundle)
+	if err != nil {
+		return err
+	}
+	points = append(points, layers...)
 	for _, p := range points {
 		if err := mounts.Unmount(p); err != nil {
 			return fmt.Errorf("container %s: %w", id, err)

@@ -73,6 +73,9 @@ type SweepResult struct {
 	// Temporary counts the leftover directories of interrupted unpacks
 	// and removals removed.
 	Temporary int
+	// Blobs and Layers are the digests of the registry images' blobs
+	// and unpacked layers removed.
+	Blobs, Layers []string
 	// Bytes is what the removed directories allocated on disk.
 	Bytes int64
 }
@@ -88,6 +91,9 @@ func (s *ImageSweep) Remove(ctx context.Context, keep func(digest string) bool) 
 	m := s.m
 	defer m.leases.sweep.Unlock()
 	var res SweepResult
+	if err := s.sweepRegistry(ctx, keep, &res); err != nil {
+		return res, err
+	}
 	entries, err := os.ReadDir(m.imagesDir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return res, nil

@@ -160,17 +160,5 @@ func idmapMount(src, target string, base uint32) error {
 		return err
 	}
 	defer ns.Close()
-	fd, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
-	if err != nil {
-		return fmt.Errorf("cloning %s: %w", src, err)
-	}
-	defer unix.Close(fd)
-	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP | unix.MOUNT_ATTR_NODEV, Userns_fd: uint64(ns.Fd())}
-	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, attr); err != nil {
-		return fmt.Errorf("idmapping %s (needs Linux 5.12+ and a filesystem that supports it): %w", src, err)
-	}
-	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return fmt.Errorf("mounting idmapped %s on %s: %w", src, target, err)
-	}
-	return nil
+	return idmapMountNS(src, target, ns)
 }
