@@ -98,6 +98,10 @@ type Record struct {
 	History []Transition `json:"history,omitempty"`
 	// Updated is when the record last changed.
 	Updated time.Time `json:"updated"`
+	// Prior is the version an update in progress replaces (set while the
+	// record is provisioning the new version, nil otherwise): the one to
+	// return to when the new version cannot be applied.
+	Prior *Prior `json:"prior,omitempty"`
 	// Refused is the explorer's last final refusal of one of the record's
 	// results, which the outbox then dropped; nil when none was refused.
 	Refused *ResultRefusal `json:"refused,omitempty"`

@@ -249,6 +249,15 @@ func (e *Engine) admission(ctx context.Context, rec *provision.Record, from prov
 func (e *Engine) admit(rec *provision.Record, from provision.State, add bool, capacity provision.Capacity) (finish func() error, refused, err error) {
 	e.tallyMu.Lock()
 	defer e.tallyMu.Unlock()
+	if p := rec.Prior; p != nil && from.Active() {
+		// An update: its units replace the prior version's, which the
+		// tally counts. A refusal writes nothing; the prior version runs on.
+		if refused = capacity.Admit(e.tally.Total().Sub(p.Units), rec.Units); refused != nil {
+			return nil, refused, nil
+		}
+		rec.Move(provision.Provisioning, e.now(), fmt.Sprintf("updating from version %d to %d", p.Reservation.Version, rec.Reservation.Version))
+		return e.commitWith(rec, from, nil, add, &p.Units), nil, nil
+	}
 	refused = capacity.Admit(e.tally.Total(), rec.Units)
 	if refused == nil {
 		rec.Move(provision.Provisioning, e.now(), "")
@@ -439,10 +448,15 @@ func (e *Engine) settle(id string, data any, err error) (outcome, *provision.Rec
 		case rerr != nil:
 			err = rerr // data that cannot be encoded: fail below
 		default:
+			updated := cur.Prior != nil
 			cur.Move(provision.Deployed, e.now(), "")
-			cur.Failures = 0
+			cur.Failures, cur.Prior = 0, nil
 			if cerr := e.commit(cur, provision.Provisioning, res, false); cerr != nil {
 				return e.retryLater(id, false, cerr), nil
+			}
+			if updated {
+				e.logr(zerolog.InfoLevel, r).Uint32("version", r.Version).Msg("reservation updated")
+				return outcome{}, nil
 			}
 			e.logr(zerolog.InfoLevel, r).Msg("reservation deployed")
 			return outcome{}, nil
@@ -460,6 +474,12 @@ func (e *Engine) settle(id string, data any, err error) (outcome, *provision.Rec
 	}
 	if provision.IsTemporary(err) {
 		err = fmt.Errorf("giving up after %d attempts: %w", cur.Attempts+1, err)
+	}
+	if cur.Prior != nil {
+		if rerr := e.rollback(cur, err); rerr != nil {
+			return e.retryLater(id, false, rerr), nil
+		}
+		return outcome{}, nil
 	}
 	if ferr := e.fail(cur, err); ferr != nil {
 		return e.retryLater(id, false, ferr), nil
