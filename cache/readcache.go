@@ -133,6 +133,7 @@ func cloneRecord(rec *provision.Record) *provision.Record {
 		c.Prior = &p
 	}
 	c.Result = cloneResult(rec.Result)
+	c.FailedUpdate = cloneResult(rec.FailedUpdate)
 	c.History = slices.Clone(rec.History)
 	if rec.Refused != nil {
 		r := *rec.Refused

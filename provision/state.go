@@ -102,6 +102,14 @@ type Record struct {
 	// record is provisioning the new version, nil otherwise): the one to
 	// return to when the new version cannot be applied.
 	Prior *Prior `json:"prior,omitempty"`
+	// FailedUpdate is the signed error result of the last update that
+	// could not be applied and was rolled back: a repeat of that version
+	// gets this answer again instead of another try. Nil when none.
+	FailedUpdate *Result `json:"failed_update,omitempty"`
+	// Restoring is set while the record provisions its version again after
+	// a rolled-back update: that version's stored ok result still holds
+	// and no new one is sent.
+	Restoring bool `json:"restoring,omitempty"`
 	// Refused is the explorer's last final refusal of one of the record's
 	// results, which the outbox then dropped; nil when none was refused.
 	Refused *ResultRefusal `json:"refused,omitempty"`

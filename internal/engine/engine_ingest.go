@@ -244,14 +244,20 @@ func (e *Engine) refuseOther(r *provision.Reservation, digest string) error {
 // resend enqueues the stored result of rec again; a record without a
 // result yet (accepted, provisioning) will send one when it gets there.
 func (e *Engine) resend(rec *provision.Record) error {
-	if rec.Result == nil {
+	return e.resendResult(rec.Result)
+}
+
+// resendResult enqueues res again unless it is nil or waits in the outbox
+// already.
+func (e *Engine) resendResult(res *provision.Result) error {
+	if res == nil {
 		return nil
 	}
-	if dup, err := e.pendingResult(rec.Result); err != nil || dup {
+	if dup, err := e.pendingResult(res); err != nil || dup {
 		return err // it waits in the outbox already: a repeat adds nothing
 	}
-	if err := e.store.Enqueue(resultEntry(rec.Result)); err != nil {
-		return fmt.Errorf("re-sending result of %s: %w", rec.ID(), err)
+	if err := e.store.Enqueue(resultEntry(res)); err != nil {
+		return fmt.Errorf("re-sending result of %s: %w", res.ID, err)
 	}
 	e.wakeOutbox()
 	return nil

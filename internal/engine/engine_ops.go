@@ -440,6 +440,17 @@ func (e *Engine) settle(id string, data any, err error) (outcome, *provision.Rec
 		return outcome{}, nil // deleted or given up meanwhile; its own operation follows
 	}
 	r := cur.Reservation
+	if err == nil && cur.Restoring {
+		// Back at the version a rolled-back update replaced: its ok
+		// result holds (the explorer shows the failed version's error).
+		cur.Move(provision.Deployed, e.now(), "restored after a failed update")
+		cur.Failures, cur.Restoring = 0, false
+		if cerr := e.commit(cur, provision.Provisioning, nil, false); cerr != nil {
+			return e.retryLater(id, false, cerr), nil
+		}
+		e.logr(zerolog.InfoLevel, r).Uint32("version", r.Version).Msg("reservation restored after a failed update")
+		return outcome{}, nil
+	}
 	if err == nil {
 		res, rerr := e.newResult(r, cur.Digest, provision.StateOk, "", data)
 		switch {
@@ -450,7 +461,10 @@ func (e *Engine) settle(id string, data any, err error) (outcome, *provision.Rec
 		default:
 			updated := cur.Prior != nil
 			cur.Move(provision.Deployed, e.now(), "")
-			cur.Failures, cur.Prior = 0, nil
+			cur.Failures, cur.Prior, cur.Restoring = 0, nil, false
+			if updated {
+				cur.FailedUpdate = nil
+			}
 			if cerr := e.commit(cur, provision.Provisioning, res, false); cerr != nil {
 				return e.retryLater(id, false, cerr), nil
 			}

@@ -208,24 +208,34 @@ func TestEngineUpdateRollback(t *testing.T) {
 		v2 := h.user.Update(v1, provision.Volume{Size: 6, Type: provision.SSD})
 		h.deliver(v2)
 		settle(engine.DefaultBackoffMax)
-		rec := h.wantVersion("v", v1)
-		if rec.Units.SRU != 2 {
-			t.Errorf("units after the rollback %+v", rec.Units)
+		rec := h.wantRunning("v", v1)
+		if rec.Units.SRU != 2 || rec.Restoring || rec.Result.State != provision.StateOk || rec.Result.Digest != v1.Digest() {
+			t.Errorf("after the rollback: units %+v, restoring %v, result %+v", rec.Units, rec.Restoring, rec.Result)
 		}
-		var failed bool
-		for _, r := range h.fb.ResultsFor("v") {
-			if r.Digest == v2.Digest() && r.State == provision.StateError && strings.Contains(r.Message, "returning to version 1") {
-				failed = true
-			}
+		last := h.lastResult("v")
+		if last.Digest != v2.Digest() || last.State != provision.StateError || !strings.Contains(last.Message, "returning to version 1") ||
+			last.Verify(h.nodeKey()) != nil || rec.FailedUpdate == nil || rec.FailedUpdate.Signature != last.Signature {
+			t.Fatalf("last result %s v%d %q, want the error of version 2", last.State, last.Version, last.Message)
 		}
-		if !failed {
-			t.Errorf("no error result for the failed version 2")
+		if n := h.prims.Provisions("v"); n != 2 {
+			t.Errorf("%d provisions, want 2 (version 1, then version 1 again)", n)
 		}
 		h.checkStats(h.store)
-		// The failed version may be sent again: it is a valid next version.
+		// The failed version, delivered again, gets the same answer.
+		n := len(h.fb.ResultsFor("v"))
 		h.deliver(v2)
 		settle(0)
-		h.wantVersion("v", v2)
+		h.wantRunning("v", v1)
+		if rs := h.fb.ResultsFor("v"); len(rs) != n+1 || rs[n].Signature != last.Signature {
+			t.Fatalf("a repeat of the failed version: %d results, want the same error again", len(rs)-n)
+		}
+		// Another next version is tried.
+		v2b := h.user.Update(v1, provision.Volume{Size: 3, Type: provision.SSD})
+		h.deliver(v2b)
+		settle(0)
+		if rec := h.wantVersion("v", v2b); rec.FailedUpdate != nil {
+			t.Errorf("the failed update is still remembered after another applied")
+		}
 	})
 }
 
@@ -310,11 +320,15 @@ func TestEngineUpdateCrashRecovery(t *testing.T) {
 				if failing {
 					want = v1
 				}
-				rec := h.wantVersion("v", want)
+				rec := h.wantRunning("v", want)
 				if slices.Compare(h.prims.Live(), []string{"v"}) != 0 {
 					t.Errorf("crash at write %d: live %v", after, h.prims.Live())
 				}
-				if rec.Result.Signature != h.lastResult("v").Signature {
+				sent := rec.Result
+				if failing {
+					sent = rec.FailedUpdate // the explorer holds version 2: its error is the last word
+				}
+				if sent == nil || sent.Signature != h.lastResult("v").Signature {
 					t.Errorf("crash at write %d: the last delivered result is not the stored one", after)
 				}
 				if d, _ := h.store.Depth(); d != 0 {

@@ -22,6 +22,9 @@ import (
 // digest that names the version which keeps running; the record is not
 // touched.
 func (e *Engine) update(ctx context.Context, rec *provision.Record, r *provision.Reservation, digest string) error {
+	if f := rec.FailedUpdate; f != nil && f.Digest == digest {
+		return e.resendResult(f) // tried and rolled back: the same answer
+	}
 	if err := provision.Validate(r, e.nodeID, e.now()); err != nil {
 		return e.refuseUpdate(rec, r, digest, err)
 	}
@@ -87,10 +90,10 @@ func (e *Engine) refuseUpdate(rec *provision.Record, r *provision.Reservation, d
 
 // rollback returns cur, provisioning an update that failed for good, to
 // its Prior version: the record is written provisioning the prior version
-// again (its units back in the tally), with a signed error result for the
-// failed version, in one write, and queued, so that the primitive
-// converges the workload back to the prior version. The record lock is
-// held.
+// again (its units back in the tally, its ok result kept: Restoring), with
+// a signed error result for the failed version (kept as FailedUpdate), in
+// one write, and queued, so that the primitive converges the workload back
+// to the prior version. The record lock is held.
 func (e *Engine) rollback(cur *provision.Record, cause error) error {
 	failed, prior := cur.Reservation, cur.Prior
 	msg := fmt.Sprintf("update to version %d failed: %v; returning to version %d", failed.Version, cause, prior.Reservation.Version)
@@ -100,6 +103,7 @@ func (e *Engine) rollback(cur *provision.Record, cause error) error {
 	}
 	was := cur.Units
 	cur.Reservation, cur.Digest, cur.Units, cur.Result, cur.Prior = prior.Reservation, prior.Digest, prior.Units, prior.Result, nil
+	cur.FailedUpdate, cur.Restoring = res, cur.Result != nil && cur.Result.State == provision.StateOk
 	cur.Move(provision.Provisioning, e.now(), msg)
 	e.tallyMu.Lock()
 	finish := e.commitWith(cur, provision.Provisioning, nil, false, &was, res)
