@@ -24,14 +24,13 @@ type Prior struct {
 func (r *Reservation) IsUpdate() bool { return r.Previous != "" }
 
 // CheckUpdate decides whether r, a valid reservation, may replace cur, the
-// version a node (or the explorer) holds under the same ID with digest
-// curDigest. The rules, the same everywhere: the same owner, node and
-// type, exactly the next version, naming cur's digest; and per type, what
-// can change in place: a container keeps its network, IP, mounts and
-// published ports (its image, entrypoint, env and capacity may change); a
-// volume keeps its disk type and never shrinks; a network keeps its name,
-// ranges, WireGuard key and port (its peers may change). A refusal wraps
-// ErrBadUpdate and is permanent.
+// version a node holds under the same ID with digest curDigest: what
+// CheckVersion checks, and per type what can change in place: a container
+// keeps its network, IP, mounts and published ports (its image,
+// entrypoint, env and capacity may change); a volume keeps its disk type
+// and never shrinks; a network keeps its name, ranges, WireGuard key and
+// port (its peers may change). A refusal wraps ErrBadUpdate and is
+// permanent.
 func CheckUpdate(cur *Reservation, curDigest string, r *Reservation) error {
 	if err := checkUpdate(cur, curDigest, r); err != nil {
 		return Permanent(fmt.Errorf("%w: %w", ErrBadUpdate, err))
@@ -39,7 +38,26 @@ func CheckUpdate(cur *Reservation, curDigest string, r *Reservation) error {
 	return nil
 }
 
+// CheckVersion is the part of CheckUpdate that does not read the
+// workloads: the same owner, node, type and creation time, exactly the
+// next version, naming cur's digest, not a delete. The explorer applies
+// it to every update it accepts (the node judges the workload). A refusal
+// wraps ErrBadUpdate and is permanent.
+func CheckVersion(cur *Reservation, curDigest string, r *Reservation) error {
+	if err := checkVersion(cur, curDigest, r); err != nil {
+		return Permanent(fmt.Errorf("%w: %w", ErrBadUpdate, err))
+	}
+	return nil
+}
+
 func checkUpdate(cur *Reservation, curDigest string, r *Reservation) error {
+	if err := checkVersion(cur, curDigest, r); err != nil {
+		return err
+	}
+	return checkWorkload(cur, r)
+}
+
+func checkVersion(cur *Reservation, curDigest string, r *Reservation) error {
 	switch {
 	case r.UserID != cur.UserID:
 		return fmt.Errorf("only the owner may update")
@@ -57,7 +75,13 @@ func checkUpdate(cur *Reservation, curDigest string, r *Reservation) error {
 		return fmt.Errorf("previous digest %s is not that of the current version %d (%s)", r.Previous, cur.Version, curDigest)
 	case r.ToDelete:
 		return fmt.Errorf("an update cannot be a delete")
+	case !r.Created.Equal(cur.Created):
+		return fmt.Errorf("created changes (an update keeps it; duration may change)")
 	}
+	return nil
+}
+
+func checkWorkload(cur, r *Reservation) error {
 	ow, err := cur.Workload()
 	if err != nil {
 		return fmt.Errorf("current version: %w", err)
