@@ -26,7 +26,7 @@ func (r *Reservation) IsUpdate() bool { return r.Previous != "" }
 // CheckUpdate decides whether r, a valid reservation, may replace cur, the
 // version a node holds under the same ID with digest curDigest: what
 // CheckVersion checks, and per type what can change in place: a container
-// keeps its network, IP, mounts and published ports (its image,
+// keeps its network, IP, mounts, published ports and disk size (its image,
 // entrypoint, env and capacity may change); a volume keeps its disk type
 // and never shrinks; a network keeps its name, ranges, WireGuard key and
 // port (its peers may change). A refusal wraps ErrBadUpdate and is
@@ -100,6 +100,8 @@ func checkWorkload(cur, r *Reservation) error {
 			return fmt.Errorf("a container's mounts cannot change")
 		case !reflect.DeepEqual(o.Publish, n.Publish):
 			return fmt.Errorf("a container's published ports cannot change")
+		case o.Capacity.DiskSize != n.Capacity.DiskSize:
+			return fmt.Errorf("a container's disk size cannot change")
 		}
 	case *Volume:
 		n := nw.(*Volume)
