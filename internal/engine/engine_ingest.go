@@ -209,6 +209,10 @@ func (e *Engine) repeat(ctx context.Context, rec *provision.Record, job provisio
 	case job.Err != nil:
 		e.logr(zerolog.WarnLevel, r).Err(job.Err).Msg("bad item for a known reservation; re-sending its result")
 		return e.resend(rec)
+	case digest != storedDigest(rec) && rec.Digest != "" && r.ToDelete && r.UserID == rec.Reservation.UserID:
+		// The owner deletes another version of the reservation (the one
+		// the explorer holds: an update refused or rolled back here).
+		return e.deleteVersion(rec, r)
 	case digest != storedDigest(rec) && rec.Digest != "" && (r.IsUpdate() || r.Version != rec.Reservation.Version):
 		return e.update(ctx, rec, r, digest)
 	case digest != storedDigest(rec):

@@ -239,6 +239,33 @@ func TestEngineUpdateRollback(t *testing.T) {
 	})
 }
 
+// The owner's delete of a version the node refused or rolled back (the
+// one the explorer holds) deletes the reservation.
+func TestEngineDeleteOfRefusedVersion(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, nil)
+		h.start(nil)
+		v1 := h.user.Volume("v", testNode, 2, time.Now(), time.Hour)
+		h.deliver(v1)
+		settle(0)
+		v2 := h.user.Update(v1, provision.Volume{Size: 1, Type: provision.SSD}) // shrinks: refused
+		h.deliver(v2)
+		settle(0)
+		h.wantRunning("v", v1)
+		forged := provisiontest.NewUser(9).Delete(v2)
+		h.deliver(forged)
+		settle(0)
+		h.wantRunning("v", v1)
+		h.deliver(h.user.Delete(v2))
+		settle(engine.DefaultBackoffMax)
+		h.wantState("v", provision.Deleted)
+		if live := h.prims.Live(); len(live) != 0 {
+			t.Errorf("live after delete: %v", live)
+		}
+		h.checkStats(h.store)
+	})
+}
+
 // A delete during an update removes the workload, whichever version it
 // was at; the record ends deleted and nothing stays live.
 func TestEngineUpdateThenDelete(t *testing.T) {

@@ -115,3 +115,18 @@ func (e *Engine) rollback(cur *provision.Record, cause error) error {
 	e.sched.Request(cur.ID(), sched.Drive, false)
 	return nil
 }
+
+// deleteVersion honours the owner's valid delete of r, another version of
+// rec's reservation (the ID is the owner's whatever its version): rec
+// moves to deleting. An invalid one re-sends the stored result. The record
+// lock is held.
+func (e *Engine) deleteVersion(rec *provision.Record, r *provision.Reservation) error {
+	if rec.State == provision.Deleting || rec.State == provision.Deleted {
+		return e.resend(rec)
+	}
+	if err := provision.Validate(r, e.nodeID, e.now()); err != nil {
+		e.logr(zerolog.WarnLevel, r).Err(err).Msg("delete of another version refused; re-sending the current result")
+		return e.resend(rec)
+	}
+	return e.markDeleting(rec, fmt.Sprintf("deleted by owner (version %d)", r.Version))
+}
