@@ -2,6 +2,7 @@ package provision_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -79,4 +80,51 @@ func TestCheckUpdate(t *testing.T) {
 			t.Errorf("%s: %v", c.name, err)
 		}
 	}
+}
+
+// FuzzCheckUpdate judges arbitrary data as the next version of a volume,
+// a network and a container: it never panics, a refusal is permanent and
+// wraps ErrBadUpdate, an accepted update is the next version naming the
+// current digest, and a signature over previous binds it.
+func FuzzCheckUpdate(f *testing.F) {
+	u := provisiontest.NewUser(1)
+	at := time.Unix(1e9, 0)
+	curs := []*provision.Reservation{
+		u.Volume("v", "node", 2, at, time.Hour),
+		u.Network("n", "node", "net", at, time.Hour),
+		u.Container("c", "node", 1, 512, provision.NetworkID(u.ID, "net"), []string{"v"}, at, time.Hour),
+	}
+	for _, c := range curs {
+		f.Add(uint8(0), []byte(c.Data), uint32(1), false)
+	}
+	f.Add(uint8(0), []byte(`{"size":1,"type":"ssd"}`), uint32(1), false)
+	f.Add(uint8(2), []byte(`{"image":"x"}`), uint32(2), true)
+	f.Fuzz(func(t *testing.T, which uint8, data []byte, step uint32, wrongPrev bool) {
+		cur := curs[int(which)%len(curs)]
+		next := u.Update(cur, json.RawMessage(`{}`))
+		next.Data = data
+		next.Version = cur.Version + step
+		if wrongPrev {
+			next.Previous = strings.Repeat("ab", 32)
+		}
+		next.Sign(u.Key)
+		err := provision.CheckUpdate(cur, cur.Digest(), next)
+		if err != nil {
+			if !errors.Is(err, provision.ErrBadUpdate) || provision.IsTemporary(err) {
+				t.Fatalf("refusal %v is not a permanent ErrBadUpdate", err)
+			}
+			return
+		}
+		if next.Version != cur.Version+1 || next.Previous != cur.Digest() || wrongPrev {
+			t.Fatalf("accepted version %d naming %s after version %d (%s)", next.Version, next.Previous, cur.Version, cur.Digest())
+		}
+		if _, err := next.Workload(); err != nil {
+			t.Fatalf("accepted an update whose data is not a workload: %v", err)
+		}
+		tampered := *next
+		tampered.Previous = strings.Repeat("cd", 32)
+		if tampered.Verify() == nil {
+			t.Fatal("the signature does not cover previous")
+		}
+	})
 }
