@@ -102,9 +102,11 @@ type Record struct {
 	// record is provisioning the new version, nil otherwise): the one to
 	// return to when the new version cannot be applied.
 	Prior *Prior `json:"prior,omitempty"`
-	// FailedUpdate is the signed error result of the last update that
-	// could not be applied and was rolled back: a repeat of that version
-	// gets this answer again instead of another try. Nil when none.
+	// FailedUpdate is the signed error result of the owner's last update
+	// that was refused or could not be applied (and was rolled back): a
+	// repeat of that version gets this answer again instead of another
+	// try, and the owner's next version may name it as previous (the
+	// explorer holds it). Nil when none, or once a later update applied.
 	FailedUpdate *Result `json:"failed_update,omitempty"`
 	// Restoring is set while the record provisions its version again after
 	// a rolled-back update: that version's stored ok result still holds

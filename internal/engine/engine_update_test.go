@@ -157,6 +157,42 @@ func TestEngineUpdateRefused(t *testing.T) {
 	}
 }
 
+// After a refused version (the explorer holds it), the owner's next
+// version names it as previous and is applied.
+func TestEngineUpdateAfterRefusal(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, nil)
+		h.start(nil)
+		v1 := h.user.Volume("v", testNode, 2, time.Now(), time.Hour)
+		h.deliver(v1)
+		settle(0)
+		v2 := h.user.Update(v1, provision.Volume{Size: 1, Type: provision.SSD}) // shrinks
+		h.deliver(v2)
+		settle(0)
+		rec := h.wantRunning("v", v1)
+		if rec.FailedUpdate == nil || rec.FailedUpdate.Digest != v2.Digest() || rec.FailedUpdate.Signature != h.lastResult("v").Signature {
+			t.Fatalf("the refusal is not recorded: %+v", rec.FailedUpdate)
+		}
+		n := len(h.fb.ResultsFor("v"))
+		h.deliver(v2) // a repeat: the same answer
+		settle(0)
+		if rs := h.fb.ResultsFor("v"); len(rs) != n+1 || rs[n].Signature != rec.FailedUpdate.Signature {
+			t.Fatalf("a repeated refused version: %d new results", len(rs)-n)
+		}
+		v3 := h.user.Update(v2, provision.Volume{Size: 4, Type: provision.SSD})
+		h.deliver(v3)
+		settle(0)
+		if rec := h.wantVersion("v", v3); rec.FailedUpdate != nil || rec.Units.SRU != 4 {
+			t.Fatalf("after version 3: failed %+v, units %+v", rec.FailedUpdate, rec.Units)
+		}
+		// Version 2 again, now stale.
+		h.deliver(v2)
+		settle(0)
+		h.wantRunning("v", v3)
+		h.checkStats(h.store)
+	})
+}
+
 // Versions that arrive out of order: the one that skips is refused, the
 // next is applied, and the skipped one, delivered again (as the source's
 // repair does), is applied then.

@@ -26,20 +26,32 @@ func (e *Engine) update(ctx context.Context, rec *provision.Record, r *provision
 		return e.resendResult(f) // tried and rolled back: the same answer
 	}
 	if err := provision.Validate(r, e.nodeID, e.now()); err != nil {
-		return e.refuseUpdate(rec, r, digest, err)
+		return e.refuseUpdate(rec, r, digest, err, false)
 	}
-	if err := provision.CheckUpdate(rec.Reservation, rec.Digest, r); err != nil {
-		return e.refuseUpdate(rec, r, digest, err)
+	if r.UserID != rec.Reservation.UserID {
+		return e.refuseUpdate(rec, r, digest, provision.Permanentf("%w: only the owner may update", provision.ErrBadUpdate), false)
+	}
+	// From here on r is the owner's: a refusal is recorded (FailedUpdate),
+	// and the next version may build on it, as the explorer, which holds
+	// the refused version, lets the owner do.
+	base, baseDigest := rec.Reservation, rec.Digest
+	if f := rec.FailedUpdate; f != nil && r.Previous == f.Digest {
+		b := *rec.Reservation
+		b.Version = f.Version
+		base, baseDigest = &b, f.Digest
+	}
+	if err := provision.CheckUpdate(base, baseDigest, r); err != nil {
+		return e.refuseUpdate(rec, r, digest, err, true)
 	}
 	if rec.State != provision.Deployed {
-		return e.refuseUpdate(rec, r, digest, provision.Permanentf("%w: version %d is %s, not deployed", provision.ErrBadUpdate, rec.Reservation.Version, rec.State))
+		return e.refuseUpdate(rec, r, digest, provision.Permanentf("%w: version %d is %s, not deployed", provision.ErrBadUpdate, rec.Reservation.Version, rec.State), true)
 	}
 	units, err := e.statser.Units(r)
 	if err != nil {
 		if provision.IsTemporary(err) {
 			return fmt.Errorf("pricing %s: %w", r.ID, err)
 		}
-		return e.refuseUpdate(rec, r, digest, err)
+		return e.refuseUpdate(rec, r, digest, err, true)
 	}
 	next := *rec
 	next.Prior = &provision.Prior{Reservation: rec.Reservation, Digest: rec.Digest, Units: rec.Units, Result: rec.Result}
@@ -51,15 +63,15 @@ func (e *Engine) update(ctx context.Context, rec *provision.Record, r *provision
 	case a.capacityErr != nil:
 		return fmt.Errorf("updating %s: %w", r.ID, a.capacityErr)
 	case a.depErr != nil:
-		return e.refuseUpdate(rec, r, digest, a.depErr)
+		return e.refuseUpdate(rec, r, digest, a.depErr, true)
 	case a.wait > 0:
-		return e.refuseUpdate(rec, r, digest, provision.Permanentf("%w: a dependency is not deployed", provision.ErrBadUpdate))
+		return e.refuseUpdate(rec, r, digest, provision.Permanentf("%w: a dependency is not deployed", provision.ErrBadUpdate), true)
 	case a.refused != nil:
-		return e.refuseUpdate(rec, r, digest, a.refused)
+		return e.refuseUpdate(rec, r, digest, a.refused, true)
 	}
 	switch err := a.finish(); {
 	case errors.Is(err, provision.ErrReplay):
-		return e.refuseUpdate(rec, r, digest, provision.Permanent(fmt.Errorf("%w: digest %s", provision.ErrReplay, digest)))
+		return e.refuseUpdate(rec, r, digest, provision.Permanent(fmt.Errorf("%w: digest %s", provision.ErrReplay, digest)), false)
 	case err != nil:
 		return fmt.Errorf("updating %s: %w", r.ID, err)
 	}
@@ -69,14 +81,24 @@ func (e *Engine) update(ctx context.Context, rec *provision.Record, r *provision
 }
 
 // refuseUpdate answers a refused update r of rec with a signed error
-// result for r's digest that says which version keeps running. The record
-// is not touched; the record lock is held.
-func (e *Engine) refuseUpdate(rec *provision.Record, r *provision.Reservation, digest string, cause error) error {
+// result for r's digest that says which version keeps running. With keep
+// (r is the owner's), the result is also recorded as rec's FailedUpdate,
+// in the same write: a repeat gets the same answer and the owner's next
+// version may name r (see update). Otherwise the record is not touched.
+// The record lock is held.
+func (e *Engine) refuseUpdate(rec *provision.Record, r *provision.Reservation, digest string, cause error, keep bool) error {
 	e.logr(zerolog.WarnLevel, r).Err(cause).Str("digest", digest).Uint32("version", r.Version).Msg("update refused")
 	msg := fmt.Sprintf("update to version %d refused: %v; version %d (%s) keeps running", r.Version, cause, rec.Reservation.Version, rec.State)
 	res, err := e.newResult(r, digest, provision.StateError, msg, nil)
 	if err != nil {
 		return err
+	}
+	if keep && !rec.State.Final() && rec.State != provision.Deleting {
+		rec.FailedUpdate = res
+		if err := e.commitWith(rec, rec.State, nil, false, nil, res)(); err != nil {
+			return fmt.Errorf("recording the refusal of %s: %w", r.ID, err)
+		}
+		return nil
 	}
 	if dup, err := e.pendingResult(res); err != nil || dup {
 		return err
