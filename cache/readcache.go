@@ -134,6 +134,10 @@ func cloneRecord(rec *provision.Record) *provision.Record {
 	}
 	c.Result = cloneResult(rec.Result)
 	c.FailedUpdate = cloneResult(rec.FailedUpdate)
+	if rec.DeleteOf != nil {
+		d := *rec.DeleteOf
+		c.DeleteOf = &d
+	}
 	c.History = slices.Clone(rec.History)
 	if rec.Refused != nil {
 		r := *rec.Refused

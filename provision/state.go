@@ -108,6 +108,10 @@ type Record struct {
 	// try, and the owner's next version may name it as previous (the
 	// explorer holds it). Nil when none, or once a later update applied.
 	FailedUpdate *Result `json:"failed_update,omitempty"`
+	// DeleteOf is the version an owner's delete named when it was not the
+	// running one (the explorer holds a version refused or rolled back
+	// here): the "deleted" result answers it. Nil otherwise.
+	DeleteOf *VersionRef `json:"delete_of,omitempty"`
 	// Restoring is set while the record provisions its version again after
 	// a rolled-back update: that version's stored ok result still holds
 	// and no new one is sent.

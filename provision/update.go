@@ -19,6 +19,14 @@ type Prior struct {
 	Result *Result `json:"result,omitempty"`
 }
 
+// VersionRef names one version of a reservation.
+type VersionRef struct {
+	// Version is its version number.
+	Version uint32 `json:"version"`
+	// Digest is its digest.
+	Digest string `json:"digest"`
+}
+
 // IsUpdate reports whether r claims to replace an earlier version: it
 // names the previous digest.
 func (r *Reservation) IsUpdate() bool { return r.Previous != "" }

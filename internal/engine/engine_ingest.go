@@ -323,7 +323,8 @@ func (e *Engine) markDeleting(rec *provision.Record, reason string) error {
 func (e *Engine) deleteNow(rec *provision.Record, reason string) error {
 	from := rec.State
 	rec.Move(provision.Deleted, e.now(), reason)
-	res, err := e.newResult(rec.Reservation, storedDigest(rec), provision.StateDeleted, reason, nil)
+	as, digest := deletedAs(rec)
+	res, err := e.newResult(as, digest, provision.StateDeleted, reason, nil)
 	if err != nil {
 		return err
 	}

@@ -539,7 +539,8 @@ func (e *Engine) decommission(ctx context.Context, rec *provision.Record) outcom
 		reason = cur.History[n-1].Message
 	}
 	cur.Move(provision.Deleted, e.now(), reason)
-	res, err := e.newResult(r, cur.Digest, provision.StateDeleted, reason, nil)
+	as, digest := deletedAs(cur)
+	res, err := e.newResult(as, digest, provision.StateDeleted, reason, nil)
 	if err != nil {
 		return e.retryLater(id, true, err)
 	}

@@ -265,6 +265,7 @@ func TestEngineUpdateRollback(t *testing.T) {
 		if rs := h.fb.ResultsFor("v"); len(rs) != n+1 || rs[n].Signature != last.Signature {
 			t.Fatalf("a repeat of the failed version: %d results, want the same error again", len(rs)-n)
 		}
+		// The owner's delete of the failed version (the explorer holds it).
 		// Another next version is tried.
 		v2b := h.user.Update(v1, provision.Volume{Size: 3, Type: provision.SSD})
 		h.deliver(v2b)
@@ -297,6 +298,10 @@ func TestEngineDeleteOfRefusedVersion(t *testing.T) {
 		h.wantState("v", provision.Deleted)
 		if live := h.prims.Live(); len(live) != 0 {
 			t.Errorf("live after delete: %v", live)
+		}
+		// The "deleted" result answers the version the explorer holds.
+		if last := h.lastResult("v"); last.State != provision.StateDeleted || last.Digest != v2.Digest() || last.Version != v2.Version || last.Verify(h.nodeKey()) != nil {
+			t.Errorf("deleted result %s v%d %s, want version 2's digest", last.State, last.Version, last.Digest)
 		}
 		h.checkStats(h.store)
 	})

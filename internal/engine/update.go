@@ -150,5 +150,24 @@ func (e *Engine) deleteVersion(rec *provision.Record, r *provision.Reservation) 
 		e.logr(zerolog.WarnLevel, r).Err(err).Msg("delete of another version refused; re-sending the current result")
 		return e.resend(rec)
 	}
+	rec.DeleteOf = &provision.VersionRef{Version: r.Version, Digest: r.Digest()}
 	return e.markDeleting(rec, fmt.Sprintf("deleted by owner (version %d)", r.Version))
+}
+
+// deletedAs returns the reservation and digest a "deleted" result of rec
+// answers: the version the owner's delete named (DeleteOf), else the one
+// the explorer holds after a refused or rolled-back update (FailedUpdate),
+// else rec's own. Only the version differs from rec.Reservation: the
+// workload removed is the one that runs.
+func deletedAs(rec *provision.Record) (*provision.Reservation, string) {
+	ref := rec.DeleteOf
+	if ref == nil && rec.FailedUpdate != nil {
+		ref = &provision.VersionRef{Version: rec.FailedUpdate.Version, Digest: rec.FailedUpdate.Digest}
+	}
+	if ref == nil {
+		return rec.Reservation, storedDigest(rec)
+	}
+	r := *rec.Reservation
+	r.Version = ref.Version
+	return &r, ref.Digest
 }
