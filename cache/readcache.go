@@ -125,23 +125,39 @@ func (c *readCache) read(id string, v []byte, rec *provision.Record, txid uint64
 // caller could change (TestCloneRecordSharesNothing keeps it complete).
 func cloneRecord(rec *provision.Record) *provision.Record {
 	c := *rec
-	if rec.Reservation != nil {
-		r := *rec.Reservation
-		r.Data = slices.Clone(r.Data)
-		r.Result = cloneResult(r.Result)
-		if r.Delivered != nil {
-			d := *r.Delivered
-			r.Delivered = &d
-		}
-		c.Reservation = &r
+	c.Reservation = cloneReservation(rec.Reservation)
+	if rec.Prior != nil {
+		p := *rec.Prior
+		p.Reservation = cloneReservation(p.Reservation)
+		p.Result = cloneResult(p.Result)
+		c.Prior = &p
 	}
 	c.Result = cloneResult(rec.Result)
+	c.FailedUpdate = cloneResult(rec.FailedUpdate)
+	if rec.DeleteOf != nil {
+		d := *rec.DeleteOf
+		c.DeleteOf = &d
+	}
 	c.History = slices.Clone(rec.History)
 	if rec.Refused != nil {
 		r := *rec.Refused
 		c.Refused = &r
 	}
 	return &c
+}
+
+func cloneReservation(res *provision.Reservation) *provision.Reservation {
+	if res == nil {
+		return nil
+	}
+	r := *res
+	r.Data = slices.Clone(r.Data)
+	r.Result = cloneResult(r.Result)
+	if r.Delivered != nil {
+		d := *r.Delivered
+		r.Delivered = &d
+	}
+	return &r
 }
 
 func cloneResult(res *provision.Result) *provision.Result {

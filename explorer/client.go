@@ -782,6 +782,21 @@ func (c *Client) CreateReservation(ctx context.Context, r *provision.Reservation
 	return reply.ID, nil
 }
 
+// UpdateReservation submits r, the owner-signed next version of the
+// reservation r.ID (see provision.CheckVersion), with PUT
+// /api/v1/reservations/{id}. The node applies it or refuses it in a
+// signed result, as for a new reservation.
+func (c *Client) UpdateReservation(ctx context.Context, r *provision.Reservation) error {
+	var reply CreateReply
+	if err := c.do(ctx, http.MethodPut, "/api/v1/reservations/"+url.PathEscape(r.ID), r, &reply, c.opts.Timeout, MaxReplySize); err != nil {
+		return err
+	}
+	if reply.ID != r.ID {
+		return provision.Temporary(fmt.Errorf("updating reservation %s: %w: reply names %q", r.ID, ErrBadReply, reply.ID))
+	}
+	return nil
+}
+
 // GetReservation returns a reservation with the node's latest signed
 // result (not verified here: see provision.Result.Verify).
 func (c *Client) GetReservation(ctx context.Context, id string) (*provision.Reservation, error) {

@@ -24,6 +24,7 @@ var (
 	ErrExists             = errors.New("provision: already exists")
 	ErrReplay             = errors.New("provision: replay of a known reservation under another id")
 	ErrConflict           = errors.New("provision: conflicting state")
+	ErrBadUpdate          = errors.New("provision: update refused")
 	ErrNoCapacity         = errors.New("provision: not enough capacity")
 	ErrPollEOS            = errors.New("provision: end of poll stream")
 	ErrCursorGone         = errors.New("provision: the source no longer has the events after the cursor")

@@ -67,8 +67,14 @@ type Reservation struct {
 	Reference string `json:"reference,omitempty"`
 	// Result is the node's last signed result, as the explorer shows it.
 	Result *Result `json:"result,omitempty"`
-	// Version increases when the user re-signs a changed reservation.
+	// Version numbers the owner's versions of the reservation: an update
+	// (see CheckUpdate) carries the version it replaces plus one, and
+	// names that version's digest in Previous.
 	Version uint32 `json:"version"`
+	// Previous is the digest of the version an update replaces; empty for
+	// a first version. It is signed (appended to the challenge only when
+	// set, so first versions sign the bytes they always did).
+	Previous string `json:"previous,omitempty"`
 	// Delivered is when the explorer saw the node poll past the
 	// reservation's event: the node had stored it. The explorer sets it in
 	// its answers to users; it is not signed and never sent to a node.

@@ -63,9 +63,17 @@ func formatTime(t time.Time) string {
 // Challenge returns the canonical bytes the owner signs: the domain tag
 // "provisiond/reservation/v1", then node_id, user_id, type, created (UTC,
 // RFC 3339 nano), duration (decimal nanoseconds), reference, version
-// (decimal) and data (CanonicalData), each length-prefixed. ID is not
+// (decimal), data (CanonicalData) and, for an update only, previous (the
+// digest of the version it replaces), each length-prefixed. ID is not
 // covered: the explorer assigns it after signing.
 func (r *Reservation) Challenge() []byte {
+	if r.Previous != "" {
+		return append(r.challenge(), LengthPrefixed(r.Previous)...)
+	}
+	return r.challenge()
+}
+
+func (r *Reservation) challenge() []byte {
 	return LengthPrefixed(reservationDomain,
 		r.NodeID,
 		r.UserID,
@@ -84,6 +92,7 @@ func (r *Reservation) Challenge() []byte {
 // signature survives the trip to the node.
 func (r *Reservation) Sign(key ed25519.PrivateKey) {
 	r.ID, r.NodeID, r.Reference = jsonString(r.ID), jsonString(r.NodeID), jsonString(r.Reference)
+	r.Previous = jsonString(r.Previous)
 	r.Type = ReservationType(jsonString(string(r.Type)))
 	r.UserID = hex.EncodeToString(key.Public().(ed25519.PublicKey))
 	r.Signature = hex.EncodeToString(ed25519.Sign(key, r.Challenge()))

@@ -98,6 +98,24 @@ type Record struct {
 	History []Transition `json:"history,omitempty"`
 	// Updated is when the record last changed.
 	Updated time.Time `json:"updated"`
+	// Prior is the version an update in progress replaces (set while the
+	// record is provisioning the new version, nil otherwise): the one to
+	// return to when the new version cannot be applied.
+	Prior *Prior `json:"prior,omitempty"`
+	// FailedUpdate is the signed error result of the owner's last update
+	// that was refused or could not be applied (and was rolled back): a
+	// repeat of that version gets this answer again instead of another
+	// try, and the owner's next version may name it as previous (the
+	// explorer holds it). Nil when none, or once a later update applied.
+	FailedUpdate *Result `json:"failed_update,omitempty"`
+	// DeleteOf is the version an owner's delete named when it was not the
+	// running one (the explorer holds a version refused or rolled back
+	// here): the "deleted" result answers it. Nil otherwise.
+	DeleteOf *VersionRef `json:"delete_of,omitempty"`
+	// Restoring is set while the record provisions its version again after
+	// a rolled-back update: that version's stored ok result still holds
+	// and no new one is sent.
+	Restoring bool `json:"restoring,omitempty"`
 	// Refused is the explorer's last final refusal of one of the record's
 	// results, which the outbox then dropped; nil when none was refused.
 	Refused *ResultRefusal `json:"refused,omitempty"`

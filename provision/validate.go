@@ -77,6 +77,9 @@ func check(r *Reservation, now time.Time, workload bool) error {
 	if len(r.Reference) > MaxReferenceLength {
 		return fmt.Errorf("%w: reference longer than %d bytes", ErrBadField, MaxReferenceLength)
 	}
+	if r.Previous != "" && (!isHex(r.Previous, 64) || r.Version == 0) {
+		return fmt.Errorf("%w: previous is not a 64-character lowercase hex digest of a version before %d", ErrBadField, r.Version)
+	}
 	if workload {
 		if _, err := r.Workload(); err != nil {
 			return err

@@ -198,6 +198,12 @@ func cacheShow(c *cli.Context, r admin.Reader) error {
 	fmt.Fprintf(tw, "state:\t%s\n", rec.State)
 	fmt.Fprintf(tw, "version:\t%d\n", res.Version)
 	fmt.Fprintf(tw, "digest:\t%s\n", rec.Digest)
+	if p := rec.Prior; p != nil && p.Reservation != nil {
+		fmt.Fprintf(tw, "updating from:\tversion %d (%s)\n", p.Reservation.Version, p.Digest)
+	}
+	if f := rec.FailedUpdate; f != nil {
+		fmt.Fprintf(tw, "failed update:\tversion %d: %s\n", f.Version, f.Message)
+	}
 	fmt.Fprintf(tw, "created:\t%s\n", ts(res.Created))
 	fmt.Fprintf(tw, "expires:\t%s\n", ts(res.Expires()))
 	fmt.Fprintf(tw, "units:\t%s\n", unitsString(rec.Units))

@@ -77,7 +77,8 @@ func flagsFirst(args []string) []string {
 	}
 	out := []string{args[0]}
 	i := 1
-	// Global flags, then the command path (`reserve volume`, `key new`).
+	// Global flags, then the command path (`reserve volume`, `key new`,
+	// `update volume`).
 	for i < len(args) {
 		a := args[i]
 		if strings.HasPrefix(a, "-") && a != "--" {
@@ -92,7 +93,7 @@ func flagsFirst(args []string) []string {
 		}
 		break
 	}
-	if i < len(args) && (args[i] == "reserve" || args[i] == "key" || args[i] == "network") {
+	if i < len(args) && (args[i] == "reserve" || args[i] == "key" || args[i] == "network" || args[i] == "update") {
 		out = append(out, args[i])
 		i++
 	}
@@ -134,7 +135,7 @@ func App(stdout, stderr io.Writer) *cli.App {
 		&cli.DurationFlag{Name: "timeout", Usage: "with --wait: give up after this long", Value: 5 * time.Minute},
 		progressFlag,
 	}
-	return &cli.App{
+	app := &cli.App{
 		Name:                 "provctl",
 		Usage:                "create, watch and delete signed reservations on an explorer",
 		Version:              version.String(),
@@ -248,6 +249,8 @@ func App(stdout, stderr io.Writer) *cli.App {
 			},
 		},
 	}
+	addUpdateCommand(app)
+	return app
 }
 
 // session is what a command that talks to the explorer needs.
@@ -316,6 +319,9 @@ func (s *session) submit(ctx context.Context, typ provision.ReservationType, w a
 		return err
 	}
 	node := s.c.String("node")
+	if _, updating := ctx.Value(updateKey{}).(*provision.Reservation); updating {
+		node = autoNode // replaced by the reservation's node below
+	}
 	if _, err := identity.PublicKey(node); err != nil && node != autoNode {
 		return fmt.Errorf("--node: %w (or auto)", err)
 	}
@@ -338,13 +344,23 @@ func (s *session) submit(ctx context.Context, typ provision.ReservationType, w a
 	if _, err := r.Workload(); err != nil {
 		return err
 	}
-	if node == autoNode {
+	prev, updating := ctx.Value(updateKey{}).(*provision.Reservation)
+	if updating {
+		// provctl update: the next version of prev (see nextVersion).
+		nextVersion(prev, r)
+		node = r.NodeID
+	} else if node == autoNode {
 		if r.NodeID, err = s.placeOn(ctx, r); err != nil {
 			return err
 		}
 	}
 	r.Sign(s.key)
-	id, err := s.client.CreateReservation(ctx, r)
+	var id string
+	if updating {
+		id, err = r.ID, s.client.UpdateReservation(ctx, r)
+	} else {
+		id, err = s.client.CreateReservation(ctx, r)
+	}
 	if err != nil {
 		return err
 	}
@@ -618,6 +634,10 @@ func get(ctx context.Context, s *session) error {
 	fmt.Fprintf(tw, "expires:\t%s\n", r.Expires().UTC().Format(time.RFC3339))
 	if r.Reference != "" {
 		fmt.Fprintf(tw, "reference:\t%s\n", r.Reference)
+	}
+	fmt.Fprintf(tw, "version:\t%d\n", r.Version)
+	if r.Previous != "" {
+		fmt.Fprintf(tw, "previous:\t%s\n", r.Previous)
 	}
 	fmt.Fprintf(tw, "digest:\t%s\n", r.Digest())
 	fmt.Fprintf(tw, "data:\t%s\n", r.Data)

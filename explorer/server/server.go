@@ -344,6 +344,7 @@ func (s *Server) routes() {
 	s.handle("GET /api/v1/reservations", roleAny, s.listReservations)
 	s.handle("GET /api/v1/reservations/{id}", roleAny, s.getReservation)
 	s.handle("POST /api/v1/reservations/{id}/delete", roleAny, s.deleteReservation)
+	s.handle("PUT /api/v1/reservations/{id}", roleAny, s.updateReservation)
 	s.fleetRoutes()
 	if !s.cfg.NoUI {
 		opts := s.cfg.UI
@@ -1059,6 +1060,9 @@ func (s *Server) createReservation(w http.ResponseWriter, r *http.Request, c *ca
 	if err := s.checkReservation(&rv, now); err != nil {
 		return err
 	}
+	if rv.IsUpdate() {
+		return fmt.Errorf("%w: a new reservation names no previous version (PUT /api/v1/reservations/{id} updates one)", ErrBadRequest)
+	}
 	rv.Delivered = nil // the explorer's to say
 	if err := checkEventSize(&rv); err != nil {
 		return err
@@ -1071,6 +1075,60 @@ func (s *Server) createReservation(w http.ResponseWriter, r *http.Request, c *ca
 	s.hub.publish(UserTopic(rv.UserID))
 	s.log.Info().Str("id", rv.ID).Str("node", rv.NodeID).Str("user", rv.UserID).Str("type", string(rv.Type)).Uint64("seq", seq).Msg("reservation created")
 	writeJSON(w, http.StatusCreated, explorer.CreateReply{ID: rv.ID})
+	return nil
+}
+
+// updateReservation stores the owner-signed next version of reservation
+// id (provision.CheckVersion: same owner, node, type and created, version
+// plus one, naming the stored digest) and publishes it to its node, which
+// applies it or refuses it in a signed result. Only the owner may update;
+// a reservation marked for deletion cannot be updated; a digest any
+// reservation holds or held is a replay.
+func (s *Server) updateReservation(w http.ResponseWriter, r *http.Request, c *call) error {
+	id := r.PathValue("id")
+	var rv provision.Reservation
+	if err := decode(c.body, &rv); err != nil {
+		return err
+	}
+	if rv.ID != id {
+		return fmt.Errorf("%w: body id %q is not the path's %q", ErrBadRequest, rv.ID, id)
+	}
+	owner, err := userKeyOf(rv.UserID)
+	if err != nil {
+		return err
+	}
+	if !owner.Equal(c.signed.Key) {
+		return fmt.Errorf("%w: the request is signed by %s, not by the reservation's user %s", ErrForbidden, c.signed.KeyID, rv.UserID)
+	}
+	if err := s.checkReservation(&rv, s.cfg.Now()); err != nil {
+		return err
+	}
+	if !rv.IsUpdate() {
+		return fmt.Errorf("%w: an update names the digest of the version it replaces (previous)", ErrBadRequest)
+	}
+	rv.Delivered = nil
+	if err := checkEventSize(&rv); err != nil {
+		return err
+	}
+	seq, err := s.db.UpdateReservation(r.Context(), id, &rv, func(cur *provision.Reservation) error {
+		if cur.UserID != rv.UserID {
+			return fmt.Errorf("%w: only the owner %s may update reservation %s", ErrForbidden, cur.UserID, id)
+		}
+		if cur.ToDelete {
+			return fmt.Errorf("%w: reservation %s is marked for deletion", ErrConflict, id)
+		}
+		if err := provision.CheckVersion(cur, cur.Digest(), &rv); err != nil {
+			return fmt.Errorf("%w: %v", ErrConflict, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.hub.publish(NodeTopic(rv.NodeID))
+	s.publishChange(id, rv.UserID)
+	s.log.Info().Str("id", id).Str("node", rv.NodeID).Uint32("version", rv.Version).Uint64("seq", seq).Msg("reservation updated")
+	writeJSON(w, http.StatusOK, explorer.CreateReply{ID: id})
 	return nil
 }
 

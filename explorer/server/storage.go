@@ -134,6 +134,13 @@ type Store interface {
 	// A repeat of the same signed delete changes nothing and publishes
 	// nothing (seq 0).
 	MarkDelete(ctx context.Context, id string, check func(*provision.Reservation) error) (*provision.Reservation, uint64, error)
+	// UpdateReservation replaces reservation id by next, its next
+	// version, once check accepted the stored version (with its result):
+	// next's digest must be held by no reservation (ErrDuplicate), the
+	// replaced digest stays held until the reservation expires, the
+	// stored result is dropped and next is published to its node (and
+	// counts as not delivered yet), in one transaction.
+	UpdateReservation(ctx context.Context, id string, next *provision.Reservation, check func(cur *provision.Reservation) error) (uint64, error)
 	// PutResults stores a batch of a node's results in one transaction:
 	// check(i, r) checks rs[i] against its stored reservation, a nil rs[i]
 	// is skipped, and a result is stored only when it Supersedes the stored

@@ -35,7 +35,11 @@ var (
 	bucketDelivered    = []byte("delivered")
 	bucketPages        = []byte("pages")
 	bucketActive       = []byte("active")
-	keyVersion         = []byte("version")
+	// bucketSuperseded holds id\x00digest for each replaced version's
+	// digest, which stays in bucketDigests (a replay of an old version
+	// stays refused) until the reservation expires.
+	bucketSuperseded = []byte("superseded")
+	keyVersion       = []byte("version")
 )
 
 // BoltStore is the explorer's bbolt database, <dir>/explorer.db (drawn in
@@ -81,7 +85,7 @@ func OpenBolt(dir string, noSync bool) (*BoltStore, error) {
 			return fmt.Errorf("%w: database schema %q, this explorerd knows %q", ErrSchema, v, schemaVersion)
 		}
 		for _, b := range [][]byte{bucketNodes, bucketReservations, bucketResults, bucketDigests, bucketUsers, bucketEvents,
-			bucketUndelivered, bucketDelivered, bucketPages, bucketActive} {
+			bucketUndelivered, bucketDelivered, bucketPages, bucketActive, bucketSuperseded} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -561,6 +565,107 @@ func (s *BoltStore) MarkDelete(_ context.Context, id string, check func(*provisi
 	return r, seq, nil
 }
 
+// UpdateReservation replaces reservation id by next, its next version,
+// once check accepted the stored version: next's digest must be held by no
+// reservation (ErrDuplicate), the old digest stays held (a replay of the
+// old version stays refused), the stored result is dropped (it answered
+// the old version) and next is published to its node, which has not had
+// it yet; all in one transaction.
+func (s *BoltStore) UpdateReservation(_ context.Context, id string, next *provision.Reservation, check func(cur *provision.Reservation) error) (uint64, error) {
+	digest := next.Digest()
+	verify := func(tx *bolt.Tx) (*provision.Reservation, error) {
+		cur, err := loadReservation(tx, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := check(cur); err != nil {
+			return nil, err
+		}
+		if other := tx.Bucket(bucketDigests).Get([]byte(digest)); other != nil {
+			return nil, fmt.Errorf("%w: reservation %s has the same digest %s", ErrDuplicate, other, digest)
+		}
+		return cur, nil
+	}
+	// Refused updates are refused in a read transaction, out of the
+	// group commit (see CreateReservationWithin).
+	if err := s.db.View(func(tx *bolt.Tx) error { _, err := verify(tx); return err }); err != nil {
+		return 0, fmt.Errorf("updating reservation %s: %w", id, err)
+	}
+	var seq uint64
+	err := s.update(func(tx *bolt.Tx) error {
+		seq = 0
+		cur, err := verify(tx)
+		if err != nil {
+			return err
+		}
+		n := *next
+		n.ID, n.Result, n.Delivered = id, nil, nil
+		raw, err := json.Marshal(&n)
+		if err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketReservations).Put([]byte(id), raw); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketDigests).Put([]byte(digest), []byte(id)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketSuperseded).Put(userKey(id, cur.Digest()), nil); err != nil {
+			return err
+		}
+		for _, del := range []struct {
+			bucket []byte
+			key    []byte
+		}{
+			{bucketResults, []byte(id)},
+			{bucketDelivered, []byte(id)},
+			{bucketActive, activeKey(cur.UserID, cur.Expires(), id)},
+		} {
+			if err := tx.Bucket(del.bucket).Delete(del.key); err != nil {
+				return err
+			}
+		}
+		if err := indexUser(tx, &n); err != nil {
+			return err
+		}
+		if seq, err = publish(tx, n.NodeID, raw); err != nil {
+			return err
+		}
+		ub, err := tx.Bucket(bucketUndelivered).CreateBucketIfNotExists([]byte(n.NodeID))
+		if err != nil {
+			return err
+		}
+		return ub.Put(seqKey(seq), []byte(id))
+	})
+	if err != nil {
+		return 0, fmt.Errorf("updating reservation %s: %w", id, err)
+	}
+	return seq, nil
+}
+
+// dropSuperseded removes the digests of the replaced versions of id.
+func dropSuperseded(tx *bolt.Tx, id string) error {
+	sb, digests := tx.Bucket(bucketSuperseded), tx.Bucket(bucketDigests)
+	prefix := userKey(id, "")
+	var keys [][]byte
+	c := sb.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		keys = append(keys, bytes.Clone(k))
+	}
+	for _, k := range keys {
+		d := k[len(prefix):]
+		if string(digests.Get(d)) == id {
+			if err := digests.Delete(d); err != nil {
+				return err
+			}
+		}
+		if err := sb.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // newerResult reads the reservation res answers, runs check on it and
 // reports whether res is to be stored: false for a repeat of the stored
 // result or an older one. It writes nothing.
@@ -896,6 +1001,9 @@ func (s *BoltStore) Expire(_ context.Context, cutoff time.Time) (int64, error) {
 				if err := digests.Delete([]byte(digest)); err != nil {
 					return err
 				}
+			}
+			if err := dropSuperseded(tx, r.ID); err != nil {
+				return err
 			}
 		}
 		n = int64(len(list))

@@ -659,12 +659,31 @@ func (e *Engine) commitQueued(rec *provision.Record, from provision.State, res *
 // the active set. The function it returns, which must be called after
 // e.tallyMu is released, waits for the write and finishes the commit.
 func (e *Engine) commitLocked(rec *provision.Record, from provision.State, res *provision.Result, add bool) (finish func() error) {
+	return e.commitWith(rec, from, res, add, nil)
+}
+
+// commitWith is commitLocked for a write that may also change the units
+// the tally counts for an active record (an update and its rollback): was,
+// when not nil, is what the tally counted for rec before, and e.tallyMu is
+// held. Each extra result is enqueued in the same write without becoming
+// rec's Result (the answer to another version of rec).
+func (e *Engine) commitWith(rec *provision.Record, from provision.State, res *provision.Result, add bool, was *provision.Units, extra ...*provision.Result) (finish func() error) {
 	var out []*provision.OutboxEntry
+	for _, x := range extra {
+		out = append(out, resultEntry(x))
+	}
 	if res != nil {
 		rec.Result = res
 		out = append(out, resultEntry(res))
 	}
-	changed := from.Active() != rec.State.Active()
+	changed := from.Active() != rec.State.Active() || was != nil
+	undo := func() {
+		if was != nil {
+			e.tally.Set(rec.ID(), rec.Reservation.Type, *was)
+			return
+		}
+		e.setTally(rec, from.Active())
+	}
 	var stats provision.Stats
 	var gen uint64
 	if changed {
@@ -689,14 +708,14 @@ func (e *Engine) commitLocked(rec *provision.Record, from provision.State, res *
 			err = e.store.Save(rec, out...)
 		}
 		if err != nil && changed {
-			e.setTally(rec, from.Active()) // nobody saw it: the lock is held
+			undo() // nobody saw it: the lock is held
 		}
 		wait = func() error { return err }
 	}
 	return func() error {
 		if err := wait(); err != nil {
 			if changed && queued {
-				e.undoTally(rec, from)
+				e.undoTally(rec, undo)
 			}
 			return err
 		}
@@ -734,9 +753,9 @@ func (e *Engine) setTally(rec *provision.Record, active bool) {
 // undoTally puts the tally back after a queued write of rec, which changed
 // the active set, failed, and enqueues fresh stats: writes queued
 // meanwhile computed theirs with the failed change.
-func (e *Engine) undoTally(rec *provision.Record, from provision.State) {
+func (e *Engine) undoTally(rec *provision.Record, undo func()) {
 	e.tallyMu.Lock()
-	e.setTally(rec, from.Active())
+	undo()
 	stats, gen := e.statsLocked()
 	err := e.store.Enqueue(&provision.OutboxEntry{Kind: provision.OutboxStats, Stats: &stats, Created: stats.Updated})
 	e.tallyMu.Unlock()

@@ -24,9 +24,13 @@ import (
 //     result. An item without an ID cannot be answered; it is logged.
 //   - a known ID with the same digest re-sends the stored result and touches
 //     nothing else; a valid owner-signed delete moves it to deleting.
-//   - a known ID with another digest (the explorer reused an ID, or the
-//     content was changed) gets an error result for that digest; the record
-//     is not touched. Updates are not supported: delete and submit anew.
+//   - a known ID with another digest and another version is an update (see
+//     update): applied when it is the owner's valid next version of a
+//     deployed record and fits, else refused with an error result for its
+//     digest, the record untouched (the current version keeps running).
+//   - a known ID with another digest at the same version (the explorer
+//     reused an ID) gets an error result for that digest; the record is
+//     not touched.
 //   - a bad item, an invalid delete or garbage for a known ID re-sends the
 //     stored result (what is true on this node) and logs the refusal.
 //   - a valid new reservation is recorded as accepted (refused when its
@@ -54,7 +58,7 @@ func (e *Engine) ingest(ctx context.Context, job provision.ReservationJob) error
 		rec, err := e.store.Get(r.ID)
 		switch {
 		case err == nil:
-			return e.repeat(rec, job)
+			return e.repeat(ctx, rec, job)
 		case !errors.Is(err, provision.ErrNotFound):
 			return fmt.Errorf("ingesting %s: %w", r.ID, err)
 		}
@@ -198,13 +202,19 @@ func (e *Engine) refuse(r *provision.Reservation, digest string, cause error) er
 }
 
 // repeat handles a job for a known ID. The record lock is held.
-func (e *Engine) repeat(rec *provision.Record, job provision.ReservationJob) error {
+func (e *Engine) repeat(ctx context.Context, rec *provision.Record, job provision.ReservationJob) error {
 	r := job.Reservation
 	digest := r.Digest()
 	switch {
 	case job.Err != nil:
 		e.logr(zerolog.WarnLevel, r).Err(job.Err).Msg("bad item for a known reservation; re-sending its result")
 		return e.resend(rec)
+	case digest != storedDigest(rec) && rec.Digest != "" && r.ToDelete && r.UserID == rec.Reservation.UserID:
+		// The owner deletes another version of the reservation (the one
+		// the explorer holds: an update refused or rolled back here).
+		return e.deleteVersion(rec, r)
+	case digest != storedDigest(rec) && rec.Digest != "" && (r.IsUpdate() || r.Version != rec.Reservation.Version):
+		return e.update(ctx, rec, r, digest)
 	case digest != storedDigest(rec):
 		return e.refuseOther(r, digest)
 	case !r.ToDelete || rec.State == provision.Deleting || rec.State == provision.Deleted:
@@ -238,14 +248,20 @@ func (e *Engine) refuseOther(r *provision.Reservation, digest string) error {
 // resend enqueues the stored result of rec again; a record without a
 // result yet (accepted, provisioning) will send one when it gets there.
 func (e *Engine) resend(rec *provision.Record) error {
-	if rec.Result == nil {
+	return e.resendResult(rec.Result)
+}
+
+// resendResult enqueues res again unless it is nil or waits in the outbox
+// already.
+func (e *Engine) resendResult(res *provision.Result) error {
+	if res == nil {
 		return nil
 	}
-	if dup, err := e.pendingResult(rec.Result); err != nil || dup {
+	if dup, err := e.pendingResult(res); err != nil || dup {
 		return err // it waits in the outbox already: a repeat adds nothing
 	}
-	if err := e.store.Enqueue(resultEntry(rec.Result)); err != nil {
-		return fmt.Errorf("re-sending result of %s: %w", rec.ID(), err)
+	if err := e.store.Enqueue(resultEntry(res)); err != nil {
+		return fmt.Errorf("re-sending result of %s: %w", res.ID, err)
 	}
 	e.wakeOutbox()
 	return nil
@@ -286,6 +302,7 @@ func (e *Engine) markDeleting(rec *provision.Record, reason string) error {
 		return nil
 	}
 	prev := *rec
+	rec.Prior = nil // a delete during an update removes whichever version is there
 	rec.Move(provision.Deleting, e.now(), reason)
 	err := e.commit(rec, from, nil, false)
 	if errors.Is(err, provision.ErrConflict) && from == provision.Failed {
@@ -306,7 +323,8 @@ func (e *Engine) markDeleting(rec *provision.Record, reason string) error {
 func (e *Engine) deleteNow(rec *provision.Record, reason string) error {
 	from := rec.State
 	rec.Move(provision.Deleted, e.now(), reason)
-	res, err := e.newResult(rec.Reservation, storedDigest(rec), provision.StateDeleted, reason, nil)
+	as, digest := deletedAs(rec)
+	res, err := e.newResult(as, digest, provision.StateDeleted, reason, nil)
 	if err != nil {
 		return err
 	}

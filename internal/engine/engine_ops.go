@@ -249,6 +249,15 @@ func (e *Engine) admission(ctx context.Context, rec *provision.Record, from prov
 func (e *Engine) admit(rec *provision.Record, from provision.State, add bool, capacity provision.Capacity) (finish func() error, refused, err error) {
 	e.tallyMu.Lock()
 	defer e.tallyMu.Unlock()
+	if p := rec.Prior; p != nil && from.Active() {
+		// An update: its units replace the prior version's, which the
+		// tally counts. A refusal writes nothing; the prior version runs on.
+		if refused = capacity.Admit(e.tally.Total().Sub(p.Units), rec.Units); refused != nil {
+			return nil, refused, nil
+		}
+		rec.Move(provision.Provisioning, e.now(), fmt.Sprintf("updating from version %d to %d", p.Reservation.Version, rec.Reservation.Version))
+		return e.commitWith(rec, from, nil, add, &p.Units), nil, nil
+	}
 	refused = capacity.Admit(e.tally.Total(), rec.Units)
 	if refused == nil {
 		rec.Move(provision.Provisioning, e.now(), "")
@@ -431,6 +440,17 @@ func (e *Engine) settle(id string, data any, err error) (outcome, *provision.Rec
 		return outcome{}, nil // deleted or given up meanwhile; its own operation follows
 	}
 	r := cur.Reservation
+	if err == nil && cur.Restoring {
+		// Back at the version a rolled-back update replaced: its ok
+		// result holds (the explorer shows the failed version's error).
+		cur.Move(provision.Deployed, e.now(), "restored after a failed update")
+		cur.Failures, cur.Restoring = 0, false
+		if cerr := e.commit(cur, provision.Provisioning, nil, false); cerr != nil {
+			return e.retryLater(id, false, cerr), nil
+		}
+		e.logr(zerolog.InfoLevel, r).Uint32("version", r.Version).Msg("reservation restored after a failed update")
+		return outcome{}, nil
+	}
 	if err == nil {
 		res, rerr := e.newResult(r, cur.Digest, provision.StateOk, "", data)
 		switch {
@@ -439,10 +459,18 @@ func (e *Engine) settle(id string, data any, err error) (outcome, *provision.Rec
 		case rerr != nil:
 			err = rerr // data that cannot be encoded: fail below
 		default:
+			updated := cur.Prior != nil
 			cur.Move(provision.Deployed, e.now(), "")
-			cur.Failures = 0
+			cur.Failures, cur.Prior, cur.Restoring = 0, nil, false
+			if updated {
+				cur.FailedUpdate = nil
+			}
 			if cerr := e.commit(cur, provision.Provisioning, res, false); cerr != nil {
 				return e.retryLater(id, false, cerr), nil
+			}
+			if updated {
+				e.logr(zerolog.InfoLevel, r).Uint32("version", r.Version).Msg("reservation updated")
+				return outcome{}, nil
 			}
 			e.logr(zerolog.InfoLevel, r).Msg("reservation deployed")
 			return outcome{}, nil
@@ -460,6 +488,12 @@ func (e *Engine) settle(id string, data any, err error) (outcome, *provision.Rec
 	}
 	if provision.IsTemporary(err) {
 		err = fmt.Errorf("giving up after %d attempts: %w", cur.Attempts+1, err)
+	}
+	if cur.Prior != nil {
+		if rerr := e.rollback(cur, err); rerr != nil {
+			return e.retryLater(id, false, rerr), nil
+		}
+		return outcome{}, nil
 	}
 	if ferr := e.fail(cur, err); ferr != nil {
 		return e.retryLater(id, false, ferr), nil
@@ -505,7 +539,8 @@ func (e *Engine) decommission(ctx context.Context, rec *provision.Record) outcom
 		reason = cur.History[n-1].Message
 	}
 	cur.Move(provision.Deleted, e.now(), reason)
-	res, err := e.newResult(r, cur.Digest, provision.StateDeleted, reason, nil)
+	as, digest := deletedAs(cur)
+	res, err := e.newResult(as, digest, provision.StateDeleted, reason, nil)
 	if err != nil {
 		return e.retryLater(id, true, err)
 	}

@@ -647,6 +647,10 @@ func (m *Manager) Provision(ctx context.Context, id string, s Spec) (Info, error
 		restart = true
 	}
 
+	if state, err = m.dropOldImage(ctx, id, bundle, s.Digest, state); err != nil {
+		return Info{}, err
+	}
+
 	nsPath := ""
 	if s.NetworkID != "" {
 		if nsPath, err = m.network.Attach(ctx, s.NetworkID, id, s.IP); err != nil {
@@ -669,6 +673,17 @@ func (m *Manager) Provision(ctx context.Context, id string, s Spec) (Info, error
 	})
 	if err != nil {
 		return Info{}, provision.Permanent(fmt.Errorf("configuring container %s: %w", id, err))
+	}
+	if state == stateRunning {
+		// An update of its resources only is applied live (update.go).
+		if live, err := m.updateLive(ctx, id, bundle, spec); err != nil {
+			return Info{}, err
+		} else if live {
+			if err := m.startLog(id); err != nil {
+				return Info{}, fmt.Errorf("taking up the log of container %s: %w", id, err)
+			}
+			return info, nil
+		}
 	}
 	changed, err := writeConfig(bundle, spec)
 	if err != nil {

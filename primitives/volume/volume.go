@@ -52,6 +52,9 @@ type Options struct {
 	HDDPath string
 	// Mkfs is the mkfs.ext4 binary. Default "mkfs.ext4".
 	Mkfs string
+	// Resize2fs and E2fsck are the binaries that grow a volume. Default
+	// "resize2fs" and "e2fsck".
+	Resize2fs, E2fsck string
 	// Log receives debug messages. Default zerolog.Nop().
 	Log zerolog.Logger
 }
@@ -67,10 +70,12 @@ type Info struct {
 // Manager creates, mounts and removes volumes. It is safe for concurrent
 // use.
 type Manager struct {
-	mountDir string
-	dirs     map[provision.DiskType]string
-	mkfs     string
-	log      zerolog.Logger
+	mountDir  string
+	dirs      map[provision.DiskType]string
+	mkfs      string
+	resize2fs string
+	e2fsck    string
+	log       zerolog.Logger
 	// mu serialises changes: loop devices and mounts are machine-wide.
 	mu sync.Mutex
 }
@@ -96,11 +101,19 @@ func New(opts Options) *Manager {
 	if opts.Mkfs == "" {
 		opts.Mkfs = "mkfs.ext4"
 	}
+	if opts.Resize2fs == "" {
+		opts.Resize2fs = "resize2fs"
+	}
+	if opts.E2fsck == "" {
+		opts.E2fsck = "e2fsck"
+	}
 	return &Manager{
-		mountDir: abs(filepath.Join(opts.DataDir, "mounts")),
-		dirs:     map[provision.DiskType]string{provision.SSD: abs(opts.SSDPath), provision.HDD: abs(opts.HDDPath)},
-		mkfs:     opts.Mkfs,
-		log:      opts.Log.With().Str("component", "volume").Logger(),
+		mountDir:  abs(filepath.Join(opts.DataDir, "mounts")),
+		dirs:      map[provision.DiskType]string{provision.SSD: abs(opts.SSDPath), provision.HDD: abs(opts.HDDPath)},
+		mkfs:      opts.Mkfs,
+		resize2fs: opts.Resize2fs,
+		e2fsck:    opts.E2fsck,
+		log:       opts.Log.With().Str("component", "volume").Logger(),
 	}
 }
 
@@ -123,8 +136,10 @@ func checkID(id string) error {
 }
 
 // Provision creates volume id of size bytes on storage kind and mounts it.
-// It is idempotent: an existing image of this size is (re)mounted; one of
-// another size or type is a permanent error.
+// It is idempotent: an existing image of this size is (re)mounted; a
+// smaller one is grown to size (a new version of the volume: see
+// finishGrow), its data kept; a larger one (a volume never shrinks) or one
+// of another type is a permanent error.
 func (m *Manager) Provision(ctx context.Context, id string, kind provision.DiskType, size int64) (Info, error) {
 	if err := checkID(id); err != nil {
 		return Info{}, err
@@ -148,8 +163,13 @@ func (m *Manager) Provision(ctx context.Context, id string, kind provision.DiskT
 	img := m.image(kind, id)
 	st, err := os.Stat(img)
 	switch {
-	case err == nil && st.Size() != size:
-		return Info{}, provision.Permanentf("%w: volume %s has %d bytes, not %d", ErrSizeMismatch, id, st.Size(), size)
+	case err == nil && st.Size() > size:
+		return Info{}, provision.Permanentf("%w: volume %s has %d bytes, more than %d (a volume never shrinks)", ErrSizeMismatch, id, st.Size(), size)
+	case err == nil && st.Size() < size:
+		// A new version of the volume, larger: grown once mounted (grow.go).
+		if err := startGrow(img); err != nil {
+			return Info{}, err
+		}
 	case errors.Is(err, os.ErrNotExist):
 		if err := m.create(ctx, img, size); err != nil {
 			return Info{}, fmt.Errorf("creating volume %s: %w", id, err)
@@ -159,6 +179,9 @@ func (m *Manager) Provision(ctx context.Context, id string, kind provision.DiskT
 	}
 	p, err := m.mount(img, id)
 	if err != nil {
+		return Info{}, err
+	}
+	if err := m.finishGrow(ctx, id, img, size); err != nil {
 		return Info{}, err
 	}
 	m.log.Debug().Str("volume", id).Str("path", p).Int64("size", size).Msg("volume provisioned")
@@ -293,7 +316,7 @@ func (m *Manager) Decommission(ctx context.Context, id string) error {
 		if err := detachLoops(img); err != nil {
 			return fmt.Errorf("detaching volume %s: %w", id, err)
 		}
-		for _, p := range []string{img, strings.TrimSuffix(img, imageSuffix) + tmpSuffix} {
+		for _, p := range []string{img, strings.TrimSuffix(img, imageSuffix) + tmpSuffix, growMarker(img)} {
 			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("removing image of volume %s: %w", id, err)
 			}

@@ -357,7 +357,7 @@ func TestRefuses(t *testing.T) {
 		size int64
 		want error
 	}{
-		{"other-size", id, provision.SSD, 16 * mib, volume.ErrSizeMismatch},
+		{"shrink", id, provision.SSD, 4 * mib, volume.ErrSizeMismatch},
 		{"other-type", id, provision.HDD, 8 * mib, volume.ErrTypeMismatch},
 		{"zero-size", "z", provision.SSD, 0, volume.ErrBadSize},
 		{"unaligned-size", "z", provision.SSD, 4097, volume.ErrBadSize},

@@ -38,6 +38,7 @@ func take(fs map[string]*fault, id string) (*fault, bool) {
 type RecordingPrimitives struct {
 	mu            sync.Mutex
 	provisions    map[string]int
+	versions      map[string]uint32
 	decommissions map[string]int
 	live          map[string]bool
 	vanished      map[string]bool
@@ -60,6 +61,7 @@ var (
 func NewRecordingPrimitives() *RecordingPrimitives {
 	return &RecordingPrimitives{
 		provisions:    make(map[string]int),
+		versions:      make(map[string]uint32),
 		decommissions: make(map[string]int),
 		live:          make(map[string]bool),
 		vanished:      make(map[string]bool),
@@ -79,6 +81,7 @@ func (p *RecordingPrimitives) Provision(ctx context.Context, r *provision.Reserv
 	hook := p.onProvision
 	if !faulty {
 		p.provisions[r.ID]++
+		p.versions[r.ID] = r.Version
 		p.live[r.ID] = true
 		delete(p.vanished, r.ID)
 	}
@@ -235,6 +238,14 @@ func (p *RecordingPrimitives) Provisions(id string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.provisions[id]
+}
+
+// Version returns the version of id's reservation that the last
+// successful Provision of id applied (0: none).
+func (p *RecordingPrimitives) Version(id string) uint32 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.versions[id]
 }
 
 // Decommissions returns how often Decommission of id succeeded.

@@ -93,3 +93,20 @@ func (u *User) Delete(r *provision.Reservation) *provision.Reservation {
 	c.SignDelete(u.Key)
 	return &c
 }
+
+// Update returns the next version of prev with data (encoded to JSON),
+// signed by u: the same ID, node, type, created, duration and reference,
+// Version plus one and Previous naming prev's digest.
+func (u *User) Update(prev *provision.Reservation, data any) *provision.Reservation {
+	raw, err := json.Marshal(data)
+	if err != nil {
+		panic(fmt.Sprintf("provisiontest: encoding data of %s: %v", prev.ID, err))
+	}
+	r := &provision.Reservation{
+		ID: prev.ID, NodeID: prev.NodeID, Type: prev.Type, Data: raw,
+		Created: prev.Created, Duration: prev.Duration, Reference: prev.Reference,
+		Version: prev.Version + 1, Previous: prev.Digest(),
+	}
+	r.Sign(u.Key)
+	return r
+}

@@ -246,12 +246,7 @@ func (s *Store) CreateReservationWithin(ctx context.Context, r *provision.Reserv
 		if seq, err = nextSeq(ctx, tx, r.NodeID); err != nil {
 			return err
 		}
-		var other string
-		err = tx.QueryRow(ctx, "select id from reservations where digest = $1", digest).Scan(&other)
-		if err == nil {
-			return fmt.Errorf("%w: reservation %s has the same digest %s", server.ErrDuplicate, other, digest)
-		}
-		if !errors.Is(err, pgx.ErrNoRows) {
+		if err := digestFree(ctx, tx, digest); err != nil {
 			return err
 		}
 		r.Result, r.Delivered = nil, nil
@@ -437,6 +432,79 @@ func (s *Store) MarkDelete(ctx context.Context, id string, check func(*provision
 		s.notify(server.NodeTopic(r.NodeID), server.ReservationTopic(id), server.UserTopic(r.UserID))
 	}
 	return r, seq, nil
+}
+
+// digestFree fails with server.ErrDuplicate when a reservation, current
+// or replaced version, holds digest.
+func digestFree(ctx context.Context, tx pgx.Tx, digest string) error {
+	var other string
+	err := tx.QueryRow(ctx, `select id from reservations where digest = $1
+		union all select id from superseded_digests where digest = $1 limit 1`, digest).Scan(&other)
+	if err == nil {
+		return fmt.Errorf("%w: reservation %s has the same digest %s", server.ErrDuplicate, other, digest)
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
+	return nil
+}
+
+// UpdateReservation replaces reservation id by next, its next version,
+// once check accepted the stored version: see server.Store. The node's row
+// lock (taken by the publish) serialises it with creations of the same
+// digest, as in CreateReservationWithin.
+func (s *Store) UpdateReservation(ctx context.Context, id string, next *provision.Reservation, check func(*provision.Reservation) error) (uint64, error) {
+	digest := next.Digest()
+	var seq uint64
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		var body, result []byte
+		var delivered *time.Time
+		var curDigest string
+		err := tx.QueryRow(ctx, "select body, result, delivered_at, digest from reservations where id = $1 for update", id).Scan(&body, &result, &delivered, &curDigest)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w: reservation %s", server.ErrNotFound, id)
+		}
+		if err != nil {
+			return err
+		}
+		cur, err := decodeReservation(body, result, delivered)
+		if err != nil {
+			return err
+		}
+		if err := check(cur); err != nil {
+			return err
+		}
+		if seq, err = nextSeq(ctx, tx, cur.NodeID); err != nil {
+			return err
+		}
+		if err := digestFree(ctx, tx, digest); err != nil {
+			return err
+		}
+		n := *next
+		n.ID, n.Result, n.Delivered = id, nil, nil
+		raw, err := json.Marshal(&n)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "insert into superseded_digests (digest, id) values ($1, $2)", curDigest, id); err != nil {
+			return fmt.Errorf("keeping the replaced digest: %w", err)
+		}
+		_, err = tx.Exec(ctx, `update reservations set digest = $2, expires = $3, version = $4, body = $5, seq = $6,
+			result = null, delivered_at = null where id = $1`, id, digest, n.Expires(), int64(n.Version), raw, int64(seq))
+		if isUnique(err, "reservations_digest_key") {
+			return fmt.Errorf("%w: another reservation has the digest %s", server.ErrDuplicate, digest)
+		}
+		if err != nil {
+			return fmt.Errorf("updating reservation: %w", err)
+		}
+		_, err = tx.Exec(ctx, "insert into events (node_id, seq, reservation) values ($1, $2, $3)", n.NodeID, int64(seq), raw)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("updating reservation %s: %w", id, err)
+	}
+	s.notify(server.NodeTopic(next.NodeID), server.ReservationTopic(id), server.UserTopic(next.UserID))
+	return seq, nil
 }
 
 // PutResults stores a batch of a node's results in one transaction. The

@@ -43,6 +43,7 @@ func Run(t *testing.T, open Open) {
 		{"quota", testQuota},
 		{"quota-concurrent", testQuotaConcurrent},
 		{"mark-delete", testMarkDelete},
+		{"update-reservation", testUpdateReservation},
 		{"put-results", testPutResults},
 		{"state-snapshot", testState},
 		{"inject-event", testInjectEvent},
@@ -1047,5 +1048,93 @@ func testExpire(t *testing.T, s server.Store) {
 	again.ID, again.Result = "", nil
 	if _, err := s.CreateReservation(ctx, &again); err != nil {
 		t.Fatalf("the deleted reservation's digest is still held: %v", err)
+	}
+}
+
+// next returns the next version of r with its size (its data) set to
+// size, signed by f's user.
+func (f *fixture) next(r *provision.Reservation, size int64) *provision.Reservation {
+	n := explorertest.Volume(f.node, size)
+	n.ID, n.Created, n.Duration, n.Reference = r.ID, r.Created, r.Duration, r.Reference
+	n.Version, n.Previous = r.Version+1, r.Digest()
+	n.Sign(f.user)
+	return n
+}
+
+func testUpdateReservation(t *testing.T, s server.Store) {
+	ctx := t.Context()
+	f := newFixture(t, s)
+	r, _ := f.create(t, s, nil)
+	if _, errs, err := s.PutResults(ctx, []*provision.Result{f.result(t, r, time.Now())}, func(int, *provision.Reservation) error { return nil }); err != nil || errs[0] != nil {
+		t.Fatalf("storing a result: %v %v", err, errs)
+	}
+	next := f.next(r, 100)
+	refused := errors.New("refused")
+	var seen *provision.Reservation
+	if _, err := s.UpdateReservation(ctx, r.ID, next, func(cur *provision.Reservation) error { seen = cur; return refused }); !errors.Is(err, refused) {
+		t.Fatalf("refused update: %v", err)
+	}
+	if seen == nil || seen.Digest() != r.Digest() || seen.Result == nil {
+		t.Fatalf("check saw %+v, want the stored version with its result", seen)
+	}
+	if got, _ := s.Reservation(ctx, r.ID); got.Digest() != r.Digest() {
+		t.Fatal("a refused update was stored")
+	}
+	pass := func(*provision.Reservation) error { return nil }
+	seq, err := s.UpdateReservation(ctx, r.ID, next, pass)
+	if err != nil || seq != 2 {
+		t.Fatalf("update: seq %d, %v; want seq 2", seq, err)
+	}
+	got, err := s.Reservation(ctx, r.ID)
+	if err != nil || got.Digest() != next.Digest() || got.Version != r.Version+1 || got.Previous != r.Digest() || got.Result != nil || got.Delivered != nil {
+		t.Fatalf("stored after the update: %+v, %v; want version 2 without a result, not delivered", got, err)
+	}
+	evs, _, err := s.Events(ctx, f.node, 1, 10)
+	var ev provision.Reservation
+	if err != nil || len(evs) != 1 || json.Unmarshal(evs[0].Reservation, &ev) != nil || ev.Digest() != next.Digest() || ev.ID != r.ID || ev.Verify() != nil {
+		t.Fatalf("events after the update: %d, %v; want the new version", len(evs), err)
+	}
+	st, err := s.State(ctx, f.node, time.Now())
+	if err != nil || len(st.Reservations) != 1 || st.Reservations[0].Digest != next.Digest() || st.Reservations[0].Version != r.Version+1 || st.Seq != 2 {
+		t.Fatalf("state after the update %+v, %v", st, err)
+	}
+	// Replays: the new digest again, and the old version under a new ID.
+	if _, err := s.UpdateReservation(ctx, r.ID, next, pass); !errors.Is(err, server.ErrDuplicate) {
+		t.Fatalf("the same update again: %v, want ErrDuplicate", err)
+	}
+	old := *r
+	old.ID, old.Result = "", nil
+	if _, err := s.CreateReservation(ctx, &old); !errors.Is(err, server.ErrDuplicate) {
+		t.Fatalf("a replay of the replaced version: %v, want ErrDuplicate", err)
+	}
+	if _, err := s.UpdateReservation(ctx, "nope", f.next(r, 101), pass); !errors.Is(err, server.ErrNotFound) {
+		t.Fatalf("update of an unknown reservation: %v", err)
+	}
+	if list, err := s.ReservationsOf(ctx, explorertest.UserID(f.user)); err != nil || len(list) != 1 || list[0].Version != r.Version+1 {
+		t.Fatalf("the user's reservations after the update: %d, %v", len(list), err)
+	}
+
+	// Expiry frees every version's digest.
+	now := time.Now().UTC().Truncate(time.Second)
+	gone, _ := f.create(t, s, func(r *provision.Reservation) { r.Created, r.Duration = now.Add(-3*time.Hour), time.Hour })
+	gone2 := f.next(gone, 200)
+	if _, err := s.UpdateReservation(ctx, gone.ID, gone2, pass); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Expire(ctx, now.Add(-time.Hour)); err != nil || n != 1 {
+		t.Fatalf("expire: %d, %v", n, err)
+	}
+	for _, v := range []*provision.Reservation{gone, gone2} {
+		c := *v
+		c.ID, c.Result, c.Previous = "", nil, ""
+		c.Sign(f.user)
+		if _, err := s.CreateReservation(ctx, &c); err != nil {
+			t.Fatalf("a digest of an expired reservation is still held: %v", err)
+		}
+	}
+	again := *gone
+	again.ID, again.Result = "", nil
+	if _, err := s.CreateReservation(ctx, &again); !errors.Is(err, server.ErrDuplicate) {
+		t.Fatalf("created twice: %v", err) // the loop above took it
 	}
 }
