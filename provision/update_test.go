@@ -58,6 +58,12 @@ func TestCheckUpdate(t *testing.T) {
 	moved.Network.IP = "10.1.1.11"
 	remount := spec
 	remount.Mounts = nil
+	checked := spec
+	checked.Health = &provision.HealthCheck{TCPPort: 80}
+	never := spec
+	never.Restart = provision.RestartNever
+	always := spec
+	always.Restart = provision.RestartAlways
 	nw, _ := net.Workload()
 	peers := *nw.(*provision.Network)
 	renamed := peers
@@ -71,6 +77,9 @@ func TestCheckUpdate(t *testing.T) {
 		{"container capacity, env, entrypoint", c1, live, true},
 		{"container IP", c1, moved, false},
 		{"container mounts", c1, remount, false},
+		{"container health check", c1, checked, false},
+		{"container restart policy", c1, never, false},
+		{"container restart policy named as its default", c1, always, true},
 		{"network unchanged", net, peers, true},
 		{"network name", net, renamed, false},
 	} {

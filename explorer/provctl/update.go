@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -135,6 +136,23 @@ func prefill(c *cli.Context, cur *provision.Reservation, netName func(id string)
 		for _, p := range w.Publish {
 			vals["publish"] = append(vals["publish"], p.String())
 		}
+		if w.Restart != provision.RestartDefault {
+			vals["restart"] = []string{string(w.Restart)}
+		}
+		if h := w.Health; h != nil && !c.IsSet("health-tcp") && !c.IsSet("health-http") && !c.IsSet("health-cmd") {
+			switch {
+			case h.TCPPort != 0:
+				vals["health-tcp"] = []string{strconv.Itoa(h.TCPPort)}
+			case h.HTTPPort != 0:
+				vals["health-http"] = []string{strconv.Itoa(h.HTTPPort) + h.HTTPPath}
+			default:
+				vals["health-cmd"] = []string{quoteWords(h.Exec)}
+			}
+			vals["health-interval"] = []string{h.IntervalOrDefault().String()}
+			vals["health-timeout"] = []string{h.TimeoutOrDefault().String()}
+			vals["health-failures"] = []string{strconv.Itoa(h.FailuresOrDefault())}
+			vals["health-start-period"] = []string{h.StartPeriodOrDefault().String()}
+		}
 	}
 	for name, vs := range vals {
 		if c.IsSet(name) || !slices.ContainsFunc(c.Command.Flags, func(f cli.Flag) bool { return slices.Contains(f.Names(), name) }) {
@@ -183,4 +201,15 @@ func sortedKeys(m map[string]string) []string {
 func nextVersion(prev, r *provision.Reservation) {
 	r.ID, r.NodeID, r.Created = prev.ID, prev.NodeID, prev.Created
 	r.Version, r.Previous = prev.Version+1, prev.Digest()
+}
+
+// quoteWords writes words as --health-cmd reads them back (splitWords):
+// each in single quotes; a single quote inside closes them, is escaped
+// with a backslash and opens them again.
+func quoteWords(words []string) string {
+	q := make([]string, len(words))
+	for i, w := range words {
+		q[i] = "'" + strings.ReplaceAll(w, "'", `'\''`) + "'"
+	}
+	return strings.Join(q, " ")
 }

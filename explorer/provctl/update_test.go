@@ -69,6 +69,24 @@ func TestProvctlUpdate(t *testing.T) {
 		t.Fatal("CheckUpdate accepted an update of nothing")
 	}
 
+	// A health check and a restart policy are kept through an update (the
+	// node refuses to change them).
+	hc := strings.TrimSpace(c.must("reserve", "container", "--node", nodeID, "--image", "/images/a.tar", "--image-digest", strings.Repeat("ab", 32),
+		"--entrypoint", "/bin/sleep", "--memory", "256", "--network", "lan", "--ip", "10.9.1.6", "--health-cmd", `sh -c 'test -e "/it'"'"'s ready"'`, "--health-interval", "5s",
+		"--restart", "on-failure"))
+	before, _ := xs.Reservation(t, hc).Workload()
+	c.must("update", "container", hc, "--memory", "512")
+	hr := xs.Reservation(t, hc)
+	after, err := hr.Workload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, a := before.(*provision.Container), after.(*provision.Container)
+	if a.Capacity.Memory != 512 || a.Restart != provision.RestartOnFailure || a.Health == nil ||
+		strings.Join(a.Health.Exec, "|") != `sh|-c|test -e "/it's ready"` || a.Health.IntervalOrDefault() != b.Health.IntervalOrDefault() {
+		t.Fatalf("container with a health check, version 2: %s", hr.Data)
+	}
+
 	// Refusals: the wrong type, an unknown ID.
 	if _, err := c.run("update", "network", vol, "--subnet", "10.9.2.0/24"); err == nil || !strings.Contains(err.Error(), "is a volume") {
 		t.Fatalf("update of a volume as a network: %v", err)
