@@ -257,6 +257,8 @@ func configFrom(c *cli.Context) *config {
 		InsecureRegistries: c.StringSlice("insecure-registries"),
 		RegistryMirrors:    c.StringSlice("registry-mirrors"),
 		Resync:             c.Duration("resync"),
+		Heartbeat:          c.Duration("heartbeat"),
+		BootIDFile:         c.String("boot-id-file"),
 		GCInterval:         c.Duration("gc-interval"),
 		PollWait:           c.Duration("poll-wait"),
 		LogFormat:          str("log-format"),
