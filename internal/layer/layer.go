@@ -129,22 +129,38 @@ func clean(name string) string {
 	return p
 }
 
+// extract writes one entry of a layer: an OCI whiteout or opaque marker
+// as overlay's, anything else as WriteEntry does.
 func extract(root *os.Root, hdr *tar.Header, r io.Reader) error {
 	name := clean(hdr.Name)
 	dir, base := path.Dir(name), path.Base(name)
-	if name != "." {
-		if err := root.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
+	hidden, marked := strings.CutPrefix(base, whiteoutPrefix)
+	if name == "." || !marked {
+		return WriteEntry(root, hdr, r)
+	}
+	if err := root.MkdirAll(dir, 0o755); err != nil {
+		return err
 	}
 	if base == opaqueMarker {
 		return opaque(root, dir)
 	}
-	if hidden, ok := strings.CutPrefix(base, whiteoutPrefix); ok && name != "." {
-		if hidden == "" || hidden == "." || hidden == ".." {
-			return fmt.Errorf("bad whiteout %q", hdr.Name)
+	if hidden == "" || hidden == "." || hidden == ".." {
+		return fmt.Errorf("bad whiteout %q", hdr.Name)
+	}
+	return whiteout(root, path.Join(dir, hidden))
+}
+
+// WriteEntry writes one tar entry below root as tar semantics want it:
+// parents made, an earlier entry of the name replaced (a directory is
+// kept and takes the entry's mode), owner and mode (setuid, setgid,
+// sticky) kept, symlinks and hard links confined to root; devices,
+// fifos and metadata entries are skipped. r is the entry's content.
+func WriteEntry(root *os.Root, hdr *tar.Header, r io.Reader) error {
+	name := clean(hdr.Name)
+	if name != "." {
+		if err := root.MkdirAll(path.Dir(name), 0o755); err != nil {
+			return err
 		}
-		return whiteout(root, path.Join(dir, hidden))
 	}
 	mode := hdr.FileInfo().Mode()
 	switch hdr.Typeflag {

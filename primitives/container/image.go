@@ -12,11 +12,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"syscall"
 
+	"github.com/edgeprov/provisiond/internal/layer"
 	"github.com/edgeprov/provisiond/provision"
 )
 
@@ -247,72 +247,8 @@ func unpack(ctx context.Context, r io.Reader, dir string, limit imageLimit) erro
 			}
 			left -= hdr.Size
 		}
-		if err := extract(root, hdr, tr); err != nil {
+		if err := layer.WriteEntry(root, hdr, tr); err != nil {
 			return fmt.Errorf("extracting %q: %w", hdr.Name, err)
 		}
-	}
-}
-
-// clean turns an archive path into a path relative to the root, "." for
-// the root itself.
-func clean(name string) string {
-	p := strings.TrimPrefix(path.Clean("/"+name), "/")
-	if p == "" {
-		return "."
-	}
-	return p
-}
-
-func extract(root *os.Root, hdr *tar.Header, r io.Reader) error {
-	name := clean(hdr.Name)
-	mode := hdr.FileInfo().Mode()
-	if name != "." {
-		if err := root.MkdirAll(path.Dir(name), 0o755); err != nil {
-			return err
-		}
-	}
-	switch hdr.Typeflag {
-	case tar.TypeDir:
-		if name != "." {
-			if err := root.Mkdir(name, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-				return err
-			}
-		}
-	case tar.TypeReg:
-		removeNonDir(root, name)
-		f, err := root.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-		if err != nil {
-			return err
-		}
-		_, err = io.Copy(f, r)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return err
-		}
-	case tar.TypeSymlink:
-		removeNonDir(root, name)
-		if err := root.Symlink(hdr.Linkname, name); err != nil {
-			return err
-		}
-		return root.Lchown(name, hdr.Uid, hdr.Gid)
-	case tar.TypeLink:
-		removeNonDir(root, name)
-		return root.Link(clean(hdr.Linkname), name)
-	default:
-		return nil // devices, fifos, pax/GNU metadata entries
-	}
-	if err := root.Lchown(name, hdr.Uid, hdr.Gid); err != nil {
-		return err
-	}
-	return root.Chmod(name, mode&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky))
-}
-
-// removeNonDir removes an earlier entry of the same name, unless it is a
-// directory, so a later entry replaces it as tar semantics require.
-func removeNonDir(root *os.Root, name string) {
-	if st, err := root.Lstat(name); err == nil && !st.IsDir() {
-		root.Remove(name)
 	}
 }
