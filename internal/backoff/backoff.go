@@ -19,15 +19,23 @@ type Policy struct {
 	Max time.Duration
 }
 
-// Delay returns the wait before try attempt+1 (attempt ≥ 1; below 1 is
-// taken as 1): a random duration in [d/2, d] where d = min(Base·2^(attempt−1), Max).
-func (p Policy) Delay(attempt int) time.Duration {
+// Ceiling returns the wait before try attempt+1 without its jitter
+// (attempt ≥ 1; below 1 is taken as 1): min(Base·2^(attempt−1), Max).
+// A container's restart waits exactly this (its owner reads the delay in
+// its status); every other retry waits Delay.
+func (p Policy) Ceiling(attempt int) time.Duration {
 	limit := max(p.Max, p.Base)
 	d := p.Base
 	for i := 1; i < attempt && d < limit; i++ {
 		d *= 2
 	}
-	d = min(d, limit)
+	return min(d, limit)
+}
+
+// Delay returns the wait before try attempt+1 (attempt ≥ 1; below 1 is
+// taken as 1): a random duration in [d/2, d] where d = Ceiling(attempt).
+func (p Policy) Delay(attempt int) time.Duration {
+	d := p.Ceiling(attempt)
 	if d <= 0 {
 		return 0
 	}

@@ -22,6 +22,9 @@ func TestDelay(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if c := p.Ceiling(tt.attempt); c != tt.want {
+				t.Fatalf("Ceiling(%d) = %s, want %s", tt.attempt, c, tt.want)
+			}
 			for range 200 {
 				if d := p.Delay(tt.attempt); d < tt.want/2 || d > tt.want {
 					t.Fatalf("Delay(%d) = %s, want within [%s, %s]", tt.attempt, d, tt.want/2, tt.want)

@@ -49,6 +49,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/edgeprov/provisiond/internal/backoff"
 	"github.com/edgeprov/provisiond/internal/images"
 	"github.com/edgeprov/provisiond/primitives/internal/mounts"
 	"github.com/edgeprov/provisiond/provision"
@@ -816,7 +817,7 @@ func (m *Manager) waitReady(ctx context.Context, id string, lc lifecycle) (lifec
 			return lc, provision.Permanentf("%w: container %s: health check %s did not pass within %s: %v", ErrUnhealthy, id, h, h.StartPeriodOrDefault(), err)
 		}
 		m.log.Debug().Err(err).Str("container", id).Msg("container not ready yet")
-		if !sleep(ctx, every) {
+		if !backoff.Sleep(ctx, every) {
 			return lc, fmt.Errorf("waiting for container %s to be ready: %w", id, ctx.Err())
 		}
 	}
@@ -839,7 +840,7 @@ func (m *Manager) waitShim(ctx context.Context, id string) {
 		return
 	}
 	for range 40 {
-		if exists(bundle, exitFile) || !sleep(ctx, 50*time.Millisecond) {
+		if exists(bundle, exitFile) || !backoff.Sleep(ctx, 50*time.Millisecond) {
 			return
 		}
 	}

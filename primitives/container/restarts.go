@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgeprov/provisiond/internal/backoff"
 	"github.com/edgeprov/provisiond/provision"
 )
 
@@ -214,14 +215,11 @@ func exists(bundle, name string) bool {
 	return err == nil
 }
 
-// backoff returns the wait before a restart that follows the n-th exit
-// within the window (n ≥ 1): base, doubled for each earlier exit, capped.
-func (m *Manager) backoff(n int) time.Duration {
-	d := m.restartBase
-	for i := 1; i < n && d < m.restartMax; i++ {
-		d *= 2
-	}
-	return min(d, m.restartMax)
+// restartDelay returns the wait before a restart that follows the n-th exit
+// within the window (n ≥ 1): base, doubled for each earlier exit, capped,
+// without jitter.
+func (m *Manager) restartDelay(n int) time.Duration {
+	return backoff.Policy{Base: m.restartBase, Max: m.restartMax}.Ceiling(n)
 }
 
 // recordExit records that container id, which the lifecycle says runs,
@@ -270,7 +268,7 @@ func (m *Manager) recordExit(id string) (lifecycle, error) {
 			lc.State, lc.NextStart = StatusRestarting, now
 		case lc.Policy.Restarts(failed):
 			lc.State = StatusRestarting
-			lc.NextStart = now.Add(m.backoff(len(lc.Exits)))
+			lc.NextStart = now.Add(m.restartDelay(len(lc.Exits)))
 		default:
 			lc.State = StatusExited
 			lc.NextStart = time.Time{}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/edgeprov/provisiond/internal/backoff"
 )
 
 // Supervision. Each container the Manager provisioned or took up (by
@@ -74,18 +76,6 @@ func (m *Manager) changed(id string) {
 	}
 }
 
-// sleep waits d or until ctx ends; false when ctx ended.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 // superviseLoop follows container id until its restart is due (the Engine
 // is told), it stays exited, or ctx ends.
 func (m *Manager) superviseLoop(ctx context.Context, id string) {
@@ -108,7 +98,7 @@ func (m *Manager) superviseLoop(ctx context.Context, id string) {
 	if lc.State != StatusRestarting {
 		return
 	}
-	if !sleep(ctx, lc.NextStart.Sub(m.now())) {
+	if !backoff.Sleep(ctx, lc.NextStart.Sub(m.now())) {
 		return
 	}
 	m.changed(id) // its restart is due: Inspect says so, the Engine repairs it
@@ -129,7 +119,7 @@ func (m *Manager) watch(ctx context.Context, id string, lc lifecycle) (lifecycle
 	lastState := m.now()
 	var gone time.Time // when runc first said it no longer runs
 	for {
-		if !sleep(ctx, exitPoll) {
+		if !backoff.Sleep(ctx, exitPoll) {
 			return lc, ctx.Err()
 		}
 		now := m.now()
