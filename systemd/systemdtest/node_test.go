@@ -164,8 +164,10 @@ func boot(t *testing.T, lower string) *node {
 	eventually(t, 60*time.Second, "systemd up in the container", func() error {
 		out, err := n.sh(t, "systemctl is-system-running --wait")
 		state = strings.TrimSpace(out)
-		if state == "" {
-			return err
+		if state == "" || state == "offline" {
+			// "offline": systemctl reached no systemd bus yet (it is
+			// still starting); it waits only once connected.
+			return fmt.Errorf("state %q: %v", state, err)
 		}
 		return nil
 	})
