@@ -217,27 +217,13 @@ func (s *Server) nodeLogRequests(w http.ResponseWriter, r *http.Request, _ *call
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + s.lim.WriteTimeout))
 		t := time.NewTimer(wait)
 		defer t.Stop()
-	hold:
-		for len(recs) == 0 {
-			ch, done := s.hub.subscribe(key)
+		gone, err := s.waitFor(ctx, key, t, nil, func() (bool, error) {
+			var err error
 			recs, err = fs.PendingLogRequests(ctx, node, s.cfg.Now(), explorer.MaxLogRequestsPerPoll)
-			if err != nil || len(recs) > 0 {
-				done()
-				break
-			}
-			select {
-			case <-ch:
-				done()
-			case <-t.C:
-				done()
-				break hold
-			case <-s.closing:
-				done()
-				break hold
-			case <-ctx.Done():
-				done()
-				return nil
-			}
+			return len(recs) > 0, err
+		})
+		if gone {
+			return nil
 		}
 		if err != nil {
 			return err

@@ -730,39 +730,24 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, _ *call) error {
 		t := time.NewTimer(wait)
 		defer t.Stop()
 		held := false
-	hold:
-		for len(evs) == 0 {
-			// Register the waiter before the query: an event committed
-			// before the subscription is found by the query, one committed
-			// after it wakes ch. A wake-up without a new event (the
-			// store's polling fallback) just queries again.
-			ch, done := s.hub.subscribe(NodeTopic(node))
-			evs, next, err = s.db.Events(ctx, node, from, s.cfg.PageLimit)
-			if err != nil || len(evs) > 0 {
-				done()
-				break
+		defer func() {
+			if held {
+				s.metrics.longpolls.Dec()
 			}
-			if !held {
-				s.metrics.longpolls.Inc()
-				defer s.metrics.longpolls.Dec()
-				if s.cfg.OnHold != nil {
-					s.cfg.OnHold(node)
-				}
-			}
+		}()
+		gone, err := s.waitFor(ctx, NodeTopic(node), t, func() {
 			held = true
-			select {
-			case <-ch:
-				done()
-			case <-t.C:
-				done()
-				break hold
-			case <-s.closing:
-				done()
-				break hold
-			case <-ctx.Done():
-				done()
-				return nil
+			s.metrics.longpolls.Inc()
+			if s.cfg.OnHold != nil {
+				s.cfg.OnHold(node)
 			}
+		}, func() (bool, error) {
+			var err error
+			evs, next, err = s.db.Events(ctx, node, from, s.cfg.PageLimit)
+			return len(evs) > 0, err
+		})
+		if gone {
+			return nil
 		}
 		if err != nil {
 			return err
@@ -1272,4 +1257,39 @@ func (s *Server) state(w http.ResponseWriter, r *http.Request, _ *call) error {
 	}
 	writeJSON(w, http.StatusOK, st)
 	return nil
+}
+
+// waitFor is every long-poll's wait: it subscribes to topic, then asks found
+// (the query), and waits for a wake-up before asking again, until found
+// finds something or fails, timer fires, the server closes or ctx ends
+// (gone: the caller has no one left to answer). Subscribing before the
+// query means an event committed before it is found by the query and one
+// committed after it wakes the wait; a wake-up without a new event (the
+// store's polling fallback) just queries again. onHold, when set, runs
+// once, before the first wait.
+func (s *Server) waitFor(ctx context.Context, topic string, timer *time.Timer, onHold func(), found func() (bool, error)) (gone bool, err error) {
+	for first := true; ; first = false {
+		ch, done := s.hub.subscribe(topic)
+		ok, err := found()
+		if err != nil || ok {
+			done()
+			return false, err
+		}
+		if first && onHold != nil {
+			onHold()
+		}
+		select {
+		case <-ch:
+			done()
+		case <-timer.C:
+			done()
+			return false, nil
+		case <-s.closing:
+			done()
+			return false, nil
+		case <-ctx.Done():
+			done()
+			return true, nil
+		}
+	}
 }

@@ -67,7 +67,8 @@ func (s *Server) Watching() int {
 	return s.watching
 }
 
-// hold waits until changed reports true, wait passes, the client leaves or
+// hold is a user's long-poll: a watch slot of key, then waitFor until
+// changed reports true, wait passes, the client leaves or
 // the server shuts down; changed runs first at once and then after each
 // wake-up of topic. It registers the waiter before each query, so a change
 // committed between a query and the wait still wakes it. It returns
@@ -84,30 +85,15 @@ func (s *Server) hold(ctx context.Context, topic, key string, wait time.Duration
 	defer release()
 	t := time.NewTimer(wait)
 	defer t.Stop()
-	for first := true; ; first = false {
-		ch, done := s.hub.subscribe(topic)
-		ok, err := changed()
-		if err != nil || ok {
-			done()
-			return err
-		}
-		if first && s.cfg.OnWatch != nil {
-			s.cfg.OnWatch(topic)
-		}
-		select {
-		case <-ch:
-			done()
-		case <-t.C:
-			done()
-			return nil
-		case <-s.closing:
-			done()
-			return nil
-		case <-ctx.Done():
-			done()
-			return ctx.Err()
-		}
+	var onWatch func()
+	if s.cfg.OnWatch != nil {
+		onWatch = func() { s.cfg.OnWatch(topic) }
 	}
+	gone, err := s.waitFor(ctx, topic, t, onWatch, changed)
+	if gone {
+		return ctx.Err()
+	}
+	return err
 }
 
 // getReservation serves a reservation with its result and delivery time.
