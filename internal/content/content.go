@@ -9,7 +9,10 @@
 // A blob enters the store only through Ingest, which writes it to
 // ingest/<hex> (resuming an interrupted download from its length), checks
 // its size and sha256, fsyncs it and renames it into place; concurrent
-// Ingests of one digest fetch it once. A blob read back is checked again
+// Ingests of one digest fetch it once. Check is Ingest for a blob the
+// caller uses as it arrives and keeps in another form (a layer unpacked
+// as it downloads): the complete, checked download is removed instead of
+// stored, so its bytes are never forced to disk. A blob read back is checked again
 // by whoever reads it (Verify, or a reader hashing as it goes): one whose
 // bytes changed on disk is removed and reported with ErrTampered.
 package content
@@ -28,6 +31,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/edgeprov/provisiond/internal/writeback"
 )
 
 // Sentinel errors of the content store.
@@ -59,7 +64,8 @@ type Store struct {
 	inflight map[string]*call
 }
 
-// call is one Ingest in flight, shared by every caller of its digest.
+// call is one Ingest or Check in flight, shared by every caller of its
+// digest.
 type call struct {
 	done chan struct{}
 	err  error
@@ -109,15 +115,34 @@ func CheckDigest(digest string) error {
 // Concurrent Ingests of one digest fetch it once: the others wait for it
 // (or their own ctx).
 func (s *Store) Ingest(ctx context.Context, digest string, size int64, fetch Fetch) error {
+	_, err := s.fetchOnce(ctx, digest, size, fetch, true)
+	return err
+}
+
+// Check fetches the blob of digest, size bytes long, and checks it as
+// Ingest does, without storing it: the caller uses the bytes as fetch's
+// body yields them, and keeps them in another form. They are written to
+// ingest/<hex> as they arrive, with no fsync, only so that an interrupted
+// download resumes; a complete download is removed once checked. stored
+// reports that the blob is stored all the same: it was already, or the
+// download resumed an interrupted one (whose first bytes the caller did
+// not see) and was stored as Ingest stores it.
+func (s *Store) Check(ctx context.Context, digest string, size int64, fetch Fetch) (stored bool, err error) {
+	return s.fetchOnce(ctx, digest, size, fetch, false)
+}
+
+// fetchOnce runs ingest for digest unless it is stored, once at a time:
+// concurrent callers wait for the running one, then look again.
+func (s *Store) fetchOnce(ctx context.Context, digest string, size int64, fetch Fetch, keep bool) (bool, error) {
 	if err := CheckDigest(digest); err != nil {
-		return err
+		return false, err
 	}
 	if size < 0 {
-		return fmt.Errorf("%w: blob %s has a negative size", ErrSizeMismatch, digest)
+		return false, fmt.Errorf("%w: blob %s has a negative size", ErrSizeMismatch, digest)
 	}
 	for {
 		if s.Has(digest) {
-			return nil
+			return true, nil
 		}
 		s.mu.Lock()
 		c, ok := s.inflight[digest]
@@ -125,40 +150,42 @@ func (s *Store) Ingest(ctx context.Context, digest string, size int64, fetch Fet
 			c = &call{done: make(chan struct{})}
 			s.inflight[digest] = c
 			s.mu.Unlock()
-			c.err = s.ingest(ctx, digest, size, fetch)
+			var stored bool
+			stored, c.err = s.ingest(ctx, digest, size, fetch, keep)
 			s.mu.Lock()
 			delete(s.inflight, digest)
 			s.mu.Unlock()
 			close(c.done)
-			return c.err
+			return stored, c.err
 		}
 		s.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		case <-c.done:
 		}
-		if c.err == nil {
-			return nil
-		}
-		// The other caller failed, perhaps for its own ctx: try ourselves
-		// (a permanent error comes again).
+		// Stored, or checked only (the loop fetches it again), or failed,
+		// perhaps for the other caller's ctx: look again (a permanent
+		// error comes again).
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 	}
 }
 
-func (s *Store) ingest(ctx context.Context, digest string, size int64, fetch Fetch) error {
+// ingest downloads the blob of digest into ingest/<hex>, resuming what
+// is there, and checks it; then it stores it (commit) when keep is set or
+// the download resumed, and removes it otherwise.
+func (s *Store) ingest(ctx context.Context, digest string, size int64, fetch Fetch, keep bool) (bool, error) {
 	for _, d := range []string{filepath.Join(s.dir, "sha256"), filepath.Join(s.dir, "ingest")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
-			return fmt.Errorf("creating content store: %w", err)
+			return false, fmt.Errorf("creating content store: %w", err)
 		}
 	}
 	p := s.ingestPath(digest)
 	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return fmt.Errorf("opening download of blob %s: %w", digest, err)
+		return false, fmt.Errorf("opening download of blob %s: %w", digest, err)
 	}
 	defer f.Close()
 	h := sha256.New()
@@ -166,50 +193,75 @@ func (s *Store) ingest(ctx context.Context, digest string, size int64, fetch Fet
 	// not trusted more than the network.
 	have, err := io.Copy(h, f)
 	if err != nil {
-		return fmt.Errorf("reading download of blob %s: %w", digest, err)
+		return false, fmt.Errorf("reading download of blob %s: %w", digest, err)
 	}
 	if have > size {
 		have = 0
 	}
 	if have == size && size > 0 {
-		return s.commit(f, h, digest, size)
+		return true, s.commit(f, h, digest)
 	}
 	body, resumed, err := fetch(ctx, have)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer body.Close()
 	if !resumed || have == 0 {
 		have = 0
 		h.Reset()
 	}
+	keep = keep || have > 0
 	if err := f.Truncate(have); err != nil {
-		return err
+		return false, err
 	}
 	if _, err := f.Seek(have, io.SeekStart); err != nil {
-		return err
+		return false, err
+	}
+	// A blob to keep is fsynced at the end: its writeback starts as it
+	// arrives, so that the fsync finds little left to write.
+	var w io.Writer = f
+	if keep {
+		w = writeback.New(f, have)
 	}
 	// One byte more than is missing shows a blob that is too long.
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(ctxReader{ctx, body}, size-have+1))
+	n, err := io.CopyBuffer(io.MultiWriter(w, h), io.LimitReader(ctxReader{ctx, body}, size-have+1), make([]byte, copyBuffer))
 	if err != nil {
 		// Interrupted: what was written stays for the next try.
-		return fmt.Errorf("downloading blob %s (%d of %d bytes): %w", digest, have+n, size, err)
+		return false, fmt.Errorf("downloading blob %s (%d of %d bytes): %w", digest, have+n, size, err)
 	}
 	if have+n != size {
 		os.Remove(p)
-		return fmt.Errorf("%w: blob sha256:%s is not %d bytes long", ErrSizeMismatch, digest, size)
+		return false, fmt.Errorf("%w: blob sha256:%s is not %d bytes long", ErrSizeMismatch, digest, size)
 	}
-	return s.commit(f, h, digest, size)
+	if !keep {
+		if err := checkSum(h, p, digest); err != nil {
+			return false, err
+		}
+		return false, os.Remove(p)
+	}
+	return true, s.commit(f, h, digest)
 }
 
-// commit checks the digest of the complete download f, fsyncs it and
-// renames it into the store.
-func (s *Store) commit(f *os.File, h hash.Hash, digest string, size int64) error {
-	p := f.Name()
+// copyBuffer is the buffer of a download: large reads and writes.
+const copyBuffer = 1 << 20
+
+// checkSum returns ErrDigestMismatch, and removes the download at p,
+// unless h summed digest.
+func checkSum(h hash.Hash, p, digest string) error {
 	if got := hex.EncodeToString(h.Sum(nil)); got != digest {
 		os.Remove(p)
 		return fmt.Errorf("%w: blob is not sha256:%s", ErrDigestMismatch, digest)
 	}
+	return nil
+}
+
+// commit checks the digest of the complete download f, fsyncs it and
+// renames it into the store.
+func (s *Store) commit(f *os.File, h hash.Hash, digest string) error {
+	if err := checkSum(h, f.Name(), digest); err != nil {
+		return err
+	}
+	p := f.Name()
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("syncing blob %s: %w", digest, err)
 	}

@@ -185,3 +185,87 @@ func TestTamperedBlobRemoved(t *testing.T) {
 		t.Fatal("tampered blob kept")
 	}
 }
+
+func TestCheckKeepsNothing(t *testing.T) {
+	s := content.New(t.TempDir())
+	blob := bytes.Repeat([]byte("layer "), 1_000_000) // more than a writeback window
+	d := digestOf(blob)
+	whole := func(_ context.Context, off int64) (io.ReadCloser, bool, error) {
+		return io.NopCloser(bytes.NewReader(blob[off:])), off > 0, nil
+	}
+	stored, err := s.Check(t.Context(), d, int64(len(blob)), whole)
+	if err != nil || stored {
+		t.Fatalf("Check = %v, %v; want checked, not stored", stored, err)
+	}
+	if s.Has(d) {
+		t.Fatal("a checked blob is stored")
+	}
+	if dl, _ := s.Downloads(); len(dl) != 0 {
+		t.Fatalf("downloads left: %+v", dl)
+	}
+
+	// Another digest: refused, nothing left.
+	other := digestOf([]byte("other"))
+	if _, err := s.Check(t.Context(), other, int64(len(blob)), whole); !errors.Is(err, content.ErrDigestMismatch) {
+		t.Fatalf("Check of wrong bytes = %v, want ErrDigestMismatch", err)
+	}
+	if dl, _ := s.Downloads(); len(dl) != 0 {
+		t.Fatalf("downloads left after a mismatch: %+v", dl)
+	}
+
+	// Interrupted: the bytes so far stay, and the Check that resumes them
+	// stores the blob (its caller did not see the first bytes).
+	cut := func(_ context.Context, off int64) (io.ReadCloser, bool, error) {
+		return io.NopCloser(&failAfter{r: bytes.NewReader(blob), n: 100_000}), false, nil
+	}
+	if _, err := s.Check(t.Context(), d, int64(len(blob)), cut); !errors.Is(err, errDropped) {
+		t.Fatalf("cut Check = %v, want the dropped connection", err)
+	}
+	if dl, _ := s.Downloads(); len(dl) != 1 || dl[0].Size != 100_000 {
+		t.Fatalf("downloads after a cut = %+v, want the 100000 bytes so far", dl)
+	}
+	stored, err = s.Check(t.Context(), d, int64(len(blob)), whole)
+	if err != nil || !stored || !s.Has(d) {
+		t.Fatalf("resumed Check = %v, %v (stored: %v); want the blob stored", stored, err, s.Has(d))
+	}
+}
+
+// An Ingest that comes while a Check of the same blob runs fetches the
+// blob itself once the Check is done: Ingest always ends with the blob
+// stored.
+func TestIngestAfterCheck(t *testing.T) {
+	s := content.New(t.TempDir())
+	blob := []byte("shared layer")
+	d := digestOf(blob)
+	release := make(chan struct{})
+	checking := make(chan struct{})
+	var fetches atomic.Int32
+	fetch := func(_ context.Context, off int64) (io.ReadCloser, bool, error) {
+		if fetches.Add(1) == 1 {
+			close(checking)
+			<-release
+		}
+		return io.NopCloser(bytes.NewReader(blob)), false, nil
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Check(t.Context(), d, int64(len(blob)), fetch)
+		done <- err
+	}()
+	<-checking
+	ingested := make(chan error, 1)
+	go func() { ingested <- s.Ingest(t.Context(), d, int64(len(blob)), fetch) }()
+	for !s.InFlight(d) {
+		runtime.Gosched()
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-ingested; err != nil || !s.Has(d) {
+		t.Fatalf("Ingest after Check = %v, stored %v", err, s.Has(d))
+	}
+	if n := fetches.Load(); n != 2 {
+		t.Fatalf("%d fetches, want 2 (the Check's, then the Ingest's own)", n)
+	}
+}

@@ -437,9 +437,11 @@ func (s *Store) layer(ctx context.Context, repo *registry.Repo, d v1.Descriptor,
 // unpackLayer fetches layer d and unpacks it into a temporary directory
 // renamed into place once its blob's digest and its diff ID are checked.
 // A layer downloaded from its start is unpacked as it arrives (the bytes
-// go to the store and to the unpacker at once, and the store checks their
-// digest); a stored or resumed blob is unpacked from the store, hashed
-// again as it is read.
+// go to the store, which checks their digest, and to the unpacker at
+// once), and its compressed blob is not kept: the unpacked layer is what
+// the node keeps, so its bytes are forced to disk once, not twice (as
+// containerd's discard_unpacked_layers). A stored or resumed blob is
+// unpacked from the store, hashed again as it is read.
 func (s *Store) unpackLayer(ctx context.Context, repo *registry.Repo, d v1.Descriptor, diffID string, left layer.Limit) (layer.Stats, error) {
 	digest := d.Digest.Hex
 	if d.Size > s.limit.Bytes {
@@ -545,11 +547,13 @@ type layerError struct{ err error }
 func (e *layerError) Error() string { return e.err.Error() }
 func (e *layerError) Unwrap() error { return e.err }
 
-// fetchUnpacking stores blob d, unpacking it into dir as it is downloaded
-// from its start; streamed says whether it was (not when the blob was
-// stored already or its download resumed). The unpacker reads a pipe the
-// download writes to: an unpack that fails closes the pipe, which stops
-// the download; a download that fails closes it too.
+// fetchUnpacking fetches and checks blob d (content.Store.Check),
+// unpacking it into dir as it is downloaded from its start; streamed says
+// whether it was (not when the blob was stored already or its download
+// resumed: then it is stored, and unpacked from the store). The unpacker
+// reads a buffered pipe the download writes to, so the two run at once:
+// an unpack that fails closes the pipe, which stops the download; a
+// download that fails closes it too.
 func (s *Store) fetchUnpacking(ctx context.Context, repo *registry.Repo, d v1.Descriptor, dir string, left layer.Limit) (layer.Stats, bool, error) {
 	digest := d.Digest.Hex
 	if s.blobs.Has(digest) {
@@ -558,7 +562,7 @@ func (s *Store) fetchUnpacking(ctx context.Context, repo *registry.Repo, d v1.De
 	if repo == nil {
 		return layer.Stats{}, false, fmt.Errorf("%w: blob sha256:%s is not in the store and no registry is configured", registry.ErrUnreachable, digest)
 	}
-	pr, pw := io.Pipe()
+	p := newPipe()
 	type result struct {
 		st  layer.Stats
 		err error
@@ -572,31 +576,31 @@ func (s *Store) fetchUnpacking(ctx context.Context, repo *registry.Repo, d v1.De
 		}
 		started = true
 		go func() {
-			st, err := layer.Unpack(ctx, pr, dir, left)
+			st, err := layer.Unpack(ctx, p, dir, left)
 			if err != nil {
 				err = unpackErr(err)
 				var lerr *layerError
 				if errors.As(err, &lerr) {
 					// Let the download end: its digest says whether
 					// the layer is bad or its bytes were changed.
-					io.Copy(io.Discard, pr)
+					io.Copy(io.Discard, p)
 				} else {
-					pr.CloseWithError(err) // too large, or cancelled: stop it
+					p.closeRead(err) // too large, or cancelled: stop it
 				}
 			}
 			done <- result{st, err}
 		}()
-		return readCloser{Reader: io.TeeReader(body, pw), Closer: body}, false, nil
+		return readCloser{Reader: io.TeeReader(body, p), Closer: body}, false, nil
 	}
-	ierr := s.blobs.Ingest(ctx, digest, d.Size, fetch)
+	_, ierr := s.blobs.Check(ctx, digest, d.Size, fetch)
 	if !started {
-		pw.Close()
+		p.closeWrite(nil)
 		return layer.Stats{}, false, ierr
 	}
 	if ierr != nil {
-		pw.CloseWithError(ierr)
+		p.closeWrite(ierr)
 	} else {
-		pw.Close()
+		p.closeWrite(nil)
 	}
 	r := <-done
 	switch {

@@ -98,6 +98,15 @@ func TestPullSharesLayers(t *testing.T) {
 	if len(layers) != 3 {
 		t.Fatalf("%d layers unpacked, want 3", len(layers))
 	}
+	// A layer unpacked as it downloaded is kept unpacked only.
+	for _, l := range append(imgA.Layers, imgB.Layers...) {
+		if s.Blobs().Has(l) {
+			t.Errorf("the compressed blob of layer %s is stored besides its unpacked copy", l)
+		}
+	}
+	if dl, _ := s.Blobs().Downloads(); len(dl) != 0 {
+		t.Errorf("downloads left: %+v", dl)
+	}
 	lowers := s.Lowers(imgB)
 	if got, err := os.ReadFile(filepath.Join(lowers[0], "app/b")); err != nil || len(got) != 1000 {
 		t.Fatalf("top layer of b: %d bytes, %v", len(got), err)
@@ -324,11 +333,12 @@ func TestSweep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// b's manifest, config and top blob go; its mounted layer stays.
-	if len(res.Blobs) != 3 || len(res.Layers) != 0 {
-		t.Fatalf("sweep removed %+v; want b's manifest, config and layer blob", res)
+	// b's manifest and config go (its layers' blobs were not kept); its
+	// mounted layer stays.
+	if len(res.Blobs) != 2 || len(res.Layers) != 0 {
+		t.Fatalf("sweep removed %+v; want b's manifest and config", res)
 	}
-	for _, d := range append([]string{a.Digest, imgA.Config}, imgA.Layers...) {
+	for _, d := range []string{a.Digest, imgA.Config} {
 		if !s.Blobs().Has(d) {
 			t.Fatalf("blob %s of the kept image was removed", d)
 		}
@@ -356,7 +366,7 @@ func TestSweep(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err = s.Sweep(t.Context(), func(string) bool { return false }, nil, time.Nanosecond)
-	if err != nil || len(res.Blobs) != 4 || len(res.Layers) != 2 {
+	if err != nil || len(res.Blobs) != 2 || len(res.Layers) != 2 {
 		t.Fatalf("sweep of nothing kept = %+v, %v", res, err)
 	}
 	if list, _ := s.List(); len(list) != 0 {

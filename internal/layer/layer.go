@@ -26,6 +26,7 @@ import (
 	"path"
 	"strings"
 
+	"github.com/edgeprov/provisiond/internal/writeback"
 	"golang.org/x/sys/unix"
 )
 
@@ -179,7 +180,13 @@ func WriteEntry(root *os.Root, hdr *tar.Header, r io.Reader) error {
 		if err != nil {
 			return err
 		}
-		_, err = io.Copy(f, r)
+		if hdr.Size >= writeback.Window {
+			// A large file: its writeback starts as it is written
+			// (the unpack ends with one syncfs).
+			_, err = writeback.Copy(f, 0, r)
+		} else {
+			_, err = io.Copy(f, r)
+		}
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}

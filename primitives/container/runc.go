@@ -141,7 +141,7 @@ func (r runc) start(ctx context.Context, name, bundle string, pipe *os.File, log
 			return fmt.Errorf("runc run %s: %w", name, ctx.Err())
 		case <-time.After(wait):
 		}
-		wait = min(2*wait, 50*time.Millisecond)
+		wait = min(2*wait, 5*time.Millisecond) // runc takes about 100 ms: a finer look saves up to 50 ms of a start
 	}
 }
 
