@@ -44,7 +44,8 @@ lint: ## go vet, staticcheck and gofmt
 
 bench: bench-deps ## run every benchmark and write docs/benchmarks.md (BENCH_TIME=1s; BENCH_REPEAT=4 more engine throughput runs, the doc shows their median; root runs the container ones)
 	@mkdir -p .bench
-	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCH_TIME) -timeout 90m $(PKGS) | tee .bench/out.txt
+	@# -p 1: one package's benchmarks at a time, so they measure the machine, not each other.
+	set -o pipefail; $(GO) test -p 1 -run '^$$' -bench . -benchmem -benchtime $(BENCH_TIME) -timeout 90m $(PKGS) | tee .bench/out.txt
 	set -o pipefail; $(GO) test -run '^$$' -bench 'EngineThroughput' -benchmem -benchtime $(BENCH_TIME) -count $(BENCH_REPEAT) -timeout 30m ./internal/engine/ | tee -a .bench/out.txt
 	set -o pipefail; $(GO) test -run '^$$' -bench 'Fleet' -benchmem -benchtime $(BENCH_TIME) -count $(FLEET_REPEAT) -timeout 30m ./explorer/server/pgstore/ | tee -a .bench/out.txt
 	$(GO) run ./internal/benchdoc -out docs/benchmarks.md -command "make bench BENCH_TIME=$(BENCH_TIME) BENCH_REPEAT=$(BENCH_REPEAT)" < .bench/out.txt
