@@ -346,10 +346,12 @@ func parseManifest(ref provision.ImageRef, body []byte) (*v1.Manifest, error) {
 	for _, l := range m.Layers {
 		switch l.MediaType {
 		case "application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.oci.image.layer.v1.tar",
+			"application/vnd.oci.image.layer.v1.tar+zstd",
 			"application/vnd.docker.image.rootfs.diff.tar.gzip", "application/vnd.docker.image.rootfs.diff.tar",
-			"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", "application/vnd.oci.image.layer.nondistributable.v1.tar":
+			"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", "application/vnd.oci.image.layer.nondistributable.v1.tar",
+			"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd":
 		default:
-			return nil, fmt.Errorf("%w: %s: layer sha256:%s of media type %q (tar and tar+gzip layers only)", registry.ErrMediaType, ref, l.Digest.Hex, l.MediaType)
+			return nil, fmt.Errorf("%w: %s: layer sha256:%s of media type %q (tar, tar+gzip and tar+zstd layers only)", registry.ErrMediaType, ref, l.Digest.Hex, l.MediaType)
 		}
 	}
 	return m, nil

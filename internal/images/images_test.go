@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -12,9 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/compression"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/edgeprov/provisiond/internal/content"
@@ -121,6 +124,33 @@ func TestPullSharesLayers(t *testing.T) {
 	}
 	if after := proxy.BlobGets(); len(after) != len(gets) {
 		t.Fatalf("a present image was fetched again: %v then %v", gets, after)
+	}
+}
+
+// A zstd layer (application/vnd.oci.image.layer.v1.tar+zstd) over a gzip
+// base is pulled, checked against its diff ID and unpacked.
+func TestPullZstdLayer(t *testing.T) {
+	testutil.RequiresRoot(t)
+	reg := registrytest.Start(t, registrytest.Options{})
+	var raw bytes.Buffer
+	tw := tar.NewWriter(&raw)
+	body := strings.Repeat("zstd ", 1000)
+	tw.WriteHeader(&tar.Header{Name: "app/z", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body))})
+	tw.Write([]byte(body))
+	tw.Close()
+	zl, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(raw.Bytes())), nil },
+		tarball.WithCompression(compression.ZStd), tarball.WithMediaType(types.OCILayerZStd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := reg.Push(t, "zstd", registrytest.Image(t, runtime.GOARCH, registrytest.BusyboxLayer(t), zl))
+	s := newStore(t, []string{reg.Host})
+	img, err := s.Pull(t.Context(), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(s.Lowers(img)[0], "app/z")); err != nil || string(got) != body {
+		t.Fatalf("app/z of the zstd layer: %d bytes, %v", len(got), err)
 	}
 }
 

@@ -1,4 +1,4 @@
-// Package layer unpacks an OCI image layer (a tar, plain or gzip) into a
+// Package layer unpacks an OCI image layer (a tar: plain, gzip or zstd) into a
 // directory that overlayfs can use as a lower layer as it is.
 //
 // OCI whiteouts become overlay's: a ".wh.NAME" entry becomes a character
@@ -14,6 +14,7 @@ package layer
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
@@ -27,7 +28,18 @@ import (
 	"strings"
 
 	"github.com/edgeprov/provisiond/internal/writeback"
+	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
+)
+
+// MaxZstdWindow is the largest window a zstd layer may ask its decoder
+// to hold in memory (every compression level uses 8 MiB at most; a
+// larger one, as zstd --long makes, is refused).
+const MaxZstdWindow = 64 << 20
+
+var (
+	gzipMagic = []byte{0x1f, 0x8b}
+	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
 )
 
 // ErrTooLarge is returned when a layer unpacks to more than its Limit.
@@ -58,19 +70,28 @@ type Stats struct {
 	DiffID string `json:"diff_id"`
 }
 
-// Unpack extracts the layer r (a tar, plain or gzip) into dir, which must
+// Unpack extracts the layer r (a tar, plain, gzip or zstd) into dir, which must
 // exist. Past limit it stops with ErrTooLarge. It reads r to its end, so
 // a caller hashing r sees every byte.
 func Unpack(ctx context.Context, r io.Reader, dir string, limit Limit) (Stats, error) {
 	br := bufio.NewReaderSize(r, 1<<16)
 	var in io.Reader = br
-	if magic, err := br.Peek(2); err == nil && magic[0] == 0x1f && magic[1] == 0x8b {
+	magic, _ := br.Peek(4)
+	switch {
+	case bytes.HasPrefix(magic, gzipMagic):
 		gz, err := gzip.NewReader(br)
 		if err != nil {
 			return Stats{}, fmt.Errorf("reading gzip: %w", err)
 		}
 		defer gz.Close()
 		in = gz
+	case bytes.HasPrefix(magic, zstdMagic):
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(MaxZstdWindow))
+		if err != nil {
+			return Stats{}, fmt.Errorf("reading zstd: %w", err)
+		}
+		defer zr.Close()
+		in = zr
 	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {

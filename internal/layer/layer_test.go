@@ -9,12 +9,14 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/edgeprov/provisiond/internal/layer"
 	"github.com/edgeprov/provisiond/internal/testutil"
+	"github.com/klauspost/compress/zstd"
 )
 
 type entry struct {
@@ -55,7 +57,51 @@ func gz(b []byte) []byte {
 	return out.Bytes()
 }
 
+func zst(t testing.TB, b []byte, opts ...zstd.EOption) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	w, err := zstd.NewWriter(&out, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(b)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
 var big = layer.Limit{Bytes: 1 << 30, Entries: 1 << 20}
+
+// A layer unpacks alike plain, gzip or zstd, with the diff ID of its tar;
+// a zstd layer asking for a window past MaxZstdWindow is refused.
+func TestUnpackCompressions(t *testing.T) {
+	raw := makeTar(t, []entry{
+		{hdr: tar.Header{Name: "etc/", Typeflag: tar.TypeDir, Mode: 0o755}},
+		{hdr: tar.Header{Name: "etc/motd", Typeflag: tar.TypeReg}, body: strings.Repeat("hello ", 10000)},
+	})
+	sum := sha256.Sum256(raw)
+	for _, c := range []struct {
+		name string
+		b    []byte
+	}{{"tar", raw}, {"gzip", gz(raw)}, {"zstd", zst(t, raw)}} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			st, err := layer.Unpack(t.Context(), bytes.NewReader(c.b), dir, big)
+			if err != nil || st.DiffID != hex.EncodeToString(sum[:]) || st.Entries != 2 {
+				t.Fatalf("Unpack = %+v, %v", st, err)
+			}
+			if got, err := os.ReadFile(filepath.Join(dir, "etc/motd")); err != nil || len(got) != 60000 {
+				t.Fatalf("etc/motd: %d bytes, %v", len(got), err)
+			}
+		})
+	}
+	// A frame whose window is 128 MiB (zstd --long=27).
+	wide := zst(t, bytes.Repeat(raw, 40), zstd.WithWindowSize(128<<20), zstd.WithSingleSegment(false))
+	if _, err := layer.Unpack(t.Context(), bytes.NewReader(wide), t.TempDir(), big); err == nil || !strings.Contains(err.Error(), "window") {
+		t.Fatalf("a 128 MiB zstd window unpacked: %v", err)
+	}
+}
 
 func TestUnpackWhiteoutsAndModes(t *testing.T) {
 	testutil.RequiresRoot(t)
@@ -170,6 +216,8 @@ func TestUnpackBadWhiteout(t *testing.T) {
 func FuzzUnpack(f *testing.F) {
 	f.Add(makeTar(f, []entry{{hdr: tar.Header{Name: "a/.wh.b", Typeflag: tar.TypeReg}}, {hdr: tar.Header{Name: "l", Typeflag: tar.TypeSymlink, Linkname: "../.."}}}))
 	f.Add(makeTar(f, []entry{{hdr: tar.Header{Name: "d/.wh..wh..opq", Typeflag: tar.TypeReg}}, {hdr: tar.Header{Name: "../x", Typeflag: tar.TypeReg}, body: "x"}}))
+	f.Add(zst(f, makeTar(f, []entry{{hdr: tar.Header{Name: "z/../../x", Typeflag: tar.TypeReg}, body: "x"}})))
+	f.Add(gz(makeTar(f, []entry{{hdr: tar.Header{Name: "g", Typeflag: tar.TypeSymlink, Linkname: "/etc"}}, {hdr: tar.Header{Name: "g/passwd", Typeflag: tar.TypeReg}, body: "x"}})))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		parent := t.TempDir()
 		dir := filepath.Join(parent, "l")
