@@ -110,9 +110,6 @@ func checkWorkload(cur, r *Reservation) error {
 			return fmt.Errorf("a container's published ports cannot change")
 		case o.Capacity.DiskSize != n.Capacity.DiskSize:
 			return fmt.Errorf("a container's disk size cannot change")
-		case !reflect.DeepEqual(o.Health, n.Health) || effectiveRestart(o.Restart) != effectiveRestart(n.Restart):
-			// The primitive applies neither to a running container yet.
-			return fmt.Errorf("a container's health check and restart policy cannot change (delete it and reserve it again)")
 		}
 	case *Volume:
 		n := nw.(*Volume)
@@ -134,12 +131,4 @@ func checkWorkload(cur, r *Reservation) error {
 		}
 	}
 	return nil
-}
-
-// effectiveRestart is the policy p means: RestartDefault is RestartAlways.
-func effectiveRestart(p RestartPolicy) RestartPolicy {
-	if p == RestartDefault {
-		return RestartAlways
-	}
-	return p
 }

@@ -77,8 +77,8 @@ func TestCheckUpdate(t *testing.T) {
 		{"container capacity, env, entrypoint", c1, live, true},
 		{"container IP", c1, moved, false},
 		{"container mounts", c1, remount, false},
-		{"container health check", c1, checked, false},
-		{"container restart policy", c1, never, false},
+		{"container health check", c1, checked, true},
+		{"container restart policy", c1, never, true},
 		{"container restart policy named as its default", c1, always, true},
 		{"network unchanged", net, peers, true},
 		{"network name", net, renamed, false},
@@ -136,4 +136,26 @@ func FuzzCheckUpdate(f *testing.F) {
 			t.Fatal("the signature does not cover previous")
 		}
 	})
+}
+
+func TestSameCheck(t *testing.T) {
+	tcp := &provision.HealthCheck{TCPPort: 80}
+	spelled := &provision.HealthCheck{TCPPort: 80, Interval: provision.DefaultHealthInterval, Timeout: provision.DefaultHealthTimeout,
+		Failures: provision.DefaultHealthFailures, StartPeriod: provision.DefaultHealthStartPeriod}
+	for _, c := range []struct {
+		name string
+		a, b *provision.HealthCheck
+		same bool
+	}{
+		{"both nil", nil, nil, true},
+		{"nil and one", nil, tcp, false},
+		{"defaults spelled out", tcp, spelled, true},
+		{"another port", tcp, &provision.HealthCheck{TCPPort: 81}, false},
+		{"another interval", tcp, &provision.HealthCheck{TCPPort: 80, Interval: 3}, false},
+		{"another command", &provision.HealthCheck{Exec: []string{"a"}}, &provision.HealthCheck{Exec: []string{"a", "b"}}, false},
+	} {
+		if got := c.a.SameCheck(c.b); got != c.same {
+			t.Errorf("%s: SameCheck = %v", c.name, got)
+		}
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"path"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -279,6 +280,19 @@ func (h *HealthCheck) FailuresOrDefault() int {
 		return DefaultHealthFailures
 	}
 	return h.Failures
+}
+
+// SameCheck reports whether h and o check alike: the same probe, and the
+// same interval, timeout, failures and start period once their defaults
+// are applied. Two nil checks are alike.
+func (h *HealthCheck) SameCheck(o *HealthCheck) bool {
+	if h == nil || o == nil {
+		return h == o
+	}
+	return h.TCPPort == o.TCPPort && h.HTTPPort == o.HTTPPort && h.HTTPPath == o.HTTPPath &&
+		slices.Equal(h.Exec, o.Exec) && h.IntervalOrDefault() == o.IntervalOrDefault() &&
+		h.TimeoutOrDefault() == o.TimeoutOrDefault() && h.FailuresOrDefault() == o.FailuresOrDefault() &&
+		h.StartPeriodOrDefault() == o.StartPeriodOrDefault()
 }
 
 func seconds(n, def int) time.Duration {

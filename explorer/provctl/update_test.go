@@ -69,8 +69,8 @@ func TestProvctlUpdate(t *testing.T) {
 		t.Fatal("CheckUpdate accepted an update of nothing")
 	}
 
-	// A health check and a restart policy are kept through an update (the
-	// node refuses to change them).
+	// A health check and a restart policy are kept through an update that
+	// does not name them, and change when it does.
 	hc := strings.TrimSpace(c.must("reserve", "container", "--node", nodeID, "--image", "/images/a.tar", "--image-digest", strings.Repeat("ab", 32),
 		"--entrypoint", "/bin/sleep", "--memory", "256", "--network", "lan", "--ip", "10.9.1.6", "--health-cmd", `sh -c 'test -e "/it'"'"'s ready"'`, "--health-interval", "5s",
 		"--restart", "on-failure"))
@@ -85,6 +85,14 @@ func TestProvctlUpdate(t *testing.T) {
 	if a.Capacity.Memory != 512 || a.Restart != provision.RestartOnFailure || a.Health == nil ||
 		strings.Join(a.Health.Exec, "|") != `sh|-c|test -e "/it's ready"` || a.Health.IntervalOrDefault() != b.Health.IntervalOrDefault() {
 		t.Fatalf("container with a health check, version 2: %s", hr.Data)
+	}
+	c.must("update", "container", hc, "--restart", "never", "--health-tcp", "8080")
+	third, err := xs.Reservation(t, hc).Workload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := third.(*provision.Container); w.Restart != provision.RestartNever || w.Health == nil || w.Health.TCPPort != 8080 || len(w.Health.Exec) != 0 || w.Capacity.Memory != 512 {
+		t.Fatalf("container with a new health check and policy, version 3: %+v", w)
 	}
 
 	// Refusals: the wrong type, an unknown ID.

@@ -609,7 +609,11 @@ func (m *Manager) Provision(ctx context.Context, id string, s Spec) (Info, error
 	if err := os.MkdirAll(bundle, 0o711); err != nil {
 		return Info{}, err
 	}
+	healthChanged := false
 	lc, err := m.updateLifecycle(id, func(lc *lifecycle, existed bool) error {
+		// A new restart policy applies from the next exit; a new health
+		// check, from a new start (below).
+		healthChanged = existed && !lc.Health.SameCheck(s.Health)
 		lc.Policy, lc.Health, lc.IP = s.Restart, s.Health, info.IP
 		if !existed && state != "" {
 			// A container of an earlier release is adopted as it is.
@@ -648,6 +652,9 @@ func (m *Manager) Provision(ctx context.Context, id string, s Spec) (Info, error
 		restart = true
 	}
 
+	// A container found (not restarted by its policy) that does not start
+	// as it is, below, is recreated for a new version.
+	found := state != "" && !restart
 	if state, err = m.dropOldImage(ctx, id, bundle, s.Digest, state); err != nil {
 		return Info{}, err
 	}
@@ -690,6 +697,9 @@ func (m *Manager) Provision(ctx context.Context, id string, s Spec) (Info, error
 	if err != nil {
 		return Info{}, fmt.Errorf("writing config of container %s: %w", id, err)
 	}
+	// A new health check restarts the container, as a new probe rolls a
+	// Kubernetes pod: it is judged from a start, by its start period.
+	changed = changed || healthChanged
 	if state == stateRunning && !changed {
 		if err := m.startLog(id); err != nil {
 			return Info{}, fmt.Errorf("taking up the log of container %s: %w", id, err)
@@ -707,6 +717,17 @@ func (m *Manager) Provision(ctx context.Context, id string, s Spec) (Info, error
 			}
 			if state == stateRunning {
 				m.waitShim(ctx, id) // its exit code, written late, would stop the new one
+			}
+		}
+		if found {
+			// Recreated for a new version: "ok" again only once it is
+			// ready (a version that never is fails, and the Engine rolls
+			// back to the one before).
+			if lc, err = m.updateLifecycle(id, func(lc *lifecycle, _ bool) error {
+				lc.Ready = false
+				return nil
+			}); err != nil {
+				return Info{}, err
 			}
 		}
 		if err := m.start(ctx, id, bundle); err != nil {

@@ -367,3 +367,61 @@ func TestNoStatusWithoutLifecycle(t *testing.T) {
 		t.Fatalf("Status = %+v, %v; want ErrNoStatus", info, err)
 	}
 }
+
+// A new version that changes only the restart policy keeps the process
+// (the policy applies from its next exit); one that changes the health
+// check recreates it, and "ok" again waits for the new check: a check
+// that never passes fails the new version (the Engine then rolls back),
+// and the old version provisioned again runs and is healthy.
+func TestUpdateHealthAndPolicy(t *testing.T) {
+	e := newEnv(t, container.Options{})
+	id := "hupd-" + testutil.RandHex(t, 3)
+	s := e.spec(httpd("0", "8080")...)
+	s.Health = &provision.HealthCheck{TCPPort: 8080, Interval: 1, StartPeriod: 10}
+	if info := e.run(t, id, s); info.Health != container.HealthHealthy {
+		t.Fatalf("info = %+v", info)
+	}
+	pid := runcPid(t, e, id)
+
+	// The same check written with its defaults spelled out: nothing to do.
+	same := s
+	same.Health = &provision.HealthCheck{TCPPort: 8080, Interval: 1, StartPeriod: 10,
+		Timeout: provision.DefaultHealthTimeout, Failures: provision.DefaultHealthFailures}
+	same.Restart = provision.RestartNever
+	if info, err := e.m.Provision(t.Context(), id, same); err != nil || info.State != container.StatusRunning {
+		t.Fatalf("policy update = %+v, %v", info, err)
+	}
+	if p := runcPid(t, e, id); p != pid {
+		t.Fatalf("a restart policy update restarted the container (pid %d → %d)", pid, p)
+	}
+
+	// A check of a port nothing listens on: recreated, never ready.
+	bad := same
+	bad.Health = &provision.HealthCheck{TCPPort: 8081, Interval: 1, StartPeriod: 2}
+	began := time.Now()
+	_, err := e.m.Provision(t.Context(), id, bad)
+	if !errors.Is(err, container.ErrUnhealthy) || provision.IsTemporary(err) || !strings.Contains(err.Error(), "tcp port 8081") {
+		t.Fatalf("update to a check that never passes = %v, want a permanent ErrUnhealthy naming it", err)
+	}
+	if took := time.Since(began); took < 2*time.Second {
+		t.Fatalf("the update failed after %s, before the new check's start period", took)
+	}
+	if p := runcPid(t, e, id); p == pid {
+		t.Fatal("a health check update did not recreate the container")
+	}
+
+	// Rolled back: the first version again, ready and healthy.
+	info, err := e.m.Provision(t.Context(), id, same)
+	if err != nil || info.State != container.StatusRunning || info.Health != container.HealthHealthy {
+		t.Fatalf("rollback = %+v, %v", info, err)
+	}
+
+	// The policy took: an exit now leaves it stopped (never), where the
+	// first version's default (always) restarted it.
+	if err := syscall.Kill(runcPid(t, e, id), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.waitState(t, id, container.StatusExited); st.LastExit == nil || st.Restarts != 0 {
+		t.Fatalf("status after the kill = %+v", st)
+	}
+}
