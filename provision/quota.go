@@ -2,6 +2,7 @@ package provision
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -172,8 +173,14 @@ func (q Quota) With(spec string) (Quota, error) {
 // the line's number.
 func ParseQuotaFile(r io.Reader, def Quota) (map[string]Quota, error) {
 	out := map[string]Quota{}
-	lr := &io.LimitedReader{R: r, N: MaxQuotaFileBytes + 1}
-	sc := bufio.NewScanner(lr)
+	data, err := io.ReadAll(io.LimitReader(r, MaxQuotaFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading quota file: %w", err)
+	}
+	if len(data) > MaxQuotaFileBytes {
+		return nil, fmt.Errorf("%w: file larger than %d bytes", ErrBadQuota, MaxQuotaFileBytes)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 4096), MaxQuotaLine+1)
 	n := 0
 	for sc.Scan() {
@@ -210,9 +217,6 @@ func ParseQuotaFile(r io.Reader, def Quota) (map[string]Quota, error) {
 			return nil, fmt.Errorf("%w: line %d: longer than %d bytes", ErrBadQuota, n+1, MaxQuotaLine)
 		}
 		return nil, fmt.Errorf("reading quota file: %w", err)
-	}
-	if lr.N <= 0 {
-		return nil, fmt.Errorf("%w: file larger than %d bytes", ErrBadQuota, MaxQuotaFileBytes)
 	}
 	return out, nil
 }
