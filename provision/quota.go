@@ -41,11 +41,24 @@ func (q Quota) Unlimited() bool { return q == Quota{} }
 // limit crossed, what the user would use and the limit, followed by where
 // ("on this node", "at this explorer").
 func (q Quota) Check(user string, used Usage, want Units, wantWorkloads uint64, where string) error {
+	over := q.Over(used, want, wantWorkloads)
+	if len(over) == 0 {
+		return nil
+	}
+	return Permanent(fmt.Errorf("%w: user %s would %s %s", ErrQuota, user, strings.Join(over, " and "), where))
+}
+
+// Over returns, for each limit of q that used plus want and wantWorkloads
+// would cross, what would be used and the limit ("use 5 of 4 CRU", "run
+// 3 of 2 workloads"); none when they fit. A unit (or the count) is only
+// checked when want asks for some of it, so a user above a lowered quota
+// may still add what takes none of the exceeded unit.
+func (q Quota) Over(used Usage, want Units, wantWorkloads uint64) []string {
 	var over []string
 	if q.Workloads > 0 && wantWorkloads > 0 && used.Workloads+wantWorkloads > q.Workloads {
 		over = append(over, fmt.Sprintf("run %d of %d workloads", used.Workloads+wantWorkloads, q.Workloads))
 	}
-	if q.Units.CRU > 0 && used.Units.CRU+want.CRU > q.Units.CRU {
+	if q.Units.CRU > 0 && want.CRU > 0 && used.Units.CRU+want.CRU > q.Units.CRU {
 		over = append(over, fmt.Sprintf("use %d of %d CRU", used.Units.CRU+want.CRU, q.Units.CRU))
 	}
 	for _, u := range []struct {
@@ -60,10 +73,7 @@ func (q Quota) Check(user string, used Usage, want Units, wantWorkloads uint64, 
 			over = append(over, fmt.Sprintf("use %s of %s GiB %s", gib(u.used+u.want), gib(u.limit), u.name))
 		}
 	}
-	if len(over) == 0 {
-		return nil
-	}
-	return Permanent(fmt.Errorf("%w: user %s would %s %s", ErrQuota, user, strings.Join(over, " and "), where))
+	return over
 }
 
 // gib formats a size in GiB with at most three decimals.

@@ -166,9 +166,9 @@ func (t *timedStore) CreateReservation(ctx context.Context, r *provision.Reserva
 	return seq, err
 }
 
-func (t *timedStore) CreateReservationWithin(ctx context.Context, r *provision.Reservation, now time.Time, maxActive int) (seq uint64, err error) {
+func (t *timedStore) CreateReservationWithin(ctx context.Context, r *provision.Reservation, now time.Time, q Quota) (seq uint64, err error) {
 	defer func(start time.Time) { t.time("create_reservation", start, err) }(time.Now())
-	seq, err = t.Store.CreateReservationWithin(ctx, r, now, maxActive)
+	seq, err = t.Store.CreateReservationWithin(ctx, r, now, q)
 	if err == nil {
 		t.m.events.Inc()
 	}

@@ -1052,7 +1052,7 @@ func (s *Server) createReservation(w http.ResponseWriter, r *http.Request, c *ca
 	if err := checkEventSize(&rv); err != nil {
 		return err
 	}
-	seq, err := s.db.CreateReservationWithin(r.Context(), &rv, now, s.lim.MaxActivePerUser)
+	seq, err := s.db.CreateReservationWithin(r.Context(), &rv, now, Quota{MaxActive: s.lim.MaxActivePerUser, MaxUnits: s.lim.MaxUnitsPerUser})
 	if err != nil {
 		return err
 	}

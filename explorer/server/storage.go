@@ -112,11 +112,13 @@ type Store interface {
 	// the digest).
 	CreateReservation(ctx context.Context, r *provision.Reservation) (uint64, error)
 	// CreateReservationWithin is CreateReservation under a quota: it fails
-	// with ErrQuota, storing nothing, when r's user already has maxActive
-	// or more active reservations (Active at now). The count and the
-	// insert are one atomic step: concurrent submissions of one user never
-	// pass the quota together. maxActive ≤ 0 means no quota.
-	CreateReservationWithin(ctx context.Context, r *provision.Reservation, now time.Time, maxActive int) (uint64, error)
+	// with ErrQuota (Quota.Check), storing nothing, when r's user already
+	// has q.MaxActive or more active reservations (Active at now), or when
+	// r's units (Units) beside those of the user's active reservations
+	// pass q.MaxUnits. The count, the sum and the insert are one atomic
+	// step: concurrent submissions of one user never pass the quota
+	// together. The zero Quota limits nothing.
+	CreateReservationWithin(ctx context.Context, r *provision.Reservation, now time.Time, q Quota) (uint64, error)
 	// Reservation returns a reservation with its latest result, or ErrNotFound.
 	Reservation(ctx context.Context, id string) (*provision.Reservation, error)
 	// ReservationsOf returns a user's reservations with their results,
