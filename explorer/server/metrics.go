@@ -209,6 +209,15 @@ func (t *timedStore) MarkDelete(ctx context.Context, id string, check func(*prov
 	return r, seq, err
 }
 
+func (t *timedStore) UpdateReservationWithin(ctx context.Context, id string, next *provision.Reservation, now time.Time, q Quota, check func(*provision.Reservation) error) (seq uint64, err error) {
+	defer func(start time.Time) { t.time("update_reservation", start, err) }(time.Now())
+	seq, err = t.Store.UpdateReservationWithin(ctx, id, next, now, q, check)
+	if err == nil {
+		t.m.events.Inc()
+	}
+	return seq, err
+}
+
 func (t *timedStore) UpdateReservation(ctx context.Context, id string, next *provision.Reservation, check func(*provision.Reservation) error) (seq uint64, err error) {
 	defer func(start time.Time) { t.time("update_reservation", start, err) }(time.Now())
 	seq, err = t.Store.UpdateReservation(ctx, id, next, check)

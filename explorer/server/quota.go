@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/edgeprov/provisiond/provision"
 	"github.com/edgeprov/provisiond/stats"
@@ -32,6 +33,21 @@ func (q Quota) Check(user string, n int, used provision.Units, r *provision.Rese
 	if q.MaxActive > 0 && n >= q.MaxActive {
 		return fmt.Errorf("%w: user %s has %d active reservations, at most %d (delete one or wait until one expires)", ErrQuota, user, n, q.MaxActive)
 	}
+	return q.checkUnits(user, used, r)
+}
+
+// CheckUpdate is Check for next, the next version of cur: next's units
+// replace cur's (when cur, not marked for deletion and not expired at now,
+// is among the active reservations holding used) and the count does not
+// change.
+func (q Quota) CheckUpdate(user string, used provision.Units, now time.Time, cur, next *provision.Reservation) error {
+	if !cur.ToDelete && cur.Expires().UnixMicro() >= now.UnixMicro() {
+		used = used.Sub(Units(cur))
+	}
+	return q.checkUnits(user, used, next)
+}
+
+func (q Quota) checkUnits(user string, used provision.Units, r *provision.Reservation) error {
 	if !q.PricesUnits() {
 		return nil
 	}

@@ -143,6 +143,14 @@ type Store interface {
 	// stored result is dropped and next is published to its node (and
 	// counts as not delivered yet), in one transaction.
 	UpdateReservation(ctx context.Context, id string, next *provision.Reservation, check func(cur *provision.Reservation) error) (uint64, error)
+	// UpdateReservationWithin is UpdateReservation under a quota: once
+	// check accepted the stored version, it fails with ErrQuota
+	// (Quota.CheckUpdate), storing nothing, when next's units in place of
+	// the stored version's, beside those of the user's other active
+	// reservations (Active at now), pass q.MaxUnits; the count does not
+	// change. The sum and the write are one atomic step with the user's
+	// other submissions. The zero Quota limits nothing.
+	UpdateReservationWithin(ctx context.Context, id string, next *provision.Reservation, now time.Time, q Quota, check func(cur *provision.Reservation) error) (uint64, error)
 	// PutResults stores a batch of a node's results in one transaction:
 	// check(i, r) checks rs[i] against its stored reservation, a nil rs[i]
 	// is skipped, and a result is stored only when it Supersedes the stored

@@ -594,7 +594,14 @@ func (s *BoltStore) MarkDelete(_ context.Context, id string, check func(*provisi
 // old version stays refused), the stored result is dropped (it answered
 // the old version) and next is published to its node, which has not had
 // it yet; all in one transaction.
-func (s *BoltStore) UpdateReservation(_ context.Context, id string, next *provision.Reservation, check func(cur *provision.Reservation) error) (uint64, error) {
+func (s *BoltStore) UpdateReservation(ctx context.Context, id string, next *provision.Reservation, check func(cur *provision.Reservation) error) (uint64, error) {
+	return s.UpdateReservationWithin(ctx, id, next, time.Time{}, Quota{}, check)
+}
+
+// UpdateReservationWithin is UpdateReservation under the quota q of the
+// user at now: the sum of the units of the user's active reservations
+// reads the active index in the same transaction as the write.
+func (s *BoltStore) UpdateReservationWithin(_ context.Context, id string, next *provision.Reservation, now time.Time, q Quota, check func(cur *provision.Reservation) error) (uint64, error) {
 	digest := next.Digest()
 	verify := func(tx *bolt.Tx) (*provision.Reservation, error) {
 		cur, err := loadReservation(tx, id)
@@ -603,6 +610,15 @@ func (s *BoltStore) UpdateReservation(_ context.Context, id string, next *provis
 		}
 		if err := check(cur); err != nil {
 			return nil, err
+		}
+		if q.PricesUnits() {
+			_, used, err := activeUse(tx, cur.UserID, now, q)
+			if err != nil {
+				return nil, err
+			}
+			if err := q.CheckUpdate(cur.UserID, used, now, cur, next); err != nil {
+				return nil, err
+			}
 		}
 		if other := tx.Bucket(bucketDigests).Get([]byte(digest)); other != nil {
 			return nil, fmt.Errorf("%w: reservation %s has the same digest %s", ErrDuplicate, other, digest)

@@ -494,9 +494,23 @@ func digestFree(ctx context.Context, tx pgx.Tx, digest string) error {
 // lock (taken by the publish) serialises it with creations of the same
 // digest, as in CreateReservationWithin.
 func (s *Store) UpdateReservation(ctx context.Context, id string, next *provision.Reservation, check func(*provision.Reservation) error) (uint64, error) {
+	return s.UpdateReservationWithin(ctx, id, next, time.Time{}, server.Quota{}, check)
+}
+
+// UpdateReservationWithin is UpdateReservation under the quota q of the
+// user at now. When q limits units, the advisory lock on the user (next's,
+// which check requires to be the stored version's) is taken first, as
+// CreateReservationWithin takes it, so the sum and the write are one step
+// with the user's other submissions; then the row lock, then the node's.
+func (s *Store) UpdateReservationWithin(ctx context.Context, id string, next *provision.Reservation, now time.Time, q server.Quota, check func(*provision.Reservation) error) (uint64, error) {
 	digest := next.Digest()
 	var seq uint64
 	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if q.PricesUnits() {
+			if _, err := tx.Exec(ctx, "select pg_advisory_xact_lock($1, hashtext($2))", lockQuota, next.UserID); err != nil {
+				return fmt.Errorf("locking the quota of %s: %w", next.UserID, err)
+			}
+		}
 		var body, result []byte
 		var delivered *time.Time
 		var curDigest string
@@ -513,6 +527,18 @@ func (s *Store) UpdateReservation(ctx context.Context, id string, next *provisio
 		}
 		if err := check(cur); err != nil {
 			return err
+		}
+		if q.PricesUnits() {
+			if cur.UserID != next.UserID {
+				return fmt.Errorf("%w: reservation %s is %s's, the update %s's", server.ErrForbidden, id, cur.UserID, next.UserID)
+			}
+			_, used, err := activeUse(ctx, tx, cur.UserID, now, q)
+			if err != nil {
+				return err
+			}
+			if err := q.CheckUpdate(cur.UserID, used, now, cur, next); err != nil {
+				return err
+			}
 		}
 		if seq, err = nextSeq(ctx, tx, cur.NodeID); err != nil {
 			return err

@@ -44,6 +44,7 @@ func Run(t *testing.T, open Open) {
 		{"quota-concurrent", testQuotaConcurrent},
 		{"unit-quota", testUnitQuota},
 		{"unit-quota-concurrent", testUnitQuotaConcurrent},
+		{"unit-quota-update", testUnitQuotaUpdate},
 		{"mark-delete", testMarkDelete},
 		{"update-reservation", testUpdateReservation},
 		{"put-results", testPutResults},
@@ -1108,6 +1109,42 @@ func testUnitQuotaConcurrent(t *testing.T, s server.Store) {
 	wg.Wait()
 	if ok.Load() != fit || refused.Load() != tries-fit {
 		t.Fatalf("%d accepted, %d refused; want %d and %d", ok.Load(), refused.Load(), fit, tries-fit)
+	}
+}
+
+// testUnitQuotaUpdate: an update's units replace the stored version's in
+// the user's sum; one past the quota is refused and stores nothing.
+func testUnitQuotaUpdate(t *testing.T, s server.Store) {
+	ctx := t.Context()
+	f := newFixture(t, s)
+	now := time.Now()
+	q := server.Quota{MaxUnits: provision.Units{SRU: 10}}
+	a, b := f.reservation(sized(4, 0)), f.reservation(sized(5, 1))
+	for _, r := range []*provision.Reservation{a, b} {
+		if _, err := s.CreateReservationWithin(ctx, r, now, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pass := func(*provision.Reservation) error { return nil }
+	_, err := s.UpdateReservationWithin(ctx, a.ID, f.next(a, 6), now, q, pass)
+	if !errors.Is(err, server.ErrQuota) || !strings.Contains(err.Error(), "would use 11 of 10 GiB SRU at this explorer") {
+		t.Fatalf("an update past the quota: %v", err)
+	}
+	if got, _ := s.Reservation(ctx, a.ID); got.Digest() != a.Digest() {
+		t.Fatal("a refused update was stored")
+	}
+	a2 := f.next(a, 5)
+	if _, err := s.UpdateReservationWithin(ctx, a.ID, a2, now, q, pass); err != nil {
+		t.Fatalf("an update to exactly the quota: %v", err)
+	}
+	// The sum now counts version 2 (5 GiB), not version 1.
+	if _, err := s.CreateReservationWithin(ctx, f.reservation(sized(1, 2)), now, q); !errors.Is(err, server.ErrQuota) || !strings.Contains(err.Error(), "would use 11 of 10") {
+		t.Fatalf("a creation after the update: %v", err)
+	}
+	// The check runs before the quota: its refusal wins.
+	refused := errors.New("refused")
+	if _, err := s.UpdateReservationWithin(ctx, b.ID, f.next(b, 500), now, q, func(*provision.Reservation) error { return refused }); !errors.Is(err, refused) {
+		t.Fatalf("a refused check: %v", err)
 	}
 }
 
