@@ -31,7 +31,8 @@ func TestUnitsQuotaRefusal(t *testing.T) {
 		r.Sign(user)
 		return r
 	}
-	xs.Reserve(t, user, container(1, 512))
+	first := container(1, 512)
+	firstID := xs.Reserve(t, user, first)
 	_, err := xs.UserClient(user).CreateReservation(t.Context(), container(2, 256))
 	var apiErr *explorer.APIError
 	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusForbidden {
@@ -51,4 +52,21 @@ func TestUnitsQuotaRefusal(t *testing.T) {
 	}
 	// What fits is taken.
 	xs.Reserve(t, user, container(1, 512-1))
+
+	// An update counts its units in place of the stored version's: the
+	// first container may not grow to 2 cores (3 in all); with less
+	// memory it is taken.
+	update := func(cpu, mem int64) error {
+		n := container(cpu, mem)
+		n.ID, n.Created, n.Duration, n.Reference = firstID, first.Created, first.Duration, first.Reference
+		n.Version, n.Previous = first.Version+1, first.Digest()
+		n.Sign(user)
+		return xs.UserClient(user).UpdateReservation(t.Context(), n)
+	}
+	if err := update(2, 512); !errors.As(err, &apiErr) || apiErr.Status != http.StatusForbidden || !strings.Contains(apiErr.Message, "would use 3 of 2 CRU at this explorer") {
+		t.Fatalf("an update past the CRU quota: %v", err)
+	}
+	if err := update(1, 256); err != nil {
+		t.Fatalf("an update within the quota: %v", err)
+	}
 }
