@@ -4,7 +4,7 @@
 // database, which bbolt locks exclusively while the daemon runs.
 //
 //	GET /v1/status                        Status
-//	GET /v1/stats                         provision.Stats
+//	GET /v1/stats                         Stats
 //	GET /v1/records?state=&type=&user=    JSON lines of provision.Record
 //	GET /v1/records/{id}                  provision.Record
 //
@@ -14,6 +14,8 @@ package admin
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/edgeprov/provisiond/internal/selfcheck"
@@ -114,6 +116,39 @@ type ClockSkew struct {
 	Hint string `json:"hint"`
 }
 
+// Stats is what `provisiond stats` shows: the node's stats (the fields of
+// provision.Stats, flattened in JSON) and, per user with active workloads,
+// what they hold beside the user's quota.
+type Stats struct {
+	provision.Stats
+	// Quotas is the quota configuration: the default and the per-user
+	// overrides (--user-quota, --user-quota-file).
+	Quotas provision.Quotas `json:"quotas"`
+	// Users lists the users with active workloads, by user ID.
+	Users []UserUsage `json:"users"`
+}
+
+// UserUsage is what one user's active workloads hold on the node, and the
+// quota that applies to the user.
+type UserUsage struct {
+	// User is the user's ID.
+	User string `json:"user"`
+	// Used is what the user's active workloads hold.
+	Used provision.Usage `json:"used"`
+	// Quota is the user's quota (zero fields are unlimited).
+	Quota provision.Quota `json:"quota"`
+}
+
+// NewStats builds the Stats of s with each user's usage, sorted by user
+// ID, and quota.
+func NewStats(s provision.Stats, quotas provision.Quotas, usage map[string]provision.Usage) *Stats {
+	out := &Stats{Stats: s, Quotas: quotas, Users: make([]UserUsage, 0, len(usage))}
+	for _, user := range slices.Sorted(maps.Keys(usage)) {
+		out.Users = append(out.Users, UserUsage{User: user, Used: usage[user], Quota: quotas.For(user)})
+	}
+	return out
+}
+
 // Filter selects records; empty fields match everything.
 type Filter struct {
 	State provision.State
@@ -133,7 +168,7 @@ func (f Filter) Match(rec *provision.Record) bool {
 // or, when none runs, the database itself.
 type Reader interface {
 	Status(ctx context.Context) (*Status, error)
-	Stats(ctx context.Context) (*provision.Stats, error)
+	Stats(ctx context.Context) (*Stats, error)
 	Records(ctx context.Context, f Filter, fn func(*provision.Record) error) error
 	Record(ctx context.Context, id string) (*provision.Record, error)
 }

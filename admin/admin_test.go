@@ -57,8 +57,10 @@ func TestClientServer(t *testing.T) {
 		StatusFunc: func(context.Context) (*Status, error) {
 			return &Status{NodeID: "node", Running: true, Cursor: 7}, nil
 		},
-		StatsFunc: func(context.Context) (*provision.Stats, error) {
-			return &provision.Stats{Used: provision.Units{CRU: 2}}, nil
+		StatsFunc: func(context.Context) (*Stats, error) {
+			return NewStats(provision.Stats{Used: provision.Units{CRU: 2}},
+				provision.Quotas{Default: provision.Quota{Workloads: 3}},
+				map[string]provision.Usage{"bob": {Workloads: 1}, "alice": {Workloads: 2}}), nil
 		},
 	}
 	path := serve(t, local)
@@ -76,6 +78,10 @@ func TestClientServer(t *testing.T) {
 	stats, err := c.Stats(t.Context())
 	if err != nil || stats.Used.CRU != 2 {
 		t.Fatalf("stats = %+v, %v", stats, err)
+	}
+	if len(stats.Users) != 2 || stats.Users[0].User != "alice" || stats.Users[0].Used.Workloads != 2 ||
+		stats.Users[1].User != "bob" || stats.Users[1].Quota.Workloads != 3 || stats.Quotas.Default.Workloads != 3 {
+		t.Fatalf("users' usage = %+v", stats.Users)
 	}
 	rec, err := c.Record(t.Context(), "a2")
 	if err != nil || rec.State != provision.Failed {

@@ -82,8 +82,8 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 }
 
 // Stats returns the daemon's stats.
-func (c *Client) Stats(ctx context.Context) (*provision.Stats, error) {
-	var s provision.Stats
+func (c *Client) Stats(ctx context.Context) (*Stats, error) {
+	var s Stats
 	return &s, c.getJSON(ctx, "/v1/stats", &s)
 }
 

@@ -21,7 +21,7 @@ type Local struct {
 	// StatusFunc returns the status.
 	StatusFunc func(ctx context.Context) (*Status, error)
 	// StatsFunc returns the stats.
-	StatsFunc func(ctx context.Context) (*provision.Stats, error)
+	StatsFunc func(ctx context.Context) (*Stats, error)
 }
 
 var _ Reader = (*Local)(nil)
@@ -30,7 +30,7 @@ var _ Reader = (*Local)(nil)
 func (l *Local) Status(ctx context.Context) (*Status, error) { return l.StatusFunc(ctx) }
 
 // Stats returns StatsFunc's answer.
-func (l *Local) Stats(ctx context.Context) (*provision.Stats, error) { return l.StatsFunc(ctx) }
+func (l *Local) Stats(ctx context.Context) (*Stats, error) { return l.StatsFunc(ctx) }
 
 // Record returns the record of id.
 func (l *Local) Record(_ context.Context, id string) (*provision.Record, error) {

@@ -253,7 +253,7 @@ func BenchmarkReopenRebuild1M(b *testing.B) {
 		{"units", func(s *Store) (provision.Units, int, error) {
 			var used provision.Units
 			n := 0
-			err := s.ScanUnits(func(_ string, _ provision.ReservationType, u provision.Units) error {
+			err := s.ScanUnits(func(_, _ string, _ provision.ReservationType, u provision.Units) error {
 				used = used.Add(u)
 				n++
 				return nil

@@ -75,8 +75,10 @@ func checkIndexesAll(tx *bolt.Tx, report func(error) bool) error {
 		sb, err := stateBucket(tx, x.state)
 		if err != nil {
 			bad = append(bad, err.Error())
-		} else if !bytes.Equal(sb.Get(k), encodeUnits(x.typ, x.units)) {
-			bad = append(bad, "state entry missing or with other units")
+		} else if u, err := encodeUnits(x.typ, x.user, x.units); err != nil {
+			bad = append(bad, err.Error())
+		} else if !bytes.Equal(sb.Get(k), u) {
+			bad = append(bad, "state entry missing or with other units or owner")
 		}
 		if x.live() {
 			live++

@@ -3,17 +3,18 @@
 // stats waiting for the explorer, and the cursors of the sources, in one
 // bbolt file. Store implements provision.Store.
 //
-// # Bucket tree (schema version 1)
+// # Bucket tree (schema version 2)
 //
 //	meta
-//	├── version          → uint64 BE: the schema version (1)
+//	├── version          → uint64 BE: the schema version (2)
 //	├── outbox-seq       → uint64 BE: the last outbox Seq assigned
 //	└── stats-seq        → uint64 BE: Seq of the pending stats entry (absent when none)
 //	reservations
 //	└── <id>             → JSON provision.Record
 //	states
 //	├── accepted
-//	│   └── <id>         → units entry: cru u64 BE ‖ mru, sru, hru float64 bits BE ‖ type
+//	│   └── <id>         → units entry: cru u64 BE ‖ mru, sru, hru float64 bits BE ‖
+//	│                      len(user) u8 ‖ user ‖ type
 //	├── provisioning     (same)
 //	├── deployed         (same)
 //	├── error            (same)
@@ -47,7 +48,11 @@
 // The version in meta names the layout above. Open runs every registered
 // migration from the file's version up to the newest, one transaction per
 // step, each step writing its new version: a file without a version
-// (version 0: new, or empty) is initialised by the 0 → 1 step. A file with a
+// (version 0: new, or empty) is initialised by the 0 → 1 step. The 1 → 2
+// step adds the owner (user ID) to every units entry, read from its record,
+// so that each user's usage (quotas) is rebuilt at start from the states
+// buckets alone, as the total is; it decodes every record once and rewrites
+// its entry, in one transaction. A file with a
 // version newer than this build knows is refused with ErrSchemaTooNew. Every
 // change of this tree adds a migration, a test for it, and a new drawing.
 // An optional field added to the record's JSON is no change of the tree:

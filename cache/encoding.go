@@ -10,8 +10,12 @@ import (
 	"github.com/edgeprov/provisiond/provision"
 )
 
-// unitsSize is the length of a units entry without its type.
-const unitsSize = 32
+// unitsSize is the length of the units of a units entry, before its
+// user ID and type; maxUnitsUser is the longest user ID an entry holds.
+const (
+	unitsSize    = 32
+	maxUnitsUser = 255
+)
 
 var (
 	minTime = time.Unix(0, math.MinInt64)
@@ -53,21 +57,28 @@ func splitExpiryKey(k []byte) (uint64, string, error) {
 	return binary.BigEndian.Uint64(k[:8]), string(k[8:]), nil
 }
 
-// encodeUnits returns the states bucket value of a record: its units and
-// type, so that stats are rebuilt without decoding records.
-func encodeUnits(typ provision.ReservationType, u provision.Units) []byte {
-	v := make([]byte, unitsSize, unitsSize+len(typ))
+// encodeUnits returns the states bucket value of a record: its units,
+// the length of its owner's user ID (one byte), that user ID and its
+// type. A user ID longer than 255 bytes cannot be encoded (a valid one
+// is 64 hex digits).
+func encodeUnits(typ provision.ReservationType, user string, u provision.Units) ([]byte, error) {
+	if len(user) > maxUnitsUser {
+		return nil, fmt.Errorf("%w: user ID of %d bytes in a units entry (at most %d)", ErrCorrupt, len(user), maxUnitsUser)
+	}
+	v := make([]byte, unitsSize, unitsSize+1+len(user)+len(typ))
 	binary.BigEndian.PutUint64(v[0:], u.CRU)
 	binary.BigEndian.PutUint64(v[8:], math.Float64bits(u.MRU))
 	binary.BigEndian.PutUint64(v[16:], math.Float64bits(u.SRU))
 	binary.BigEndian.PutUint64(v[24:], math.Float64bits(u.HRU))
-	return append(v, typ...)
+	v = append(v, byte(len(user)))
+	v = append(v, user...)
+	return append(v, typ...), nil
 }
 
 // decodeUnits is the inverse of encodeUnits.
-func decodeUnits(v []byte) (provision.ReservationType, provision.Units, error) {
-	if len(v) < unitsSize {
-		return "", provision.Units{}, fmt.Errorf("%w: units entry of %d bytes", ErrCorrupt, len(v))
+func decodeUnits(v []byte) (provision.ReservationType, string, provision.Units, error) {
+	if len(v) <= unitsSize || len(v) < unitsSize+1+int(v[unitsSize]) {
+		return "", "", provision.Units{}, fmt.Errorf("%w: units entry of %d bytes", ErrCorrupt, len(v))
 	}
 	u := provision.Units{
 		CRU: binary.BigEndian.Uint64(v[0:]),
@@ -75,7 +86,8 @@ func decodeUnits(v []byte) (provision.ReservationType, provision.Units, error) {
 		SRU: math.Float64frombits(binary.BigEndian.Uint64(v[16:])),
 		HRU: math.Float64frombits(binary.BigEndian.Uint64(v[24:])),
 	}
-	return provision.ReservationType(v[unitsSize:]), u, nil
+	end := unitsSize + 1 + int(v[unitsSize])
+	return provision.ReservationType(v[end:]), string(v[unitsSize+1 : end]), u, nil
 }
 
 // decodeUint64 decodes a big-endian counter value.
@@ -111,6 +123,7 @@ func decodeEntry(v []byte) (*provision.OutboxEntry, error) {
 // indexed is what the indexes hold of a record.
 type indexed struct {
 	id      string
+	user    string
 	typ     provision.ReservationType
 	digest  string
 	key     string
@@ -122,6 +135,7 @@ type indexed struct {
 func indexOf(rec *provision.Record) indexed {
 	return indexed{
 		id:      rec.Reservation.ID,
+		user:    rec.Reservation.UserID,
 		typ:     rec.Reservation.Type,
 		digest:  rec.Digest,
 		key:     rec.Key,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,18 +67,34 @@ func FuzzEntryDecode(f *testing.F) {
 }
 
 func FuzzUnitsDecode(f *testing.F) {
-	f.Add(encodeUnits(provision.ContainerReservation, provision.Units{CRU: 2, MRU: 0.5, SRU: 1}))
-	f.Add(encodeUnits("", provision.Units{MRU: math.NaN()}))
+	for _, seed := range []struct {
+		typ  provision.ReservationType
+		user string
+		u    provision.Units
+	}{
+		{provision.ContainerReservation, strings.Repeat("ab", 32), provision.Units{CRU: 2, MRU: 0.5, SRU: 1}},
+		{"", "", provision.Units{MRU: math.NaN()}},
+	} {
+		v, err := encodeUnits(seed.typ, seed.user, seed.u)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(v)
+	}
 	f.Add([]byte{1, 2, 3})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		typ, u, err := decodeUnits(data)
+		typ, user, u, err := decodeUnits(data)
 		if err != nil {
-			if len(data) >= unitsSize {
+			if len(data) > unitsSize && len(data) >= unitsSize+1+int(data[unitsSize]) {
 				t.Fatalf("decodeUnits refused %d bytes: %v", len(data), err)
 			}
 			return
 		}
-		if again := encodeUnits(typ, u); !bytes.Equal(again, data) {
+		again, err := encodeUnits(typ, user, u)
+		if err != nil {
+			t.Fatalf("encoding a decoded entry: %v", err)
+		}
+		if !bytes.Equal(again, data) {
 			t.Fatalf("round trip changed the entry: %x → %x", data, again)
 		}
 	})

@@ -208,7 +208,11 @@ func putIndexes(tx *bolt.Tx, x indexed) error {
 	if err != nil {
 		return err
 	}
-	if err := sb.Put(id, encodeUnits(x.typ, x.units)); err != nil {
+	u, err := encodeUnits(x.typ, x.user, x.units)
+	if err != nil {
+		return err
+	}
+	if err := sb.Put(id, u); err != nil {
 		return fmt.Errorf("indexing state: %w", err)
 	}
 	if x.live() {
@@ -260,7 +264,11 @@ func moveIndexes(tx *bolt.Tx, old, x indexed) error {
 	if err != nil {
 		return err
 	}
-	if u := encodeUnits(x.typ, x.units); !bytes.Equal(sb.Get(id), u) {
+	u, err := encodeUnits(x.typ, x.user, x.units)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(sb.Get(id), u) {
 		if err := sb.Put(id, u); err != nil {
 			return fmt.Errorf("indexing state: %w", err)
 		}
@@ -378,11 +386,11 @@ func (s *Store) Scan(fn func(*provision.Record) error, states ...provision.State
 	})
 }
 
-// ScanUnits calls fn with the ID, type and units of every record in one of
+// ScanUnits calls fn with the ID, owner, type and units of every record in one of
 // states (every record when none are given), from the states buckets
 // alone: it decodes no record. It stops at the first error fn returns; fn
 // may call the store.
-func (s *Store) ScanUnits(fn func(id string, typ provision.ReservationType, u provision.Units) error, states ...provision.State) error {
+func (s *Store) ScanUnits(fn func(id, user string, typ provision.ReservationType, u provision.Units) error, states ...provision.State) error {
 	if len(states) == 0 {
 		states = provision.States
 	}
@@ -390,11 +398,11 @@ func (s *Store) ScanUnits(fn func(id string, typ provision.ReservationType, u pr
 		return s.walk("scanning units in state "+string(st),
 			func(tx *bolt.Tx) (*bolt.Bucket, error) { return stateBucket(tx, st) }, nil,
 			func(k, v []byte) error {
-				typ, u, err := decodeUnits(v)
+				typ, user, u, err := decodeUnits(v)
 				if err != nil {
 					return fmt.Errorf("record %s: %w", k, err)
 				}
-				return fn(string(k), typ, u)
+				return fn(string(k), user, typ, u)
 			})
 	})
 }

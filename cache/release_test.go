@@ -71,6 +71,7 @@ func TestReleaseDatabase(t *testing.T) {
 	}
 	before := map[string]string{}
 	types := map[provision.ReservationType]int{}
+	usage := map[string]provision.Usage{}
 	var inventory []provision.Resource
 	err = s.Scan(func(rec *provision.Record) error {
 		r := rec.Reservation
@@ -90,6 +91,12 @@ func TestReleaseDatabase(t *testing.T) {
 		}
 		before[r.ID] = string(b)
 		types[r.Type]++
+		if rec.State.Active() {
+			u := usage[r.UserID]
+			u.Units = u.Units.Add(rec.Units)
+			u.Workloads++
+			usage[r.UserID] = u
+		}
 		id := r.ID
 		if r.Type == provision.NetworkReservation {
 			w, err := r.Workload()
@@ -137,6 +144,11 @@ func TestReleaseDatabase(t *testing.T) {
 			t.Fatalf("%d of %d workloads inspected", prims.inspected.Load(), len(before))
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	// Each user's usage, rebuilt from the migrated state index (schema 2
+	// added the owners), is that of the records.
+	if got := eng.Usage(); len(usage) == 0 || !maps.Equal(got, usage) {
+		t.Errorf("usage after the migration %v, the records hold %v", got, usage)
 	}
 	cancel()
 	if err := <-done; err != nil {

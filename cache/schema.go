@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 
@@ -21,6 +22,7 @@ type migration struct {
 // a version: a new one, or one whose meta bucket was never written.
 var migrations = []migration{
 	{from: 0, to: 1, name: "create the bucket tree", fn: initV1},
+	{from: 1, to: 2, name: "add the owner to the units entries", fn: unitsOwnerV2},
 }
 
 // latest returns the newest version migs reach.
@@ -43,6 +45,51 @@ func initV1(tx *bolt.Tx) error {
 	for _, st := range provision.States {
 		if _, err := states.CreateBucketIfNotExists([]byte(st)); err != nil {
 			return fmt.Errorf("creating bucket states/%s: %w", st, err)
+		}
+	}
+	return nil
+}
+
+// unitsOwnerV2 rewrites every units entry of the states buckets with the
+// owner's user ID, read from the record (version 1 held only the units
+// and the type): per-user usage is then rebuilt at start from the states
+// buckets alone, as the total is. It decodes every record once.
+func unitsOwnerV2(tx *bolt.Tx) error {
+	recs, err := bucket(tx, bucketRecords)
+	if err != nil {
+		return err
+	}
+	for _, st := range provision.States {
+		sb, err := stateBucket(tx, st)
+		if err != nil {
+			return err
+		}
+		// Collect first: a bucket must not be written while a cursor or
+		// ForEach walks it.
+		var ids [][]byte
+		if err := sb.ForEach(func(k, _ []byte) error {
+			ids = append(ids, bytes.Clone(k))
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, k := range ids {
+			v := recs.Get(k)
+			if v == nil {
+				return fmt.Errorf("%w: states/%s holds %s but reservations does not", ErrCorrupt, st, k)
+			}
+			rec, err := decodeRecord(v)
+			if err != nil {
+				return fmt.Errorf("record %s: %w", k, err)
+			}
+			x := indexOf(rec)
+			u, err := encodeUnits(x.typ, x.user, x.units)
+			if err != nil {
+				return fmt.Errorf("record %s: %w", k, err)
+			}
+			if err := sb.Put(k, u); err != nil {
+				return fmt.Errorf("rewriting states/%s/%s: %w", st, k, err)
+			}
 		}
 	}
 	return nil

@@ -1,7 +1,10 @@
 package cache
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"testing"
@@ -74,8 +77,8 @@ func TestSchemaInitialises(t *testing.T) {
 				t.Error(err)
 			}
 			var v uint64
-			if err := s.db.View(func(tx *bolt.Tx) (err error) { v, err = version(tx); return err }); err != nil || v != 1 {
-				t.Errorf("version = %d, %v; want 1", v, err)
+			if err := s.db.View(func(tx *bolt.Tx) (err error) { v, err = version(tx); return err }); err != nil || v != latest(migrations) {
+				t.Errorf("version = %d, %v; want %d", v, err, latest(migrations))
 			}
 		})
 	}
@@ -88,9 +91,10 @@ func TestSchemaMigration(t *testing.T) {
 	}
 	var runs []uint64
 	failing := true
+	cur := latest(migrations)
 	testMigs := append(slices.Clone(migrations),
-		migration{from: 1, to: 2, name: "test step", fn: func(tx *bolt.Tx) error {
-			runs = append(runs, 2)
+		migration{from: cur, to: cur + 1, name: "test step", fn: func(tx *bolt.Tx) error {
+			runs = append(runs, cur+1)
 			if _, err := tx.CreateBucket([]byte("v2")); err != nil {
 				return err
 			}
@@ -109,12 +113,12 @@ func TestSchemaMigration(t *testing.T) {
 		wantRuns    int
 		wantVersion uint64
 	}{
-		{name: "read-only-refuses-to-migrate", opts: Options{ReadOnly: true}, migs: testMigs, wantErr: ErrSchemaTooOld, wantRuns: 0, wantVersion: 1},
-		{name: "failed-step-keeps-version", migs: testMigs, wantErr: errAny, wantRuns: 1, wantVersion: 1},
-		{name: "step-runs", migs: testMigs, fix: true, wantRuns: 2, wantVersion: 2},
-		{name: "step-runs-once", migs: testMigs, wantRuns: 2, wantVersion: 2},
-		{name: "read-only-at-newest", opts: Options{ReadOnly: true}, migs: testMigs, wantRuns: 2, wantVersion: 2},
-		{name: "older-build-refuses", migs: migrations, wantErr: ErrSchemaTooNew, wantRuns: 2, wantVersion: 2},
+		{name: "read-only-refuses-to-migrate", opts: Options{ReadOnly: true}, migs: testMigs, wantErr: ErrSchemaTooOld, wantRuns: 0, wantVersion: cur},
+		{name: "failed-step-keeps-version", migs: testMigs, wantErr: errAny, wantRuns: 1, wantVersion: cur},
+		{name: "step-runs", migs: testMigs, fix: true, wantRuns: 2, wantVersion: cur + 1},
+		{name: "step-runs-once", migs: testMigs, wantRuns: 2, wantVersion: cur + 1},
+		{name: "read-only-at-newest", opts: Options{ReadOnly: true}, migs: testMigs, wantRuns: 2, wantVersion: cur + 1},
+		{name: "older-build-refuses", migs: migrations, wantErr: ErrSchemaTooNew, wantRuns: 2, wantVersion: cur + 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -150,6 +154,86 @@ func TestSchemaMigration(t *testing.T) {
 			t.Errorf("open with no step from 1: %v, want ErrSchemaTooOld", err)
 		}
 	})
+}
+
+// mustUnits encodes a units entry or fails t.
+func mustUnits(t testing.TB, typ provision.ReservationType, user string, u provision.Units) []byte {
+	t.Helper()
+	v, err := encodeUnits(typ, user, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestSchemaV2AddsOwners writes a version 1 file, with the units entries
+// of version 1 (units ‖ type), and opens it with this build: the 1 → 2
+// step gives every entry its record's owner, ScanUnits reads it, and
+// Check finds nothing wrong.
+func TestSchemaV2AddsOwners(t *testing.T) {
+	path := tempPath(t)
+	s, err := open(path, Options{}, migrations[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := map[string]string{}
+	for i, st := range []provision.State{provision.Accepted, provision.Deployed, provision.Deployed, provision.Deleted} {
+		rec := provisiontest.NewRecord(fmt.Sprintf("r%d", i), st, time.Hour, "")
+		rec.Reservation.UserID = fmt.Sprintf("%064x", i%2)
+		rec.Units = provision.Units{CRU: uint64(i + 1), MRU: 0.5}
+		users[rec.ID()] = rec.Reservation.UserID
+		if err := s.Add(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rawUpdate(t, path, func(tx *bolt.Tx) error {
+		for _, st := range provision.States {
+			sb := tx.Bucket(bucketStates).Bucket([]byte(st))
+			var rewrite [][2][]byte
+			if err := sb.ForEach(func(k, v []byte) error {
+				typ, _, u, err := decodeUnits(v)
+				if err != nil {
+					return err
+				}
+				v1 := mustUnits(t, typ, "", u)
+				v1 = append(v1[:unitsSize], typ...) // no length byte, no owner
+				rewrite = append(rewrite, [2][]byte{bytes.Clone(k), v1})
+				return nil
+			}); err != nil {
+				return err
+			}
+			for _, kv := range rewrite {
+				if err := sb.Put(kv[0], kv[1]); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if v := fileVersion(t, path); v != 1 {
+		t.Fatalf("prepared file is version %d, want 1", v)
+	}
+	s = openStore(t, path, Options{})
+	if err := s.Check(); err != nil {
+		t.Fatalf("Check after the migration: %v", err)
+	}
+	got := map[string]string{}
+	err = s.ScanUnits(func(id, user string, typ provision.ReservationType, u provision.Units) error {
+		got[id] = user
+		if typ != provision.VolumeReservation {
+			t.Errorf("%s: type %q after the migration", id, typ)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(got, users) {
+		t.Errorf("owners after the migration = %v, want %v", got, users)
+	}
 }
 
 // errAny stands for "some error" in a table.

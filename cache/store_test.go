@@ -306,7 +306,15 @@ func TestCheckFindsBrokenIndexes(t *testing.T) {
 			return tx.Bucket(bucketStates).Bucket([]byte(provision.Deployed)).Delete([]byte("a"))
 		}},
 		{"extra-state-entry", func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketStates).Bucket([]byte(provision.Failed)).Put([]byte("a"), encodeUnits("volume", provision.Units{}))
+			return tx.Bucket(bucketStates).Bucket([]byte(provision.Failed)).Put([]byte("a"), mustUnits(t, "volume", "", provision.Units{}))
+		}},
+		{"wrong-owner-in-state-entry", func(tx *bolt.Tx) error {
+			sb := tx.Bucket(bucketStates).Bucket([]byte(provision.Deployed))
+			typ, _, u, err := decodeUnits(sb.Get([]byte("a")))
+			if err != nil {
+				return err
+			}
+			return sb.Put([]byte("a"), mustUnits(t, typ, "someone-else", u))
 		}},
 		{"missing-expiry", func(tx *bolt.Tx) error {
 			k, _ := tx.Bucket(bucketExpiry).Cursor().First()

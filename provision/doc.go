@@ -35,8 +35,10 @@
 //     the reservation (Validate), prices it (Statser.Units) and writes it
 //     through Engine.accept: accepted, or, when it can start at once,
 //     through Engine.admission in the same write: Engine.admit, under the
-//     tally lock, applies Capacity.Admit (the admission rule) and records
-//     provisioning, or failed with a signed error result. The write
+//     tally lock, applies the owner's Quota.Check (Options.Quotas, against
+//     the owner's usage in the tally) and Capacity.Admit (the admission
+//     rules) and records provisioning, or failed with a signed error
+//     result naming the limit (ErrQuota, ErrNoCapacity). The write
 //     carries its outbox entries and stats (Engine.commitLocked: one
 //     store transaction). Engine.admitted asks the scheduler
 //     (sched.Scheduler.Request) for the next step.

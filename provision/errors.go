@@ -26,6 +26,8 @@ var (
 	ErrConflict           = errors.New("provision: conflicting state")
 	ErrBadUpdate          = errors.New("provision: update refused")
 	ErrNoCapacity         = errors.New("provision: not enough capacity")
+	ErrQuota              = errors.New("provision: quota")
+	ErrBadQuota           = errors.New("provision: bad quota")
 	ErrPollEOS            = errors.New("provision: end of poll stream")
 	ErrCursorGone         = errors.New("provision: the source no longer has the events after the cursor")
 	ErrVanished           = errors.New("provision: workload vanished")

@@ -111,11 +111,12 @@ type Trimmer interface {
 	Trim()
 }
 
-// UnitsScanner is the optional part of a store that reads the ID, type and
-// units of the records in the given states without decoding whole records:
-// what a stats rebuild at start needs.
+// UnitsScanner is the optional part of a store that reads the ID, owner
+// (user ID), type and units of the records in the given states without
+// decoding whole records: what a rebuild of the used units and of each
+// user's usage at start needs.
 type UnitsScanner interface {
-	ScanUnits(fn func(id string, typ ReservationType, u Units) error, states ...State) error
+	ScanUnits(fn func(id, user string, typ ReservationType, u Units) error, states ...State) error
 }
 
 // Cursors keeps the position of each source durably.

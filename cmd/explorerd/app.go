@@ -24,6 +24,7 @@ import (
 	"github.com/edgeprov/provisiond/internal/certs"
 	"github.com/edgeprov/provisiond/internal/httpserve"
 	"github.com/edgeprov/provisiond/internal/version"
+	"github.com/edgeprov/provisiond/provision"
 	"github.com/edgeprov/provisiond/systemd"
 )
 
@@ -102,6 +103,7 @@ func newApp() *cli.App {
 			&cli.IntFlag{Name: "register-burst", Usage: "burst of --register-rate", Value: def.RegisterBurst, EnvVars: env("REGISTER_BURST")},
 			&cli.IntFlag{Name: "max-polls-per-node", Usage: "long-polls one node may hold at once", Value: def.MaxPollsPerNode, EnvVars: env("MAX_POLLS_PER_NODE")},
 			&cli.IntFlag{Name: "max-reservations-per-user", Usage: "active reservations one user may have (-1: no quota)", Value: def.MaxActivePerUser, EnvVars: env("MAX_RESERVATIONS_PER_USER")},
+			&cli.StringFlag{Name: "max-units-per-user", Usage: "`UNITS` one user's active reservations may hold together, priced as nodes price them: cru=CORES,mru=GiB,sru=GiB,hru=GiB (any of them; 0 or absent: unlimited), e.g. cru=64,mru=256,sru=2048; default: unlimited", EnvVars: env("MAX_UNITS_PER_USER")},
 			&cli.IntFlag{Name: "max-conns-per-addr", Usage: "connections one remote address may hold open", Value: def.MaxConnsPerAddr, EnvVars: env("MAX_CONNS_PER_ADDR")},
 			&cli.DurationFlag{Name: "body-timeout", Usage: "how long a request body may take to arrive", Value: def.BodyTimeout, EnvVars: env("BODY_TIMEOUT")},
 			&cli.Int64Flag{Name: "memory-limit", Usage: "soft memory limit of the Go runtime in `BYTES` (0: none; GOMEMLIMIT wins)", Value: 128 << 20, EnvVars: env("MEMORY_LIMIT")},
@@ -110,6 +112,10 @@ func newApp() *cli.App {
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return fmt.Errorf("unexpected argument %q (see --help)", c.Args().First())
+			}
+			maxUnits, err := parseMaxUnits(c.String("max-units-per-user"))
+			if err != nil {
+				return err
 			}
 			return run(c.Context, &config{
 				Listen:               c.String("listen"),
@@ -134,6 +140,7 @@ func newApp() *cli.App {
 					RegisterBurst:    c.Int("register-burst"),
 					MaxPollsPerNode:  c.Int("max-polls-per-node"),
 					MaxActivePerUser: c.Int("max-reservations-per-user"),
+					MaxUnitsPerUser:  maxUnits,
 					MaxConnsPerAddr:  c.Int("max-conns-per-addr"),
 					BodyTimeout:      c.Duration("body-timeout"),
 					WriteTimeout:     c.Duration("write-timeout"),
@@ -141,6 +148,20 @@ func newApp() *cli.App {
 			})
 		},
 	}
+}
+
+// parseMaxUnits reads --max-units-per-user: a quota specification
+// (provision.ParseQuota) that names units only; the count of reservations
+// is --max-reservations-per-user.
+func parseMaxUnits(spec string) (provision.Units, error) {
+	q, err := provision.ParseQuota(spec)
+	if err != nil {
+		return provision.Units{}, fmt.Errorf("--max-units-per-user: %w", err)
+	}
+	if q.Workloads != 0 {
+		return provision.Units{}, errors.New("--max-units-per-user: workloads= is not a unit; the number of reservations is --max-reservations-per-user")
+	}
+	return q.Units, nil
 }
 
 // run serves the explorer until ctx ends, then shuts down gracefully.

@@ -200,8 +200,52 @@ func TestCLIStats(t *testing.T) {
 		t.Fatalf("capacity not measured: %+v", s.Capacity)
 	}
 	table, _, code := provisiond(t, dir, "stats")
-	if code != 0 || !strings.Contains(table, "sru") || !strings.Contains(table, "volume") {
+	if code != 0 || !strings.Contains(table, "sru") || !strings.Contains(table, "volume") || !strings.Contains(table, "quota per user: unlimited") {
 		t.Fatalf("stats table (exit %d):\n%s", code, table)
+	}
+}
+
+// stats shows each user's usage beside the quota that applies to the
+// user: the default (--user-quota) or the user's line of
+// --user-quota-file; a bad quota file is refused with its line.
+func TestCLIStatsQuotas(t *testing.T) {
+	dir := fillNode(t)
+	user := hex.EncodeToString(userKey.Public().(ed25519.PublicKey))
+	file := filepath.Join(dir, "quotas")
+	if err := os.WriteFile(file, []byte("# test\n"+user+" sru=10\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := provisiond(t, dir, "stats", "--json", "--user-quota", "cru=4,workloads=5", "--user-quota-file", file)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var s admin.Stats
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatal(err)
+	}
+	wantQuota := provision.Quota{Units: provision.Units{CRU: 4, SRU: 10}, Workloads: 5}
+	if len(s.Users) != 1 || s.Users[0].User != user || s.Users[0].Used != (provision.Usage{Units: provision.Units{SRU: 2}, Workloads: 2}) || s.Users[0].Quota != wantQuota {
+		t.Fatalf("users %+v, want %s using 2 GiB SRU in 2 workloads with quota %+v", s.Users, user, wantQuota)
+	}
+	if s.Quotas.Default != (provision.Quota{Units: provision.Units{CRU: 4}, Workloads: 5}) || s.Used.SRU != 2 {
+		t.Fatalf("stats %+v", s)
+	}
+	table, _, code := provisiond(t, dir, "stats", "--user-quota", "cru=4,workloads=5", "--user-quota-file", file)
+	for _, want := range []string{"quota per user: cru=4,workloads=5 (1 users with their own)", user, "cru=4,sru=10,workloads=5"} {
+		if code != 0 || !strings.Contains(table, want) {
+			t.Fatalf("stats table (exit %d) lacks %q:\n%s", code, want, table)
+		}
+	}
+	if err := os.WriteFile(file, []byte(user+" sru=10\n"+user+" cru=1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code = provisiond(t, dir, "stats", "--user-quota-file", file)
+	if code == 0 || !strings.Contains(errOut, "line 2: user "+user+" named twice") {
+		t.Fatalf("a bad quota file: exit %d, %s", code, errOut)
+	}
+	_, errOut, code = provisiond(t, dir, "stats", "--user-quota", "cpu=1")
+	if code == 0 || !strings.Contains(errOut, `--user-quota: provision: bad quota: quota "cpu=1": unknown key "cpu"`) {
+		t.Fatalf("a bad quota: exit %d, %s", code, errOut)
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/edgeprov/provisiond/internal/engine"
 	"github.com/edgeprov/provisiond/internal/gc"
 	"github.com/edgeprov/provisiond/primitives/container"
+	"github.com/edgeprov/provisiond/provision"
 )
 
 // defaultConfigFile is read when --config is not given and the file exists.
@@ -81,6 +82,34 @@ type config struct {
 	// RestartBackoff and RestartBackoffMax bound the wait before a stopped
 	// container restarts (container.Options; defaults 10s and 5m).
 	RestartBackoff, RestartBackoffMax time.Duration
+
+	// UserQuota is every user's quota (provision.ParseQuota; default "":
+	// unlimited) and UserQuotaFile the file of per-user overrides
+	// (provision.ParseQuotaFile; default "": none). See quotas.
+	UserQuota     string
+	UserQuotaFile string
+}
+
+// quotas reads the quota configuration: --user-quota for every user,
+// --user-quota-file's lines for the users they name.
+func (c *config) quotas() (provision.Quotas, error) {
+	def, err := provision.ParseQuota(c.UserQuota)
+	if err != nil {
+		return provision.Quotas{}, fmt.Errorf("--user-quota: %w", err)
+	}
+	qs := provision.Quotas{Default: def}
+	if c.UserQuotaFile == "" {
+		return qs, nil
+	}
+	f, err := os.Open(c.UserQuotaFile)
+	if err != nil {
+		return provision.Quotas{}, fmt.Errorf("--user-quota-file: %w", err)
+	}
+	defer f.Close()
+	if qs.Users, err = provision.ParseQuotaFile(f, def); err != nil {
+		return provision.Quotas{}, fmt.Errorf("--user-quota-file %s: %w", c.UserQuotaFile, err)
+	}
+	return qs, nil
 }
 
 func (c *config) dbPath() string { return filepath.Join(c.DataDir, "provisiond.db") }
@@ -109,6 +138,8 @@ func globalFlags() []cli.Flag {
 		&cli.Float64Flag{Name: "reserve-sru", Usage: "GiB of SSD kept back for the system", Value: 0, EnvVars: env("RESERVE_SRU")},
 		&cli.Float64Flag{Name: "reserve-hru", Usage: "GiB of HDD kept back for the system", Value: 0, EnvVars: env("RESERVE_HRU")},
 		&cli.Float64Flag{Name: "disk-margin-gib", Usage: "GiB kept free on each storage filesystem on top of what it used at start (0: the larger of 1 GiB and 2% of the filesystem; negative: none)", Value: 0, EnvVars: env("DISK_MARGIN_GIB")},
+		&cli.StringFlag{Name: "user-quota", Usage: "`QUOTA` of every user on this node: cru=CORES,mru=GiB,sru=GiB,hru=GiB,workloads=N (any of them; 0 or absent: unlimited), e.g. cru=4,mru=8,workloads=20; default: unlimited", EnvVars: env("USER_QUOTA")},
+		&cli.StringFlag{Name: "user-quota-file", Usage: "`FILE` of per-user quota overrides, one `USER_ID KEY=VALUE,…` a line (# comments); the fields a line names replace --user-quota's for that user", EnvVars: env("USER_QUOTA_FILE")},
 		&cli.StringFlag{Name: "log-format", Usage: "`FORMAT` of logs: json, console, or auto (console on a terminal)", Value: "auto", EnvVars: env("LOG_FORMAT")},
 		&cli.StringFlag{Name: "log-level", Usage: "`LEVEL`: debug, info, warn, error", Value: "info", EnvVars: env("LOG_LEVEL")},
 	}
@@ -264,6 +295,7 @@ func configFrom(c *cli.Context) *config {
 		LogFormat:          str("log-format"),
 		LogLevel:           str("log-level"),
 	}
+	cfg.UserQuota, cfg.UserQuotaFile = str("user-quota"), str("user-quota-file")
 	cfg.ExplorerTimeout = c.Duration("explorer-timeout")
 	cfg.RestartBackoff, cfg.RestartBackoffMax = c.Duration("container-restart-backoff"), c.Duration("container-restart-backoff-max")
 	cfg.Uplink = c.String("uplink")

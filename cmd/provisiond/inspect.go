@@ -274,7 +274,46 @@ func showStats(c *cli.Context, r admin.Reader) error {
 	for _, t := range provision.Types {
 		fmt.Fprintf(w, "  %-10s %d\n", t, s.Workloads[t])
 	}
-	return nil
+	fmt.Fprintf(w, "\nquota per user: %s", quotaString(s.Quotas.Default))
+	if n := len(s.Quotas.Users); n > 0 {
+		fmt.Fprintf(w, " (%d users with their own)", n)
+	}
+	fmt.Fprintln(w)
+	if len(s.Users) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w, "\nusers:")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "USER\tWORKLOADS\tCRU\tMRU\tSRU\tHRU\tQUOTA")
+	for _, u := range s.Users {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.2f\t%.2f\t%.2f\t%s\n", u.User, u.Used.Workloads,
+			u.Used.Units.CRU, u.Used.Units.MRU, u.Used.Units.SRU, u.Used.Units.HRU, quotaString(u.Quota))
+	}
+	return tw.Flush()
+}
+
+// quotaString formats q as --user-quota reads it; "unlimited" for the
+// zero Quota.
+func quotaString(q provision.Quota) string {
+	if q.Unlimited() {
+		return "unlimited"
+	}
+	var parts []string
+	if q.Units.CRU > 0 {
+		parts = append(parts, fmt.Sprintf("cru=%d", q.Units.CRU))
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"mru", q.Units.MRU}, {"sru", q.Units.SRU}, {"hru", q.Units.HRU}} {
+		if f.v > 0 {
+			parts = append(parts, fmt.Sprintf("%s=%s", f.name, strconv.FormatFloat(f.v, 'f', -1, 64)))
+		}
+	}
+	if q.Workloads > 0 {
+		parts = append(parts, fmt.Sprintf("workloads=%d", q.Workloads))
+	}
+	return strings.Join(parts, ",")
 }
 
 func showStatus(c *cli.Context, r admin.Reader) error {

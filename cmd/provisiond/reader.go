@@ -64,21 +64,29 @@ func directReader(st *cache.Store, cfg *config) *admin.Local {
 			}
 			return s, err
 		},
-		StatsFunc: func(ctx context.Context) (*provision.Stats, error) {
+		StatsFunc: func(ctx context.Context) (*admin.Stats, error) {
+			quotas, err := cfg.quotas()
+			if err != nil {
+				return nil, err
+			}
 			capacity, err := newNode(cfg).Capacity(ctx)
 			if err != nil {
 				return nil, err
 			}
 			var active []*provision.Record
+			usage := map[string]provision.Usage{}
 			err = st.Scan(func(r *provision.Record) error {
 				active = append(active, r)
+				u := usage[r.Reservation.UserID]
+				u.Units = u.Units.Add(r.Units)
+				u.Workloads++
+				usage[r.Reservation.UserID] = u
 				return nil
 			}, provision.Provisioning, provision.Deployed, provision.Deleting)
 			if err != nil {
 				return nil, err
 			}
-			s := stats.Compute(active, capacity, time.Now())
-			return &s, nil
+			return admin.NewStats(stats.Compute(active, capacity, time.Now()), quotas, usage), nil
 		},
 	}
 }

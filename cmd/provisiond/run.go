@@ -81,6 +81,10 @@ func run(ctx context.Context, cfg *config) error {
 	if err := checkHeartbeat(cfg); err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
+	quotas, err := cfg.quotas()
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
 	key, err := identity.LoadOrCreate(cfg.identityPath())
 	if err != nil {
 		return fmt.Errorf("run: node identity: %w", err)
@@ -173,6 +177,7 @@ func run(ctx context.Context, cfg *config) error {
 		OpTimeout:         cfg.OpTimeout,
 		DependencyTimeout: cfg.DepTimeout,
 		ResyncInterval:    cfg.Resync,
+		Quotas:            quotas,
 		Log:               log,
 	})
 	d.engine = engine
@@ -454,9 +459,8 @@ func clockSkew(sk explorer.ClockSkew) *admin.ClockSkew {
 	return &admin.ClockSkew{Seconds: sk.Skew.Seconds(), MeasuredAt: sk.At, Hint: hint}
 }
 
-func (d *daemon) stats(context.Context) (*provision.Stats, error) {
-	s := d.engine.Status().Stats
-	return &s, nil
+func (d *daemon) stats(context.Context) (*admin.Stats, error) {
+	return admin.NewStats(d.engine.Status().Stats, d.engine.Quotas(), d.engine.Usage()), nil
 }
 
 // primitiveSet is what the engine is given: the primitives, which also
@@ -534,7 +538,7 @@ func (d *daemon) Records() (map[provision.State]map[provision.ReservationType]in
 	out := map[provision.State]map[provision.ReservationType]int{}
 	for _, st := range provision.States {
 		counts := map[provision.ReservationType]int{}
-		err := d.store.ScanUnits(func(_ string, typ provision.ReservationType, _ provision.Units) error {
+		err := d.store.ScanUnits(func(_, _ string, typ provision.ReservationType, _ provision.Units) error {
 			counts[typ]++
 			return nil
 		}, st)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/edgeprov/provisiond/provision"
 )
 
 // Limits bound what one caller can make the explorer do, so that one
@@ -55,6 +57,10 @@ type Limits struct {
 	// MaxActivePerUser is the most active (neither expired nor deleted)
 	// reservations one user may have (default 1000; negative: no quota).
 	MaxActivePerUser int
+	// MaxUnitsPerUser is the most units (CRU, MRU, SRU, HRU) one user's
+	// active reservations may hold together, each priced by the nodes'
+	// units table (Units); a zero unit is no limit (default: none).
+	MaxUnitsPerUser provision.Units
 	// BodyTimeout is how long a request body may take to arrive after its
 	// headers (default 30s).
 	BodyTimeout time.Duration
@@ -136,6 +142,7 @@ func (l Limits) withDefaults() Limits {
 	l.ListLimit = min(l.ListLimit, l.MaxListLimit)
 	if l.Off {
 		l.MaxActivePerUser = -1
+		l.MaxUnitsPerUser = provision.Units{}
 	}
 	return l
 }

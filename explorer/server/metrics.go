@@ -166,9 +166,9 @@ func (t *timedStore) CreateReservation(ctx context.Context, r *provision.Reserva
 	return seq, err
 }
 
-func (t *timedStore) CreateReservationWithin(ctx context.Context, r *provision.Reservation, now time.Time, maxActive int) (seq uint64, err error) {
+func (t *timedStore) CreateReservationWithin(ctx context.Context, r *provision.Reservation, now time.Time, q Quota) (seq uint64, err error) {
 	defer func(start time.Time) { t.time("create_reservation", start, err) }(time.Now())
-	seq, err = t.Store.CreateReservationWithin(ctx, r, now, maxActive)
+	seq, err = t.Store.CreateReservationWithin(ctx, r, now, q)
 	if err == nil {
 		t.m.events.Inc()
 	}
@@ -207,6 +207,15 @@ func (t *timedStore) MarkDelete(ctx context.Context, id string, check func(*prov
 		t.m.events.Inc()
 	}
 	return r, seq, err
+}
+
+func (t *timedStore) UpdateReservationWithin(ctx context.Context, id string, next *provision.Reservation, now time.Time, q Quota, check func(*provision.Reservation) error) (seq uint64, err error) {
+	defer func(start time.Time) { t.time("update_reservation", start, err) }(time.Now())
+	seq, err = t.Store.UpdateReservationWithin(ctx, id, next, now, q, check)
+	if err == nil {
+		t.m.events.Inc()
+	}
+	return seq, err
 }
 
 func (t *timedStore) UpdateReservation(ctx context.Context, id string, next *provision.Reservation, check func(*provision.Reservation) error) (seq uint64, err error) {

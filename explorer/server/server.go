@@ -1052,7 +1052,7 @@ func (s *Server) createReservation(w http.ResponseWriter, r *http.Request, c *ca
 	if err := checkEventSize(&rv); err != nil {
 		return err
 	}
-	seq, err := s.db.CreateReservationWithin(r.Context(), &rv, now, s.lim.MaxActivePerUser)
+	seq, err := s.db.CreateReservationWithin(r.Context(), &rv, now, Quota{MaxActive: s.lim.MaxActivePerUser, MaxUnits: s.lim.MaxUnitsPerUser})
 	if err != nil {
 		return err
 	}
@@ -1085,7 +1085,8 @@ func (s *Server) updateReservation(w http.ResponseWriter, r *http.Request, c *ca
 	if !owner.Equal(c.signed.Key) {
 		return fmt.Errorf("%w: the request is signed by %s, not by the reservation's user %s", ErrForbidden, c.signed.KeyID, rv.UserID)
 	}
-	if err := s.checkReservation(&rv, s.cfg.Now()); err != nil {
+	now := s.cfg.Now()
+	if err := s.checkReservation(&rv, now); err != nil {
 		return err
 	}
 	if !rv.IsUpdate() {
@@ -1095,7 +1096,8 @@ func (s *Server) updateReservation(w http.ResponseWriter, r *http.Request, c *ca
 	if err := checkEventSize(&rv); err != nil {
 		return err
 	}
-	seq, err := s.db.UpdateReservation(r.Context(), id, &rv, func(cur *provision.Reservation) error {
+	quota := Quota{MaxUnits: s.lim.MaxUnitsPerUser}
+	seq, err := s.db.UpdateReservationWithin(r.Context(), id, &rv, now, quota, func(cur *provision.Reservation) error {
 		if cur.UserID != rv.UserID {
 			return fmt.Errorf("%w: only the owner %s may update reservation %s", ErrForbidden, cur.UserID, id)
 		}

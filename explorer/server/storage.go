@@ -112,11 +112,13 @@ type Store interface {
 	// the digest).
 	CreateReservation(ctx context.Context, r *provision.Reservation) (uint64, error)
 	// CreateReservationWithin is CreateReservation under a quota: it fails
-	// with ErrQuota, storing nothing, when r's user already has maxActive
-	// or more active reservations (Active at now). The count and the
-	// insert are one atomic step: concurrent submissions of one user never
-	// pass the quota together. maxActive ≤ 0 means no quota.
-	CreateReservationWithin(ctx context.Context, r *provision.Reservation, now time.Time, maxActive int) (uint64, error)
+	// with ErrQuota (Quota.Check), storing nothing, when r's user already
+	// has q.MaxActive or more active reservations (Active at now), or when
+	// r's units (Units) beside those of the user's active reservations
+	// pass q.MaxUnits. The count, the sum and the insert are one atomic
+	// step: concurrent submissions of one user never pass the quota
+	// together. The zero Quota limits nothing.
+	CreateReservationWithin(ctx context.Context, r *provision.Reservation, now time.Time, q Quota) (uint64, error)
 	// Reservation returns a reservation with its latest result, or ErrNotFound.
 	Reservation(ctx context.Context, id string) (*provision.Reservation, error)
 	// ReservationsOf returns a user's reservations with their results,
@@ -141,6 +143,14 @@ type Store interface {
 	// stored result is dropped and next is published to its node (and
 	// counts as not delivered yet), in one transaction.
 	UpdateReservation(ctx context.Context, id string, next *provision.Reservation, check func(cur *provision.Reservation) error) (uint64, error)
+	// UpdateReservationWithin is UpdateReservation under a quota: once
+	// check accepted the stored version, it fails with ErrQuota
+	// (Quota.CheckUpdate), storing nothing, when next's units in place of
+	// the stored version's, beside those of the user's other active
+	// reservations (Active at now), pass q.MaxUnits; the count does not
+	// change. The sum and the write are one atomic step with the user's
+	// other submissions. The zero Quota limits nothing.
+	UpdateReservationWithin(ctx context.Context, id string, next *provision.Reservation, now time.Time, q Quota, check func(cur *provision.Reservation) error) (uint64, error)
 	// PutResults stores a batch of a node's results in one transaction:
 	// check(i, r) checks rs[i] against its stored reservation, a nil rs[i]
 	// is skipped, and a result is stored only when it Supersedes the stored

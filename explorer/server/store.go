@@ -315,13 +315,13 @@ func newID(b *bolt.Bucket) (string, error) {
 // publishes it to its node, in one transaction. It fails with
 // ErrUnknownNode or ErrDuplicate (another reservation holds the digest).
 func (s *BoltStore) CreateReservation(ctx context.Context, r *provision.Reservation) (uint64, error) {
-	return s.CreateReservationWithin(ctx, r, time.Time{}, 0)
+	return s.CreateReservationWithin(ctx, r, time.Time{}, Quota{})
 }
 
-// CreateReservationWithin is CreateReservation under a quota of maxActive
-// active reservations of r's user at now (≤ 0: none); the count reads the
-// active index in the same transaction as the insert.
-func (s *BoltStore) CreateReservationWithin(_ context.Context, r *provision.Reservation, now time.Time, maxActive int) (uint64, error) {
+// CreateReservationWithin is CreateReservation under the quota q of r's
+// user at now; the count (and, when q limits units, the sum of the units)
+// reads the active index in the same transaction as the insert.
+func (s *BoltStore) CreateReservationWithin(_ context.Context, r *provision.Reservation, now time.Time, q Quota) (uint64, error) {
 	digest := r.Digest()
 	check := func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketNodes).Get([]byte(r.NodeID)) == nil {
@@ -330,12 +330,14 @@ func (s *BoltStore) CreateReservationWithin(_ context.Context, r *provision.Rese
 		if other := tx.Bucket(bucketDigests).Get([]byte(digest)); other != nil {
 			return fmt.Errorf("%w: reservation %s has the same digest %s", ErrDuplicate, other, digest)
 		}
-		if maxActive > 0 {
-			if n := countActive(tx, r.UserID, now, maxActive); n >= maxActive {
-				return fmt.Errorf("%w: user %s has %d active reservations, at most %d (delete one or wait until one expires)", ErrQuota, r.UserID, n, maxActive)
-			}
+		if q.MaxActive <= 0 && !q.PricesUnits() {
+			return nil
 		}
-		return nil
+		n, used, err := activeUse(tx, r.UserID, now, q)
+		if err != nil {
+			return err
+		}
+		return q.Check(r.UserID, n, used, r)
 	}
 	// Refuse in a read transaction first: a write refused inside the
 	// group commit makes the group's other writes apply again, so
@@ -388,18 +390,39 @@ func (s *BoltStore) CreateReservationWithin(_ context.Context, r *provision.Rese
 	return seq, nil
 }
 
-// countActive counts user's reservations that are not marked for deletion
-// and expire after now, up to limit: a walk of at most limit keys.
-func countActive(tx *bolt.Tx, user string, now time.Time, limit int) int {
+// activeUse counts user's reservations that are not marked for deletion
+// and expire after now and, when q limits units, sums their units. Without
+// a units limit it stops at q.MaxActive: a walk of at most that many keys;
+// with one it reads and prices every active reservation of the user (at
+// most MaxActive of them when that limit is set).
+func activeUse(tx *bolt.Tx, user string, now time.Time, q Quota) (int, provision.Units, error) {
 	prefix := append([]byte(user), 0)
 	c := tx.Bucket(bucketActive).Cursor()
 	n := 0
+	var used provision.Units
+	price := q.PricesUnits()
 	// Expired at now: now after expires, so an entry with expires ≥ now
 	// (to the microsecond) is active.
-	for k, _ := c.Seek(append(bytes.Clone(prefix), timeKey(now.UnixMicro())...)); k != nil && bytes.HasPrefix(k, prefix) && n < limit; k, _ = c.Next() {
+	for k, _ := c.Seek(append(bytes.Clone(prefix), timeKey(now.UnixMicro())...)); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		if !price && n >= q.MaxActive {
+			break
+		}
 		n++
+		if !price {
+			continue
+		}
+		// user 0x00 expires(8) 0x00 id
+		if len(k) <= len(prefix)+8+1 {
+			return 0, provision.Units{}, fmt.Errorf("pricing the reservations of %s: active index key %x too short", user, k)
+		}
+		id := string(k[len(prefix)+8+1:])
+		r, err := loadReservation(tx, id)
+		if err != nil {
+			return 0, provision.Units{}, fmt.Errorf("pricing the reservations of %s: %w", user, err)
+		}
+		used = used.Add(Units(r))
 	}
-	return n
+	return n, used, nil
 }
 
 func userKey(user, id string) []byte {
@@ -571,7 +594,14 @@ func (s *BoltStore) MarkDelete(_ context.Context, id string, check func(*provisi
 // old version stays refused), the stored result is dropped (it answered
 // the old version) and next is published to its node, which has not had
 // it yet; all in one transaction.
-func (s *BoltStore) UpdateReservation(_ context.Context, id string, next *provision.Reservation, check func(cur *provision.Reservation) error) (uint64, error) {
+func (s *BoltStore) UpdateReservation(ctx context.Context, id string, next *provision.Reservation, check func(cur *provision.Reservation) error) (uint64, error) {
+	return s.UpdateReservationWithin(ctx, id, next, time.Time{}, Quota{}, check)
+}
+
+// UpdateReservationWithin is UpdateReservation under the quota q of the
+// user at now: the sum of the units of the user's active reservations
+// reads the active index in the same transaction as the write.
+func (s *BoltStore) UpdateReservationWithin(_ context.Context, id string, next *provision.Reservation, now time.Time, q Quota, check func(cur *provision.Reservation) error) (uint64, error) {
 	digest := next.Digest()
 	verify := func(tx *bolt.Tx) (*provision.Reservation, error) {
 		cur, err := loadReservation(tx, id)
@@ -580,6 +610,15 @@ func (s *BoltStore) UpdateReservation(_ context.Context, id string, next *provis
 		}
 		if err := check(cur); err != nil {
 			return nil, err
+		}
+		if q.PricesUnits() {
+			_, used, err := activeUse(tx, cur.UserID, now, q)
+			if err != nil {
+				return nil, err
+			}
+			if err := q.CheckUpdate(cur.UserID, used, now, cur, next); err != nil {
+				return nil, err
+			}
 		}
 		if other := tx.Bucket(bucketDigests).Get([]byte(digest)); other != nil {
 			return nil, fmt.Errorf("%w: reservation %s has the same digest %s", ErrDuplicate, other, digest)

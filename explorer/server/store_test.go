@@ -154,12 +154,12 @@ func TestBoltMigrateV1(t *testing.T) {
 	// Two active (the third is deleted): a quota of 3 takes one more.
 	more := explorertest.Volume(explorertest.NodeID(node), 10)
 	more.Sign(user)
-	if _, err := s.CreateReservationWithin(t.Context(), more, time.Now(), 3); err != nil {
+	if _, err := s.CreateReservationWithin(t.Context(), more, time.Now(), server.Quota{MaxActive: 3}); err != nil {
 		t.Fatalf("the third active of 3: %v", err)
 	}
 	again := explorertest.Volume(explorertest.NodeID(node), 11)
 	again.Sign(user)
-	if _, err := s.CreateReservationWithin(t.Context(), again, time.Now(), 3); !errors.Is(err, server.ErrQuota) {
+	if _, err := s.CreateReservationWithin(t.Context(), again, time.Now(), server.Quota{MaxActive: 3}); !errors.Is(err, server.ErrQuota) {
 		t.Fatalf("the fourth active of 3: %v, want ErrQuota", err)
 	}
 }

@@ -131,6 +131,9 @@ type Options struct {
 	// signs for one reservation because its status changed (see
 	// StatusInspector); a later change waits. Default: 10s.
 	StatusInterval time.Duration
+	// Quotas limits what each user's active workloads may hold on this
+	// node (see admit). Default: the zero Quotas, which limits no one.
+	Quotas provision.Quotas
 	// OutboxRate limits deliveries to the explorer. Default: 20/s.
 	OutboxRate rate.Limit
 	// OutboxBurst is the burst of OutboxRate. Default: 5.
@@ -235,6 +238,7 @@ type Engine struct {
 	// store agree.
 	tallyMu    sync.Mutex
 	tally      *tally.Tally
+	quotas     provision.Quotas // read-only after New
 	capacity   provision.Capacity
 	capacityOK bool
 	statsGen   uint64 // numbers the Stats computed (statsLocked)
@@ -291,6 +295,7 @@ func New(opts Options) *Engine {
 		sched:              sched.New(),
 		seed:               maphash.MakeSeed(),
 		tally:              tally.New(),
+		quotas:             opts.Quotas,
 		outboxWake:         make(chan struct{}, 1),
 		subs:               make(map[chan provision.Stats]struct{}),
 	}
@@ -520,6 +525,17 @@ func (e *Engine) statsLocked() (provision.Stats, uint64) {
 	return provision.Stats{Used: e.tally.Total(), Capacity: e.capacity, Workloads: e.tally.Workloads(), Updated: e.now()}, e.statsGen
 }
 
+// Usage returns what each user's active workloads hold on this node (a
+// fresh map; users with none are absent).
+func (e *Engine) Usage() map[string]provision.Usage {
+	e.tallyMu.Lock()
+	defer e.tallyMu.Unlock()
+	return e.tally.Users()
+}
+
+// Quotas returns the quotas the Engine enforces.
+func (e *Engine) Quotas() provision.Quotas { return e.quotas }
+
 // lock returns the record lock of id. Ingest, workers and
 // DecommissionCached hold it across every read-modify-write of a record
 // (until the write is durable), never across a side effect. Each ID has a
@@ -529,7 +545,8 @@ func (e *Engine) lock(id string) idlock.Lock {
 	return e.locks.Of(id)
 }
 
-// recover rebuilds the tally from the store, enqueues a fresh Stats and
+// recover rebuilds the tally (the used units and each user's usage) from
+// the store, enqueues a fresh Stats and
 // queues what the previous run left unfinished: accepted and provisioning
 // records are driven again, deleting ones urgently, deployed ones
 // inspected (when the primitives can) and repaired when they vanished.
@@ -538,8 +555,8 @@ func (e *Engine) recover(ctx context.Context) error {
 		e.log.Warn().Err(err).Msg("reading capacity failed")
 	}
 	tally := tally.New()
-	set := func(id string, typ provision.ReservationType, u provision.Units) error {
-		tally.Set(id, typ, u)
+	set := func(id, user string, typ provision.ReservationType, u provision.Units) error {
+		tally.Set(id, user, typ, u)
 		return nil
 	}
 	var err error
@@ -547,7 +564,7 @@ func (e *Engine) recover(ctx context.Context) error {
 		err = us.ScanUnits(set, provision.Provisioning, provision.Deployed, provision.Deleting)
 	} else {
 		err = e.store.Scan(func(rec *provision.Record) error {
-			return set(rec.ID(), rec.Reservation.Type, rec.Units)
+			return set(rec.ID(), rec.Reservation.UserID, rec.Reservation.Type, rec.Units)
 		}, provision.Provisioning, provision.Deployed, provision.Deleting)
 	}
 	if err != nil {
@@ -679,7 +696,7 @@ func (e *Engine) commitWith(rec *provision.Record, from provision.State, res *pr
 	changed := from.Active() != rec.State.Active() || was != nil
 	undo := func() {
 		if was != nil {
-			e.tally.Set(rec.ID(), rec.Reservation.Type, *was)
+			e.tally.Set(rec.ID(), rec.Reservation.UserID, rec.Reservation.Type, *was)
 			return
 		}
 		e.setTally(rec, from.Active())
@@ -744,7 +761,7 @@ func (e *Engine) commitWith(rec *provision.Record, from provision.State, res *pr
 // setTally makes the tally count rec (active) or not. e.tallyMu is held.
 func (e *Engine) setTally(rec *provision.Record, active bool) {
 	if active {
-		e.tally.Set(rec.ID(), rec.Reservation.Type, rec.Units)
+		e.tally.Set(rec.ID(), rec.Reservation.UserID, rec.Reservation.Type, rec.Units)
 	} else {
 		e.tally.Remove(rec.ID())
 	}

@@ -168,7 +168,7 @@ func activeSet(t testing.TB, s provision.Store) (provision.Units, map[provision.
 	err := s.Scan(func(rec *provision.Record) error {
 		sum = sum.Add(rec.Units)
 		count[rec.Reservation.Type]++
-		fresh.Set(rec.ID(), rec.Reservation.Type, rec.Units)
+		fresh.Set(rec.ID(), rec.Reservation.UserID, rec.Reservation.Type, rec.Units)
 		return nil
 	}, provision.Provisioning, provision.Deployed, provision.Deleting)
 	if err != nil {

@@ -198,6 +198,9 @@ func (e *Engine) start(ctx context.Context, rec *provision.Record) outcome {
 	return outcome{}
 }
 
+// onThisNode is where a node's quota refusal says the limit is.
+const onThisNode = "on this node"
+
 // admissionResult is what admission decided for a record.
 type admissionResult struct {
 	// finish waits for the queued write of the admitted or refused record
@@ -238,27 +241,45 @@ func (e *Engine) admission(ctx context.Context, rec *provision.Record, from prov
 	return admissionResult{finish: finish, refused: refused, err: err}
 }
 
-// admit checks that rec, accepted, fits the node's usable capacity beside
-// what the tally counts. If it does, rec moves to provisioning; else to
-// failed, with a signed error result naming the short units. The tally is
-// charged and the write of rec (an Add when add is set, else a Save from
-// state from) queued under the tally lock, so two reservations can never
-// both take the last free units. It returns the write's finish (see
-// commitLocked) and, when rec was refused, why. On an error nothing was
-// queued and the tally is unchanged.
+// admit checks that rec, accepted, fits its owner's quota (see
+// provision.Quota.Check) beside what the tally counts for the owner, and
+// the node's usable capacity beside what the tally counts in all. If it
+// does, rec moves to provisioning; else to failed, with a signed error
+// result naming the limit: the user's quota (provision.ErrQuota), else the
+// short units (provision.ErrNoCapacity). Both refusals are permanent:
+// there is no queue of requests waiting for capacity, and a quota only
+// changes when the operator restarts the node with another, so the owner
+// must delete a workload, or ask the operator, and reserve again. The tally
+// is charged and the write of rec (an Add when add is set, else a Save
+// from state from) queued under the tally lock, so two reservations can
+// never both take the last free units or the last of a user's quota. It
+// returns the write's finish (see commitLocked) and, when rec was refused,
+// why. On an error nothing was queued and the tally is unchanged.
 func (e *Engine) admit(rec *provision.Record, from provision.State, add bool, capacity provision.Capacity) (finish func() error, refused, err error) {
 	e.tallyMu.Lock()
 	defer e.tallyMu.Unlock()
+	user := rec.Reservation.UserID
+	quota := e.quotas.For(user)
 	if p := rec.Prior; p != nil && from.Active() {
 		// An update: its units replace the prior version's, which the
-		// tally counts. A refusal writes nothing; the prior version runs on.
+		// tally counts (in the total and in the owner's usage), and the
+		// number of workloads stays. A refusal writes nothing; the prior
+		// version runs on.
+		used := e.tally.User(user)
+		used.Units = used.Units.Sub(p.Units)
+		if refused = quota.Check(user, used, rec.Units, 0, onThisNode); refused != nil {
+			return nil, refused, nil
+		}
 		if refused = capacity.Admit(e.tally.Total().Sub(p.Units), rec.Units); refused != nil {
 			return nil, refused, nil
 		}
 		rec.Move(provision.Provisioning, e.now(), fmt.Sprintf("updating from version %d to %d", p.Reservation.Version, rec.Reservation.Version))
 		return e.commitWith(rec, from, nil, add, &p.Units), nil, nil
 	}
-	refused = capacity.Admit(e.tally.Total(), rec.Units)
+	refused = quota.Check(user, e.tally.User(user), rec.Units, 1, onThisNode)
+	if refused == nil {
+		refused = capacity.Admit(e.tally.Total(), rec.Units)
+	}
 	if refused == nil {
 		rec.Move(provision.Provisioning, e.now(), "")
 		return e.commitLocked(rec, from, nil, add), nil, nil
@@ -276,7 +297,7 @@ func (e *Engine) admit(rec *provision.Record, from provision.State, add bool, ca
 // turn (the state is written before the side effect).
 func (e *Engine) admitted(rec *provision.Record, refused error) {
 	if refused != nil {
-		e.logr(zerolog.WarnLevel, rec.Reservation).Err(refused).Msg("reservation refused for capacity")
+		e.logr(zerolog.WarnLevel, rec.Reservation).Err(refused).Msg("reservation refused for quota or capacity")
 		return
 	}
 	e.sched.Request(rec.ID(), sched.Drive, false)

@@ -30,13 +30,44 @@ func toFixed(u provision.Units) fixedUnits {
 	}
 }
 
+func (f *fixedUnits) add(o fixedUnits) {
+	f.cru += o.cru
+	f.mru += o.mru
+	f.sru += o.sru
+	f.hru += o.hru
+}
+
+func (f *fixedUnits) sub(o fixedUnits) {
+	f.cru -= o.cru
+	f.mru -= o.mru
+	f.sru -= o.sru
+	f.hru -= o.hru
+}
+
+func (f fixedUnits) units() provision.Units {
+	return provision.Units{
+		CRU: f.cru,
+		MRU: float64(f.mru) / tallyScale,
+		SRU: float64(f.sru) / tallyScale,
+		HRU: float64(f.hru) / tallyScale,
+	}
+}
+
 type tallyEntry struct {
+	user  string
 	typ   provision.ReservationType
 	units fixedUnits
 }
 
+// userSum is what one user's reservations in the set hold.
+type userSum struct {
+	units fixedUnits
+	count uint64
+}
+
 // Tally is the set of reservations that hold capacity, keyed by
-// reservation ID, with their units. Set and Remove are idempotent: setting
+// reservation ID, with their owners and units: the node's total and each
+// user's usage (for quotas). Set and Remove are idempotent: setting
 // an ID twice replaces its units, removing an absent ID does nothing, so a
 // repeated event can never count twice (the predecessor's counters drifted
 // and doubled). The sums are kept in fixed point (1 KiB resolution), which
@@ -46,23 +77,33 @@ type Tally struct {
 	set   map[string]tallyEntry
 	total fixedUnits
 	count map[provision.ReservationType]uint64
+	users map[string]*userSum
 }
 
 // New returns an empty Tally.
 func New() *Tally {
-	return &Tally{set: make(map[string]tallyEntry), count: make(map[provision.ReservationType]uint64)}
+	return &Tally{
+		set:   make(map[string]tallyEntry),
+		count: make(map[provision.ReservationType]uint64),
+		users: make(map[string]*userSum),
+	}
 }
 
-// Set records that id, of type typ, holds u, replacing what id held before.
-func (t *Tally) Set(id string, typ provision.ReservationType, u provision.Units) {
+// Set records that id, of type typ and owned by user, holds u, replacing
+// what id held before.
+func (t *Tally) Set(id, user string, typ provision.ReservationType, u provision.Units) {
 	t.Remove(id)
 	f := toFixed(u)
-	t.set[id] = tallyEntry{typ: typ, units: f}
-	t.total.cru += f.cru
-	t.total.mru += f.mru
-	t.total.sru += f.sru
-	t.total.hru += f.hru
+	t.set[id] = tallyEntry{user: user, typ: typ, units: f}
+	t.total.add(f)
 	t.count[typ]++
+	us := t.users[user]
+	if us == nil {
+		us = &userSum{}
+		t.users[user] = us
+	}
+	us.units.add(f)
+	us.count++
 }
 
 // Remove forgets id; it does nothing when id is not in the set.
@@ -72,12 +113,14 @@ func (t *Tally) Remove(id string) {
 		return
 	}
 	delete(t.set, id)
-	t.total.cru -= e.units.cru
-	t.total.mru -= e.units.mru
-	t.total.sru -= e.units.sru
-	t.total.hru -= e.units.hru
+	t.total.sub(e.units)
 	if t.count[e.typ]--; t.count[e.typ] == 0 {
 		delete(t.count, e.typ)
+	}
+	us := t.users[e.user]
+	us.units.sub(e.units)
+	if us.count--; us.count == 0 {
+		delete(t.users, e.user)
 	}
 }
 
@@ -91,13 +134,32 @@ func (t *Tally) Has(id string) bool {
 func (t *Tally) Len() int { return len(t.set) }
 
 // Total returns the sum of the units of the set.
-func (t *Tally) Total() provision.Units {
-	return provision.Units{
-		CRU: t.total.cru,
-		MRU: float64(t.total.mru) / tallyScale,
-		SRU: float64(t.total.sru) / tallyScale,
-		HRU: float64(t.total.hru) / tallyScale,
+func (t *Tally) Total() provision.Units { return t.total.units() }
+
+// User returns what user's reservations in the set hold (zero when none).
+func (t *Tally) User(user string) provision.Usage {
+	us := t.users[user]
+	if us == nil {
+		return provision.Usage{}
 	}
+	return provision.Usage{Units: us.units.units(), Workloads: us.count}
+}
+
+// Users returns what each user with a reservation in the set holds (a
+// fresh map).
+func (t *Tally) Users() map[string]provision.Usage {
+	m := make(map[string]provision.Usage, len(t.users))
+	for user, us := range t.users {
+		m[user] = provision.Usage{Units: us.units.units(), Workloads: us.count}
+	}
+	return m
+}
+
+// Get returns what the set counts for id: its owner and units, and
+// whether id is in the set.
+func (t *Tally) Get(id string) (user string, u provision.Units, ok bool) {
+	e, ok := t.set[id]
+	return e.user, e.units.units(), ok
 }
 
 // Workloads returns how many reservations of each type the set holds (a

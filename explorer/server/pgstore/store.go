@@ -213,30 +213,29 @@ func newID() (string, error) {
 // CreateReservation assigns r an ID, stores it and publishes it to its
 // node, in one transaction.
 func (s *Store) CreateReservation(ctx context.Context, r *provision.Reservation) (uint64, error) {
-	return s.CreateReservationWithin(ctx, r, time.Time{}, 0)
+	return s.CreateReservationWithin(ctx, r, time.Time{}, server.Quota{})
 }
 
-// CreateReservationWithin is CreateReservation under a quota of maxActive
-// active reservations of r's user at now (≤ 0: none). A transaction-scoped
-// advisory lock on the user serialises the count and the insert of one
-// user's submissions across every replica; it is taken before the node's
-// row lock, always in that order.
-func (s *Store) CreateReservationWithin(ctx context.Context, r *provision.Reservation, now time.Time, maxActive int) (uint64, error) {
+// CreateReservationWithin is CreateReservation under the quota q of r's
+// user at now. A transaction-scoped advisory lock on the user serialises
+// the count (and, when q limits units, the sum of the units of the user's
+// active reservations, priced in Go by server.Units from their bodies) and
+// the insert of one user's submissions across every replica; it is taken
+// before the node's row lock, always in that order.
+func (s *Store) CreateReservationWithin(ctx context.Context, r *provision.Reservation, now time.Time, q server.Quota) (uint64, error) {
 	digest := r.Digest()
 	var seq uint64
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		if maxActive > 0 {
+		if q.MaxActive > 0 || q.PricesUnits() {
 			if _, err := tx.Exec(ctx, "select pg_advisory_xact_lock($1, hashtext($2))", lockQuota, r.UserID); err != nil {
 				return fmt.Errorf("locking the quota of %s: %w", r.UserID, err)
 			}
-			var n int
-			err := tx.QueryRow(ctx, `select count(*) from (select 1 from reservations
-				where user_id = $1 and not to_delete and expires >= $2 limit $3) a`, r.UserID, now, maxActive).Scan(&n)
+			n, used, err := activeUse(ctx, tx, r.UserID, now, q)
 			if err != nil {
-				return fmt.Errorf("counting the reservations of %s: %w", r.UserID, err)
+				return err
 			}
-			if n >= maxActive {
-				return fmt.Errorf("%w: user %s has %d active reservations, at most %d (delete one or wait until one expires)", server.ErrQuota, r.UserID, n, maxActive)
+			if err := q.Check(r.UserID, n, used, r); err != nil {
+				return err
 			}
 		}
 		// The node's row lock next: it orders the node's events and
@@ -279,6 +278,47 @@ func (s *Store) CreateReservationWithin(ctx context.Context, r *provision.Reserv
 	}
 	s.notify(server.NodeTopic(r.NodeID), server.UserTopic(r.UserID))
 	return seq, nil
+}
+
+// activeUse counts user's reservations that are not marked for deletion
+// and expire at now or later and, when q limits units, sums their units.
+// Without a units limit the count stops at q.MaxActive; with one every
+// active reservation's body is read and priced (at most MaxActive of them
+// when that limit is set).
+func activeUse(ctx context.Context, tx pgx.Tx, user string, now time.Time, q server.Quota) (int, provision.Units, error) {
+	if !q.PricesUnits() {
+		var n int
+		err := tx.QueryRow(ctx, `select count(*) from (select 1 from reservations
+			where user_id = $1 and not to_delete and expires >= $2 limit $3) a`, user, now, q.MaxActive).Scan(&n)
+		if err != nil {
+			return 0, provision.Units{}, fmt.Errorf("counting the reservations of %s: %w", user, err)
+		}
+		return n, provision.Units{}, nil
+	}
+	rows, err := tx.Query(ctx, `select body from reservations
+		where user_id = $1 and not to_delete and expires >= $2`, user, now)
+	if err != nil {
+		return 0, provision.Units{}, fmt.Errorf("pricing the reservations of %s: %w", user, err)
+	}
+	defer rows.Close()
+	n := 0
+	var used provision.Units
+	for rows.Next() {
+		var body []byte
+		if err := rows.Scan(&body); err != nil {
+			return 0, provision.Units{}, fmt.Errorf("pricing the reservations of %s: %w", user, err)
+		}
+		var r provision.Reservation
+		if err := json.Unmarshal(body, &r); err != nil {
+			return 0, provision.Units{}, fmt.Errorf("pricing the reservations of %s: decoding: %w", user, err)
+		}
+		n++
+		used = used.Add(server.Units(&r))
+	}
+	if err := rows.Err(); err != nil {
+		return 0, provision.Units{}, fmt.Errorf("pricing the reservations of %s: %w", user, err)
+	}
+	return n, used, nil
 }
 
 // decodeReservation decodes a stored reservation, its result and when it
@@ -454,9 +494,23 @@ func digestFree(ctx context.Context, tx pgx.Tx, digest string) error {
 // lock (taken by the publish) serialises it with creations of the same
 // digest, as in CreateReservationWithin.
 func (s *Store) UpdateReservation(ctx context.Context, id string, next *provision.Reservation, check func(*provision.Reservation) error) (uint64, error) {
+	return s.UpdateReservationWithin(ctx, id, next, time.Time{}, server.Quota{}, check)
+}
+
+// UpdateReservationWithin is UpdateReservation under the quota q of the
+// user at now. When q limits units, the advisory lock on the user (next's,
+// which check requires to be the stored version's) is taken first, as
+// CreateReservationWithin takes it, so the sum and the write are one step
+// with the user's other submissions; then the row lock, then the node's.
+func (s *Store) UpdateReservationWithin(ctx context.Context, id string, next *provision.Reservation, now time.Time, q server.Quota, check func(*provision.Reservation) error) (uint64, error) {
 	digest := next.Digest()
 	var seq uint64
 	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if q.PricesUnits() {
+			if _, err := tx.Exec(ctx, "select pg_advisory_xact_lock($1, hashtext($2))", lockQuota, next.UserID); err != nil {
+				return fmt.Errorf("locking the quota of %s: %w", next.UserID, err)
+			}
+		}
 		var body, result []byte
 		var delivered *time.Time
 		var curDigest string
@@ -473,6 +527,18 @@ func (s *Store) UpdateReservation(ctx context.Context, id string, next *provisio
 		}
 		if err := check(cur); err != nil {
 			return err
+		}
+		if q.PricesUnits() {
+			if cur.UserID != next.UserID {
+				return fmt.Errorf("%w: reservation %s is %s's, the update %s's", server.ErrForbidden, id, cur.UserID, next.UserID)
+			}
+			_, used, err := activeUse(ctx, tx, cur.UserID, now, q)
+			if err != nil {
+				return err
+			}
+			if err := q.CheckUpdate(cur.UserID, used, now, cur, next); err != nil {
+				return err
+			}
 		}
 		if seq, err = nextSeq(ctx, tx, cur.NodeID); err != nil {
 			return err

@@ -42,6 +42,9 @@ func Run(t *testing.T, open Open) {
 		{"reservations-page-bytes", testReservationsPageBytes},
 		{"quota", testQuota},
 		{"quota-concurrent", testQuotaConcurrent},
+		{"unit-quota", testUnitQuota},
+		{"unit-quota-concurrent", testUnitQuotaConcurrent},
+		{"unit-quota-update", testUnitQuotaUpdate},
 		{"mark-delete", testMarkDelete},
 		{"update-reservation", testUpdateReservation},
 		{"put-results", testPutResults},
@@ -927,12 +930,12 @@ func testQuota(t *testing.T, s server.Store) {
 		t.Fatal(err)
 	}
 	for i := range 3 {
-		if _, err := s.CreateReservationWithin(ctx, f.reservation(nil), now, 3); err != nil {
+		if _, err := s.CreateReservationWithin(ctx, f.reservation(nil), now, server.Quota{MaxActive: 3}); err != nil {
 			t.Fatalf("reservation %d of a quota of 3: %v", i+1, err)
 		}
 	}
 	_, seq, _ := s.Node(ctx, f.node)
-	if _, err := s.CreateReservationWithin(ctx, f.reservation(nil), now, 3); !errors.Is(err, server.ErrQuota) {
+	if _, err := s.CreateReservationWithin(ctx, f.reservation(nil), now, server.Quota{MaxActive: 3}); !errors.Is(err, server.ErrQuota) {
 		t.Fatalf("the fourth active reservation: %v, want ErrQuota", err)
 	}
 	if _, seq2, _ := s.Node(ctx, f.node); seq2 != seq {
@@ -940,14 +943,14 @@ func testQuota(t *testing.T, s server.Store) {
 	}
 	// Another user has a quota of their own; no quota is no limit.
 	g := newFixture(t, s)
-	if _, err := s.CreateReservationWithin(ctx, g.reservation(nil), now, 3); err != nil {
+	if _, err := s.CreateReservationWithin(ctx, g.reservation(nil), now, server.Quota{MaxActive: 3}); err != nil {
 		t.Fatalf("another user: %v", err)
 	}
-	if _, err := s.CreateReservationWithin(ctx, f.reservation(nil), now, 0); err != nil {
+	if _, err := s.CreateReservationWithin(ctx, f.reservation(nil), now, server.Quota{MaxActive: 0}); err != nil {
 		t.Fatalf("no quota: %v", err)
 	}
 	// Later, when the first three have expired, there is room again.
-	if _, err := s.CreateReservationWithin(ctx, f.reservation(nil), now.Add(2*time.Hour), 3); err != nil {
+	if _, err := s.CreateReservationWithin(ctx, f.reservation(nil), now.Add(2*time.Hour), server.Quota{MaxActive: 3}); err != nil {
 		t.Fatalf("after expiry: %v", err)
 	}
 	// Deleting one frees its place.
@@ -955,14 +958,14 @@ func testQuota(t *testing.T, s server.Store) {
 	var first *provision.Reservation
 	for i := range 2 {
 		r := h.reservation(nil)
-		if _, err := s.CreateReservationWithin(ctx, r, now, 2); err != nil {
+		if _, err := s.CreateReservationWithin(ctx, r, now, server.Quota{MaxActive: 2}); err != nil {
 			t.Fatalf("reservation %d of a quota of 2: %v", i+1, err)
 		}
 		if first == nil {
 			first = r
 		}
 	}
-	if _, err := s.CreateReservationWithin(ctx, h.reservation(nil), now, 2); !errors.Is(err, server.ErrQuota) {
+	if _, err := s.CreateReservationWithin(ctx, h.reservation(nil), now, server.Quota{MaxActive: 2}); !errors.Is(err, server.ErrQuota) {
 		t.Fatalf("the third of 2: %v, want ErrQuota", err)
 	}
 	d := *first
@@ -970,7 +973,7 @@ func testQuota(t *testing.T, s server.Store) {
 	if _, _, err := s.MarkDelete(ctx, first.ID, deleteCheck(d.DeleteSignature)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateReservationWithin(ctx, h.reservation(nil), now, 2); err != nil {
+	if _, err := s.CreateReservationWithin(ctx, h.reservation(nil), now, server.Quota{MaxActive: 2}); err != nil {
 		t.Fatalf("after a delete: %v", err)
 	}
 }
@@ -989,7 +992,7 @@ func testQuotaConcurrent(t *testing.T, s server.Store) {
 	var wg sync.WaitGroup
 	for _, r := range rs {
 		wg.Go(func() {
-			_, err := s.CreateReservationWithin(t.Context(), r, now, quota)
+			_, err := s.CreateReservationWithin(t.Context(), r, now, server.Quota{MaxActive: quota})
 			switch {
 			case err == nil:
 				ok.Add(1)
@@ -1003,6 +1006,145 @@ func testQuotaConcurrent(t *testing.T, s server.Store) {
 	wg.Wait()
 	if ok.Load() != quota || refused.Load() != tries-quota {
 		t.Fatalf("%d accepted, %d refused; want %d and %d", ok.Load(), refused.Load(), quota, tries-quota)
+	}
+}
+
+// sized returns a mutation that makes a volume reservation size GiB of
+// SSD, with its own creation time (so its own digest) when nth differs.
+func sized(size int64, nth int) func(*provision.Reservation) {
+	return func(r *provision.Reservation) {
+		r.Data = []byte(fmt.Sprintf(`{"size":%d,"type":"ssd"}`, size))
+		r.Created = r.Created.Add(-time.Duration(nth) * time.Second)
+	}
+}
+
+// testUnitQuota: the units of a user's active reservations (priced by
+// the nodes' table) are limited per unit; expired and deleted ones do not
+// count, another user has a quota of their own, a delete frees its units,
+// and a unit not limited is not checked.
+func testUnitQuota(t *testing.T, s server.Store) {
+	ctx := t.Context()
+	f := newFixture(t, s)
+	now := time.Now()
+	q := server.Quota{MaxUnits: provision.Units{SRU: 10}}
+	f.create(t, s, func(r *provision.Reservation) {
+		sized(50, 0)(r)
+		r.Created = now.Add(-2 * time.Hour).UTC()
+	})
+	del, _ := f.create(t, s, sized(50, 1))
+	d := *del
+	d.SignDelete(f.user)
+	if _, _, err := s.MarkDelete(ctx, del.ID, deleteCheck(d.DeleteSignature)); err != nil {
+		t.Fatal(err)
+	}
+	three := f.reservation(sized(3, 2))
+	for _, r := range []*provision.Reservation{three, f.reservation(sized(4, 3))} {
+		if _, err := s.CreateReservationWithin(ctx, r, now, q); err != nil {
+			t.Fatalf("within 10 GiB SRU: %v", err)
+		}
+	}
+	_, seq, _ := s.Node(ctx, f.node)
+	_, err := s.CreateReservationWithin(ctx, f.reservation(sized(5, 4)), now, q)
+	want := "would use 12 of 10 GiB SRU at this explorer"
+	if !errors.Is(err, server.ErrQuota) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), explorertest.UserID(f.user)) {
+		t.Fatalf("past 10 GiB SRU: %v, want ErrQuota naming the user and %q", err, want)
+	}
+	if _, seq2, _ := s.Node(ctx, f.node); seq2 != seq {
+		t.Fatalf("a refusal took sequence number %d", seq2)
+	}
+	if _, err := s.CreateReservationWithin(ctx, f.reservation(sized(3, 5)), now, q); err != nil {
+		t.Fatalf("exactly 10 GiB SRU: %v", err)
+	}
+	// A limit on another unit does not weigh SSD volumes.
+	if _, err := s.CreateReservationWithin(ctx, f.reservation(sized(100, 6)), now, server.Quota{MaxUnits: provision.Units{HRU: 1, CRU: 1}}); err != nil {
+		t.Fatalf("an SSD volume under HRU and CRU limits: %v", err)
+	}
+	// Another user's units are theirs.
+	g := newFixture(t, s)
+	if _, err := s.CreateReservationWithin(ctx, g.reservation(sized(10, 0)), now, q); err != nil {
+		t.Fatalf("another user: %v", err)
+	}
+	// Deleting frees the units; both limits apply together.
+	d = *three
+	d.SignDelete(f.user)
+	if _, _, err := s.MarkDelete(ctx, three.ID, deleteCheck(d.DeleteSignature)); err != nil {
+		t.Fatal(err)
+	}
+	q2 := server.Quota{MaxActive: 10, MaxUnits: provision.Units{SRU: 110}}
+	if _, err := s.CreateReservationWithin(ctx, f.reservation(sized(3, 7)), now, q2); err != nil {
+		t.Fatalf("after a delete: %v", err)
+	}
+	_, err = s.CreateReservationWithin(ctx, f.reservation(sized(1, 8)), now, q2)
+	if !errors.Is(err, server.ErrQuota) || !strings.Contains(err.Error(), "would use 111 of 110 GiB SRU") {
+		t.Fatalf("past 110 GiB SRU with room in the count: %v", err)
+	}
+}
+
+// testUnitQuotaConcurrent: concurrent submissions of one user never pass
+// the units quota together.
+func testUnitQuotaConcurrent(t *testing.T, s server.Store) {
+	f := newFixture(t, s)
+	const fit, tries = 5, 24
+	rs := make([]*provision.Reservation, tries)
+	for i := range rs {
+		rs[i] = f.reservation(sized(2, i))
+	}
+	now := time.Now()
+	q := server.Quota{MaxUnits: provision.Units{SRU: 2 * fit}}
+	var ok, refused atomic.Int32
+	var wg sync.WaitGroup
+	for _, r := range rs {
+		wg.Go(func() {
+			_, err := s.CreateReservationWithin(t.Context(), r, now, q)
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case errors.Is(err, server.ErrQuota):
+				refused.Add(1)
+			default:
+				t.Errorf("create: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if ok.Load() != fit || refused.Load() != tries-fit {
+		t.Fatalf("%d accepted, %d refused; want %d and %d", ok.Load(), refused.Load(), fit, tries-fit)
+	}
+}
+
+// testUnitQuotaUpdate: an update's units replace the stored version's in
+// the user's sum; one past the quota is refused and stores nothing.
+func testUnitQuotaUpdate(t *testing.T, s server.Store) {
+	ctx := t.Context()
+	f := newFixture(t, s)
+	now := time.Now()
+	q := server.Quota{MaxUnits: provision.Units{SRU: 10}}
+	a, b := f.reservation(sized(4, 0)), f.reservation(sized(5, 1))
+	for _, r := range []*provision.Reservation{a, b} {
+		if _, err := s.CreateReservationWithin(ctx, r, now, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pass := func(*provision.Reservation) error { return nil }
+	_, err := s.UpdateReservationWithin(ctx, a.ID, f.next(a, 6), now, q, pass)
+	if !errors.Is(err, server.ErrQuota) || !strings.Contains(err.Error(), "would use 11 of 10 GiB SRU at this explorer") {
+		t.Fatalf("an update past the quota: %v", err)
+	}
+	if got, _ := s.Reservation(ctx, a.ID); got.Digest() != a.Digest() {
+		t.Fatal("a refused update was stored")
+	}
+	a2 := f.next(a, 5)
+	if _, err := s.UpdateReservationWithin(ctx, a.ID, a2, now, q, pass); err != nil {
+		t.Fatalf("an update to exactly the quota: %v", err)
+	}
+	// The sum now counts version 2 (5 GiB), not version 1.
+	if _, err := s.CreateReservationWithin(ctx, f.reservation(sized(1, 2)), now, q); !errors.Is(err, server.ErrQuota) || !strings.Contains(err.Error(), "would use 11 of 10") {
+		t.Fatalf("a creation after the update: %v", err)
+	}
+	// The check runs before the quota: its refusal wins.
+	refused := errors.New("refused")
+	if _, err := s.UpdateReservationWithin(ctx, b.ID, f.next(b, 500), now, q, func(*provision.Reservation) error { return refused }); !errors.Is(err, refused) {
+		t.Fatalf("a refused check: %v", err)
 	}
 }
 
