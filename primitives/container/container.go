@@ -68,7 +68,7 @@ var (
 	ErrImageNotFound  = errors.New("container: image not found")
 	ErrBadImage       = errors.New("container: bad image")
 	ErrImageTooLarge  = errors.New("container: image too large")
-	ErrImageRefused   = errors.New("container: image URL refused")
+	ErrImageRefused   = errors.New("container: image source refused")
 	ErrCrashLoop      = errors.New("container: crash-looping")
 	ErrNoStatus       = errors.New("container: no status (started by an earlier release)")
 )
