@@ -36,6 +36,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/edgeprov/provisiond/internal/registry"
 	"github.com/edgeprov/provisiond/primitives/container"
 	"github.com/edgeprov/provisiond/primitives/network"
 	"github.com/edgeprov/provisiond/primitives/volume"
@@ -92,6 +93,9 @@ type Options struct {
 	// image (container.Options). Default none.
 	InsecureRegistries []string
 	RegistryMirrors    []string
+	// RegistryAuth holds the credentials of private registries
+	// (container.Options.RegistryAuth). Default nil: none.
+	RegistryAuth *registry.Auth
 	// Uplink is the node's public interface (network.Options.Uplink):
 	// networks reach the outside through it and containers publish ports
 	// on it. Default "": networks are islands, publishing fails.
@@ -186,6 +190,7 @@ func New(opts Options) *Table {
 		OnChange: t.onChange, RestartBackoff: opts.ContainerRestartBackoff, RestartBackoffMax: opts.ContainerRestartBackoffMax,
 		BootID:             opts.ContainerBootID,
 		InsecureRegistries: opts.InsecureRegistries, RegistryMirrors: opts.RegistryMirrors,
+		RegistryAuth: opts.RegistryAuth,
 	})
 	t.table = t.newTable()
 	return t

@@ -73,7 +73,10 @@ type config struct {
 	// (container.Options).
 	InsecureRegistries []string
 	RegistryMirrors    []string
-	GCInterval         time.Duration
+	// RegistryAuth is the credentials file of private registries (a
+	// docker config.json; default "": none).
+	RegistryAuth string
+	GCInterval   time.Duration
 
 	// ExplorerTimeout bounds one request to the explorer, its reply read
 	// included; a poll gets PollWait + ExplorerTimeout (default 30s).
@@ -164,6 +167,7 @@ func runFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "image-hosts", Usage: "`HOST`s (names or IP literals, comma-separated or repeated) an http(s) image may be fetched from although they resolve to a loopback, link-local, private or the node's own address; default none", EnvVars: env("IMAGE_HOSTS")},
 		&cli.StringSliceFlag{Name: "insecure-registries", Usage: "registry `HOST:PORT`s (comma-separated or repeated) spoken to over plain HTTP; every other registry must speak HTTPS. A listed registry may be on a private or loopback address", EnvVars: env("INSECURE_REGISTRIES")},
 		&cli.StringSliceFlag{Name: "registry-mirrors", Usage: "registry `HOST:PORT`s (comma-separated or repeated) asked first, in order, for every registry image (same repository path); the signed digest guarantees their copies", EnvVars: env("REGISTRY_MIRRORS")},
+		&cli.StringFlag{Name: "registry-auth", Usage: "credentials of private registries and mirrors: a docker config.json (`FILE`, mode 0600, its \"auths\" map as `docker login` writes it); a registry it does not name is asked anonymously", EnvVars: env("REGISTRY_AUTH")},
 		&cli.DurationFlag{Name: "dependency-timeout", Usage: "how long a container waits, from its acceptance, for the network and volumes it names to be deployed before it fails", Value: engine.DefaultDependencyTimeout, EnvVars: env("DEPENDENCY_TIMEOUT")},
 		&cli.DurationFlag{Name: "gc-interval", Usage: "interval between garbage collections (unused images, leftover unpacks, orphans, final records past expiry); one runs at start", Value: gc.DefaultInterval, EnvVars: env("GC_INTERVAL")},
 		&cli.DurationFlag{Name: "resync", Usage: "interval between inspections of deployed workloads", Value: 5 * time.Minute, EnvVars: env("RESYNC")},
@@ -287,6 +291,7 @@ func configFrom(c *cli.Context) *config {
 		ImageHosts:         c.StringSlice("image-hosts"),
 		InsecureRegistries: c.StringSlice("insecure-registries"),
 		RegistryMirrors:    c.StringSlice("registry-mirrors"),
+		RegistryAuth:       c.String("registry-auth"),
 		Resync:             c.Duration("resync"),
 		Heartbeat:          c.Duration("heartbeat"),
 		BootIDFile:         c.String("boot-id-file"),

@@ -24,6 +24,7 @@ import (
 	"github.com/edgeprov/provisiond/internal/certs"
 	"github.com/edgeprov/provisiond/internal/engine"
 	"github.com/edgeprov/provisiond/internal/gc"
+	"github.com/edgeprov/provisiond/internal/registry"
 	"github.com/edgeprov/provisiond/internal/selfcheck"
 	"github.com/edgeprov/provisiond/internal/source"
 	"github.com/edgeprov/provisiond/internal/version"
@@ -85,6 +86,13 @@ func run(ctx context.Context, cfg *config) error {
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
+	var registryAuth *registry.Auth
+	if cfg.RegistryAuth != "" {
+		if registryAuth, err = registry.LoadAuth(cfg.RegistryAuth); err != nil {
+			return fmt.Errorf("run: --registry-auth: %w", err)
+		}
+		log.Info().Str("file", cfg.RegistryAuth).Int("registries", registryAuth.Hosts()).Msg("registry credentials loaded")
+	}
 	key, err := identity.LoadOrCreate(cfg.identityPath())
 	if err != nil {
 		return fmt.Errorf("run: node identity: %w", err)
@@ -138,6 +146,7 @@ func run(ctx context.Context, cfg *config) error {
 		ImageHosts:           cfg.ImageHosts,
 		InsecureRegistries:   cfg.InsecureRegistries,
 		RegistryMirrors:      cfg.RegistryMirrors,
+		RegistryAuth:         registryAuth,
 		Log:                  log.With().Str("component", "primitives").Logger(),
 		Lookup: func(id string) (*provision.Reservation, error) {
 			rec, err := store.Get(id)

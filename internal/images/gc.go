@@ -140,6 +140,84 @@ func (s *Store) Sweep(ctx context.Context, keep func(digest string) bool, inUse 
 	return res, errors.Join(errs...)
 }
 
+// discard removes the blobs and unpacked layers of digests that no
+// stored image reaches: what a pull that failed for good stored. Every
+// stored manifest or index is an image (a pull stores them last, once
+// the image is complete; Import stores them pinned), so what one
+// reaches stays whether a record references it or not: another image's
+// shared base layer, a running container's layers. It waits for the
+// pulls under way to end, like Sweep. Downloads cut short are not
+// touched: a failure for good removed its own, and another pull's may
+// resume.
+func (s *Store) discard(digests []string) error {
+	s.gc.Lock()
+	defer s.gc.Unlock()
+	blobs, err := s.blobs.List()
+	if err != nil {
+		return fmt.Errorf("listing blobs (nothing removed): %w", err)
+	}
+	reached := map[string]bool{}
+	for _, b := range blobs {
+		if b.Size > registry.MaxManifestSize || reached[b.Digest] {
+			continue
+		}
+		top, err := s.isImage(b.Digest)
+		if err != nil {
+			return fmt.Errorf("reading blob %s (nothing removed): %w", b.Digest, err)
+		}
+		if top {
+			if err := s.reach(b.Digest, reached, 0); err != nil {
+				return fmt.Errorf("reading image %s (nothing removed): %w", b.Digest, err)
+			}
+		}
+	}
+	var errs []error
+	for _, d := range digests {
+		if reached[d] || content.CheckDigest(d) != nil {
+			continue
+		}
+		if s.blobs.Has(d) {
+			if err := s.blobs.Remove(d); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		p := filepath.Join(s.layersDir(), d)
+		if _, err := os.Lstat(p); err != nil {
+			continue
+		}
+		gone := filepath.Join(filepath.Dir(s.layersDir()), "tmp-gc-"+d)
+		if err := os.Rename(p, gone); err != nil {
+			errs = append(errs, fmt.Errorf("removing layer %s: %w", d, err))
+			continue
+		}
+		if err := os.RemoveAll(gone); err != nil {
+			errs = append(errs, fmt.Errorf("removing layer %s: %w", d, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// isImage reports whether the stored blob of digest is a manifest or an
+// index (not a config or a layer). A blob that changed on disk or is
+// gone is none.
+func (s *Store) isImage(digest string) (bool, error) {
+	b, err := s.blobs.ReadVerified(digest, registry.MaxManifestSize)
+	if errors.Is(err, content.ErrTampered) || errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if len(b) == 0 || b[0] != '{' {
+		return false, nil
+	}
+	if isIndex(b) {
+		return true, nil
+	}
+	m, err := v1.ParseManifest(strings.NewReader(string(b)))
+	return err == nil && m.Config.Digest.Hex != "", nil
+}
+
 // reach marks in live the blobs and layers the stored image digest
 // reaches: itself, an index's manifests, a manifest's config and layers.
 // A blob not in the store reaches nothing.

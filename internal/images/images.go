@@ -180,8 +180,25 @@ type manifest struct {
 }
 
 // Pull makes the image of ref present and unpacked, fetching from the
-// registry (mirrors first) only what the store lacks.
+// registry (mirrors first) only what the store lacks. A pull that fails
+// for good (anything but a registry that is down or overloaded, or ctx
+// ending) removes what it stored that no stored image reaches (see
+// discard): a failed image leaves nothing behind, while a temporary
+// failure keeps its partial download for the retry to resume.
 func (s *Store) Pull(ctx context.Context, ref provision.ImageRef) (*Image, error) {
+	var touched []string
+	img, err := s.pull(ctx, ref, &touched)
+	if err != nil && ctx.Err() == nil && !registry.Temporary(err) && len(touched) > 0 {
+		if derr := s.discard(touched); derr != nil {
+			s.log.Warn().Err(derr).Str("image", ref.String()).Msg("removing what a failed pull stored")
+		}
+	}
+	return img, err
+}
+
+// pull is Pull; it appends to touched the digests of the blobs and
+// layers the image needs that it looked for, stored or not.
+func (s *Store) pull(ctx context.Context, ref provision.ImageRef, touched *[]string) (*Image, error) {
 	s.gc.RLock()
 	defer s.gc.RUnlock()
 	var repo *registry.Repo
@@ -236,6 +253,10 @@ func (s *Store) Pull(ctx context.Context, ref provision.ImageRef) (*Image, error
 		return nil, fmt.Errorf("%w: %s: its layers are %d compressed bytes, more than %d", ErrTooLarge, ref, total, s.limit.Bytes)
 	}
 	img.Config = m.Config.Digest.Hex
+	*touched = append(*touched, img.Config)
+	for _, l := range m.Layers {
+		*touched = append(*touched, l.Digest.Hex)
+	}
 	if err := s.ingest(ctx, repo, m.Config.Digest.Hex, m.Config.Size, MaxConfigSize); err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -66,6 +67,74 @@ func assertClean(t testing.TB, s *images.Store, dir string, ref provision.ImageR
 	tmps, _ := filepath.Glob(filepath.Join(dir, "layers", "tmp-*"))
 	if len(tmps) != 0 {
 		t.Errorf("half-unpacked layers left: %v", tmps)
+	}
+	// The store was empty: what the failed pull stored is gone too.
+	if blobs, _ := s.Blobs().List(); len(blobs) != 0 {
+		t.Errorf("blobs left: %+v", blobs)
+	}
+	if layers, _ := os.ReadDir(filepath.Join(dir, "layers", "sha256")); len(layers) != 0 {
+		t.Errorf("unpacked layers left: %v", layers)
+	}
+}
+
+// TestFailedPullKeepsOnlyImages pulls an image, then one sharing its
+// base whose own layer is tampered with at the registry: the failure
+// removes the second image's config and leaves the first image whole,
+// the shared base included.
+func TestFailedPullKeepsOnlyImages(t *testing.T) {
+	testutil.RequiresRoot(t)
+	reg := registrytest.Start(t, registrytest.Options{})
+	base := registrytest.BusyboxLayer(t)
+	good := registrytest.Image(t, runtime.GOARCH, base, appLayer(t, "good"))
+	goodRef := reg.Push(t, "good", good)
+	bad := registrytest.Image(t, runtime.GOARCH, base, appLayer(t, "bad"))
+	badRef := reg.Push(t, "bad", bad)
+	ls, _ := bad.Layers()
+	top, _ := ls[1].Digest()
+	p := reg.BlobPath(top.Hex)
+	blob, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob[len(blob)/2] ^= 0xff
+	if err := os.WriteFile(p, blob, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	s := images.New(images.Options{Dir: dir, Registry: registry.New(registry.Options{Insecure: []string{reg.Host}}), Limit: limit})
+	if _, err := s.Pull(t.Context(), goodRef); err != nil {
+		t.Fatal(err)
+	}
+	list := func() ([]string, []string) {
+		blobs, err := s.Blobs().List()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var bs, lays []string
+		for _, b := range blobs {
+			bs = append(bs, b.Digest)
+		}
+		es, _ := os.ReadDir(filepath.Join(dir, "layers", "sha256"))
+		for _, e := range es {
+			lays = append(lays, e.Name())
+		}
+		slices.Sort(bs)
+		return bs, lays
+	}
+	wantBlobs, wantLayers := list()
+	// The manifest and config; the layers are kept unpacked only.
+	if len(wantBlobs) != 2 || len(wantLayers) != 2 {
+		t.Fatalf("after the good pull: blobs %v, layers %v", wantBlobs, wantLayers)
+	}
+	if _, err := s.Pull(t.Context(), badRef); !errors.Is(err, content.ErrDigestMismatch) {
+		t.Fatalf("Pull of the tampered image = %v", err)
+	}
+	gotBlobs, gotLayers := list()
+	if !slices.Equal(gotBlobs, wantBlobs) || !slices.Equal(gotLayers, wantLayers) {
+		t.Fatalf("after the failed pull: blobs %v, layers %v; want those of the good image: %v, %v", gotBlobs, gotLayers, wantBlobs, wantLayers)
+	}
+	if _, err := s.Pull(t.Context(), goodRef); err != nil {
+		t.Fatalf("the good image after the failed pull: %v", err)
 	}
 }
 

@@ -23,7 +23,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/rs/zerolog"
@@ -82,6 +81,10 @@ type Options struct {
 	// Mirrors lists the HOST[:PORT]s asked first for every repository,
 	// in order (--registry-mirrors). Default none.
 	Mirrors []string
+	// Auth holds the credentials of private registries and mirrors
+	// (--registry-auth). Default nil: every registry is asked
+	// anonymously.
+	Auth *Auth
 	// Log receives what registries answered. Default zerolog.Nop().
 	Log zerolog.Logger
 }
@@ -91,12 +94,13 @@ type Client struct {
 	base     http.RoundTripper
 	insecure map[string]bool
 	mirrors  []string
+	auth     *Auth
 	log      zerolog.Logger
 }
 
 // New returns a Client.
 func New(opts Options) *Client {
-	c := &Client{insecure: map[string]bool{}, log: opts.Log.With().Str("component", "registry").Logger()}
+	c := &Client{insecure: map[string]bool{}, auth: opts.Auth, log: opts.Log.With().Str("component", "registry").Logger()}
 	for _, h := range opts.Insecure {
 		if h = strings.TrimSpace(h); h != "" {
 			c.insecure[h] = true
@@ -185,7 +189,7 @@ func (r *Repo) transport(ctx context.Context, e *endpoint) (http.RoundTripper, e
 		return nil, e.dead
 	}
 	repo := reg.Repo(r.ref.Repository)
-	rt, err := transport.NewWithContext(ctx, reg, authn.Anonymous, r.c.base, []string{repo.Scope(transport.PullScope)})
+	rt, err := transport.NewWithContext(ctx, reg, r.c.auth.For(e.host), r.c.base, []string{repo.Scope(transport.PullScope)})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

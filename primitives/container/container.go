@@ -51,6 +51,7 @@ import (
 
 	"github.com/edgeprov/provisiond/internal/backoff"
 	"github.com/edgeprov/provisiond/internal/images"
+	"github.com/edgeprov/provisiond/internal/registry"
 	"github.com/edgeprov/provisiond/primitives/internal/mounts"
 	"github.com/edgeprov/provisiond/provision"
 )
@@ -67,7 +68,7 @@ var (
 	ErrImageNotFound  = errors.New("container: image not found")
 	ErrBadImage       = errors.New("container: bad image")
 	ErrImageTooLarge  = errors.New("container: image too large")
-	ErrImageRefused   = errors.New("container: image URL refused")
+	ErrImageRefused   = errors.New("container: image source refused")
 	ErrCrashLoop      = errors.New("container: crash-looping")
 	ErrNoStatus       = errors.New("container: no status (started by an earlier release)")
 )
@@ -172,6 +173,10 @@ type Options struct {
 	// registry image, in order; the digest guarantees their copies.
 	// Default none.
 	RegistryMirrors []string
+	// RegistryAuth holds the credentials of private registries and
+	// mirrors (provisiond run --registry-auth). Default nil: registries
+	// are asked anonymously.
+	RegistryAuth *registry.Auth
 	// ImageGrace is how long a registry image's blobs and layers are kept
 	// after they were stored although nothing references them, so a
 	// just-pulled image survives until its container starts. Default

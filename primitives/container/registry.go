@@ -68,6 +68,7 @@ func newImages(dataDir string, opts *Options) *images.Store {
 			Transport: newImageGuard(allow).client().Transport,
 			Insecure:  opts.InsecureRegistries,
 			Mirrors:   opts.RegistryMirrors,
+			Auth:      opts.RegistryAuth,
 			Log:       opts.Log,
 		}),
 		Limit: layer.Limit{Bytes: opts.MaxImageSize, Entries: opts.MaxImageEntries},
