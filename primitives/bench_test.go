@@ -94,6 +94,13 @@ func BenchmarkRawRuncRun(b *testing.B) {
 		b.Fatal(err)
 	}
 	bundle := b.TempDir()
+	// The container's root (a uid of its user namespace) must search down
+	// to its rootfs, as in --container-run-dir.
+	for _, d := range []string{filepath.Dir(bundle), bundle} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			b.Fatal(err)
+		}
+	}
 	rootfs, upper, work := filepath.Join(bundle, "rootfs"), filepath.Join(bundle, "upper"), filepath.Join(bundle, "work")
 	for _, d := range []string{rootfs, upper, work} {
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -128,7 +135,8 @@ func BenchmarkRawRuncRun(b *testing.B) {
 		cmd := exec.Command("runc", append([]string{"--root", root}, args...)...)
 		cmd.Stdout, cmd.Stderr = log, log
 		if err := cmd.Run(); err != nil {
-			b.Fatalf("runc %v: %v", args, err)
+			out, _ := os.ReadFile(log.Name())
+			b.Fatalf("runc %v: %v\n%s", args, err, out)
 		}
 	}
 	var lat latencies
