@@ -20,7 +20,8 @@ import (
 	"github.com/edgeprov/provisiond/provision"
 )
 
-// Adding members to a WireGuard network (`provctl network add`).
+// Adding members to a WireGuard network (`provctl network add`), and
+// removing one (`provctl network remove`).
 //
 // The change is written first to a pending file beside the network's
 // file (<key>.net-<name>.pending.json, mode 0600): the network as it will
@@ -36,6 +37,11 @@ import (
 //     when its peers are not the ones the new network gives it, replaced
 //     by an owner-signed next version with those peers (its key, port,
 //     duration and reference kept).
+//
+// A remove takes a member out the same way: the network without it is
+// the pending change, every other member is brought to it, then the
+// removed member's reservation is deleted (unless it is being deleted
+// already).
 //
 // So a run that fails halfway (an explorer that refuses or is gone)
 // leaves the pending file; the same command run again finds which members
@@ -55,6 +61,8 @@ type wgChange struct {
 	// Started is when the change started: a reservation of a new member
 	// created before it is not the change's.
 	Started time.Time `json:"started"`
+	// Removed is the member a `network remove` takes out; nil for an add.
+	Removed *wgMember `json:"removed,omitempty"`
 }
 
 func pendingFile(c *cli.Context, name string) string {
@@ -160,6 +168,13 @@ func addMembers(ctx context.Context, s *session) error {
 	if err != nil {
 		return err
 	}
+	ch, err := loadChange(c, name)
+	if err != nil {
+		return err
+	}
+	if ch != nil && ch.Removed != nil {
+		return fmt.Errorf("%w: an earlier `network remove --name %s --node %s` is unfinished: run it again to finish it", ErrUsage, name, ch.Removed.Node)
+	}
 	var want []wgMember
 	for _, spec := range c.StringSlice("member") {
 		m, err := parseMember(spec)
@@ -170,10 +185,6 @@ func addMembers(ctx context.Context, s *session) error {
 			return fmt.Errorf("%w: node %s is a member of network %q already (subnet %s)", ErrUsage, m.Node, name, n.Members[i].Subnet)
 		}
 		want = append(want, m)
-	}
-	ch, err := loadChange(c, name)
-	if err != nil {
-		return err
 	}
 	if ch != nil {
 		if err := ch.sameAdd(n, want); err != nil {
@@ -401,4 +412,70 @@ func (s *session) updateMember(ctx context.Context, n *wgNetwork, m *wgMember, p
 		return "", 0, err
 	}
 	return "updated", r.Version, nil
+}
+
+// removeMember is `provctl network remove`: see the comment at the top of
+// the file.
+func removeMember(ctx context.Context, s *session) error {
+	c := s.c
+	name, node := c.String("name"), c.String("node")
+	n, err := loadNetwork(c, name)
+	if err != nil {
+		return err
+	}
+	ch, err := loadChange(c, name)
+	if err != nil {
+		return err
+	}
+	switch {
+	case ch != nil && (ch.Removed == nil || ch.Removed.Node != node):
+		return fmt.Errorf("%w: an earlier change of network %q is unfinished (%s): run the same command again to finish it", ErrUsage, name, pendingFile(c, name))
+	case ch != nil:
+		fmt.Fprintf(c.App.ErrWriter, "finishing the remove started at %s (%s)\n", ch.Started.Format(time.RFC3339), pendingFile(c, name))
+	default:
+		i := slices.IndexFunc(n.Members, func(m wgMember) bool { return m.Node == node })
+		switch {
+		case i < 0:
+			return fmt.Errorf("%w: node %s is not a member of network %q", ErrUsage, node, name)
+		case i == n.hub():
+			return fmt.Errorf("%w: node %s is the hub of network %q: the others reach each other through it", ErrUsage, node, name)
+		}
+		removed := n.Members[i]
+		ch = &wgChange{Network: *n, Keys: map[string]string{}, Started: time.Now().UTC(), Removed: &removed}
+		ch.Network.Members = slices.Delete(slices.Clone(n.Members), i, i+1)
+		if err := writeJSONFile(pendingFile(c, name), ch); err != nil {
+			return fmt.Errorf("recording the change: %w", err)
+		}
+	}
+	err = s.converge(ctx, ch, func() error { return nil })
+	if err == nil {
+		err = s.deleteMember(ctx, ch.Removed)
+	}
+	if err != nil {
+		return fmt.Errorf("%w\n(nothing is lost: run the same command again to finish; %s holds the change)", err, pendingFile(c, name))
+	}
+	if err := writeJSONFile(networkFile(c, name), ch.Network); err != nil {
+		return fmt.Errorf("the explorer holds the new network, but writing %s failed: %w (run the same command again)", networkFile(c, name), err)
+	}
+	return os.Remove(pendingFile(c, name))
+}
+
+// deleteMember deletes the reservation of removed member m, unless it is
+// being deleted already, and prints a line: its ID, deleted, its version
+// and node.
+func (s *session) deleteMember(ctx context.Context, m *wgMember) error {
+	cur, err := s.client.GetReservation(ctx, m.Reservation)
+	if err != nil {
+		return fmt.Errorf("member %s (reservation %s): %w", m.Node, m.Reservation, err)
+	}
+	if err := verify(cur); err != nil {
+		return fmt.Errorf("member %s (reservation %s): %w", m.Node, m.Reservation, err)
+	}
+	if !cur.ToDelete {
+		if cur, err = s.client.DeleteReservation(ctx, m.Reservation); err != nil {
+			return fmt.Errorf("member %s (reservation %s): %w", m.Node, m.Reservation, err)
+		}
+	}
+	_, err = fmt.Fprintf(s.c.App.Writer, "%s deleted v%d %s\n", m.Reservation, cur.Version, m.Node)
+	return err
 }

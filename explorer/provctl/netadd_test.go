@@ -237,6 +237,42 @@ func TestNetworkAdd(t *testing.T) {
 	if r := xs.Reservation(t, ids[0]); r.Version != 1 {
 		t.Fatalf("A is at version %d after a refused update, want 1", r.Version)
 	}
+
+	// network remove: not the hub, not a stranger; a failed run is
+	// finished by the same command.
+	if _, err := c.run("network", "remove", "--name", "mesh", "--node", ida); err == nil || !strings.Contains(err.Error(), "hub") {
+		t.Fatalf("remove of the hub: %v", err)
+	}
+	if _, err := c.run("network", "remove", "--name", "mesh", "--node", explorertest.NodeID(explorertest.NewKey(t))); err == nil || !strings.Contains(err.Error(), "not a member") {
+		t.Fatalf("remove of a stranger: %v", err)
+	}
+	refuse.Store(ids[1])
+	if _, err := c.run("network", "remove", "--name", "mesh", "--node", idc); err == nil || !strings.Contains(err.Error(), "run the same command again") {
+		t.Fatalf("remove with B refused: %v", err)
+	}
+	if _, err := c.run("network", "add", "--name", "mesh", "--member", idc+"=10.250.4.0/24"); err == nil || !strings.Contains(err.Error(), "network remove") {
+		t.Fatalf("add over an unfinished remove: %v", err)
+	}
+	if len(readNetFile(t, file).Members) != 3 || xs.Reservation(t, cRes).ToDelete {
+		t.Fatal("a failed remove changed the network file or deleted the member")
+	}
+	refuse.Store("")
+	out = c.must("network", "remove", "--name", "mesh", "--node", idc)
+	wantLines = []string{ids[0] + " unchanged v2 " + ida, ids[1] + " updated v2 " + idb, cRes + " deleted v0 " + idc}
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); !slices.Equal(lines, wantLines) {
+		t.Fatalf("remove printed\n%s\nwant\n%s", out, strings.Join(wantLines, "\n"))
+	}
+	if !xs.Reservation(t, cRes).ToDelete || len(readNetFile(t, file).Members) != 2 {
+		t.Fatal("after the remove: C's reservation is not deleted or the file still lists it")
+	}
+	wantA = append(wantA[:1], wantA[2])
+	wantB = []provision.WireGuardPeer{{PublicKey: key(0), Endpoint: "10.99.0.11:51820", AllowedIPs: []string{"10.250.1.0/24", "10.250.254.2/32"}}}
+	if gj, wj := mustJSON(t, wireGuardOf(t, xs.Reservation(t, ids[0])).Peers), mustJSON(t, wantA); gj != wj {
+		t.Errorf("A's peers after the remove:\n%s\nwant\n%s", gj, wj)
+	}
+	if gj, wj := mustJSON(t, wireGuardOf(t, xs.Reservation(t, ids[1])).Peers), mustJSON(t, wantB); gj != wj {
+		t.Errorf("B's peers after the remove:\n%s\nwant\n%s", gj, wj)
+	}
 }
 
 func mustJSON(t testing.TB, v any) string {

@@ -27,6 +27,7 @@ import (
 // other directly. The owner keeps the network's keys in a file beside
 // the user key (<key>.net-<name>.json, mode 0600), which
 // `provctl network access` turns into a wg-quick configuration.
+// `provctl network add` adds members later (netadd.go).
 
 // ErrNetworkFile is returned when the network's local file is missing or
 // unreadable.
@@ -85,6 +86,13 @@ func networkCommand() *cli.Command {
 					&cli.DurationFlag{Name: "duration", Usage: "how long the new members' reservations live", Value: 24 * time.Hour},
 				},
 				Action: withClient(addMembers),
+			},
+			{
+				Name: "remove",
+				Usage: "remove a member (not the hub) from a network you created: deletes its reservation and signs the next version of every member whose peers change " +
+					"(a rerun after a failure finishes the same remove)",
+				Flags:  []cli.Flag{nameFlag(), &cli.StringFlag{Name: "node", Usage: "`NODE` ID of the member to remove", Required: true}},
+				Action: withClient(removeMember),
 			},
 			{
 				Name:   "access",
