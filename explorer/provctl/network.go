@@ -77,9 +77,10 @@ func networkCommand() *cli.Command {
 				Action: withClient(createNetwork),
 			},
 			{
-				Name: "add",
-				Usage: "add members to a network you created: reserves the network on the new nodes and signs the next version of every member whose peers change " +
-					"(a rerun after a failure finishes the same add)",
+				Name:  "add",
+				Usage: "add members to a network you created (the same command again finishes a failed run)",
+				Description: "Reserves the network on the new nodes and signs the next version of every member whose peers change;\n" +
+					"prints a line per member: ID created|updated|unchanged vVERSION NODE. The local file changes once the explorer accepted all.",
 				Flags: []cli.Flag{nameFlag(),
 					&cli.StringSliceFlag{Name: "member", Usage: "`NODE=SUBNET[@PUBLIC_IP]`: a new node, its part of the range, and its public address if it has one (repeatable)", Required: true},
 					&cli.IntFlag{Name: "port", Usage: "WireGuard listen `PORT` on the new members", Value: 51820},
@@ -88,9 +89,10 @@ func networkCommand() *cli.Command {
 				Action: withClient(addMembers),
 			},
 			{
-				Name: "remove",
-				Usage: "remove a member (not the hub) from a network you created: deletes its reservation and signs the next version of every member whose peers change " +
-					"(a rerun after a failure finishes the same remove)",
+				Name:  "remove",
+				Usage: "remove a member (not the hub) from a network you created (the same command again finishes a failed run)",
+				Description: "Signs the next version of every member whose peers change, then deletes the member's reservation;\n" +
+					"prints a line per member: ID updated|unchanged|deleted vVERSION NODE.",
 				Flags:  []cli.Flag{nameFlag(), &cli.StringFlag{Name: "node", Usage: "`NODE` ID of the member to remove", Required: true}},
 				Action: withClient(removeMember),
 			},
