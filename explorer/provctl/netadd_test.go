@@ -273,6 +273,38 @@ func TestNetworkAdd(t *testing.T) {
 	if gj, wj := mustJSON(t, wireGuardOf(t, xs.Reservation(t, ids[1])).Peers), mustJSON(t, wantB); gj != wj {
 		t.Errorf("B's peers after the remove:\n%s\nwant\n%s", gj, wj)
 	}
+
+	// A member with a public address: the members with one (A, B) reach
+	// it directly, at its endpoint.
+	d := explorertest.NewKey(t)
+	xs.RegisterNode(t, d)
+	idd := explorertest.NodeID(d)
+	out = c.must("network", "add", "--name", "mesh", "--member", idd+"=10.250.4.0/24@10.99.0.14", "--port", "51821")
+	lines = strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.HasSuffix(lines[0], " created v0 "+idd) || lines[1] != ids[0]+" updated v3 "+ida || lines[2] != ids[1]+" updated v3 "+idb {
+		t.Fatalf("add of a public member printed\n%s", out)
+	}
+	n = readNetFile(t, file)
+	dPeer := provision.WireGuardPeer{PublicKey: n.Members[2].PublicKey, Endpoint: "10.99.0.14:51821", AllowedIPs: []string{"10.250.4.0/24"}}
+	wantA = []provision.WireGuardPeer{wantA[0], dPeer, wantA[1]}
+	wantB = []provision.WireGuardPeer{dPeer, wantB[0]}
+	rd := xs.Reservation(t, strings.Fields(lines[0])[0])
+	wantD := []provision.WireGuardPeer{
+		{PublicKey: key(1), Endpoint: "10.99.0.12:51820", AllowedIPs: []string{"10.250.2.0/24"}},
+		{PublicKey: key(0), Endpoint: "10.99.0.11:51820", AllowedIPs: []string{"10.250.1.0/24", "10.250.254.2/32"}},
+	}
+	for _, got := range []struct {
+		name string
+		r    *provision.Reservation
+		want []provision.WireGuardPeer
+	}{{"A", xs.Reservation(t, ids[0]), wantA}, {"B", xs.Reservation(t, ids[1]), wantB}, {"D", rd, wantD}} {
+		if gj, wj := mustJSON(t, wireGuardOf(t, got.r).Peers), mustJSON(t, got.want); gj != wj {
+			t.Errorf("peers of %s after adding a public member:\n%s\nwant\n%s", got.name, gj, wj)
+		}
+	}
+	if wireGuardOf(t, rd).ListenPort != 51821 {
+		t.Errorf("D listens on %d, want 51821", wireGuardOf(t, rd).ListenPort)
+	}
 }
 
 func mustJSON(t testing.TB, v any) string {
