@@ -166,6 +166,10 @@ type server struct {
 	ln   net.Listener
 	wg   sync.WaitGroup
 	name string
+
+	mu     sync.Mutex
+	conns  map[net.Conn]bool // open connections, closed when the test ends
+	closed bool              // the test ended
 }
 
 // serve listens on addr inside the namespace at nsPath until the test
@@ -182,7 +186,7 @@ func serve(t testing.TB, nsPath, addr, name string) *server {
 // after.
 func serveWith(t testing.TB, nsPath, addr, name string, handle func(net.Conn)) *server {
 	t.Helper()
-	s := &server{name: name}
+	s := &server{name: name, conns: map[net.Conn]bool{}}
 	err := inNetns(nsPath, func() error {
 		var err error
 		s.ln, err = net.Listen("tcp4", addr)
@@ -199,15 +203,41 @@ func serveWith(t testing.TB, nsPath, addr, name string, handle func(net.Conn)) *
 			if err != nil {
 				return
 			}
+			s.mu.Lock()
+			if s.closed {
+				s.mu.Unlock()
+				c.Close()
+				return
+			}
+			s.conns[c] = true
+			s.mu.Unlock()
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()
-				defer c.Close()
+				defer func() {
+					s.mu.Lock()
+					delete(s.conns, c)
+					s.mu.Unlock()
+					c.Close()
+				}()
 				handle(c)
 			}()
 		}
 	}()
-	t.Cleanup(func() { s.ln.Close(); s.wg.Wait() })
+	// A client's close can be lost (a FIN sent while a tunnel was being
+	// set up, given up after its retries): the connections still open
+	// are closed, so that no handler waits for it forever.
+	t.Cleanup(func() {
+		s.ln.Close()
+		s.mu.Lock()
+		s.closed = true
+		for c := range s.conns {
+			t.Logf("server %s: connection from %s still open at the end of the test: closed", name, c.RemoteAddr())
+			c.Close()
+		}
+		s.mu.Unlock()
+		s.wg.Wait()
+	})
 	return s
 }
 

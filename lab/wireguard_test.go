@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -160,13 +161,15 @@ func helperPID(t testing.TB, nsPath string) int {
 }
 
 // stream is a TCP connection that echoes a counter every 50 ms and
-// records the first failure.
+// records the first failure and the longest time between two echoes.
 type stream struct {
-	mu    sync.Mutex
-	err   error
-	count int
-	stop  chan struct{}
-	done  chan struct{}
+	mu     sync.Mutex
+	err    error
+	count  int
+	last   time.Time     // of the last echo
+	maxGap time.Duration // between two echoes
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 func startStream(t testing.TB, nsPath, addr string) *stream {
@@ -179,7 +182,7 @@ func startStream(t testing.TB, nsPath, addr string) *stream {
 	if _, err := r.ReadString('\n'); err != nil { // the greeting
 		t.Fatal(err)
 	}
-	s := &stream{stop: make(chan struct{}), done: make(chan struct{})}
+	s := &stream{stop: make(chan struct{}), done: make(chan struct{}), last: time.Now()}
 	go func() {
 		defer close(s.done)
 		defer c.Close()
@@ -204,6 +207,9 @@ func startStream(t testing.TB, nsPath, addr string) *stream {
 				s.err = err
 			} else {
 				s.count++
+				now := time.Now()
+				s.maxGap = max(s.maxGap, now.Sub(s.last))
+				s.last = now
 			}
 			s.mu.Unlock()
 			if err != nil {
@@ -230,6 +236,16 @@ func (s *stream) state() (int, error) {
 	return s.count, s.err
 }
 
+// gap returns the longest time the stream went without an echo so far
+// (until now, when it is the current wait), and resets it.
+func (s *stream) gap() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := max(s.maxGap, time.Since(s.last))
+	s.maxGap = 0
+	return g
+}
+
 // waitTicks waits until the stream echoed n more ticks, failing on its
 // first error.
 func (s *stream) waitTicks(t testing.TB, what string, n int) {
@@ -248,8 +264,12 @@ func (s *stream) waitTicks(t testing.TB, what string, n int) {
 }
 
 // TestWireGuardAcrossNodes proves a user network over three lab nodes:
-// node 3 has no public address and reaches the others through node 1
-// (the hub). Containers reach each other across nodes (ping and TCP, the
+// created on nodes 1 and 2 (both with a public address; node 1 is the
+// hub), then node 3, without a public address, is added with `provctl
+// network add` (an owner-signed next version of both members, the peers
+// changed in place) while a TCP stream runs between nodes 1 and 2: the
+// stream is never cut nor stalled, and node 3 reaches the others through
+// the hub. Containers reach each other across nodes (ping and TCP, the
 // source address kept); the laptop reaches them with the configuration
 // `provctl network access` prints; the explorer holds only sealed keys;
 // kill -9 and restart of a daemon do not cut a TCP stream between nodes;
@@ -265,13 +285,13 @@ func TestWireGuardAcrossNodes(t *testing.T) {
 	alice := l.newUser(t)
 	out, err := alice.Run(t, "network", "create", "--name", "mesh", "--ip-range", "10.250.0.0/16",
 		"--member", ids[0]+"=10.250.1.0/24@"+nodeIP(1), "--member", ids[1]+"=10.250.2.0/24@"+nodeIP(2),
-		"--member", ids[2]+"=10.250.3.0/24", "--access", "10.250.254.2/32", "--duration", "1h")
+		"--access", "10.250.254.2/32", "--duration", "1h")
 	if err != nil {
 		t.Fatal(err)
 	}
 	netRes := strings.Fields(out)
-	if len(netRes) != 3 {
-		t.Fatalf("network create printed %q, want 3 reservation ids", out)
+	if len(netRes) != 2 {
+		t.Fatalf("network create printed %q, want 2 reservation ids", out)
 	}
 	var netID string
 	for _, id := range netRes {
@@ -299,18 +319,55 @@ func TestWireGuardAcrossNodes(t *testing.T) {
 	})
 
 	ctrs := make([]string, 3)
-	for i := range 3 {
-		ctrs[i] = alice.Reserve(t, "container", append([]string{"--node", ids[i], "--network", "mesh", "--ip", fmt.Sprintf("10.250.%d.10", i+1)}, sleeper(image, digest)...)...)
-	}
 	ns := make([]string, 3)
-	for i, id := range ctrs {
-		alice.WaitResult(t, id, provision.StateOk, within)
-		ns[i] = l.nodes[i].containerNetns(id)
+	runContainer := func(i int) {
+		ctrs[i] = alice.Reserve(t, "container", append([]string{"--node", ids[i], "--network", "mesh", "--ip", fmt.Sprintf("10.250.%d.10", i+1)}, sleeper(image, digest)...)...)
+		alice.WaitResult(t, ctrs[i], provision.StateOk, within)
+		ns[i] = l.nodes[i].containerNetns(ctrs[i])
 		serve(t, ns[i], "0.0.0.0:80", fmt.Sprintf("c%d", i+1))
 	}
+	runContainer(0)
+	runContainer(1)
+
+	// Node 3 joins while a stream runs between nodes 1 and 2.
+	live := startStream(t, ns[0], "10.250.2.10:80")
+	live.waitTicks(t, "the stream flows before the add", 5)
+	live.gap()
+	t.Run("add-member", func(t *testing.T) {
+		out, err := alice.Run(t, "network", "add", "--name", "mesh", "--member", ids[2]+"=10.250.3.0/24")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// One line per member: ID, what was done, the version the explorer
+		// holds, the node; the new member first.
+		want := []string{" created v0 " + ids[2], netRes[0] + " updated v1 " + ids[0], netRes[1] + " updated v1 " + ids[1]}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != 3 || !strings.HasSuffix(lines[0], want[0]) || lines[1] != want[1] || lines[2] != want[2] {
+			t.Fatalf("network add printed\n%s\nwant lines ending in %q", out, want)
+		}
+		netRes = append(netRes, strings.Fields(lines[0])[0])
+		for i, id := range netRes {
+			res := alice.WaitResult(t, id, provision.StateOk, within)
+			r, verified := alice.Get(t, id)
+			if wantV := []uint32{1, 1, 0}[i]; !verified || r.Version != wantV || res.Digest != r.Digest() {
+				t.Fatalf("member %d's network %s: version %d (verified %t), want an ok result for version %d", i+1, id, r.Version, verified, wantV)
+			}
+		}
+		// The version shows in provctl get.
+		got, err := alice.Run(t, "get", netRes[0])
+		if err != nil || !slices.ContainsFunc(strings.Split(got, "\n"), func(l string) bool { return slices.Equal(strings.Fields(l), []string{"version:", "1"}) }) {
+			t.Errorf("get %s does not show version 1 (%v):\n%s", netRes[0], err, got)
+		}
+		g := live.gap()
+		t.Logf("the stream between nodes 1 and 2: longest time without an echo during the add %s", g)
+		if g > 2*time.Second {
+			t.Errorf("the stream between nodes 1 and 2 stalled %s during the add", g)
+		}
+	})
+	runContainer(2)
 
 	t.Run("across-nodes", func(t *testing.T) {
-		for _, c := range []struct{ from, to int }{{0, 1}, {1, 0}, {2, 1}, {1, 2}, {2, 0}} {
+		for _, c := range []struct{ from, to int }{{0, 1}, {1, 0}, {2, 1}, {1, 2}, {2, 0}, {0, 2}} {
 			dst := fmt.Sprintf("10.250.%d.10", c.to+1)
 			what := fmt.Sprintf("c%d reaches c%d", c.from+1, c.to+1)
 			got := mustReach(t, what, ns[c.from], dst+":80")
@@ -339,6 +396,16 @@ func TestWireGuardAcrossNodes(t *testing.T) {
 				t.Errorf("laptop to c%d: %q, want %q", i+1, got, want)
 			}
 		}
+	})
+
+	t.Run("stream-kept-through-the-add", func(t *testing.T) {
+		live.waitTicks(t, "the stream flows after the add", 10)
+		n, err := live.state()
+		if g := live.gap(); err != nil || g > 2*time.Second {
+			t.Errorf("the stream between nodes 1 and 2, open since before the add: %d echoes, error %v, longest stall %s since the add", n, err, g)
+		}
+		t.Logf("the stream between nodes 1 and 2 echoed %d ticks from before the add to now, none lost", n)
+		live.close()
 	})
 
 	t.Run("restart-keeps-streams", func(t *testing.T) {
@@ -466,6 +533,73 @@ func TestWireGuardAcrossNodes(t *testing.T) {
 		if n := strings.Count(nft, "prv-wg."); n != 1 {
 			t.Errorf("node 1 holds %d wireguard ports, want alice's only:\n%s", n, nft)
 		}
+	})
+
+	t.Run("bad-update-signed", func(t *testing.T) {
+		// Next versions of node 2's network with bad peers, signed by alice
+		// and sent straight to the explorer (which relays data it does not
+		// read): each gets a signed error naming the version that keeps
+		// running, and the tunnels keep working; then a good version,
+		// naming the last refused one as the explorer holds it, is applied.
+		key, err := identity.Load(alice.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := &http.Transport{DialContext: func(_ context.Context, _, addr string) (net.Conn, error) {
+			return dialIn(l.upstream.netnsPath(), addr, 5*time.Second)
+		}}
+		client := explorer.NewUserClient(l.explorerURL(), key, explorer.ClientOptions{Transport: tr})
+		id := netRes[1]
+		good, err := client.GetReservation(t.Context(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		running := good.Version
+		next := func(edit func(w *provision.WireGuard)) *provision.Reservation {
+			cur, err := client.GetReservation(t.Context(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var n provision.Network
+			if err := json.Unmarshal(good.Data, &n); err != nil {
+				t.Fatal(err)
+			}
+			edit(n.WireGuard)
+			data, err := json.Marshal(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := &provision.Reservation{ID: id, NodeID: cur.NodeID, Type: cur.Type, Data: data, Created: cur.Created, Duration: cur.Duration,
+				Reference: cur.Reference, Version: cur.Version + 1, Previous: cur.Digest()}
+			r.Sign(key)
+			if err := client.UpdateReservation(t.Context(), r); err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
+		for _, c := range []struct {
+			name string
+			edit func(w *provision.WireGuard)
+			want string
+		}{
+			{"key-not-curve25519", func(w *provision.WireGuard) { w.Peers[0].PublicKey = "bm90IGEga2V5" }, "not a curve25519 key"},
+			{"endpoint-not-ip-port", func(w *provision.WireGuard) { w.Peers[0].Endpoint = "node1.example" }, "is not IPv4:port"},
+			{"allowed-covers-another-subnet", func(w *provision.WireGuard) { w.Peers[0].AllowedIPs = append(w.Peers[0].AllowedIPs, "10.9.0.0/24") }, "not inside ip_range"},
+		} {
+			r := next(c.edit)
+			res := alice.WaitResult(t, id, provision.StateError, within)
+			if res.Version != r.Version || !strings.Contains(res.Message, c.want) || !strings.Contains(res.Message, fmt.Sprintf("version %d (deployed) keeps running", running)) {
+				t.Errorf("%s: result v%d %q, want an error for v%d saying %q and that version %d keeps running", c.name, res.Version, res.Message, r.Version, c.want, running)
+			}
+			for _, from := range []int{0, 2} {
+				mustReach(t, fmt.Sprintf("%s: c%d still reaches c2", c.name, from+1), ns[from], "10.250.2.10:80")
+			}
+		}
+		r := next(func(*provision.WireGuard) {})
+		if res := alice.WaitResult(t, id, provision.StateOk, within); res.Version != r.Version {
+			t.Fatalf("the good version %d after the refused ones: result for version %d", r.Version, res.Version)
+		}
+		mustReach(t, "c3 reaches c2 at the good version", ns[2], "10.250.2.10:80")
 	})
 
 	t.Run("killed-device-restored", func(t *testing.T) {

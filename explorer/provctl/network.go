@@ -27,6 +27,7 @@ import (
 // other directly. The owner keeps the network's keys in a file beside
 // the user key (<key>.net-<name>.json, mode 0600), which
 // `provctl network access` turns into a wg-quick configuration.
+// `provctl network add` adds members later (netadd.go).
 
 // ErrNetworkFile is returned when the network's local file is missing or
 // unreadable.
@@ -76,6 +77,26 @@ func networkCommand() *cli.Command {
 				Action: withClient(createNetwork),
 			},
 			{
+				Name:  "add",
+				Usage: "add members to a network you created (the same command again finishes a failed run)",
+				Description: "Reserves the network on the new nodes and signs the next version of every member whose peers change;\n" +
+					"prints a line per member: ID created|updated|unchanged vVERSION NODE. The local file changes once the explorer accepted all.",
+				Flags: []cli.Flag{nameFlag(),
+					&cli.StringSliceFlag{Name: "member", Usage: "`NODE=SUBNET[@PUBLIC_IP]`: a new node, its part of the range, and its public address if it has one (repeatable)", Required: true},
+					&cli.IntFlag{Name: "port", Usage: "WireGuard listen `PORT` on the new members", Value: 51820},
+					&cli.DurationFlag{Name: "duration", Usage: "how long the new members' reservations live", Value: 24 * time.Hour},
+				},
+				Action: withClient(addMembers),
+			},
+			{
+				Name:  "remove",
+				Usage: "remove a member (not the hub) from a network you created (the same command again finishes a failed run)",
+				Description: "Signs the next version of every member whose peers change, then deletes the member's reservation;\n" +
+					"prints a line per member: ID updated|unchanged|deleted vVERSION NODE.",
+				Flags:  []cli.Flag{nameFlag(), &cli.StringFlag{Name: "node", Usage: "`NODE` ID of the member to remove", Required: true}},
+				Action: withClient(removeMember),
+			},
+			{
 				Name:   "access",
 				Usage:  "print a wg-quick configuration that joins you to the network (through its hub)",
 				Flags:  []cli.Flag{nameFlag()},
@@ -110,7 +131,6 @@ func createNetwork(ctx context.Context, s *session) error {
 		return fmt.Errorf("%w: %s exists: network %q was created already", ErrUsage, networkFile(c, n.Name), n.Name)
 	}
 	keys := map[string]wgtypes.Key{}
-	hub := -1
 	for _, spec := range c.StringSlice("member") {
 		m, err := parseMember(spec)
 		if err != nil {
@@ -122,14 +142,12 @@ func createNetwork(ctx context.Context, s *session) error {
 		}
 		m.PublicKey, m.ListenPort = k.PublicKey().String(), c.Int("port")
 		keys[m.Node] = k
-		if hub < 0 && m.PublicIP != "" {
-			hub = len(n.Members)
-		}
 		n.Members = append(n.Members, m)
 	}
-	if hub < 0 {
-		return fmt.Errorf("%w: no member has a public address: nobody could reach the others", ErrUsage)
+	if err := n.check(); err != nil {
+		return err
 	}
+	hub := n.hub()
 	access, err := wgtypes.GeneratePrivateKey()
 	if err != nil {
 		return err
@@ -162,11 +180,7 @@ func createNetwork(ctx context.Context, s *session) error {
 			return err
 		}
 	}
-	b, err := json.MarshalIndent(n, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(networkFile(c, n.Name), append(b, '\n'), 0o600)
+	return writeJSONFile(networkFile(c, n.Name), n)
 }
 
 // peers returns the peers of member i: the hub knows everyone; other
@@ -219,24 +233,15 @@ func (s *session) sign(node string, typ provision.ReservationType, w any) (*prov
 }
 
 func networkAccess(c *cli.Context) error {
-	b, err := os.ReadFile(networkFile(c, c.String("name")))
+	n, err := loadNetwork(c, c.String("name"))
 	if err != nil {
-		return fmt.Errorf("%w: %w (was the network created with this key?)", ErrNetworkFile, err)
+		return err
 	}
-	var n wgNetwork
-	if err := json.Unmarshal(b, &n); err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrNetworkFile, networkFile(c, c.String("name")), err)
-	}
-	var hub *wgMember
-	for i := range n.Members {
-		if n.Members[i].PublicIP != "" {
-			hub = &n.Members[i]
-			break
-		}
-	}
-	if hub == nil {
+	i := n.hub()
+	if i < 0 {
 		return fmt.Errorf("%w: no member with a public address", ErrNetworkFile)
 	}
+	hub := n.Members[i]
 	_, err = fmt.Fprintf(c.App.Writer, `# wg-quick configuration of network %s (through node %s)
 [Interface]
 PrivateKey = %s

@@ -112,6 +112,12 @@ func prefill(c *cli.Context, cur *provision.Reservation, netName func(id string)
 		vals["size"] = []string{strconv.FormatInt(w.Size, 10)}
 		vals["type"] = []string{string(w.Type)}
 	case *provision.Network:
+		if w.WireGuard != nil {
+			// reserve network has no flags for WireGuard: its next version
+			// would drop the key and the peers (the node refuses that).
+			return fmt.Errorf("%w: reservation %s is a member of WireGuard network %q: change its members with `provctl network add --name %s`",
+				ErrUsage, cur.ID, w.Name, w.Name)
+		}
 		vals["name"], vals["ip-range"], vals["subnet"] = []string{w.Name}, []string{w.IPRange}, []string{w.Subnet}
 	case *provision.Container:
 		vals["image"], vals["image-digest"] = []string{w.Image}, []string{w.ImageDigest}

@@ -26,7 +26,12 @@ func (e *Engine) update(ctx context.Context, rec *provision.Record, r *provision
 		return e.resendResult(f) // tried and rolled back: the same answer
 	}
 	if err := provision.Validate(r, e.nodeID, e.now()); err != nil {
-		return e.refuseUpdate(rec, r, digest, err, false)
+		// A version the owner signed for this node whose data is bad (a
+		// peer key that is not a key) is refused like any other owner's
+		// update: recorded, so that the owner's next version, which the
+		// explorer lets name it, is not refused for skipping it.
+		owners := r.UserID == rec.Reservation.UserID && r.NodeID == e.nodeID && r.Verify() == nil
+		return e.refuseUpdate(rec, r, digest, err, owners)
 	}
 	if r.UserID != rec.Reservation.UserID {
 		return e.refuseUpdate(rec, r, digest, provision.Permanentf("%w: only the owner may update", provision.ErrBadUpdate), false)

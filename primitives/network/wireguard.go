@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -94,14 +95,31 @@ func (m *Manager) ensureWireGuard(id string, nns netns.NsHandle, nh *netlink.Han
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	port := spec.ListenPort
-	cfg := wgtypes.Config{PrivateKey: &spec.PrivateKey, ListenPort: &port}
+	// The key and port are set only when they change: setting the port
+	// rebinds the device's socket, which a peer update has no reason to.
+	var cfg wgtypes.Config
+	if dev.PrivateKey != spec.PrivateKey {
+		cfg.PrivateKey = &spec.PrivateKey
+	}
+	if port := spec.ListenPort; dev.ListenPort != port {
+		cfg.ListenPort = &port
+	}
 	want := map[wgtypes.Key]bool{}
+	has := map[wgtypes.Key]wgtypes.Peer{}
+	for _, p := range dev.Peers {
+		has[p.PublicKey] = p
+	}
 	for _, p := range spec.Peers {
 		want[p.PublicKey] = true
+		ka := time.Duration(0)
+		if p.Endpoint != nil {
+			ka = keepalive
+		}
+		if cur, ok := has[p.PublicKey]; ok && samePeer(cur, p, ka) {
+			continue // as it is: not touched at all
+		}
 		pc := wgtypes.PeerConfig{PublicKey: p.PublicKey, Endpoint: p.Endpoint, ReplaceAllowedIPs: true, AllowedIPs: p.AllowedIPs}
 		if p.Endpoint != nil {
-			ka := keepalive
 			pc.PersistentKeepaliveInterval = &ka
 		}
 		cfg.Peers = append(cfg.Peers, pc)
@@ -126,6 +144,32 @@ func (m *Manager) ensureWireGuard(id string, nns netns.NsHandle, nh *netlink.Han
 		return fmt.Errorf("routing %s to %s: %w", spec.Range, name, err)
 	}
 	return nil
+}
+
+// samePeer reports whether the device's peer cur is already p with the
+// keepalive ka: the same allowed IPs (in any order), the same keepalive,
+// and p's endpoint when p names one (a peer without one keeps the
+// endpoint the device learned).
+func samePeer(cur wgtypes.Peer, p WireGuardPeer, ka time.Duration) bool {
+	if cur.PersistentKeepaliveInterval != ka || len(cur.AllowedIPs) != len(p.AllowedIPs) {
+		return false
+	}
+	if p.Endpoint != nil && (cur.Endpoint == nil || !cur.Endpoint.IP.Equal(p.Endpoint.IP) || cur.Endpoint.Port != p.Endpoint.Port) {
+		return false
+	}
+	for _, a := range p.AllowedIPs {
+		if !slices.ContainsFunc(cur.AllowedIPs, func(b net.IPNet) bool { return a.IP.Equal(b.IP) && sameMask(a.Mask, b.Mask) }) {
+			return false
+		}
+	}
+	return true
+}
+
+// sameMask reports whether two masks have the same prefix length.
+func sameMask(a, b net.IPMask) bool {
+	ao, _ := a.Size()
+	bo, _ := b.Size()
+	return ao == bo
 }
 
 // startHelper starts the WireGuard helper of network id inside its
