@@ -42,10 +42,11 @@ lint: ## go vet, staticcheck and gofmt
 	$(STATICCHECK) $(PKGS)
 	@fmt=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$fmt" ]; then echo "not gofmt-ed:"; echo "$$fmt"; exit 1; fi
 
-bench: bench-deps ## run every benchmark and write docs/benchmarks.md (BENCH_TIME=1s; BENCH_REPEAT=4 more engine throughput runs, the doc shows their median; root runs the container ones)
+bench: bench-deps ## run every benchmark and write docs/benchmarks.md (BENCH_TIME=1s; BENCH_REPEAT=4 more engine throughput runs, the doc shows their median; root runs the container and lab ones)
 	@mkdir -p .bench
 	@# -p 1: one package's benchmarks at a time, so they measure the machine, not each other.
 	set -o pipefail; $(GO) test -p 1 -run '^$$' -bench . -benchmem -benchtime $(BENCH_TIME) -timeout 90m $(PKGS) | tee .bench/out.txt
+	set -o pipefail; PROVISIOND_LAB_TEST=1 $(GO) test -run '^$$' -bench 'TunnelThroughput|NetworksRSS' -benchmem -benchtime 1x -timeout 30m ./lab/ | tee -a .bench/out.txt
 	set -o pipefail; $(GO) test -run '^$$' -bench 'EngineThroughput' -benchmem -benchtime $(BENCH_TIME) -count $(BENCH_REPEAT) -timeout 30m ./internal/engine/ | tee -a .bench/out.txt
 	set -o pipefail; $(GO) test -run '^$$' -bench 'Fleet' -benchmem -benchtime $(BENCH_TIME) -count $(FLEET_REPEAT) -timeout 30m ./explorer/server/pgstore/ | tee -a .bench/out.txt
 	$(GO) run ./internal/benchdoc -out docs/benchmarks.md -command "make bench BENCH_TIME=$(BENCH_TIME) BENCH_REPEAT=$(BENCH_REPEAT)" < .bench/out.txt

@@ -5,46 +5,68 @@ import (
 	"sync"
 )
 
-// pipeChunks is how many writes a pipe holds before its writer waits
-// (each at most a download's 1 MiB buffer).
-const pipeChunks = 8
+const (
+	// pipeChunks is how many chunks a pipe holds before its writer waits.
+	pipeChunks = 8
+	// pipeChunk is the size of a chunk: a download's read.
+	pipeChunk = 1 << 20
+)
 
-// pipe is io.Pipe with a bounded buffer: a write is copied and queued,
-// so the download (reading the network, writing and hashing the blob)
-// and the unpacker (decompressing, hashing, writing files) run at the
-// same time instead of taking turns at each write. Like io.Pipe, the
-// reader's Close stops the writer, and the writer's Close ends the
-// reader once it took what was queued.
+// pipe is io.Pipe with a bounded buffer: a write is copied into chunks
+// and queued, so the download (reading the network, writing and hashing
+// the blob) and the unpacker (decompressing, hashing, writing files) run
+// at the same time instead of taking turns at each write. The chunks are
+// reused (fresh memory for every write costs page faults as much as the
+// copy). Like io.Pipe, the reader's Close stops the writer, and the
+// writer's Close ends the reader once it took what was queued.
 type pipe struct {
-	ch   chan []byte
+	ch   chan []byte   // full chunks, in order
+	free chan []byte   // chunks the reader is done with
 	done chan struct{} // closed by closeRead
 	once sync.Once
 	rerr error // what writes return once done is closed
 	werr error // what reads return once ch is drained, set before ch is closed
 	cur  []byte
+	buf  []byte // the chunk cur is in
 }
 
 func newPipe() *pipe {
-	return &pipe{ch: make(chan []byte, pipeChunks), done: make(chan struct{})}
+	p := &pipe{ch: make(chan []byte, pipeChunks), free: make(chan []byte, pipeChunks+1), done: make(chan struct{})}
+	for range pipeChunks + 1 {
+		p.free <- nil // allocated when first used
+	}
+	return p
 }
 
-// Write queues a copy of b; it waits while the pipe is full, and fails
-// once the reader closed.
+// Write queues a copy of b; it waits while every chunk is queued, and
+// fails once the reader closed.
 func (p *pipe) Write(b []byte) (int, error) {
-	if len(b) == 0 {
-		return 0, nil
+	n := 0
+	for len(b) > 0 {
+		var c []byte
+		select {
+		case c = <-p.free:
+		case <-p.done:
+			return n, p.rerr
+		}
+		if c == nil {
+			c = make([]byte, pipeChunk)
+		}
+		k := copy(c[:cap(c)], b)
+		select {
+		case <-p.done:
+			return n, p.rerr
+		default:
+		}
+		select {
+		case p.ch <- c[:k]:
+		case <-p.done:
+			return n, p.rerr
+		}
+		n += k
+		b = b[k:]
 	}
-	select {
-	case <-p.done:
-		return 0, p.rerr
-	default:
-	}
-	select {
-	case p.ch <- append([]byte(nil), b...):
-		return len(b), nil
-	case <-p.done:
-		return 0, p.rerr
-	}
+	return n, nil
 }
 
 // closeWrite ends the stream: reads return err (io.EOF when nil) once
@@ -60,11 +82,15 @@ func (p *pipe) closeWrite(err error) {
 // Read reads what was written, in order.
 func (p *pipe) Read(b []byte) (int, error) {
 	for len(p.cur) == 0 {
+		if p.buf != nil {
+			p.free <- p.buf
+			p.buf = nil
+		}
 		c, ok := <-p.ch
 		if !ok {
 			return 0, p.werr
 		}
-		p.cur = c
+		p.cur, p.buf = c, c
 	}
 	n := copy(b, p.cur)
 	p.cur = p.cur[n:]

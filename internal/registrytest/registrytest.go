@@ -7,6 +7,7 @@ package registrytest
 import (
 	"archive/tar"
 	"bytes"
+	crand "crypto/rand"
 	"fmt"
 	"io"
 	"maps"
@@ -18,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -362,4 +364,63 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 		panic(http.ErrAbortHandler) // drops the connection mid-body
 	}
 	return n, err
+}
+
+// BigImage pushes to r, as repository "big", a busybox image with a
+// 50 MB layer of random bytes (incompressible: what a registry serves is
+// what the node writes), for the cold-start benchmarks.
+func BigImage(t testing.TB, r *Registry) (provision.ImageRef, v1.Image) {
+	t.Helper()
+	data := make([]byte, 50<<20)
+	crand.Read(data)
+	img := Image(t, runtime.GOARCH, BusyboxLayer(t),
+		Layer(t, []File{{Name: "data/", Type: '5'}, {Name: "data/blob", Body: data}}))
+	return r.Push(t, "big", img), img
+}
+
+// CurlTar is what the cold-start benchmarks compare with: `curl` fetches
+// the config and layers of img (pushed to r as ref) and `tar -xzf`
+// extracts the layers into a fresh directory. It returns how long that
+// took.
+func CurlTar(t testing.TB, r *Registry, ref provision.ImageRef, img v1.Image) time.Duration {
+	t.Helper()
+	testutil.RequiresCommand(t, "curl")
+	dir := t.TempDir()
+	defer os.RemoveAll(dir)
+	rootfs := filepath.Join(dir, "rootfs")
+	if err := os.Mkdir(rootfs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := img.ConfigName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	blob := func(d v1.Hash) string {
+		p := filepath.Join(dir, d.Hex)
+		url := fmt.Sprintf("http://%s/v2/%s/blobs/%s", r.Host, ref.Repository, d)
+		if out, err := exec.Command("curl", "-sSfL", "-o", p, url).CombinedOutput(); err != nil {
+			t.Fatalf("curl: %v %s", err, out)
+		}
+		return p
+	}
+	blob(cfg)
+	for _, l := range layers {
+		d, _ := l.Digest()
+		if out, err := exec.Command("tar", "-xzf", blob(d), "-C", rootfs).CombinedOutput(); err != nil {
+			t.Fatalf("tar: %v %s", err, out)
+		}
+	}
+	return time.Since(start)
+}
+
+// MedianMs returns the median of ds in milliseconds.
+func MedianMs(ds []time.Duration) float64 {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return float64(s[len(s)/2]) / float64(time.Millisecond)
 }
