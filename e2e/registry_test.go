@@ -298,15 +298,7 @@ func TestRegistryErrors(t *testing.T) {
 	tamperedRef := reg.Push(t, "tampered", tampered)
 	ls, _ := tampered.Layers()
 	tamperedLayer, _ := ls[1].Digest()
-	p := reg.BlobPath(tamperedLayer.Hex)
-	blob, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	blob[len(blob)/2] ^= 0xff
-	if err := os.WriteFile(p, blob, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	reg.Tamper(t, tamperedLayer.Hex)
 
 	cases := []struct {
 		name string
@@ -330,7 +322,7 @@ func TestRegistryErrors(t *testing.T) {
 	}
 	// Readable by others: refused, and the daemon does not start.
 	dir := t.TempDir()
-	_, err = harness.Command(harness.Bin(t, "provisiond"), nil, "--config", os.DevNull, "--data-dir", filepath.Join(dir, "data"),
+	_, err := harness.Command(harness.Bin(t, "provisiond"), nil, "--config", os.DevNull, "--data-dir", filepath.Join(dir, "data"),
 		"--socket", filepath.Join(dir, "sock"), "run", "--explorer", "http://"+deadHost(t), "--registry-auth", authFile)
 	if err == nil || !strings.Contains(err.Error(), "--registry-auth") || !strings.Contains(err.Error(), "mode 0644") || strings.Contains(err.Error(), "builder") {
 		t.Fatalf("provisiond run with a credentials file of mode 0644: %v", err)

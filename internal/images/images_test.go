@@ -91,15 +91,7 @@ func TestFailedPullKeepsOnlyImages(t *testing.T) {
 	badRef := reg.Push(t, "bad", bad)
 	ls, _ := bad.Layers()
 	top, _ := ls[1].Digest()
-	p := reg.BlobPath(top.Hex)
-	blob, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	blob[len(blob)/2] ^= 0xff
-	if err := os.WriteFile(p, blob, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	reg.Tamper(t, top.Hex)
 	dir := t.TempDir()
 	s := images.New(images.Options{Dir: dir, Registry: registry.New(registry.Options{Insecure: []string{reg.Host}}), Limit: limit})
 	if _, err := s.Pull(t.Context(), goodRef); err != nil {
@@ -267,15 +259,7 @@ func TestPullRefuses(t *testing.T) {
 	tampered := reg.Push(t, "tampered", bad)
 	ls, _ := bad.Layers()
 	ld, _ := ls[0].Digest()
-	p := reg.BlobPath(ld.Hex)
-	blob, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	blob[len(blob)/2] ^= 0xff
-	if err := os.WriteFile(p, blob, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	reg.Tamper(t, ld.Hex)
 	// A layer whose bytes are its digest's but not a tar.
 	junk := reg.Push(t, "junk", registrytest.Image(t, runtime.GOARCH, static.NewLayer(bytes.Repeat([]byte("not a tar "), 1000), types.OCILayer)))
 	down := good

@@ -170,6 +170,21 @@ func (r *Registry) BlobPath(digest string) string {
 	return filepath.Join(r.Root, "docker/registry/v2/blobs/sha256", digest[:2], digest, "data")
 }
 
+// Tamper flips a byte in the middle of the stored blob of digest: the
+// registry then serves bytes that are not its digest.
+func (r *Registry) Tamper(t testing.TB, digest string) {
+	t.Helper()
+	p := r.BlobPath(digest)
+	blob, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob[len(blob)/2] ^= 0xff
+	if err := os.WriteFile(p, blob, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // File is an entry of a layer made by Layer.
 type File struct {
 	// Name is its path.

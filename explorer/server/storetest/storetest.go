@@ -987,26 +987,32 @@ func testQuotaConcurrent(t *testing.T, s server.Store) {
 	for i := range rs {
 		rs[i] = f.reservation(nil)
 	}
+	if ok, refused := createAll(t, s, rs, server.Quota{MaxActive: quota}); ok != quota || refused != tries-quota {
+		t.Fatalf("%d accepted, %d refused; want %d and %d", ok, refused, quota, tries-quota)
+	}
+}
+
+// createAll submits rs at once under q and counts those accepted and
+// those refused by the quota (anything else fails t).
+func createAll(t *testing.T, s server.Store, rs []*provision.Reservation, q server.Quota) (ok, refused int) {
 	now := time.Now()
-	var ok, refused atomic.Int32
+	var oks, refusals atomic.Int32
 	var wg sync.WaitGroup
 	for _, r := range rs {
 		wg.Go(func() {
-			_, err := s.CreateReservationWithin(t.Context(), r, now, server.Quota{MaxActive: quota})
+			_, err := s.CreateReservationWithin(t.Context(), r, now, q)
 			switch {
 			case err == nil:
-				ok.Add(1)
+				oks.Add(1)
 			case errors.Is(err, server.ErrQuota):
-				refused.Add(1)
+				refusals.Add(1)
 			default:
 				t.Errorf("create: %v", err)
 			}
 		})
 	}
 	wg.Wait()
-	if ok.Load() != quota || refused.Load() != tries-quota {
-		t.Fatalf("%d accepted, %d refused; want %d and %d", ok.Load(), refused.Load(), quota, tries-quota)
-	}
+	return int(oks.Load()), int(refusals.Load())
 }
 
 // sized returns a mutation that makes a volume reservation size GiB of
@@ -1089,26 +1095,9 @@ func testUnitQuotaConcurrent(t *testing.T, s server.Store) {
 	for i := range rs {
 		rs[i] = f.reservation(sized(2, i))
 	}
-	now := time.Now()
 	q := server.Quota{MaxUnits: provision.Units{SRU: 2 * fit}}
-	var ok, refused atomic.Int32
-	var wg sync.WaitGroup
-	for _, r := range rs {
-		wg.Go(func() {
-			_, err := s.CreateReservationWithin(t.Context(), r, now, q)
-			switch {
-			case err == nil:
-				ok.Add(1)
-			case errors.Is(err, server.ErrQuota):
-				refused.Add(1)
-			default:
-				t.Errorf("create: %v", err)
-			}
-		})
-	}
-	wg.Wait()
-	if ok.Load() != fit || refused.Load() != tries-fit {
-		t.Fatalf("%d accepted, %d refused; want %d and %d", ok.Load(), refused.Load(), fit, tries-fit)
+	if ok, refused := createAll(t, s, rs, q); ok != fit || refused != tries-fit {
+		t.Fatalf("%d accepted, %d refused; want %d and %d", ok, refused, fit, tries-fit)
 	}
 }
 
