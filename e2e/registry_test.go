@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,8 +17,6 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
@@ -43,17 +40,6 @@ func appImage(t *testing.T, base v1.Layer, text string) v1.Image {
 		{Name: "app", Type: tar.TypeDir},
 		{Name: "app/hello", Body: []byte(text + "\n")},
 	}))
-}
-
-// deadHost returns a 127.0.0.1:PORT nothing listens on.
-func deadHost(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // provctlErr runs provctl as u and returns its standard output and error
@@ -179,7 +165,7 @@ func TestRegistryPullShareAndMirror(t *testing.T) {
 	testutil.RequiresCommand(t, "runc")
 	reg := registrytest.Start(t, registrytest.Options{})
 	mirror := registrytest.Start(t, registrytest.Options{})
-	origin := deadHost(t)
+	origin := harness.FreeAddr(t)
 	base := registrytest.BusyboxLayer(t)
 	ref1 := reg.Push(t, "app1", appImage(t, base, "hello from app1"))
 	ref2 := reg.Push(t, "app2", appImage(t, base, "hello from app2"))
@@ -290,7 +276,7 @@ func TestRegistryErrors(t *testing.T) {
 	good := appImage(t, base, "good")
 
 	down := reg.Push(t, "good", good)
-	down.Registry = deadHost(t)
+	down.Registry = harness.FreeAddr(t)
 	missing := reg.Push(t, "good", good)
 	missing.Digest = strings.Repeat("0", 64)
 	art := mutate.ConfigMediaType(appImage(t, base, "artifact"), types.MediaType("application/vnd.example.thing.v1+json"))
@@ -323,7 +309,7 @@ func TestRegistryErrors(t *testing.T) {
 	// Readable by others: refused, and the daemon does not start.
 	dir := t.TempDir()
 	_, err := harness.Command(harness.Bin(t, "provisiond"), nil, "--config", os.DevNull, "--data-dir", filepath.Join(dir, "data"),
-		"--socket", filepath.Join(dir, "sock"), "run", "--explorer", "http://"+deadHost(t), "--registry-auth", authFile)
+		"--socket", filepath.Join(dir, "sock"), "run", "--explorer", "http://"+harness.FreeAddr(t), "--registry-auth", authFile)
 	if err == nil || !strings.Contains(err.Error(), "--registry-auth") || !strings.Contains(err.Error(), "mode 0644") || strings.Contains(err.Error(), "builder") {
 		t.Fatalf("provisiond run with a credentials file of mode 0644: %v", err)
 	}
@@ -411,16 +397,9 @@ func TestRegistryImportOffline(t *testing.T) {
 	testutil.RequiresRoot(t)
 	testutil.RequiresCommand(t, "runc")
 	img := appImage(t, registrytest.BusyboxLayer(t), "hello from the layout")
-	lay := filepath.Join(t.TempDir(), "layout")
-	p, err := layout.Write(lay, empty.Index)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AppendImage(img); err != nil {
-		t.Fatal(err)
-	}
+	lay := registrytest.WriteLayout(t, img)
 	d, _ := img.Digest()
-	offline := deadHost(t)
+	offline := harness.FreeAddr(t)
 
 	s := startNode(t, "--insecure-registries", offline)
 	user, nodeID, node := s.User, s.NodeID, s.Node

@@ -2,13 +2,9 @@ package main
 
 import (
 	"encoding/json"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
-
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 
 	"github.com/edgeprov/provisiond/internal/registrytest"
 )
@@ -18,14 +14,7 @@ import (
 func TestCLIImage(t *testing.T) {
 	dir := fillNode(t)
 	img := registrytest.Image(t, runtime.GOARCH, registrytest.Layer(t, []registrytest.File{{Name: "hello", Body: []byte("hi")}}))
-	lay := filepath.Join(t.TempDir(), "layout")
-	p, err := layout.Write(lay, empty.Index)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AppendImage(img); err != nil {
-		t.Fatal(err)
-	}
+	lay := registrytest.WriteLayout(t, img)
 	d, _ := img.Digest()
 	out, errOut, code := provisiond(t, dir, "image", "import", lay)
 	if code != 0 || !strings.Contains(out, "imported sha256:"+d.Hex) {

@@ -71,16 +71,26 @@ func pendingFile(c *cli.Context, name string) string {
 
 // loadNetwork reads the network file of network name.
 func loadNetwork(c *cli.Context, name string) (*wgNetwork, error) {
-	path := networkFile(c, name)
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w (was the network created with this key?)", ErrNetworkFile, err)
-	}
 	var n wgNetwork
-	if err := json.Unmarshal(b, &n); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrNetworkFile, path, err)
+	if err := readJSONFile(networkFile(c, name), &n); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w (was the network created with this key?)", err)
+		}
+		return nil, err
 	}
 	return &n, nil
+}
+
+// readJSONFile reads path into v; its errors wrap ErrNetworkFile.
+func readJSONFile(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNetworkFile, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrNetworkFile, path, err)
+	}
+	return nil
 }
 
 // writeJSONFile writes v as indented JSON to path, mode 0600, replacing
@@ -225,17 +235,12 @@ func addMembers(ctx context.Context, s *session) error {
 // loadChange reads the pending change of network name; nil when there is
 // none.
 func loadChange(c *cli.Context, name string) (*wgChange, error) {
-	path := pendingFile(c, name)
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNetworkFile, err)
-	}
 	var ch wgChange
-	if err := json.Unmarshal(b, &ch); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrNetworkFile, path, err)
+	switch err := readJSONFile(pendingFile(c, name), &ch); {
+	case errors.Is(err, os.ErrNotExist):
+		return nil, nil
+	case err != nil:
+		return nil, err
 	}
 	return &ch, nil
 }

@@ -96,8 +96,9 @@ func (b *builds) bin(t testing.TB, name string) string {
 	return filepath.Join(b.dir, name)
 }
 
-// freeAddr returns a free 127.0.0.1 port.
-func freeAddr(t testing.TB) string {
+// FreeAddr returns a free 127.0.0.1 port (nothing listens on it once it
+// returns).
+func FreeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -208,7 +209,7 @@ type Explorer struct {
 // when the test ends.
 func StartExplorer(t testing.TB) *Explorer {
 	t.Helper()
-	e := &Explorer{Dir: t.TempDir(), Addr: freeAddr(t)}
+	e := &Explorer{Dir: t.TempDir(), Addr: FreeAddr(t)}
 	e.Start(t)
 	t.Cleanup(func() { e.proc.Stop(t) })
 	return e
@@ -218,7 +219,7 @@ func StartExplorer(t testing.TB) *Explorer {
 // build` builds it (no -race): for measurements.
 func StartPlainExplorer(t testing.TB) *Explorer {
 	t.Helper()
-	e := &Explorer{Dir: t.TempDir(), Addr: freeAddr(t), Plain: true}
+	e := &Explorer{Dir: t.TempDir(), Addr: FreeAddr(t), Plain: true}
 	e.Start(t)
 	t.Cleanup(func() { e.proc.Stop(t) })
 	return e
@@ -288,7 +289,7 @@ const privateNetns = `mkdir -p /run/netns && mount -t tmpfs -o mode=0755 provisi
 // directory and stops it when the test ends.
 func StartNode(t testing.TB, explorer string, args ...string) *Node {
 	t.Helper()
-	n := &Node{Dir: t.TempDir(), Explorer: explorer, Metrics: freeAddr(t), Args: args}
+	n := &Node{Dir: t.TempDir(), Explorer: explorer, Metrics: FreeAddr(t), Args: args}
 	n.Start(t)
 	t.Cleanup(func() { n.proc.Stop(t) })
 	return n
@@ -297,7 +298,7 @@ func StartNode(t testing.TB, explorer string, args ...string) *Node {
 // StartNodeWith is StartNode with options.
 func StartNodeWith(t testing.TB, explorer string, opts NodeOptions) *Node {
 	t.Helper()
-	n := &Node{Dir: t.TempDir(), Explorer: explorer, Metrics: freeAddr(t), Args: opts.Args, opts: opts}
+	n := &Node{Dir: t.TempDir(), Explorer: explorer, Metrics: FreeAddr(t), Args: opts.Args, opts: opts}
 	n.Start(t)
 	t.Cleanup(func() { n.proc.Stop(t) })
 	return n

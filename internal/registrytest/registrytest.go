@@ -30,6 +30,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
@@ -379,6 +380,21 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 		panic(http.ErrAbortHandler) // drops the connection mid-body
 	}
 	return n, err
+}
+
+// WriteLayout writes img as an OCI image layout in a new directory, as
+// `provisiond image import` reads one, and returns the directory.
+func WriteLayout(t testing.TB, img v1.Image) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "layout")
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendImage(img); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // BigImage pushes to r, as repository "big", a busybox image with a
