@@ -329,7 +329,10 @@ func TestWireGuardAcrossNodes(t *testing.T) {
 	runContainer(0)
 	runContainer(1)
 
-	// Node 3 joins while a stream runs between nodes 1 and 2.
+	// Node 3 joins while a stream runs between nodes 1 and 2, once the
+	// tunnel between them is up (a first handshake sent before the
+	// peer's device was up is retried by WireGuard after 5 s).
+	mustReach(t, "c1 reaches c2 before the stream", ns[0], "10.250.2.10:80")
 	live := startStream(t, ns[0], "10.250.2.10:80")
 	live.waitTicks(t, "the stream flows before the add", 5)
 	live.gap()
