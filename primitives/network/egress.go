@@ -374,14 +374,14 @@ func (m *Manager) ensureEgress(id string, nns netns.NsHandle, nh *netlink.Handle
 	if link != nil {
 		if _, err := nh.LinkByName(UplinkLink); err != nil {
 			// Half a pair (the network's namespace was made again): start over.
-			if err := node.LinkDel(link); err != nil && !isNotFound(err) {
+			if err := delLink(node, link); err != nil {
 				return fmt.Errorf("deleting stale link %s: %w", name, err)
 			}
 			delete(all, id)
 			link = nil
 		}
 	} else if old, err := node.LinkByName(name); err == nil {
-		if err := node.LinkDel(old); err != nil { // unlabelled: a crash between creating and labelling it
+		if err := delLink(node, old); err != nil { // unlabelled: a crash between creating and labelling it
 			return fmt.Errorf("deleting unlabelled link %s: %w", name, err)
 		}
 	}
@@ -506,7 +506,7 @@ func removeUplink(id string) error {
 	if l.Attrs().Alias != uplinkAlias(id) {
 		return nil
 	}
-	if err := netlink.LinkDel(l); err != nil && !isNotFound(err) {
+	if err := delLink(nodeHandle, l); err != nil {
 		return fmt.Errorf("deleting %s: %w", UplinkName(id), err)
 	}
 	return nil

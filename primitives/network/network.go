@@ -443,7 +443,7 @@ func (m *Manager) ensurePort(nh, ch *netlink.Handle, cns netns.NsHandle, contain
 		_, errPeer := ch.LinkByName(ContainerLink)
 		if port.Attrs().Alias != alias || errPeer != nil {
 			// A port of an older spec, or half of a pair: start again.
-			if err := nh.LinkDel(port); err != nil {
+			if err := delLink(nh, port); err != nil {
 				return fmt.Errorf("deleting stale port %s: %w", portName, err)
 			}
 			port = nil
@@ -455,7 +455,7 @@ func (m *Manager) ensurePort(nh, ch *netlink.Handle, cns netns.NsHandle, contain
 	}
 	if port == nil {
 		if old, err := ch.LinkByName(ContainerLink); err == nil {
-			if err := ch.LinkDel(old); err != nil {
+			if err := delLink(ch, old); err != nil {
 				return fmt.Errorf("deleting stale %s: %w", ContainerLink, err)
 			}
 		}
@@ -785,6 +785,20 @@ func isNotFound(err error) bool {
 	var nf netlink.LinkNotFoundError
 	return errors.As(err, &nf)
 }
+
+// delLink deletes l through h. A link that is already gone is not an
+// error: the kernel removes a veth whose peer's namespace is torn down,
+// and it does so asynchronously, so a link found a moment ago may be gone
+// by the time it is deleted (ENODEV).
+func delLink(h *netlink.Handle, l netlink.Link) error {
+	if err := h.LinkDel(l); err != nil && !isNotFound(err) && !errors.Is(err, unix.ENODEV) {
+		return err
+	}
+	return nil
+}
+
+// nodeHandle is a netlink handle in the daemon's own namespace.
+var nodeHandle = &netlink.Handle{}
 
 // mounted reports whether path is a bind mount of a namespace.
 func mounted(path string) (bool, error) {

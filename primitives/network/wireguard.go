@@ -182,7 +182,7 @@ func (m *Manager) startHelper(id string, nns netns.NsHandle, nh *netlink.Handle)
 	name := WireGuardName(id)
 	if l, err := nh.LinkByName(name); err == nil {
 		// A device whose helper is gone (killed): remove its remains.
-		if err := nh.LinkDel(l); err != nil {
+		if err := delLink(nh, l); err != nil {
 			return fmt.Errorf("deleting stale %s: %w", name, err)
 		}
 	}
@@ -238,5 +238,5 @@ func removeWireGuard(nns netns.NsHandle, id string) error {
 	if err != nil {
 		return err
 	}
-	return h.LinkDel(l)
+	return delLink(h, l)
 }
