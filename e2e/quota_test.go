@@ -2,8 +2,12 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/edgeprov/provisiond/admin"
@@ -18,14 +22,20 @@ import (
 // container; a user's second container gets a signed error result that
 // names the quota, the user and the count, which `provctl get` shows;
 // another user is not affected; `provisiond stats` shows who uses what;
-// once the first container is deleted, the user can reserve again.
+// once the first container is deleted, the user can reserve again; a
+// quota raised in --user-quota-file applies after SIGHUP, and a quota file
+// with an error is refused and changes nothing.
 func TestUserQuota(t *testing.T) {
 	testutil.RequiresRoot(t)
 	testutil.RequiresCommand(t, "runc")
 	image, digest := fixture.Busybox(t)
 
 	ex := harness.StartExplorer(t)
-	node := harness.StartNodeWith(t, ex.URL(), harness.NodeOptions{Args: []string{"--user-quota", "workloads=2"}})
+	quotaFile := filepath.Join(t.TempDir(), "quotas")
+	if err := os.WriteFile(quotaFile, []byte("# per-user overrides\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	node := harness.StartNodeWith(t, ex.URL(), harness.NodeOptions{Args: []string{"--user-quota", "workloads=2", "--user-quota-file", quotaFile}})
 	nodeID := node.ID(t)
 	alice, bob := harness.NewUser(t, ex.URL()), harness.NewUser(t, ex.URL())
 	userID := func(u *harness.User) string {
@@ -73,18 +83,22 @@ func TestUserQuota(t *testing.T) {
 	other := container(bob)
 	bob.WaitResult(t, other, provision.StateOk, within)
 
-	out, err := node.CLI(t, "stats", "--json")
-	if err != nil {
-		t.Fatal(err)
+	stats := func() (map[string]admin.UserUsage, string) {
+		out, err := node.CLI(t, "stats", "--json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st admin.Stats
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatal(err)
+		}
+		usage := map[string]admin.UserUsage{}
+		for _, u := range st.Users {
+			usage[u.User] = u
+		}
+		return usage, out
 	}
-	var st admin.Stats
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		t.Fatal(err)
-	}
-	usage := map[string]admin.UserUsage{}
-	for _, u := range st.Users {
-		usage[u.User] = u
-	}
+	usage, out := stats()
 	for _, id := range []string{aliceID, bobID} {
 		u := usage[id]
 		if u.Used.Workloads != 2 || u.Used.Units.CRU != 1 || u.Quota.Workloads != 2 {
@@ -103,10 +117,45 @@ func TestUserQuota(t *testing.T) {
 	third := container(alice)
 	alice.WaitResult(t, third, provision.StateOk, within)
 
+	// The operator changes the quota file and sends SIGHUP (what
+	// `systemctl reload provisiond` does). A file with an error changes
+	// nothing and the daemon runs on; a good one applies to the next
+	// reservation.
+	hangup := func(file string) {
+		if err := os.WriteFile(quotaFile, []byte(file), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Kill(node.PID(), syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hangup(aliceID + " workloads=lots\n")
+	harness.Eventually(t, within, "the reload's refusal in the log", func() error {
+		if !strings.Contains(node.Log(), "reload failed") {
+			return errors.New("not logged yet")
+		}
+		return nil
+	})
+	if u, out := stats(); u[aliceID].Quota.Workloads != 2 {
+		t.Fatalf("a quota file with an error changed the quota: %s", out)
+	}
+	fourth := container(alice)
+	alice.WaitResult(t, fourth, provision.StateError, within)
+
+	hangup(aliceID + " workloads=3\n")
+	harness.Eventually(t, within, "the raised quota in force", func() error {
+		if u, out := stats(); u[aliceID].Quota.Workloads != 3 || u[bobID].Quota.Workloads != 2 {
+			return fmt.Errorf("not yet: %s", out)
+		}
+		return nil
+	})
+	fifth := container(alice)
+	alice.WaitResult(t, fifth, provision.StateOk, within)
+
 	for _, d := range []struct {
 		u  *harness.User
 		id string
-	}{{alice, third}, {bob, other}, {alice, nets[alice]}, {bob, nets[bob]}} {
+	}{{alice, third}, {alice, fifth}, {bob, other}, {alice, nets[alice]}, {bob, nets[bob]}} {
 		if _, err := d.u.Run(t, "delete", d.id); err != nil {
 			t.Fatal(err)
 		}

@@ -8,10 +8,12 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -38,6 +40,11 @@ import (
 // and the primitives, serves the admin socket and /metrics, and tells
 // systemd it is ready once recovery ran. It returns when ctx ends.
 func run(ctx context.Context, cfg *config) error {
+	// SIGHUP is caught first: uncaught, it would end the process. It is
+	// served once the engine runs (reloadOnHangup).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	log, err := newLogger(cfg.LogFormat, cfg.LogLevel, os.Stderr)
 	if err != nil {
 		return err
@@ -215,6 +222,7 @@ func run(ctx context.Context, cfg *config) error {
 	}
 	wg.Go(func() { register(ctx, gated, node, log) })
 	wg.Go(func() { d.gc.Run(ctx) })
+	wg.Go(func() { reloadOnHangup(ctx, hup, cfg, engine, registryAuth, log) })
 	startLifecycle(ctx, &wg, cfg, key, nodeID, engine, client, store, prims, log)
 	wg.Go(func() {
 		if !waitRunning(ctx, engine) {

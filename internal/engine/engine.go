@@ -238,7 +238,7 @@ type Engine struct {
 	// store agree.
 	tallyMu    sync.Mutex
 	tally      *tally.Tally
-	quotas     provision.Quotas // read-only after New
+	quotas     provision.Quotas // replaced by SetQuotas, under tallyMu
 	capacity   provision.Capacity
 	capacityOK bool
 	statsGen   uint64 // numbers the Stats computed (statsLocked)
@@ -534,7 +534,22 @@ func (e *Engine) Usage() map[string]provision.Usage {
 }
 
 // Quotas returns the quotas the Engine enforces.
-func (e *Engine) Quotas() provision.Quotas { return e.quotas }
+func (e *Engine) Quotas() provision.Quotas {
+	e.tallyMu.Lock()
+	defer e.tallyMu.Unlock()
+	return e.quotas
+}
+
+// SetQuotas replaces the quotas the Engine enforces (the operator's
+// reload). Every admission from then on is checked against q; workloads
+// already admitted keep running even where q is now below what their owner
+// holds (as a Kubernetes ResourceQuota lowered below use), and their owner
+// cannot add more until back under it.
+func (e *Engine) SetQuotas(q provision.Quotas) {
+	e.tallyMu.Lock()
+	defer e.tallyMu.Unlock()
+	e.quotas = q
+}
 
 // lock returns the record lock of id. Ingest, workers and
 // DecommissionCached hold it across every read-modify-write of a record

@@ -248,8 +248,8 @@ func (e *Engine) admission(ctx context.Context, rec *provision.Record, from prov
 // result naming the limit: the user's quota (provision.ErrQuota), else the
 // short units (provision.ErrNoCapacity). Both refusals are permanent:
 // there is no queue of requests waiting for capacity, and a quota only
-// changes when the operator restarts the node with another, so the owner
-// must delete a workload, or ask the operator, and reserve again. The tally
+// changes when the operator changes it (SetQuotas), so the owner must
+// delete a workload, or ask the operator, and reserve again. The tally
 // is charged and the write of rec (an Add when add is set, else a Save
 // from state from) queued under the tally lock, so two reservations can
 // never both take the last free units or the last of a user's quota. It

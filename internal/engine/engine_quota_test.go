@@ -142,6 +142,44 @@ func TestEngineQuotaOverride(t *testing.T) {
 	})
 }
 
+// SetQuotas applies to the next admission: a lowered quota keeps what
+// runs but refuses more, a raised one admits again, and Quotas shows the
+// quotas in force.
+func TestEngineSetQuotas(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, func(o *engine.Options) {
+			o.Quotas = provision.Quotas{Default: provision.Quota{Workloads: 2}}
+		})
+		h.start(nil)
+		now := time.Now()
+		h.deliver(h.user.Volume("v1", testNode, 1, now, time.Hour))
+		h.deliver(h.user.Volume("v2", testNode, 1, now, time.Hour))
+		settle(0)
+		h.wantState("v1", provision.Deployed)
+		h.wantState("v2", provision.Deployed)
+
+		lowered := provision.Quotas{Default: provision.Quota{Workloads: 1}}
+		h.eng.SetQuotas(lowered)
+		if got := h.eng.Quotas(); got.Default != lowered.Default {
+			t.Fatalf("Quotas after SetQuotas: %+v", got)
+		}
+		h.deliver(h.user.Volume("v3", testNode, 1, now, time.Hour))
+		settle(0)
+		h.wantRefused("v3", "would run 3 of 1 workloads")
+		h.wantState("v1", provision.Deployed) // what runs stays
+		h.wantState("v2", provision.Deployed)
+
+		h.eng.SetQuotas(provision.Quotas{
+			Default: provision.Quota{Workloads: 1},
+			Users:   map[string]provision.Quota{h.user.ID: {Workloads: 3}},
+		})
+		h.deliver(h.user.Volume("v4", testNode, 1, now, time.Hour))
+		settle(0)
+		h.wantState("v4", provision.Deployed)
+		h.checkUsage()
+	})
+}
+
 // An update past the quota (its new units against the user's usage
 // without the running version's) is refused and the running version
 // stays; one within it is applied; the count does not change.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -28,8 +29,10 @@ var ErrAuthFile = errors.New("registry: credentials file")
 // from a docker config.json's "auths" map (what `docker login` writes):
 // the node answers a registry's basic or token challenge with them. A
 // registry it does not name is asked anonymously. The zero value and nil
-// hold none.
+// hold none. Its methods may be called concurrently; Replace swaps in
+// another file's credentials (the operator's reload).
 type Auth struct {
+	mu    sync.RWMutex
 	hosts map[string]authn.AuthConfig
 }
 
@@ -174,7 +177,24 @@ func (a *Auth) Hosts() int {
 	if a == nil {
 		return 0
 	}
+	a.mu.RLock()
+	defer a.mu.RUnlock()
 	return len(a.hosts)
+}
+
+// Replace makes a hold the credentials of from (nil: none) in place of its
+// own. A pull that has started keeps the credentials it began with; the
+// next one uses from's.
+func (a *Auth) Replace(from *Auth) {
+	var hosts map[string]authn.AuthConfig
+	if from != nil {
+		from.mu.RLock()
+		hosts = from.hosts
+		from.mu.RUnlock()
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.hosts = hosts
 }
 
 // For returns the authenticator for host (HOST[:PORT]): its credentials,
@@ -183,7 +203,9 @@ func (a *Auth) For(host string) authn.Authenticator {
 	if a == nil {
 		return authn.Anonymous
 	}
+	a.mu.RLock()
 	cfg, ok := a.hosts[strings.ToLower(host)]
+	a.mu.RUnlock()
 	if !ok {
 		return authn.Anonymous
 	}

@@ -163,6 +163,31 @@ func TestAuthPrivateRegistry(t *testing.T) {
 			body.Close()
 		})
 	}
+
+	// Credentials replaced in place (the node's SIGHUP) serve the next
+	// request of a client made with the old ones.
+	t.Run("replaced", func(t *testing.T) {
+		wrong, err := registry.ParseAuth([]byte(`{"auths":{"` + reg.Host + `":{"auth":"` + b64("alice:looking-glass") + `"}}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		right, err := registry.ParseAuth([]byte(`{"auths":{"` + reg.Host + `":{"auth":"` + b64("alice:wonderland") + `"}}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := registry.New(registry.Options{Insecure: []string{reg.Host}, Auth: wrong})
+		if _, err := c.Repo(ref).Manifest(t.Context(), ref.Digest); !errors.Is(err, registry.ErrUnauthorized) {
+			t.Fatalf("with the wrong password: %v", err)
+		}
+		wrong.Replace(right)
+		if _, err := c.Repo(ref).Manifest(t.Context(), ref.Digest); err != nil {
+			t.Fatalf("after Replace: %v", err)
+		}
+		wrong.Replace(nil)
+		if _, err := c.Repo(ref).Manifest(t.Context(), ref.Digest); !errors.Is(err, registry.ErrUnauthorized) || wrong.Hosts() != 0 {
+			t.Fatalf("after Replace(nil): %v, %d hosts", err, wrong.Hosts())
+		}
+	})
 }
 
 // FuzzParseAuth: any input is refused with ErrAuthFile or gives

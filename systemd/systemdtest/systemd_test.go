@@ -3,6 +3,7 @@ package systemdtest
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"maps"
@@ -71,6 +72,7 @@ func TestProvisiondUnderSystemd(t *testing.T) {
 	}
 	t.Run("restarts", func(t *testing.T) { lab.restarts(t) })
 	t.Run("kills", func(t *testing.T) { lab.kills(t) })
+	t.Run("reload", func(t *testing.T) { lab.reload(t) })
 	t.Run("journal-json", func(t *testing.T) { lab.journal(t) })
 	if out, err := exec.Command("cp", faulthook, filepath.Join(n.root, "usr/local/bin/provisiond-faulthook")).CombinedOutput(); err != nil {
 		t.Fatalf("installing the fault-hook build: %v: %s", err, out)
@@ -591,6 +593,25 @@ func (l *lab) kills(t *testing.T) {
 		l.check(t)
 	}
 	t.Logf("%d SIGKILLs, each checked, in %s", *cycles, time.Since(began).Round(time.Millisecond))
+}
+
+// reload runs `systemctl reload provisiond` (the unit's ExecReload sends
+// SIGHUP): the daemon reads its files again in the same process, which
+// stays active and serves on.
+func (l *lab) reload(t *testing.T) {
+	pid := l.mainPID(t)
+	l.n.must(t, "systemctl reload provisiond")
+	eventually(t, 30*time.Second, "the reload in the journal", func() error {
+		out := l.n.mustNoFail(t, "journalctl -u provisiond --no-pager -o cat")
+		if !strings.Contains(out, "SIGHUP: no --user-quota-file") {
+			return errors.New("no SIGHUP line yet")
+		}
+		return nil
+	})
+	if st := l.show(t, "MainPID", "ActiveState"); st["MainPID"] != pid || st["ActiveState"] != "active" {
+		t.Fatalf("after systemctl reload: %v (was pid %s)", st, pid)
+	}
+	l.check(t)
 }
 
 // journal checks that every line the daemon wrote is one JSON event, and
