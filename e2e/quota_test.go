@@ -139,8 +139,14 @@ func TestUserQuota(t *testing.T) {
 	if u, out := stats(); u[aliceID].Quota.Workloads != 2 {
 		t.Fatalf("a quota file with an error changed the quota: %s", out)
 	}
-	fourth := container(alice)
-	alice.WaitResult(t, fourth, provision.StateError, within)
+	// Volumes from here: the node's two cores hold a container each.
+	volume := func(u *harness.User) string {
+		return u.Reserve(t, "volume", "--node", nodeID, "--size", "1", "--duration", "1h")
+	}
+	fourth := volume(alice)
+	if res := alice.WaitResult(t, fourth, provision.StateError, within); !strings.Contains(res.Message, "would run 3 of 2 workloads") {
+		t.Fatalf("the fourth's result: %q", res.Message)
+	}
 
 	hangup(aliceID + " workloads=3\n")
 	harness.Eventually(t, within, "the raised quota in force", func() error {
@@ -149,7 +155,7 @@ func TestUserQuota(t *testing.T) {
 		}
 		return nil
 	})
-	fifth := container(alice)
+	fifth := volume(alice)
 	alice.WaitResult(t, fifth, provision.StateOk, within)
 
 	for _, d := range []struct {
