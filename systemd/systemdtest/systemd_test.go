@@ -597,7 +597,7 @@ func (l *lab) kills(t *testing.T) {
 
 // reload runs `systemctl reload provisiond` (the unit's ExecReload sends
 // SIGHUP): the daemon reads its files again in the same process, which
-// stays active and serves on.
+// stays active and serves on; then `systemctl reload explorerd`.
 func (l *lab) reload(t *testing.T) {
 	pid := l.mainPID(t)
 	l.n.must(t, "systemctl reload provisiond")
@@ -612,6 +612,22 @@ func (l *lab) reload(t *testing.T) {
 		t.Fatalf("after systemctl reload: %v (was pid %s)", st, pid)
 	}
 	l.check(t)
+
+	// explorerd's unit reloads the same way, from inside its sandbox. It
+	// still runs the release's binary, which did not catch SIGHUP: the
+	// installed one is started first.
+	l.n.must(t, "systemctl restart explorerd")
+	epid := strings.TrimSpace(l.n.must(t, "systemctl show -p MainPID --value explorerd"))
+	l.n.must(t, "systemctl reload explorerd")
+	eventually(t, 30*time.Second, "explorerd's reload in the journal", func() error {
+		if out := l.n.mustNoFail(t, "journalctl -u explorerd --no-pager -o cat"); !strings.Contains(out, "SIGHUP: no TLS certificate") {
+			return errors.New("no SIGHUP line yet")
+		}
+		return nil
+	})
+	if st := strings.TrimSpace(l.n.must(t, "systemctl show -p MainPID --value explorerd; systemctl is-active explorerd")); st != epid+"\nactive" {
+		t.Fatalf("explorerd after systemctl reload: %q (was pid %s)", st, epid)
+	}
 }
 
 // journal checks that every line the daemon wrote is one JSON event, and
