@@ -3,8 +3,11 @@ package server_test
 import (
 	"context"
 	"flag"
+	"math"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -12,8 +15,11 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/edgeprov/provisiond/explorer"
+	"github.com/edgeprov/provisiond/explorer/explorertest"
 	"github.com/edgeprov/provisiond/explorer/server"
 	"github.com/edgeprov/provisiond/internal/testutil"
+	"github.com/edgeprov/provisiond/provision"
 )
 
 var screenshots = flag.String("screenshots", "", "write the pages' screenshots (ui-*.png) into this `directory` (make screenshots: docs)")
@@ -87,11 +93,14 @@ func TestUIInBrowser(t *testing.T) {
 	f := newFleet(t, server.Config{})
 	api := apiUnits(t, f, f.up)
 	errAPI := f.xs.Reservation(t, f.ids["error"])
+	avail := heartbeats(t, f)
 
 	pages := []struct {
 		name   string
 		path   string
 		checks map[string]string // selector → text it must show
+		// availSel shows the node's availability and reboot its reboot.
+		availSel, reboot string
 	}{
 		{"fleet", "/ui/", map[string]string{
 			`tr[data-node="` + f.up + `"] td[data-unit="cru"] .figs`: figures(api.CRU),
@@ -101,21 +110,21 @@ func TestUIInBrowser(t *testing.T) {
 			`tr[data-node="` + f.up + `"] .st`:                       "up",
 			`tr[data-node="` + f.old + `"] .st`:                      "down",
 			`tr[data-node="` + f.up + `"] .version`:                  "v1.0.0",
-		}},
+		}, `tr[data-node="` + f.up + `"] .avail`, ", 1 reboot"},
 		{"node", "/ui/nodes/" + f.up, map[string]string{
 			`#units tr[data-unit="cru"] .figs`:                           figures(api.CRU),
 			`#units tr[data-unit="mru"] .figs`:                           figures(api.MRU),
 			`#reservations tr[data-id="` + f.ids["ok"] + `"] .st`:        "ok",
 			`#reservations tr[data-id="` + f.ids["pending"] + `"] .st`:   "pending",
 			`#reservations tr[data-id="` + f.ids["delivered"] + `"] .st`: "delivered",
-		}},
+		}, "#availability", "; 1 reboot in 30 days"},
 		{"reservation", "/ui/reservations/" + f.ids["error"], map[string]string{
 			`#state`:                         string(errAPI.Result.State),
 			`#verified`:                      "signatures verified by the explorer",
 			`#result .id.sig`:                errAPI.Result.Signature,
 			`#history li:nth-child(2) .what`: "delivered to node " + f.up,
 			`#history li:nth-child(2) time`:  errAPI.Delivered.UTC().Format("2006-01-02 15:04:05.000 UTC"),
-		}},
+		}, "", ""},
 	}
 	for _, p := range pages {
 		t.Run(p.name, func(t *testing.T) {
@@ -132,6 +141,9 @@ func TestUIInBrowser(t *testing.T) {
 				if got = strings.TrimSpace(got); got != want {
 					t.Errorf("%s: %q shows %q, want %q", p.path, sel, got, want)
 				}
+			}
+			if p.availSel != "" {
+				checkAvailability(t, tctx, p.availSel, avail.Percent30d, p.reboot)
 			}
 			if p.name == "node" {
 				dots, err := chromedp.Run(tctx, chromedp.Evaluate[int](`document.querySelectorAll('#timeline circle.dot').length`))
@@ -160,4 +172,61 @@ func TestUIInBrowser(t *testing.T) {
 			t.Logf("%s: %d bytes → %s", p.path, len(shot), out)
 		})
 	}
+}
+
+// percentRe finds the availability in a page's text.
+var percentRe = regexp.MustCompile(`([0-9.]+) %`)
+
+// checkAvailability fails unless the element at sel shows the percentage
+// want (give or take the time between the API's answer and the page's)
+// and the text reboot.
+func checkAvailability(t *testing.T, ctx context.Context, sel string, want float64, reboot string) {
+	t.Helper()
+	text, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+	if err != nil {
+		t.Fatalf("reading %s: %v", sel, err)
+	}
+	m := percentRe.FindStringSubmatch(text)
+	var pct float64
+	if m != nil {
+		pct, err = strconv.ParseFloat(m[1], 64)
+	}
+	if m == nil || err != nil || math.Abs(pct-want) > 0.5 || !strings.Contains(text, reboot) {
+		t.Errorf("%s shows %q (%v); want %.2f %% and %q", sel, text, err, want, reboot)
+	}
+}
+
+// heartbeats sends f.up's signed heartbeats of the last 50 minutes, every
+// 10 minutes: a boot, then a reboot 8 minutes ago, and returns the
+// availability the API then shows for the node.
+func heartbeats(t *testing.T, f *fleet) *explorer.NodeAvailability {
+	t.Helper()
+	nc := explorer.NewClient(f.xs.URL(), f.upKey, explorertest.ClientOptions())
+	now := time.Now().UTC()
+	beat := func(boot string, booted, created time.Time) {
+		t.Helper()
+		hb := &provision.Heartbeat{NodeID: f.up, BootID: boot, Booted: booted, Created: created, Interval: 10 * time.Minute}
+		if err := hb.Sign(provision.KeySigner(f.upKey)); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Heartbeat(t.Context(), f.up, hb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ago := range []time.Duration{50, 40, 30, 20} {
+		beat("boot-a", now.Add(-2*time.Hour), now.Add(-ago*time.Minute))
+	}
+	beat("boot-b", now.Add(-8*time.Minute), now.Add(-5*time.Minute))
+	beat("boot-b", now.Add(-8*time.Minute), now)
+	reply, err := explorer.NewUserClient(f.xs.URL(), f.user, explorertest.ClientOptions()).ListNodes(t.Context(), explorer.NodeFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range reply.Nodes {
+		if n.NodeID == f.up && n.Availability != nil && n.Availability.Reboots30d == 1 {
+			return n.Availability
+		}
+	}
+	t.Fatalf("no availability with one reboot for %s: %+v", f.up, reply.Nodes)
+	return nil
 }
