@@ -174,11 +174,7 @@ func (n *wgNetwork) check() error {
 func addMembers(ctx context.Context, s *session) error {
 	c := s.c
 	name := c.String("name")
-	n, err := loadNetwork(c, name)
-	if err != nil {
-		return err
-	}
-	ch, err := loadChange(c, name)
+	n, ch, err := loadNetworkChange(c, name)
 	if err != nil {
 		return err
 	}
@@ -223,26 +219,43 @@ func addMembers(ctx context.Context, s *session) error {
 			return fmt.Errorf("recording the change: %w", err)
 		}
 	}
-	if err := s.converge(ctx, ch, func() error { return writeJSONFile(pendingFile(c, name), ch) }); err != nil {
-		return fmt.Errorf("%w\n(nothing is lost: run the same command again to finish; %s holds the change)", err, pendingFile(c, name))
+	return s.finish(ctx, ch, nil)
+}
+
+// finish brings the explorer to the pending change ch (converge), runs
+// last when it is set, and only then replaces the network's file with
+// ch's network and removes the pending file.
+func (s *session) finish(ctx context.Context, ch *wgChange, last func() error) error {
+	c, name := s.c, ch.Network.Name
+	pending := pendingFile(c, name)
+	err := s.converge(ctx, ch)
+	if err == nil && last != nil {
+		err = last()
+	}
+	if err != nil {
+		return fmt.Errorf("%w\n(nothing is lost: run the same command again to finish; %s holds the change)", err, pending)
 	}
 	if err := writeJSONFile(networkFile(c, name), ch.Network); err != nil {
 		return fmt.Errorf("the explorer holds the new network, but writing %s failed: %w (run the same command again)", networkFile(c, name), err)
 	}
-	return os.Remove(pendingFile(c, name))
+	return os.Remove(pending)
 }
 
-// loadChange reads the pending change of network name; nil when there is
-// none.
-func loadChange(c *cli.Context, name string) (*wgChange, error) {
+// loadNetworkChange reads the network file of network name and its
+// pending change; the change is nil when there is none.
+func loadNetworkChange(c *cli.Context, name string) (*wgNetwork, *wgChange, error) {
+	n, err := loadNetwork(c, name)
+	if err != nil {
+		return nil, nil, err
+	}
 	var ch wgChange
 	switch err := readJSONFile(pendingFile(c, name), &ch); {
 	case errors.Is(err, os.ErrNotExist):
-		return nil, nil
+		return n, nil, nil
 	case err != nil:
-		return nil, err
+		return nil, nil, err
 	}
-	return &ch, nil
+	return n, &ch, nil
 }
 
 // sameAdd checks that the pending change ch adds to n exactly the members
@@ -274,10 +287,10 @@ func (ch *wgChange) sameAdd(n *wgNetwork, want []wgMember) error {
 }
 
 // converge brings every member of ch.Network to its reservation at the
-// explorer, new members first, calling save after each new reservation
-// (to record its ID). It prints a line per member: the reservation ID,
+// explorer, new members first, writing the pending file after each new
+// reservation (to record its ID). It prints a line per member: the reservation ID,
 // created, updated or unchanged, and the version the explorer holds.
-func (s *session) converge(ctx context.Context, ch *wgChange, save func() error) error {
+func (s *session) converge(ctx context.Context, ch *wgChange) error {
 	n := &ch.Network
 	ak, err := wgtypes.ParseKey(n.AccessKey)
 	if err != nil {
@@ -314,7 +327,7 @@ func (s *session) converge(ctx context.Context, ch *wgChange, save func() error)
 				return fmt.Errorf("member %s: %w", m.Node, err)
 			}
 			m.Reservation = id
-			if err := save(); err != nil {
+			if err := writeJSONFile(pendingFile(s.c, n.Name), ch); err != nil {
 				return fmt.Errorf("recording member %s's reservation %s: %w", m.Node, id, err)
 			}
 			if _, err := fmt.Fprintf(s.c.App.Writer, "%s created v0 %s\n", id, m.Node); err != nil {
@@ -424,11 +437,7 @@ func (s *session) updateMember(ctx context.Context, n *wgNetwork, m *wgMember, p
 func removeMember(ctx context.Context, s *session) error {
 	c := s.c
 	name, node := c.String("name"), c.String("node")
-	n, err := loadNetwork(c, name)
-	if err != nil {
-		return err
-	}
-	ch, err := loadChange(c, name)
+	n, ch, err := loadNetworkChange(c, name)
 	if err != nil {
 		return err
 	}
@@ -452,17 +461,7 @@ func removeMember(ctx context.Context, s *session) error {
 			return fmt.Errorf("recording the change: %w", err)
 		}
 	}
-	err = s.converge(ctx, ch, func() error { return nil })
-	if err == nil {
-		err = s.deleteMember(ctx, ch.Removed)
-	}
-	if err != nil {
-		return fmt.Errorf("%w\n(nothing is lost: run the same command again to finish; %s holds the change)", err, pendingFile(c, name))
-	}
-	if err := writeJSONFile(networkFile(c, name), ch.Network); err != nil {
-		return fmt.Errorf("the explorer holds the new network, but writing %s failed: %w (run the same command again)", networkFile(c, name), err)
-	}
-	return os.Remove(pendingFile(c, name))
+	return s.finish(ctx, ch, func() error { return s.deleteMember(ctx, ch.Removed) })
 }
 
 // deleteMember deletes the reservation of removed member m, unless it is
@@ -470,16 +469,14 @@ func removeMember(ctx context.Context, s *session) error {
 // and node.
 func (s *session) deleteMember(ctx context.Context, m *wgMember) error {
 	cur, err := s.client.GetReservation(ctx, m.Reservation)
+	if err == nil {
+		err = verify(cur)
+	}
+	if err == nil && !cur.ToDelete {
+		cur, err = s.client.DeleteReservation(ctx, m.Reservation)
+	}
 	if err != nil {
 		return fmt.Errorf("member %s (reservation %s): %w", m.Node, m.Reservation, err)
-	}
-	if err := verify(cur); err != nil {
-		return fmt.Errorf("member %s (reservation %s): %w", m.Node, m.Reservation, err)
-	}
-	if !cur.ToDelete {
-		if cur, err = s.client.DeleteReservation(ctx, m.Reservation); err != nil {
-			return fmt.Errorf("member %s (reservation %s): %w", m.Node, m.Reservation, err)
-		}
 	}
 	_, err = fmt.Fprintf(s.c.App.Writer, "%s deleted v%d %s\n", m.Reservation, cur.Version, m.Node)
 	return err
