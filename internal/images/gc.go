@@ -110,18 +110,14 @@ func (s *Store) Sweep(ctx context.Context, keep func(digest string) bool, inUse 
 		if m, ok, err := s.readMeta(d); err != nil || !ok || m.Unpacked.After(cutoff) {
 			continue
 		}
-		// Renamed away first, so a later pull never finds it half gone.
-		p := filepath.Join(s.layersDir(), d)
-		gone := filepath.Join(filepath.Dir(s.layersDir()), "tmp-gc-"+d)
-		if err := os.Rename(p, gone); err != nil {
-			errs = append(errs, fmt.Errorf("removing layer %s: %w", d, err))
-			continue
+		n, moved, err := s.removeLayer(d, true)
+		if err != nil {
+			errs = append(errs, err)
 		}
-		res.Bytes += allocated(gone)
-		if err := os.RemoveAll(gone); err != nil {
-			errs = append(errs, fmt.Errorf("removing layer %s: %w", d, err))
+		if moved {
+			res.Bytes += n
+			res.Layers = append(res.Layers, d)
 		}
-		res.Layers = append(res.Layers, d)
 	}
 	tmps, _ := filepath.Glob(filepath.Join(filepath.Dir(s.layersDir()), "tmp-*"))
 	for _, t := range tmps {
@@ -181,20 +177,30 @@ func (s *Store) discard(digests []string) error {
 				errs = append(errs, err)
 			}
 		}
-		p := filepath.Join(s.layersDir(), d)
-		if _, err := os.Lstat(p); err != nil {
-			continue
-		}
-		gone := filepath.Join(filepath.Dir(s.layersDir()), "tmp-gc-"+d)
-		if err := os.Rename(p, gone); err != nil {
-			errs = append(errs, fmt.Errorf("removing layer %s: %w", d, err))
-			continue
-		}
-		if err := os.RemoveAll(gone); err != nil {
-			errs = append(errs, fmt.Errorf("removing layer %s: %w", d, err))
+		if _, _, err := s.removeLayer(d, false); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// removeLayer removes the unpacked layer d: renamed away first, so a
+// later pull never finds it half gone, then deleted. moved says whether
+// it was renamed away (a layer that is not there is not: the error wraps
+// fs.ErrNotExist); n is what it allocated on disk, measured (a walk of
+// its files) only when size is set.
+func (s *Store) removeLayer(d string, size bool) (n int64, moved bool, err error) {
+	gone := filepath.Join(filepath.Dir(s.layersDir()), "tmp-gc-"+d)
+	if err := os.Rename(filepath.Join(s.layersDir(), d), gone); err != nil {
+		return 0, false, fmt.Errorf("removing layer %s: %w", d, err)
+	}
+	if size {
+		n = allocated(gone)
+	}
+	if err := os.RemoveAll(gone); err != nil {
+		return n, true, fmt.Errorf("removing layer %s: %w", d, err)
+	}
+	return n, true, nil
 }
 
 // isImage reports whether the stored blob of digest is a manifest or an
