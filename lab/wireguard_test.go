@@ -274,6 +274,21 @@ func (s *stream) waitTicks(t testing.TB, what string, n int) {
 // `provctl network access` prints; the explorer holds only sealed keys;
 // kill -9 and restart of a daemon do not cut a TCP stream between nodes;
 // a killed WireGuard helper is restored by the reconcile loop.
+// directClient returns an explorer client signing with u's key, and the
+// key: what a user who bypasses provctl's checks sends, from the upstream
+// namespace (where the explorer listens).
+func (l *lab) directClient(t testing.TB, u *harness.User) (*explorer.Client, ed25519.PrivateKey) {
+	t.Helper()
+	key, err := identity.Load(u.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{DialContext: func(_ context.Context, _, addr string) (net.Conn, error) {
+		return dialIn(l.upstream.netnsPath(), addr, 5*time.Second)
+	}}
+	return explorer.NewUserClient(l.explorerURL(), key, explorer.ClientOptions{Transport: tr}), key
+}
+
 func TestWireGuardAcrossNodes(t *testing.T) {
 	requiresLab(t)
 	image, digest := fixture.Busybox(t)
@@ -482,14 +497,7 @@ func TestWireGuardAcrossNodes(t *testing.T) {
 		// straight to the explorer (which relays data it does not read):
 		// the node answers each with a signed error and keeps nothing.
 		bob := l.newUser(t)
-		key, err := identity.Load(bob.Key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tr := &http.Transport{DialContext: func(_ context.Context, _, addr string) (net.Conn, error) {
-			return dialIn(l.upstream.netnsPath(), addr, 5*time.Second)
-		}}
-		client := explorer.NewUserClient(l.explorerURL(), key, explorer.ClientOptions{Transport: tr})
+		client, key := l.directClient(t, bob)
 		pub, _ := identity.PublicKey(ids[0])
 		sealed, err := identity.Seal(pub, make([]byte, 32))
 		if err != nil {
@@ -544,14 +552,7 @@ func TestWireGuardAcrossNodes(t *testing.T) {
 		// read): each gets a signed error naming the version that keeps
 		// running, and the tunnels keep working; then a good version,
 		// naming the last refused one as the explorer holds it, is applied.
-		key, err := identity.Load(alice.Key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tr := &http.Transport{DialContext: func(_ context.Context, _, addr string) (net.Conn, error) {
-			return dialIn(l.upstream.netnsPath(), addr, 5*time.Second)
-		}}
-		client := explorer.NewUserClient(l.explorerURL(), key, explorer.ClientOptions{Transport: tr})
+		client, key := l.directClient(t, alice)
 		id := netRes[1]
 		good, err := client.GetReservation(t.Context(), id)
 		if err != nil {
