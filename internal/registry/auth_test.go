@@ -222,7 +222,9 @@ func FuzzParseAuth(f *testing.F) {
 }
 
 // secrets returns the credentials of a config.json that decodes, those
-// long enough not to appear in an error's own words by chance.
+// long enough not to appear in an error's own words by chance. A value
+// that is also part of a registry's name is left out: an error names the
+// registry, which is not a secret, and cannot avoid quoting it.
 func secrets(b []byte) []string {
 	var f struct {
 		Auths map[string]map[string]any `json:"auths"`
@@ -230,13 +232,26 @@ func secrets(b []byte) []string {
 	if json.Unmarshal(b, &f) != nil {
 		return nil
 	}
+	inName := func(v string) bool {
+		for host := range f.Auths {
+			if strings.Contains(strings.ToLower(host), strings.ToLower(v)) {
+				return true
+			}
+		}
+		return false
+	}
 	var out []string
+	add := func(v string) {
+		if len(v) >= 8 && !inName(v) {
+			out = append(out, v)
+		}
+	}
 	for _, e := range f.Auths {
 		for _, k := range []string{"auth", "password", "identitytoken", "registrytoken"} {
-			if v, ok := e[k].(string); ok && len(v) >= 8 {
-				out = append(out, v)
-				if raw, err := base64.StdEncoding.DecodeString(v); err == nil && len(raw) >= 8 {
-					out = append(out, string(raw))
+			if v, ok := e[k].(string); ok {
+				add(v)
+				if raw, err := base64.StdEncoding.DecodeString(v); err == nil {
+					add(string(raw))
 				}
 			}
 		}
