@@ -100,9 +100,10 @@ func BenchmarkTunnelThroughput(b *testing.B) {
 func drain(c io.ReadWriteCloser) { _, _ = io.Copy(io.Discard, c) }
 
 // BenchmarkNetworksRSS reserves 10, then 100 WireGuard networks on one
-// lab node and reports the resident memory of its daemon plus its
-// network helpers (one wireguard-go process per network), in MB, and per
-// network.
+// lab node and reports the memory of its daemon plus its network
+// helpers (one wireguard-go process per network), in MB, and per
+// network: the resident set, and the proportional set, which counts the
+// executable the daemon and its helpers share once.
 func BenchmarkNetworksRSS(b *testing.B) {
 	requiresLab(b)
 	for _, count := range []int{10, 100} {
@@ -143,27 +144,33 @@ func BenchmarkNetworksRSS(b *testing.B) {
 				alice.WaitResult(b, r, provision.StateOk, within)
 			}
 			b.ResetTimer()
-			var rss, helpers float64
+			var all, helpers mem
 			for range b.N {
 				d, h, n := nodeRSS(b, nd)
 				if n != count {
 					b.Fatalf("%d wireguard helpers, want %d", n, count)
 				}
-				rss += d + h
-				helpers += h
+				all = all.add(d).add(h)
+				helpers = helpers.add(h)
 			}
 			b.StopTimer()
-			b.ReportMetric(rss/float64(b.N), "MB-rss")
-			b.ReportMetric(helpers/float64(b.N)/float64(count), "MB-rss/helper")
+			runs := float64(b.N)
+			b.ReportMetric(all.rss/runs, "MB-rss")
+			b.ReportMetric(helpers.rss/runs/float64(count), "MB-rss/helper")
+			b.ReportMetric(all.pss/runs, "MB-pss")
+			b.ReportMetric(helpers.pss/runs/float64(count), "MB-pss/helper")
 		})
 	}
 }
 
-// nodeRSS returns the resident memory (MB) of node nd's daemon and of
-// its wireguard helpers, and the number of helpers.
-func nodeRSS(t testing.TB, nd *node) (daemon, helpers float64, n int) {
+// nodeRSS returns the memory (MB) of node nd's daemon and of its
+// wireguard helpers, and the number of helpers. Each figure is a mem: the
+// resident set (VmRSS), which counts the executable's pages in every
+// process that maps them, and the proportional set (Pss), which shares
+// them out, so summing it over processes gives what they use together.
+func nodeRSS(t testing.TB, nd *node) (daemon, helpers mem, n int) {
 	t.Helper()
-	daemon = rssMB(t, nd.daemon.PID())
+	daemon = memOf(t, nd.daemon.PID())
 	want, err := nsIno(fmt.Sprintf("/proc/%d/ns/mnt", nd.hold.pid()))
 	if err != nil {
 		t.Fatal(err)
@@ -181,30 +188,43 @@ func nodeRSS(t testing.TB, nd *node) (daemon, helpers float64, n int) {
 		if got, err := nsIno(fmt.Sprintf("/proc/%d/ns/mnt", pid)); err != nil || got != want {
 			continue // another node's helper
 		}
-		helpers += rssMB(t, pid)
+		helpers = helpers.add(memOf(t, pid))
 		n++
 	}
 	return daemon, helpers, n
 }
 
-// rssMB returns VmRSS of pid in MB.
-func rssMB(t testing.TB, pid int) float64 {
+// mem is a process's resident (VmRSS) and proportional (Pss) set size,
+// in MB.
+type mem struct{ rss, pss float64 }
+
+func (m mem) add(o mem) mem { return mem{m.rss + o.rss, m.pss + o.pss} }
+
+// memOf reads pid's VmRSS and Pss from /proc/PID/smaps_rollup.
+func memOf(t testing.TB, pid int) mem {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
+	var m mem
+	var seen int
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			if err != nil {
-				t.Fatal(err)
+		for key, to := range map[string]*float64{"Rss:": &m.rss, "Pss:": &m.pss} {
+			if v, ok := strings.CutPrefix(line, key); ok {
+				kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+				if err != nil {
+					t.Fatalf("smaps_rollup of %d: %q: %v", pid, line, err)
+				}
+				*to = kb / 1024
+				seen++
 			}
-			return kb / 1024
 		}
 	}
-	t.Fatalf("no VmRSS for %d", pid)
-	return 0
+	if seen != 2 {
+		t.Fatalf("smaps_rollup of %d: no Rss or Pss:\n%s", pid, b)
+	}
+	return m
 }
 
 // nsIno identifies a namespace file by device and inode.
