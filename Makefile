@@ -92,5 +92,5 @@ lab-test: ## prove networks in a multi-node lab of namespaces: egress, isolation
 	PROVISIOND_LAB_TEST=1 $(GO) test -race -count=1 -v -timeout 30m ./lab/ $(LAB_TEST_FLAGS)
 
 .PHONY: lab-bench
-lab-bench: ## measure tunnel vs underlay TCP throughput between lab nodes and the RSS of 10 and 100 WireGuard networks (root; about 5 minutes)
+lab-bench: ## measure tunnel vs underlay TCP throughput between lab nodes and the memory (RSS and PSS) of 10 and 100 WireGuard networks (root; about 5 minutes)
 	PROVISIOND_LAB_TEST=1 $(GO) test -count=1 -run '^$$' -bench 'TunnelThroughput|NetworksRSS' -benchtime 1x -timeout 30m ./lab/
