@@ -165,7 +165,7 @@ func BenchmarkNetworksRSS(b *testing.B) {
 
 // nodeRSS returns the memory (MB) of node nd's daemon and of its
 // wireguard helpers, and the number of helpers. Each figure is a mem: the
-// resident set (VmRSS), which counts the executable's pages in every
+// resident set (Rss), which counts the executable's pages in every
 // process that maps them, and the proportional set (Pss), which shares
 // them out, so summing it over processes gives what they use together.
 func nodeRSS(t testing.TB, nd *node) (daemon, helpers mem, n int) {
@@ -194,13 +194,13 @@ func nodeRSS(t testing.TB, nd *node) (daemon, helpers mem, n int) {
 	return daemon, helpers, n
 }
 
-// mem is a process's resident (VmRSS) and proportional (Pss) set size,
-// in MB.
+// mem is a process's resident (Rss) and proportional (Pss) set size, in
+// MB.
 type mem struct{ rss, pss float64 }
 
 func (m mem) add(o mem) mem { return mem{m.rss + o.rss, m.pss + o.pss} }
 
-// memOf reads pid's VmRSS and Pss from /proc/PID/smaps_rollup.
+// memOf reads pid's Rss and Pss from /proc/PID/smaps_rollup.
 func memOf(t testing.TB, pid int) mem {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
