@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"io"
@@ -50,13 +51,7 @@ func TestHeartbeats(t *testing.T) {
 	const every = 10 * time.Second
 	beat := func(boot string, booted time.Time) {
 		t.Helper()
-		hb := &provision.Heartbeat{NodeID: node, BootID: boot, Booted: booted, Created: clk.now(), Interval: every}
-		if err := hb.Sign(provision.KeySigner(key)); err != nil {
-			t.Fatal(err)
-		}
-		if err := nc.Heartbeat(ctx, node, hb); err != nil {
-			t.Fatal(err)
-		}
+		sendHeartbeat(t, nc, key, &provision.Heartbeat{NodeID: node, BootID: boot, Booted: booted, Created: clk.now(), Interval: every})
 	}
 	bootA := clk.now().Add(-time.Hour)
 	for range 30 {
@@ -142,5 +137,17 @@ func TestHeartbeats(t *testing.T) {
 				t.Fatalf("%s: %v", path, err)
 			}
 		}
+	}
+}
+
+// sendHeartbeat signs hb with the node's key and sends it through nc,
+// the node's client; any error fails the test.
+func sendHeartbeat(t *testing.T, nc *explorer.Client, key ed25519.PrivateKey, hb *provision.Heartbeat) {
+	t.Helper()
+	if err := hb.Sign(provision.KeySigner(key)); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Heartbeat(t.Context(), hb.NodeID, hb); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -205,13 +205,7 @@ func heartbeats(t *testing.T, f *fleet) *explorer.NodeAvailability {
 	now := time.Now().UTC()
 	beat := func(boot string, booted, created time.Time) {
 		t.Helper()
-		hb := &provision.Heartbeat{NodeID: f.up, BootID: boot, Booted: booted, Created: created, Interval: 10 * time.Minute}
-		if err := hb.Sign(provision.KeySigner(f.upKey)); err != nil {
-			t.Fatal(err)
-		}
-		if err := nc.Heartbeat(t.Context(), f.up, hb); err != nil {
-			t.Fatal(err)
-		}
+		sendHeartbeat(t, nc, f.upKey, &provision.Heartbeat{NodeID: f.up, BootID: boot, Booted: booted, Created: created, Interval: 10 * time.Minute})
 	}
 	for _, ago := range []time.Duration{50, 40, 30, 20} {
 		beat("boot-a", now.Add(-2*time.Hour), now.Add(-ago*time.Minute))
