@@ -263,17 +263,6 @@ func (s *stream) waitTicks(t testing.TB, what string, n int) {
 	})
 }
 
-// TestWireGuardAcrossNodes proves a user network over three lab nodes:
-// created on nodes 1 and 2 (both with a public address; node 1 is the
-// hub), then node 3, without a public address, is added with `provctl
-// network add` (an owner-signed next version of both members, the peers
-// changed in place) while a TCP stream runs between nodes 1 and 2: the
-// stream is never cut nor stalled, and node 3 reaches the others through
-// the hub. Containers reach each other across nodes (ping and TCP, the
-// source address kept); the laptop reaches them with the configuration
-// `provctl network access` prints; the explorer holds only sealed keys;
-// kill -9 and restart of a daemon do not cut a TCP stream between nodes;
-// a killed WireGuard helper is restored by the reconcile loop.
 // directClient returns an explorer client signing with u's key, and the
 // key: what a user who bypasses provctl's checks sends, from the upstream
 // namespace (where the explorer listens).
@@ -289,6 +278,17 @@ func (l *lab) directClient(t testing.TB, u *harness.User) (*explorer.Client, ed2
 	return explorer.NewUserClient(l.explorerURL(), key, explorer.ClientOptions{Transport: tr}), key
 }
 
+// TestWireGuardAcrossNodes proves a user network over three lab nodes:
+// created on nodes 1 and 2 (both with a public address; node 1 is the
+// hub), then node 3, without a public address, is added with `provctl
+// network add` (an owner-signed next version of both members, the peers
+// changed in place) while a TCP stream runs between nodes 1 and 2: the
+// stream is never cut nor stalled, and node 3 reaches the others through
+// the hub. Containers reach each other across nodes (ping and TCP, the
+// source address kept); the laptop reaches them with the configuration
+// `provctl network access` prints; the explorer holds only sealed keys;
+// kill -9 and restart of a daemon do not cut a TCP stream between nodes;
+// a killed WireGuard helper is restored by the reconcile loop.
 func TestWireGuardAcrossNodes(t *testing.T) {
 	requiresLab(t)
 	image, digest := fixture.Busybox(t)
