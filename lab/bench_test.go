@@ -208,20 +208,21 @@ func memOf(t testing.TB, pid int) mem {
 		t.Fatal(err)
 	}
 	var m mem
-	var seen int
-	for _, line := range strings.Split(string(b), "\n") {
-		for key, to := range map[string]*float64{"Rss:": &m.rss, "Pss:": &m.pss} {
-			if v, ok := strings.CutPrefix(line, key); ok {
-				kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-				if err != nil {
-					t.Fatalf("smaps_rollup of %d: %q: %v", pid, line, err)
-				}
-				*to = kb / 1024
-				seen++
-			}
+	fields := map[string]*float64{"Rss:": &m.rss, "Pss:": &m.pss}
+	seen := 0
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line) // "Rss:", "19744", "kB"
+		if len(f) != 3 || fields[f[0]] == nil {
+			continue
 		}
+		kb, err := strconv.ParseFloat(f[1], 64)
+		if err != nil {
+			t.Fatalf("smaps_rollup of %d: %q: %v", pid, line, err)
+		}
+		*fields[f[0]] = kb / 1024
+		seen++
 	}
-	if seen != 2 {
+	if seen != len(fields) {
 		t.Fatalf("smaps_rollup of %d: no Rss or Pss:\n%s", pid, b)
 	}
 	return m
