@@ -549,7 +549,13 @@ func (l *lab) reach(t *testing.T, last int) int {
 // show returns properties of the provisiond unit.
 func (l *lab) show(t *testing.T, props ...string) map[string]string {
 	t.Helper()
-	out := l.n.mustNoFail(t, "systemctl show provisiond -p "+strings.Join(props, " -p "))
+	return l.showUnit(t, "provisiond", props...)
+}
+
+// showUnit returns the properties props of unit, by name.
+func (l *lab) showUnit(t *testing.T, unit string, props ...string) map[string]string {
+	t.Helper()
+	out := l.n.mustNoFail(t, "systemctl show "+unit+" -p "+strings.Join(props, " -p "))
 	m := map[string]string{}
 	for line := range strings.Lines(out) {
 		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok {
@@ -599,34 +605,31 @@ func (l *lab) kills(t *testing.T) {
 // SIGHUP): the daemon reads its files again in the same process, which
 // stays active and serves on; then `systemctl reload explorerd`.
 func (l *lab) reload(t *testing.T) {
-	pid := l.mainPID(t)
-	l.n.must(t, "systemctl reload provisiond")
-	eventually(t, 30*time.Second, "the reload in the journal", func() error {
-		out := l.n.mustNoFail(t, "journalctl -u provisiond --no-pager -o cat")
-		if !strings.Contains(out, "SIGHUP: no --user-quota-file") {
-			return errors.New("no SIGHUP line yet")
-		}
-		return nil
-	})
-	if st := l.show(t, "MainPID", "ActiveState"); st["MainPID"] != pid || st["ActiveState"] != "active" {
-		t.Fatalf("after systemctl reload: %v (was pid %s)", st, pid)
-	}
+	l.reloadUnit(t, "provisiond", "SIGHUP: no --user-quota-file")
 	l.check(t)
 
 	// explorerd's unit reloads the same way, from inside its sandbox. It
 	// still runs the release's binary, which did not catch SIGHUP: the
 	// installed one is started first.
 	l.n.must(t, "systemctl restart explorerd")
-	epid := strings.TrimSpace(l.n.must(t, "systemctl show -p MainPID --value explorerd"))
-	l.n.must(t, "systemctl reload explorerd")
-	eventually(t, 30*time.Second, "explorerd's reload in the journal", func() error {
-		if out := l.n.mustNoFail(t, "journalctl -u explorerd --no-pager -o cat"); !strings.Contains(out, "SIGHUP: no TLS certificate") {
+	l.reloadUnit(t, "explorerd", "SIGHUP: no TLS certificate")
+}
+
+// reloadUnit runs `systemctl reload unit` and waits for line, which the
+// daemon logs on SIGHUP, in its journal; the unit must then be active
+// with the same MainPID.
+func (l *lab) reloadUnit(t *testing.T, unit, line string) {
+	t.Helper()
+	pid := l.showUnit(t, unit, "MainPID")["MainPID"]
+	l.n.must(t, "systemctl reload "+unit)
+	eventually(t, 30*time.Second, unit+"'s reload in the journal", func() error {
+		if out := l.n.mustNoFail(t, "journalctl -u "+unit+" --no-pager -o cat"); !strings.Contains(out, line) {
 			return errors.New("no SIGHUP line yet")
 		}
 		return nil
 	})
-	if st := strings.TrimSpace(l.n.must(t, "systemctl show -p MainPID --value explorerd; systemctl is-active explorerd")); st != epid+"\nactive" {
-		t.Fatalf("explorerd after systemctl reload: %q (was pid %s)", st, epid)
+	if st := l.showUnit(t, unit, "MainPID", "ActiveState"); st["MainPID"] != pid || st["ActiveState"] != "active" {
+		t.Fatalf("%s after systemctl reload: %v (was pid %s)", unit, st, pid)
 	}
 }
 
